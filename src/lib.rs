@@ -1,0 +1,7 @@
+//! vpclab: an AWS VPC data plane on one Linux box. Instances are network namespaces, ENIs are TAP
+//! devices, and one poll-driven forwarding core judges and moves every frame. See `DESIGN.md` for
+//! the module map; dependencies point down it: `dataplane` -> `pipeline` -> `packet`, `model`.
+
+pub mod model;
+pub mod netns;
+pub mod topology;

@@ -1,0 +1,674 @@
+//! The checked, typed model of a lab: what `topology` produces once a file has passed validation,
+//! and what every other module reads. References between objects are typed indices into the
+//! model's vectors, so a `Model` can never point at something that does not exist. AWS defaults
+//! (the VPC's main route table, default network ACL and default security group, an ENI's default
+//! group, generated MACs) are already filled in here: nothing downstream re-applies a default.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+macro_rules! index_type {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {$(
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        pub struct $name(pub u32);
+        impl $name {
+            /// The position in the model's vector.
+            pub fn index(self) -> usize {
+                self.0 as usize
+            }
+        }
+    )*};
+}
+
+index_type!(
+    /// Index into [`Model::vpcs`].
+    VpcIdx,
+    /// Index into [`Model::subnets`].
+    SubnetIdx,
+    /// Index into [`Model::enis`].
+    EniIdx,
+    /// Index into [`Model::instances`].
+    InstanceIdx,
+    /// Index into [`Model::security_groups`].
+    SgIdx,
+    /// Index into [`Model::network_acls`].
+    AclIdx,
+    /// Index into [`Model::route_tables`].
+    RtbIdx,
+    /// Index into [`Model::internet_gateways`].
+    IgwIdx,
+    /// Index into [`Model::nat_gateways`].
+    NatIdx,
+    /// Index into [`Model::elastic_ips`].
+    EipIdx,
+    /// Index into [`Model::peerings`].
+    PcxIdx,
+);
+
+/// An IPv4 prefix, always stored with its host bits cleared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Cidr {
+    /// The network address (host bits zero).
+    pub addr: Ipv4Addr,
+    /// The prefix length, 0..=32.
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// Builds a prefix, clearing host bits.
+    pub fn new(addr: Ipv4Addr, prefix: u8) -> Cidr {
+        assert!(prefix <= 32, "prefix length above 32");
+        Cidr { addr: Ipv4Addr::from(u32::from(addr) & Self::mask_of(prefix)), prefix }
+    }
+
+    fn mask_of(prefix: u8) -> u32 {
+        if prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - prefix)
+        }
+    }
+
+    /// The netmask as a number.
+    pub fn mask(self) -> u32 {
+        Self::mask_of(self.prefix)
+    }
+
+    /// Whether `ip` lies inside this prefix.
+    pub fn contains(self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == u32::from(self.addr)
+    }
+
+    /// Whether `other` lies wholly inside this prefix.
+    pub fn contains_cidr(self, other: Cidr) -> bool {
+        other.prefix >= self.prefix && self.contains(other.addr)
+    }
+
+    /// Whether the two prefixes share any address.
+    pub fn overlaps(self, other: Cidr) -> bool {
+        self.contains_cidr(other) || other.contains_cidr(self)
+    }
+
+    /// The address `n` places after the network address (wrapping inside the prefix is the caller's
+    /// concern: used for base+1, base+2, ...).
+    pub fn nth(self, n: u32) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr).wrapping_add(n))
+    }
+
+    /// The last address of the prefix (the broadcast address in AWS's reserved list).
+    pub fn last(self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) | !self.mask())
+    }
+
+    /// The VPC router's address in a subnet: base + 1.
+    pub fn router(self) -> Ipv4Addr {
+        self.nth(1)
+    }
+
+    /// AWS reserves base, base+1 (router), base+2 (DNS), base+3 and the last address.
+    pub fn is_reserved(self, ip: Ipv4Addr) -> bool {
+        let off = u32::from(ip).wrapping_sub(u32::from(self.addr));
+        off <= 3 || ip == self.last()
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// Why a string is not a CIDR.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CidrError {
+    /// No `/`.
+    #[error("`{0}` is not a CIDR block: expected an address and a prefix length, like 10.0.0.0/16")]
+    MissingSlash(String),
+    /// The address part does not parse.
+    #[error("`{0}` is not a CIDR block: the address is not an IPv4 address")]
+    BadAddress(String),
+    /// The prefix part does not parse or is above 32.
+    #[error("`{0}` is not a CIDR block: the prefix length must be 0 to 32")]
+    BadPrefix(String),
+    /// Host bits are set (AWS rejects 10.0.1.5/24 as a subnet CIDR).
+    #[error("`{0}` has host bits set: did you mean {1}?")]
+    HostBits(String, Cidr),
+}
+
+impl FromStr for Cidr {
+    type Err = CidrError;
+    fn from_str(s: &str) -> Result<Cidr, CidrError> {
+        let (a, p) = s.split_once('/').ok_or_else(|| CidrError::MissingSlash(s.into()))?;
+        let addr: Ipv4Addr = a.parse().map_err(|_| CidrError::BadAddress(s.into()))?;
+        let prefix: u8 = p.parse().map_err(|_| CidrError::BadPrefix(s.into()))?;
+        if prefix > 32 {
+            return Err(CidrError::BadPrefix(s.into()));
+        }
+        let c = Cidr::new(addr, prefix);
+        if c.addr != addr {
+            return Err(CidrError::HostBits(s.into(), c));
+        }
+        Ok(c)
+    }
+}
+
+/// A MAC address.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Mac(pub [u8; 6]);
+
+impl Mac {
+    /// A locally administered unicast MAC derived stably from a name (FNV-1a of `salt` and `name`):
+    /// the same ENI id always gets the same MAC, across runs and machines.
+    pub fn generated(salt: &str, name: &str) -> Mac {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in salt.bytes().chain([0u8]).chain(name.bytes()) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        let b = h.to_be_bytes();
+        // 0x02: locally administered, unicast. AWS's own ENI MACs start with 0x02 or 0x06 too.
+        Mac([0x02, b[1], b[2], b[3], b[4], b[5]])
+    }
+
+    /// Whether the group (multicast/broadcast) bit is set.
+    pub fn is_multicast(self) -> bool {
+        self.0[0] & 1 == 1
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+    }
+}
+
+impl fmt::Debug for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for Mac {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Why a string is not a MAC address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a MAC address: expected six hex pairs like 02:00:00:00:02:50")]
+pub struct MacError(pub String);
+
+impl FromStr for Mac {
+    type Err = MacError;
+    fn from_str(s: &str) -> Result<Mac, MacError> {
+        let mut out = [0u8; 6];
+        let mut parts = s.split(':');
+        for byte in &mut out {
+            let p = parts.next().ok_or_else(|| MacError(s.into()))?;
+            if p.len() != 2 {
+                return Err(MacError(s.into()));
+            }
+            *byte = u8::from_str_radix(p, 16).map_err(|_| MacError(s.into()))?;
+        }
+        if parts.next().is_some() {
+            return Err(MacError(s.into()));
+        }
+        Ok(Mac(out))
+    }
+}
+
+/// An IP protocol as security group and ACL rules name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Protocol {
+    /// `all` or `-1`: every protocol, every port.
+    All,
+    /// IANA protocol number (6 = TCP, 17 = UDP, 1 = ICMP, ...).
+    Number(u8),
+}
+
+impl Protocol {
+    /// TCP.
+    pub const TCP: Protocol = Protocol::Number(6);
+    /// UDP.
+    pub const UDP: Protocol = Protocol::Number(17);
+    /// ICMP.
+    pub const ICMP: Protocol = Protocol::Number(1);
+
+    /// Whether the protocol carries ports that rules may match (TCP, UDP).
+    pub fn has_ports(self) -> bool {
+        matches!(self, Protocol::Number(6) | Protocol::Number(17))
+    }
+}
+
+/// An inclusive port range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct PortRange {
+    /// First port.
+    pub from: u16,
+    /// Last port, inclusive.
+    pub to: u16,
+}
+
+impl PortRange {
+    /// Every port.
+    pub const ALL: PortRange = PortRange { from: 0, to: 65535 };
+
+    /// Whether `port` is in the range.
+    pub fn contains(self, port: u16) -> bool {
+        self.from <= port && port <= self.to
+    }
+}
+
+/// What a rule matches beyond the protocol: ports for TCP/UDP, type/code for ICMP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum PortMatch {
+    /// No restriction (protocol `all`, or a protocol without ports).
+    Any,
+    /// TCP/UDP destination port range.
+    Ports(PortRange),
+    /// ICMP type and code; `None` = all (AWS's -1).
+    Icmp {
+        /// ICMP type, or all.
+        icmp_type: Option<u8>,
+        /// ICMP code, or all.
+        icmp_code: Option<u8>,
+    },
+}
+
+/// The other side of a security group rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum SgPeer {
+    /// An IPv4 prefix.
+    Cidr(Cidr),
+    /// The private IPs of the ENIs that are members of this group.
+    Group(SgIdx),
+}
+
+/// One allow rule of a security group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SgRule {
+    /// The protocol matched.
+    pub protocol: Protocol,
+    /// Ports or ICMP type/code matched.
+    pub ports: PortMatch,
+    /// Source (ingress) or destination (egress).
+    pub peer: SgPeer,
+}
+
+/// A security group.
+#[derive(Clone, Debug, Serialize)]
+pub struct SecurityGroup {
+    /// Its id in the topology (`sg-web`), or `<vpc id>/default` for a VPC's default group.
+    pub id: String,
+    /// Its VPC.
+    pub vpc: VpcIdx,
+    /// Inbound allow rules.
+    pub ingress: Vec<SgRule>,
+    /// Outbound allow rules (a group declared without `egress` gets one allow-all rule).
+    pub egress: Vec<SgRule>,
+}
+
+/// Allow or deny, for network ACL rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum AclAction {
+    /// Let the packet through.
+    Allow,
+    /// Drop it.
+    Deny,
+}
+
+/// One numbered network ACL rule.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AclRule {
+    /// Rule number, 1..=32766; lowest is evaluated first.
+    pub number: u16,
+    /// Protocol matched.
+    pub protocol: Protocol,
+    /// Ports or ICMP type/code matched.
+    pub ports: PortMatch,
+    /// Remote prefix (source for ingress, destination for egress).
+    pub cidr: Cidr,
+    /// What a match does.
+    pub action: AclAction,
+}
+
+/// A network ACL. Rules are sorted by number; the implicit final deny (`*`) is not stored.
+#[derive(Clone, Debug, Serialize)]
+pub struct NetworkAcl {
+    /// Its id, or `<vpc id>/default-acl` for a VPC's default ACL.
+    pub id: String,
+    /// Its VPC.
+    pub vpc: VpcIdx,
+    /// Inbound rules, ascending by number.
+    pub ingress: Vec<AclRule>,
+    /// Outbound rules, ascending by number.
+    pub egress: Vec<AclRule>,
+}
+
+/// Where a route sends matching packets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum RouteTarget {
+    /// Within the VPC.
+    Local,
+    /// An internet gateway.
+    InternetGateway(IgwIdx),
+    /// A NAT gateway.
+    NatGateway(NatIdx),
+    /// An appliance ENI.
+    Eni(EniIdx),
+    /// A VPC peering connection.
+    Peering(PcxIdx),
+    /// Dropped.
+    Blackhole,
+}
+
+/// One route.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Route {
+    /// The destination prefix.
+    pub destination: Cidr,
+    /// The target.
+    pub target: RouteTarget,
+}
+
+/// A route table. `routes` holds the implicit local route for the VPC CIDR first, then the
+/// file's routes in file order.
+#[derive(Clone, Debug, Serialize)]
+pub struct RouteTable {
+    /// Its id, or `<vpc id>/main` for an implicit main table.
+    pub id: String,
+    /// Its VPC.
+    pub vpc: VpcIdx,
+    /// Routes, local first.
+    pub routes: Vec<Route>,
+}
+
+/// A VPC.
+#[derive(Clone, Debug, Serialize)]
+pub struct Vpc {
+    /// Its id.
+    pub id: String,
+    /// Its CIDR block.
+    pub cidr: Cidr,
+    /// The router's MAC (one per VPC), generated from the VPC id.
+    pub router_mac: Mac,
+    /// The main route table (given, or an implicit one holding only the local route).
+    pub main_route_table: RtbIdx,
+    /// The default network ACL (allows all both ways, rule 100).
+    pub default_network_acl: AclIdx,
+    /// The default security group (inbound from its own members, outbound all).
+    pub default_security_group: SgIdx,
+}
+
+/// A subnet.
+#[derive(Clone, Debug, Serialize)]
+pub struct Subnet {
+    /// Its id.
+    pub id: String,
+    /// Its VPC.
+    pub vpc: VpcIdx,
+    /// Its CIDR block, /16 to /28, inside the VPC's.
+    pub cidr: Cidr,
+    /// Availability zone, if given.
+    pub availability_zone: Option<String>,
+    /// The route table in force (its own, else the VPC's main table).
+    pub route_table: RtbIdx,
+    /// The network ACL in force (its own, else the VPC's default ACL).
+    pub network_acl: AclIdx,
+}
+
+/// Idle timeouts of an ENI's connection tracking, in seconds (AWS defaults and ranges).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ConntrackTimeouts {
+    /// 60..=432000, default 432000.
+    pub tcp_established: u32,
+    /// 60..=180, default 180.
+    pub udp_stream: u32,
+    /// 30..=60, default 30.
+    pub udp: u32,
+}
+
+impl Default for ConntrackTimeouts {
+    fn default() -> Self {
+        ConntrackTimeouts { tcp_established: 432_000, udp_stream: 180, udp: 30 }
+    }
+}
+
+/// Where an ENI is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Attachment {
+    /// The instance.
+    pub instance: InstanceIdx,
+    /// Device index: the ENI appears as `eth<device_index>` in the instance.
+    pub device_index: u32,
+}
+
+/// An elastic network interface.
+#[derive(Clone, Debug, Serialize)]
+pub struct Eni {
+    /// Its id.
+    pub id: String,
+    /// Its subnet.
+    pub subnet: SubnetIdx,
+    /// Primary private IPv4.
+    pub private_ip: Ipv4Addr,
+    /// Secondary private IPv4s.
+    pub secondary_private_ips: Vec<Ipv4Addr>,
+    /// Security groups, never empty (the VPC's default group when none is named).
+    pub security_groups: Vec<SgIdx>,
+    /// Its MAC (given, or generated from the id).
+    pub mac: Mac,
+    /// Source/destination check.
+    pub source_dest_check: bool,
+    /// Free text.
+    pub description: Option<String>,
+    /// Conntrack idle timeouts.
+    pub connection_tracking: ConntrackTimeouts,
+    /// Attachment, if any.
+    pub attachment: Option<Attachment>,
+}
+
+impl Eni {
+    /// Primary then secondary private IPs.
+    pub fn private_ips(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        std::iter::once(self.private_ip).chain(self.secondary_private_ips.iter().copied())
+    }
+}
+
+/// An instance (a network namespace).
+#[derive(Clone, Debug, Serialize)]
+pub struct Instance {
+    /// Its id; the namespace is `<lab>-<id>`.
+    pub id: String,
+    /// Instance type, if given (its ENI and IP limits were enforced).
+    pub instance_type: Option<String>,
+}
+
+/// An internet gateway.
+#[derive(Clone, Debug, Serialize)]
+pub struct InternetGateway {
+    /// Its id.
+    pub id: String,
+    /// The VPC it is attached to.
+    pub vpc: VpcIdx,
+}
+
+/// An Elastic IP and its association.
+#[derive(Clone, Debug, Serialize)]
+pub struct ElasticIp {
+    /// Its allocation id.
+    pub id: String,
+    /// The public address.
+    pub public_ip: Ipv4Addr,
+    /// Associated ENI and private IP (defaults to the ENI's primary), if any.
+    pub association: Option<(EniIdx, Ipv4Addr)>,
+}
+
+/// A NAT gateway.
+#[derive(Clone, Debug, Serialize)]
+pub struct NatGateway {
+    /// Its id.
+    pub id: String,
+    /// Its (public) subnet.
+    pub subnet: SubnetIdx,
+    /// Its private IP (given, or the subnet's first free address).
+    pub private_ip: Ipv4Addr,
+    /// Its Elastic IP; `None` is a private NAT gateway.
+    pub elastic_ip: Option<EipIdx>,
+}
+
+/// A VPC peering connection.
+#[derive(Clone, Debug, Serialize)]
+pub struct VpcPeering {
+    /// Its id.
+    pub id: String,
+    /// Requester side.
+    pub requester_vpc: VpcIdx,
+    /// Accepter side.
+    pub accepter_vpc: VpcIdx,
+}
+
+/// A host on the emulated internet.
+#[derive(Clone, Debug, Serialize)]
+pub struct InternetHost {
+    /// Its id.
+    pub id: String,
+    /// Its public address.
+    pub ip: Ipv4Addr,
+}
+
+/// A whole checked lab.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Model {
+    /// The lab's name: prefixes every namespace and device.
+    pub name: String,
+    /// VPCs.
+    pub vpcs: Vec<Vpc>,
+    /// Subnets.
+    pub subnets: Vec<Subnet>,
+    /// ENIs.
+    pub enis: Vec<Eni>,
+    /// Instances.
+    pub instances: Vec<Instance>,
+    /// Security groups, the VPCs' default groups included.
+    pub security_groups: Vec<SecurityGroup>,
+    /// Network ACLs, the VPCs' default ACLs included.
+    pub network_acls: Vec<NetworkAcl>,
+    /// Route tables, implicit main tables included.
+    pub route_tables: Vec<RouteTable>,
+    /// Internet gateways.
+    pub internet_gateways: Vec<InternetGateway>,
+    /// NAT gateways.
+    pub nat_gateways: Vec<NatGateway>,
+    /// Elastic IPs.
+    pub elastic_ips: Vec<ElasticIp>,
+    /// Peering connections.
+    pub peerings: Vec<VpcPeering>,
+    /// Hosts of the emulated internet.
+    pub internet_hosts: Vec<InternetHost>,
+}
+
+impl Model {
+    /// The subnet an ENI is in.
+    pub fn subnet_of(&self, eni: EniIdx) -> &Subnet {
+        &self.subnets[self.enis[eni.index()].subnet.index()]
+    }
+
+    /// The VPC an ENI is in.
+    pub fn vpc_of(&self, eni: EniIdx) -> VpcIdx {
+        self.subnet_of(eni).vpc
+    }
+
+    /// The network namespace name of an instance: `<lab>-<instance id>`.
+    pub fn netns_name(&self, instance: InstanceIdx) -> String {
+        format!("{}-{}", self.name, self.instances[instance.index()].id)
+    }
+
+    /// Finds an instance by id.
+    pub fn instance_by_id(&self, id: &str) -> Option<InstanceIdx> {
+        self.instances.iter().position(|i| i.id == id).map(|i| InstanceIdx(i as u32))
+    }
+
+    /// Finds an ENI by id.
+    pub fn eni_by_id(&self, id: &str) -> Option<EniIdx> {
+        self.enis.iter().position(|e| e.id == id).map(|i| EniIdx(i as u32))
+    }
+
+    /// ENIs attached to `instance`, by device index.
+    pub fn enis_of(&self, instance: InstanceIdx) -> Vec<EniIdx> {
+        let mut v: Vec<(u32, EniIdx)> = self
+            .enis
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| {
+                let a = e.attachment?;
+                (a.instance == instance).then_some((a.device_index, EniIdx(i as u32)))
+            })
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, e)| e).collect()
+    }
+
+    /// The sections present in the model that this version of vpclab validates but does not yet
+    /// enforce on packets, for `up` to say so in one line.
+    pub fn unenforced_sections(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        let custom_sg = self.security_groups.len() > self.vpcs.len();
+        if custom_sg || !self.enis.is_empty() {
+            out.push("security groups");
+        }
+        out.push("network ACLs");
+        if self.route_tables.iter().any(|t| t.routes.len() > 1) {
+            out.push("route tables beyond the local route");
+        }
+        if !self.internet_gateways.is_empty() {
+            out.push("internet gateways");
+        }
+        if !self.nat_gateways.is_empty() {
+            out.push("NAT gateways");
+        }
+        if !self.elastic_ips.is_empty() {
+            out.push("Elastic IPs");
+        }
+        if !self.peerings.is_empty() {
+            out.push("VPC peering");
+        }
+        if !self.internet_hosts.is_empty() {
+            out.push("the internet");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_parse_and_reserved() {
+        let c: Cidr = "10.0.1.0/24".parse().unwrap();
+        assert_eq!(c.router(), Ipv4Addr::new(10, 0, 1, 1));
+        assert!(c.is_reserved(Ipv4Addr::new(10, 0, 1, 3)));
+        assert!(c.is_reserved(Ipv4Addr::new(10, 0, 1, 255)));
+        assert!(!c.is_reserved(Ipv4Addr::new(10, 0, 1, 4)));
+        assert!(matches!("10.0.1.5/24".parse::<Cidr>(), Err(CidrError::HostBits(..))));
+        assert!("10.0.0.0/16".parse::<Cidr>().unwrap().contains_cidr(c));
+        assert!(c.overlaps("10.0.0.0/16".parse().unwrap()));
+        assert!(!c.overlaps("10.0.2.0/24".parse().unwrap()));
+    }
+
+    #[test]
+    fn generated_macs_are_stable_local_unicast() {
+        let a = Mac::generated("eni", "eni-web");
+        assert_eq!(a, Mac::generated("eni", "eni-web"));
+        assert_ne!(a, Mac::generated("eni", "eni-app"));
+        assert_eq!(a.0[0], 0x02);
+        assert_eq!("02:00:00:00:02:50".parse::<Mac>().unwrap().to_string(), "02:00:00:00:02:50");
+    }
+}

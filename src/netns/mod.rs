@@ -1,0 +1,1 @@
+//! Network namespaces and links over netlink. (Being written: see the netns worktree.)

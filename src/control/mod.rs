@@ -1,0 +1,178 @@
+//! The daemon's control protocol: one JSON object per line over a Unix socket, one request and one
+//! response per connection. The server runs on its own thread and reaches the data plane only
+//! through its [`Handle`] (a channel and a waker), so the packet path never takes a lock.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::Ipv4Addr;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dataplane::{Command, Handle};
+use crate::model::{EniIdx, Model};
+use crate::pipeline::{DropReason, EniCounters};
+
+/// How long a client waits for the daemon.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A request to the daemon.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    /// Every ENI with its live counters.
+    Status,
+    /// Stop forwarding and tear the lab down.
+    Shutdown,
+}
+
+/// The daemon's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    /// Answer to [`Request::Status`].
+    Status(LabStatus),
+    /// The request was carried out.
+    Ok,
+    /// It was not, and why.
+    Error {
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// A lab as `status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabStatus {
+    /// The lab's name.
+    pub lab: String,
+    /// The daemon's pid.
+    pub pid: u32,
+    /// Every ENI, in file order.
+    pub enis: Vec<EniStatus>,
+}
+
+/// One ENI with its counters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EniStatus {
+    /// ENI id.
+    pub id: String,
+    /// The instance it is attached to.
+    pub instance: Option<String>,
+    /// Its interface name inside the instance (`eth<device_index>`).
+    pub interface: Option<String>,
+    /// Its MAC.
+    pub mac: String,
+    /// Primary then secondary private IPs.
+    pub ips: Vec<Ipv4Addr>,
+    /// Frames the instance sent into the fabric.
+    pub rx_packets: u64,
+    /// Their bytes.
+    pub rx_bytes: u64,
+    /// Frames the fabric delivered to the instance.
+    pub tx_packets: u64,
+    /// Their bytes.
+    pub tx_bytes: u64,
+    /// Drops by reason (only reasons that occurred).
+    pub drops: BTreeMap<String, u64>,
+}
+
+impl LabStatus {
+    /// Joins the model with a counters snapshot.
+    pub fn new(model: &Model, counters: &[EniCounters]) -> LabStatus {
+        let enis = model
+            .enis
+            .iter()
+            .enumerate()
+            .map(|(i, eni)| {
+                let c = counters.get(i).cloned().unwrap_or_default();
+                let attachment = model.enis[EniIdx(i as u32).index()].attachment;
+                EniStatus {
+                    id: eni.id.clone(),
+                    instance: attachment.map(|a| model.instances[a.instance.index()].id.clone()),
+                    interface: attachment.map(|a| format!("eth{}", a.device_index)),
+                    mac: eni.mac.to_string(),
+                    ips: eni.private_ips().collect(),
+                    rx_packets: c.rx_packets,
+                    rx_bytes: c.rx_bytes,
+                    tx_packets: c.tx_packets,
+                    tx_bytes: c.tx_bytes,
+                    drops: DropReason::ALL
+                        .iter()
+                        .filter(|r| c.dropped(**r) > 0)
+                        .map(|r| (r.name().to_string(), c.dropped(*r)))
+                        .collect(),
+                }
+            })
+            .collect();
+        LabStatus { lab: model.name.clone(), pid: std::process::id(), enis }
+    }
+}
+
+/// Serves requests on `listener` until the data plane stops. Runs on its own thread.
+pub fn serve(listener: UnixListener, handle: Handle, model: Arc<Model>) {
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        let shutdown = serve_one(conn, &handle, &model);
+        if shutdown {
+            return;
+        }
+    }
+}
+
+/// Answers one connection; true when it asked for a shutdown.
+fn serve_one(conn: UnixStream, handle: &Handle, model: &Model) -> bool {
+    let _ = conn.set_read_timeout(Some(CLIENT_TIMEOUT));
+    let mut line = String::new();
+    if BufReader::new(&conn).read_line(&mut line).is_err() {
+        return false;
+    }
+    let (response, shutdown) = match serde_json::from_str::<Request>(&line) {
+        Err(e) => (Response::Error { message: format!("bad request: {e}") }, false),
+        Ok(Request::Status) => match handle.counters(Duration::from_secs(5)) {
+            Ok(c) => (Response::Status(LabStatus::new(model, &c)), false),
+            Err(e) => (Response::Error { message: e.to_string() }, false),
+        },
+        Ok(Request::Shutdown) => match handle.send(Command::Shutdown) {
+            Ok(()) => (Response::Ok, true),
+            Err(e) => (Response::Error { message: e.to_string() }, false),
+        },
+    };
+    let mut out = serde_json::to_string(&response).expect("responses always serialize");
+    out.push('\n');
+    let _ = (&conn).write_all(out.as_bytes());
+    shutdown
+}
+
+/// Sends one request to the daemon listening on `socket` and returns its response.
+pub fn request(socket: &Path, req: &Request) -> anyhow::Result<Response> {
+    use anyhow::Context;
+    let conn = UnixStream::connect(socket)
+        .with_context(|| format!("cannot reach the lab's forwarder at {}", socket.display()))?;
+    conn.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+    conn.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+    let mut line = serde_json::to_string(req)?;
+    line.push('\n');
+    (&conn).write_all(line.as_bytes())?;
+    let mut answer = String::new();
+    BufReader::new(&conn)
+        .read_line(&mut answer)
+        .with_context(|| format!("no answer from the forwarder at {}", socket.display()))?;
+    serde_json::from_str(&answer).with_context(|| format!("unreadable answer from the forwarder: {answer:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_format_is_tagged_json_lines() {
+        assert_eq!(serde_json::to_string(&Request::Status).unwrap(), r#"{"cmd":"status"}"#);
+        assert_eq!(serde_json::from_str::<Request>(r#"{"cmd":"shutdown"}"#).unwrap(), Request::Shutdown);
+        assert_eq!(serde_json::to_string(&Response::Ok).unwrap(), r#"{"result":"ok"}"#);
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"reboot"}"#).is_err());
+    }
+}

@@ -1,0 +1,197 @@
+//! The data plane: I/O only. One thread owns every TAP and a mio `Poll`; it reads frames in
+//! bursts, asks the [`Pipeline`] for a verdict, writes the frame where the verdict says and counts
+//! the outcome per ENI. Control requests arrive over a crossbeam channel with a mio `Waker`, so the
+//! packet path takes no lock.
+//!
+//! mio registration is edge-triggered: a ready TAP is drained until `WouldBlock`, but at most
+//! [`BURST`] frames per turn so one busy ENI cannot starve the others; a TAP cut off by the budget
+//! stays on the ready list and the next poll does not sleep.
+
+pub mod tap;
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::model::EniIdx;
+use crate::pipeline::{DropReason, EniCounters, NoObserver, Pipeline, Verdict};
+use tap::{Tap, MAX_FRAME, VNET_HDR_LEN};
+
+/// Frames read from one TAP before the loop turns to the others.
+pub const BURST: usize = 64;
+
+const WAKER: Token = Token(usize::MAX);
+
+/// A request from the control side to the data plane.
+#[derive(Debug)]
+pub enum Command {
+    /// Send back a snapshot of every ENI's counters (indexed like the model's ENIs).
+    Counters(Sender<Vec<EniCounters>>),
+    /// Stop the loop; `run` returns.
+    Shutdown,
+}
+
+/// The control side's end: sends commands and wakes the loop.
+#[derive(Clone, Debug)]
+pub struct Handle {
+    commands: Sender<Command>,
+    waker: Arc<Waker>,
+}
+
+impl Handle {
+    /// Queues a command and wakes the loop. Fails only when the loop has ended.
+    pub fn send(&self, command: Command) -> io::Result<()> {
+        self.commands
+            .send(command)
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the data plane has stopped"))?;
+        self.waker.wake()
+    }
+
+    /// Asks for a counters snapshot and waits for it (at most `timeout`).
+    pub fn counters(&self, timeout: Duration) -> io::Result<Vec<EniCounters>> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.send(Command::Counters(tx))?;
+        rx.recv_timeout(timeout).map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the data plane did not answer"))
+    }
+}
+
+/// The forwarding loop and everything it owns.
+#[derive(Debug)]
+pub struct Dataplane {
+    poll: Poll,
+    taps: Vec<Option<Tap>>,
+    pipeline: Pipeline,
+    counters: Vec<EniCounters>,
+    commands: Receiver<Command>,
+    buf: Vec<u8>,
+    start: Instant,
+}
+
+impl Dataplane {
+    /// Registers the TAPs (indexed like the model's ENIs; `None` for an unattached ENI).
+    pub fn new(pipeline: Pipeline, taps: Vec<Option<Tap>>) -> io::Result<(Dataplane, Handle)> {
+        let poll = Poll::new()?;
+        for (i, tap) in taps.iter().enumerate() {
+            if let Some(tap) = tap {
+                let fd = std::os::fd::AsRawFd::as_raw_fd(tap);
+                poll.registry().register(&mut SourceFd(&fd), Token(i), Interest::READABLE)?;
+            }
+        }
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let counters = vec![EniCounters::default(); taps.len()];
+        let dp = Dataplane {
+            poll,
+            taps,
+            pipeline,
+            counters,
+            commands: rx,
+            buf: vec![0u8; MAX_FRAME],
+            start: Instant::now(),
+        };
+        Ok((dp, Handle { commands: tx, waker }))
+    }
+
+    /// Forwards until a [`Command::Shutdown`] arrives.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(256);
+        let mut ready: Vec<usize> = Vec::with_capacity(self.taps.len());
+        let mut still_ready: Vec<usize> = Vec::with_capacity(self.taps.len());
+        loop {
+            let timeout = if ready.is_empty() { None } else { Some(Duration::ZERO) };
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            for ev in events.iter() {
+                if ev.token() == WAKER {
+                    if self.handle_commands() {
+                        return Ok(());
+                    }
+                } else if !ready.contains(&ev.token().0) {
+                    ready.push(ev.token().0);
+                }
+            }
+            for &port in &ready {
+                if self.drain(port) {
+                    still_ready.push(port);
+                }
+            }
+            ready.clear();
+            std::mem::swap(&mut ready, &mut still_ready);
+        }
+    }
+
+    /// Answers queued commands; true when told to shut down.
+    fn handle_commands(&mut self) -> bool {
+        while let Ok(cmd) = self.commands.try_recv() {
+            match cmd {
+                // The requester may have given up waiting; nothing to do then.
+                Command::Counters(reply) => drop(reply.send(self.counters.clone())),
+                Command::Shutdown => return true,
+            }
+        }
+        false
+    }
+
+    /// Reads up to a burst from one TAP; true if it may hold more.
+    fn drain(&mut self, port: usize) -> bool {
+        for _ in 0..BURST {
+            let Some(tap) = &self.taps[port] else { return false };
+            match tap.recv(&mut self.buf) {
+                Ok(n) => self.handle_frame(port, n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    // The device went away (EBADFD/EIO after its namespace was deleted): stop
+                    // polling it rather than spin on it.
+                    if let Some(tap) = self.taps[port].take() {
+                        let fd = std::os::fd::AsRawFd::as_raw_fd(&tap);
+                        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                    }
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn handle_frame(&mut self, port: usize, n: usize) {
+        let counters = &mut self.counters[port];
+        if n < VNET_HDR_LEN {
+            counters.count_drop(DropReason::Malformed);
+            return;
+        }
+        counters.rx_packets += 1;
+        counters.rx_bytes += (n - VNET_HDR_LEN) as u64;
+        let now = self.start.elapsed();
+        let frame = &mut self.buf[VNET_HDR_LEN..n];
+        match self.pipeline.process(now, EniIdx(port as u32), frame, &mut NoObserver) {
+            Verdict::Forward(to) => self.transmit(to.index(), n),
+            Verdict::Reply => {
+                self.buf[..VNET_HDR_LEN].fill(0);
+                self.transmit(port, n);
+            }
+            Verdict::Drop(reason) => self.counters[port].count_drop(reason),
+        }
+    }
+
+    fn transmit(&mut self, to: usize, n: usize) {
+        let sent = match &self.taps[to] {
+            Some(tap) => tap.send(&self.buf[..n]).is_ok(),
+            None => false,
+        };
+        let c = &mut self.counters[to];
+        if sent {
+            c.tx_packets += 1;
+            c.tx_bytes += (n - VNET_HDR_LEN) as u64;
+        } else {
+            c.count_drop(DropReason::TxFailed);
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! A lab's life on this machine: its record under [`RUN_DIR`], building its namespaces and TAPs
+//! from a checked model (all or nothing), running the forwarder, and tearing everything down.
+//!
+//! Invariants:
+//! - `<RUN_DIR>/<lab>/` exists exactly while some process owns the lab; creating it is the lock
+//!   that keeps two `up`s of one lab apart. Its `record.json` is written *before* anything is
+//!   created, and lists every namespace the lab may create, so `down` can clean up after a
+//!   forwarder that died at any point.
+//! - Every namespace is `<lab>-<instance>`; TAPs are born in the host namespace under a short
+//!   temporary name (see [`tap_temp_name`]) and moved into their instance as `eth<device_index>`;
+//!   a TAP is deleted by the kernel when the forwarder's descriptor closes, so a dead forwarder
+//!   leaves no device behind.
+//! - A failed build deletes whatever it created before returning the error.
+
+use std::fs;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+use crate::control;
+use crate::dataplane::{tap::Tap, Command, Dataplane};
+use crate::model::{Cidr, EniIdx, InstanceIdx, Model};
+use crate::netns::{self, LinkConfig, Netlink, RouteSpec};
+use crate::pipeline::Pipeline;
+
+/// Where running labs keep their records, sockets and logs.
+pub const RUN_DIR: &str = "/run/vpclab";
+
+/// MTU inside the VPC, as on AWS.
+pub const VPC_MTU: u32 = 9001;
+
+/// Queue length of each TAP towards the forwarder, raised so a burst is not dropped in the kernel.
+const TAP_TXQUEUELEN: u32 = 10_000;
+
+/// Routing table of the ENI at device index N > 0 is `ENI_TABLE_BASE + N`, as ec2-net-utils
+/// does (it uses 10000 + device number), with its rules at the same priority.
+const ENI_TABLE_BASE: u32 = 10_000;
+
+/// The main routing table.
+const MAIN_TABLE: u32 = 254;
+
+/// What `<RUN_DIR>/<lab>/record.json` holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LabRecord {
+    /// The lab's name.
+    pub lab: String,
+    /// The forwarder's pid.
+    pub pid: u32,
+    /// Every namespace the lab may have created.
+    pub namespaces: Vec<String>,
+    /// Where the topology came from.
+    pub topology: String,
+}
+
+/// The lab's directory.
+pub fn lab_dir(lab: &str) -> PathBuf {
+    Path::new(RUN_DIR).join(lab)
+}
+
+/// The forwarder's control socket.
+pub fn socket_path(lab: &str) -> PathBuf {
+    lab_dir(lab).join("control.sock")
+}
+
+/// The forwarder's log (kept beside the lab's directory so it outlives a failed start).
+pub fn log_path(lab: &str) -> PathBuf {
+    Path::new(RUN_DIR).join(format!("{lab}.log"))
+}
+
+/// Reads a lab's record, if it has one.
+pub fn read_record(lab: &str) -> Option<LabRecord> {
+    let text = fs::read_to_string(lab_dir(lab).join("record.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Whether `pid` is a live vpclab process (a recycled pid running something else is not).
+pub fn forwarder_alive(pid: u32) -> bool {
+    match fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(cmd) => cmd.split(|b| *b == 0).next().is_some_and(|argv0| argv0.ends_with(b"vpclab")),
+        Err(_) => false,
+    }
+}
+
+/// Labs that have a directory, with whether their forwarder is alive, sorted by name.
+pub fn known_labs() -> Vec<(String, Option<LabRecord>, bool)> {
+    let Ok(dir) = fs::read_dir(RUN_DIR) else { return Vec::new() };
+    let mut labs: Vec<_> = dir
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .map(|lab| {
+            let rec = read_record(&lab);
+            let alive = rec.as_ref().is_some_and(|r| forwarder_alive(r.pid));
+            (lab, rec, alive)
+        })
+        .collect();
+    labs.sort_by(|a, b| a.0.cmp(&b.0));
+    labs
+}
+
+/// Picks the lab a command means: the one named, else the only one running.
+pub fn resolve_lab(named: Option<&str>) -> anyhow::Result<String> {
+    if let Some(lab) = named {
+        return Ok(lab.to_string());
+    }
+    let running: Vec<String> = known_labs().into_iter().filter(|l| l.2).map(|l| l.0).collect();
+    match running.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => bail!("no lab is running (start one with `vpclab up`)"),
+        many => bail!("{} labs are running ({}): name one", many.len(), many.join(", ")),
+    }
+}
+
+/// The temporary host-side name of an ENI's TAP before it moves into its instance: up to six
+/// characters of the lab's name, a dash, and eight hex digits of a hash of the lab and ENI ids.
+/// Always within Linux's 15-character limit; distinct labs and ENIs get distinct names.
+pub fn tap_temp_name(lab: &str, eni_id: &str) -> String {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in lab.bytes().chain([0]).chain(eni_id.bytes()) {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    let prefix: String = lab.chars().filter(|c| c.is_ascii_alphanumeric()).take(6).collect();
+    format!("{prefix}-{h:08x}")
+}
+
+/// The namespaces of a lab that exist and hold an instance id: `<lab>-<instance>`.
+pub fn planned_namespaces(model: &Model) -> Vec<String> {
+    (0..model.instances.len()).map(|i| model.netns_name(InstanceIdx(i as u32))).collect()
+}
+
+/// Kills every process inside the namespaces, then deletes them. Idempotent; never fails half
+/// way: every namespace is attempted and the first error is returned.
+pub fn teardown(namespaces: &[String]) -> anyhow::Result<()> {
+    let mut first_err = None;
+    for ns in namespaces {
+        kill_processes_in(ns);
+        if let Err(e) = netns::delete_netns(ns) {
+            first_err.get_or_insert(anyhow::Error::new(e).context(format!("deleting namespace {ns}")));
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+/// Processes left in a namespace (a server started with `vpclab exec`) would keep it alive,
+/// unnamed, after `down`: kill them, as `ip netns pids | xargs kill` would.
+fn kill_processes_in(ns: &str) {
+    let Ok(target) = fs::metadata(Path::new("/run/netns").join(ns)) else { return };
+    let Ok(procs) = fs::read_dir("/proc") else { return };
+    let me = std::process::id();
+    for entry in procs.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        if pid == me {
+            continue;
+        }
+        let Ok(m) = fs::metadata(entry.path().join("ns/net")) else { continue };
+        if m.dev() == target.dev() && m.ino() == target.ino() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+/// A lab's namespaces and TAPs. Dropping it tears the namespaces down.
+#[derive(Debug)]
+pub struct Lab {
+    namespaces: Vec<String>,
+    taps: Vec<Option<Tap>>,
+}
+
+impl Lab {
+    /// Creates every namespace and TAP of the model, configured as on an EC2 instance. On error,
+    /// everything created so far is deleted.
+    pub fn build(model: &Model) -> anyhow::Result<Lab> {
+        let mut lab = Lab { namespaces: Vec::new(), taps: (0..model.enis.len()).map(|_| None).collect() };
+        let mut host = Netlink::open().context("opening netlink in the host namespace")?;
+        for i in 0..model.instances.len() {
+            let inst = InstanceIdx(i as u32);
+            let ns = model.netns_name(inst);
+            netns::create_netns(&ns).with_context(|| format!("creating namespace {ns}"))?;
+            lab.namespaces.push(ns.clone());
+            // The fabric carries no IPv6 yet; keep instances from sending it.
+            for key in ["net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"] {
+                netns::set_sysctl(&ns, key, "1").with_context(|| format!("setting {key} in {ns}"))?;
+            }
+            let mut nl = Netlink::open_in(&ns).with_context(|| format!("opening netlink in {ns}"))?;
+            for eni in model.enis_of(inst) {
+                let tap = plumb_eni(model, eni, &ns, &mut host, &mut nl)?;
+                lab.taps[eni.index()] = Some(tap);
+            }
+        }
+        Ok(lab)
+    }
+
+    /// Hands the TAPs (indexed like the model's ENIs) to the data plane.
+    pub fn take_taps(&mut self) -> Vec<Option<Tap>> {
+        std::mem::take(&mut self.taps)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Close the TAPs first so the devices go at once, then the namespaces.
+        self.taps.clear();
+        if let Err(e) = teardown(&self.namespaces) {
+            eprintln!("vpclab: teardown: {e:#}");
+        }
+    }
+}
+
+/// Creates one ENI's TAP, moves it into its instance and configures it the way EC2 and
+/// ec2-net-utils do: MAC, MTU 9001, addresses with the subnet's prefix; device 0 gets the default
+/// route via the subnet router, others their own table and a rule per address, so that replies
+/// leave by the ENI they came in on.
+fn plumb_eni(model: &Model, idx: EniIdx, ns: &str, host: &mut Netlink, nl: &mut Netlink) -> anyhow::Result<Tap> {
+    let eni = &model.enis[idx.index()];
+    let attachment = eni.attachment.expect("enis_of returns attached ENIs only");
+    let subnet = model.subnet_of(idx).cidr;
+    let ifname = format!("eth{}", attachment.device_index);
+    let temp = tap_temp_name(&model.name, &eni.id);
+    let tap = Tap::create(&temp).with_context(|| format!("creating the TAP of {}", eni.id))?;
+    host.move_link(&temp, ns, &ifname).with_context(|| format!("moving {} into {ns} as {ifname}", eni.id))?;
+    let cfg = LinkConfig { mac: Some(eni.mac), mtu: Some(VPC_MTU), txqueuelen: Some(TAP_TXQUEUELEN), up: true };
+    nl.set_link(&ifname, &cfg).with_context(|| format!("configuring {ifname} in {ns}"))?;
+    for ip in eni.private_ips() {
+        nl.add_address(&ifname, ip, subnet.prefix).with_context(|| format!("adding {ip} to {ifname} in {ns}"))?;
+    }
+    let default = Cidr::new(Ipv4Addr::UNSPECIFIED, 0);
+    let via_router = |table| RouteSpec {
+        table,
+        destination: default,
+        gateway: Some(subnet.router()),
+        ifname: ifname.clone(),
+        scope_link: false,
+        source: None,
+    };
+    let ctx = || format!("adding routes for {ifname} in {ns}");
+    if attachment.device_index == 0 {
+        nl.add_route(&via_router(MAIN_TABLE)).with_context(ctx)?;
+    } else {
+        let table = ENI_TABLE_BASE + attachment.device_index;
+        let connected = RouteSpec {
+            table,
+            destination: subnet,
+            gateway: None,
+            ifname: ifname.clone(),
+            scope_link: true,
+            source: Some(eni.private_ip),
+        };
+        nl.add_route(&connected).with_context(ctx)?;
+        nl.add_route(&via_router(table)).with_context(ctx)?;
+        for ip in eni.private_ips() {
+            nl.add_rule(ip, table, table).with_context(ctx)?;
+        }
+    }
+    Ok(tap)
+}
+
+/// Holds `<RUN_DIR>/<lab>/` while the lab runs; removes it when dropped.
+#[derive(Debug)]
+struct Claim {
+    dir: PathBuf,
+}
+
+impl Claim {
+    fn take(model: &Model, topology: &str) -> anyhow::Result<Claim> {
+        let lab = &model.name;
+        let dir = lab_dir(lab);
+        fs::create_dir_all(RUN_DIR).with_context(|| format!("creating {RUN_DIR}"))?;
+        if let Err(e) = fs::create_dir(&dir) {
+            if e.kind() != std::io::ErrorKind::AlreadyExists {
+                return Err(e).with_context(|| format!("creating {}", dir.display()));
+            }
+            match read_record(lab) {
+                Some(rec) if forwarder_alive(rec.pid) => {
+                    bail!("lab `{lab}` is already running (forwarder pid {}); `vpclab down {lab}` stops it", rec.pid)
+                }
+                // A forwarder that died without cleaning up: finish its teardown, then go on.
+                stale => {
+                    if let Some(rec) = stale {
+                        teardown(&rec.namespaces)?;
+                    }
+                    fs::remove_dir_all(&dir).with_context(|| format!("removing stale {}", dir.display()))?;
+                    fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+                }
+            }
+        }
+        let claim = Claim { dir };
+        let namespaces = planned_namespaces(model);
+        if let Some(taken) = namespaces.iter().find(|ns| netns::netns_exists(ns)) {
+            bail!("namespace `{taken}` already exists and is not this lab's: remove it or rename the lab");
+        }
+        let record = LabRecord { lab: lab.clone(), pid: std::process::id(), namespaces, topology: topology.into() };
+        let path = claim.dir.join("record.json");
+        let mut f = fs::File::create(&path).with_context(|| format!("writing {}", path.display()))?;
+        f.write_all(serde_json::to_string_pretty(&record)?.as_bytes())?;
+        f.sync_all()?;
+        Ok(claim)
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Brings the lab up and forwards until told to stop (control socket `shutdown`, SIGTERM,
+/// SIGINT or SIGHUP), then tears it down. `on_ready` runs once the data plane is about to poll.
+pub fn run_forwarder(model: Model, topology: &str, on_ready: impl FnOnce(&Model)) -> anyhow::Result<()> {
+    let claim = Claim::take(&model, topology)?;
+    let mut lab = Lab::build(&model)?;
+    let listener = UnixListener::bind(socket_path(&model.name)).context("binding the control socket")?;
+    let (mut dataplane, handle) = Dataplane::new(Pipeline::new(&model), lab.take_taps())?;
+    let model = Arc::new(model);
+
+    let mut signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT, libc::SIGHUP])
+        .context("installing signal handlers")?;
+    let on_signal = handle.clone();
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            let _ = on_signal.send(Command::Shutdown);
+        }
+    });
+    let (server_model, server_handle) = (Arc::clone(&model), handle.clone());
+    std::thread::spawn(move || control::serve(listener, server_handle, server_model));
+
+    on_ready(&model);
+    let result = dataplane.run();
+    drop(dataplane);
+    drop(lab);
+    drop(claim);
+    result.context("the forwarding loop failed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_tap_names_fit_and_differ() {
+        let long = "a-very-long-lab-name-that-goes-on";
+        let n = tap_temp_name(long, "eni-0123456789abcdef0-with-a-long-tail");
+        assert!(n.len() <= 15, "{n}");
+        assert_ne!(tap_temp_name("lab1", "eni-web"), tap_temp_name("lab2", "eni-web"));
+        assert_ne!(tap_temp_name("lab1", "eni-web"), tap_temp_name("lab1", "eni-app"));
+        assert_eq!(tap_temp_name("demo", "eni-web"), tap_temp_name("demo", "eni-web"));
+    }
+}

@@ -1,0 +1,104 @@
+//! A packet's fate ([`Verdict`]), the exhaustive list of reasons a packet is dropped
+//! ([`DropReason`]), and the per-ENI counters that the data plane keeps from verdicts.
+
+use crate::model::EniIdx;
+
+/// What becomes of a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Write the (possibly rewritten) frame to this ENI's TAP.
+    Forward(EniIdx),
+    /// The frame was rewritten into an answer (an ARP reply): write it back to the ingress port,
+    /// with an empty virtio-net header.
+    Reply,
+    /// Drop it, for this reason.
+    Drop(DropReason),
+}
+
+macro_rules! drop_reasons {
+    ($($(#[$doc:meta])* $name:ident = $text:literal,)*) => {
+        /// Why a frame was dropped. Every drop names one; each is counted per ENI.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum DropReason {
+            $($(#[$doc])* $name,)*
+        }
+
+        impl DropReason {
+            /// Every reason, in counter order.
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$name,)*];
+            /// The number of reasons (the length of a counter array).
+            pub const COUNT: usize = Self::ALL.len();
+
+            /// The stable snake_case name shown by `status` and in JSON.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(DropReason::$name => $text,)*
+                }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    /// The frame is truncated or its headers are invalid.
+    Malformed = "malformed",
+    /// Neither ARP nor IPv4 (IPv6 is not supported yet).
+    UnsupportedEthertype = "unsupported_ethertype",
+    /// The source MAC is not the sending ENI's.
+    SourceMacMismatch = "source_mac_mismatch",
+    /// An ARP packet that is not a request (the fabric answers ARP; instances need not).
+    ArpNotRequest = "arp_not_request",
+    /// An ARP request for an address that neither the router nor an ENI of the subnet owns.
+    ArpUnanswered = "arp_unanswered",
+    /// IPv4 to a broadcast or multicast MAC: a VPC carries neither.
+    BroadcastOrMulticast = "broadcast_or_multicast",
+    /// Unicast to a MAC that is neither the VPC router's nor an ENI's in the same subnet.
+    UnknownDestinationMac = "unknown_destination_mac",
+    /// No route: the destination is outside every route of the subnet's table.
+    NoRoute = "no_route",
+    /// The destination is inside the VPC but no ENI owns it.
+    NoSuchAddress = "no_such_address",
+    /// The ENI owning the destination is not attached to an instance.
+    DestinationNotAttached = "destination_not_attached",
+    /// The destination TAP did not accept the frame (its queue was full or it is gone).
+    TxFailed = "tx_failed",
+}
+
+/// Counters of one ENI, as seen from the fabric: `rx` is what the instance sent into the fabric,
+/// `tx` what the fabric delivered to the instance. A TSO superframe counts as one packet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EniCounters {
+    /// Frames received from the instance.
+    pub rx_packets: u64,
+    /// Bytes received from the instance (Ethernet frames, no virtio header).
+    pub rx_bytes: u64,
+    /// Frames delivered to the instance.
+    pub tx_packets: u64,
+    /// Bytes delivered to the instance.
+    pub tx_bytes: u64,
+    /// Drops of frames received from this ENI (and `TxFailed` towards it), by reason.
+    pub drops: [u64; DropReason::COUNT],
+}
+
+impl Default for EniCounters {
+    fn default() -> Self {
+        EniCounters { rx_packets: 0, rx_bytes: 0, tx_packets: 0, tx_bytes: 0, drops: [0; DropReason::COUNT] }
+    }
+}
+
+impl EniCounters {
+    /// Counts one drop.
+    pub fn count_drop(&mut self, reason: DropReason) {
+        self.drops[reason as usize] += 1;
+    }
+
+    /// The drop count for one reason.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize]
+    }
+
+    /// All drops.
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+}

@@ -1,0 +1,267 @@
+//! Test harness: brings up real labs under unique names and guarantees `down` runs, even when
+//! an assertion fails. Needs root (CI runs as root); without it the tests fail loudly rather
+//! than pass without having run.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_vpclab");
+
+/// Two subnets of one VPC: `a1` (with a secondary IP) and `a2` in subnet A, `b1` in subnet B,
+/// and `multi`, an instance with a second ENI in subnet B.
+pub const TWO_SUBNETS: &str = r#"
+[[vpc]]
+id = "vpc-test"
+cidr = "10.0.0.0/16"
+
+[[subnet]]
+id = "subnet-a"
+vpc = "vpc-test"
+cidr = "10.0.1.0/24"
+
+[[subnet]]
+id = "subnet-b"
+vpc = "vpc-test"
+cidr = "10.0.2.0/24"
+
+[[instance]]
+id = "a1"
+
+[[instance]]
+id = "a2"
+
+[[instance]]
+id = "b1"
+
+[[instance]]
+id = "multi"
+
+[[network_interface]]
+id = "eni-a1"
+subnet = "subnet-a"
+private_ip = "10.0.1.10"
+secondary_private_ips = ["10.0.1.11"]
+attachment = { instance = "a1", device_index = 0 }
+
+[[network_interface]]
+id = "eni-a2"
+subnet = "subnet-a"
+private_ip = "10.0.1.20"
+attachment = { instance = "a2", device_index = 0 }
+
+[[network_interface]]
+id = "eni-b1"
+subnet = "subnet-b"
+private_ip = "10.0.2.10"
+attachment = { instance = "b1", device_index = 0 }
+
+[[network_interface]]
+id = "eni-multi-0"
+subnet = "subnet-a"
+private_ip = "10.0.1.30"
+attachment = { instance = "multi", device_index = 0 }
+
+[[network_interface]]
+id = "eni-multi-1"
+subnet = "subnet-b"
+private_ip = "10.0.2.30"
+attachment = { instance = "multi", device_index = 1 }
+"#;
+
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "these tests create namespaces and TAP devices: run them as root (scripts/test.sh does)"
+    );
+}
+
+/// A unique lab name for this test process and tag.
+pub fn lab_name(tag: &str) -> String {
+    format!("t{}-{tag}", std::process::id() % 100_000)
+}
+
+pub fn vpclab(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("vpclab runs")
+}
+
+pub fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// A running lab; dropping it runs `vpclab down` and removes the topology file.
+pub struct TestLab {
+    pub name: String,
+    pub file: PathBuf,
+    pub up_output: String,
+}
+
+impl TestLab {
+    /// Writes `name = "<unique>"` + `body` to a file and brings it up; panics with vpclab's
+    /// output if that fails.
+    pub fn up(tag: &str, body: &str) -> TestLab {
+        require_root();
+        let name = lab_name(tag);
+        let file = std::env::temp_dir().join(format!("{name}.toml"));
+        std::fs::write(&file, format!("name = \"{name}\"\n{body}")).unwrap();
+        // Guard first, so a half-started lab is removed too.
+        let mut lab = TestLab { name, file, up_output: String::new() };
+        let out = vpclab(&["up", lab.file.to_str().unwrap()]);
+        lab.up_output = text(&out);
+        assert!(out.status.success(), "vpclab up failed:\n{}", lab.up_output);
+        lab
+    }
+
+    pub fn ns(&self, instance: &str) -> String {
+        format!("{}-{instance}", self.name)
+    }
+
+    /// Runs a command in an instance through `vpclab exec`.
+    pub fn exec(&self, instance: &str, cmd: &[&str]) -> Output {
+        let mut args = vec!["exec", "--lab", &self.name, instance, "--"];
+        args.extend_from_slice(cmd);
+        vpclab(&args)
+    }
+
+    pub fn ping(&self, instance: &str, dst: &str) -> Output {
+        self.exec(instance, &["ping", "-c", "2", "-i", "0.2", "-W", "2", dst])
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let out = vpclab(&["status", &self.name, "--json"]);
+        assert!(out.status.success(), "status failed: {}", text(&out));
+        serde_json::from_slice(&out.stdout).expect("status --json is JSON")
+    }
+
+    /// The status entry of one ENI.
+    pub fn eni(&self, id: &str) -> serde_json::Value {
+        let s = self.status();
+        s["enis"].as_array().unwrap().iter().find(|e| e["id"] == id).cloned().expect("ENI in status")
+    }
+
+    pub fn drops(&self, eni: &str, reason: &str) -> u64 {
+        self.eni(eni)["drops"][reason].as_u64().unwrap_or(0)
+    }
+}
+
+impl Drop for TestLab {
+    fn drop(&mut self) {
+        let out = vpclab(&["down", &self.name]);
+        if !out.status.success() {
+            eprintln!("vpclab down {} failed: {}", self.name, text(&out));
+        }
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+/// Runs `f` on a new thread that has entered instance namespace `ns`; sockets it opens live there.
+pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> thread::JoinHandle<T> {
+    let ns = ns.to_string();
+    thread::spawn(move || {
+        vpclab::netns::enter_netns(&ns).expect("enter namespace");
+        f()
+    })
+}
+
+/// A TCP echo server in `ns` on `addr`; returns once it listens. It serves one connection.
+pub fn tcp_echo_server(ns: &str, addr: SocketAddrV4) -> thread::JoinHandle<()> {
+    let (tx, rx) = mpsc::channel();
+    let h = in_ns(ns, move || {
+        let l = TcpListener::bind(addr).expect("bind");
+        tx.send(()).unwrap();
+        let (mut s, _) = l.accept().expect("accept");
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut buf = vec![0u8; 65536];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => s.write_all(&buf[..n]).expect("echo"),
+            }
+        }
+        let _ = s.shutdown(std::net::Shutdown::Write);
+    });
+    rx.recv_timeout(Duration::from_secs(5)).expect("server listening");
+    h
+}
+
+/// Connects from `ns` to `addr`, sends `data`, and returns what came back.
+pub fn tcp_echo_client(ns: &str, addr: SocketAddrV4, data: Vec<u8>) -> std::io::Result<Vec<u8>> {
+    in_ns(ns, move || {
+        let s = TcpStream::connect_timeout(&addr.into(), Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let mut w = s.try_clone()?;
+        let writer = thread::spawn(move || {
+            w.write_all(&data)?;
+            w.shutdown(std::net::Shutdown::Write)
+        });
+        let mut back = Vec::new();
+        (&s).read_to_end(&mut back)?;
+        writer.join().expect("writer")?;
+        Ok(back)
+    })
+    .join()
+    .expect("client thread")
+}
+
+/// A UDP echo server in `ns` answering `count` datagrams.
+pub fn udp_echo_server(ns: &str, addr: SocketAddrV4, count: usize) -> thread::JoinHandle<()> {
+    let (tx, rx) = mpsc::channel();
+    let h = in_ns(ns, move || {
+        let s = UdpSocket::bind(addr).expect("bind");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        tx.send(()).unwrap();
+        let mut buf = [0u8; 2048];
+        for _ in 0..count {
+            let Ok((n, from)) = s.recv_from(&mut buf) else { return };
+            s.send_to(&buf[..n], from).unwrap();
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(5)).expect("server bound");
+    h
+}
+
+/// Sends one datagram from `ns` (from `src`, or any address) and waits for the echo.
+pub fn udp_roundtrip(ns: &str, src: Option<Ipv4Addr>, dst: SocketAddrV4, payload: &[u8]) -> std::io::Result<Vec<u8>> {
+    let payload = payload.to_vec();
+    in_ns(ns, move || {
+        let s = UdpSocket::bind(SocketAddrV4::new(src.unwrap_or(Ipv4Addr::UNSPECIFIED), 0))?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        s.send_to(&payload, dst)?;
+        let mut buf = [0u8; 2048];
+        let (n, _) = s.recv_from(&mut buf)?;
+        Ok(buf[..n].to_vec())
+    })
+    .join()
+    .expect("client thread")
+}
+
+/// Namespaces whose name starts with the lab's name and a dash.
+pub fn namespaces_of(lab: &str) -> Vec<String> {
+    let prefix = format!("{lab}-");
+    std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Host links whose name starts with `prefix`.
+pub fn host_links_with_prefix(prefix: &str) -> Vec<String> {
+    std::fs::read_dir("/sys/class/net")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -333,6 +333,34 @@ fn a_tap_moves_in_and_gets_addresses_routes_and_rules() {
     let err = nl.add_rule(ip2, 100, 1000).unwrap_err();
     assert_eq!(err.errno(), Some(nix::errno::Errno::EEXIST), "{err}");
 
+    // A gateway that is not on any link: refused, with the kernel's extended-ACK text.
+    let err = nl
+        .add_route(&RouteSpec {
+            table: 100,
+            destination: "192.0.2.0/24".parse().unwrap(),
+            gateway: Some(Ipv4Addr::new(198, 51, 100, 1)),
+            ifname: "eth0".into(),
+            scope_link: false,
+            source: None,
+        })
+        .unwrap_err();
+    eprintln!("expected error: {err}");
+    assert!(
+        err.to_string()
+            .contains("via 198.51.100.1 dev eth0 table 100"),
+        "{err}"
+    );
+    assert!(
+        matches!(
+            &err,
+            NetnsError::Netlink {
+                message: Some(_),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
     // The fd opened in the host namespace still drives the moved device, both ways.
     let rx_before = rx_packets(&ns);
     let mut frame = [0u8; 60];

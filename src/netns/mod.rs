@@ -17,6 +17,12 @@
 //! asks for an acknowledgement; a kernel error becomes [`NetnsError::Netlink`] naming the
 //! namespace, the operation and the errno (plus the kernel's extended-ACK text when it sends one).
 
+#![deny(
+    missing_docs,
+    missing_debug_implementations,
+    clippy::undocumented_unsafe_blocks
+)]
+
 mod netlink;
 
 use std::fs::{self, File, OpenOptions};

@@ -62,10 +62,7 @@ impl Cidr {
     /// Builds a prefix, clearing host bits.
     pub fn new(addr: Ipv4Addr, prefix: u8) -> Cidr {
         assert!(prefix <= 32, "prefix length above 32");
-        Cidr {
-            addr: Ipv4Addr::from(u32::from(addr) & Self::mask_of(prefix)),
-            prefix,
-        }
+        Cidr { addr: Ipv4Addr::from(u32::from(addr) & Self::mask_of(prefix)), prefix }
     }
 
     fn mask_of(prefix: u8) -> u32 {
@@ -129,9 +126,7 @@ impl fmt::Display for Cidr {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CidrError {
     /// No `/`.
-    #[error(
-        "`{0}` is not a CIDR block: expected an address and a prefix length, like 10.0.0.0/16"
-    )]
+    #[error("`{0}` is not a CIDR block: expected an address and a prefix length, like 10.0.0.0/16")]
     MissingSlash(String),
     /// The address part does not parse.
     #[error("`{0}` is not a CIDR block: the address is not an IPv4 address")]
@@ -147,9 +142,7 @@ pub enum CidrError {
 impl FromStr for Cidr {
     type Err = CidrError;
     fn from_str(s: &str) -> Result<Cidr, CidrError> {
-        let (a, p) = s
-            .split_once('/')
-            .ok_or_else(|| CidrError::MissingSlash(s.into()))?;
+        let (a, p) = s.split_once('/').ok_or_else(|| CidrError::MissingSlash(s.into()))?;
         let addr: Ipv4Addr = a.parse().map_err(|_| CidrError::BadAddress(s.into()))?;
         let prefix: u8 = p.parse().map_err(|_| CidrError::BadPrefix(s.into()))?;
         if prefix > 32 {
@@ -190,11 +183,7 @@ impl Mac {
 impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        )
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
     }
 }
 
@@ -447,11 +436,7 @@ pub struct ConntrackTimeouts {
 
 impl Default for ConntrackTimeouts {
     fn default() -> Self {
-        ConntrackTimeouts {
-            tcp_established: 432_000,
-            udp_stream: 180,
-            udp: 30,
-        }
+        ConntrackTimeouts { tcp_established: 432_000, udp_stream: 180, udp: 30 }
     }
 }
 
@@ -607,18 +592,12 @@ impl Model {
 
     /// Finds an instance by id.
     pub fn instance_by_id(&self, id: &str) -> Option<InstanceIdx> {
-        self.instances
-            .iter()
-            .position(|i| i.id == id)
-            .map(|i| InstanceIdx(i as u32))
+        self.instances.iter().position(|i| i.id == id).map(|i| InstanceIdx(i as u32))
     }
 
     /// Finds an ENI by id.
     pub fn eni_by_id(&self, id: &str) -> Option<EniIdx> {
-        self.enis
-            .iter()
-            .position(|e| e.id == id)
-            .map(|i| EniIdx(i as u32))
+        self.enis.iter().position(|e| e.id == id).map(|i| EniIdx(i as u32))
     }
 
     /// ENIs attached to `instance`, by device index.
@@ -678,10 +657,7 @@ mod tests {
         assert!(c.is_reserved(Ipv4Addr::new(10, 0, 1, 3)));
         assert!(c.is_reserved(Ipv4Addr::new(10, 0, 1, 255)));
         assert!(!c.is_reserved(Ipv4Addr::new(10, 0, 1, 4)));
-        assert!(matches!(
-            "10.0.1.5/24".parse::<Cidr>(),
-            Err(CidrError::HostBits(..))
-        ));
+        assert!(matches!("10.0.1.5/24".parse::<Cidr>(), Err(CidrError::HostBits(..))));
         assert!("10.0.0.0/16".parse::<Cidr>().unwrap().contains_cidr(c));
         assert!(c.overlaps("10.0.0.0/16".parse().unwrap()));
         assert!(!c.overlaps("10.0.2.0/24".parse().unwrap()));
@@ -693,9 +669,6 @@ mod tests {
         assert_eq!(a, Mac::generated("eni", "eni-web"));
         assert_ne!(a, Mac::generated("eni", "eni-app"));
         assert_eq!(a.0[0], 0x02);
-        assert_eq!(
-            "02:00:00:00:02:50".parse::<Mac>().unwrap().to_string(),
-            "02:00:00:00:02:50"
-        );
+        assert_eq!("02:00:00:00:02:50".parse::<Mac>().unwrap().to_string(), "02:00:00:00:02:50");
     }
 }

@@ -17,11 +17,7 @@
 //! asks for an acknowledgement; a kernel error becomes [`NetnsError::Netlink`] naming the
 //! namespace, the operation and the errno (plus the kernel's extended-ACK text when it sends one).
 
-#![deny(
-    missing_docs,
-    missing_debug_implementations,
-    clippy::undocumented_unsafe_blocks
-)]
+#![deny(missing_docs, missing_debug_implementations, clippy::undocumented_unsafe_blocks)]
 
 mod netlink;
 
@@ -135,10 +131,7 @@ fn sys(op: impl Into<String>) -> impl FnOnce(Errno) -> NetnsError {
 
 fn sys_io(op: impl Into<String>) -> impl FnOnce(io::Error) -> NetnsError {
     let op = op.into();
-    move |e| NetnsError::Sys {
-        op,
-        errno: errno_of(&e),
-    }
+    move |e| NetnsError::Sys { op, errno: errno_of(&e) }
 }
 
 /// Refuses names that are not a single, ordinary file name under `/run/netns`.
@@ -154,11 +147,7 @@ fn check_netns_name(name: &str) -> Result<(), NetnsError> {
     } else {
         return Ok(());
     };
-    Err(NetnsError::InvalidName {
-        what: "namespace name",
-        name: name.into(),
-        reason,
-    })
+    Err(NetnsError::InvalidName { what: "namespace name", name: name.into(), reason })
 }
 
 fn netns_path(name: &str) -> Result<PathBuf, NetnsError> {
@@ -171,10 +160,7 @@ pub(crate) fn open_netns(name: &str) -> Result<File, NetnsError> {
     let path = netns_path(name)?;
     File::open(&path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => NetnsError::NotFound { netns: name.into() },
-        _ => NetnsError::Sys {
-            op: format!("open {}", path.display()),
-            errno: errno_of(&e),
-        },
+        _ => NetnsError::Sys { op: format!("open {}", path.display()), errno: errno_of(&e) },
     })
 }
 
@@ -190,26 +176,13 @@ fn prepare_run_dir() -> Result<(), NetnsError> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(sys_io(format!("create {NETNS_RUN_DIR}"))(e)),
     }
-    let make_shared = || {
-        mount(
-            None::<&str>,
-            NETNS_RUN_DIR,
-            Some("none"),
-            MsFlags::MS_SHARED | MsFlags::MS_REC,
-            None::<&str>,
-        )
-    };
+    let make_shared =
+        || mount(None::<&str>, NETNS_RUN_DIR, Some("none"), MsFlags::MS_SHARED | MsFlags::MS_REC, None::<&str>);
     match make_shared() {
         Ok(()) => Ok(()),
         Err(Errno::EINVAL) => {
-            mount(
-                Some(NETNS_RUN_DIR),
-                NETNS_RUN_DIR,
-                Some("none"),
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                None::<&str>,
-            )
-            .map_err(sys(format!("bind-mount {NETNS_RUN_DIR} onto itself")))?;
+            mount(Some(NETNS_RUN_DIR), NETNS_RUN_DIR, Some("none"), MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+                .map_err(sys(format!("bind-mount {NETNS_RUN_DIR} onto itself")))?;
             make_shared().map_err(sys(format!("make {NETNS_RUN_DIR} a shared mount")))
         }
         Err(errno) => Err(sys(format!("make {NETNS_RUN_DIR} a shared mount"))(errno)),
@@ -224,43 +197,19 @@ pub fn create_netns(name: &str) -> Result<(), NetnsError> {
     let path = netns_path(name)?;
     prepare_run_dir()?;
     // The mount target: an empty file, created exclusively so two creators cannot share a name.
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o000)
-        .open(&path)
-        .map_err(|e| match e.kind() {
-            io::ErrorKind::AlreadyExists => NetnsError::Exists { netns: name.into() },
-            _ => NetnsError::Sys {
-                op: format!("create {}", path.display()),
-                errno: errno_of(&e),
-            },
-        })?;
+    OpenOptions::new().write(true).create_new(true).mode(0o000).open(&path).map_err(|e| match e.kind() {
+        io::ErrorKind::AlreadyExists => NetnsError::Exists { netns: name.into() },
+        _ => NetnsError::Sys { op: format!("create {}", path.display()), errno: errno_of(&e) },
+    })?;
     let made = std::thread::scope(|s| {
         s.spawn(|| -> Result<(), NetnsError> {
             // This thread alone moves into a new namespace; it ends with the scope.
-            unshare(CloneFlags::CLONE_NEWNET)
-                .map_err(sys(format!("unshare a new network namespace for `{name}`")))?;
+            unshare(CloneFlags::CLONE_NEWNET).map_err(sys(format!("unshare a new network namespace for `{name}`")))?;
             // `/proc/self` would name the thread-group leader's namespace: use this thread's.
-            mount(
-                Some("/proc/thread-self/ns/net"),
-                &path,
-                Some("none"),
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .map_err(sys(format!(
-                "bind-mount the new namespace on {}",
-                path.display()
-            )))?;
+            mount(Some("/proc/thread-self/ns/net"), &path, Some("none"), MsFlags::MS_BIND, None::<&str>)
+                .map_err(sys(format!("bind-mount the new namespace on {}", path.display())))?;
             let mut nl = Netlink::open_labelled(format!("namespace `{name}`"))?;
-            nl.set_link(
-                "lo",
-                &LinkConfig {
-                    up: true,
-                    ..LinkConfig::default()
-                },
-            )
+            nl.set_link("lo", &LinkConfig { up: true, ..LinkConfig::default() })
         })
         .join()
         .unwrap_or_else(|p| std::panic::resume_unwind(p))
@@ -300,9 +249,7 @@ pub fn list_netns() -> Vec<String> {
     let Ok(dir) = fs::read_dir(NETNS_RUN_DIR) else {
         return Vec::new();
     };
-    let mut names: Vec<String> = dir
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .collect();
+    let mut names: Vec<String> = dir.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
     names.sort();
     names
 }
@@ -331,11 +278,7 @@ pub fn run_in_netns<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> Result
 
 /// The `/proc/sys` path of a dotted sysctl key, refusing keys that could leave `/proc/sys`.
 fn sysctl_path(key: &str) -> Result<PathBuf, NetnsError> {
-    let bad = |reason| NetnsError::InvalidName {
-        what: "sysctl key",
-        name: key.into(),
-        reason,
-    };
+    let bad = |reason| NetnsError::InvalidName { what: "sysctl key", name: key.into(), reason };
     if key.is_empty() {
         return Err(bad("empty"));
     }
@@ -354,9 +297,8 @@ fn sysctl_path(key: &str) -> Result<PathBuf, NetnsError> {
 /// thread that opens it.
 pub fn set_sysctl(netns: &str, key: &str, value: &str) -> Result<(), NetnsError> {
     let path = sysctl_path(key)?;
-    run_in_netns(netns, || fs::write(&path, value))?.map_err(sys_io(format!(
-        "set sysctl {key}={value} in namespace `{netns}`"
-    )))
+    run_in_netns(netns, || fs::write(&path, value))?
+        .map_err(sys_io(format!("set sysctl {key}={value} in namespace `{netns}`")))
 }
 
 #[cfg(test)]
@@ -365,16 +307,10 @@ mod tests {
 
     #[test]
     fn namespace_names_stay_in_the_run_dir() {
-        assert_eq!(
-            netns_path("lab-web").unwrap(),
-            PathBuf::from("/run/netns/lab-web")
-        );
+        assert_eq!(netns_path("lab-web").unwrap(), PathBuf::from("/run/netns/lab-web"));
         for bad in ["", ".", "..", "a/b", "../etc", "x\0y"] {
             let err = netns_path(bad).unwrap_err();
-            assert!(
-                matches!(err, NetnsError::InvalidName { .. }),
-                "{bad:?} accepted"
-            );
+            assert!(matches!(err, NetnsError::InvalidName { .. }), "{bad:?} accepted");
         }
         assert!(!netns_exists("../netns"));
     }
@@ -400,10 +336,7 @@ mod tests {
         };
         let text = e.to_string();
         assert!(text.contains("add address 10.0.1.10/24 to eth0"), "{text}");
-        assert!(
-            text.contains("lab-web") && text.contains("EEXIST"),
-            "{text}"
-        );
+        assert!(text.contains("lab-web") && text.contains("EEXIST"), "{text}");
         assert_eq!(e.errno(), Some(Errno::EEXIST));
     }
 }

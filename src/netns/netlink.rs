@@ -9,8 +9,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
 
 use netlink_packet_core::{
-    NetlinkBuffer, NetlinkMessage, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLM_F_ACK, NLM_F_ACK_TLVS,
-    NLM_F_CAPPED, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
+    NetlinkBuffer, NetlinkMessage, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED,
+    NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
@@ -84,26 +84,18 @@ impl Netlink {
     /// Opens a socket inside the named namespace. The socket is created on a scoped thread that
     /// entered the namespace; it stays bound there whichever thread uses it afterwards.
     pub fn open_in(netns: &str) -> Result<Netlink, NetnsError> {
-        super::run_in_netns(netns, || {
-            Netlink::open_labelled(format!("namespace `{netns}`"))
-        })?
+        super::run_in_netns(netns, || Netlink::open_labelled(format!("namespace `{netns}`")))?
     }
 
     pub(super) fn open_labelled(netns: String) -> Result<Netlink, NetnsError> {
         let op = |what: &str| format!("{what} a netlink socket in {netns}");
         let mut socket = Socket::new(NETLINK_ROUTE).map_err(|e| sys_err(op("open"), &e))?;
         socket.bind_auto().map_err(|e| sys_err(op("bind"), &e))?;
-        socket
-            .connect(&SocketAddr::new(0, 0))
-            .map_err(|e| sys_err(op("connect"), &e))?;
+        socket.connect(&SocketAddr::new(0, 0)).map_err(|e| sys_err(op("connect"), &e))?;
         // Both are optional comforts (error text, short ACKs); old kernels refuse them harmlessly.
         let _ = socket.set_ext_ack(true);
         let _ = socket.set_cap_ack(true);
-        Ok(Netlink {
-            socket,
-            seq: 0,
-            netns,
-        })
+        Ok(Netlink { socket, seq: 0, netns })
     }
 
     /// The interface index of `ifname`, or `None` if there is no such interface here.
@@ -114,10 +106,7 @@ impl Netlink {
         let op = format!("look up interface {ifname}");
         let replies = match self.request(RouteNetlinkMessage::GetLink(msg), 0, &op) {
             Ok(r) => r,
-            Err(NetnsError::Netlink {
-                errno: Errno::ENODEV,
-                ..
-            }) => return Ok(None),
+            Err(NetnsError::Netlink { errno: Errno::ENODEV, .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
         let payload = replies
@@ -135,31 +124,24 @@ impl Netlink {
 
     /// The index of `ifname`, or [`NetnsError::NoSuchLink`] naming `op`.
     fn require_index(&mut self, ifname: &str, op: &str) -> Result<u32, NetnsError> {
-        self.link_index(ifname)?
-            .ok_or_else(|| NetnsError::NoSuchLink {
-                netns: self.netns.clone(),
-                ifname: ifname.into(),
-                op: op.into(),
-            })
+        self.link_index(ifname)?.ok_or_else(|| NetnsError::NoSuchLink {
+            netns: self.netns.clone(),
+            ifname: ifname.into(),
+            op: op.into(),
+        })
     }
 
     /// Moves `ifname` into `target_netns` and renames it `new_name` there, in one request
     /// (`IFLA_NET_NS_FD` + `IFLA_IFNAME`), so the name may already be taken where it comes from.
     /// File descriptors open on the device (a TAP's) keep working after the move.
-    pub fn move_link(
-        &mut self,
-        ifname: &str,
-        target_netns: &str,
-        new_name: &str,
-    ) -> Result<(), NetnsError> {
+    pub fn move_link(&mut self, ifname: &str, target_netns: &str, new_name: &str) -> Result<(), NetnsError> {
         check_ifname(new_name)?;
         let op = format!("move {ifname} to namespace `{target_netns}` as {new_name}");
         let index = self.require_index(ifname, &op)?;
         let target = open_netns(target_netns)?;
         let mut msg = LinkMessage::default();
         msg.header.index = index;
-        msg.attributes
-            .push(LinkAttribute::NetNsFd(target.as_raw_fd()));
+        msg.attributes.push(LinkAttribute::NetNsFd(target.as_raw_fd()));
         msg.attributes.push(LinkAttribute::IfName(new_name.into()));
         // `target` stays open until the kernel has answered: the request refers to it by number.
         self.request(RouteNetlinkMessage::SetLink(msg), 0, &op)?;
@@ -184,11 +166,7 @@ impl Netlink {
         let index = self.require_index(ifname, &op)?;
         let mut msg = LinkMessage::default();
         msg.header.index = index;
-        msg.header.flags = if cfg.up {
-            LinkFlags::Up
-        } else {
-            LinkFlags::empty()
-        };
+        msg.header.flags = if cfg.up { LinkFlags::Up } else { LinkFlags::empty() };
         msg.header.change_mask = LinkFlags::Up;
         if let Some(mac) = cfg.mac {
             msg.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
@@ -205,12 +183,7 @@ impl Netlink {
 
     /// Adds `ip/prefix` to `ifname` (`ip addr add ip/prefix brd + dev ifname`). The kernel adds
     /// the prefix route with it. An address that is already there is an error (`EEXIST`).
-    pub fn add_address(
-        &mut self,
-        ifname: &str,
-        ip: Ipv4Addr,
-        prefix: u8,
-    ) -> Result<(), NetnsError> {
+    pub fn add_address(&mut self, ifname: &str, ip: Ipv4Addr, prefix: u8) -> Result<(), NetnsError> {
         let op = format!("add address {ip}/{prefix} to {ifname}");
         let index = self.require_index(ifname, &op)?;
         let mut msg = AddressMessage::default();
@@ -219,18 +192,12 @@ impl Netlink {
         msg.header.scope = AddressScope::Universe;
         msg.header.index = index;
         msg.attributes.push(AddressAttribute::Local(IpAddr::V4(ip)));
-        msg.attributes
-            .push(AddressAttribute::Address(IpAddr::V4(ip)));
+        msg.attributes.push(AddressAttribute::Address(IpAddr::V4(ip)));
         if prefix < 31 {
             let cidr = Cidr::new(ip, prefix);
-            msg.attributes
-                .push(AddressAttribute::Broadcast(cidr.last()));
+            msg.attributes.push(AddressAttribute::Broadcast(cidr.last()));
         }
-        self.request(
-            RouteNetlinkMessage::NewAddress(msg),
-            NLM_F_CREATE | NLM_F_EXCL,
-            &op,
-        )?;
+        self.request(RouteNetlinkMessage::NewAddress(msg), NLM_F_CREATE | NLM_F_EXCL, &op)?;
         Ok(())
     }
 
@@ -240,29 +207,16 @@ impl Netlink {
         let op = route_op(route);
         let oif = self.require_index(&route.ifname, &op)?;
         let msg = route_message(route, oif);
-        self.request(
-            RouteNetlinkMessage::NewRoute(msg),
-            NLM_F_CREATE | NLM_F_EXCL,
-            &op,
-        )?;
+        self.request(RouteNetlinkMessage::NewRoute(msg), NLM_F_CREATE | NLM_F_EXCL, &op)?;
         Ok(())
     }
 
     /// Adds a policy rule `from <from>/32 lookup <table> pref <priority>`. The same rule twice
     /// is an error (`EEXIST`).
-    pub fn add_rule(
-        &mut self,
-        from: Ipv4Addr,
-        table: u32,
-        priority: u32,
-    ) -> Result<(), NetnsError> {
+    pub fn add_rule(&mut self, from: Ipv4Addr, table: u32, priority: u32) -> Result<(), NetnsError> {
         let op = format!("add rule from {from}/32 lookup {table} pref {priority}");
         let msg = rule_message(from, table, priority);
-        self.request(
-            RouteNetlinkMessage::NewRule(msg),
-            NLM_F_CREATE | NLM_F_EXCL,
-            &op,
-        )?;
+        self.request(RouteNetlinkMessage::NewRule(msg), NLM_F_CREATE | NLM_F_EXCL, &op)?;
         Ok(())
     }
 
@@ -276,31 +230,18 @@ impl Netlink {
         msg.header.index = index;
         match self.request(RouteNetlinkMessage::DelLink(msg), 0, &op) {
             // Gone between the lookup and the delete: the wanted outcome all the same.
-            Ok(_)
-            | Err(NetnsError::Netlink {
-                errno: Errno::ENODEV,
-                ..
-            }) => Ok(()),
+            Ok(_) | Err(NetnsError::Netlink { errno: Errno::ENODEV, .. }) => Ok(()),
             Err(e) => Err(e),
         }
     }
 
     fn protocol(&self, op: &str, detail: impl Into<String>) -> NetnsError {
-        NetnsError::Protocol {
-            netns: self.netns.clone(),
-            op: op.into(),
-            detail: detail.into(),
-        }
+        NetnsError::Protocol { netns: self.netns.clone(), op: op.into(), detail: detail.into() }
     }
 
     /// Sends one request with `NLM_F_REQUEST | NLM_F_ACK | flags` and collects the replies up to
     /// the acknowledgement. A negative acknowledgement becomes [`NetnsError::Netlink`].
-    fn request(
-        &mut self,
-        msg: RouteNetlinkMessage,
-        flags: u16,
-        op: &str,
-    ) -> Result<Vec<Reply>, NetnsError> {
+    fn request(&mut self, msg: RouteNetlinkMessage, flags: u16, op: &str) -> Result<Vec<Reply>, NetnsError> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
         let mut nl = NetlinkMessage::from(msg);
@@ -313,12 +254,7 @@ impl Netlink {
             match self.socket.send(&buf, 0) {
                 Ok(_) => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(sys_err(
-                        format!("{op}: send to netlink in {}", self.netns),
-                        &e,
-                    ))
-                }
+                Err(e) => return Err(sys_err(format!("{op}: send to netlink in {}", self.netns), &e)),
             }
         }
         let mut replies = Vec::new();
@@ -326,20 +262,13 @@ impl Netlink {
             let data = match self.socket.recv_from_full() {
                 Ok((data, _)) => data,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(sys_err(
-                        format!("{op}: receive from netlink in {}", self.netns),
-                        &e,
-                    ))
-                }
+                Err(e) => return Err(sys_err(format!("{op}: receive from netlink in {}", self.netns), &e)),
             };
             let mut rest = &data[..];
             while !rest.is_empty() {
-                let msg = NetlinkBuffer::new_checked(rest)
-                    .map_err(|e| self.protocol(op, e.to_string()))?;
+                let msg = NetlinkBuffer::new_checked(rest).map_err(|e| self.protocol(op, e.to_string()))?;
                 let len = msg.length() as usize;
-                let (ty, msg_flags, msg_seq) =
-                    (msg.message_type(), msg.flags(), msg.sequence_number());
+                let (ty, msg_flags, msg_seq) = (msg.message_type(), msg.flags(), msg.sequence_number());
                 let payload = msg.payload();
                 rest = rest.get(align4(len)..).unwrap_or(&[]);
                 if msg_seq != seq {
@@ -352,9 +281,7 @@ impl Netlink {
                         let code = payload
                             .get(0..4)
                             .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-                            .ok_or_else(|| {
-                                self.protocol(op, "NLMSG_ERROR without an error code")
-                            })?;
+                            .ok_or_else(|| self.protocol(op, "NLMSG_ERROR without an error code"))?;
                         if code == 0 {
                             return Ok(replies);
                         }
@@ -373,10 +300,7 @@ impl Netlink {
 }
 
 fn sys_err(op: String, e: &std::io::Error) -> NetnsError {
-    NetnsError::Sys {
-        op,
-        errno: errno_of(e),
-    }
+    NetnsError::Sys { op, errno: errno_of(e) }
 }
 
 fn align4(n: usize) -> usize {
@@ -393,11 +317,7 @@ fn check_ifname(name: &str) -> Result<(), NetnsError> {
     } else {
         return Ok(());
     };
-    Err(NetnsError::InvalidName {
-        what: "interface name",
-        name: name.into(),
-        reason,
-    })
+    Err(NetnsError::InvalidName { what: "interface name", name: name.into(), reason })
 }
 
 /// The one-byte table field of `rtmsg`/`fib_rule_hdr`: the id if it fits, else unspecified and
@@ -428,28 +348,19 @@ fn route_message(r: &RouteSpec, oif: u32) -> RouteMessage {
         destination_prefix_length: r.destination.prefix,
         table: table_byte(r.table),
         protocol: RouteProtocol::Boot,
-        scope: if r.scope_link {
-            RouteScope::Link
-        } else {
-            RouteScope::Universe
-        },
+        scope: if r.scope_link { RouteScope::Link } else { RouteScope::Universe },
         kind: RouteType::Unicast,
         ..RouteHeader::default()
     };
     if r.destination.prefix > 0 {
-        msg.attributes
-            .push(RouteAttribute::Destination(RouteAddress::Inet(
-                r.destination.addr,
-            )));
+        msg.attributes.push(RouteAttribute::Destination(RouteAddress::Inet(r.destination.addr)));
     }
     if let Some(gw) = r.gateway {
-        msg.attributes
-            .push(RouteAttribute::Gateway(RouteAddress::Inet(gw)));
+        msg.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet(gw)));
     }
     msg.attributes.push(RouteAttribute::Oif(oif));
     if let Some(src) = r.source {
-        msg.attributes
-            .push(RouteAttribute::PrefSource(RouteAddress::Inet(src)));
+        msg.attributes.push(RouteAttribute::PrefSource(RouteAddress::Inet(src)));
     }
     msg.attributes.push(RouteAttribute::Table(r.table));
     msg
@@ -527,14 +438,8 @@ mod tests {
         assert_eq!(msg.header.table, RT_TABLE_UNSPEC);
         assert!(msg.attributes.contains(&RouteAttribute::Table(1000)));
         // A default route carries no RTA_DST, like `ip route add default`.
-        assert!(!msg
-            .attributes
-            .iter()
-            .any(|a| matches!(a, RouteAttribute::Destination(_))));
-        assert_eq!(
-            route_op(&route),
-            "add route 0.0.0.0/0 via 10.0.1.1 dev eth0 table 1000"
-        );
+        assert!(!msg.attributes.iter().any(|a| matches!(a, RouteAttribute::Destination(_))));
+        assert_eq!(route_op(&route), "add route 0.0.0.0/0 via 10.0.1.1 dev eth0 table 1000");
     }
 
     #[test]

@@ -1,0 +1,229 @@
+//! The topology file exactly as written: serde structs that mirror the TOML, with every value a
+//! person might get wrong wrapped in [`Spanned`] so validation can name its line. Nothing here is
+//! checked beyond TOML types and field names (`deny_unknown_fields` everywhere, so a misspelt key is
+//! an error rather than a silently applied default); `validate` turns this into a `Model`.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A string or an integer, for values the format accepts either way (`protocol = 6` or `"6"`,
+/// `ports = 80` or `"80"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum StrOrInt {
+    /// Written as a string.
+    Str(String),
+    /// Written as an integer.
+    Int(i64),
+}
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFile {
+    /// Optional here so that a missing name is reported with the other problems.
+    pub(crate) name: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) vpc: Vec<RawVpc>,
+    #[serde(default)]
+    pub(crate) subnet: Vec<RawSubnet>,
+    #[serde(default)]
+    pub(crate) internet_gateway: Vec<RawInternetGateway>,
+    #[serde(default)]
+    pub(crate) elastic_ip: Vec<RawElasticIp>,
+    #[serde(default)]
+    pub(crate) nat_gateway: Vec<RawNatGateway>,
+    #[serde(default)]
+    pub(crate) vpc_peering: Vec<RawPeering>,
+    #[serde(default)]
+    pub(crate) route_table: Vec<RawRouteTable>,
+    #[serde(default)]
+    pub(crate) network_acl: Vec<RawNetworkAcl>,
+    #[serde(default)]
+    pub(crate) security_group: Vec<RawSecurityGroup>,
+    #[serde(default)]
+    pub(crate) instance: Vec<RawInstance>,
+    #[serde(default)]
+    pub(crate) network_interface: Vec<RawEni>,
+    pub(crate) internet: Option<RawInternet>,
+}
+
+/// `[[vpc]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawVpc {
+    pub(crate) id: Spanned<String>,
+    pub(crate) cidr: Spanned<String>,
+    pub(crate) main_route_table: Option<Spanned<String>>,
+}
+
+/// `[[subnet]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSubnet {
+    pub(crate) id: Spanned<String>,
+    pub(crate) vpc: Spanned<String>,
+    pub(crate) cidr: Spanned<String>,
+    pub(crate) availability_zone: Option<Spanned<String>>,
+    pub(crate) route_table: Option<Spanned<String>>,
+    pub(crate) network_acl: Option<Spanned<String>>,
+}
+
+/// `[[internet_gateway]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawInternetGateway {
+    pub(crate) id: Spanned<String>,
+    pub(crate) vpc: Spanned<String>,
+}
+
+/// `[[elastic_ip]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawElasticIp {
+    pub(crate) id: Spanned<String>,
+    pub(crate) public_ip: Spanned<String>,
+    pub(crate) network_interface: Option<Spanned<String>>,
+    pub(crate) private_ip: Option<Spanned<String>>,
+}
+
+/// `[[nat_gateway]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNatGateway {
+    pub(crate) id: Spanned<String>,
+    pub(crate) subnet: Spanned<String>,
+    pub(crate) private_ip: Option<Spanned<String>>,
+    pub(crate) elastic_ip: Option<Spanned<String>>,
+}
+
+/// `[[vpc_peering]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPeering {
+    pub(crate) id: Spanned<String>,
+    pub(crate) requester_vpc: Spanned<String>,
+    pub(crate) accepter_vpc: Spanned<String>,
+}
+
+/// `[[route_table]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRouteTable {
+    pub(crate) id: Spanned<String>,
+    pub(crate) vpc: Spanned<String>,
+    /// Spanned as a whole so the route quota can point at the list.
+    pub(crate) routes: Option<Spanned<Vec<RawRoute>>>,
+}
+
+/// One entry of `routes`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRoute {
+    pub(crate) destination: Spanned<String>,
+    pub(crate) target: Spanned<String>,
+}
+
+/// `[[network_acl]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNetworkAcl {
+    pub(crate) id: Spanned<String>,
+    pub(crate) vpc: Spanned<String>,
+    pub(crate) ingress: Option<Spanned<Vec<RawAclRule>>>,
+    pub(crate) egress: Option<Spanned<Vec<RawAclRule>>>,
+}
+
+/// One network ACL rule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAclRule {
+    pub(crate) rule: Spanned<i64>,
+    pub(crate) protocol: Spanned<StrOrInt>,
+    pub(crate) ports: Option<Spanned<StrOrInt>>,
+    pub(crate) icmp_type: Option<Spanned<i64>>,
+    pub(crate) icmp_code: Option<Spanned<i64>>,
+    pub(crate) cidr: Spanned<String>,
+    pub(crate) action: Spanned<String>,
+}
+
+/// `[[security_group]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSecurityGroup {
+    pub(crate) id: Spanned<String>,
+    pub(crate) vpc: Spanned<String>,
+    pub(crate) ingress: Option<Spanned<Vec<RawSgRule>>>,
+    /// `None` (left out) is AWS's allow-all default; `Some([])` allows nothing.
+    pub(crate) egress: Option<Spanned<Vec<RawSgRule>>>,
+}
+
+/// One security group rule; `source` belongs to ingress rules, `destination` to egress rules.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSgRule {
+    pub(crate) protocol: Spanned<StrOrInt>,
+    pub(crate) ports: Option<Spanned<StrOrInt>>,
+    pub(crate) icmp_type: Option<Spanned<i64>>,
+    pub(crate) icmp_code: Option<Spanned<i64>>,
+    pub(crate) source: Option<Spanned<String>>,
+    pub(crate) destination: Option<Spanned<String>>,
+}
+
+/// `[[instance]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawInstance {
+    pub(crate) id: Spanned<String>,
+    pub(crate) instance_type: Option<Spanned<String>>,
+}
+
+/// `[[network_interface]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEni {
+    pub(crate) id: Spanned<String>,
+    pub(crate) subnet: Spanned<String>,
+    pub(crate) private_ip: Spanned<String>,
+    #[serde(default)]
+    pub(crate) secondary_private_ips: Vec<Spanned<String>>,
+    pub(crate) security_groups: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(crate) mac_address: Option<Spanned<String>>,
+    pub(crate) source_dest_check: Option<bool>,
+    pub(crate) description: Option<String>,
+    pub(crate) connection_tracking: Option<RawConntrack>,
+    pub(crate) attachment: Option<RawAttachment>,
+}
+
+/// An ENI's `connection_tracking` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConntrack {
+    pub(crate) tcp_established_timeout: Option<Spanned<i64>>,
+    pub(crate) udp_stream_timeout: Option<Spanned<i64>>,
+    pub(crate) udp_timeout: Option<Spanned<i64>>,
+}
+
+/// An ENI's `attachment` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAttachment {
+    pub(crate) instance: Spanned<String>,
+    pub(crate) device_index: Spanned<i64>,
+}
+
+/// `[internet]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawInternet {
+    #[serde(default)]
+    pub(crate) hosts: Vec<RawHost>,
+}
+
+/// One host of `[internet]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHost {
+    pub(crate) id: Spanned<String>,
+    pub(crate) ip: Spanned<String>,
+}

@@ -1,0 +1,1585 @@
+//! Validation: turns the file as written ([`RawFile`]) into a checked [`Model`], applying AWS's
+//! defaults and rules. Every mistake becomes a [`Problem`] naming the line of the offending value
+//! and a field path (`network_interface "eni-web".private_ip`); checking goes on after a mistake
+//! so one run reports everything it can. A value that failed its own check is left out of the
+//! checks that depend on it (an ENI in a missing subnet is not also reported as outside it).
+//! The model is only assembled when no problem was found, so its typed indices always point at
+//! something real.
+
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::ops::Range;
+
+use toml::Spanned;
+
+use super::instance_types::{self, InstanceLimits};
+use super::raw::{RawAclRule, RawFile, RawSgRule, StrOrInt};
+use super::{LineIndex, Problem};
+use crate::model::{
+    AclAction, AclIdx, AclRule, Attachment, Cidr, ConntrackTimeouts, EipIdx, ElasticIp, Eni, EniIdx, IgwIdx, Instance,
+    InstanceIdx, InternetGateway, InternetHost, Mac, Model, NatGateway, NatIdx, NetworkAcl, PcxIdx, PortMatch,
+    PortRange, Protocol, Route, RouteTable, RouteTarget, RtbIdx, SecurityGroup, SgIdx, SgPeer, SgRule, Subnet,
+    SubnetIdx, Vpc, VpcIdx, VpcPeering,
+};
+
+/// AWS's per-direction quota of security group rules.
+const SG_RULES_PER_DIRECTION: usize = 60;
+/// AWS's per-direction quota of network ACL rules.
+const ACL_RULES_PER_DIRECTION: usize = 20;
+/// AWS's quota of routes per route table (the local route counts).
+const ROUTES_PER_TABLE: usize = 50;
+/// AWS's limit of security groups per ENI (without a quota raise).
+const SGS_PER_ENI: usize = 5;
+/// The highest rule number a person may use; 32767 is the implicit `*` deny.
+const MAX_ACL_RULE: i64 = 32766;
+
+/// The kinds of object an id can name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Vpc,
+    Subnet,
+    InternetGateway,
+    ElasticIp,
+    NatGateway,
+    VpcPeering,
+    RouteTable,
+    NetworkAcl,
+    SecurityGroup,
+    Instance,
+    NetworkInterface,
+    InternetHost,
+}
+
+impl Kind {
+    /// The name with its article, as AWS's documentation would say it.
+    fn a(self) -> &'static str {
+        match self {
+            Kind::Vpc => "a VPC",
+            Kind::Subnet => "a subnet",
+            Kind::InternetGateway => "an internet gateway",
+            Kind::ElasticIp => "an Elastic IP",
+            Kind::NatGateway => "a NAT gateway",
+            Kind::VpcPeering => "a VPC peering connection",
+            Kind::RouteTable => "a route table",
+            Kind::NetworkAcl => "a network ACL",
+            Kind::SecurityGroup => "a security group",
+            Kind::Instance => "an instance",
+            Kind::NetworkInterface => "a network interface",
+            Kind::InternetHost => "an internet host",
+        }
+    }
+
+    /// The section of the file, which starts every field path.
+    fn section(self) -> &'static str {
+        match self {
+            Kind::Vpc => "vpc",
+            Kind::Subnet => "subnet",
+            Kind::InternetGateway => "internet_gateway",
+            Kind::ElasticIp => "elastic_ip",
+            Kind::NatGateway => "nat_gateway",
+            Kind::VpcPeering => "vpc_peering",
+            Kind::RouteTable => "route_table",
+            Kind::NetworkAcl => "network_acl",
+            Kind::SecurityGroup => "security_group",
+            Kind::Instance => "instance",
+            Kind::NetworkInterface => "network_interface",
+            Kind::InternetHost => "internet.hosts",
+        }
+    }
+}
+
+/// Where an id was declared.
+#[derive(Clone, Copy, Debug)]
+struct IdEntry {
+    kind: Kind,
+    index: usize,
+    /// 0 for the implicit objects vpclab creates (default group, default ACL, main table).
+    line: usize,
+}
+
+/// `kind "id".rest`: the field path format of every validation problem.
+fn path(kind: Kind, id: &str, rest: &str) -> String {
+    if kind == Kind::InternetHost {
+        // Hosts live in one inline array; their path is by id all the same, for consistency.
+        format!("internet.hosts \"{id}\".{rest}")
+    } else {
+        format!("{} \"{}\".{}", kind.section(), id, rest)
+    }
+}
+
+/// The name AWS's documentation gives each reserved address of a subnet.
+fn reserved_role(subnet: Cidr, ip: Ipv4Addr) -> Option<&'static str> {
+    if ip == subnet.last() {
+        return Some("the broadcast address");
+    }
+    match u32::from(ip).wrapping_sub(u32::from(subnet.addr)) {
+        0 => Some("the network address"),
+        1 => Some("the VPC router's address"),
+        2 => Some("the Amazon DNS server's address"),
+        3 => Some("reserved by AWS for future use"),
+        _ => None,
+    }
+}
+
+/// Collects problems and the id table while checking.
+struct Checker<'a> {
+    file: &'a str,
+    lines: &'a LineIndex,
+    problems: Vec<Problem>,
+    ids: HashMap<String, IdEntry>,
+}
+
+impl Checker<'_> {
+    fn err(&mut self, span: Range<usize>, field: String, message: String) {
+        let line = self.lines.line(span.start);
+        self.problems.push(Problem { file: self.file.to_string(), line, field, message });
+    }
+
+    fn line(&self, span: Range<usize>) -> usize {
+        self.lines.line(span.start)
+    }
+
+    /// Looks up a reference of one kind, reporting a missing id or an id of another kind.
+    fn resolve(&mut self, r: &Spanned<String>, want: Kind, field: String) -> Option<usize> {
+        let id = r.get_ref();
+        match self.ids.get(id.as_str()).copied() {
+            None => {
+                self.err(
+                    r.span(),
+                    field,
+                    format!("`{id}` does not exist: no object has this id ({} expected)", want.a()),
+                );
+                None
+            }
+            Some(e) if e.kind != want => {
+                self.err(r.span(), field, format!("`{id}` is {}, not {}", e.kind.a(), want.a()));
+                None
+            }
+            Some(e) => Some(e.index),
+        }
+    }
+
+    /// Parses a CIDR; `sizes` limits the prefix length (subnets and VPCs: /16 to /28).
+    fn cidr(&mut self, s: &Spanned<String>, field: &str, sizes: Option<(&str, u8, u8)>) -> Option<Cidr> {
+        match s.get_ref().trim().parse::<Cidr>() {
+            Err(e) => {
+                self.err(s.span(), field.to_string(), e.to_string());
+                None
+            }
+            Ok(c) => {
+                if let Some((what, lo, hi)) = sizes {
+                    if c.prefix < lo || c.prefix > hi {
+                        let msg =
+                            format!("{what} CIDR block must be /{lo} to /{hi} (AWS's limits); {c} is /{}", c.prefix);
+                        self.err(s.span(), field.to_string(), msg);
+                        return None;
+                    }
+                }
+                Some(c)
+            }
+        }
+    }
+
+    fn ip(&mut self, s: &Spanned<String>, field: &str) -> Option<Ipv4Addr> {
+        match s.get_ref().trim().parse::<Ipv4Addr>() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                self.err(s.span(), field.to_string(), format!("`{}` is not an IPv4 address", s.get_ref()));
+                None
+            }
+        }
+    }
+
+    /// An integer within `range`, else a problem naming AWS's range.
+    fn int_in(&mut self, v: &Spanned<i64>, field: &str, range: Range<i64>, what: &str) -> Option<i64> {
+        let n = *v.get_ref();
+        if range.contains(&n) {
+            Some(n)
+        } else {
+            let msg = format!("{what} must be {} to {}, got {n}", range.start, range.end - 1);
+            self.err(v.span(), field.to_string(), msg);
+            None
+        }
+    }
+
+    fn protocol(&mut self, p: &Spanned<StrOrInt>, field: &str) -> Option<Protocol> {
+        let parsed = match p.get_ref() {
+            StrOrInt::Int(-1) => Some(Protocol::All),
+            StrOrInt::Int(n) => u8::try_from(*n).ok().map(Protocol::Number),
+            StrOrInt::Str(s) => match s.trim().to_ascii_lowercase().as_str() {
+                "tcp" => Some(Protocol::TCP),
+                "udp" => Some(Protocol::UDP),
+                "icmp" => Some(Protocol::ICMP),
+                "all" | "-1" => Some(Protocol::All),
+                other => other.parse::<u8>().ok().map(Protocol::Number),
+            },
+        };
+        if parsed.is_none() {
+            let shown = match p.get_ref() {
+                StrOrInt::Int(n) => n.to_string(),
+                StrOrInt::Str(s) => s.clone(),
+            };
+            let msg = format!(
+                "`{shown}` is not a protocol: use tcp, udp, icmp, all (or -1), or an IANA protocol number 0 to 255"
+            );
+            self.err(p.span(), field.to_string(), msg);
+        }
+        parsed
+    }
+
+    fn port_range(&mut self, p: &Spanned<StrOrInt>, field: &str) -> Option<PortRange> {
+        let parsed = match p.get_ref() {
+            StrOrInt::Int(n) => u16::try_from(*n).ok().map(|n| PortRange { from: n, to: n }),
+            StrOrInt::Str(s) => {
+                let s = s.trim();
+                match s.split_once('-') {
+                    None => s.parse::<u16>().ok().map(|n| PortRange { from: n, to: n }),
+                    Some((a, b)) => match (a.trim().parse::<u16>(), b.trim().parse::<u16>()) {
+                        (Ok(from), Ok(to)) if from <= to => Some(PortRange { from, to }),
+                        _ => None,
+                    },
+                }
+            }
+        };
+        if parsed.is_none() {
+            let shown = match p.get_ref() {
+                StrOrInt::Int(n) => n.to_string(),
+                StrOrInt::Str(s) => s.clone(),
+            };
+            let msg = format!(
+                "`{shown}` is not a port range: use one port like \"80\" or a range like \"1024-65535\" (0 to 65535, low to high)"
+            );
+            self.err(p.span(), field.to_string(), msg);
+        }
+        parsed
+    }
+
+    /// Ports for TCP/UDP, type/code for ICMP, nothing for other protocols; fields that do not apply
+    /// to the protocol are errors rather than silently ignored.
+    fn port_match(
+        &mut self,
+        protocol: Protocol,
+        ports: Option<&Spanned<StrOrInt>>,
+        icmp_type: Option<&Spanned<i64>>,
+        icmp_code: Option<&Spanned<i64>>,
+        base: &str,
+    ) -> Option<PortMatch> {
+        let mut ok = true;
+        if let Some(p) = ports {
+            if !protocol.has_ports() {
+                let msg = "ports apply only to protocol tcp or udp (6 or 17)".to_string();
+                self.err(p.span(), format!("{base}.ports"), msg);
+                ok = false;
+            }
+        }
+        for (name, v) in [("icmp_type", icmp_type), ("icmp_code", icmp_code)] {
+            if let Some(v) = v {
+                if protocol != Protocol::ICMP {
+                    self.err(v.span(), format!("{base}.{name}"), format!("{name} applies only to protocol icmp (1)"));
+                    ok = false;
+                }
+            }
+        }
+        if !ok {
+            return None;
+        }
+        if protocol.has_ports() {
+            return match ports {
+                None => Some(PortMatch::Ports(PortRange::ALL)),
+                Some(p) => self.port_range(p, &format!("{base}.ports")).map(PortMatch::Ports),
+            };
+        }
+        if protocol == Protocol::ICMP {
+            // AWS's -1 means "all types" / "all codes"; a code only narrows a given type.
+            let mut icmp = |v: Option<&Spanned<i64>>, name: &str, ok: &mut bool| -> Option<u8> {
+                let v = v?;
+                match *v.get_ref() {
+                    -1 => None,
+                    n => match u8::try_from(n) {
+                        Ok(n) => Some(n),
+                        Err(_) => {
+                            let msg = format!("{name} must be -1 (all) or 0 to 255, got {n}");
+                            self.err(v.span(), format!("{base}.{name}"), msg);
+                            *ok = false;
+                            None
+                        }
+                    },
+                }
+            };
+            let mut ok = true;
+            let t = icmp(icmp_type, "icmp_type", &mut ok);
+            let c = icmp(icmp_code, "icmp_code", &mut ok);
+            if let (None, Some(_), Some(v)) = (t, c, icmp_code) {
+                if ok {
+                    let msg = "icmp_code needs an icmp_type: a code narrows one ICMP type".to_string();
+                    self.err(v.span(), format!("{base}.icmp_code"), msg);
+                    ok = false;
+                }
+            }
+            return ok.then_some(PortMatch::Icmp { icmp_type: t, icmp_code: c });
+        }
+        Some(PortMatch::Any)
+    }
+}
+
+/// Every id the file declares, in file order.
+fn declared_ids(raw: &RawFile) -> Vec<(&Spanned<String>, Kind, usize)> {
+    let mut all: Vec<(&Spanned<String>, Kind, usize)> = Vec::new();
+    all.extend(raw.vpc.iter().enumerate().map(|(i, x)| (&x.id, Kind::Vpc, i)));
+    all.extend(raw.subnet.iter().enumerate().map(|(i, x)| (&x.id, Kind::Subnet, i)));
+    all.extend(raw.internet_gateway.iter().enumerate().map(|(i, x)| (&x.id, Kind::InternetGateway, i)));
+    all.extend(raw.elastic_ip.iter().enumerate().map(|(i, x)| (&x.id, Kind::ElasticIp, i)));
+    all.extend(raw.nat_gateway.iter().enumerate().map(|(i, x)| (&x.id, Kind::NatGateway, i)));
+    all.extend(raw.vpc_peering.iter().enumerate().map(|(i, x)| (&x.id, Kind::VpcPeering, i)));
+    all.extend(raw.route_table.iter().enumerate().map(|(i, x)| (&x.id, Kind::RouteTable, i)));
+    all.extend(raw.network_acl.iter().enumerate().map(|(i, x)| (&x.id, Kind::NetworkAcl, i)));
+    all.extend(raw.security_group.iter().enumerate().map(|(i, x)| (&x.id, Kind::SecurityGroup, i)));
+    all.extend(raw.instance.iter().enumerate().map(|(i, x)| (&x.id, Kind::Instance, i)));
+    all.extend(raw.network_interface.iter().enumerate().map(|(i, x)| (&x.id, Kind::NetworkInterface, i)));
+    if let Some(internet) = &raw.internet {
+        all.extend(internet.hosts.iter().enumerate().map(|(i, x)| (&x.id, Kind::InternetHost, i)));
+    }
+    all.sort_by_key(|(id, _, _)| id.span().start);
+    all
+}
+
+/// Whether `s` is a usable id: it ends up in namespace and device names and in messages, and `/`
+/// is kept for the implicit objects (`vpc-main/default`).
+fn valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// The lab name: it prefixes namespace names, so it stays short and shell- and netlink-friendly.
+fn valid_name(s: &str) -> bool {
+    (1..=32).contains(&s.len())
+        && s.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Checks a parsed file and builds its model, or returns every problem found.
+pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<Model, Vec<Problem>> {
+    let mut c = Checker { file, lines, problems: Vec::new(), ids: HashMap::new() };
+
+    // ---- name ----
+    let name = match &raw.name {
+        None => {
+            let msg = "the lab needs a `name` (1 to 32 of a-z, 0-9 and -, starting with a letter)".to_string();
+            c.problems.push(Problem { file: file.to_string(), line: 1, field: "name".into(), message: msg });
+            None
+        }
+        Some(n) if !valid_name(n.get_ref()) => {
+            let msg = format!(
+                "`{}` is not a lab name: use 1 to 32 of a-z, 0-9 and -, starting with a letter (it prefixes namespace names)",
+                n.get_ref()
+            );
+            c.err(n.span(), "name".into(), msg);
+            None
+        }
+        Some(n) => Some(n.get_ref().clone()),
+    };
+
+    // ---- ids: unique across the whole file, across all kinds ----
+    for (id, kind, index) in declared_ids(raw) {
+        let field = path(kind, id.get_ref(), "id");
+        if !valid_id(id.get_ref()) {
+            let msg =
+                format!("`{}` is not a usable id: use 1 to 64 of letters, digits, '-', '_' and '.'", id.get_ref());
+            c.err(id.span(), field, msg);
+            continue;
+        }
+        match c.ids.get(id.get_ref().as_str()).copied() {
+            Some(first) => {
+                let msg = format!(
+                    "duplicate id `{}`: already the id of {} on line {}",
+                    id.get_ref(),
+                    first.kind.a(),
+                    first.line
+                );
+                c.err(id.span(), field, msg);
+            }
+            None => {
+                let line = c.line(id.span());
+                c.ids.insert(id.get_ref().clone(), IdEntry { kind, index, line });
+            }
+        }
+    }
+    // The implicit objects of each VPC come after the declared ones in the model's vectors.
+    let n_vpc = raw.vpc.len();
+    let mut implicit_main: Vec<Option<usize>> = Vec::with_capacity(n_vpc);
+    let mut n_implicit_main = 0;
+    for (i, v) in raw.vpc.iter().enumerate() {
+        let vid = v.id.get_ref();
+        let sg = IdEntry { kind: Kind::SecurityGroup, index: raw.security_group.len() + i, line: 0 };
+        let acl = IdEntry { kind: Kind::NetworkAcl, index: raw.network_acl.len() + i, line: 0 };
+        c.ids.entry(format!("{vid}/default")).or_insert(sg);
+        c.ids.entry(format!("{vid}/default-acl")).or_insert(acl);
+        if v.main_route_table.is_none() {
+            let index = raw.route_table.len() + n_implicit_main;
+            n_implicit_main += 1;
+            c.ids.entry(format!("{vid}/main")).or_insert(IdEntry { kind: Kind::RouteTable, index, line: 0 });
+            implicit_main.push(Some(index));
+        } else {
+            implicit_main.push(None);
+        }
+    }
+
+    // ---- VPCs ----
+    let vpc_cidr: Vec<Option<Cidr>> = raw
+        .vpc
+        .iter()
+        .map(|v| c.cidr(&v.cidr, &path(Kind::Vpc, v.id.get_ref(), "cidr"), Some(("a VPC", 16, 28))))
+        .collect();
+    let vpc_id = |i: usize| raw.vpc.get(i).map_or("?", |v| v.id.get_ref().as_str());
+
+    // The VPC of each object that names one directly.
+    let rtb_vpc: Vec<Option<usize>> = raw
+        .route_table
+        .iter()
+        .map(|t| c.resolve(&t.vpc, Kind::Vpc, path(Kind::RouteTable, t.id.get_ref(), "vpc")))
+        .collect();
+    let acl_vpc: Vec<Option<usize>> = raw
+        .network_acl
+        .iter()
+        .map(|a| c.resolve(&a.vpc, Kind::Vpc, path(Kind::NetworkAcl, a.id.get_ref(), "vpc")))
+        .collect();
+    let sg_vpc: Vec<Option<usize>> = raw
+        .security_group
+        .iter()
+        .map(|g| c.resolve(&g.vpc, Kind::Vpc, path(Kind::SecurityGroup, g.id.get_ref(), "vpc")))
+        .collect();
+    let igw_vpc: Vec<Option<usize>> = raw
+        .internet_gateway
+        .iter()
+        .map(|g| c.resolve(&g.vpc, Kind::Vpc, path(Kind::InternetGateway, g.id.get_ref(), "vpc")))
+        .collect();
+    // Model order: declared groups/ACLs/tables first, then each VPC's implicit ones.
+    let sg_vpc_all = |g: usize| -> Option<usize> {
+        if g < raw.security_group.len() {
+            sg_vpc[g]
+        } else {
+            Some(g - raw.security_group.len())
+        }
+    };
+    let acl_vpc_all = |a: usize| -> Option<usize> {
+        if a < raw.network_acl.len() {
+            acl_vpc[a]
+        } else {
+            Some(a - raw.network_acl.len())
+        }
+    };
+    let rtb_vpc_all = |t: usize| -> Option<usize> {
+        if t < raw.route_table.len() {
+            rtb_vpc[t]
+        } else {
+            implicit_main.iter().position(|m| *m == Some(t))
+        }
+    };
+
+    // ---- main route tables ----
+    let mut main_rtb: Vec<Option<usize>> = implicit_main.clone();
+    for (i, v) in raw.vpc.iter().enumerate() {
+        let Some(m) = &v.main_route_table else { continue };
+        let field = path(Kind::Vpc, v.id.get_ref(), "main_route_table");
+        let Some(t) = c.resolve(m, Kind::RouteTable, field.clone()) else { continue };
+        match rtb_vpc_all(t) {
+            Some(tv) if tv != i => {
+                let msg = format!(
+                    "route table `{}` is in VPC `{}`: a VPC's main route table must be one of its own",
+                    m.get_ref(),
+                    vpc_id(tv)
+                );
+                c.err(m.span(), field, msg);
+            }
+            Some(_) => main_rtb[i] = Some(t),
+            None => {}
+        }
+    }
+
+    // ---- VPC peering ----
+    let mut peer_pair: Vec<Option<(usize, usize)>> = Vec::new();
+    let mut pairs: HashMap<(usize, usize), String> = HashMap::new();
+    for p in &raw.vpc_peering {
+        let id = p.id.get_ref();
+        let a = c.resolve(&p.requester_vpc, Kind::Vpc, path(Kind::VpcPeering, id, "requester_vpc"));
+        let b = c.resolve(&p.accepter_vpc, Kind::Vpc, path(Kind::VpcPeering, id, "accepter_vpc"));
+        let (Some(a), Some(b)) = (a, b) else {
+            peer_pair.push(None);
+            continue;
+        };
+        let field = path(Kind::VpcPeering, id, "accepter_vpc");
+        if a == b {
+            c.err(p.accepter_vpc.span(), field, format!("VPC `{}` cannot be peered with itself", vpc_id(a)));
+            peer_pair.push(None);
+            continue;
+        }
+        if let (Some(ca), Some(cb)) = (vpc_cidr[a], vpc_cidr[b]) {
+            if ca.overlaps(cb) {
+                let msg = format!(
+                    "VPCs with overlapping CIDR blocks cannot be peered: `{}` is {ca}, `{}` is {cb}",
+                    vpc_id(a),
+                    vpc_id(b)
+                );
+                c.err(p.accepter_vpc.span(), field.clone(), msg);
+            }
+        }
+        let key = (a.min(b), a.max(b));
+        if let Some(other) = pairs.get(&key) {
+            let msg = format!(
+                "VPCs `{}` and `{}` are already peered by `{other}`: AWS allows one peering connection between two VPCs",
+                vpc_id(a),
+                vpc_id(b)
+            );
+            c.err(p.accepter_vpc.span(), field, msg);
+        } else {
+            pairs.insert(key, id.clone());
+        }
+        peer_pair.push(Some((a, b)));
+    }
+    let peered = |a: usize, b: usize| pairs.contains_key(&(a.min(b), a.max(b)));
+
+    // ---- subnets ----
+    let mut subnet_vpc: Vec<Option<usize>> = Vec::new();
+    let mut subnet_cidr: Vec<Option<Cidr>> = Vec::new();
+    let mut subnet_rtb: Vec<Option<usize>> = Vec::new();
+    let mut subnet_acl: Vec<Option<usize>> = Vec::new();
+    for s in &raw.subnet {
+        let id = s.id.get_ref();
+        let vpc = c.resolve(&s.vpc, Kind::Vpc, path(Kind::Subnet, id, "vpc"));
+        let field = path(Kind::Subnet, id, "cidr");
+        let mut cidr = c.cidr(&s.cidr, &field, Some(("a subnet", 16, 28)));
+        if let (Some(v), Some(sc)) = (vpc, cidr) {
+            if let Some(vc) = vpc_cidr[v] {
+                if !vc.contains_cidr(sc) {
+                    let msg = format!("subnet CIDR block {sc} is outside VPC `{}`'s CIDR block {vc}", vpc_id(v));
+                    c.err(s.cidr.span(), field.clone(), msg);
+                    cidr = None;
+                }
+            }
+        }
+        if let (Some(v), Some(sc)) = (vpc, cidr) {
+            let clash = (0..subnet_cidr.len())
+                .find(|&j| subnet_vpc[j] == Some(v) && subnet_cidr[j].is_some_and(|oc: Cidr| oc.overlaps(sc)));
+            if let Some(j) = clash {
+                let other = &raw.subnet[j];
+                let msg = format!(
+                    "subnet CIDR block {sc} overlaps subnet `{}` ({}) in the same VPC",
+                    other.id.get_ref(),
+                    other.cidr.get_ref()
+                );
+                c.err(s.cidr.span(), field, msg);
+            }
+        }
+        if let Some(az) = &s.availability_zone {
+            if az.get_ref().trim().is_empty() {
+                c.err(
+                    az.span(),
+                    path(Kind::Subnet, id, "availability_zone"),
+                    "an availability zone name is empty".into(),
+                );
+            }
+        }
+        let mut rtb = vpc.and_then(|v| main_rtb[v]);
+        if let Some(r) = &s.route_table {
+            let f = path(Kind::Subnet, id, "route_table");
+            rtb = None;
+            if let Some(t) = c.resolve(r, Kind::RouteTable, f.clone()) {
+                match (rtb_vpc_all(t), vpc) {
+                    (Some(tv), Some(v)) if tv != v => {
+                        let msg = format!(
+                            "route table `{}` is in VPC `{}`, but subnet `{id}` is in VPC `{}`: a subnet's route table must be in its own VPC",
+                            r.get_ref(),
+                            vpc_id(tv),
+                            vpc_id(v)
+                        );
+                        c.err(r.span(), f, msg);
+                    }
+                    _ => rtb = Some(t),
+                }
+            }
+        }
+        let mut acl = vpc.map(|v| raw.network_acl.len() + v);
+        if let Some(a) = &s.network_acl {
+            let f = path(Kind::Subnet, id, "network_acl");
+            acl = None;
+            if let Some(n) = c.resolve(a, Kind::NetworkAcl, f.clone()) {
+                match (acl_vpc_all(n), vpc) {
+                    (Some(av), Some(v)) if av != v => {
+                        let msg = format!(
+                            "network ACL `{}` is in VPC `{}`, but subnet `{id}` is in VPC `{}`: a subnet's network ACL must be in its own VPC",
+                            a.get_ref(),
+                            vpc_id(av),
+                            vpc_id(v)
+                        );
+                        c.err(a.span(), f, msg);
+                    }
+                    _ => acl = Some(n),
+                }
+            }
+        }
+        subnet_vpc.push(vpc);
+        subnet_cidr.push(cidr);
+        subnet_rtb.push(rtb);
+        subnet_acl.push(acl);
+    }
+
+    // ---- instances ----
+    let mut instance_limits: Vec<Option<InstanceLimits>> = Vec::new();
+    for inst in &raw.instance {
+        let mut limits = None;
+        if let Some(t) = &inst.instance_type {
+            limits = instance_types::limits(t.get_ref().trim());
+            if limits.is_none() {
+                let msg = format!(
+                    "unknown instance type `{}`: vpclab knows the network limits of the {} families",
+                    t.get_ref(),
+                    instance_types::families().join(", ")
+                );
+                c.err(t.span(), path(Kind::Instance, inst.id.get_ref(), "instance_type"), msg);
+            }
+        }
+        instance_limits.push(limits);
+    }
+
+    // ---- network interfaces ----
+    // Private IPs are unique per VPC; the owner's description is kept for the message.
+    let mut ip_owner: HashMap<(usize, Ipv4Addr), String> = HashMap::new();
+    let mut mac_owner: HashMap<Mac, String> = HashMap::new();
+    for v in &raw.vpc {
+        mac_owner
+            .insert(Mac::generated("vpc-router", v.id.get_ref()), format!("the router of VPC `{}`", v.id.get_ref()));
+    }
+    let mut eni_subnet: Vec<Option<usize>> = Vec::new();
+    let mut eni_primary: Vec<Option<Ipv4Addr>> = Vec::new();
+    let mut eni_secondaries: Vec<Vec<Ipv4Addr>> = Vec::new();
+    let mut eni_sgs: Vec<Option<Vec<usize>>> = Vec::new();
+    let mut eni_mac: Vec<Option<Mac>> = Vec::new();
+    let mut eni_ct: Vec<Option<ConntrackTimeouts>> = Vec::new();
+    // `Some(None)`: no attachment; `None`: an attachment that did not check out.
+    let mut eni_attach: Vec<Option<Option<(usize, u32)>>> = Vec::new();
+    let mut broken_attachment: HashSet<usize> = HashSet::new();
+    let mut device_taken: HashMap<(usize, u32), String> = HashMap::new();
+    for e in &raw.network_interface {
+        let id = e.id.get_ref();
+        let subnet = c.resolve(&e.subnet, Kind::Subnet, path(Kind::NetworkInterface, id, "subnet"));
+        let vpc = subnet.and_then(|s| subnet_vpc[s]);
+        let scidr = subnet.and_then(|s| subnet_cidr[s]);
+        let sid = subnet.map_or("", |s| raw.subnet[s].id.get_ref().as_str());
+
+        // One closure checks every private IP of this ENI the same way.
+        let mut check_ip = |c: &mut Checker<'_>, s: &Spanned<String>, field: String| -> Option<Ipv4Addr> {
+            let ip = c.ip(s, &field)?;
+            let sc = scidr?;
+            if !sc.contains(ip) {
+                c.err(s.span(), field, format!("{ip} is outside subnet `{sid}` ({sc})"));
+                return None;
+            }
+            if let Some(role) = reserved_role(sc, ip) {
+                let msg = format!("{ip} is one of the five addresses AWS reserves in subnet `{sid}` ({sc}): {role}");
+                c.err(s.span(), field, msg);
+                return None;
+            }
+            let v = vpc?;
+            if let Some(owner) = ip_owner.get(&(v, ip)) {
+                let msg = format!("{ip} is already used by {owner} in VPC `{}`", vpc_id(v));
+                c.err(s.span(), field, msg);
+                return None;
+            }
+            ip_owner.insert((v, ip), format!("network interface `{id}`"));
+            Some(ip)
+        };
+        let primary = check_ip(&mut c, &e.private_ip, path(Kind::NetworkInterface, id, "private_ip"));
+        let mut secondaries = Vec::new();
+        for (k, s) in e.secondary_private_ips.iter().enumerate() {
+            let f = path(Kind::NetworkInterface, id, &format!("secondary_private_ips[{k}]"));
+            if let Some(ip) = check_ip(&mut c, s, f) {
+                secondaries.push(ip);
+            }
+        }
+
+        // Security groups: the VPC's default group when none is named.
+        let sgs = match &e.security_groups {
+            Some(list) if !list.get_ref().is_empty() => {
+                let f = path(Kind::NetworkInterface, id, "security_groups");
+                let mut ok = true;
+                if list.get_ref().len() > SGS_PER_ENI {
+                    let msg = format!(
+                        "a network interface can have at most {SGS_PER_ENI} security groups; {} are listed",
+                        list.get_ref().len()
+                    );
+                    c.err(list.span(), f.clone(), msg);
+                    ok = false;
+                }
+                let mut out: Vec<usize> = Vec::new();
+                for (k, g) in list.get_ref().iter().enumerate() {
+                    let fk = format!("{f}[{k}]");
+                    let Some(gi) = c.resolve(g, Kind::SecurityGroup, fk.clone()) else {
+                        ok = false;
+                        continue;
+                    };
+                    if out.contains(&gi) {
+                        c.err(g.span(), fk, format!("security group `{}` is listed twice", g.get_ref()));
+                        ok = false;
+                        continue;
+                    }
+                    if let (Some(gv), Some(v)) = (sg_vpc_all(gi), vpc) {
+                        if gv != v {
+                            let msg = format!(
+                                "security group `{}` is in VPC `{}`, but network interface `{id}` is in VPC `{}` (subnet `{sid}`): an ENI's groups must be in its own VPC",
+                                g.get_ref(),
+                                vpc_id(gv),
+                                vpc_id(v)
+                            );
+                            c.err(g.span(), fk, msg);
+                            ok = false;
+                            continue;
+                        }
+                    }
+                    out.push(gi);
+                }
+                ok.then_some(out)
+            }
+            _ => vpc.map(|v| vec![raw.security_group.len() + v]),
+        };
+
+        // MAC: given, else generated from the id; unique, and never a VPC router's.
+        let mac = match &e.mac_address {
+            Some(m) => {
+                let f = path(Kind::NetworkInterface, id, "mac_address");
+                match m.get_ref().trim().parse::<Mac>() {
+                    Err(err) => {
+                        c.err(m.span(), f, err.to_string());
+                        None
+                    }
+                    Ok(mac) if mac.is_multicast() || mac == Mac([0; 6]) => {
+                        let msg =
+                            format!("{mac} is not a unicast address: an ENI's MAC must be unicast and not all zero");
+                        c.err(m.span(), f, msg);
+                        None
+                    }
+                    Ok(mac) => Some((mac, m.span(), f)),
+                }
+            }
+            None => Some((Mac::generated("eni", id), e.id.span(), path(Kind::NetworkInterface, id, "id"))),
+        };
+        let mac = match mac {
+            Some((mac, span, f)) => {
+                if let Some(owner) = mac_owner.get(&mac) {
+                    let how = if e.mac_address.is_some() { "" } else { "generated " };
+                    c.err(span, f, format!("{how}MAC address {mac} is already used by {owner}"));
+                    None
+                } else {
+                    mac_owner.insert(mac, format!("network interface `{id}`"));
+                    Some(mac)
+                }
+            }
+            None => None,
+        };
+
+        // Connection tracking: AWS's defaults, and its ranges for what is given.
+        let mut ct = Some(ConntrackTimeouts::default());
+        if let Some(t) = &e.connection_tracking {
+            let d = ConntrackTimeouts::default();
+            let base = path(Kind::NetworkInterface, id, "connection_tracking");
+            let mut get = |v: &Option<Spanned<i64>>, name: &str, range: Range<i64>, dflt: u32| -> Option<u32> {
+                match v {
+                    None => Some(dflt),
+                    Some(v) => c
+                        .int_in(v, &format!("{base}.{name}"), range, &format!("{name} (seconds, AWS's range)"))
+                        .and_then(|n| u32::try_from(n).ok()),
+                }
+            };
+            let tcp = get(&t.tcp_established_timeout, "tcp_established_timeout", 60..432_001, d.tcp_established);
+            let us = get(&t.udp_stream_timeout, "udp_stream_timeout", 60..181, d.udp_stream);
+            let u = get(&t.udp_timeout, "udp_timeout", 30..61, d.udp);
+            ct = match (tcp, us, u) {
+                (Some(tcp_established), Some(udp_stream), Some(udp)) => {
+                    Some(ConntrackTimeouts { tcp_established, udp_stream, udp })
+                }
+                _ => None,
+            };
+        }
+
+        // Attachment: one ENI per device index per instance.
+        let attach = match &e.attachment {
+            None => Some(None),
+            Some(a) => {
+                let inst =
+                    c.resolve(&a.instance, Kind::Instance, path(Kind::NetworkInterface, id, "attachment.instance"));
+                let f = path(Kind::NetworkInterface, id, "attachment.device_index");
+                let dev = c
+                    .int_in(&a.device_index, &f, 0..i64::from(u32::MAX) + 1, "device_index")
+                    .and_then(|n| u32::try_from(n).ok());
+                match (inst, dev) {
+                    (Some(i), Some(d)) => {
+                        if let Some(other) = device_taken.get(&(i, d)) {
+                            let msg = format!(
+                                "device index {d} of instance `{}` is already taken by network interface `{other}`",
+                                a.instance.get_ref()
+                            );
+                            c.err(a.device_index.span(), f, msg);
+                            broken_attachment.insert(i);
+                            None
+                        } else {
+                            device_taken.insert((i, d), id.clone());
+                            Some(Some((i, d)))
+                        }
+                    }
+                    (Some(i), None) => {
+                        broken_attachment.insert(i);
+                        None
+                    }
+                    _ => None,
+                }
+            }
+        };
+
+        eni_subnet.push(subnet);
+        eni_primary.push(primary);
+        eni_secondaries.push(secondaries);
+        eni_sgs.push(sgs);
+        eni_mac.push(mac);
+        eni_ct.push(ct);
+        eni_attach.push(attach);
+    }
+
+    // ---- instances: primary ENI, type limits, availability zone ----
+    for (ii, inst) in raw.instance.iter().enumerate() {
+        let iid = inst.id.get_ref();
+        let mut attached: Vec<(u32, usize)> = eni_attach
+            .iter()
+            .enumerate()
+            .filter_map(|(ei, a)| match a {
+                Some(Some((i, d))) if *i == ii => Some((*d, ei)),
+                _ => None,
+            })
+            .collect();
+        attached.sort_unstable();
+        let primary = attached.iter().find(|(d, _)| *d == 0).map(|&(_, ei)| ei);
+        if primary.is_none() && !broken_attachment.contains(&ii) {
+            let msg = format!(
+                "instance `{iid}` has no network interface at device index 0: every instance needs a primary ENI (attachment = {{ instance = \"{iid}\", device_index = 0 }})"
+            );
+            c.err(inst.id.span(), path(Kind::Instance, iid, "id"), msg);
+        }
+        if let (Some(lim), Some(t)) = (instance_limits[ii], &inst.instance_type) {
+            if attached.len() > lim.max_enis as usize {
+                let names: Vec<String> =
+                    attached.iter().map(|&(_, ei)| format!("`{}`", raw.network_interface[ei].id.get_ref())).collect();
+                let msg = format!(
+                    "instance type {} allows at most {} network interfaces; instance `{iid}` has {} ({})",
+                    t.get_ref(),
+                    lim.max_enis,
+                    attached.len(),
+                    names.join(", ")
+                );
+                c.err(t.span(), path(Kind::Instance, iid, "instance_type"), msg);
+            }
+            for &(_, ei) in &attached {
+                let e = &raw.network_interface[ei];
+                let count = 1 + e.secondary_private_ips.len();
+                if count > lim.ipv4_per_eni as usize {
+                    // Point at the first address past the limit.
+                    let k = (lim.ipv4_per_eni as usize).saturating_sub(1);
+                    let (span, f) = match e.secondary_private_ips.get(k) {
+                        Some(s) => (s.span(), format!("secondary_private_ips[{k}]")),
+                        None => (e.private_ip.span(), "private_ip".to_string()),
+                    };
+                    let msg = format!(
+                        "instance type {} allows {} IPv4 addresses per network interface; `{}` (attached to instance `{iid}`) has {count}, primary included",
+                        t.get_ref(),
+                        lim.ipv4_per_eni,
+                        e.id.get_ref()
+                    );
+                    c.err(span, path(Kind::NetworkInterface, e.id.get_ref(), &f), msg);
+                }
+            }
+        }
+        // An instance lives in the AZ of its primary ENI's subnet; the others must match.
+        let az_of = |ei: usize| -> Option<(&str, &str)> {
+            let s = eni_subnet[ei]?;
+            let az = raw.subnet[s].availability_zone.as_ref()?;
+            Some((az.get_ref().as_str(), raw.subnet[s].id.get_ref().as_str()))
+        };
+        if let Some((home, _)) = primary.and_then(az_of) {
+            for &(_, ei) in &attached {
+                if let Some((az, sid)) = az_of(ei) {
+                    if az != home {
+                        let e = &raw.network_interface[ei];
+                        if let Some(a) = &e.attachment {
+                            let msg = format!(
+                                "network interface `{}` is in availability zone {az} (subnet `{sid}`), but instance `{iid}` is in {home}: an ENI attaches only to an instance in its own availability zone",
+                                e.id.get_ref()
+                            );
+                            c.err(
+                                a.instance.span(),
+                                path(Kind::NetworkInterface, e.id.get_ref(), "attachment.instance"),
+                                msg,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // ---- Elastic IPs ----
+    let mut eip_public: Vec<Option<Ipv4Addr>> = Vec::new();
+    let mut eip_assoc: Vec<Option<Option<(usize, Ipv4Addr)>>> = Vec::new();
+    let mut public_owner: HashMap<Ipv4Addr, String> = HashMap::new();
+    let mut assoc_owner: HashMap<(usize, Ipv4Addr), String> = HashMap::new();
+    let outside_vpcs = |c: &mut Checker<'_>, s: &Spanned<String>, field: &str, what: &str| -> Option<Ipv4Addr> {
+        let ip = c.ip(s, field)?;
+        for (i, vc) in vpc_cidr.iter().enumerate() {
+            if let Some(vc) = vc {
+                if vc.contains(ip) {
+                    let msg = format!("{ip} is inside VPC `{}`'s CIDR block {vc}: {what}", vpc_id(i));
+                    c.err(s.span(), field.to_string(), msg);
+                    return None;
+                }
+            }
+        }
+        Some(ip)
+    };
+    for eip in &raw.elastic_ip {
+        let id = eip.id.get_ref();
+        let f = path(Kind::ElasticIp, id, "public_ip");
+        let public =
+            outside_vpcs(&mut c, &eip.public_ip, &f, "an Elastic IP must be a public address outside every VPC");
+        if let Some(p) = public {
+            if let Some(owner) = public_owner.get(&p) {
+                c.err(eip.public_ip.span(), f, format!("public IP {p} is already used by {owner}"));
+            } else {
+                public_owner.insert(p, format!("Elastic IP `{id}`"));
+            }
+        }
+        let assoc = match (&eip.network_interface, &eip.private_ip) {
+            (None, None) => Some(None),
+            (None, Some(p)) => {
+                let msg = "private_ip needs network_interface: it picks which of that ENI's addresses to map".into();
+                c.err(p.span(), path(Kind::ElasticIp, id, "private_ip"), msg);
+                None
+            }
+            (Some(n), p) => {
+                let ei = c.resolve(n, Kind::NetworkInterface, path(Kind::ElasticIp, id, "network_interface"));
+                let ei_ok = ei.filter(|&ei| eni_primary[ei].is_some());
+                match (ei_ok, p) {
+                    (None, _) => None,
+                    (Some(ei), None) => eni_primary[ei].map(|ip| (ei, ip, n.span(), "network_interface")),
+                    (Some(ei), Some(p)) => {
+                        let fp = path(Kind::ElasticIp, id, "private_ip");
+                        match c.ip(p, &fp) {
+                            None => None,
+                            Some(ip) => {
+                                let ips: Vec<Ipv4Addr> =
+                                    eni_primary[ei].into_iter().chain(eni_secondaries[ei].iter().copied()).collect();
+                                if ips.contains(&ip) {
+                                    Some((ei, ip, p.span(), "private_ip"))
+                                } else {
+                                    let list: Vec<String> = ips.iter().map(|i| i.to_string()).collect();
+                                    let msg = format!(
+                                        "{ip} is not a private IP of network interface `{}` ({})",
+                                        n.get_ref(),
+                                        list.join(", ")
+                                    );
+                                    c.err(p.span(), fp, msg);
+                                    None
+                                }
+                            }
+                        }
+                    }
+                }
+                .and_then(|(ei, ip, span, fname)| {
+                    if let Some(other) = assoc_owner.get(&(ei, ip)) {
+                        let msg = format!(
+                            "private IP {ip} of network interface `{}` already has Elastic IP `{other}`: one Elastic IP per private IP",
+                            n.get_ref()
+                        );
+                        c.err(span, path(Kind::ElasticIp, id, fname), msg);
+                        None
+                    } else {
+                        assoc_owner.insert((ei, ip), id.clone());
+                        Some(Some((ei, ip)))
+                    }
+                })
+            }
+        };
+        eip_public.push(public);
+        eip_assoc.push(assoc);
+    }
+
+    // ---- NAT gateways: given addresses first, then the first free one for the rest ----
+    let mut nat_subnet: Vec<Option<usize>> = Vec::new();
+    let mut nat_ip: Vec<Option<Ipv4Addr>> = Vec::new();
+    let mut nat_eip: Vec<Option<Option<usize>>> = Vec::new();
+    let mut eip_nat: HashMap<usize, String> = HashMap::new();
+    for n in &raw.nat_gateway {
+        let id = n.id.get_ref();
+        let subnet = c.resolve(&n.subnet, Kind::Subnet, path(Kind::NatGateway, id, "subnet"));
+        let vpc = subnet.and_then(|s| subnet_vpc[s]);
+        let mut ip = None;
+        if let (Some(p), Some(s)) = (&n.private_ip, subnet) {
+            let f = path(Kind::NatGateway, id, "private_ip");
+            let sid = raw.subnet[s].id.get_ref();
+            if let (Some(addr), Some(sc), Some(v)) = (c.ip(p, &f), subnet_cidr[s], vpc) {
+                if !sc.contains(addr) {
+                    c.err(p.span(), f, format!("{addr} is outside subnet `{sid}` ({sc})"));
+                } else if let Some(role) = reserved_role(sc, addr) {
+                    let msg =
+                        format!("{addr} is one of the five addresses AWS reserves in subnet `{sid}` ({sc}): {role}");
+                    c.err(p.span(), f, msg);
+                } else if let Some(owner) = ip_owner.get(&(v, addr)) {
+                    c.err(p.span(), f, format!("{addr} is already used by {owner} in VPC `{}`", vpc_id(v)));
+                } else {
+                    ip_owner.insert((v, addr), format!("NAT gateway `{id}`"));
+                    ip = Some(addr);
+                }
+            }
+        } else if let Some(p) = &n.private_ip {
+            c.ip(p, &path(Kind::NatGateway, id, "private_ip"));
+        }
+        let eip = match &n.elastic_ip {
+            None => Some(None),
+            Some(r) => {
+                let f = path(Kind::NatGateway, id, "elastic_ip");
+                match c.resolve(r, Kind::ElasticIp, f.clone()) {
+                    None => None,
+                    Some(ei) => {
+                        if let Some(eni) = &raw.elastic_ip[ei].network_interface {
+                            let msg = format!(
+                                "Elastic IP `{}` is associated with network interface `{}`; a NAT gateway needs an Elastic IP of its own",
+                                r.get_ref(),
+                                eni.get_ref()
+                            );
+                            c.err(r.span(), f, msg);
+                            None
+                        } else if let Some(other) = eip_nat.get(&ei) {
+                            c.err(
+                                r.span(),
+                                f,
+                                format!("Elastic IP `{}` is already used by NAT gateway `{other}`", r.get_ref()),
+                            );
+                            None
+                        } else {
+                            eip_nat.insert(ei, id.clone());
+                            Some(Some(ei))
+                        }
+                    }
+                }
+            }
+        };
+        nat_subnet.push(subnet);
+        nat_ip.push(ip);
+        nat_eip.push(eip);
+    }
+    for (k, n) in raw.nat_gateway.iter().enumerate() {
+        if n.private_ip.is_some() {
+            continue;
+        }
+        let (Some(s), Some(v)) = (nat_subnet[k], nat_subnet[k].and_then(|s| subnet_vpc[s])) else { continue };
+        let Some(sc) = subnet_cidr[s] else { continue };
+        // base+4 is the first address AWS hands out; the last is the broadcast address.
+        let first = u32::from(sc.addr).saturating_add(4);
+        let last = u32::from(sc.last());
+        let free = (first..last).map(Ipv4Addr::from).find(|ip| !ip_owner.contains_key(&(v, *ip)));
+        match free {
+            Some(ip) => {
+                ip_owner.insert((v, ip), format!("NAT gateway `{}`", n.id.get_ref()));
+                nat_ip[k] = Some(ip);
+            }
+            None => {
+                let msg = format!(
+                    "subnet `{}` ({sc}) has no free address left for this NAT gateway",
+                    raw.subnet[s].id.get_ref()
+                );
+                c.err(n.subnet.span(), path(Kind::NatGateway, n.id.get_ref(), "subnet"), msg);
+            }
+        }
+    }
+
+    // ---- security groups ----
+    let mut sg_rules: Vec<Option<(Vec<SgRule>, Vec<SgRule>)>> = Vec::new();
+    for (gi, g) in raw.security_group.iter().enumerate() {
+        let id = g.id.get_ref();
+        let mut ok = true;
+        let mut dir = |c: &mut Checker<'_>, list: &Spanned<Vec<RawSgRule>>, ingress: bool| -> Vec<SgRule> {
+            let dname = if ingress { "ingress" } else { "egress" };
+            if list.get_ref().len() > SG_RULES_PER_DIRECTION {
+                let msg = format!(
+                    "a security group holds at most {SG_RULES_PER_DIRECTION} {dname} rules; this one has {}",
+                    list.get_ref().len()
+                );
+                c.err(list.span(), path(Kind::SecurityGroup, id, dname), msg);
+                ok = false;
+            }
+            let mut out = Vec::new();
+            for (k, r) in list.get_ref().iter().enumerate() {
+                let base = path(Kind::SecurityGroup, id, &format!("{dname}[{k}]"));
+                let protocol = c.protocol(&r.protocol, &format!("{base}.protocol"));
+                let ports = protocol
+                    .and_then(|p| c.port_match(p, r.ports.as_ref(), r.icmp_type.as_ref(), r.icmp_code.as_ref(), &base));
+                let (want, wrong, peer) = if ingress {
+                    ("source", "destination", &r.source)
+                } else {
+                    ("destination", "source", &r.destination)
+                };
+                let stray = if ingress { &r.destination } else { &r.source };
+                if let Some(s) = stray {
+                    let msg = format!("an {dname} rule names its `{want}`, not a `{wrong}`");
+                    c.err(s.span(), format!("{base}.{wrong}"), msg);
+                    ok = false;
+                }
+                let peer = match peer {
+                    None => {
+                        let msg = format!("an {dname} rule needs a `{want}`: a CIDR block or a security group id");
+                        c.err(r.protocol.span(), format!("{base}.{want}"), msg);
+                        None
+                    }
+                    Some(p) if p.get_ref().trim().starts_with(|ch: char| ch.is_ascii_digit()) => {
+                        c.cidr(p, &format!("{base}.{want}"), None).map(SgPeer::Cidr)
+                    }
+                    Some(p) => {
+                        let f = format!("{base}.{want}");
+                        c.resolve(p, Kind::SecurityGroup, f.clone()).and_then(|other| {
+                            match (sg_vpc_all(other), sg_vpc[gi]) {
+                                (Some(ov), Some(v)) if ov != v && !peered(ov, v) => {
+                                    let msg = format!(
+                                        "security group `{}` is in VPC `{}`, which is neither this group's VPC `{}` nor peered with it",
+                                        p.get_ref(),
+                                        vpc_id(ov),
+                                        vpc_id(v)
+                                    );
+                                    c.err(p.span(), f, msg);
+                                    None
+                                }
+                                _ => Some(SgPeer::Group(SgIdx(other as u32))),
+                            }
+                        })
+                    }
+                };
+                match (protocol, ports, peer) {
+                    (Some(protocol), Some(ports), Some(peer)) => out.push(SgRule { protocol, ports, peer }),
+                    _ => ok = false,
+                }
+            }
+            out
+        };
+        let ingress = g.ingress.as_ref().map(|l| dir(&mut c, l, true)).unwrap_or_default();
+        let egress = match &g.egress {
+            // AWS's default for a new group: one rule allowing all outbound traffic.
+            None => vec![allow_all_rule()],
+            Some(l) => dir(&mut c, l, false),
+        };
+        sg_rules.push(ok.then_some((ingress, egress)));
+    }
+
+    // ---- network ACLs ----
+    let mut acl_rules: Vec<Option<(Vec<AclRule>, Vec<AclRule>)>> = Vec::new();
+    for a in &raw.network_acl {
+        let id = a.id.get_ref();
+        let mut ok = true;
+        let mut dir = |c: &mut Checker<'_>, list: &Spanned<Vec<RawAclRule>>, dname: &str| -> Vec<AclRule> {
+            if list.get_ref().len() > ACL_RULES_PER_DIRECTION {
+                let msg = format!(
+                    "a network ACL holds at most {ACL_RULES_PER_DIRECTION} {dname} rules; this one has {}",
+                    list.get_ref().len()
+                );
+                c.err(list.span(), path(Kind::NetworkAcl, id, dname), msg);
+                ok = false;
+            }
+            let mut seen: HashMap<i64, usize> = HashMap::new();
+            let mut out = Vec::new();
+            for (k, r) in list.get_ref().iter().enumerate() {
+                let base = path(Kind::NetworkAcl, id, &format!("{dname}[{k}]"));
+                let f = format!("{base}.rule");
+                let number =
+                    c.int_in(&r.rule, &f, 1..MAX_ACL_RULE + 1, "a rule number (32767 is the implicit `*` deny)");
+                if let Some(n) = number {
+                    if let Some(line) = seen.get(&n) {
+                        c.err(r.rule.span(), f, format!("rule number {n} is already used in {dname} on line {line}"));
+                        ok = false;
+                    } else {
+                        seen.insert(n, c.line(r.rule.span()));
+                    }
+                }
+                let protocol = c.protocol(&r.protocol, &format!("{base}.protocol"));
+                let ports = protocol
+                    .and_then(|p| c.port_match(p, r.ports.as_ref(), r.icmp_type.as_ref(), r.icmp_code.as_ref(), &base));
+                let cidr = c.cidr(&r.cidr, &format!("{base}.cidr"), None);
+                let action = match r.action.get_ref().trim().to_ascii_lowercase().as_str() {
+                    "allow" => Some(AclAction::Allow),
+                    "deny" => Some(AclAction::Deny),
+                    other => {
+                        let msg = format!("`{other}` is not an action: use allow or deny");
+                        c.err(r.action.span(), format!("{base}.action"), msg);
+                        None
+                    }
+                };
+                match (number.and_then(|n| u16::try_from(n).ok()), protocol, ports, cidr, action) {
+                    (Some(number), Some(protocol), Some(ports), Some(cidr), Some(action)) => {
+                        out.push(AclRule { number, protocol, ports, cidr, action })
+                    }
+                    _ => ok = false,
+                }
+            }
+            out.sort_by_key(|r| r.number);
+            out
+        };
+        // A custom ACL without rules denies everything (only the implicit `*` rule is left).
+        let ingress = a.ingress.as_ref().map(|l| dir(&mut c, l, "ingress")).unwrap_or_default();
+        let egress = a.egress.as_ref().map(|l| dir(&mut c, l, "egress")).unwrap_or_default();
+        acl_rules.push(ok.then_some((ingress, egress)));
+    }
+
+    // ---- internet gateways: one per VPC ----
+    let mut igw_of_vpc: HashMap<usize, String> = HashMap::new();
+    for (k, g) in raw.internet_gateway.iter().enumerate() {
+        let Some(v) = igw_vpc[k] else { continue };
+        if let Some(other) = igw_of_vpc.get(&v) {
+            let msg =
+                format!("VPC `{}` already has internet gateway `{other}`: AWS attaches at most one per VPC", vpc_id(v));
+            c.err(g.vpc.span(), path(Kind::InternetGateway, g.id.get_ref(), "vpc"), msg);
+        } else {
+            igw_of_vpc.insert(v, g.id.get_ref().clone());
+        }
+    }
+
+    // ---- route tables ----
+    let reserved_range = Cidr::new(Ipv4Addr::new(169, 254, 168, 0), 22);
+    let mut rtb_routes: Vec<Option<Vec<Route>>> = Vec::new();
+    for (ti, t) in raw.route_table.iter().enumerate() {
+        let id = t.id.get_ref();
+        let vpc = rtb_vpc[ti];
+        let vc = vpc.and_then(|v| vpc_cidr[v]);
+        let mut ok = vc.is_some();
+        let mut routes: Vec<Route> =
+            vc.map(|vc| vec![Route { destination: vc, target: RouteTarget::Local }]).unwrap_or_default();
+        let empty = Vec::new();
+        let list = t.routes.as_ref().map_or(&empty, |r| r.get_ref());
+        if let Some(r) = &t.routes {
+            if list.len() + 1 > ROUTES_PER_TABLE {
+                let msg = format!(
+                    "a route table holds at most {ROUTES_PER_TABLE} routes, the local route included; this one has {}",
+                    list.len() + 1
+                );
+                c.err(r.span(), path(Kind::RouteTable, id, "routes"), msg);
+                ok = false;
+            }
+        }
+        let mut seen: HashMap<Cidr, String> = HashMap::new();
+        if let Some(vc) = vc {
+            seen.insert(vc, "the local route".to_string());
+        }
+        for (k, r) in list.iter().enumerate() {
+            let base = path(Kind::RouteTable, id, &format!("routes[{k}]"));
+            let fd = format!("{base}.destination");
+            let mut dest = c.cidr(&r.destination, &fd, None);
+            if let Some(d) = dest {
+                if reserved_range.contains_cidr(d) {
+                    let msg = format!("routes to {reserved_range} (or inside it) cannot be added: AWS reserves that range; {d} is inside it");
+                    c.err(r.destination.span(), fd.clone(), msg);
+                    dest = None;
+                } else if let Some(other) = seen.get(&d) {
+                    let msg = format!(
+                        "destination {d} is already routed by {other}: a table holds one route per destination"
+                    );
+                    c.err(r.destination.span(), fd.clone(), msg);
+                    dest = None;
+                } else {
+                    seen.insert(d, format!("the route on line {}", c.line(r.destination.span())));
+                }
+            }
+            let ft = format!("{base}.target");
+            let tname = r.target.get_ref().trim();
+            let target = match tname {
+                "local" => match (dest, vc) {
+                    (Some(d), Some(vc)) if !vc.contains_cidr(d) => {
+                        let msg = format!(
+                            "target `local` only reaches inside the VPC's CIDR block {vc}; {d} is not inside it"
+                        );
+                        c.err(r.target.span(), ft, msg);
+                        None
+                    }
+                    _ => Some(RouteTarget::Local),
+                },
+                "blackhole" => Some(RouteTarget::Blackhole),
+                _ => route_target(
+                    &mut c,
+                    &r.target,
+                    ft,
+                    vpc,
+                    &RouteCtx {
+                        raw,
+                        igw_vpc: &igw_vpc,
+                        nat_subnet: &nat_subnet,
+                        eni_subnet: &eni_subnet,
+                        subnet_vpc: &subnet_vpc,
+                        peer_pair: &peer_pair,
+                    },
+                ),
+            };
+            match (dest, target) {
+                (Some(destination), Some(target)) => routes.push(Route { destination, target }),
+                _ => ok = false,
+            }
+        }
+        rtb_routes.push(ok.then_some(routes));
+    }
+
+    // ---- internet hosts ----
+    let mut hosts: Vec<Option<Ipv4Addr>> = Vec::new();
+    if let Some(internet) = &raw.internet {
+        for h in &internet.hosts {
+            let id = h.id.get_ref();
+            let f = path(Kind::InternetHost, id, "ip");
+            let ip = outside_vpcs(&mut c, &h.ip, &f, "an internet host must be outside every VPC");
+            if let Some(ip) = ip {
+                if let Some(owner) = public_owner.get(&ip) {
+                    c.err(h.ip.span(), f, format!("{ip} is already used by {owner}"));
+                } else {
+                    public_owner.insert(ip, format!("internet host `{id}`"));
+                }
+            }
+            hosts.push(ip);
+        }
+    }
+
+    if !c.problems.is_empty() {
+        return Err(c.problems);
+    }
+
+    // ---- assembly: every value was checked above, so a `None` here is a bug in this module ----
+    let assembled = (|| -> Option<Model> {
+        let idx = |i: usize| u32::try_from(i).ok();
+        let mut m = Model { name: name?, ..Model::default() };
+        for (i, v) in raw.vpc.iter().enumerate() {
+            m.vpcs.push(Vpc {
+                id: v.id.get_ref().clone(),
+                cidr: vpc_cidr[i]?,
+                router_mac: Mac::generated("vpc-router", v.id.get_ref()),
+                main_route_table: RtbIdx(idx(main_rtb[i]?)?),
+                default_network_acl: AclIdx(idx(raw.network_acl.len() + i)?),
+                default_security_group: SgIdx(idx(raw.security_group.len() + i)?),
+            });
+        }
+        for (i, s) in raw.subnet.iter().enumerate() {
+            m.subnets.push(Subnet {
+                id: s.id.get_ref().clone(),
+                vpc: VpcIdx(idx(subnet_vpc[i]?)?),
+                cidr: subnet_cidr[i]?,
+                availability_zone: s.availability_zone.as_ref().map(|a| a.get_ref().trim().to_string()),
+                route_table: RtbIdx(idx(subnet_rtb[i]?)?),
+                network_acl: AclIdx(idx(subnet_acl[i]?)?),
+            });
+        }
+        for (i, e) in raw.network_interface.iter().enumerate() {
+            let attachment = match eni_attach[i]? {
+                None => None,
+                Some((inst, d)) => Some(Attachment { instance: InstanceIdx(idx(inst)?), device_index: d }),
+            };
+            let mut sgs = Vec::new();
+            for g in eni_sgs[i].as_ref()? {
+                sgs.push(SgIdx(idx(*g)?));
+            }
+            m.enis.push(Eni {
+                id: e.id.get_ref().clone(),
+                subnet: SubnetIdx(idx(eni_subnet[i]?)?),
+                private_ip: eni_primary[i]?,
+                secondary_private_ips: eni_secondaries[i].clone(),
+                security_groups: sgs,
+                mac: eni_mac[i]?,
+                source_dest_check: e.source_dest_check.unwrap_or(true),
+                description: e.description.clone(),
+                connection_tracking: eni_ct[i]?,
+                attachment,
+            });
+        }
+        for inst in &raw.instance {
+            m.instances.push(Instance {
+                id: inst.id.get_ref().clone(),
+                instance_type: inst.instance_type.as_ref().map(|t| t.get_ref().trim().to_string()),
+            });
+        }
+        for (i, g) in raw.security_group.iter().enumerate() {
+            let (ingress, egress) = sg_rules[i].clone()?;
+            m.security_groups.push(SecurityGroup {
+                id: g.id.get_ref().clone(),
+                vpc: VpcIdx(idx(sg_vpc[i]?)?),
+                ingress,
+                egress,
+            });
+        }
+        for (i, v) in raw.vpc.iter().enumerate() {
+            // AWS's default group: inbound from its own members, outbound everything.
+            let own = SgIdx(idx(raw.security_group.len() + i)?);
+            m.security_groups.push(SecurityGroup {
+                id: format!("{}/default", v.id.get_ref()),
+                vpc: VpcIdx(idx(i)?),
+                ingress: vec![SgRule { protocol: Protocol::All, ports: PortMatch::Any, peer: SgPeer::Group(own) }],
+                egress: vec![allow_all_rule()],
+            });
+        }
+        for (i, a) in raw.network_acl.iter().enumerate() {
+            let (ingress, egress) = acl_rules[i].clone()?;
+            m.network_acls.push(NetworkAcl {
+                id: a.id.get_ref().clone(),
+                vpc: VpcIdx(idx(acl_vpc[i]?)?),
+                ingress,
+                egress,
+            });
+        }
+        for (i, v) in raw.vpc.iter().enumerate() {
+            // AWS's default ACL: rule 100 allows everything both ways.
+            let all = AclRule {
+                number: 100,
+                protocol: Protocol::All,
+                ports: PortMatch::Any,
+                cidr: Cidr::new(Ipv4Addr::UNSPECIFIED, 0),
+                action: AclAction::Allow,
+            };
+            m.network_acls.push(NetworkAcl {
+                id: format!("{}/default-acl", v.id.get_ref()),
+                vpc: VpcIdx(idx(i)?),
+                ingress: vec![all.clone()],
+                egress: vec![all],
+            });
+        }
+        for (i, t) in raw.route_table.iter().enumerate() {
+            m.route_tables.push(RouteTable {
+                id: t.id.get_ref().clone(),
+                vpc: VpcIdx(idx(rtb_vpc[i]?)?),
+                routes: rtb_routes[i].clone()?,
+            });
+        }
+        for (i, v) in raw.vpc.iter().enumerate() {
+            if implicit_main[i].is_some() {
+                m.route_tables.push(RouteTable {
+                    id: format!("{}/main", v.id.get_ref()),
+                    vpc: VpcIdx(idx(i)?),
+                    routes: vec![Route { destination: vpc_cidr[i]?, target: RouteTarget::Local }],
+                });
+            }
+        }
+        for (i, g) in raw.internet_gateway.iter().enumerate() {
+            m.internet_gateways.push(InternetGateway { id: g.id.get_ref().clone(), vpc: VpcIdx(idx(igw_vpc[i]?)?) });
+        }
+        for (i, n) in raw.nat_gateway.iter().enumerate() {
+            let elastic_ip = match nat_eip[i]? {
+                None => None,
+                Some(e) => Some(EipIdx(idx(e)?)),
+            };
+            m.nat_gateways.push(NatGateway {
+                id: n.id.get_ref().clone(),
+                subnet: SubnetIdx(idx(nat_subnet[i]?)?),
+                private_ip: nat_ip[i]?,
+                elastic_ip,
+            });
+        }
+        for (i, e) in raw.elastic_ip.iter().enumerate() {
+            let association = match eip_assoc[i]? {
+                None => None,
+                Some((eni, ip)) => Some((EniIdx(idx(eni)?), ip)),
+            };
+            m.elastic_ips.push(ElasticIp { id: e.id.get_ref().clone(), public_ip: eip_public[i]?, association });
+        }
+        for (i, p) in raw.vpc_peering.iter().enumerate() {
+            let (a, b) = peer_pair[i]?;
+            m.peerings.push(VpcPeering {
+                id: p.id.get_ref().clone(),
+                requester_vpc: VpcIdx(idx(a)?),
+                accepter_vpc: VpcIdx(idx(b)?),
+            });
+        }
+        if let Some(internet) = &raw.internet {
+            for (i, h) in internet.hosts.iter().enumerate() {
+                m.internet_hosts.push(InternetHost { id: h.id.get_ref().clone(), ip: hosts[i]? });
+            }
+        }
+        Some(m)
+    })();
+    assembled.ok_or_else(|| {
+        vec![Problem {
+            file: file.to_string(),
+            line: 0,
+            field: "(whole file)".into(),
+            message:
+                "internal error: a value passed validation but could not be placed in the model; please report this"
+                    .into(),
+        }]
+    })
+}
+
+/// One outbound (or inbound) rule allowing everything to/from 0.0.0.0/0.
+fn allow_all_rule() -> SgRule {
+    SgRule { protocol: Protocol::All, ports: PortMatch::Any, peer: SgPeer::Cidr(Cidr::new(Ipv4Addr::UNSPECIFIED, 0)) }
+}
+
+/// What resolving a route target needs to know about the rest of the file.
+struct RouteCtx<'r> {
+    raw: &'r RawFile,
+    igw_vpc: &'r [Option<usize>],
+    nat_subnet: &'r [Option<usize>],
+    eni_subnet: &'r [Option<usize>],
+    subnet_vpc: &'r [Option<usize>],
+    peer_pair: &'r [Option<(usize, usize)>],
+}
+
+/// Resolves a gateway, ENI or peering target and checks it belongs to the table's VPC.
+fn route_target(
+    c: &mut Checker<'_>,
+    t: &Spanned<String>,
+    field: String,
+    vpc: Option<usize>,
+    r: &RouteCtx<'_>,
+) -> Option<RouteTarget> {
+    const KINDS: &str =
+        "local, blackhole, or the id of an internet gateway, NAT gateway, network interface or VPC peering connection";
+    let name = t.get_ref();
+    let Some(e) = c.ids.get(name.trim()).copied() else {
+        c.err(t.span(), field, format!("`{name}` does not exist: a route target is {KINDS}"));
+        return None;
+    };
+    let vpc_name = |v: usize| r.raw.vpc.get(v).map_or("?", |x| x.id.get_ref().as_str());
+    let (target, target_vpc) = match e.kind {
+        Kind::InternetGateway => (RouteTarget::InternetGateway(IgwIdx(e.index as u32)), r.igw_vpc[e.index]),
+        Kind::NatGateway => {
+            (RouteTarget::NatGateway(NatIdx(e.index as u32)), r.nat_subnet[e.index].and_then(|s| r.subnet_vpc[s]))
+        }
+        Kind::NetworkInterface => {
+            (RouteTarget::Eni(EniIdx(e.index as u32)), r.eni_subnet[e.index].and_then(|s| r.subnet_vpc[s]))
+        }
+        Kind::VpcPeering => {
+            let (a, b) = r.peer_pair[e.index]?;
+            if let Some(v) = vpc {
+                if v != a && v != b {
+                    let msg = format!(
+                        "VPC peering connection `{name}` joins `{}` and `{}`, not this table's VPC `{}`",
+                        vpc_name(a),
+                        vpc_name(b),
+                        vpc_name(v)
+                    );
+                    c.err(t.span(), field, msg);
+                    return None;
+                }
+            }
+            return Some(RouteTarget::Peering(PcxIdx(e.index as u32)));
+        }
+        other => {
+            c.err(t.span(), field, format!("`{name}` is {}, not a route target: a route target is {KINDS}", other.a()));
+            return None;
+        }
+    };
+    if let (Some(tv), Some(v)) = (target_vpc, vpc) {
+        if tv != v {
+            let msg = format!(
+                "`{name}` is in VPC `{}`, not this table's VPC `{}`: a route's gateway or ENI must be in the table's VPC",
+                vpc_name(tv),
+                vpc_name(v)
+            );
+            c.err(t.span(), field, msg);
+            return None;
+        }
+    }
+    Some(target)
+}

@@ -1131,6 +1131,8 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
                     ok = false;
                 }
                 let peer = match peer {
+                    // A rule that named the wrong side was reported just above: one mistake, one message.
+                    None if stray.is_some() => None,
                     None => {
                         let msg = format!("an {dname} rule needs a `{want}`: a CIDR block or a security group id");
                         c.err(r.protocol.span(), format!("{base}.{want}"), msg);

@@ -130,7 +130,7 @@ pub fn tap_temp_name(lab: &str, eni_id: &str) -> String {
     format!("{prefix}-{h:08x}")
 }
 
-/// The namespaces of a lab that exist and hold an instance id: `<lab>-<instance>`.
+/// Every namespace a lab creates: `<lab>-<instance>` per instance.
 pub fn planned_namespaces(model: &Model) -> Vec<String> {
     (0..model.instances.len()).map(|i| model.netns_name(InstanceIdx(i as u32))).collect()
 }

@@ -48,7 +48,7 @@ impl fmt::Display for Problem {
 /// Every problem found in a topology file (never empty).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopologyError {
-    /// The problems, in the order found (a TOML syntax or type error stops at the first).
+    /// The problems, by line (a TOML syntax or type error stops at the first).
     pub problems: Vec<Problem>,
 }
 
@@ -87,7 +87,10 @@ pub fn parse(text: &str, file: &str) -> Result<Model, TopologyError> {
     let lines = LineIndex::new(text);
     let raw: raw::RawFile =
         toml::from_str(text).map_err(|e| TopologyError { problems: vec![toml_problem(&e, text, file, &lines)] })?;
-    validate::validate(&raw, file, &lines).map_err(|problems| TopologyError { problems })
+    validate::validate(&raw, file, &lines).map_err(|mut problems| {
+        problems.sort_by_key(|p| p.line);
+        TopologyError { problems }
+    })
 }
 
 /// Byte offset to 1-based line number.

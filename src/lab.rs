@@ -106,11 +106,15 @@ pub fn known_labs() -> Vec<(String, Option<LabRecord>, bool)> {
 
 /// Picks the lab a command means: the one named, else the only one running.
 pub fn resolve_lab(named: Option<&str>) -> anyhow::Result<String> {
+    let running: Vec<String> = known_labs().into_iter().filter(|l| l.2).map(|l| l.0).collect();
+    pick_lab(named, &running)
+}
+
+fn pick_lab(named: Option<&str>, running: &[String]) -> anyhow::Result<String> {
     if let Some(lab) = named {
         return Ok(lab.to_string());
     }
-    let running: Vec<String> = known_labs().into_iter().filter(|l| l.2).map(|l| l.0).collect();
-    match running.as_slice() {
+    match running {
         [one] => Ok(one.clone()),
         [] => bail!("no lab is running (start one with `vpclab up`)"),
         many => bail!("{} labs are running ({}): name one", many.len(), many.join(", ")),
@@ -350,5 +354,15 @@ mod tests {
         assert_ne!(tap_temp_name("lab1", "eni-web"), tap_temp_name("lab2", "eni-web"));
         assert_ne!(tap_temp_name("lab1", "eni-web"), tap_temp_name("lab1", "eni-app"));
         assert_eq!(tap_temp_name("demo", "eni-web"), tap_temp_name("demo", "eni-web"));
+    }
+
+    #[test]
+    fn the_lab_may_be_left_out_when_one_runs() {
+        let one = vec!["demo".to_string()];
+        let two = vec!["a".to_string(), "b".to_string()];
+        assert_eq!(pick_lab(None, &one).unwrap(), "demo");
+        assert_eq!(pick_lab(Some("x"), &two).unwrap(), "x");
+        assert!(pick_lab(None, &two).unwrap_err().to_string().contains("2 labs are running (a, b)"));
+        assert!(pick_lab(None, &[]).unwrap_err().to_string().contains("no lab is running"));
     }
 }

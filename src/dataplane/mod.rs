@@ -99,8 +99,10 @@ impl Dataplane {
     /// Forwards until a [`Command::Shutdown`] arrives.
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(256);
+        // Ports to drain this turn, without duplicates (`queued` marks membership).
         let mut ready: Vec<usize> = Vec::with_capacity(self.taps.len());
         let mut still_ready: Vec<usize> = Vec::with_capacity(self.taps.len());
+        let mut queued = vec![false; self.taps.len()];
         loop {
             let timeout = if ready.is_empty() { None } else { Some(Duration::ZERO) };
             match self.poll.poll(&mut events, timeout) {
@@ -113,13 +115,16 @@ impl Dataplane {
                     if self.handle_commands() {
                         return Ok(());
                     }
-                } else if !ready.contains(&ev.token().0) {
+                } else if !queued[ev.token().0] {
+                    queued[ev.token().0] = true;
                     ready.push(ev.token().0);
                 }
             }
             for &port in &ready {
                 if self.drain(port) {
                     still_ready.push(port);
+                } else {
+                    queued[port] = false;
                 }
             }
             ready.clear();

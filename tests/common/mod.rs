@@ -265,3 +265,67 @@ pub fn host_links_with_prefix(prefix: &str) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// Writes a topology file for a lab that a test brings up itself; removes it when dropped.
+pub struct TopologyFile {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+impl TopologyFile {
+    pub fn new(tag: &str, body: &str) -> TopologyFile {
+        let name = lab_name(tag);
+        let path = std::env::temp_dir().join(format!("{name}.toml"));
+        std::fs::write(&path, format!("name = \"{name}\"\n{body}")).unwrap();
+        TopologyFile { name, path }
+    }
+
+    pub fn path(&self) -> &str {
+        self.path.to_str().unwrap()
+    }
+}
+
+impl Drop for TopologyFile {
+    fn drop(&mut self) {
+        let _ = vpclab(&["down", &self.name]);
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Sends raw Ethernet frames out of `ifname` inside `ns` through an AF_PACKET socket, so they
+/// reach the forwarder exactly as written (bad ones included).
+pub fn inject_frames(ns: &str, ifname: &str, frames: Vec<Vec<u8>>) {
+    let ifname = std::ffi::CString::new(ifname).unwrap();
+    in_ns(ns, move || {
+        let proto = (libc::ETH_P_ALL as u16).to_be() as libc::c_int;
+        // SAFETY: plain socket(2) call; the result is checked.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto) };
+        assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+        // SAFETY: if_nametoindex reads a NUL-terminated string that outlives the call.
+        let ifindex = unsafe { libc::if_nametoindex(ifname.as_ptr()) };
+        assert!(ifindex > 0, "no interface {ifname:?}");
+        // SAFETY: sockaddr_ll is a plain C struct; all-zero is valid.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_ifindex = ifindex as i32;
+        sll.sll_halen = 6;
+        for f in frames {
+            // SAFETY: f and sll are valid for the lengths given, for the duration of the call.
+            let n = unsafe {
+                libc::sendto(
+                    fd,
+                    f.as_ptr().cast(),
+                    f.len(),
+                    0,
+                    (&sll as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            assert_eq!(n, f.len() as isize, "sendto: {}", std::io::Error::last_os_error());
+        }
+        // SAFETY: fd is ours and closed once.
+        unsafe { libc::close(fd) };
+    })
+    .join()
+    .expect("inject thread");
+}

@@ -97,7 +97,10 @@ fn down_removes_everything_and_is_idempotent() {
     let out = vpclab(&["down", &lab.name]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(namespaces_of(&lab.name).is_empty(), "{:?}", namespaces_of(&lab.name));
-    assert!(host_links_with_prefix(&format!("{}-", &lab.name[..lab.name.len().min(6)])).is_empty());
+    for eni in ["eni-a1", "eni-a2", "eni-b1", "eni-multi-0", "eni-multi-1"] {
+        let temp = vpclab::lab::tap_temp_name(&lab.name, eni);
+        assert!(host_links_with_prefix(&temp).is_empty(), "{temp} left in the host namespace");
+    }
     assert!(!std::path::Path::new(&format!("/run/vpclab/{}", lab.name)).exists());
     let again = vpclab(&["down", &lab.name]);
     assert!(again.status.success(), "second down: {}", text(&again));

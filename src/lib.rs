@@ -10,4 +10,5 @@ pub mod model;
 pub mod netns;
 pub mod packet;
 pub mod pipeline;
+pub mod policy;
 pub mod topology;

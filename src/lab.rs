@@ -1,24 +1,28 @@
-//! A lab's life on this machine: its record under [`RUN_DIR`], building its namespaces and TAPs
+//! A lab's life on this machine: its lock and record under [`run_dir`], building its namespaces and TAPs
 //! from a checked model (all or nothing), running the forwarder, and tearing everything down.
 //!
 //! Invariants:
-//! - `<RUN_DIR>/<lab>/` exists exactly while some process owns the lab; creating it is the lock
-//!   that keeps two `up`s of one lab apart. Its `record.json` is written *before* anything is
-//!   created, and lists every namespace the lab may create, so `down` can clean up after a
-//!   forwarder that died at any point.
-//! - Every namespace is `<lab>-<instance>`; TAPs are born in the host namespace under a short
+//! - A lab is owned by whoever holds the `flock` on `<run dir>/<lab>.lock` ([`LabLock`]): its
+//!   forwarder for its whole life, or `down` while it cleans up. Two `up`s of one lab cannot both
+//!   win, and a dead owner's lock is released by the kernel.
+//! - `<run dir>/<lab>/record.json` is written (atomically) before anything is created.
+//! - Every namespace is `<lab>-<instance>`, and lab names hold no `-`, so `<lab>-*` finds all of a
+//!   lab's namespaces even without its record. TAPs are born in the host namespace under a short
 //!   temporary name (see [`tap_temp_name`]) and moved into their instance as `eth<device_index>`;
 //!   a TAP is deleted by the kernel when the forwarder's descriptor closes, so a dead forwarder
 //!   leaves no device behind.
-//! - A failed build deletes whatever it created before returning the error.
+//! - A failed or interrupted build deletes whatever it created before returning the error.
 
 use std::fs;
 use std::io::Write;
 use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
@@ -29,7 +33,8 @@ use crate::model::{Cidr, EniIdx, InstanceIdx, Model};
 use crate::netns::{self, LinkConfig, Netlink, RouteSpec};
 use crate::pipeline::Pipeline;
 
-/// Where running labs keep their records, sockets and logs.
+/// Where running labs keep their locks, records, sockets and logs, unless `VPCLAB_RUN_DIR` says
+/// otherwise (tests use that to see only their own labs).
 pub const RUN_DIR: &str = "/run/vpclab";
 
 /// MTU inside the VPC, as on AWS.
@@ -45,7 +50,7 @@ const ENI_TABLE_BASE: u32 = 10_000;
 /// The main routing table.
 const MAIN_TABLE: u32 = 254;
 
-/// What `<RUN_DIR>/<lab>/record.json` holds.
+/// What `<run dir>/<lab>/record.json` holds.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LabRecord {
     /// The lab's name.
@@ -58,9 +63,14 @@ pub struct LabRecord {
     pub topology: String,
 }
 
+/// The run directory in force.
+pub fn run_dir() -> PathBuf {
+    std::env::var_os("VPCLAB_RUN_DIR").map_or_else(|| PathBuf::from(RUN_DIR), PathBuf::from)
+}
+
 /// The lab's directory.
 pub fn lab_dir(lab: &str) -> PathBuf {
-    Path::new(RUN_DIR).join(lab)
+    run_dir().join(lab)
 }
 
 /// The forwarder's control socket.
@@ -70,7 +80,11 @@ pub fn socket_path(lab: &str) -> PathBuf {
 
 /// The forwarder's log (kept beside the lab's directory so it outlives a failed start).
 pub fn log_path(lab: &str) -> PathBuf {
-    Path::new(RUN_DIR).join(format!("{lab}.log"))
+    run_dir().join(format!("{lab}.log"))
+}
+
+fn lock_path(lab: &str) -> PathBuf {
+    run_dir().join(format!("{lab}.lock"))
 }
 
 /// Reads a lab's record, if it has one.
@@ -79,35 +93,75 @@ pub fn read_record(lab: &str) -> Option<LabRecord> {
     serde_json::from_str(&text).ok()
 }
 
-/// Whether `pid` is a live vpclab process (a recycled pid running something else is not).
-pub fn forwarder_alive(pid: u32) -> bool {
-    match fs::read(format!("/proc/{pid}/cmdline")) {
-        Ok(cmd) => cmd.split(|b| *b == 0).next().is_some_and(|argv0| argv0.ends_with(b"vpclab")),
-        Err(_) => false,
+/// An exclusive `flock` on `<run dir>/<lab>.lock`, held by whoever owns the lab: the forwarder
+/// for its whole life, `down` while it cleans up. The kernel drops it when its holder dies, so a
+/// held lock means a live owner, whatever pid files say.
+#[derive(Debug)]
+pub struct LabLock {
+    _file: fs::File,
+}
+
+impl LabLock {
+    /// Takes the lock, waiting at most `wait`; `None` if it stays held.
+    pub fn acquire(lab: &str, wait: Duration) -> anyhow::Result<Option<LabLock>> {
+        let dir = run_dir();
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = lock_path(lab);
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let deadline = Instant::now() + wait;
+        loop {
+            // SAFETY: flock on a descriptor we own; the result is checked.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(Some(LabLock { _file: file }));
+            }
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::WouldBlock {
+                return Err(err).with_context(|| format!("locking {}", path.display()));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
-/// Labs that have a directory, with whether their forwarder is alive, sorted by name.
+/// Whether some process owns the lab (its forwarder, or a `down` in progress).
+pub fn lab_running(lab: &str) -> bool {
+    let Ok(file) = fs::File::open(lock_path(lab)) else { return false };
+    // A shared probe conflicts only with an exclusive holder, and is released at once.
+    // SAFETY: flock on a descriptor we own; the result is checked.
+    let free = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
+    !free
+}
+
+/// Labs that have a directory, with their record and whether they are running, by name.
 pub fn known_labs() -> Vec<(String, Option<LabRecord>, bool)> {
-    let Ok(dir) = fs::read_dir(RUN_DIR) else { return Vec::new() };
+    let Ok(dir) = fs::read_dir(run_dir()) else { return Vec::new() };
     let mut labs: Vec<_> = dir
         .filter_map(|e| e.ok())
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .map(|lab| {
             let rec = read_record(&lab);
-            let alive = rec.as_ref().is_some_and(|r| forwarder_alive(r.pid));
-            (lab, rec, alive)
+            let running = lab_running(&lab);
+            (lab, rec, running)
         })
         .collect();
     labs.sort_by(|a, b| a.0.cmp(&b.0));
     labs
 }
 
-/// Picks the lab a command means: the one named, else the only one running.
-pub fn resolve_lab(named: Option<&str>) -> anyhow::Result<String> {
-    let running: Vec<String> = known_labs().into_iter().filter(|l| l.2).map(|l| l.0).collect();
-    pick_lab(named, &running)
+/// Picks the lab a command means: the one named, else the only one running (or, with
+/// `include_dead`, the only one known, so `down` can clean up after a dead forwarder).
+pub fn resolve_lab(named: Option<&str>, include_dead: bool) -> anyhow::Result<String> {
+    let candidates: Vec<String> = known_labs().into_iter().filter(|l| l.2 || include_dead).map(|l| l.0).collect();
+    pick_lab(named, &candidates)
 }
 
 fn pick_lab(named: Option<&str>, running: &[String]) -> anyhow::Result<String> {
@@ -119,6 +173,30 @@ fn pick_lab(named: Option<&str>, running: &[String]) -> anyhow::Result<String> {
         [] => bail!("no lab is running (start one with `vpclab up`)"),
         many => bail!("{} labs are running ({}): name one", many.len(), many.join(", ")),
     }
+}
+
+/// The namespaces on this machine that belong to `lab`: `<lab>-*`. Lab names hold no `-`, so
+/// the prefix is unambiguous.
+pub fn lab_namespaces(lab: &str) -> Vec<String> {
+    let prefix = format!("{lab}-");
+    netns::list_netns().into_iter().filter(|n| n.starts_with(&prefix)).collect()
+}
+
+/// Removes what is left of a lab whose owner is gone: every `<lab>-*` namespace, its directory
+/// and its log. The caller holds the lab's lock.
+pub fn clean_up(lab: &str) -> anyhow::Result<()> {
+    let mut namespaces = lab_namespaces(lab);
+    if let Some(rec) = read_record(lab) {
+        namespaces.extend(rec.namespaces);
+        namespaces.sort();
+        namespaces.dedup();
+    }
+    teardown(&namespaces)?;
+    let dir = lab_dir(lab);
+    if dir.exists() {
+        fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    Ok(())
 }
 
 /// The temporary host-side name of an ENI's TAP before it moves into its instance: up to six
@@ -180,10 +258,14 @@ pub struct Lab {
 impl Lab {
     /// Creates every namespace and TAP of the model, configured as on an EC2 instance. On error,
     /// everything created so far is deleted.
-    pub fn build(model: &Model) -> anyhow::Result<Lab> {
+    /// `interrupted` is asked before each instance; when it says yes, the build stops.
+    pub fn build(model: &Model, interrupted: &dyn Fn() -> bool) -> anyhow::Result<Lab> {
         let mut lab = Lab { namespaces: Vec::new(), taps: (0..model.enis.len()).map(|_| None).collect() };
         let mut host = Netlink::open().context("opening netlink in the host namespace")?;
         for i in 0..model.instances.len() {
+            if interrupted() {
+                bail!("interrupted by a signal while building the lab");
+            }
             let inst = InstanceIdx(i as u32);
             let ns = model.netns_name(inst);
             netns::create_netns(&ns).with_context(|| format!("creating namespace {ns}"))?;
@@ -265,45 +347,34 @@ fn plumb_eni(model: &Model, idx: EniIdx, ns: &str, host: &mut Netlink, nl: &mut 
     Ok(tap)
 }
 
-/// Holds `<RUN_DIR>/<lab>/` while the lab runs; removes it when dropped.
+/// Owns a lab while it runs: its lock, and its directory, removed when dropped.
 #[derive(Debug)]
 struct Claim {
     dir: PathBuf,
+    _lock: LabLock,
 }
 
 impl Claim {
     fn take(model: &Model, topology: &str) -> anyhow::Result<Claim> {
         let lab = &model.name;
+        let Some(lock) = LabLock::acquire(lab, Duration::from_millis(200))? else {
+            bail!("lab `{lab}` is already running; `vpclab down {lab}` stops it");
+        };
+        // Whatever a dead forwarder left behind goes first.
+        clean_up(lab)?;
         let dir = lab_dir(lab);
-        fs::create_dir_all(RUN_DIR).with_context(|| format!("creating {RUN_DIR}"))?;
-        if let Err(e) = fs::create_dir(&dir) {
-            if e.kind() != std::io::ErrorKind::AlreadyExists {
-                return Err(e).with_context(|| format!("creating {}", dir.display()));
-            }
-            match read_record(lab) {
-                Some(rec) if forwarder_alive(rec.pid) => {
-                    bail!("lab `{lab}` is already running (forwarder pid {}); `vpclab down {lab}` stops it", rec.pid)
-                }
-                // A forwarder that died without cleaning up: finish its teardown, then go on.
-                stale => {
-                    if let Some(rec) = stale {
-                        teardown(&rec.namespaces)?;
-                    }
-                    fs::remove_dir_all(&dir).with_context(|| format!("removing stale {}", dir.display()))?;
-                    fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-                }
-            }
-        }
-        let claim = Claim { dir };
+        fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let claim = Claim { dir, _lock: lock };
         let namespaces = planned_namespaces(model);
         if let Some(taken) = namespaces.iter().find(|ns| netns::netns_exists(ns)) {
             bail!("namespace `{taken}` already exists and is not this lab's: remove it or rename the lab");
         }
         let record = LabRecord { lab: lab.clone(), pid: std::process::id(), namespaces, topology: topology.into() };
-        let path = claim.dir.join("record.json");
-        let mut f = fs::File::create(&path).with_context(|| format!("writing {}", path.display()))?;
+        let tmp = claim.dir.join("record.json.tmp");
+        let mut f = fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
         f.write_all(serde_json::to_string_pretty(&record)?.as_bytes())?;
         f.sync_all()?;
+        fs::rename(&tmp, claim.dir.join("record.json")).context("writing the lab record")?;
         Ok(claim)
     }
 }
@@ -317,14 +388,20 @@ impl Drop for Claim {
 /// Brings the lab up and forwards until told to stop (control socket `shutdown`, SIGTERM,
 /// SIGINT or SIGHUP), then tears it down. `on_ready` runs once the data plane is about to poll.
 pub fn run_forwarder(model: Model, topology: &str, on_ready: impl FnOnce(&Model)) -> anyhow::Result<()> {
+    // Signals are caught from the start: one that arrives while the lab is being built stops the
+    // build, which then removes what it made, instead of killing the process half way.
+    const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in STOP_SIGNALS {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handlers")?;
+    }
+    let mut signals = signal_hook::iterator::Signals::new(STOP_SIGNALS).context("installing signal handlers")?;
     let claim = Claim::take(&model, topology)?;
-    let mut lab = Lab::build(&model)?;
+    let mut lab = Lab::build(&model, &|| stop.load(Ordering::Relaxed))?;
     let listener = UnixListener::bind(socket_path(&model.name)).context("binding the control socket")?;
     let (mut dataplane, handle) = Dataplane::new(Pipeline::new(&model), lab.take_taps())?;
     let model = Arc::new(model);
 
-    let mut signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT, libc::SIGHUP])
-        .context("installing signal handlers")?;
     let on_signal = handle.clone();
     std::thread::spawn(move || {
         if signals.forever().next().is_some() {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use nix::sys::signal::Signal;
 
 use vpclab::control::{self, LabStatus, Request, Response};
 use vpclab::lab;
@@ -32,6 +33,9 @@ enum Cmd {
         /// Stay attached and tear the lab down on Ctrl-C, instead of running a background daemon.
         #[arg(long)]
         foreground: bool,
+        /// Run the lab under this name instead of the file's `name` (e.g. two copies of one file).
+        #[arg(long)]
+        name: Option<String>,
     },
     /// Stop a lab's forwarder and remove every namespace and device it created.
     Down {
@@ -67,6 +71,9 @@ enum Cmd {
     Daemon {
         /// The topology file, or none for the embedded default.
         topology: Option<PathBuf>,
+        /// The lab name to use instead of the file's.
+        #[arg(long)]
+        name: Option<String>,
     },
 }
 
@@ -83,12 +90,12 @@ fn main() -> ExitCode {
 
 fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
     match cmd {
-        Cmd::Up { topology, foreground } => up(topology, foreground),
+        Cmd::Up { topology, foreground, name } => up(topology, foreground, name),
         Cmd::Down { lab } => down(lab.as_deref()),
         Cmd::Status { lab, json } => status(lab.as_deref(), json),
         Cmd::Exec { lab, instance, command } => exec(lab.as_deref(), &instance, &command),
         Cmd::Check { topology } => {
-            let model = load(Some(&topology))?;
+            let model = load(Some(&topology), None)?;
             println!(
                 "{}: lab `{}` is valid: {} VPC(s), {} subnet(s), {} instance(s), {} ENI(s)",
                 topology.display(),
@@ -100,16 +107,20 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Daemon { topology } => daemon(topology),
+        Cmd::Daemon { topology, name } => daemon(topology, name),
     }
 }
 
-/// Reads and validates a topology; `None` is the embedded default lab.
-fn load(path: Option<&PathBuf>) -> anyhow::Result<Model> {
-    let model = match path {
+/// Reads and validates a topology (`None`: the embedded default lab), optionally renamed.
+fn load(path: Option<&PathBuf>, name: Option<&str>) -> anyhow::Result<Model> {
+    let mut model = match path {
         Some(p) => topology::load(p)?,
         None => topology::parse(topology::DEFAULT_TOPOLOGY, topology::DEFAULT_TOPOLOGY_FILE)?,
     };
+    if let Some(name) = name {
+        topology::check_lab_name(name).map_err(anyhow::Error::msg).context("--name")?;
+        model.name = name.to_string();
+    }
     Ok(model)
 }
 
@@ -127,8 +138,8 @@ fn need_root() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn up(path: Option<PathBuf>, foreground: bool) -> anyhow::Result<ExitCode> {
-    let model = load(path.as_ref())?;
+fn up(path: Option<PathBuf>, foreground: bool, name: Option<String>) -> anyhow::Result<ExitCode> {
+    let model = load(path.as_ref(), name.as_deref())?;
     need_root()?;
     let label = topology_label(path.as_ref());
     if foreground {
@@ -138,23 +149,25 @@ fn up(path: Option<PathBuf>, foreground: bool) -> anyhow::Result<ExitCode> {
         })?;
         return Ok(ExitCode::SUCCESS);
     }
-    if let Some(rec) = lab::read_record(&model.name).filter(|r| lab::forwarder_alive(r.pid)) {
-        bail!(
-            "lab `{}` is already running (forwarder pid {}); `vpclab down {}` stops it",
-            model.name,
-            rec.pid,
-            model.name
-        );
+    if lab::lab_running(&model.name) {
+        bail!("lab `{}` is already running; `vpclab down {}` stops it", model.name, model.name);
     }
-    std::fs::create_dir_all(lab::RUN_DIR).with_context(|| format!("creating {}", lab::RUN_DIR))?;
+    std::fs::create_dir_all(lab::run_dir()).with_context(|| format!("creating {}", lab::run_dir().display()))?;
     let log_path = lab::log_path(&model.name);
-    let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    // Appended to, never truncated: a racing `up` of a running lab must not wipe its log.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
+    let log_start = log.metadata().map_or(0, |m| m.len());
     let mut cmd = std::process::Command::new(std::env::current_exe()?);
-    cmd.arg("daemon");
+    cmd.arg("daemon").arg("--name").arg(&model.name);
     if let Some(p) = &path {
         cmd.arg(std::fs::canonicalize(p)?);
     }
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
+    // The forwarder keeps no directory of the caller's busy.
+    cmd.current_dir("/").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
     // SAFETY: setsid is async-signal-safe; it detaches the forwarder from our terminal and
     // process group so Ctrl-C in this shell does not reach it.
     unsafe {
@@ -171,7 +184,8 @@ fn up(path: Option<PathBuf>, foreground: bool) -> anyhow::Result<ExitCode> {
         }
         other => {
             let _ = child.wait();
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let log = std::fs::read(&log_path).unwrap_or_default();
+            let log = String::from_utf8_lossy(log.get(log_start as usize..).unwrap_or_default());
             let msg = other.strip_prefix("error: ").unwrap_or(other);
             let detail = if msg.is_empty() { log.trim().to_string() } else { msg.to_string() };
             bail!("the lab did not come up (nothing was left behind): {detail}");
@@ -179,9 +193,9 @@ fn up(path: Option<PathBuf>, foreground: bool) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn daemon(path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+fn daemon(path: Option<PathBuf>, name: Option<String>) -> anyhow::Result<ExitCode> {
     let mut stdout = std::io::stdout();
-    let result = load(path.as_ref()).and_then(|model| {
+    let result = load(path.as_ref(), name.as_deref()).and_then(|model| {
         let label = topology_label(path.as_ref());
         lab::run_forwarder(model, &label, |_| {
             let _ = writeln!(stdout, "ready");
@@ -234,28 +248,35 @@ fn print_lab(model: &Model, pid: u32) {
 
 fn down(named: Option<&str>) -> anyhow::Result<ExitCode> {
     need_root()?;
-    let lab = lab::resolve_lab(named)?;
-    let Some(rec) = lab::read_record(&lab) else {
-        let _ = std::fs::remove_file(lab::log_path(&lab));
-        println!("lab `{lab}` is not running; nothing to remove");
-        return Ok(ExitCode::SUCCESS);
-    };
-    if lab::forwarder_alive(rec.pid) {
-        // Ask nicely; the forwarder tears its lab down itself. Then make sure of it.
+    let lab = lab::resolve_lab(named, true)?;
+    if lab::lab_running(&lab) {
+        // Ask nicely: the forwarder tears its lab down itself. Then SIGTERM, then SIGKILL.
         let _ = control::request(&lab::socket_path(&lab), &Request::Shutdown);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while lab::forwarder_alive(rec.pid) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if lab::forwarder_alive(rec.pid) {
-            let _ =
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(rec.pid as i32), nix::sys::signal::Signal::SIGKILL);
+        let pid = lab::read_record(&lab).map(|r| nix::unistd::Pid::from_raw(r.pid as i32));
+        for signal in [None, Some(Signal::SIGTERM), Some(Signal::SIGKILL)] {
+            if let (Some(sig), Some(pid)) = (signal, pid) {
+                let _ = nix::sys::signal::kill(pid, sig);
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while lab::lab_running(&lab) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if !lab::lab_running(&lab) {
+                break;
+            }
         }
     }
-    lab::teardown(&rec.namespaces)?;
-    let _ = std::fs::remove_dir_all(lab::lab_dir(&lab));
+    let Some(_lock) = lab::LabLock::acquire(&lab, Duration::from_secs(2))? else {
+        bail!("lab `{lab}` is still owned by another process; nothing was removed");
+    };
+    let had_anything = lab::lab_dir(&lab).exists() || !lab::lab_namespaces(&lab).is_empty();
+    lab::clean_up(&lab)?;
     let _ = std::fs::remove_file(lab::log_path(&lab));
-    println!("lab `{lab}` is down");
+    if had_anything {
+        println!("lab `{lab}` is down");
+    } else {
+        println!("lab `{lab}` is not running; nothing to remove");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -279,7 +300,16 @@ fn status(named: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
             (running.len() == 1).then(|| running[0].clone())
         }
     };
-    let Some(lab) = detail else { return Ok(ExitCode::SUCCESS) };
+    let Some(lab) = detail else {
+        if json {
+            let list: Vec<serde_json::Value> = labs
+                .iter()
+                .map(|(name, rec, running)| serde_json::json!({ "lab": name, "running": running, "record": rec }))
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&list)?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
     let status = match control::request(&lab::socket_path(&lab), &Request::Status)? {
         Response::Status(s) => s,
         Response::Error { message } => bail!("the forwarder of `{lab}` refused: {message}"),
@@ -320,12 +350,12 @@ fn print_status(s: &LabStatus) {
 
 fn exec(named: Option<&str>, instance: &str, command: &[String]) -> anyhow::Result<ExitCode> {
     need_root()?;
-    let lab = lab::resolve_lab(named)?;
+    let lab = lab::resolve_lab(named, false)?;
     let ns = format!("{lab}-{instance}");
-    if !netns::netns_exists(&ns) {
-        let instances: Vec<String> = lab::read_record(&lab)
-            .map(|r| r.namespaces.iter().filter_map(|n| n.strip_prefix(&format!("{lab}-")).map(String::from)).collect())
-            .unwrap_or_default();
+    let namespaces = lab::read_record(&lab).map(|r| r.namespaces).unwrap_or_default();
+    if !namespaces.contains(&ns) || !netns::netns_exists(&ns) {
+        let prefix = format!("{lab}-");
+        let instances: Vec<&str> = namespaces.iter().filter_map(|n| n.strip_prefix(&prefix)).collect();
         bail!("lab `{lab}` has no instance `{instance}` (instances: {})", instances.join(", "));
     }
     netns::enter_netns(&ns)?;

@@ -94,6 +94,11 @@ fn down_removes_everything_and_is_idempotent() {
     require_root();
     let lab = TestLab::up("down", TWO_SUBNETS);
     assert_eq!(namespaces_of(&lab.name).len(), 4, "{:?}", namespaces_of(&lab.name));
+    // A process left running in an instance must not outlive the lab (nor keep it alive).
+    let mut sleeper =
+        std::process::Command::new(BIN).args(["exec", "--lab", &lab.name, "b1", "--", "sleep", "600"]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(sleeper.try_wait().unwrap().is_none(), "sleep did not start");
     let out = vpclab(&["down", &lab.name]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(namespaces_of(&lab.name).is_empty(), "{:?}", namespaces_of(&lab.name));
@@ -102,21 +107,80 @@ fn down_removes_everything_and_is_idempotent() {
         assert!(host_links_with_prefix(&temp).is_empty(), "{temp} left in the host namespace");
     }
     assert!(!std::path::Path::new(&format!("/run/vpclab/{}", lab.name)).exists());
+    assert!(eventually(5, || sleeper.try_wait().unwrap().is_some()), "a process in the lab survived down");
     let again = vpclab(&["down", &lab.name]);
     assert!(again.status.success(), "second down: {}", text(&again));
 }
 
 #[test]
-fn down_cleans_up_after_a_dead_forwarder() {
+fn a_dead_forwarder_is_cleaned_up_by_down_or_replaced_by_up() {
     let lab = TestLab::up("dead", TWO_SUBNETS);
-    let pid = lab.status()["pid"].as_u64().unwrap() as i32;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    let listing = text(&vpclab(&["status"]));
-    assert!(listing.contains(&lab.name) && listing.contains("dead"), "{listing}");
+    let kill = |lab: &TestLab| {
+        let pid = lab.status()["pid"].as_u64().unwrap() as i32;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+        assert!(eventually(5, || text(&vpclab(&["status"])).contains(&format!("{} ", lab.name))
+            && text(&vpclab(&["status"])).contains("forwarder dead")));
+    };
+    // `up` over the remains of a dead forwarder replaces them.
+    kill(&lab);
+    let again = vpclab(&["up", lab.file.to_str().unwrap()]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(lab.ping("a1", "10.0.2.10").status.success());
+    // `down` cleans up after one.
+    kill(&lab);
     let out = vpclab(&["down", &lab.name]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(namespaces_of(&lab.name).is_empty());
+    assert!(namespaces_of(&lab.name).is_empty(), "{:?}", namespaces_of(&lab.name));
+    assert!(!std::path::Path::new(&format!("/run/vpclab/{}", lab.name)).exists());
+}
+
+#[test]
+fn two_concurrent_ups_of_one_lab_make_one_lab() {
+    require_root();
+    let topo = TopologyFile::new("race", TWO_SUBNETS);
+    let spawn = || std::process::Command::new(BIN).args(["up", topo.path()]).output().unwrap();
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(spawn);
+        let b = s.spawn(spawn);
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let ok = [&a, &b].iter().filter(|o| o.status.success()).count();
+    assert_eq!(ok, 1, "exactly one up wins:\n{}\n{}", text(&a), text(&b));
+    let loser = if a.status.success() { &b } else { &a };
+    assert!(text(loser).contains("already running"), "{}", text(loser));
+    let ping = vpclab(&["exec", "--lab", &topo.name, "a1", "--", "ping", "-c", "1", "-W", "2", "10.0.2.10"]);
+    assert!(ping.status.success(), "the winner does not forward: {}", text(&ping));
+    assert!(vpclab(&["down", &topo.name]).status.success());
+    assert!(namespaces_of(&topo.name).is_empty());
+}
+
+#[test]
+fn with_one_lab_running_the_lab_may_be_left_out() {
+    require_root();
+    // A run directory of its own, so this lab is the only one these commands see.
+    let run_dir = std::env::temp_dir().join(lab_name("rundir"));
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let topo = TopologyFile::new("single", TWO_SUBNETS);
+    let cmd =
+        |args: &[&str]| std::process::Command::new(BIN).env("VPCLAB_RUN_DIR", &run_dir).args(args).output().unwrap();
+    struct Down<'a>(&'a dyn Fn(&[&str]) -> std::process::Output);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            let _ = (self.0)(&["down"]);
+        }
+    }
+    let up = cmd(&["up", topo.path()]);
+    assert!(up.status.success(), "{}", text(&up));
+    let _down = Down(&cmd);
+    let status = text(&cmd(&["status"]));
+    assert!(status.contains(&topo.name) && status.contains("eni-multi-1"), "{status}");
+    let ping = cmd(&["exec", "a1", "--", "ping", "-c", "1", "-W", "2", "10.0.2.10"]);
+    assert!(ping.status.success(), "{}", text(&ping));
+    let down = cmd(&["down"]);
+    assert!(down.status.success(), "{}", text(&down));
+    assert!(namespaces_of(&topo.name).is_empty());
+    assert!(text(&cmd(&["status"])).contains("no lab is running"));
+    let _ = std::fs::remove_dir_all(&run_dir);
 }
 
 #[test]
@@ -153,118 +217,23 @@ fn an_invalid_topology_creates_nothing() {
 
 #[test]
 fn the_default_lab_comes_up_and_forwards() {
-    // The embedded default lab is named "demo"; run it only if no "demo" lab is already up on
-    // this machine (a person's own), so the test never disturbs it.
+    // The embedded default lab, under a name of the test's own so a person's `demo` is untouched.
     require_root();
-    if std::path::Path::new("/run/vpclab/demo").exists() {
-        eprintln!("skipping: a `demo` lab is already running here");
-        return;
-    }
-    let out = vpclab(&["up"]);
-    struct Down;
+    let name = lab_name("demo");
+    let out = vpclab(&["up", "--name", &name]);
+    struct Down(String);
     impl Drop for Down {
         fn drop(&mut self) {
-            let _ = vpclab(&["down", "demo"]);
+            let _ = vpclab(&["down", &self.0]);
         }
     }
-    let _down = Down;
+    let _down = Down(name.clone());
     assert!(out.status.success(), "{}", text(&out));
     let shown = text(&out);
     assert!(shown.contains("eni-app-float") && shown.contains("02:00:00:00:02:50"), "{shown}");
     assert!(shown.contains("not yet enforced"), "{shown}");
-    let ping = vpclab(&["exec", "--lab", "demo", "web", "--", "ping", "-c", "2", "-W", "2", "10.0.2.10"]);
+    let ping = vpclab(&["exec", "--lab", &name, "web", "--", "ping", "-c", "2", "-W", "2", "10.0.2.10"]);
     assert!(ping.status.success(), "{}", text(&ping));
-}
-
-#[test]
-fn bad_frames_are_counted_and_dropped_and_forwarding_goes_on() {
-    use vpclab::model::Mac;
-    use vpclab::packet::build;
-    let lab = TestLab::up("frames", TWO_SUBNETS);
-    let mac = |eni: &str| lab.eni(eni)["mac"].as_str().unwrap().parse::<Mac>().unwrap();
-    let a1 = mac("eni-a1");
-    let a2_tx_before = lab.eni("eni-a2")["tx_packets"].clone();
-    let src: Ipv4Addr = "10.0.1.10".parse().unwrap();
-    let dst: Ipv4Addr = "10.0.1.20".parse().unwrap();
-    let spoofed = build::udp(mac("eni-a2"), Mac([2, 0xde, 0xad, 0, 0, 1]), src, dst, 1, 2, b"spoof");
-    let mut ipv6 = build::udp(mac("eni-a2"), a1, src, dst, 1, 2, b"six");
-    ipv6[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
-    let mut truncated = build::udp(mac("eni-a2"), a1, src, dst, 1, 2, &[7; 100]);
-    truncated.truncate(14 + 20 + 8 + 10); // the IPv4 header still claims 128 bytes
-    let broadcast = build::udp(Mac([0xff; 6]), a1, src, "10.0.1.255".parse().unwrap(), 1, 2, b"all");
-    let before = lab.eni("eni-a1");
-    inject_frames(&lab.ns("a1"), "eth0", vec![spoofed, ipv6, truncated, broadcast]);
-    std::thread::sleep(Duration::from_millis(200));
-    let after = lab.eni("eni-a1");
-    for reason in ["source_mac_mismatch", "unsupported_ethertype", "malformed", "broadcast_or_multicast"] {
-        let delta = after["drops"][reason].as_u64().unwrap_or(0) - before["drops"][reason].as_u64().unwrap_or(0);
-        assert_eq!(delta, 1, "{reason}: {before} -> {after}");
-    }
-    assert_eq!(lab.eni("eni-a2")["tx_packets"], a2_tx_before, "nothing bad reached a2");
-    assert!(lab.ping("a1", "10.0.2.10").status.success(), "the forwarder stopped forwarding");
-}
-
-#[test]
-fn up_foreground_forwards_until_ctrl_c_then_removes_the_lab() {
-    use std::io::BufRead;
-    require_root();
-    let topo = TopologyFile::new("fg", TWO_SUBNETS);
-    let mut child = std::process::Command::new(BIN)
-        .args(["up", "--foreground", topo.path()])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    struct Reap(std::process::Child);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let stdout = child.stdout.take().unwrap();
-    let mut child = Reap(child);
-    let mut lines = std::io::BufReader::new(stdout).lines();
-    let mut seen = String::new();
-    while !seen.contains("forwarding in the foreground") {
-        let line = lines.next().expect("up --foreground ended before forwarding").unwrap();
-        seen.push_str(&line);
-        seen.push('\n');
-    }
-    assert!(seen.contains("eni-b1"), "{seen}");
-    let ping = vpclab(&["exec", "--lab", &topo.name, "a1", "--", "ping", "-c", "1", "-W", "2", "10.0.2.10"]);
-    assert!(ping.status.success(), "{}", text(&ping));
-    let pid = nix::unistd::Pid::from_raw(child.0.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(std::time::Instant::now() < deadline, "up --foreground ignored Ctrl-C");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(status.success(), "{status}");
-    assert!(namespaces_of(&topo.name).is_empty(), "{:?}", namespaces_of(&topo.name));
-    assert!(!std::path::Path::new(&format!("/run/vpclab/{}", topo.name)).exists());
-}
-
-#[test]
-fn a_failed_up_leaves_everything_as_it_was() {
-    require_root();
-    let topo = TopologyFile::new("taken", TWO_SUBNETS);
-    // Someone else's namespace has the name one of the lab's instances needs.
-    let squatter = format!("{}-b1", topo.name);
-    vpclab::netns::create_netns(&squatter).unwrap();
-    struct Remove(String);
-    impl Drop for Remove {
-        fn drop(&mut self) {
-            let _ = vpclab::netns::delete_netns(&self.0);
-        }
-    }
-    let _remove = Remove(squatter.clone());
-    let out = vpclab(&["up", topo.path()]);
-    assert!(!out.status.success());
-    assert!(text(&out).contains(&format!("namespace `{squatter}` already exists")), "{}", text(&out));
-    assert_eq!(namespaces_of(&topo.name), vec![squatter.clone()], "up created or removed namespaces");
-    assert!(!std::path::Path::new(&format!("/run/vpclab/{}", topo.name)).exists());
+    let bad = vpclab(&["up", "--name", "has-dash"]);
+    assert!(!bad.status.success() && text(&bad).contains("no `-`"), "{}", text(&bad));
 }

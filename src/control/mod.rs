@@ -112,39 +112,37 @@ impl LabStatus {
     }
 }
 
-/// Serves requests on `listener` until the data plane stops. Runs on its own thread.
+/// Serves requests on `listener`, one thread per connection so a silent client holds up no one.
+/// Runs on its own thread for the life of the forwarder.
 pub fn serve(listener: UnixListener, handle: Handle, model: Arc<Model>) {
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
-        let shutdown = serve_one(conn, &handle, &model);
-        if shutdown {
-            return;
-        }
+        let (handle, model) = (handle.clone(), Arc::clone(&model));
+        std::thread::spawn(move || serve_one(conn, &handle, &model));
     }
 }
 
-/// Answers one connection; true when it asked for a shutdown.
-fn serve_one(conn: UnixStream, handle: &Handle, model: &Model) -> bool {
+/// Answers one connection.
+fn serve_one(conn: UnixStream, handle: &Handle, model: &Model) {
     let _ = conn.set_read_timeout(Some(CLIENT_TIMEOUT));
     let mut line = String::new();
     if BufReader::new(&conn).read_line(&mut line).is_err() {
-        return false;
+        return;
     }
-    let (response, shutdown) = match serde_json::from_str::<Request>(&line) {
-        Err(e) => (Response::Error { message: format!("bad request: {e}") }, false),
+    let response = match serde_json::from_str::<Request>(&line) {
+        Err(e) => Response::Error { message: format!("bad request: {e}") },
         Ok(Request::Status) => match handle.counters(Duration::from_secs(5)) {
-            Ok(c) => (Response::Status(LabStatus::new(model, &c)), false),
-            Err(e) => (Response::Error { message: e.to_string() }, false),
+            Ok(c) => Response::Status(LabStatus::new(model, &c)),
+            Err(e) => Response::Error { message: e.to_string() },
         },
         Ok(Request::Shutdown) => match handle.send(Command::Shutdown) {
-            Ok(()) => (Response::Ok, true),
-            Err(e) => (Response::Error { message: e.to_string() }, false),
+            Ok(()) => Response::Ok,
+            Err(e) => Response::Error { message: e.to_string() },
         },
     };
     let mut out = serde_json::to_string(&response).expect("responses always serialize");
     out.push('\n');
     let _ = (&conn).write_all(out.as_bytes());
-    shutdown
 }
 
 /// Sends one request to the daemon listening on `socket` and returns its response.

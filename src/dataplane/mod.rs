@@ -152,15 +152,21 @@ impl Dataplane {
                 Ok(n) => self.handle_frame(port, n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    // The device went away (EBADFD/EIO after its namespace was deleted): stop
-                    // polling it rather than spin on it.
-                    if let Some(tap) = self.taps[port].take() {
-                        let fd = std::os::fd::AsRawFd::as_raw_fd(&tap);
-                        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                Err(e) => match e.raw_os_error() {
+                    // The device is gone (its namespace was deleted under it): stop polling it
+                    // rather than spin on it, and say so in the forwarder's log.
+                    Some(libc::EBADFD | libc::EIO | libc::ENXIO | libc::ENODEV) => {
+                        if let Some(tap) = self.taps[port].take() {
+                            eprintln!("vpclab: TAP of ENI #{port} ({}) is gone: {e}; no longer polled", tap.name());
+                            let fd = std::os::fd::AsRawFd::as_raw_fd(&tap);
+                            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                        }
+                        return false;
                     }
-                    return false;
-                }
+                    // The kernel could not hand this one frame over and dropped it: count it and
+                    // go on with the next.
+                    _ => self.counters[port].count_drop(DropReason::RxError),
+                },
             }
         }
         true

@@ -112,7 +112,9 @@ pub fn parse(frame: &[u8]) -> Result<PacketMeta, Malformed> {
     let l3 = match ethertype {
         ETHERTYPE_ARP => {
             let arp = ArpPacketSlice::from_slice(payload).map_err(|_| Malformed::Arp)?;
-            if arp.hw_addr_size() != 6 || arp.proto_addr_size() != 4 || arp.proto_addr_type().0 != ETHERTYPE_IPV4 {
+            if arp.hw_addr_type().0 != 1 // Ethernet
+                || arp.hw_addr_size() != 6 || arp.proto_addr_size() != 4 || arp.proto_addr_type().0 != ETHERTYPE_IPV4
+            {
                 return Err(Malformed::Arp);
             }
             L3Meta::Arp(ArpMeta {

@@ -134,6 +134,16 @@ fn arp_unanswered_outside_the_subnet_for_unknown_and_own_addresses() {
 }
 
 #[test]
+fn a_detached_eni_is_neither_answered_for_nor_delivered_to() {
+    let lab = Lab::new();
+    let me = Ipv4Addr::new(10, 0, 2, 10);
+    let mut f = build::arp_request(lab.mac("eni-three"), me, Ipv4Addr::new(10, 0, 2, 30));
+    assert_eq!(lab.run("eni-three", &mut f), Verdict::Drop(DropReason::ArpUnanswered));
+    let mut f = lab.udp("eni-three", lab.mac("eni-loose"), [10, 0, 2, 10], [10, 0, 2, 30]);
+    assert_eq!(lab.run("eni-three", &mut f), Verdict::Drop(DropReason::DestinationNotAttached));
+}
+
+#[test]
 fn arp_replies_from_instances_are_not_forwarded() {
     let lab = Lab::new();
     let mut f = build::arp_request(lab.mac("eni-one"), Ipv4Addr::new(10, 0, 1, 10), Ipv4Addr::new(10, 0, 1, 1));
@@ -229,7 +239,8 @@ fn the_recorder_sees_each_stage_in_order() {
 #[test]
 fn arbitrary_bytes_never_panic() {
     let lab = Lab::new();
-    let valid = lab.udp("eni-one", lab.router_mac(), [10, 0, 1, 10], [10, 0, 2, 10]);
+    let udp = lab.udp("eni-one", lab.router_mac(), [10, 0, 1, 10], [10, 0, 2, 10]);
+    let arp = build::arp_request(lab.mac("eni-one"), Ipv4Addr::new(10, 0, 1, 10), Ipv4Addr::new(10, 0, 1, 20));
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut next = || {
         seed ^= seed << 13;
@@ -237,7 +248,8 @@ fn arbitrary_bytes_never_panic() {
         seed ^= seed << 17;
         seed
     };
-    for _ in 0..20_000 {
+    for round in 0..20_000 {
+        let valid = if round % 2 == 0 { &udp } else { &arp };
         let mut f = valid.clone();
         let len = (next() % (valid.len() as u64 + 8)) as usize;
         f.resize(len, 0);

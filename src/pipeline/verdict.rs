@@ -62,6 +62,8 @@ drop_reasons! {
     DestinationNotAttached = "destination_not_attached",
     /// The destination TAP did not accept the frame (its queue was full or it is gone).
     TxFailed = "tx_failed",
+    /// The ENI's TAP failed to hand a frame over (the kernel dropped it).
+    RxError = "rx_error",
 }
 
 /// Counters of one ENI, as seen from the fabric: `rx` is what the instance sent into the fabric,

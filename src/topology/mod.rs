@@ -221,3 +221,12 @@ fn field_at(text: &str, span: std::ops::Range<usize>) -> String {
         (false, false) => format!("{prefix}.{key}"),
     }
 }
+
+/// Checks a lab name given outside a file (`up --name`): the same rule as the file's `name`.
+pub fn check_lab_name(name: &str) -> Result<(), String> {
+    if validate::valid_name(name) {
+        Ok(())
+    } else {
+        Err(format!("`{name}` is not a lab name: {}", validate::LAB_NAME_RULE))
+    }
+}

@@ -233,6 +233,11 @@ fn bad_lab_name() {
     let ps = parse(&text, "t.toml").expect_err("bad name").problems;
     assert_eq!((ps[0].line, ps[0].field.as_str()), (1, "name"));
     assert!(ps[0].message.contains("is not a lab name"));
+    // A dash would let two labs need one namespace: lab `a` + instance `b-web`, lab `a-b` + `web`.
+    let text = BASE.replacen("name = \"t\"", "name = \"a-b\"", 1);
+    let ps = parse(&text, "t.toml").expect_err("dash in name").problems;
+    assert!(ps[0].message.contains("no `-`"), "{}", ps[0].message);
+    assert!(parse(&BASE.replacen("name = \"t\"", "name = \"lab_2\"", 1), "t.toml").is_ok());
     let text = BASE.replacen("name = \"t\"", "", 1);
     let ps = parse(&text, "t.toml").expect_err("no name").problems;
     assert!(ps[0].message.contains("needs a `name`"));

@@ -351,12 +351,18 @@ fn valid_id(s: &str) -> bool {
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
-/// The lab name: it prefixes namespace names, so it stays short and shell- and netlink-friendly.
-fn valid_name(s: &str) -> bool {
+/// What a lab name may be, said in [`LAB_NAME_RULE`].
+pub(crate) fn valid_name(s: &str) -> bool {
     (1..=32).contains(&s.len())
         && s.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
+
+/// The lab name prefixes namespace names `<lab>-<instance>`: without a `-` of its own, no two
+/// labs can ever need the same namespace (lab `a` with instance `b-web` against lab `a-b` with
+/// instance `web`), and it stays short and shell- and netlink-friendly.
+pub(crate) const LAB_NAME_RULE: &str =
+    "use 1 to 32 of a-z, 0-9 and _, starting with a letter; no `-`, which separates lab and instance in namespace names";
 
 /// Checks a parsed file and builds its model, or returns every problem found.
 pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<Model, Vec<Problem>> {
@@ -365,15 +371,12 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
     // ---- name ----
     let name = match &raw.name {
         None => {
-            let msg = "the lab needs a `name` (1 to 32 of a-z, 0-9 and -, starting with a letter)".to_string();
+            let msg = format!("the lab needs a `name` ({LAB_NAME_RULE})");
             c.problems.push(Problem { file: file.to_string(), line: 1, field: "name".into(), message: msg });
             None
         }
         Some(n) if !valid_name(n.get_ref()) => {
-            let msg = format!(
-                "`{}` is not a lab name: use 1 to 32 of a-z, 0-9 and -, starting with a letter (it prefixes namespace names)",
-                n.get_ref()
-            );
+            let msg = format!("`{}` is not a lab name: {LAB_NAME_RULE}", n.get_ref());
             c.err(n.span(), "name".into(), msg);
             None
         }

@@ -82,9 +82,23 @@ pub fn require_root() {
     );
 }
 
-/// A unique lab name for this test process and tag.
+/// A unique lab name for this test process and tag (lab names hold no `-`).
 pub fn lab_name(tag: &str) -> String {
-    format!("t{}-{tag}", std::process::id() % 100_000)
+    format!("t{}{tag}", std::process::id())
+}
+
+/// Polls `f` until it returns true or `secs` pass; returns its last answer.
+pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if f() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
 }
 
 pub fn vpclab(args: &[&str]) -> Output {

@@ -9,13 +9,14 @@ scripts/install-deps.sh
 cargo build --release --locked -q
 vpclab=target/release/vpclab
 run() { echo; echo "\$ vpclab ${*}"; "$vpclab" "$@"; }
+x() { run exec --lab demo "$@"; }
 "$vpclab" down demo >/dev/null 2>&1 || true
 run up
-run exec web -- ping -c 3 10.0.2.10                       # web (public subnet) -> app (private subnet), routed
-run exec app -- ping -c 3 -I 10.0.2.50 10.0.2.20          # app's floating ENI (eth1) -> standby, same subnet
-run exec app -- iperf3 -s -D -1
+x web -- ping -c 3 10.0.2.10                               # web (public subnet) -> app (private subnet), routed
+x app -- ping -c 3 -I 10.0.2.50 10.0.2.20              # app's floating ENI (eth1) -> standby, same subnet
+x app -- iperf3 -s -D -1
 sleep 0.3
-run exec web -- iperf3 -c 10.0.2.10 -t 2                  # TCP through the forwarder
-run status
+x web -- iperf3 -c 10.0.2.10 -t 2                      # TCP through the forwarder
+run status demo
 echo
-echo "The lab is still up: try \`$vpclab exec web -- bash\`, then \`$vpclab down\` to remove it."
+echo "The lab is still up: try \`$vpclab exec web -- bash\`, then \`$vpclab down demo\` to remove it."

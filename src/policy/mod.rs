@@ -31,3 +31,65 @@ pub struct Flow {
     /// ICMP code.
     pub icmp_code: u8,
 }
+
+pub mod network_acl;
+pub mod security_group;
+
+use crate::model::{PortMatch, Protocol};
+
+/// IANA protocol numbers that rules treat specially.
+const ICMP: u8 = 1;
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+
+/// Whether a rule's protocol and port/type-code part matches `flow`; shared by security groups and
+/// network ACLs, which follow the same AWS matching rules:
+/// - protocol `all` matches every packet, whatever `ports` says (AWS: "-1 allows all ports");
+/// - TCP/UDP ranges apply to the destination port only, in both directions (never the source port);
+/// - ICMP matches type, then code, `None` standing for AWS's -1 (all);
+/// - any other protocol number has no ports, so a rule for it matches every packet of it.
+///
+/// A TCP/UDP rule carrying ICMP type/code, or an ICMP rule carrying ports, cannot come out of
+/// validation; should one be built by hand, it matches nothing (a malformed allow fails closed).
+pub fn rule_matches(protocol: Protocol, ports: PortMatch, flow: &Flow) -> bool {
+    let n = match protocol {
+        Protocol::All => return true,
+        Protocol::Number(n) => n,
+    };
+    if n != flow.protocol {
+        return false;
+    }
+    match (n, ports) {
+        (_, PortMatch::Any) => true,
+        (TCP | UDP, PortMatch::Ports(r)) => r.contains(flow.dst_port),
+        (ICMP, PortMatch::Icmp { icmp_type, icmp_code }) => {
+            icmp_type.is_none_or(|t| t == flow.icmp_type) && icmp_code.is_none_or(|c| c == flow.icmp_code)
+        }
+        (TCP | UDP | ICMP, _) => false,
+        _ => true,
+    }
+}
+
+/// A rule's protocol and ports as `trace` prints them: `all`, `tcp 80`, `udp 1024-65535`, `icmp`,
+/// `icmp type 8`, `icmp type 3 code 4`, `proto 47`.
+pub fn describe_match(protocol: Protocol, ports: PortMatch) -> String {
+    let n = match protocol {
+        Protocol::All => return "all".to_string(),
+        Protocol::Number(n) => n,
+    };
+    let name = match n {
+        TCP => "tcp".to_string(),
+        UDP => "udp".to_string(),
+        ICMP => "icmp".to_string(),
+        other => format!("proto {other}"),
+    };
+    match ports {
+        PortMatch::Any => name,
+        PortMatch::Ports(r) if r.from == r.to => format!("{name} {}", r.from),
+        PortMatch::Ports(r) => format!("{name} {}-{}", r.from, r.to),
+        PortMatch::Icmp { icmp_type: None, icmp_code: None } => name,
+        PortMatch::Icmp { icmp_type: Some(t), icmp_code: None } => format!("{name} type {t}"),
+        PortMatch::Icmp { icmp_type: Some(t), icmp_code: Some(c) } => format!("{name} type {t} code {c}"),
+        PortMatch::Icmp { icmp_type: None, icmp_code: Some(c) } => format!("{name} code {c}"),
+    }
+}

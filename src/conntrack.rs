@@ -556,3 +556,377 @@ impl<D> ConnTable<D> {
         self.queue = BinaryHeap::from(items);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 10);
+    const B: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 20);
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    fn flow(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, sp: u16, dp: u16) -> Flow {
+        Flow { src, dst, protocol, src_port: sp, dst_port: dp, icmp_type: 0, icmp_code: 0 }
+    }
+
+    fn tcp(src: Ipv4Addr, dst: Ipv4Addr, sp: u16, dp: u16, flags: u8) -> PacketInfo {
+        PacketInfo { flow: flow(src, dst, PROTO_TCP, sp, dp), icmp_id: 0, tcp_flags: flags }
+    }
+
+    fn udp(src: Ipv4Addr, dst: Ipv4Addr, sp: u16, dp: u16) -> PacketInfo {
+        PacketInfo { flow: flow(src, dst, PROTO_UDP, sp, dp), icmp_id: 0, tcp_flags: 0 }
+    }
+
+    fn icmp(src: Ipv4Addr, dst: Ipv4Addr, ty: u8, id: u16) -> PacketInfo {
+        let mut f = flow(src, dst, PROTO_ICMP, 0, 0);
+        f.icmp_type = ty;
+        PacketInfo { flow: f, icmp_id: id, tcp_flags: 0 }
+    }
+
+    fn table() -> ConnTable<u32> {
+        ConnTable::new(ConntrackTimeouts::default(), 1000)
+    }
+
+    /// Drives `lookup` and returns the state and reply flag.
+    fn step(t: &mut ConnTable<u32>, now: Duration, p: &PacketInfo) -> (ConnState, bool) {
+        let (e, reply) = t.lookup(now, p).expect("entry");
+        (e.state, reply)
+    }
+
+    fn drain(t: &mut ConnTable<u32>, now: Duration) -> usize {
+        let mut calls = 0;
+        while t.poll_timeout().is_some_and(|d| d <= now) {
+            t.handle_timeout(now);
+            calls += 1;
+            assert!(calls < 1000, "handle_timeout makes no progress");
+        }
+        calls
+    }
+
+    #[test]
+    fn both_directions_share_one_entry() {
+        let mut t = table();
+        let out = udp(A, B, 40000, 53);
+        let back = udp(B, A, 53, 40000);
+        assert_eq!(ConnKey::of(&out), ConnKey::of(&back));
+        assert_ne!(ConnKey::of(&out), ConnKey::of(&udp(A, B, 40001, 53)));
+        t.insert(secs(0), &out, 7, 3).unwrap();
+        let (e, reply) = t.lookup(secs(1), &back).unwrap();
+        assert!(reply);
+        assert_eq!((e.decision, e.generation, e.packets), (7, 3, 2));
+        assert_eq!(e.initiator, (A, 40000));
+        let (_, reply) = t.lookup(secs(2), &out).unwrap();
+        assert!(!reply);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.iter().count(), 1);
+    }
+
+    #[test]
+    fn tcp_handshake_established_teardown() {
+        let mut t = table();
+        let (c, s) = ((A, 40000), (B, 443));
+        let fwd = |f| tcp(c.0, s.0, c.1, s.1, f);
+        let rev = |f| tcp(s.0, c.0, s.1, c.1, f);
+        let e = t.insert(secs(0), &fwd(TCP_SYN), 0, 0).unwrap();
+        assert_eq!(e.state, ConnState::TcpSynSent);
+        let e = t.peek(secs(0), &fwd(TCP_SYN)).unwrap().0;
+        assert_eq!(t.remaining(secs(0), e), secs(120));
+        assert_eq!(step(&mut t, secs(1), &rev(TCP_SYN | TCP_ACK)), (ConnState::TcpSynReceived, true));
+        let e = t.peek(secs(1), &fwd(0)).unwrap().0;
+        assert_eq!(t.remaining(secs(1), e), secs(60));
+        assert_eq!(step(&mut t, secs(2), &fwd(TCP_ACK)), (ConnState::TcpEstablished, false));
+        let e = t.peek(secs(2), &fwd(0)).unwrap().0;
+        assert_eq!(t.remaining(secs(2), e), secs(432_000));
+        // Data both ways keeps it established.
+        assert_eq!(step(&mut t, secs(3), &rev(TCP_ACK)).0, ConnState::TcpEstablished);
+        // The client closes first.
+        assert_eq!(step(&mut t, secs(4), &fwd(TCP_FIN | TCP_ACK)).0, ConnState::TcpFinWait);
+        let e = t.peek(secs(4), &fwd(0)).unwrap().0;
+        assert_eq!(t.remaining(secs(4), e), secs(120));
+        assert_eq!(step(&mut t, secs(5), &rev(TCP_ACK)).0, ConnState::TcpFinWait);
+        assert_eq!(step(&mut t, secs(6), &rev(TCP_FIN | TCP_ACK)).0, ConnState::TcpLastAck);
+        let e = t.peek(secs(6), &fwd(0)).unwrap().0;
+        assert_eq!(t.remaining(secs(6), e), secs(30));
+        assert_eq!(step(&mut t, secs(7), &fwd(TCP_ACK)).0, ConnState::TcpTimeWait);
+        let e = t.peek(secs(7), &fwd(0)).unwrap().0;
+        assert_eq!(t.remaining(secs(7), e), secs(120));
+        // Gone 120 s later, reclaimed by the queue.
+        drain(&mut t, secs(127));
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn tcp_responder_closes_first() {
+        let mut t = table();
+        let fwd = |f| tcp(A, B, 40000, 22, f);
+        let rev = |f| tcp(B, A, 22, 40000, f);
+        t.insert(secs(0), &fwd(TCP_SYN), 0, 0).unwrap();
+        step(&mut t, secs(0), &rev(TCP_SYN | TCP_ACK));
+        step(&mut t, secs(0), &fwd(TCP_ACK));
+        assert_eq!(step(&mut t, secs(1), &rev(TCP_FIN | TCP_ACK)).0, ConnState::TcpCloseWait);
+        let e = t.peek(secs(1), &fwd(0)).unwrap().0;
+        assert_eq!(t.remaining(secs(1), e), secs(60));
+        // A FIN retransmitted by the same side changes nothing.
+        assert_eq!(step(&mut t, secs(2), &rev(TCP_FIN | TCP_ACK)).0, ConnState::TcpCloseWait);
+        assert_eq!(step(&mut t, secs(3), &fwd(TCP_FIN | TCP_ACK)).0, ConnState::TcpLastAck);
+        assert_eq!(step(&mut t, secs(4), &rev(TCP_ACK)).0, ConnState::TcpTimeWait);
+    }
+
+    #[test]
+    fn tcp_rst_closes_and_syn_reopens() {
+        let mut t = table();
+        let fwd = |f| tcp(A, B, 40000, 80, f);
+        let rev = |f| tcp(B, A, 80, 40000, f);
+        t.insert(secs(0), &fwd(TCP_SYN), 0, 0).unwrap();
+        step(&mut t, secs(0), &rev(TCP_SYN | TCP_ACK));
+        step(&mut t, secs(0), &fwd(TCP_ACK));
+        assert_eq!(step(&mut t, secs(1), &rev(TCP_RST)), (ConnState::TcpClosed, true));
+        let e = t.peek(secs(1), &fwd(0)).unwrap().0;
+        assert_eq!(t.remaining(secs(1), e), secs(10));
+        // A stray ACK keeps it closed; a new SYN on the same ports is a new connection.
+        assert_eq!(step(&mut t, secs(2), &fwd(TCP_ACK)).0, ConnState::TcpClosed);
+        assert!(t.lookup(secs(3), &fwd(TCP_SYN)).is_none());
+        assert!(t.is_empty());
+        let e = t.insert(secs(3), &fwd(TCP_SYN), 1, 1).unwrap();
+        assert_eq!((e.state, e.decision), (ConnState::TcpSynSent, 1));
+        // Expires 10 s after the RST when nothing else comes.
+        let mut t = table();
+        t.insert(secs(0), &fwd(TCP_SYN), 0, 0).unwrap();
+        step(&mut t, secs(1), &rev(TCP_RST | TCP_ACK));
+        assert!(t.peek(secs(10), &fwd(0)).is_some());
+        assert!(t.peek(secs(11), &fwd(0)).is_none());
+        drain(&mut t, secs(11));
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn tcp_mid_stream_pickup_is_established() {
+        let mut t = table();
+        let e = t.insert(secs(0), &tcp(A, B, 40000, 80, TCP_ACK), 0, 0).unwrap();
+        assert_eq!(e.state, ConnState::TcpEstablished);
+        let e = t.insert(secs(0), &tcp(A, B, 40001, 80, TCP_RST), 0, 0).unwrap();
+        assert_eq!(e.state, ConnState::TcpClosed);
+    }
+
+    #[test]
+    fn udp_single_vs_stream_default_timeouts() {
+        let mut t = table();
+        let q = udp(A, B, 40000, 53);
+        let r = udp(B, A, 53, 40000);
+        t.insert(secs(0), &q, 0, 0).unwrap();
+        // More requests without an answer: still single, 30 s.
+        assert_eq!(step(&mut t, secs(1), &q), (ConnState::UdpSingle, false));
+        // One request/response: still single.
+        assert_eq!(step(&mut t, secs(2), &r), (ConnState::UdpSingle, true));
+        let e = t.peek(secs(2), &q).unwrap().0;
+        assert_eq!(t.remaining(secs(2), e), secs(30));
+        // A second request after the response: stream, 180 s.
+        assert_eq!(step(&mut t, secs(3), &q), (ConnState::UdpStream, false));
+        let e = t.peek(secs(3), &q).unwrap().0;
+        assert_eq!(t.remaining(secs(3), e), secs(180));
+        assert!(t.peek(secs(182), &q).is_some());
+        assert!(t.peek(secs(183), &q).is_none());
+
+        // A single flow expires after 30 s.
+        let mut t = table();
+        t.insert(secs(0), &q, 0, 0).unwrap();
+        step(&mut t, secs(1), &r);
+        assert!(t.peek(secs(30), &q).is_some());
+        assert!(t.lookup(secs(31), &q).is_none());
+        assert!(t.is_empty(), "expired entry removed by lookup");
+    }
+
+    #[test]
+    fn configured_timeouts_are_honored() {
+        let cfg = ConntrackTimeouts { tcp_established: 60, udp_stream: 120, udp: 45 };
+        let mut t: ConnTable<u32> = ConnTable::new(cfg, 10);
+        assert_eq!(t.timeouts(), cfg);
+        let q = udp(A, B, 1, 2);
+        let r = udp(B, A, 2, 1);
+        t.insert(secs(0), &q, 0, 0).unwrap();
+        assert_eq!(t.remaining(secs(0), t.peek(secs(0), &q).unwrap().0), secs(45));
+        step(&mut t, secs(0), &r);
+        step(&mut t, secs(0), &q);
+        assert_eq!(t.remaining(secs(0), t.peek(secs(0), &q).unwrap().0), secs(120));
+        let s = tcp(A, B, 5, 6, TCP_ACK);
+        t.insert(secs(0), &s, 0, 0).unwrap();
+        assert_eq!(t.remaining(secs(0), t.peek(secs(0), &s).unwrap().0), secs(60));
+        // Changing the timeouts applies to existing entries at once.
+        t.set_timeouts(ConntrackTimeouts { tcp_established: 432_000, udp_stream: 60, udp: 30 });
+        assert_eq!(t.remaining(secs(0), t.peek(secs(0), &q).unwrap().0), secs(60));
+        drain(&mut t, secs(60));
+        assert!(t.peek(secs(60), &q).is_none());
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn icmp_echo_keyed_by_id() {
+        let mut t = table();
+        let req = icmp(A, B, ICMP_ECHO_REQUEST, 77);
+        let rep = icmp(B, A, ICMP_ECHO_REPLY, 77);
+        assert_eq!(ConnKey::of(&req), ConnKey::of(&rep));
+        assert_ne!(ConnKey::of(&req), ConnKey::of(&icmp(A, B, ICMP_ECHO_REQUEST, 78)));
+        let e = t.insert(secs(0), &req, 0, 0).unwrap();
+        assert_eq!(e.state, ConnState::Icmp);
+        assert_eq!(step(&mut t, secs(1), &rep), (ConnState::Icmp, true));
+        assert!(t.lookup(secs(1), &icmp(B, A, ICMP_ECHO_REPLY, 78)).is_none());
+        t.insert(secs(1), &icmp(A, B, ICMP_ECHO_REQUEST, 78), 0, 0).unwrap();
+        assert_eq!(t.len(), 2);
+        // 30 s (Linux's default).
+        assert!(t.peek(secs(30), &req).is_some());
+        assert!(t.peek(secs(31), &req).is_none());
+    }
+
+    #[test]
+    fn other_protocols_by_addresses_only() {
+        let mut t = table();
+        let gre = PacketInfo { flow: flow(A, B, 47, 1, 2), icmp_id: 9, tcp_flags: 0xff };
+        let back = PacketInfo { flow: flow(B, A, 47, 3, 4), icmp_id: 0, tcp_flags: 0 };
+        assert_eq!(ConnKey::of(&gre), ConnKey::of(&back));
+        assert_eq!(ConnKey::of(&gre).endpoints(), ((A, 0), (B, 0)));
+        assert_eq!(ConnKey::of(&gre).protocol(), 47);
+        let e = t.insert(secs(0), &gre, 0, 0).unwrap();
+        assert_eq!(e.state, ConnState::Other);
+        assert_eq!(step(&mut t, secs(0), &back), (ConnState::Other, true));
+        assert!(t.peek(secs(599), &gre).is_some());
+        assert!(t.peek(secs(600), &gre).is_none());
+    }
+
+    #[test]
+    fn expiry_gone_after_timeout_kept_if_touched() {
+        let mut t = table();
+        let p = udp(A, B, 1000, 2000);
+        let q = udp(A, B, 1001, 2000);
+        t.insert(secs(0), &p, 0, 0).unwrap();
+        t.insert(secs(0), &q, 0, 0).unwrap();
+        assert_eq!(t.poll_timeout(), Some(secs(30)));
+        t.lookup(secs(20), &p).unwrap();
+        t.handle_timeout(secs(30));
+        assert!(t.peek(secs(30), &p).is_some());
+        assert!(t.peek(secs(30), &q).is_none());
+        assert_eq!(t.len(), 1);
+        // The touched entry was re-queued at its new deadline.
+        assert_eq!(t.poll_timeout(), Some(secs(50)));
+        t.handle_timeout(secs(49));
+        assert_eq!(t.len(), 1);
+        t.handle_timeout(secs(50));
+        assert!(t.is_empty());
+        assert_eq!(t.poll_timeout(), None);
+    }
+
+    #[test]
+    fn handle_timeout_reclaims_only_idle_with_bounded_work() {
+        let mut t: ConnTable<u32> = ConnTable::new(ConntrackTimeouts::default(), 20_000);
+        let pkt = |i: u32| udp(A, B, (i % 60_000) as u16, 53 + (i / 60_000) as u16);
+        for i in 0..10_000 {
+            t.insert(secs(0), &pkt(i), i, 0).unwrap();
+        }
+        for i in (0..10_000).step_by(2) {
+            t.lookup(secs(20), &pkt(i)).unwrap();
+        }
+        // Nothing is due before 30 s.
+        t.handle_timeout(secs(29));
+        assert_eq!(t.len(), 10_000);
+        // One call does bounded work; repeated calls finish the job.
+        t.handle_timeout(secs(30));
+        assert!(t.len() >= 10_000 - HANDLE_TIMEOUT_BUDGET);
+        let calls = drain(&mut t, secs(30));
+        assert!(calls >= 1);
+        assert_eq!(t.len(), 5_000);
+        assert!(t.iter().all(|e| e.decision % 2 == 0 && e.packets == 2));
+        assert_eq!(t.poll_timeout(), Some(secs(50)));
+        drain(&mut t, secs(50));
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn limit_refuses_new_flows_keeps_old_ones() {
+        let mut t: ConnTable<u32> = ConnTable::new(ConntrackTimeouts::default(), 2);
+        t.insert(secs(0), &udp(A, B, 1, 53), 0, 0).unwrap();
+        t.insert(secs(1), &udp(A, B, 2, 53), 0, 0).unwrap();
+        assert_eq!(t.insert(secs(2), &udp(A, B, 3, 53), 0, 0).unwrap_err(), ConntrackFull);
+        assert_eq!(t.len(), 2);
+        assert!(t.lookup(secs(2), &udp(B, A, 53, 1)).is_some());
+        assert!(t.lookup(secs(2), &udp(A, B, 2, 53)).is_some());
+        // Re-inserting an existing key replaces it; no room needed.
+        let e = t.insert(secs(3), &udp(A, B, 2, 53), 9, 1).unwrap();
+        assert_eq!((e.decision, e.packets), (9, 1));
+        // Entry 1 was last seen at 2 s: expired at 32 s, its slot is reclaimed by insert itself.
+        assert_eq!(t.insert(secs(31), &udp(A, B, 3, 53), 0, 0).unwrap_err(), ConntrackFull);
+        t.insert(secs(32), &udp(A, B, 3, 53), 0, 0).unwrap();
+        assert_eq!(t.len(), 2);
+        // A zero limit refuses everything.
+        let mut z: ConnTable<u32> = ConnTable::new(ConntrackTimeouts::default(), 0);
+        assert_eq!(z.insert(secs(0), &udp(A, B, 1, 53), 0, 0).unwrap_err(), ConntrackFull);
+    }
+
+    #[test]
+    fn peek_changes_nothing() {
+        let mut t = table();
+        let p = tcp(A, B, 40000, 80, TCP_SYN);
+        t.insert(secs(0), &p, 0, 0).unwrap();
+        let syn_ack = tcp(B, A, 80, 40000, TCP_SYN | TCP_ACK);
+        let (e, reply) = t.peek(secs(5), &syn_ack).unwrap();
+        assert!(reply);
+        assert_eq!((e.state, e.packets, e.last_seen), (ConnState::TcpSynSent, 1, secs(0)));
+        assert!(!e.seen_reply());
+        // An expired entry is not returned, and not removed either.
+        assert!(t.peek(secs(500), &p).is_none());
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.poll_timeout(), Some(secs(120)));
+    }
+
+    #[test]
+    fn related_finds_the_quoted_flow() {
+        let mut t = table();
+        t.insert(secs(0), &udp(A, B, 40000, 4789), 5, 0).unwrap();
+        // Fragmentation needed from a router, quoting A's packet as it was sent.
+        let e = t.related(secs(1), &udp(A, B, 40000, 4789)).unwrap();
+        assert_eq!(e.decision, 5);
+        // Quoting a packet of the reply direction finds it too.
+        assert!(t.related(secs(1), &udp(B, A, 4789, 40000)).is_some());
+        assert!(t.related(secs(1), &udp(A, B, 40001, 4789)).is_none());
+        assert!(t.related(secs(31), &udp(A, B, 40000, 4789)).is_none());
+        // Echo quoted in an error.
+        t.insert(secs(0), &icmp(A, B, ICMP_ECHO_REQUEST, 3), 6, 0).unwrap();
+        assert_eq!(t.related(secs(1), &icmp(A, B, ICMP_ECHO_REQUEST, 3)).unwrap().decision, 6);
+    }
+
+    #[test]
+    fn extreme_inputs_do_not_panic() {
+        let mut t: ConnTable<u32> = ConnTable::new(ConntrackTimeouts::default(), usize::MAX);
+        let p = tcp(A, A, 0, 0, 0xff);
+        t.insert(Duration::MAX, &p, 0, 0).unwrap();
+        assert!(t.lookup(Duration::MAX, &p).is_none(), "saturated deadline: expired");
+        t.insert(secs(10), &p, 0, 0).unwrap();
+        // Time going backwards: last_seen does not move back.
+        let (e, reply) = t.lookup(secs(5), &p).unwrap();
+        assert_eq!((e.last_seen, reply), (secs(10), false));
+        t.handle_timeout(Duration::MAX);
+        assert!(t.is_empty());
+        t.clear();
+        assert_eq!(t.poll_timeout(), None);
+    }
+
+    #[test]
+    fn queue_stays_bounded_by_compaction() {
+        let mut t = table();
+        // Long connections reset after their queue item moved to the far deadline leave stale
+        // far items behind; compaction keeps the queue O(entries).
+        for i in 0..5_000u16 {
+            let now = secs(u64::from(i) * 100);
+            let fwd = |f| tcp(A, B, i, 80, f);
+            t.insert(now, &fwd(TCP_SYN), 0, 0).unwrap();
+            step(&mut t, now, &tcp(B, A, 80, i, TCP_SYN | TCP_ACK));
+            step(&mut t, now, &fwd(TCP_ACK));
+            t.handle_timeout(now + secs(61)); // re-queued at the established deadline
+            step(&mut t, now + secs(62), &fwd(TCP_RST));
+            drain(&mut t, now + secs(72));
+            assert!(t.queue.len() <= 2 * t.len() + COMPACT_SLACK + 2, "queue {}", t.queue.len());
+        }
+        assert!(t.is_empty());
+    }
+}

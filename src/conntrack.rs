@@ -11,7 +11,7 @@
 //! only (AWS: "tracked by addresses and protocol number only").
 //!
 //! Timeouts. An entry is idle-timed: it expires `timeout(state)` after its last packet. TCP
-//! established, UDP stream and UDP single use the ENI's configured [`ConntrackTimeouts`]; states AWS
+//! established, UDP stream and UDP single use the ENI's configured [`ConntrackConfig`]; states AWS
 //! does not document follow Linux `nf_conntrack` defaults ([`FIXED_TIMEOUTS`]).
 //!
 //! Invariants.
@@ -34,7 +34,7 @@ use std::time::Duration;
 use hashbrown::hash_map::Entry as MapEntry;
 use hashbrown::HashMap;
 
-use crate::model::ConntrackTimeouts;
+use crate::model::ConntrackConfig;
 use crate::policy::Flow;
 
 /// TCP FIN flag bit in [`PacketInfo::tcp_flags`].
@@ -54,7 +54,7 @@ const ICMP_ECHO_REQUEST: u8 = 8;
 
 /// Most entries pre-allocated by [`ConnTable::new`]; a larger `max_entries` still works, the map
 /// grows past this on demand. Keeps an absurd limit from allocating (or aborting) up front.
-pub const PRESIZE_CAP: usize = 1 << 20;
+pub const PRESIZE_CAP: usize = 1 << 14;
 
 /// Most expiry-queue items one [`ConnTable::handle_timeout`] call examines, so one call never
 /// stalls the packet loop; when more work is due, [`ConnTable::poll_timeout`] is already `<= now`.
@@ -236,8 +236,8 @@ struct Timeouts {
     udp: Duration,
 }
 
-impl From<ConntrackTimeouts> for Timeouts {
-    fn from(t: ConntrackTimeouts) -> Self {
+impl From<ConntrackConfig> for Timeouts {
+    fn from(t: ConntrackConfig) -> Self {
         Timeouts {
             tcp_established: Duration::from_secs(u64::from(t.tcp_established)),
             udp_stream: Duration::from_secs(u64::from(t.udp_stream)),
@@ -326,14 +326,14 @@ pub struct ConnTable<D> {
     /// Min-heap of `(deadline, key)`; see the module invariants.
     queue: BinaryHeap<Reverse<(Duration, ConnKey)>>,
     timeouts: Timeouts,
-    config: ConntrackTimeouts,
+    config: ConntrackConfig,
     max_entries: usize,
 }
 
 impl<D> ConnTable<D> {
     /// An empty table refusing new connections beyond `max_entries`. The map and the expiry queue
     /// are pre-sized (up to [`PRESIZE_CAP`] entries) so growth does not stall the packet loop.
-    pub fn new(timeouts: ConntrackTimeouts, max_entries: usize) -> Self {
+    pub fn new(timeouts: ConntrackConfig, max_entries: usize) -> Self {
         let presize = max_entries.min(PRESIZE_CAP);
         ConnTable {
             map: HashMap::with_capacity(presize),
@@ -345,13 +345,13 @@ impl<D> ConnTable<D> {
     }
 
     /// The configured timeouts.
-    pub fn timeouts(&self) -> ConntrackTimeouts {
+    pub fn timeouts(&self) -> ConntrackConfig {
         self.config
     }
 
     /// Changes the idle timeouts (an ENI's `connection_tracking` modified). Existing entries take
     /// the new timeouts at once, measured from their last packet. O(n): rebuilds the expiry queue.
-    pub fn set_timeouts(&mut self, timeouts: ConntrackTimeouts) {
+    pub fn set_timeouts(&mut self, timeouts: ConntrackConfig) {
         self.config = timeouts;
         self.timeouts = timeouts.into();
         self.rebuild_queue();
@@ -587,7 +587,7 @@ mod tests {
     }
 
     fn table() -> ConnTable<u32> {
-        ConnTable::new(ConntrackTimeouts::default(), 1000)
+        ConnTable::new(ConntrackConfig::default(), 1000)
     }
 
     /// Drives `lookup` and returns the state and reply flag.
@@ -741,7 +741,7 @@ mod tests {
 
     #[test]
     fn configured_timeouts_are_honored() {
-        let cfg = ConntrackTimeouts { tcp_established: 60, udp_stream: 120, udp: 45 };
+        let cfg = ConntrackConfig { tcp_established: 60, udp_stream: 120, udp: 45, ..ConntrackConfig::default() };
         let mut t: ConnTable<u32> = ConnTable::new(cfg, 10);
         assert_eq!(t.timeouts(), cfg);
         let q = udp(A, B, 1, 2);
@@ -755,7 +755,12 @@ mod tests {
         t.insert(secs(0), &s, 0, 0).unwrap();
         assert_eq!(t.remaining(secs(0), t.peek(secs(0), &s).unwrap().0), secs(60));
         // Changing the timeouts applies to existing entries at once.
-        t.set_timeouts(ConntrackTimeouts { tcp_established: 432_000, udp_stream: 60, udp: 30 });
+        t.set_timeouts(ConntrackConfig {
+            tcp_established: 432_000,
+            udp_stream: 60,
+            udp: 30,
+            ..ConntrackConfig::default()
+        });
         assert_eq!(t.remaining(secs(0), t.peek(secs(0), &q).unwrap().0), secs(60));
         drain(&mut t, secs(60));
         assert!(t.peek(secs(60), &q).is_none());
@@ -819,7 +824,7 @@ mod tests {
 
     #[test]
     fn handle_timeout_reclaims_only_idle_with_bounded_work() {
-        let mut t: ConnTable<u32> = ConnTable::new(ConntrackTimeouts::default(), 20_000);
+        let mut t: ConnTable<u32> = ConnTable::new(ConntrackConfig::default(), 20_000);
         let pkt = |i: u32| udp(A, B, (i % 60_000) as u16, 53 + (i / 60_000) as u16);
         for i in 0..10_000 {
             t.insert(secs(0), &pkt(i), i, 0).unwrap();
@@ -844,7 +849,7 @@ mod tests {
 
     #[test]
     fn limit_refuses_new_flows_keeps_old_ones() {
-        let mut t: ConnTable<u32> = ConnTable::new(ConntrackTimeouts::default(), 2);
+        let mut t: ConnTable<u32> = ConnTable::new(ConntrackConfig::default(), 2);
         t.insert(secs(0), &udp(A, B, 1, 53), 0, 0).unwrap();
         t.insert(secs(1), &udp(A, B, 2, 53), 0, 0).unwrap();
         assert_eq!(t.insert(secs(2), &udp(A, B, 3, 53), 0, 0).unwrap_err(), ConntrackFull);
@@ -859,7 +864,7 @@ mod tests {
         t.insert(secs(32), &udp(A, B, 3, 53), 0, 0).unwrap();
         assert_eq!(t.len(), 2);
         // A zero limit refuses everything.
-        let mut z: ConnTable<u32> = ConnTable::new(ConntrackTimeouts::default(), 0);
+        let mut z: ConnTable<u32> = ConnTable::new(ConntrackConfig::default(), 0);
         assert_eq!(z.insert(secs(0), &udp(A, B, 1, 53), 0, 0).unwrap_err(), ConntrackFull);
     }
 
@@ -897,7 +902,7 @@ mod tests {
 
     #[test]
     fn extreme_inputs_do_not_panic() {
-        let mut t: ConnTable<u32> = ConnTable::new(ConntrackTimeouts::default(), usize::MAX);
+        let mut t: ConnTable<u32> = ConnTable::new(ConntrackConfig::default(), usize::MAX);
         let p = tcp(A, A, 0, 0, 0xff);
         t.insert(Duration::MAX, &p, 0, 0).unwrap();
         assert!(t.lookup(Duration::MAX, &p).is_none(), "saturated deadline: expired");

@@ -424,20 +424,35 @@ pub struct Subnet {
     pub network_acl: AclIdx,
 }
 
-/// Idle timeouts of an ENI's connection tracking, in seconds (AWS defaults and ranges).
+/// An ENI's connection tracking: idle timeouts in seconds (AWS defaults and ranges) and the
+/// bound on tracked connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct ConntrackTimeouts {
+pub struct ConntrackConfig {
     /// 60..=432000, default 432000.
     pub tcp_established: u32,
     /// 60..=180, default 180.
     pub udp_stream: u32,
     /// 30..=60, default 30.
     pub udp: u32,
+    /// Most connections tracked at once; past it new ones are dropped (AWS's
+    /// `conntrack_allowance_exceeded`). AWS sizes this per instance type and does not publish it;
+    /// vpclab's default is [`ConntrackConfig::DEFAULT_MAX_CONNECTIONS`].
+    pub max_connections: u32,
 }
 
-impl Default for ConntrackTimeouts {
+impl ConntrackConfig {
+    /// vpclab's default bound on tracked connections per ENI.
+    pub const DEFAULT_MAX_CONNECTIONS: u32 = 65_536;
+}
+
+impl Default for ConntrackConfig {
     fn default() -> Self {
-        ConntrackTimeouts { tcp_established: 432_000, udp_stream: 180, udp: 30 }
+        ConntrackConfig {
+            tcp_established: 432_000,
+            udp_stream: 180,
+            udp: 30,
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+        }
     }
 }
 
@@ -469,8 +484,8 @@ pub struct Eni {
     pub source_dest_check: bool,
     /// Free text.
     pub description: Option<String>,
-    /// Conntrack idle timeouts.
-    pub connection_tracking: ConntrackTimeouts,
+    /// Connection tracking timeouts and bound.
+    pub connection_tracking: ConntrackConfig,
     /// Attachment, if any.
     pub attachment: Option<Attachment>,
 }

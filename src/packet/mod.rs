@@ -9,7 +9,7 @@
 
 use std::net::Ipv4Addr;
 
-use etherparse::{ArpPacketSlice, Ethernet2Slice, Ipv4HeaderSlice};
+use etherparse::{ArpPacketSlice, Ethernet2Slice, Icmpv4Slice, Ipv4HeaderSlice, TcpHeaderSlice, UdpHeaderSlice};
 
 use crate::model::Mac;
 
@@ -23,6 +23,15 @@ pub const ETH_HEADER_LEN: usize = 14;
 pub const ARP_REQUEST: u16 = 1;
 /// ARP operation: reply.
 pub const ARP_REPLY: u16 = 2;
+/// IP protocol numbers.
+pub const PROTO_ICMP: u8 = 1;
+/// TCP.
+pub const PROTO_TCP: u8 = 6;
+/// UDP.
+pub const PROTO_UDP: u8 = 17;
+/// ICMP types that carry the packet they answer (RFC 792): destination unreachable (including
+/// fragmentation needed), time exceeded, parameter problem.
+pub const ICMP_ERROR_TYPES: [u8; 3] = [3, 11, 12];
 
 /// Why a frame could not be parsed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -39,6 +48,9 @@ pub enum Malformed {
     /// IPv4 total length disagrees with the frame.
     #[error("IPv4 total length larger than the frame or smaller than the header")]
     Ipv4Length,
+    /// The TCP, UDP or ICMP header is truncated or invalid.
+    #[error("TCP/UDP/ICMP header truncated or invalid")]
+    Transport,
 }
 
 /// An ARP packet for IPv4 over Ethernet, summarized.
@@ -69,6 +81,41 @@ pub struct Ipv4Meta {
     pub header_len: u8,
     /// Total length from the header (a GSO superframe's full length).
     pub total_len: u16,
+    /// Part of a fragmented datagram (more-fragments set or a non-zero offset).
+    pub fragment: bool,
+    /// Ports, flags, ICMP type/code/id (zero where they do not apply, and in non-first fragments).
+    pub l4: L4Meta,
+}
+
+/// The transport header, summarized. Fields that do not apply to the protocol are zero.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct L4Meta {
+    /// TCP/UDP source port.
+    pub src_port: u16,
+    /// TCP/UDP destination port.
+    pub dst_port: u16,
+    /// TCP flags byte (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10).
+    pub tcp_flags: u8,
+    /// ICMP type.
+    pub icmp_type: u8,
+    /// ICMP code.
+    pub icmp_code: u8,
+    /// ICMP echo identifier (types 0 and 8).
+    pub icmp_id: u16,
+}
+
+/// The packet an ICMP error quotes (its IPv4 header and first 8 transport bytes), summarized as
+/// it was sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuotedPacket {
+    /// Source of the quoted packet.
+    pub src: Ipv4Addr,
+    /// Destination of the quoted packet.
+    pub dst: Ipv4Addr,
+    /// Its protocol.
+    pub protocol: u8,
+    /// Its ports, ICMP type and id.
+    pub l4: L4Meta,
 }
 
 /// What layer 3 holds.
@@ -132,18 +179,84 @@ pub fn parse(frame: &[u8]) -> Result<PacketMeta, Malformed> {
             if total_len < header_len || total_len > payload.len() {
                 return Err(Malformed::Ipv4Length);
             }
+            let fragment = ip.is_fragmenting_payload();
+            let protocol = ip.protocol().0;
+            let l4 = if ip.fragments_offset().value() != 0 {
+                L4Meta::default() // only the first fragment carries the transport header
+            } else {
+                parse_l4(protocol, &payload[header_len..total_len])?
+            };
             L3Meta::Ipv4(Ipv4Meta {
                 src: ip.source_addr(),
                 dst: ip.destination_addr(),
-                protocol: ip.protocol().0,
+                protocol,
                 ttl: ip.ttl(),
                 header_len: header_len as u8,
                 total_len: ip.total_len(),
+                fragment,
+                l4,
             })
         }
         other => L3Meta::Other(other),
     };
     Ok(PacketMeta { dst_mac: Mac(eth.destination()), src_mac: Mac(eth.source()), l3 })
+}
+
+fn parse_l4(protocol: u8, l4: &[u8]) -> Result<L4Meta, Malformed> {
+    Ok(match protocol {
+        PROTO_TCP => {
+            let tcp = TcpHeaderSlice::from_slice(l4).map_err(|_| Malformed::Transport)?;
+            L4Meta {
+                src_port: tcp.source_port(),
+                dst_port: tcp.destination_port(),
+                tcp_flags: tcp.slice()[13],
+                ..L4Meta::default()
+            }
+        }
+        PROTO_UDP => {
+            let udp = UdpHeaderSlice::from_slice(l4).map_err(|_| Malformed::Transport)?;
+            L4Meta { src_port: udp.source_port(), dst_port: udp.destination_port(), ..L4Meta::default() }
+        }
+        PROTO_ICMP => {
+            let icmp = Icmpv4Slice::from_slice(l4).map_err(|_| Malformed::Transport)?;
+            let (icmp_type, icmp_code) = (icmp.type_u8(), icmp.code_u8());
+            let rest = icmp.bytes5to8();
+            let icmp_id = if icmp_type == 0 || icmp_type == 8 { u16::from_be_bytes([rest[0], rest[1]]) } else { 0 };
+            L4Meta { icmp_type, icmp_code, icmp_id, ..L4Meta::default() }
+        }
+        _ => L4Meta::default(),
+    })
+}
+
+/// The packet quoted by an ICMP error (types in [`ICMP_ERROR_TYPES`]) in a frame [`parse`]
+/// accepted, or `None` if it is not an ICMP error or quotes too little to tell the flow.
+pub fn icmp_quoted(frame: &[u8], ip: &Ipv4Meta) -> Option<QuotedPacket> {
+    if ip.protocol != PROTO_ICMP || ip.fragment || !ICMP_ERROR_TYPES.contains(&ip.l4.icmp_type) {
+        return None;
+    }
+    let start = ETH_HEADER_LEN + usize::from(ip.header_len) + 8;
+    let end = ETH_HEADER_LEN + usize::from(ip.total_len);
+    let quoted = frame.get(start..end)?;
+    let inner = Ipv4HeaderSlice::from_slice(quoted).ok()?;
+    // RFC 792 quotes the header and at least 8 bytes of the transport header: enough for ports
+    // and the ICMP type and id, not for a whole TCP header, so read those bytes directly.
+    let t = quoted.get(inner.slice().len()..inner.slice().len() + 8)?;
+    let protocol = inner.protocol().0;
+    let l4 = match protocol {
+        PROTO_TCP | PROTO_UDP => L4Meta {
+            src_port: u16::from_be_bytes([t[0], t[1]]),
+            dst_port: u16::from_be_bytes([t[2], t[3]]),
+            ..L4Meta::default()
+        },
+        PROTO_ICMP => L4Meta {
+            icmp_type: t[0],
+            icmp_code: t[1],
+            icmp_id: if t[0] == 0 || t[0] == 8 { u16::from_be_bytes([t[4], t[5]]) } else { 0 },
+            ..L4Meta::default()
+        },
+        _ => L4Meta::default(),
+    };
+    Some(QuotedPacket { src: inner.source_addr(), dst: inner.destination_addr(), protocol, l4 })
 }
 
 /// Rewrites the Ethernet destination and source addresses.
@@ -171,6 +284,103 @@ pub fn arp_reply_in_place(frame: &mut [u8], req: &ArpMeta, answer_mac: Mac) {
 /// Frame builders for tests and for `trace`'s synthesized packets.
 pub mod build {
     use super::*;
+
+    /// A TCP/IPv4 frame with the given flags (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10).
+    #[allow(clippy::too_many_arguments)]
+    pub fn tcp(
+        dst_mac: Mac,
+        src_mac: Mac,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        sport: u16,
+        dport: u16,
+        flags: u8,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let mut b = etherparse::PacketBuilder::ethernet2(src_mac.0, dst_mac.0)
+            .ipv4(src.octets(), dst.octets(), 64)
+            .tcp(sport, dport, 1, 65535);
+        if flags & 0x02 != 0 {
+            b = b.syn();
+        }
+        if flags & 0x10 != 0 {
+            b = b.ack(1);
+        }
+        if flags & 0x01 != 0 {
+            b = b.fin();
+        }
+        if flags & 0x04 != 0 {
+            b = b.rst();
+        }
+        let mut f = Vec::with_capacity(b.size(payload.len()));
+        b.write(&mut f, payload).expect("writing to a Vec cannot fail");
+        f
+    }
+
+    /// An ICMP echo request with identifier `id`.
+    pub fn icmp_echo(dst_mac: Mac, src_mac: Mac, src: Ipv4Addr, dst: Ipv4Addr, id: u16) -> Vec<u8> {
+        let b = etherparse::PacketBuilder::ethernet2(src_mac.0, dst_mac.0)
+            .ipv4(src.octets(), dst.octets(), 64)
+            .icmpv4_echo_request(id, 1);
+        let mut f = Vec::with_capacity(b.size(8));
+        b.write(&mut f, &[0; 8]).expect("writing to a Vec cannot fail");
+        f
+    }
+
+    /// A packet of IP protocol `protocol` with an 8-byte payload.
+    pub fn ip_proto(dst_mac: Mac, src_mac: Mac, src: Ipv4Addr, dst: Ipv4Addr, protocol: u8) -> Vec<u8> {
+        let mut f = udp(dst_mac, src_mac, src, dst, 0, 0, &[]);
+        let ip = &mut f[ETH_HEADER_LEN..];
+        ip[9] = protocol;
+        ip[10..12].fill(0);
+        let sum = ipv4_header_checksum(&ip[..20]);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        f
+    }
+
+    /// An ICMP error of `icmp_type`/`code` from `src` to `dst` quoting `quoted` (an Ethernet
+    /// frame whose IPv4 header and first 8 transport bytes are copied, per RFC 792).
+    #[allow(clippy::too_many_arguments)]
+    pub fn icmp_error(
+        dst_mac: Mac,
+        src_mac: Mac,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        icmp_type: u8,
+        code: u8,
+        quoted: &[u8],
+    ) -> Vec<u8> {
+        let ihl = usize::from(quoted[ETH_HEADER_LEN] & 0x0f) * 4;
+        let q = &quoted[ETH_HEADER_LEN..(ETH_HEADER_LEN + ihl + 8).min(quoted.len())];
+        let mut icmp = vec![icmp_type, code, 0, 0, 0, 0, 0, 0];
+        icmp.extend_from_slice(q);
+        let sum = ipv4_header_checksum(&icmp);
+        icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+        let mut f = udp(dst_mac, src_mac, src, dst, 0, 0, &[]);
+        f.truncate(ETH_HEADER_LEN + 20);
+        f.extend_from_slice(&icmp);
+        let total = (20 + icmp.len()) as u16;
+        let ip = &mut f[ETH_HEADER_LEN..];
+        ip[2..4].copy_from_slice(&total.to_be_bytes());
+        ip[9] = PROTO_ICMP;
+        ip[10..12].fill(0);
+        let sum = ipv4_header_checksum(&ip[..20]);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        f
+    }
+
+    /// The Internet checksum (RFC 1071) of `bytes`.
+    fn ipv4_header_checksum(bytes: &[u8]) -> u16 {
+        let mut sum: u32 = 0;
+        for chunk in bytes.chunks(2) {
+            let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
+            sum += u32::from(word);
+        }
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
 
     /// An ARP request from `sender` asking who has `target_ip`.
     pub fn arp_request(sender_mac: Mac, sender_ip: Ipv4Addr, target_ip: Ipv4Addr) -> Vec<u8> {
@@ -222,6 +432,35 @@ mod tests {
         assert_eq!((m.dst_mac, m.src_mac), (B, A));
         let L3Meta::Ipv4(ip) = m.l3 else { panic!("not ipv4: {m:?}") };
         assert_eq!((ip.src, ip.dst, ip.protocol, ip.ttl, ip.total_len), (ip_a, ip_b, 17, 64, 30));
+    }
+
+    #[test]
+    fn parses_transport_headers_and_icmp_quotes() {
+        let (a, b) = (Ipv4Addr::new(10, 0, 1, 10), Ipv4Addr::new(10, 0, 2, 10));
+        let syn = build::tcp(B, A, a, b, 40000, 80, 0x02, b"");
+        let L3Meta::Ipv4(ip) = parse(&syn).unwrap().l3 else { panic!() };
+        assert_eq!((ip.l4.src_port, ip.l4.dst_port, ip.l4.tcp_flags), (40000, 80, 0x02));
+        let echo = build::icmp_echo(B, A, a, b, 77);
+        let L3Meta::Ipv4(ip) = parse(&echo).unwrap().l3 else { panic!() };
+        assert_eq!((ip.l4.icmp_type, ip.l4.icmp_id), (8, 77));
+        let err = build::icmp_error(A, B, b, a, 3, 4, &syn);
+        let L3Meta::Ipv4(ip) = parse(&err).unwrap().l3 else { panic!() };
+        let q = icmp_quoted(&err, &ip).expect("quotes the SYN");
+        assert_eq!((q.src, q.dst, q.protocol, q.l4.src_port, q.l4.dst_port), (a, b, PROTO_TCP, 40000, 80));
+        assert_eq!(
+            icmp_quoted(
+                &echo,
+                &match parse(&echo).unwrap().l3 {
+                    L3Meta::Ipv4(ip) => ip,
+                    _ => unreachable!(),
+                }
+            ),
+            None
+        );
+        let mut short = build::tcp(B, A, a, b, 1, 2, 0x02, b"");
+        short.truncate(ETH_HEADER_LEN + 20 + 10);
+        short[ETH_HEADER_LEN + 2..ETH_HEADER_LEN + 4].copy_from_slice(&30u16.to_be_bytes());
+        assert_eq!(parse(&short), Err(Malformed::Transport));
     }
 
     #[test]

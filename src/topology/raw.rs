@@ -202,6 +202,7 @@ pub(crate) struct RawConntrack {
     pub(crate) tcp_established_timeout: Option<Spanned<i64>>,
     pub(crate) udp_stream_timeout: Option<Spanned<i64>>,
     pub(crate) udp_timeout: Option<Spanned<i64>>,
+    pub(crate) max_connections: Option<Spanned<i64>>,
 }
 
 /// An ENI's `attachment` table.

@@ -101,7 +101,7 @@ fn default_file_parses_with_aws_defaults() {
     assert_eq!(eni("eni-app-float").mac.to_string(), "02:00:00:00:02:50");
     assert_eq!(eni("eni-app-float").attachment.map(|a| a.device_index), Some(1));
     assert!(eni("eni-web").source_dest_check);
-    assert_eq!(eni("eni-web").connection_tracking, crate::model::ConntrackTimeouts::default());
+    assert_eq!(eni("eni-web").connection_tracking, crate::model::ConntrackConfig::default());
 
     // subnet-public uses rtb-public: local route first, then the file's default route to the IGW.
     let public = &m.subnets[0];
@@ -456,6 +456,11 @@ fn conntrack_timeout_out_of_range() {
     let m = ok(&format!("{}connection_tracking = {{ tcp_established_timeout = 3600 }}\n", eni_b("10.0.1.20")));
     assert_eq!(m.enis[1].connection_tracking.tcp_established, 3600);
     assert_eq!(m.enis[1].connection_tracking.udp, 30);
+    let m = ok(&format!("{}connection_tracking = {{ max_connections = 3 }}\n", eni_b("10.0.1.20")));
+    assert_eq!(m.enis[1].connection_tracking.max_connections, 3);
+    let text = format!("{BASE}{}connection_tracking = {{ max_connections = 0 }}\n", eni_b("10.0.1.20"));
+    let ps = parse(&text, "t.toml").expect_err("zero connections").problems;
+    assert!(ps[0].field.ends_with("connection_tracking.max_connections"), "{}", ps[0]);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ use super::instance_types::{self, InstanceLimits};
 use super::raw::{RawAclRule, RawFile, RawSgRule, StrOrInt};
 use super::{LineIndex, Problem};
 use crate::model::{
-    AclAction, AclIdx, AclRule, Attachment, Cidr, ConntrackTimeouts, EipIdx, ElasticIp, Eni, EniIdx, IgwIdx, Instance,
+    AclAction, AclIdx, AclRule, Attachment, Cidr, ConntrackConfig, EipIdx, ElasticIp, Eni, EniIdx, IgwIdx, Instance,
     InstanceIdx, InternetGateway, InternetHost, Mac, Model, NatGateway, NatIdx, NetworkAcl, PcxIdx, PortMatch,
     PortRange, Protocol, Route, RouteTable, RouteTarget, RtbIdx, SecurityGroup, SgIdx, SgPeer, SgRule, Subnet,
     SubnetIdx, Vpc, VpcIdx, VpcPeering,
@@ -658,7 +658,7 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
     let mut eni_secondaries: Vec<Vec<Ipv4Addr>> = Vec::new();
     let mut eni_sgs: Vec<Option<Vec<usize>>> = Vec::new();
     let mut eni_mac: Vec<Option<Mac>> = Vec::new();
-    let mut eni_ct: Vec<Option<ConntrackTimeouts>> = Vec::new();
+    let mut eni_ct: Vec<Option<ConntrackConfig>> = Vec::new();
     // `Some(None)`: no attachment; `None`: an attachment that did not check out.
     let mut eni_attach: Vec<Option<Option<(usize, u32)>>> = Vec::new();
     let mut broken_attachment: HashSet<usize> = HashSet::new();
@@ -781,9 +781,9 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
         };
 
         // Connection tracking: AWS's defaults, and its ranges for what is given.
-        let mut ct = Some(ConntrackTimeouts::default());
+        let mut ct = Some(ConntrackConfig::default());
         if let Some(t) = &e.connection_tracking {
-            let d = ConntrackTimeouts::default();
+            let d = ConntrackConfig::default();
             let base = path(Kind::NetworkInterface, id, "connection_tracking");
             let mut get = |v: &Option<Spanned<i64>>, name: &str, range: Range<i64>, dflt: u32| -> Option<u32> {
                 match v {
@@ -796,9 +796,15 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
             let tcp = get(&t.tcp_established_timeout, "tcp_established_timeout", 60..432_001, d.tcp_established);
             let us = get(&t.udp_stream_timeout, "udp_stream_timeout", 60..181, d.udp_stream);
             let u = get(&t.udp_timeout, "udp_timeout", 30..61, d.udp);
-            ct = match (tcp, us, u) {
-                (Some(tcp_established), Some(udp_stream), Some(udp)) => {
-                    Some(ConntrackTimeouts { tcp_established, udp_stream, udp })
+            let max = match &t.max_connections {
+                None => Some(d.max_connections),
+                Some(v) => c
+                    .int_in(v, &format!("{base}.max_connections"), 1..10_000_001, "max_connections")
+                    .and_then(|n| u32::try_from(n).ok()),
+            };
+            ct = match (tcp, us, u, max) {
+                (Some(tcp_established), Some(udp_stream), Some(udp), Some(max_connections)) => {
+                    Some(ConntrackConfig { tcp_established, udp_stream, udp, max_connections })
                 }
                 _ => None,
             };

@@ -131,7 +131,7 @@ fn serve_one(conn: UnixStream, handle: &Handle, model: &Model) {
     }
     let response = match serde_json::from_str::<Request>(&line) {
         Err(e) => Response::Error { message: format!("bad request: {e}") },
-        Ok(Request::Status) => match handle.counters(Duration::from_secs(5)) {
+        Ok(Request::Status) => match handle.ask(Duration::from_secs(5), Command::Counters) {
             Ok(c) => Response::Status(LabStatus::new(model, &c)),
             Err(e) => Response::Error { message: e.to_string() },
         },

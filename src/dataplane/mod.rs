@@ -18,7 +18,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::model::EniIdx;
-use crate::pipeline::{DropReason, EniCounters, NoObserver, Pipeline, Verdict};
+use crate::pipeline::{ConnectionView, DropReason, EniCounters, NoObserver, Pipeline, Recorder, Verdict};
 use tap::{Tap, MAX_FRAME, VNET_HDR_LEN};
 
 /// Frames read from one TAP before the loop turns to the others.
@@ -26,11 +26,25 @@ pub const BURST: usize = 64;
 
 const WAKER: Token = Token(usize::MAX);
 
+/// How often expired connections are reclaimed (each pass does bounded work per table).
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
 /// A request from the control side to the data plane.
 #[derive(Debug)]
 pub enum Command {
     /// Send back a snapshot of every ENI's counters (indexed like the model's ENIs).
     Counters(Sender<Vec<EniCounters>>),
+    /// Run `frame` from `from` through the pipeline read-only and send back what it decided.
+    Trace {
+        /// The sending ENI.
+        from: EniIdx,
+        /// The synthesized frame.
+        frame: Vec<u8>,
+        /// Where the answer goes.
+        reply: Sender<(Verdict, Recorder)>,
+    },
+    /// Send back the tracked connections (of one ENI, or all).
+    Connections(Option<EniIdx>, Sender<Vec<ConnectionView>>),
     /// Stop the loop; `run` returns.
     Shutdown,
 }
@@ -51,10 +65,10 @@ impl Handle {
         self.waker.wake()
     }
 
-    /// Asks for a counters snapshot and waits for it (at most `timeout`).
-    pub fn counters(&self, timeout: Duration) -> io::Result<Vec<EniCounters>> {
+    /// Sends the command `make` builds around a reply channel and waits (at most `timeout`).
+    pub fn ask<T>(&self, timeout: Duration, make: impl FnOnce(Sender<T>) -> Command) -> io::Result<T> {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        self.send(Command::Counters(tx))?;
+        self.send(make(tx))?;
         rx.recv_timeout(timeout).map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the data plane did not answer"))
     }
 }
@@ -103,8 +117,15 @@ impl Dataplane {
         let mut ready: Vec<usize> = Vec::with_capacity(self.taps.len());
         let mut still_ready: Vec<usize> = Vec::with_capacity(self.taps.len());
         let mut queued = vec![false; self.taps.len()];
+        let mut next_housekeeping = HOUSEKEEPING;
         loop {
-            let timeout = if ready.is_empty() { None } else { Some(Duration::ZERO) };
+            let now = self.start.elapsed();
+            if now >= next_housekeeping {
+                self.pipeline.handle_timeout(now);
+                next_housekeeping = now + HOUSEKEEPING;
+            }
+            let timeout = if ready.is_empty() { next_housekeeping.saturating_sub(now) } else { Duration::ZERO };
+            let timeout = Some(timeout);
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -138,6 +159,13 @@ impl Dataplane {
             match cmd {
                 // The requester may have given up waiting; nothing to do then.
                 Command::Counters(reply) => drop(reply.send(self.counters.clone())),
+                Command::Trace { from, mut frame, reply } => {
+                    let traced = self.pipeline.trace(self.start.elapsed(), from, &mut frame);
+                    drop(reply.send(traced));
+                }
+                Command::Connections(eni, reply) => {
+                    drop(reply.send(self.pipeline.connections(self.start.elapsed(), eni)));
+                }
                 Command::Shutdown => return true,
             }
         }
@@ -189,6 +217,7 @@ impl Dataplane {
                 self.transmit(port, n);
             }
             Verdict::Drop(reason) => self.counters[port].count_drop(reason),
+            Verdict::DropAt(reason, eni) => self.counters[eni.index()].count_drop(reason),
         }
     }
 

@@ -82,7 +82,7 @@ impl Lab {
         self.model.vpcs[0].router_mac
     }
 
-    fn run(&self, from: &str, frame: &mut [u8]) -> Verdict {
+    fn run(&mut self, from: &str, frame: &mut [u8]) -> Verdict {
         self.pipeline.process(Duration::ZERO, self.eni(from), frame, &mut NoObserver)
     }
 
@@ -100,7 +100,7 @@ fn arp_answer(frame: &[u8]) -> ArpMeta {
 
 #[test]
 fn arp_for_the_router_gets_the_router_mac() {
-    let lab = Lab::new();
+    let mut lab = Lab::new();
     let mut f = build::arp_request(lab.mac("eni-one"), Ipv4Addr::new(10, 0, 1, 10), Ipv4Addr::new(10, 0, 1, 1));
     assert_eq!(lab.run("eni-one", &mut f), Verdict::Reply);
     let a = arp_answer(&f);
@@ -112,7 +112,7 @@ fn arp_for_the_router_gets_the_router_mac() {
 
 #[test]
 fn arp_for_a_neighbour_gets_its_mac_secondary_ips_included() {
-    let lab = Lab::new();
+    let mut lab = Lab::new();
     let mut f = build::arp_request(lab.mac("eni-two"), Ipv4Addr::new(10, 0, 1, 20), Ipv4Addr::new(10, 0, 1, 11));
     assert_eq!(lab.run("eni-two", &mut f), Verdict::Reply);
     assert_eq!(arp_answer(&f).sender_mac, lab.mac("eni-one"));
@@ -120,7 +120,7 @@ fn arp_for_a_neighbour_gets_its_mac_secondary_ips_included() {
 
 #[test]
 fn arp_unanswered_outside_the_subnet_for_unknown_and_own_addresses() {
-    let lab = Lab::new();
+    let mut lab = Lab::new();
     let me = Ipv4Addr::new(10, 0, 1, 10);
     for target in [
         Ipv4Addr::new(10, 0, 2, 10), // an ENI, but in the other subnet
@@ -135,7 +135,7 @@ fn arp_unanswered_outside_the_subnet_for_unknown_and_own_addresses() {
 
 #[test]
 fn a_detached_eni_is_neither_answered_for_nor_delivered_to() {
-    let lab = Lab::new();
+    let mut lab = Lab::new();
     let me = Ipv4Addr::new(10, 0, 2, 10);
     let mut f = build::arp_request(lab.mac("eni-three"), me, Ipv4Addr::new(10, 0, 2, 30));
     assert_eq!(lab.run("eni-three", &mut f), Verdict::Drop(DropReason::ArpUnanswered));
@@ -145,7 +145,7 @@ fn a_detached_eni_is_neither_answered_for_nor_delivered_to() {
 
 #[test]
 fn arp_replies_from_instances_are_not_forwarded() {
-    let lab = Lab::new();
+    let mut lab = Lab::new();
     let mut f = build::arp_request(lab.mac("eni-one"), Ipv4Addr::new(10, 0, 1, 10), Ipv4Addr::new(10, 0, 1, 1));
     f[ETH_HEADER_LEN + 7] = 2;
     assert_eq!(lab.run("eni-one", &mut f), Verdict::Drop(DropReason::ArpNotRequest));
@@ -153,7 +153,7 @@ fn arp_replies_from_instances_are_not_forwarded() {
 
 #[test]
 fn same_subnet_goes_at_layer_2_unchanged() {
-    let lab = Lab::new();
+    let mut lab = Lab::new();
     let mut f = lab.udp("eni-one", lab.mac("eni-two"), [10, 0, 1, 10], [10, 0, 1, 20]);
     let before = f.clone();
     assert_eq!(lab.run("eni-one", &mut f), Verdict::Forward(lab.eni("eni-two")));
@@ -162,7 +162,7 @@ fn same_subnet_goes_at_layer_2_unchanged() {
 
 #[test]
 fn across_subnets_the_router_mac_is_the_source_and_ttl_is_untouched() {
-    let lab = Lab::new();
+    let mut lab = Lab::new();
     let mut f = lab.udp("eni-one", lab.router_mac(), [10, 0, 1, 11], [10, 0, 2, 10]);
     let before = f.clone();
     assert_eq!(lab.run("eni-one", &mut f), Verdict::Forward(lab.eni("eni-three")));
@@ -173,7 +173,7 @@ fn across_subnets_the_router_mac_is_the_source_and_ttl_is_untouched() {
 
 #[test]
 fn spoofed_source_mac_is_dropped() {
-    let lab = Lab::new();
+    let mut lab = Lab::new();
     let mut f =
         build::udp(lab.router_mac(), Mac([2, 9, 9, 9, 9, 9]), [10, 0, 1, 10].into(), [10, 0, 2, 10].into(), 1, 2, b"x");
     assert_eq!(lab.run("eni-one", &mut f), Verdict::Drop(DropReason::SourceMacMismatch));
@@ -184,7 +184,7 @@ fn spoofed_source_mac_is_dropped() {
 
 #[test]
 fn only_arp_and_ipv4_pass() {
-    let lab = Lab::new();
+    let mut lab = Lab::new();
     let mut f = lab.udp("eni-one", lab.router_mac(), [10, 0, 1, 10], [10, 0, 2, 10]);
     f[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
     assert_eq!(lab.run("eni-one", &mut f), Verdict::Drop(DropReason::UnsupportedEthertype));
@@ -192,7 +192,7 @@ fn only_arp_and_ipv4_pass() {
 
 #[test]
 fn no_broadcast_and_no_unknown_macs() {
-    let lab = Lab::new();
+    let mut lab = Lab::new();
     let mut f = lab.udp("eni-one", Mac([0xff; 6]), [10, 0, 1, 10], [10, 0, 1, 255]);
     assert_eq!(lab.run("eni-one", &mut f), Verdict::Drop(DropReason::BroadcastOrMulticast));
     let mut f = lab.udp("eni-one", Mac([2, 1, 2, 3, 4, 5]), [10, 0, 1, 10], [10, 0, 1, 20]);
@@ -204,7 +204,7 @@ fn no_broadcast_and_no_unknown_macs() {
 
 #[test]
 fn routing_drops_name_their_reason() {
-    let lab = Lab::new();
+    let mut lab = Lab::new();
     let cases = [
         ([192, 0, 2, 1], DropReason::NoRoute),
         ([10, 0, 3, 10], DropReason::NoSuchAddress),
@@ -218,7 +218,7 @@ fn routing_drops_name_their_reason() {
 
 #[test]
 fn malformed_frames_are_dropped() {
-    let lab = Lab::new();
+    let mut lab = Lab::new();
     let mut f = lab.udp("eni-one", lab.router_mac(), [10, 0, 1, 10], [10, 0, 2, 10]);
     f.truncate(ETH_HEADER_LEN + 10);
     assert_eq!(lab.run("eni-one", &mut f), Verdict::Drop(DropReason::Malformed));
@@ -227,18 +227,32 @@ fn malformed_frames_are_dropped() {
 
 #[test]
 fn the_recorder_sees_each_stage_in_order() {
-    let lab = Lab::new();
+    let mut lab = Lab::new();
     let mut f = lab.udp("eni-one", lab.router_mac(), [10, 0, 1, 10], [10, 0, 2, 10]);
     let mut rec = Recorder::default();
     lab.pipeline.process(Duration::ZERO, lab.eni("eni-one"), &mut f, &mut rec);
     let stages: Vec<Stage> = rec.lines.iter().map(|l| l.0).collect();
-    assert_eq!(stages, [Stage::PortSecurity, Stage::RouteLookup, Stage::Deliver]);
-    assert!(rec.lines[1].1.contains("eni-three"), "{:?}", rec.lines);
+    use Stage::*;
+    assert_eq!(
+        stages,
+        [
+            PortSecurity,
+            SourceCheck,
+            SgEgress,
+            RouteLookup,
+            NaclEgress,
+            NaclIngress,
+            DestinationCheck,
+            SgIngress,
+            Deliver
+        ]
+    );
+    assert!(rec.lines[3].1.contains("eni-three"), "{:?}", rec.lines);
 }
 
 #[test]
 fn arbitrary_bytes_never_panic() {
-    let lab = Lab::new();
+    let mut lab = Lab::new();
     let udp = lab.udp("eni-one", lab.router_mac(), [10, 0, 1, 10], [10, 0, 2, 10]);
     let arp = build::arp_request(lab.mac("eni-one"), Ipv4Addr::new(10, 0, 1, 10), Ipv4Addr::new(10, 0, 1, 20));
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;

@@ -11,12 +11,24 @@ pub enum Verdict {
     /// The frame was rewritten into an answer (an ARP reply): write it back to the ingress port,
     /// with an empty virtio-net header.
     Reply,
-    /// Drop it, for this reason.
+    /// Drop it, for this reason, counted on the sending ENI.
     Drop(DropReason),
+    /// Drop it, counted on the ENI that refused it (the receiver's ACL, check or groups).
+    DropAt(DropReason, EniIdx),
+}
+
+impl Verdict {
+    /// The drop reason, if it is a drop.
+    pub fn drop_reason(self) -> Option<DropReason> {
+        match self {
+            Verdict::Drop(r) | Verdict::DropAt(r, _) => Some(r),
+            _ => None,
+        }
+    }
 }
 
 macro_rules! drop_reasons {
-    ($($(#[$doc:meta])* $name:ident = $text:literal,)*) => {
+    ($($(#[$doc:meta])* $name:ident = $text:literal, $code:literal,)*) => {
         /// Why a frame was dropped. Every drop names one; each is counted per ENI.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         pub enum DropReason {
@@ -35,35 +47,58 @@ macro_rules! drop_reasons {
                     $(DropReason::$name => $text,)*
                 }
             }
+
+            /// An explanation code in the manner of AWS Reachability Analyzer's.
+            pub fn explanation_code(self) -> &'static str {
+                match self {
+                    $(DropReason::$name => $code,)*
+                }
+            }
         }
     };
 }
 
 drop_reasons! {
     /// The frame is truncated or its headers are invalid.
-    Malformed = "malformed",
+    Malformed = "malformed", "MALFORMED_PACKET",
     /// Neither ARP nor IPv4 (IPv6 is not supported yet).
-    UnsupportedEthertype = "unsupported_ethertype",
+    UnsupportedEthertype = "unsupported_ethertype", "UNSUPPORTED_PROTOCOL",
     /// The source MAC is not the sending ENI's.
-    SourceMacMismatch = "source_mac_mismatch",
+    SourceMacMismatch = "source_mac_mismatch", "ENI_SOURCE_MAC_MISMATCH",
     /// An ARP packet that is not a request (the fabric answers ARP; instances need not).
-    ArpNotRequest = "arp_not_request",
+    ArpNotRequest = "arp_not_request", "ARP_NOT_REQUEST",
     /// An ARP request for an address that neither the router nor an ENI of the subnet owns.
-    ArpUnanswered = "arp_unanswered",
+    ArpUnanswered = "arp_unanswered", "ARP_NO_OWNER",
     /// IPv4 to a broadcast or multicast MAC: a VPC carries neither.
-    BroadcastOrMulticast = "broadcast_or_multicast",
+    BroadcastOrMulticast = "broadcast_or_multicast", "BROADCAST_NOT_SUPPORTED",
     /// Unicast to a MAC that is neither the VPC router's nor an ENI's in the same subnet.
-    UnknownDestinationMac = "unknown_destination_mac",
+    UnknownDestinationMac = "unknown_destination_mac", "UNKNOWN_DESTINATION_MAC",
     /// No route: the destination is outside every route of the subnet's table.
-    NoRoute = "no_route",
+    NoRoute = "no_route", "NO_ROUTE_TO_DESTINATION",
     /// The destination is inside the VPC but no ENI owns it.
-    NoSuchAddress = "no_such_address",
+    NoSuchAddress = "no_such_address", "NO_ENI_FOR_DESTINATION",
     /// The ENI owning the destination is not attached to an instance.
-    DestinationNotAttached = "destination_not_attached",
+    DestinationNotAttached = "destination_not_attached", "ENI_NOT_ATTACHED",
     /// The destination TAP did not accept the frame (its queue was full or it is gone).
-    TxFailed = "tx_failed",
+    TxFailed = "tx_failed", "DELIVERY_FAILED",
     /// The ENI's TAP failed to hand a frame over (the kernel dropped it).
-    RxError = "rx_error",
+    RxError = "rx_error", "RECEIVE_FAILED",
+    /// An ARP packet claiming an address or MAC that is not the sending ENI's.
+    ArpSpoof = "arp_spoof", "ENI_ARP_SPOOF",
+    /// Source/destination check: the source IP is not one of the sender's private IPs.
+    SourceCheck = "source_check", "ENI_SOURCE_DEST_CHECK",
+    /// Source/destination check: the destination IP is not one of the receiver's private IPs.
+    DestinationCheck = "destination_check", "ENI_SOURCE_DEST_CHECK",
+    /// No rule of the sender's security groups allows the new flow out.
+    SecurityGroupEgress = "security_group_egress", "ENI_SG_RULES_MISMATCH",
+    /// No rule of the receiver's security groups allows the new flow in.
+    SecurityGroupIngress = "security_group_ingress", "ENI_SG_RULES_MISMATCH",
+    /// The sender's subnet's network ACL denies the packet out.
+    NetworkAclEgress = "network_acl_egress", "NACL_DENY_RULE",
+    /// The receiver's subnet's network ACL denies the packet in.
+    NetworkAclIngress = "network_acl_ingress", "NACL_DENY_RULE",
+    /// The ENI's connection table is full (AWS's `conntrack_allowance_exceeded`).
+    ConntrackFull = "conntrack_allowance_exceeded", "CONNTRACK_ALLOWANCE_EXCEEDED",
 }
 
 /// Counters of one ENI, as seen from the fabric: `rx` is what the instance sent into the fabric,

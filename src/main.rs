@@ -61,6 +61,41 @@ enum Cmd {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Explain, stage by stage, what the lab would do with a packet (changes nothing).
+    Trace {
+        /// The lab; may be left out when one lab is running.
+        #[arg(long)]
+        lab: Option<String>,
+        /// The sending ENI, or an instance (its device-0 ENI).
+        #[arg(long)]
+        from: String,
+        /// The destination address.
+        #[arg(long)]
+        to: std::net::Ipv4Addr,
+        /// tcp, udp, icmp or a protocol number; default tcp with --dport, else icmp.
+        #[arg(long)]
+        proto: Option<String>,
+        /// Source port (ICMP: the echo id).
+        #[arg(long)]
+        sport: Option<u16>,
+        /// Destination port.
+        #[arg(long)]
+        dport: Option<u16>,
+        /// Print JSON instead of one line per stage.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List tracked connections with state and idle time left.
+    Conntrack {
+        /// The lab; may be left out when one lab is running.
+        #[arg(long)]
+        lab: Option<String>,
+        /// Only this ENI (or instance's device-0 ENI).
+        eni: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a topology without creating anything.
     Check {
         /// The topology file.
@@ -94,6 +129,10 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Down { lab } => down(lab.as_deref()),
         Cmd::Status { lab, json } => status(lab.as_deref(), json),
         Cmd::Exec { lab, instance, command } => exec(lab.as_deref(), &instance, &command),
+        Cmd::Trace { lab, from, to, proto, sport, dport, json } => {
+            trace(lab.as_deref(), from, to, proto.as_deref(), sport, dport, json)
+        }
+        Cmd::Conntrack { lab, eni, json } => conntrack(lab.as_deref(), eni, json),
         Cmd::Check { topology } => {
             let model = load(Some(&topology), None)?;
             println!(
@@ -249,7 +288,8 @@ fn print_lab(model: &Model, pid: u32) {
 fn down(named: Option<&str>) -> anyhow::Result<ExitCode> {
     need_root()?;
     let lab = lab::resolve_lab(named, true)?;
-    if lab::lab_running(&lab) {
+    let was_running = lab::lab_running(&lab);
+    if was_running {
         // Ask nicely: the forwarder tears its lab down itself. Then SIGTERM, then SIGKILL.
         let _ = control::request(&lab::socket_path(&lab), &Request::Shutdown);
         let pid = lab::read_record(&lab).map(|r| nix::unistd::Pid::from_raw(r.pid as i32));
@@ -269,7 +309,7 @@ fn down(named: Option<&str>) -> anyhow::Result<ExitCode> {
     let Some(_lock) = lab::LabLock::acquire(&lab, Duration::from_secs(2))? else {
         bail!("lab `{lab}` is still owned by another process; nothing was removed");
     };
-    let had_anything = lab::lab_dir(&lab).exists() || !lab::lab_namespaces(&lab).is_empty();
+    let had_anything = was_running || lab::lab_dir(&lab).exists() || !lab::lab_namespaces(&lab).is_empty();
     lab::clean_up(&lab)?;
     let _ = std::fs::remove_file(lab::log_path(&lab));
     if had_anything {
@@ -310,15 +350,106 @@ fn status(named: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     };
-    let status = match control::request(&lab::socket_path(&lab), &Request::Status)? {
+    let status = match ask(&lab, &Request::Status)? {
         Response::Status(s) => s,
-        Response::Error { message } => bail!("the forwarder of `{lab}` refused: {message}"),
-        Response::Ok => bail!("the forwarder of `{lab}` answered without a status"),
+        other => bail!("the forwarder of `{lab}` answered {other:?}"),
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
         print_status(&status);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One request to a lab's forwarder; an error answer becomes an error.
+fn ask(lab: &str, req: &Request) -> anyhow::Result<Response> {
+    match control::request(&lab::socket_path(lab), req)? {
+        Response::Error { message } => bail!("the forwarder of `{lab}` refused: {message}"),
+        other => Ok(other),
+    }
+}
+
+fn parse_proto(p: &str) -> anyhow::Result<u8> {
+    Ok(match p.to_ascii_lowercase().as_str() {
+        "tcp" => 6,
+        "udp" => 17,
+        "icmp" => 1,
+        n => n.parse().map_err(|_| anyhow::anyhow!("--proto `{p}`: use tcp, udp, icmp or a protocol number"))?,
+    })
+}
+
+fn trace(
+    named: Option<&str>,
+    from: String,
+    to: std::net::Ipv4Addr,
+    proto: Option<&str>,
+    sport: Option<u16>,
+    dport: Option<u16>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let lab = lab::resolve_lab(named, false)?;
+    let protocol = match proto {
+        Some(p) => parse_proto(p)?,
+        None if dport.is_some() => 6,
+        None => 1,
+    };
+    if matches!(protocol, 6 | 17) && dport.is_none() {
+        bail!("--dport is needed for tcp and udp");
+    }
+    let src_port = sport.unwrap_or(if protocol == 1 { 1 } else { 49152 });
+    let req = Request::Trace { from, to, protocol, src_port, dst_port: dport.unwrap_or(0) };
+    let Response::Trace(t) = ask(&lab, &req)? else { bail!("the forwarder of `{lab}` answered without a trace") };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&t)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("trace from {}: {}", t.from, t.packet);
+    for st in &t.stages {
+        println!("  {:<18} {}", st.stage, st.detail);
+    }
+    match (&t.delivered_to, &t.drop_reason) {
+        (Some(to), _) => println!("verdict: delivered to {to}"),
+        (_, Some(reason)) => println!(
+            "verdict: dropped at {} ({reason}) [{}]",
+            t.dropped_at.as_deref().unwrap_or("?"),
+            t.explanation_code.as_deref().unwrap_or("?")
+        ),
+        _ => println!("verdict: {}", t.verdict),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn conntrack(named: Option<&str>, eni: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
+    let lab = lab::resolve_lab(named, false)?;
+    let Response::Connections { connections } = ask(&lab, &Request::Conntrack { eni })? else {
+        bail!("the forwarder of `{lab}` answered without connections")
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&connections)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<16} {:<6} {:<22} {:<22} {:<16} {:>8} {:>10}",
+        "ENI", "PROTO", "INITIATOR", "RESPONDER", "STATE", "PACKETS", "EXPIRES IN"
+    );
+    for c in &connections {
+        let proto = match c.protocol {
+            6 => "tcp".to_string(),
+            17 => "udp".to_string(),
+            1 => "icmp".to_string(),
+            n => n.to_string(),
+        };
+        println!(
+            "{:<16} {:<6} {:<22} {:<22} {:<16} {:>8} {:>9}s",
+            c.eni,
+            proto,
+            format!("{}:{}", c.initiator.0, c.initiator.1),
+            format!("{}:{}", c.responder.0, c.responder.1),
+            c.state,
+            c.packets,
+            c.expires_in_secs
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

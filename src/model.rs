@@ -635,11 +635,6 @@ impl Model {
     /// enforce on packets, for `up` to say so in one line.
     pub fn unenforced_sections(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
-        let custom_sg = self.security_groups.len() > self.vpcs.len();
-        if custom_sg || !self.enis.is_empty() {
-            out.push("security groups");
-        }
-        out.push("network ACLs");
         if self.route_tables.iter().any(|t| t.routes.len() > 1) {
             out.push("route tables beyond the local route");
         }

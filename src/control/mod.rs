@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dataplane::{Command, Handle};
 use crate::model::{EniIdx, Model};
-use crate::pipeline::{DropReason, EniCounters};
+use crate::pipeline::{ConnectionView, DropReason, EniCounters, Verdict};
 
 /// How long a client waits for the daemon.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -25,6 +25,24 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum Request {
     /// Every ENI with its live counters.
     Status,
+    /// Explain what the pipeline would do with a synthesized packet (read-only).
+    Trace {
+        /// An ENI id, or an instance id (its device-0 ENI).
+        from: String,
+        /// Destination address.
+        to: Ipv4Addr,
+        /// IP protocol number.
+        protocol: u8,
+        /// Source port (ICMP: echo id).
+        src_port: u16,
+        /// Destination port.
+        dst_port: u16,
+    },
+    /// The tracked connections, of one ENI (id or instance id) or all.
+    Conntrack {
+        /// The ENI, or none for all.
+        eni: Option<String>,
+    },
     /// Stop forwarding and tear the lab down.
     Shutdown,
 }
@@ -35,6 +53,13 @@ pub enum Request {
 pub enum Response {
     /// Answer to [`Request::Status`].
     Status(LabStatus),
+    /// Answer to [`Request::Trace`].
+    Trace(TraceReport),
+    /// Answer to [`Request::Conntrack`].
+    Connections {
+        /// The connections.
+        connections: Vec<ConnectionView>,
+    },
     /// The request was carried out.
     Ok,
     /// It was not, and why.
@@ -42,6 +67,36 @@ pub enum Response {
         /// What went wrong.
         message: String,
     },
+}
+
+/// What `trace` found: one line per stage, then the verdict.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceReport {
+    /// The ENI the packet leaves from.
+    pub from: String,
+    /// The packet, in one line.
+    pub packet: String,
+    /// (stage, what it decided), in packet order.
+    pub stages: Vec<TraceStage>,
+    /// `delivered` or `dropped`.
+    pub verdict: String,
+    /// The ENI it reached, when delivered.
+    pub delivered_to: Option<String>,
+    /// The drop reason, when dropped.
+    pub drop_reason: Option<String>,
+    /// The Reachability-Analyzer-style explanation code, when dropped.
+    pub explanation_code: Option<String>,
+    /// The ENI charged with the drop.
+    pub dropped_at: Option<String>,
+}
+
+/// One stage of a trace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceStage {
+    /// The stage's name (`sg-egress`, `nacl-ingress`, ...).
+    pub stage: String,
+    /// What it decided and why.
+    pub detail: String,
 }
 
 /// A lab as `status` shows it.
@@ -135,6 +190,26 @@ fn serve_one(conn: UnixStream, handle: &Handle, model: &Model) {
             Ok(c) => Response::Status(LabStatus::new(model, &c)),
             Err(e) => Response::Error { message: e.to_string() },
         },
+        Ok(Request::Trace { from, to, protocol, src_port, dst_port }) => match find_eni(model, &from) {
+            None => Response::Error { message: format!("no ENI or instance `{from}` in lab `{}`", model.name) },
+            Some(eni) => trace(handle, model, eni, to, protocol, src_port, dst_port),
+        },
+        Ok(Request::Conntrack { eni }) => {
+            let idx = match eni.as_deref().map(|e| find_eni(model, e)) {
+                Some(None) => None,
+                Some(Some(i)) => Some(Some(i)),
+                None => Some(None),
+            };
+            match idx {
+                None => Response::Error {
+                    message: format!("no ENI or instance `{}` in lab `{}`", eni.unwrap_or_default(), model.name),
+                },
+                Some(idx) => match handle.ask(Duration::from_secs(5), |tx| Command::Connections(idx, tx)) {
+                    Ok(connections) => Response::Connections { connections },
+                    Err(e) => Response::Error { message: e.to_string() },
+                },
+            }
+        }
         Ok(Request::Shutdown) => match handle.send(Command::Shutdown) {
             Ok(()) => Response::Ok,
             Err(e) => Response::Error { message: e.to_string() },
@@ -143,6 +218,53 @@ fn serve_one(conn: UnixStream, handle: &Handle, model: &Model) {
     let mut out = serde_json::to_string(&response).expect("responses always serialize");
     out.push('\n');
     let _ = (&conn).write_all(out.as_bytes());
+}
+
+/// An ENI by id, or an instance's device-0 ENI by instance id.
+fn find_eni(model: &Model, name: &str) -> Option<EniIdx> {
+    model.eni_by_id(name).or_else(|| model.instance_by_id(name).and_then(|i| model.enis_of(i).first().copied()))
+}
+
+/// Builds the packet, has the data plane run it read-only, and words the answer.
+fn trace(handle: &Handle, model: &Model, from: EniIdx, to: Ipv4Addr, protocol: u8, sport: u16, dport: u16) -> Response {
+    let eni = &model.enis[from.index()];
+    let frame = crate::pipeline::synthesize_for(model, from, to, protocol, sport, dport);
+    let packet = match protocol {
+        6 => format!("tcp {}:{sport} -> {to}:{dport} [SYN]", eni.private_ip),
+        17 => format!("udp {}:{sport} -> {to}:{dport}", eni.private_ip),
+        1 => format!("icmp echo request {} -> {to} id {sport}", eni.private_ip),
+        p => format!("protocol {p} {} -> {to}", eni.private_ip),
+    };
+    let (verdict, rec) = match handle.ask(Duration::from_secs(5), |reply| Command::Trace { from, frame, reply }) {
+        Ok(r) => r,
+        Err(e) => return Response::Error { message: e.to_string() },
+    };
+    let name = |e: EniIdx| model.enis[e.index()].id.clone();
+    let stages = rec.lines.into_iter().map(|(s, d)| TraceStage { stage: s.name().to_string(), detail: d }).collect();
+    let mut report = TraceReport {
+        from: eni.id.clone(),
+        packet,
+        stages,
+        verdict: "delivered".into(),
+        delivered_to: None,
+        drop_reason: None,
+        explanation_code: None,
+        dropped_at: None,
+    };
+    match verdict {
+        Verdict::Forward(to) => report.delivered_to = Some(name(to)),
+        Verdict::Reply => report.verdict = "answered by the fabric".into(),
+        Verdict::Drop(r) | Verdict::DropAt(r, _) => {
+            report.verdict = "dropped".into();
+            report.drop_reason = Some(r.name().into());
+            report.explanation_code = Some(r.explanation_code().into());
+            report.dropped_at = Some(match verdict {
+                Verdict::DropAt(_, at) => name(at),
+                _ => eni.id.clone(),
+            });
+        }
+    }
+    Response::Trace(report)
 }
 
 /// Sends one request to the daemon listening on `socket` and returns its response.

@@ -30,7 +30,7 @@ use hashbrown::HashMap;
 
 pub use verdict::{DropReason, EniCounters, Verdict};
 
-use crate::conntrack::{ConnState, ConnTable, ConntrackFull, PacketInfo};
+use crate::conntrack::{ConnTable, ConntrackFull, PacketInfo};
 use crate::model::{AclIdx, Cidr, EniIdx, Mac, Model, NetworkAcl, SubnetIdx, VpcIdx};
 use crate::packet::{self, build, ArpMeta, Ipv4Meta, L3Meta, ARP_REQUEST, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use crate::policy::{network_acl, security_group::SecurityGroups, Direction, Flow};
@@ -271,24 +271,6 @@ impl Pipeline {
         (v, rec)
     }
 
-    /// A packet as the instance on `from` would send it to `to` from its primary IP: a TCP SYN,
-    /// a UDP datagram, an ICMP echo request (id `src_port`), or a bare packet of another protocol.
-    /// It goes to the owner's MAC when `to` is in the sender's subnet, else to the router's.
-    pub fn synthesize(&self, from: EniIdx, to: Ipv4Addr, protocol: u8, src_port: u16, dst_port: u16) -> Vec<u8> {
-        let port = &self.ports[from.index()];
-        let src = port.ips[0];
-        let dst_mac = match self.owner_by_ip.get(&(port.vpc, to)) {
-            Some(&o) if port.subnet_cidr.contains(to) => self.ports[o.index()].mac,
-            _ => port.router_mac,
-        };
-        match protocol {
-            PROTO_TCP => build::tcp(dst_mac, port.mac, src, to, src_port, dst_port, crate::conntrack::TCP_SYN, b""),
-            PROTO_UDP => build::udp(dst_mac, port.mac, src, to, src_port, dst_port, b"vpclab trace"),
-            PROTO_ICMP => build::icmp_echo(dst_mac, port.mac, src, to, src_port),
-            other => build::ip_proto(dst_mac, port.mac, src, to, other),
-        }
-    }
-
     /// Reclaims expired connection entries (bounded work per table).
     pub fn handle_timeout(&mut self, now: Duration) {
         for t in &mut self.conntrack {
@@ -416,14 +398,19 @@ impl Pipeline {
     /// A tracked flow whose sender-side entry caches a hop made under the current generation
     /// goes straight there; both connection entries are refreshed. `None`: take the full walk.
     fn fast_path(&mut self, now: Duration, from: EniIdx, info: &PacketInfo, frame: &mut [u8]) -> Option<Verdict> {
-        let generation = self.generation;
-        let hop = match self.conntrack[from.index()].lookup(now, info) {
-            Some((e, _)) if e.generation == generation => e.decision?,
+        // Look before touching: a packet that falls back to the full walk must update each
+        // entry once, there, or TCP state would see its flags twice.
+        let hop = match self.conntrack[from.index()].peek(now, info) {
+            Some((e, _)) if e.generation == self.generation => e.decision?,
             _ => return None,
         };
-        if hop.to != from && self.conntrack[hop.to.index()].lookup(now, info).is_none() {
+        if hop.to != from && self.conntrack[hop.to.index()].peek(now, info).is_none() {
             // The receiver's entry expired on its own (shorter timeouts): judge afresh.
             return None;
+        }
+        self.conntrack[from.index()].lookup(now, info);
+        if hop.to != from {
+            self.conntrack[hop.to.index()].lookup(now, info);
         }
         self.deliver(from, hop, frame, &mut NoObserver);
         Some(Verdict::Forward(hop.to))
@@ -457,9 +444,12 @@ impl Pipeline {
                 Err(ConntrackFull) => Err(Verdict::DropAt(DropReason::ConntrackFull, eni)),
             },
             SgOutcome::Tracked => {
-                if let (Some(hop), Some((e, _))) = (hop, table.lookup(now, info)) {
-                    e.decision = Some(hop);
-                    e.generation = generation;
+                // Refresh the entry (state, idle timer); on the sender's side, cache the hop.
+                if let Some((e, _)) = table.lookup(now, info) {
+                    if hop.is_some() {
+                        e.decision = hop;
+                        e.generation = generation;
+                    }
                 }
                 Ok(())
             }
@@ -643,6 +633,34 @@ impl Pipeline {
     }
 }
 
+/// A packet as the instance on `from` would send it to `to` from its primary IP: a TCP SYN,
+/// a UDP datagram, an ICMP echo request (id `src_port`), or a bare packet of another protocol.
+/// It goes to the owner's MAC when `to` is an ENI of the sender's subnet, else to the router's.
+pub fn synthesize_for(
+    model: &Model,
+    from: EniIdx,
+    to: Ipv4Addr,
+    protocol: u8,
+    src_port: u16,
+    dst_port: u16,
+) -> Vec<u8> {
+    let eni = &model.enis[from.index()];
+    let subnet = model.subnet_of(from);
+    let router_mac = model.vpcs[subnet.vpc.index()].router_mac;
+    let neighbour = model.enis.iter().find(|e| e.subnet == eni.subnet && e.private_ips().any(|ip| ip == to));
+    let dst_mac = match neighbour {
+        Some(n) if subnet.cidr.contains(to) => n.mac,
+        _ => router_mac,
+    };
+    let src = eni.private_ip;
+    match protocol {
+        PROTO_TCP => build::tcp(dst_mac, eni.mac, src, to, src_port, dst_port, crate::conntrack::TCP_SYN, b""),
+        PROTO_UDP => build::udp(dst_mac, eni.mac, src, to, src_port, dst_port, b"vpclab trace"),
+        PROTO_ICMP => build::icmp_echo(dst_mac, eni.mac, src, to, src_port),
+        other => build::ip_proto(dst_mac, eni.mac, src, to, other),
+    }
+}
+
 /// What rules and conntrack look at in an IPv4 packet.
 fn packet_info(ip: &Ipv4Meta) -> PacketInfo {
     PacketInfo {
@@ -668,14 +686,6 @@ fn flow_ports(flow: &Flow) -> crate::model::PortMatch {
         PROTO_ICMP => PortMatch::Icmp { icmp_type: Some(flow.icmp_type), icmp_code: Some(flow.icmp_code) },
         _ => PortMatch::Any,
     }
-}
-
-/// States in which a TCP connection is still setting up or closing (for `conntrack` listings).
-pub fn is_transient(state: ConnState) -> bool {
-    !matches!(
-        state,
-        ConnState::TcpEstablished | ConnState::UdpStream | ConnState::UdpSingle | ConnState::Icmp | ConnState::Other
-    )
 }
 
 #[cfg(test)]

@@ -281,3 +281,364 @@ fn arbitrary_bytes_never_panic() {
         let _ = lab.run("eni-one", &mut f);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Security groups, connection tracking, network ACLs, source/destination check
+
+const POLICY_LAB: &str = r#"
+name = "pol"
+
+[[vpc]]
+id = "vpc-a"
+cidr = "10.0.0.0/16"
+
+[[subnet]]
+id = "sub-1"
+vpc = "vpc-a"
+cidr = "10.0.1.0/24"
+network_acl = "acl-1"
+
+[[subnet]]
+id = "sub-2"
+vpc = "vpc-a"
+cidr = "10.0.2.0/24"
+
+[[network_acl]]
+id = "acl-1"
+vpc = "vpc-a"
+ingress = [{ rule = 100, protocol = "all", cidr = "0.0.0.0/0", action = "allow" }]
+egress = [
+  { rule = 90, protocol = "tcp", ports = "23", cidr = "0.0.0.0/0", action = "deny" },
+  { rule = 100, protocol = "all", cidr = "0.0.0.0/0", action = "allow" },
+]
+
+[[security_group]]
+id = "sg-client"
+vpc = "vpc-a"
+
+[[security_group]]
+id = "sg-server"
+vpc = "vpc-a"
+ingress = [
+  { protocol = "tcp", ports = "80", source = "sg-client" },
+  { protocol = "udp", ports = "53", source = "10.0.1.0/24" },
+  { protocol = "tcp", ports = "23", source = "0.0.0.0/0" },
+]
+egress = []
+
+[[security_group]]
+id = "sg-open"
+vpc = "vpc-a"
+ingress = [{ protocol = "tcp", ports = "8080", source = "0.0.0.0/0" }]
+
+[[instance]]
+id = "client"
+[[instance]]
+id = "other"
+[[instance]]
+id = "server"
+[[instance]]
+id = "web"
+[[instance]]
+id = "box"
+[[instance]]
+id = "small"
+
+[[network_interface]]
+id = "eni-client"
+subnet = "sub-1"
+private_ip = "10.0.1.10"
+security_groups = ["sg-client"]
+attachment = { instance = "client", device_index = 0 }
+
+[[network_interface]]
+id = "eni-other"
+subnet = "sub-1"
+private_ip = "10.0.1.20"
+security_groups = ["sg-server"]
+attachment = { instance = "other", device_index = 0 }
+
+[[network_interface]]
+id = "eni-server"
+subnet = "sub-2"
+private_ip = "10.0.2.10"
+security_groups = ["sg-server"]
+attachment = { instance = "server", device_index = 0 }
+
+[[network_interface]]
+id = "eni-web"
+subnet = "sub-2"
+private_ip = "10.0.2.20"
+security_groups = ["sg-open"]
+attachment = { instance = "web", device_index = 0 }
+
+[[network_interface]]
+id = "eni-box"
+subnet = "sub-2"
+private_ip = "10.0.2.30"
+security_groups = ["sg-open"]
+source_dest_check = false
+attachment = { instance = "box", device_index = 0 }
+
+[[network_interface]]
+id = "eni-small"
+subnet = "sub-2"
+private_ip = "10.0.2.40"
+security_groups = ["sg-server"]
+connection_tracking = { max_connections = 1 }
+attachment = { instance = "small", device_index = 0 }
+"#;
+
+struct Policy {
+    model: Model,
+    pipeline: Pipeline,
+    now: Duration,
+}
+
+const SYN: u8 = 0x02;
+const SYN_ACK: u8 = 0x12;
+const ACK: u8 = 0x10;
+
+impl Policy {
+    fn new() -> Policy {
+        let model = crate::topology::parse(POLICY_LAB, "pol.toml").expect("the policy lab is valid");
+        let pipeline = Pipeline::new(&model);
+        Policy { model, pipeline, now: Duration::ZERO }
+    }
+
+    fn eni(&self, id: &str) -> EniIdx {
+        self.model.eni_by_id(id).expect("known ENI")
+    }
+
+    fn ip(&self, id: &str) -> Ipv4Addr {
+        self.model.enis[self.eni(id).index()].private_ip
+    }
+
+    /// The MAC an instance on `from` would send to for `dst`: the owner's in its subnet, else the router's.
+    fn next_hop_mac(&self, from: &str, dst: Ipv4Addr) -> Mac {
+        let eni = &self.model.enis[self.eni(from).index()];
+        let subnet = self.model.subnet_of(self.eni(from));
+        match self.model.enis.iter().find(|e| e.subnet == eni.subnet && e.private_ips().any(|ip| ip == dst)) {
+            Some(n) => n.mac,
+            None => self.model.vpcs[subnet.vpc.index()].router_mac,
+        }
+    }
+
+    fn tcp_from(&mut self, from: &str, src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8) -> Verdict {
+        let mac = self.model.enis[self.eni(from).index()].mac;
+        let mut f = build::tcp(self.next_hop_mac(from, dst), mac, src, dst, sport, dport, flags, b"");
+        let from = self.eni(from);
+        self.pipeline.process(self.now, from, &mut f, &mut NoObserver)
+    }
+
+    /// TCP between two ENIs by id, from the sender's primary IP.
+    fn tcp(&mut self, from: &str, to: &str, sport: u16, dport: u16, flags: u8) -> Verdict {
+        let (src, dst) = (self.ip(from), self.ip(to));
+        self.tcp_from(from, src, dst, sport, dport, flags)
+    }
+
+    fn udp(&mut self, from: &str, to: &str, sport: u16, dport: u16) -> Verdict {
+        let eni = &self.model.enis[self.eni(from).index()];
+        let (mac, src, dst) = (eni.mac, eni.private_ip, self.ip(to));
+        let mut f = build::udp(self.next_hop_mac(from, dst), mac, src, dst, sport, dport, b"q");
+        let from = self.eni(from);
+        self.pipeline.process(self.now, from, &mut f, &mut NoObserver)
+    }
+
+    fn tracked(&self, eni: &str) -> usize {
+        self.pipeline.connections(self.now, Some(self.eni(eni))).len()
+    }
+}
+
+#[test]
+fn new_inbound_needs_a_rule_and_replies_need_none() {
+    let mut p = Policy::new();
+    let server = p.eni("eni-server");
+    // No rule for 22: refused at the receiver, counted there.
+    assert_eq!(
+        p.tcp("eni-client", "eni-server", 40000, 22, SYN),
+        Verdict::DropAt(DropReason::SecurityGroupIngress, server)
+    );
+    // tcp 80 from members of sg-client: admitted; the server's `egress = []` does not stop replies.
+    assert_eq!(p.tcp("eni-client", "eni-server", 40000, 80, SYN), Verdict::Forward(server));
+    assert_eq!(p.tcp("eni-server", "eni-client", 80, 40000, SYN_ACK), Verdict::Forward(p.eni("eni-client")));
+    assert_eq!(p.tcp("eni-client", "eni-server", 40000, 80, ACK), Verdict::Forward(server));
+    assert_eq!((p.tracked("eni-client"), p.tracked("eni-server")), (1, 1));
+    // But with `egress = []` the server cannot start anything.
+    assert_eq!(p.tcp("eni-server", "eni-client", 41000, 80, SYN), Verdict::Drop(DropReason::SecurityGroupEgress));
+}
+
+#[test]
+fn a_group_reference_admits_members_only() {
+    let mut p = Policy::new();
+    // eni-web is not in sg-client: tcp 80 is refused to it (only sg-client members may).
+    assert_eq!(
+        p.tcp("eni-web", "eni-server", 40000, 80, SYN),
+        Verdict::DropAt(DropReason::SecurityGroupIngress, p.eni("eni-server"))
+    );
+    assert_eq!(p.tcp("eni-client", "eni-server", 40000, 80, SYN), Verdict::Forward(p.eni("eni-server")));
+}
+
+#[test]
+fn a_low_numbered_acl_deny_beats_a_higher_allow_but_not_inside_the_subnet() {
+    let mut p = Policy::new();
+    let mut rec = Recorder::default();
+    let (src, dst) = (p.ip("eni-client"), p.ip("eni-server"));
+    let mut f = build::tcp(p.next_hop_mac("eni-client", dst), p.model.enis[0].mac, src, dst, 40000, 23, SYN, b"");
+    let v = p.pipeline.process(p.now, p.eni("eni-client"), &mut f, &mut rec);
+    assert_eq!(v, Verdict::Drop(DropReason::NetworkAclEgress));
+    assert!(rec.lines.iter().any(|(s, d)| *s == Stage::NaclEgress && d.contains("rule 90: deny")), "{rec:?}");
+    // The same port to an ENI of the same subnet: no ACL between them.
+    assert_eq!(p.tcp("eni-client", "eni-other", 40000, 23, SYN), Verdict::Forward(p.eni("eni-other")));
+}
+
+#[test]
+fn source_and_destination_checks_and_the_appliance_that_turns_them_off() {
+    let mut p = Policy::new();
+    let foreign = Ipv4Addr::new(10, 0, 1, 99);
+    let web = p.ip("eni-web");
+    assert_eq!(p.tcp_from("eni-client", foreign, web, 40000, 8080, SYN), Verdict::Drop(DropReason::SourceCheck));
+    // The appliance may send for others (check off) ...
+    assert_eq!(p.tcp_from("eni-box", foreign, web, 40000, 8080, SYN), Verdict::Forward(p.eni("eni-web")));
+    // ... and receive for others: a frame to its MAC for an address it does not own.
+    let mut f = build::tcp(
+        p.model.enis[p.eni("eni-box").index()].mac,
+        p.model.enis[p.eni("eni-web").index()].mac,
+        web,
+        Ipv4Addr::new(192, 0, 2, 1),
+        40000,
+        8080,
+        SYN,
+        b"",
+    );
+    let v = p.pipeline.process(p.now, p.eni("eni-web"), &mut f, &mut NoObserver);
+    assert_eq!(v, Verdict::Forward(p.eni("eni-box")));
+    // An ENI with the check on may not receive for others.
+    let mut f = build::tcp(
+        p.model.enis[p.eni("eni-server").index()].mac,
+        p.model.enis[p.eni("eni-web").index()].mac,
+        web,
+        Ipv4Addr::new(192, 0, 2, 1),
+        8080,
+        23,
+        SYN,
+        b"",
+    );
+    let v = p.pipeline.process(p.now, p.eni("eni-web"), &mut f, &mut NoObserver);
+    assert_eq!(v, Verdict::DropAt(DropReason::DestinationCheck, p.eni("eni-server")));
+}
+
+#[test]
+fn arp_may_only_claim_the_enis_own_addresses() {
+    let mut p = Policy::new();
+    let mac = p.model.enis[p.eni("eni-client").index()].mac;
+    let mut f = build::arp_request(mac, Ipv4Addr::new(10, 0, 1, 99), Ipv4Addr::new(10, 0, 1, 1));
+    let v = p.pipeline.process(p.now, p.eni("eni-client"), &mut f, &mut NoObserver);
+    assert_eq!(v, Verdict::Drop(DropReason::ArpSpoof));
+    let mut f = build::arp_request(mac, Ipv4Addr::UNSPECIFIED, Ipv4Addr::new(10, 0, 1, 1));
+    assert_eq!(p.pipeline.process(p.now, p.eni("eni-client"), &mut f, &mut NoObserver), Verdict::Reply);
+}
+
+#[test]
+fn a_full_connection_table_refuses_new_connections_only() {
+    let mut p = Policy::new();
+    let small = p.eni("eni-small");
+    assert_eq!(p.tcp("eni-client", "eni-small", 40000, 80, SYN), Verdict::Forward(small));
+    assert_eq!(p.tcp("eni-client", "eni-small", 40001, 80, SYN), Verdict::DropAt(DropReason::ConntrackFull, small));
+    // The existing connection goes on, both ways.
+    assert_eq!(p.tcp("eni-small", "eni-client", 80, 40000, SYN_ACK), Verdict::Forward(p.eni("eni-client")));
+    assert_eq!(p.tcp("eni-client", "eni-small", 40000, 80, ACK), Verdict::Forward(small));
+}
+
+#[test]
+fn flows_open_both_ways_to_anywhere_are_untracked() {
+    let mut p = Policy::new();
+    // sg-open allows tcp 8080 from 0.0.0.0/0 and everything out: untracked on eni-web's side.
+    assert_eq!(p.tcp("eni-client", "eni-web", 40000, 8080, SYN), Verdict::Forward(p.eni("eni-web")));
+    assert_eq!((p.tracked("eni-client"), p.tracked("eni-web")), (1, 0));
+}
+
+#[test]
+fn connections_expire_on_the_idle_timeout() {
+    let mut p = Policy::new();
+    let client = p.eni("eni-client");
+    assert_eq!(p.udp("eni-client", "eni-server", 5000, 53), Verdict::Forward(p.eni("eni-server")));
+    p.now = Duration::from_secs(29);
+    assert_eq!(p.udp("eni-server", "eni-client", 53, 5000), Verdict::Forward(client));
+    // 30 s (AWS's UDP default) after the last packet the reply has no entry and no rule.
+    p.now = Duration::from_secs(60);
+    p.pipeline.handle_timeout(p.now);
+    assert_eq!((p.tracked("eni-client"), p.tracked("eni-server")), (0, 0));
+    assert_eq!(p.udp("eni-server", "eni-client", 53, 5000), Verdict::Drop(DropReason::SecurityGroupEgress));
+}
+
+#[test]
+fn icmp_errors_about_tracked_flows_pass_whatever_the_rules() {
+    let mut p = Policy::new();
+    let client = p.eni("eni-client");
+    let (cmac, smac) = (p.model.enis[client.index()].mac, p.model.enis[p.eni("eni-server").index()].mac);
+    let (cip, sip) = (p.ip("eni-client"), p.ip("eni-server"));
+    let router = p.model.vpcs[0].router_mac;
+    let mut query = build::udp(router, cmac, cip, sip, 5000, 53, b"q");
+    let quoted = query.clone();
+    assert_eq!(p.pipeline.process(p.now, client, &mut query, &mut NoObserver), Verdict::Forward(p.eni("eni-server")));
+    // Port unreachable back: sg-server allows nothing out and sg-client nothing in, but it is related.
+    let mut err = build::icmp_error(router, smac, sip, cip, 3, 3, &quoted);
+    let v = p.pipeline.process(p.now, p.eni("eni-server"), &mut err, &mut NoObserver);
+    assert_eq!(v, Verdict::Forward(client));
+    // An unrelated ICMP error (quoting a flow nobody tracks) is judged by the rules.
+    let other = build::udp(router, cmac, cip, sip, 6000, 53, b"q");
+    let mut err = build::icmp_error(router, smac, sip, cip, 3, 3, &other);
+    let v = p.pipeline.process(p.now, p.eni("eni-server"), &mut err, &mut NoObserver);
+    assert_eq!(v, Verdict::Drop(DropReason::SecurityGroupEgress));
+}
+
+#[test]
+fn a_changed_acl_applies_to_the_next_packet_of_a_tracked_flow() {
+    let mut p = Policy::new();
+    let server = p.eni("eni-server");
+    for flags in [SYN, ACK, ACK] {
+        assert_eq!(p.tcp("eni-client", "eni-server", 40000, 80, flags), Verdict::Forward(server));
+    }
+    let mut changed = p.model.clone();
+    let acl = changed.subnets[0].network_acl.index();
+    changed.network_acls[acl].egress.retain(|r| r.number != 100);
+    p.pipeline.reconfigure(&changed);
+    assert_eq!(p.tcp("eni-client", "eni-server", 40000, 80, ACK), Verdict::Drop(DropReason::NetworkAclEgress));
+    // Security group changes do not cut a tracked connection (AWS): remove every rule, it goes on.
+    let mut changed = p.model.clone();
+    for g in &mut changed.security_groups {
+        g.ingress.clear();
+    }
+    p.pipeline.reconfigure(&changed);
+    assert_eq!(p.tcp("eni-client", "eni-server", 40000, 80, ACK), Verdict::Forward(server));
+    assert_eq!(
+        p.tcp("eni-client", "eni-server", 40001, 80, SYN),
+        Verdict::DropAt(DropReason::SecurityGroupIngress, server)
+    );
+}
+
+#[test]
+fn trace_explains_without_creating_connections() {
+    let mut p = Policy::new();
+    let mut f = synthesize_for(&p.model, p.eni("eni-client"), p.ip("eni-server"), 6, 40000, 80);
+    let (v, rec) = p.pipeline.trace(p.now, p.eni("eni-client"), &mut f);
+    assert_eq!(v, Verdict::Forward(p.eni("eni-server")));
+    assert!(rec.lines.iter().any(|(s, d)| *s == Stage::SgIngress && d.contains("sg-server ingress rule 1")), "{rec:?}");
+    assert_eq!((p.tracked("eni-client"), p.tracked("eni-server")), (0, 0));
+    // Real traffic afterwards agrees, and is then what a trace of the reply sees.
+    assert_eq!(p.tcp("eni-client", "eni-server", 40000, 80, SYN), Verdict::Forward(p.eni("eni-server")));
+    let mut back = build::tcp(
+        p.model.vpcs[0].router_mac,
+        p.model.enis[p.eni("eni-server").index()].mac,
+        p.ip("eni-server"),
+        p.ip("eni-client"),
+        80,
+        40000,
+        SYN_ACK,
+        b"",
+    );
+    let (v, rec) = p.pipeline.trace(p.now, p.eni("eni-server"), &mut back);
+    assert_eq!(v, Verdict::Forward(p.eni("eni-client")));
+    assert!(rec.lines.iter().any(|(s, d)| *s == Stage::SgEgress && d.contains("tracked connection")), "{rec:?}");
+}

@@ -14,9 +14,9 @@ x() { run exec --lab demo "$@"; }
 run up
 x web -- ping -c 3 10.0.2.10                               # web (public subnet) -> app (private subnet), routed
 x app -- ping -c 3 -I 10.0.2.50 10.0.2.20              # app's floating ENI (eth1) -> standby, same subnet
-x app -- iperf3 -s -D -1
+x app -- iperf3 -s -D -1 -p 8080            # sg-app admits tcp 8080 from sg-web only
 sleep 0.3
-x web -- iperf3 -c 10.0.2.10 -t 2                      # TCP through the forwarder
+x web -- iperf3 -c 10.0.2.10 -p 8080 -t 2              # TCP through the forwarder, tracked both sides
 run status demo
 echo
 echo "The lab is still up: try \`$vpclab exec web -- bash\`, then \`$vpclab down demo\` to remove it."

@@ -13,6 +13,8 @@ use etherparse::{ArpPacketSlice, Ethernet2Slice, Icmpv4Slice, Ipv4HeaderSlice, T
 
 use crate::model::Mac;
 
+pub mod rewrite;
+
 /// EtherType of IPv4.
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
 /// EtherType of ARP.

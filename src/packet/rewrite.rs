@@ -466,3 +466,532 @@ pub fn verify(frame: &[u8]) -> bool {
         _ => true,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{build, icmp_quoted, parse, L3Meta};
+    use super::*;
+
+    const A: Mac = Mac([2, 0, 0, 0, 0, 0xa]);
+    const B: Mac = Mac([2, 0, 0, 0, 0, 0xb]);
+    const PRIV: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 10);
+    const HOST: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+    const EIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 5);
+    const NAT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
+
+    fn meta(f: &[u8]) -> Ipv4Meta {
+        match parse(f).expect("parses").l3 {
+            L3Meta::Ipv4(ip) => ip,
+            other => panic!("not IPv4: {other:?}"),
+        }
+    }
+
+    fn udp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+        let b = etherparse::PacketBuilder::ethernet2(A.0, B.0).ipv4(src.octets(), dst.octets(), 64).udp(sport, dport);
+        let mut f = Vec::new();
+        b.write(&mut f, payload).unwrap();
+        f
+    }
+
+    fn tcp(
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        sport: u16,
+        dport: u16,
+        seq: u32,
+        ack: Option<u32>,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let mut b = etherparse::PacketBuilder::ethernet2(A.0, B.0)
+            .ipv4(src.octets(), dst.octets(), 64)
+            .tcp(sport, dport, seq, 64240);
+        b = match ack {
+            Some(a) => b.ack(a).psh(),
+            None => b.syn(),
+        };
+        let mut f = Vec::new();
+        b.write(&mut f, payload).unwrap();
+        f
+    }
+
+    fn echo(src: Ipv4Addr, dst: Ipv4Addr, id: u16, reply: bool) -> Vec<u8> {
+        let b = etherparse::PacketBuilder::ethernet2(A.0, B.0).ipv4(src.octets(), dst.octets(), 64);
+        let b = if reply { b.icmpv4_echo_reply(id, 3) } else { b.icmpv4_echo_request(id, 3) };
+        let mut f = Vec::new();
+        b.write(&mut f, b"0123456789abcdef").unwrap();
+        f
+    }
+
+    fn l4_csum_at(f: &[u8]) -> usize {
+        let ip = meta(f);
+        IP + usize::from(ip.header_len) + if ip.protocol == PROTO_TCP { 16 } else { 6 }
+    }
+
+    fn field(f: &[u8], at: usize) -> u16 {
+        read_u16(f, at)
+    }
+
+    fn ip_header_valid(f: &[u8]) -> bool {
+        let hl = usize::from(f[IP] & 0x0f) * 4;
+        fold(sum(&f[IP..IP + hl], 0)) == 0xffff
+    }
+
+    /// The folded pseudo-header sum of the frame as it is now (what Linux leaves in the field
+    /// with CHECKSUM_PARTIAL).
+    fn pseudo_fold(f: &[u8]) -> u16 {
+        let ip = meta(f);
+        let len = ip.total_len - u16::from(ip.header_len);
+        fold(pseudo_header_sum(ip.src, ip.dst, ip.protocol, len))
+    }
+
+    /// Turns a frame with a full TCP/UDP checksum into a NEEDS_CSUM one.
+    fn to_partial(mut f: Vec<u8>) -> Vec<u8> {
+        let at = l4_csum_at(&f);
+        let p = pseudo_fold(&f);
+        f[at..at + 2].copy_from_slice(&p.to_be_bytes());
+        f
+    }
+
+    /// What the device does with a NEEDS_CSUM frame: sum from the transport header on (the field
+    /// included) and store the complement.
+    fn complete_partial(mut f: Vec<u8>) -> Vec<u8> {
+        let ip = meta(&f);
+        let l4 = IP + usize::from(ip.header_len);
+        let end = IP + usize::from(ip.total_len);
+        let at = l4_csum_at(&f);
+        let c = !fold(sum(&f[l4..end], 0));
+        f[at..at + 2].copy_from_slice(&c.to_be_bytes());
+        f
+    }
+
+    /// The L4 checksum recomputed from scratch (RFC 1071), UDP zero sent as 0xffff.
+    fn recomputed(f: &[u8]) -> u16 {
+        let ip = meta(f);
+        let l4 = IP + usize::from(ip.header_len);
+        let end = IP + usize::from(ip.total_len);
+        let at = l4_csum_at(f);
+        let mut copy = f[l4..end].to_vec();
+        copy[at - l4..at - l4 + 2].fill(0);
+        let c = !fold(sum(&copy, pseudo_header_sum(ip.src, ip.dst, ip.protocol, (end - l4) as u16)));
+        if ip.protocol == PROTO_UDP && c == 0 {
+            0xffff
+        } else {
+            c
+        }
+    }
+
+    /// Checksums equal as one's-complement numbers (0 and 0xffff are both zero).
+    fn same(a: u16, b: u16) -> bool {
+        a == b || (a == 0 && b == 0xffff) || (a == 0xffff && b == 0)
+    }
+
+    #[test]
+    fn address_rewrites_keep_every_checksum_valid() {
+        let frames = [
+            tcp(PRIV, HOST, 40000, 443, 1000, None, b""),
+            tcp(PRIV, HOST, 40000, 443, 1000, Some(5), b"GET / HTTP/1.1\r\n\r\n"),
+            udp(PRIV, HOST, 5353, 53, b"query"),
+            udp(PRIV, HOST, 5353, 53, b"odd"),
+            echo(PRIV, HOST, 77, false),
+        ];
+        for orig in frames {
+            assert!(verify(&orig));
+            let mut f = orig.clone();
+            let ip = meta(&f);
+            set_src_ip(&mut f, &ip, EIP, L4Csum::Full);
+            assert!(verify(&f), "after src: {f:?}");
+            let after = meta(&f);
+            assert_eq!((after.src, after.dst, after.l4), (EIP, HOST, ip.l4));
+            set_dst_ip(&mut f, &ip, NAT, L4Csum::Full);
+            assert!(verify(&f));
+            assert_eq!((meta(&f).src, meta(&f).dst), (EIP, NAT));
+            // Back again: the original bytes (checksums are deterministic for these values).
+            set_src_ip(&mut f, &ip, PRIV, L4Csum::Full);
+            set_dst_ip(&mut f, &ip, HOST, L4Csum::Full);
+            assert!(verify(&f));
+            assert_eq!(meta(&f), ip);
+        }
+    }
+
+    #[test]
+    fn port_rewrites_keep_checksums_valid() {
+        for orig in [tcp(PRIV, HOST, 40000, 443, 7, Some(9), b"data"), udp(PRIV, HOST, 5353, 53, b"query")] {
+            let mut f = orig.clone();
+            let ip = meta(&f);
+            set_src_port(&mut f, &ip, 1024, L4Csum::Full);
+            assert!(verify(&f));
+            set_dst_port(&mut f, &ip, 65535, L4Csum::Full);
+            assert!(verify(&f));
+            let l4 = meta(&f).l4;
+            assert_eq!((l4.src_port, l4.dst_port), (1024, 65535));
+            assert_eq!(&f[..IP + 20], &orig[..IP + 20], "IPv4 header untouched");
+        }
+        // Ports of other protocols do not exist: nothing changes.
+        let mut e = echo(PRIV, HOST, 77, false);
+        let orig = e.clone();
+        let ip = meta(&e);
+        set_src_port(&mut e, &ip, 1, L4Csum::Full);
+        set_dst_port(&mut e, &ip, 2, L4Csum::Partial);
+        assert_eq!(e, orig);
+    }
+
+    #[test]
+    fn udp_without_checksum_stays_without() {
+        let mut f = udp(PRIV, HOST, 5353, 53, b"no checksum");
+        let at = l4_csum_at(&f);
+        f[at..at + 2].fill(0);
+        let ip = meta(&f);
+        set_src_ip(&mut f, &ip, EIP, L4Csum::Full);
+        set_dst_ip(&mut f, &ip, NAT, L4Csum::Full);
+        set_src_port(&mut f, &ip, 2000, L4Csum::Full);
+        set_dst_port(&mut f, &ip, 3000, L4Csum::Full);
+        assert_eq!(field(&f, at), 0);
+        assert!(verify(&f));
+        let after = meta(&f);
+        assert_eq!((after.src, after.dst, after.l4.src_port, after.l4.dst_port), (EIP, NAT, 2000, 3000));
+    }
+
+    #[test]
+    fn partial_checksum_follows_the_pseudo_header_only() {
+        for orig in [tcp(PRIV, HOST, 40000, 443, 1, Some(1), &[0x5a; 3000]), udp(PRIV, HOST, 5353, 53, b"partial")] {
+            let mut f = to_partial(orig.clone());
+            let ip = meta(&f);
+            let at = l4_csum_at(&f);
+            set_src_ip(&mut f, &ip, EIP, L4Csum::Partial);
+            assert!(ip_header_valid(&f));
+            assert_eq!(field(&f, at), pseudo_fold(&f), "pseudo-header sum of the new source");
+            set_dst_ip(&mut f, &ip, NAT, L4Csum::Partial);
+            assert_eq!(field(&f, at), pseudo_fold(&f), "pseudo-header sum of the new destination");
+            let before_ports = field(&f, at);
+            set_src_port(&mut f, &ip, 1111, L4Csum::Partial);
+            set_dst_port(&mut f, &ip, 2222, L4Csum::Partial);
+            assert_eq!(field(&f, at), before_ports, "ports are not in the pseudo-header");
+            assert_eq!((meta(&f).l4.src_port, meta(&f).l4.dst_port), (1111, 2222));
+            // The device completes it into a valid checksum.
+            assert!(verify(&complete_partial(f)));
+        }
+    }
+
+    #[test]
+    fn icmp_echo_id_rewrite() {
+        for reply in [false, true] {
+            let mut f = echo(PRIV, HOST, 77, reply);
+            let ip = meta(&f);
+            set_icmp_echo_id(&mut f, &ip, 40001);
+            assert!(verify(&f));
+            assert_eq!(meta(&f).l4.icmp_id, 40001);
+            // Address rewrites do not touch the ICMP checksum (no pseudo-header).
+            let icmp_csum = field(&f, IP + 22);
+            set_src_ip(&mut f, &ip, EIP, L4Csum::Full);
+            assert_eq!(field(&f, IP + 22), icmp_csum);
+            assert!(verify(&f));
+        }
+        // Not an echo: unchanged.
+        let mut err = build::icmp_error(A, B, HOST, PRIV, 3, 3, &udp(PRIV, HOST, 1, 2, b""));
+        let orig = err.clone();
+        let ip = meta(&err);
+        set_icmp_echo_id(&mut err, &ip, 5);
+        assert_eq!(err, orig);
+    }
+
+    /// An ICMP error quoting the whole of `quoted` (Linux quotes up to 576 bytes).
+    fn icmp_error_whole(src: Ipv4Addr, dst: Ipv4Addr, quoted: &[u8]) -> Vec<u8> {
+        let q = &quoted[IP..];
+        let mut f = Vec::new();
+        push_eth_ipv4(&mut f, A, B, src, dst, 0, false, PROTO_ICMP, 8 + q.len());
+        let at = f.len();
+        f.extend_from_slice(&[3, 3, 0, 0, 0, 0, 0, 0]);
+        f.extend_from_slice(q);
+        let c = checksum(&f[at..]);
+        f[at + 2..at + 4].copy_from_slice(&c.to_be_bytes());
+        f
+    }
+
+    /// The quoted packet as an Ethernet frame of its own.
+    fn quoted_frame(f: &[u8]) -> Vec<u8> {
+        let ip = meta(f);
+        let mut q = f[..IP].to_vec();
+        q.extend_from_slice(&f[IP + usize::from(ip.header_len) + 8..]);
+        q
+    }
+
+    #[test]
+    fn quoted_rewrites_fix_quoted_header_and_icmp_checksums() {
+        // The NAT's outbound packet (EIP:port -> host), answered by the host with an ICMP error
+        // to the EIP; the reverse translation rewrites the quoted source back to the private IP.
+        let sent = [
+            udp(EIP, HOST, 1024, 53, b"query"),
+            tcp(EIP, HOST, 1024, 443, 99, None, b""),
+            tcp(EIP, HOST, 1024, 443, 99, Some(1), b"data"),
+            echo(EIP, HOST, 1024, false),
+        ];
+        for s in &sent {
+            for whole in [false, true] {
+                let mut f =
+                    if whole { icmp_error_whole(HOST, EIP, s) } else { build::icmp_error(A, B, HOST, EIP, 3, 3, s) };
+                let ip = meta(&f);
+                assert!(verify(&f));
+                set_quoted_src(&mut f, &ip, PRIV, Some(40000));
+                set_dst_ip(&mut f, &ip, PRIV, L4Csum::Full);
+                assert!(verify(&f), "outer checksums");
+                let q = icmp_quoted(&f, &meta(&f)).expect("still quotes");
+                assert_eq!((q.src, q.dst), (PRIV, HOST));
+                let id = if q.protocol == PROTO_ICMP { q.l4.icmp_id } else { q.l4.src_port };
+                assert_eq!(id, 40000);
+                let inner = quoted_frame(&f);
+                assert!(ip_header_valid(&inner), "quoted IPv4 header checksum");
+                if whole {
+                    assert!(verify(&inner), "a whole quoted packet stays valid");
+                }
+                // And the destination side.
+                set_quoted_dst(&mut f, &ip, NAT, Some(8080));
+                assert!(verify(&f));
+                let q = icmp_quoted(&f, &meta(&f)).unwrap();
+                assert_eq!(q.dst, NAT);
+                if q.protocol != PROTO_ICMP {
+                    assert_eq!(q.l4.dst_port, 8080);
+                }
+                assert!(ip_header_valid(&quoted_frame(&f)));
+                if whole {
+                    assert!(verify(&quoted_frame(&f)));
+                }
+                // Without a port only the address changes.
+                set_quoted_src(&mut f, &ip, EIP, None);
+                assert!(verify(&f));
+                let q2 = icmp_quoted(&f, &meta(&f)).unwrap();
+                assert_eq!((q2.src, q2.l4), (EIP, q.l4));
+            }
+        }
+        // Not an ICMP error: unchanged.
+        let mut e = echo(PRIV, HOST, 1, false);
+        let orig = e.clone();
+        let ip = meta(&e);
+        set_quoted_src(&mut e, &ip, EIP, Some(1));
+        assert_eq!(e, orig);
+    }
+
+    #[test]
+    fn frag_needed_quotes_the_offending_packet() {
+        let mut big = udp(PRIV, HOST, 5353, 53, &[7; 3000]);
+        big[IP + 6] = 0x40; // DF
+        big[IP + 10..IP + 12].fill(0);
+        let c = checksum(&big[IP..IP + 20]);
+        big[IP + 10..IP + 12].copy_from_slice(&c.to_be_bytes());
+        let router = Mac([2, 0, 0, 0, 0, 1]);
+        let gw = Ipv4Addr::new(10, 0, 1, 1);
+        let f = icmp_frag_needed(&big, router, gw, 1500);
+        assert!(verify(&f));
+        let m = parse(&f).unwrap();
+        assert_eq!((m.dst_mac, m.src_mac), (A, router));
+        let ip = meta(&f);
+        assert_eq!((ip.src, ip.dst, ip.ttl, ip.protocol), (gw, PRIV, 64, PROTO_ICMP));
+        assert_eq!((ip.l4.icmp_type, ip.l4.icmp_code), (3, 4));
+        assert_eq!(read_u16(&f, IP + 20 + 6), 1500, "next-hop MTU");
+        assert_eq!(usize::from(ip.total_len), 20 + 8 + 20 + 8);
+        let q = icmp_quoted(&f, &ip).unwrap();
+        assert_eq!((q.src, q.dst, q.protocol, q.l4.src_port, q.l4.dst_port), (PRIV, HOST, PROTO_UDP, 5353, 53));
+        assert_eq!(&f[IP + 28..], &big[IP..IP + 28]);
+        // Never panics on junk.
+        for n in 0..40 {
+            let _ = icmp_frag_needed(&big[..n], router, gw, 1500);
+        }
+    }
+
+    #[test]
+    fn rst_answers_per_rfc_793() {
+        // A SYN (no ACK): seq 0, ACK set, ack = seq + 1 (the SYN counts one).
+        let syn = tcp(PRIV, HOST, 40000, 443, 1000, None, b"");
+        let r = tcp_rst_for(&syn, B, A);
+        assert!(verify(&r));
+        let m = parse(&r).unwrap();
+        assert_eq!((m.dst_mac, m.src_mac), (A, B));
+        let ip = meta(&r);
+        assert_eq!((ip.src, ip.dst, ip.l4.src_port, ip.l4.dst_port), (HOST, PRIV, 443, 40000));
+        assert_eq!(ip.l4.tcp_flags, 0x14);
+        let t = etherparse::TcpHeaderSlice::from_slice(&r[IP + 20..]).unwrap();
+        assert_eq!((t.sequence_number(), t.acknowledgment_number()), (0, 1001));
+        // A data segment with ACK: seq = its ack, no ACK.
+        let data = tcp(PRIV, HOST, 40000, 443, 5000, Some(0xdead_beef), b"payload");
+        let r = tcp_rst_for(&data, B, A);
+        assert!(verify(&r));
+        assert_eq!(meta(&r).l4.tcp_flags, 0x04);
+        let t = etherparse::TcpHeaderSlice::from_slice(&r[IP + 20..]).unwrap();
+        assert_eq!((t.sequence_number(), t.acknowledgment_number()), (0xdead_beef, 0));
+        // Data without ACK: ack = seq + data length (+1 for SYN).
+        let mut syn_data = tcp(PRIV, HOST, 1, 2, u32::MAX, None, b"abc");
+        syn_data[IP + 20 + 13] |= 0x01; // and FIN (checksum irrelevant to the RST)
+        let r = tcp_rst_for(&syn_data, B, A);
+        let t = etherparse::TcpHeaderSlice::from_slice(&r[IP + 20..]).unwrap();
+        assert_eq!(t.acknowledgment_number(), u32::MAX.wrapping_add(3 + 2));
+        for n in 0..syn.len() {
+            let _ = tcp_rst_for(&syn[..n], B, A);
+        }
+    }
+
+    /// xorshift64*, enough for a property loop without a dependency.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn u16(&mut self) -> u16 {
+            self.next() as u16
+        }
+        fn addr(&mut self) -> Ipv4Addr {
+            Ipv4Addr::from(self.next() as u32)
+        }
+    }
+
+    #[test]
+    fn incremental_equals_full_recomputation() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for i in 0..3000 {
+            let payload: Vec<u8> = (0..rng.next() % 64).map(|_| rng.next() as u8).collect();
+            let (src, dst, sp, dp) = (rng.addr(), rng.addr(), rng.u16(), rng.u16());
+            let orig = if i % 2 == 0 {
+                tcp(src, dst, sp, dp, rng.next() as u32, None, &payload)
+            } else {
+                udp(src, dst, sp, dp, &payload)
+            };
+            let ip = meta(&orig);
+            let at = l4_csum_at(&orig);
+
+            let mut f = orig.clone();
+            let (nsrc, ndst, nsp, ndp) = (rng.addr(), rng.addr(), rng.u16(), rng.u16());
+            set_src_ip(&mut f, &ip, nsrc, L4Csum::Full);
+            set_dst_ip(&mut f, &ip, ndst, L4Csum::Full);
+            set_src_port(&mut f, &ip, nsp, L4Csum::Full);
+            set_dst_port(&mut f, &ip, ndp, L4Csum::Full);
+            assert!(verify(&f), "iteration {i}");
+            assert!(same(field(&f, at), recomputed(&f)), "iteration {i}");
+            let mut hdr = f[IP..IP + 20].to_vec();
+            hdr[10..12].fill(0);
+            assert!(same(field(&f, IP + 10), checksum(&hdr)), "iteration {i}");
+            let m = meta(&f);
+            assert_eq!((m.src, m.dst, m.l4.src_port, m.l4.dst_port), (nsrc, ndst, nsp, ndp));
+
+            let mut p = to_partial(orig);
+            set_src_ip(&mut p, &ip, nsrc, L4Csum::Partial);
+            set_dst_ip(&mut p, &ip, ndst, L4Csum::Partial);
+            set_src_port(&mut p, &ip, nsp, L4Csum::Partial);
+            assert_eq!(field(&p, at), pseudo_fold(&p), "iteration {i}");
+            assert!(verify(&complete_partial(p)), "iteration {i}");
+        }
+    }
+
+    fn with_options(mut f: Vec<u8>) -> Vec<u8> {
+        // NOP, NOP, NOP, end of options: IHL 6 (RFC 791 §3.1).
+        f.splice(IP + 20..IP + 20, [1, 1, 1, 0]);
+        f[IP] = 0x46;
+        let total = read_u16(&f, IP + 2) + 4;
+        f[IP + 2..IP + 4].copy_from_slice(&total.to_be_bytes());
+        f[IP + 10..IP + 12].fill(0);
+        let c = checksum(&f[IP..IP + 24]);
+        f[IP + 10..IP + 12].copy_from_slice(&c.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn odd_frames_ip_options_and_minimal_sizes() {
+        let frames = [
+            with_options(tcp(PRIV, HOST, 1, 2, 3, None, b"")),
+            with_options(udp(PRIV, HOST, 1, 2, b"x")),
+            with_options(echo(PRIV, HOST, 9, false)),
+            udp(PRIV, HOST, 1, 2, b""),
+            tcp(PRIV, HOST, 1, 2, 3, Some(4), b""),
+        ];
+        for orig in frames {
+            assert!(verify(&orig));
+            let mut f = orig.clone();
+            let ip = meta(&f);
+            set_src_ip(&mut f, &ip, EIP, L4Csum::Full);
+            set_dst_ip(&mut f, &ip, NAT, L4Csum::Full);
+            set_src_port(&mut f, &ip, 7, L4Csum::Full);
+            set_dst_port(&mut f, &ip, 8, L4Csum::Full);
+            set_icmp_echo_id(&mut f, &ip, 10);
+            assert!(verify(&f));
+            let m = meta(&f);
+            assert_eq!((m.src, m.dst), (EIP, NAT));
+            // Ethernet padding after the packet is left alone.
+            let mut padded = orig.clone();
+            padded.resize(orig.len().max(60) + 4, 0xee);
+            let ip = meta(&padded);
+            set_src_ip(&mut padded, &ip, EIP, L4Csum::Full);
+            set_src_port(&mut padded, &ip, 7, L4Csum::Full);
+            assert!(verify(&padded));
+            assert!(padded[orig.len()..].iter().all(|&b| b == 0xee));
+        }
+    }
+
+    #[test]
+    fn fragments() {
+        // The whole datagram and its first fragment (MF set, 16 bytes of UDP).
+        let whole = udp(PRIV, HOST, 5353, 53, &[3; 40]);
+        let mut first = whole[..IP + 20 + 16].to_vec();
+        first[IP + 2..IP + 4].copy_from_slice(&36u16.to_be_bytes());
+        first[IP + 6] = 0x20; // MF
+        first[IP + 10..IP + 12].fill(0);
+        let c = checksum(&first[IP..IP + 20]);
+        first[IP + 10..IP + 12].copy_from_slice(&c.to_be_bytes());
+        let (mut w, mut f1) = (whole.clone(), first.clone());
+        let (iw, i1) = (meta(&w), meta(&f1));
+        assert!(i1.fragment);
+        set_src_ip(&mut w, &iw, EIP, L4Csum::Full);
+        set_src_ip(&mut f1, &i1, EIP, L4Csum::Full);
+        set_src_port(&mut w, &iw, 1024, L4Csum::Full);
+        set_src_port(&mut f1, &i1, 1024, L4Csum::Full);
+        assert!(verify(&w) && ip_header_valid(&f1));
+        assert_eq!(&f1[IP + 20..], &w[IP + 20..IP + 36], "the first fragment's UDP header follows the datagram");
+
+        // A later fragment (offset 2 = 16 bytes): only the IPv4 header changes.
+        let mut later = whole.clone();
+        later.drain(IP + 20..IP + 36);
+        let total = read_u16(&later, IP + 2) - 16;
+        later[IP + 2..IP + 4].copy_from_slice(&total.to_be_bytes());
+        later[IP + 6..IP + 8].copy_from_slice(&2u16.to_be_bytes());
+        later[IP + 10..IP + 12].fill(0);
+        let c = checksum(&later[IP..IP + 20]);
+        later[IP + 10..IP + 12].copy_from_slice(&c.to_be_bytes());
+        let ip = meta(&later);
+        let orig = later.clone();
+        set_src_ip(&mut later, &ip, EIP, L4Csum::Full);
+        set_dst_ip(&mut later, &ip, NAT, L4Csum::Partial);
+        set_src_port(&mut later, &ip, 1, L4Csum::Full);
+        assert!(verify(&later));
+        assert_eq!(&later[IP + 20..], &orig[IP + 20..], "payload untouched");
+        assert_eq!((meta(&later).src, meta(&later).dst), (EIP, NAT));
+    }
+
+    #[test]
+    fn mismatched_or_truncated_frames_do_not_panic() {
+        let sources = [
+            tcp(PRIV, HOST, 1, 2, 3, None, b"abc"),
+            udp(PRIV, HOST, 1, 2, b"abc"),
+            echo(PRIV, HOST, 1, false),
+            build::icmp_error(A, B, HOST, PRIV, 3, 4, &tcp(PRIV, HOST, 1, 2, 3, None, b"")),
+        ];
+        for src in &sources {
+            let ip = meta(src);
+            for n in 0..=src.len() {
+                let mut f = src[..n].to_vec();
+                set_src_ip(&mut f, &ip, EIP, L4Csum::Full);
+                set_dst_ip(&mut f, &ip, EIP, L4Csum::Partial);
+                set_src_port(&mut f, &ip, 1, L4Csum::Full);
+                set_dst_port(&mut f, &ip, 1, L4Csum::Full);
+                set_icmp_echo_id(&mut f, &ip, 1);
+                set_quoted_src(&mut f, &ip, EIP, Some(1));
+                set_quoted_dst(&mut f, &ip, EIP, Some(1));
+                let _ = verify(&f);
+            }
+            // A meta from another frame.
+            for other in &sources {
+                let mut f = other.clone();
+                set_quoted_dst(&mut f, &ip, EIP, Some(1));
+                set_src_port(&mut f, &ip, 1, L4Csum::Full);
+            }
+        }
+    }
+}

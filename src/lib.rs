@@ -8,6 +8,7 @@ pub mod control;
 pub mod dataplane;
 pub mod lab;
 pub mod model;
+pub mod nat;
 pub mod netns;
 pub mod packet;
 pub mod pipeline;

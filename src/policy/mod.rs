@@ -1,5 +1,6 @@
-//! Pure rule logic, no state: security groups, network ACLs (and, later, route tables). Every
-//! function here takes a compiled configuration and a [`Flow`] and answers which rule decided.
+//! Pure rule logic, no state: security groups, network ACLs and route tables. Every function here
+//! takes a compiled configuration and a [`Flow`] (or, for routes, an address) and answers which
+//! rule decided.
 
 use std::net::Ipv4Addr;
 
@@ -33,6 +34,7 @@ pub struct Flow {
 }
 
 pub mod network_acl;
+pub mod route_table;
 pub mod security_group;
 
 use crate::model::{PortMatch, Protocol};

@@ -94,6 +94,12 @@ ingress = [ { protocol = "tcp", ports = "5001", source = "10.0.0.0/16" } ]
     let t = lab.trace(&["--from", "a1", "--to", "10.0.2.10", "--dport", "5002"]);
     assert_dropped(&t, "security_group_ingress", "ENI_SG_RULES_MISMATCH", "eni-b1");
 
+    // ICMP has no rule either.
+    let out = lab.exec("a1", &["ping", "-c", "1", "-W", "1", "10.0.2.10"]);
+    assert!(!out.status.success(), "ping got through: {}", text(&out));
+    let t = lab.trace(&["--from", "a1", "--to", "10.0.2.10", "--proto", "icmp"]);
+    assert_dropped(&t, "security_group_ingress", "ENI_SG_RULES_MISMATCH", "eni-b1");
+
     let mut s = tcp_connect(&lab.ns("a1"), addr("10.0.2.10", 5001), 3).expect("the port with a rule");
     assert_eq!(echo_over(&mut s, b"allowed").unwrap(), b"allowed");
     let t = lab.trace(&["--from", "a1", "--to", "10.0.2.10", "--dport", "5001"]);
@@ -136,7 +142,7 @@ ingress = [
     ]
     .concat();
     let lab = TestLab::up("sgref", &topo);
-    let srv = tcp_echo_all(tcp_listen(&lab.ns("app"), addr("10.0.2.10", 5001)), 2, 30);
+    let srv = tcp_echo_all(tcp_listen(&lab.ns("app"), addr("10.0.2.10", 5001)), 1, 30);
     let udp = udp_echo_server(&lab.ns("app"), addr("10.0.2.10", 7000), 2);
 
     // A member, by its primary and by its secondary address.
@@ -160,7 +166,7 @@ ingress = [
     let t = lab.trace(&["--from", "other", "--to", "10.0.2.10", "--proto", "udp", "--dport", "7000"]);
     assert_dropped(&t, "security_group_ingress", "ENI_SG_RULES_MISMATCH", "eni-app");
     drop(s);
-    drop(srv);
+    assert_eq!(srv.join().unwrap(), 1);
     // The UDP server got the two members' datagrams only (the second was the one it waited for).
     udp.join().unwrap();
 }
@@ -487,7 +493,7 @@ fn full_conntrack_lab(tag: &str) -> (TestLab, TcpStream, TcpStream, std::thread:
     ]
     .concat();
     let lab = TestLab::up(tag, &topo);
-    let srv = tcp_echo_all(tcp_listen(&lab.ns("b1"), addr("10.0.2.10", 5001)), 3, 30);
+    let srv = tcp_echo_all(tcp_listen(&lab.ns("b1"), addr("10.0.2.10", 5001)), 2, 30);
     let mut c1 = tcp_connect(&lab.ns("a1"), addr("10.0.2.10", 5001), 3).expect("first");
     let mut c2 = tcp_connect(&lab.ns("a1"), addr("10.0.2.10", 5001), 3).expect("second");
     assert_eq!(echo_over(&mut c1, b"c1").unwrap(), b"c1");
@@ -524,6 +530,47 @@ fn trace_agrees_that_a_full_conntrack_table_refuses_a_new_connection() {
     let t = lab.trace(&["--from", "a1", "--to", "10.0.2.10", "--dport", "5001"]);
     assert_dropped(&t, "conntrack_allowance_exceeded", "CONNTRACK_ALLOWANCE_EXCEEDED", "eni-b1");
     drop((c1, c2));
+}
+
+#[test]
+fn untracked_flows_do_not_count_against_the_bound() {
+    // All TCP in from 0.0.0.0/0 and all out to 0.0.0.0/0: AWS does not track these flows.
+    let topo = [
+        VPC.to_string(),
+        subnet("subnet-a", "10.0.1.0/24", None),
+        subnet("subnet-b", "10.0.2.0/24", None),
+        r#"
+[[security_group]]
+id = "sg-open"
+vpc = "vpc-test"
+ingress = [ { protocol = "tcp", ports = "0-65535", source = "0.0.0.0/0" } ]
+"#
+        .to_string(),
+        eni("eni-a1", "subnet-a", "10.0.1.10", "a1", 0, ""),
+        eni(
+            "eni-b1",
+            "subnet-b",
+            "10.0.2.10",
+            "b1",
+            0,
+            "security_groups = [\"sg-open\"]\nconnection_tracking = { max_connections = 2 }",
+        ),
+    ]
+    .concat();
+    let lab = TestLab::up("untracked", &topo);
+    let srv = tcp_echo_all(tcp_listen(&lab.ns("b1"), addr("10.0.2.10", 5001)), 3, 30);
+    let mut conns: Vec<TcpStream> = (0..3)
+        .map(|i| tcp_connect(&lab.ns("a1"), addr("10.0.2.10", 5001), 3).unwrap_or_else(|e| panic!("conn {i}: {e}")))
+        .collect();
+    for c in &mut conns {
+        assert_eq!(echo_over(c, b"untracked").unwrap(), b"untracked");
+    }
+    assert!(lab.conntrack(Some("eni-b1")).is_empty(), "{:#?}", lab.conntrack(None));
+    // a1's default group lets in only members: its side of the same flows is tracked.
+    assert_eq!(lab.conntrack(Some("eni-a1")).len(), 3, "{:#?}", lab.conntrack(None));
+    assert_eq!(lab.drops("eni-b1", "conntrack_allowance_exceeded"), 0);
+    drop(conns);
+    assert_eq!(srv.join().unwrap(), 3);
 }
 
 #[test]

@@ -162,6 +162,37 @@ impl TestLab {
     pub fn drops(&self, eni: &str, reason: &str) -> u64 {
         self.eni(eni)["drops"][reason].as_u64().unwrap_or(0)
     }
+
+    /// A counter (`rx_packets`, `tx_packets`, ...) of one ENI.
+    pub fn counter(&self, eni: &str, name: &str) -> u64 {
+        self.eni(eni)[name].as_u64().expect("counter in status")
+    }
+
+    /// `vpclab trace --lab <lab> --json ARGS...`, parsed.
+    pub fn trace(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["trace", "--lab", &self.name, "--json"];
+        all.extend_from_slice(args);
+        let out = vpclab(&all);
+        assert!(out.status.success(), "trace {args:?} failed: {}", text(&out));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("trace --json: {e}: {}", text(&out)))
+    }
+
+    /// `vpclab conntrack --lab <lab> --json [ENI]`, parsed: one object per entry.
+    pub fn conntrack(&self, eni: Option<&str>) -> Vec<serde_json::Value> {
+        let mut all = vec!["conntrack", "--lab", &self.name, "--json"];
+        all.extend(eni);
+        let out = vpclab(&all);
+        assert!(out.status.success(), "conntrack failed: {}", text(&out));
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("conntrack --json: {e}: {}", text(&out)));
+        v.as_array().expect("conntrack --json is an array").clone()
+    }
+
+    /// Runs a command in an instance and panics with its output if it fails.
+    pub fn must(&self, instance: &str, cmd: &[&str]) {
+        let out = self.exec(instance, cmd);
+        assert!(out.status.success(), "{instance}: {cmd:?} failed: {}", text(&out));
+    }
 }
 
 impl Drop for TestLab {
@@ -253,6 +284,70 @@ pub fn udp_roundtrip(ns: &str, src: Option<Ipv4Addr>, dst: SocketAddrV4, payload
     })
     .join()
     .expect("client thread")
+}
+
+/// A TCP listener bound in `ns` (the socket stays in that namespace wherever it is used).
+pub fn tcp_listen(ns: &str, addr: SocketAddrV4) -> TcpListener {
+    in_ns(ns, move || TcpListener::bind(addr).expect("bind")).join().expect("listen thread")
+}
+
+/// Echoes every connection accepted on `l` (each on its own thread) until `max` were accepted or
+/// `secs` pass; a connection is echoed until its peer closes it or it idles for 20 s.
+pub fn tcp_echo_all(l: TcpListener, max: usize, secs: u64) -> thread::JoinHandle<usize> {
+    thread::spawn(move || {
+        l.set_nonblocking(true).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        let mut accepted = 0;
+        while accepted < max && std::time::Instant::now() < deadline {
+            match l.accept() {
+                Ok((mut s, _)) => {
+                    accepted += 1;
+                    s.set_nonblocking(false).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                    thread::spawn(move || {
+                        let mut buf = vec![0u8; 65536];
+                        while let Ok(n @ 1..) = s.read(&mut buf) {
+                            if s.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+                Err(_) => thread::sleep(Duration::from_millis(10)),
+            }
+        }
+        accepted
+    })
+}
+
+/// Connects from `ns` to `addr` within `secs` seconds.
+pub fn tcp_connect(ns: &str, addr: SocketAddrV4, secs: u64) -> std::io::Result<TcpStream> {
+    in_ns(ns, move || {
+        let s = TcpStream::connect_timeout(&addr.into(), Duration::from_secs(secs))?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        Ok(s)
+    })
+    .join()
+    .expect("connect thread")
+}
+
+/// Sends `msg` on an echoed connection and reads the echo back.
+pub fn echo_over(s: &mut TcpStream, msg: &[u8]) -> std::io::Result<Vec<u8>> {
+    s.write_all(msg)?;
+    let mut back = vec![0u8; msg.len()];
+    s.read_exact(&mut back)?;
+    Ok(back)
+}
+
+/// Sends one UDP datagram from `ns` (from `src`, or any address) without waiting for anything.
+pub fn udp_send(ns: &str, src: Option<Ipv4Addr>, dst: SocketAddrV4, payload: &[u8]) {
+    let payload = payload.to_vec();
+    in_ns(ns, move || {
+        let s = UdpSocket::bind(SocketAddrV4::new(src.unwrap_or(Ipv4Addr::UNSPECIFIED), 0)).expect("bind");
+        s.send_to(&payload, dst).expect("send");
+    })
+    .join()
+    .expect("send thread")
 }
 
 /// Namespaces whose name starts with the lab's name and a dash.

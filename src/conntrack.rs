@@ -423,6 +423,16 @@ impl<D> ConnTable<D> {
         Some((e, e.is_reply(p)))
     }
 
+    /// Whether a new connection would be refused now: the table holds `max_entries` entries
+    /// after expired ones are reclaimed (bounded work, as in [`handle_timeout`](Self::handle_timeout)).
+    /// Lets a caller refuse before committing anything elsewhere, and `trace` report the refusal.
+    pub fn is_full(&mut self, now: Duration) -> bool {
+        if self.map.len() >= self.max_entries {
+            self.handle_timeout(now);
+        }
+        self.map.len() >= self.max_entries
+    }
+
     /// Creates the entry for the first packet of a new connection, with the caller's `decision`
     /// made under configuration `generation`. An entry already under that key (live or not) is
     /// replaced. `Err(ConntrackFull)` when the table holds `max_entries` entries after expired ones

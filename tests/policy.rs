@@ -520,9 +520,6 @@ fn the_conntrack_bound_refuses_new_connections_only() {
 }
 
 #[test]
-#[ignore = "bug: trace never checks the conntrack bound (commit=false skips ConnTable::insert in \
-            src/pipeline/mod.rs), so it says `delivered` where real traffic is dropped as \
-            conntrack_allowance_exceeded"]
 fn trace_agrees_that_a_full_conntrack_table_refuses_a_new_connection() {
     let (lab, c1, c2, _srv) = full_conntrack_lab("cttrace");
     assert!(tcp_connect(&lab.ns("a1"), addr("10.0.2.10", 5001), 2).is_err(), "a third connection got in");

@@ -386,6 +386,16 @@ impl Pipeline {
             );
         }
         let ingress = self.security_group(now, to, Direction::Ingress, &ip, &info, frame, obs)?;
+        // Room on both sides before anything is committed: a refusal leaves no half-open entry,
+        // and trace reports it as forwarding would.
+        for (eni, outcome, stage) in [(from, egress, Stage::SgEgress), (to, ingress, Stage::SgIngress)] {
+            if outcome == (SgOutcome::NewFlow { tracked: true }) && self.conntrack[eni.index()].is_full(now) {
+                let port = &self.ports[eni.index()];
+                let max = self.conntrack[eni.index()].max_entries();
+                obs.record(stage, format_args!("drop: {}'s connection table is full ({max} connections)", port.id));
+                return Err(Verdict::DropAt(DropReason::ConntrackFull, eni));
+            }
+        }
         let hop = Hop { to, routed };
         if commit {
             self.commit(now, from, egress, &info, Some(hop))?;

@@ -545,6 +545,13 @@ fn a_full_connection_table_refuses_new_connections_only() {
     let small = p.eni("eni-small");
     assert_eq!(p.tcp("eni-client", "eni-small", 40000, 80, SYN), Verdict::Forward(small));
     assert_eq!(p.tcp("eni-client", "eni-small", 40001, 80, SYN), Verdict::DropAt(DropReason::ConntrackFull, small));
+    // The refusal left no half-open entry on the sender's side.
+    assert_eq!(p.tracked("eni-client"), 1);
+    // Trace reports the refusal as forwarding does.
+    let mut f = synthesize_for(&p.model, p.eni("eni-client"), p.ip("eni-small"), 6, 40002, 80);
+    let (v, rec) = p.pipeline.trace(p.now, p.eni("eni-client"), &mut f);
+    assert_eq!(v, Verdict::DropAt(DropReason::ConntrackFull, small));
+    assert!(rec.lines.last().is_some_and(|(_, d)| d.contains("connection table is full")), "{rec:?}");
     // The existing connection goes on, both ways.
     assert_eq!(p.tcp("eni-small", "eni-client", 80, 40000, SYN_ACK), Verdict::Forward(p.eni("eni-client")));
     assert_eq!(p.tcp("eni-client", "eni-small", 40000, 80, ACK), Verdict::Forward(small));

@@ -635,9 +635,6 @@ impl Model {
     /// enforce on packets, for `up` to say so in one line.
     pub fn unenforced_sections(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
-        if self.route_tables.iter().any(|t| t.routes.len() > 1) {
-            out.push("route tables beyond the local route");
-        }
         if !self.internet_gateways.is_empty() {
             out.push("internet gateways");
         }
@@ -646,9 +643,6 @@ impl Model {
         }
         if !self.elastic_ips.is_empty() {
             out.push("Elastic IPs");
-        }
-        if !self.peerings.is_empty() {
-            out.push("VPC peering");
         }
         if !self.internet_hosts.is_empty() {
             out.push("the internet");

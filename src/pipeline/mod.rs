@@ -31,8 +31,9 @@ use hashbrown::HashMap;
 pub use verdict::{DropReason, EniCounters, Verdict};
 
 use crate::conntrack::{ConnTable, ConntrackFull, PacketInfo};
-use crate::model::{AclIdx, Cidr, EniIdx, Mac, Model, NetworkAcl, SubnetIdx, VpcIdx};
+use crate::model::{AclIdx, Cidr, EniIdx, Mac, Model, NetworkAcl, RouteTarget, SubnetIdx, VpcIdx};
 use crate::packet::{self, build, ArpMeta, Ipv4Meta, L3Meta, ARP_REQUEST, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+use crate::policy::route_table::{self, CompiledRoutes};
 use crate::policy::{network_acl, security_group::SecurityGroups, Direction, Flow};
 
 /// The pipeline's stages, in packet-walk order.
@@ -51,7 +52,7 @@ pub enum Stage {
     SgEgress,
     /// Delivery by destination MAC within a subnet (no route lookup, no ACL, as in AWS).
     Layer2,
-    /// Longest-prefix match in the subnet's route table (only the local route so far).
+    /// Longest-prefix match in the subnet's route table.
     RouteLookup,
     /// The sender's subnet's network ACL, outbound (only when leaving the subnet).
     NaclEgress,
@@ -176,7 +177,10 @@ enum SgOutcome {
 /// The compiled lab, its connection tables, and the decision code that reads them.
 #[derive(Debug)]
 pub struct Pipeline {
+    /// The model, for names in explanations (never read on the fast path).
+    model: std::sync::Arc<Model>,
     ports: Vec<Port>,
+    routes: Vec<CompiledRoutes>,
     vpc_cidrs: Vec<Cidr>,
     owner_by_ip: HashMap<(VpcIdx, Ipv4Addr), EniIdx>,
     owner_by_mac: HashMap<Mac, EniIdx>,
@@ -198,7 +202,9 @@ impl Pipeline {
             .map(|e| ConnTable::new(e.connection_tracking, e.connection_tracking.max_connections as usize))
             .collect();
         let mut p = Pipeline {
+            model: std::sync::Arc::new(model.clone()),
             ports: Vec::new(),
+            routes: Vec::new(),
             vpc_cidrs: Vec::new(),
             owner_by_ip: HashMap::new(),
             owner_by_mac: HashMap::new(),
@@ -251,6 +257,8 @@ impl Pipeline {
         self.owner_by_mac = owner_by_mac;
         self.vpc_cidrs = model.vpcs.iter().map(|v| v.cidr).collect();
         self.acls = model.network_acls.clone();
+        self.routes = route_table::compile_all(model);
+        self.model = std::sync::Arc::new(model.clone());
     }
 
     /// Decides the fate of `frame`, sent by the instance on ENI `from`, rewriting it in place when
@@ -401,7 +409,7 @@ impl Pipeline {
             self.commit(now, from, egress, &info, Some(hop))?;
             self.commit(now, to, ingress, &info, None)?;
         }
-        self.deliver(from, hop, frame, obs);
+        self.deliver(hop, frame, obs);
         Ok(Verdict::Forward(to))
     }
 
@@ -422,15 +430,16 @@ impl Pipeline {
         if hop.to != from {
             self.conntrack[hop.to.index()].lookup(now, info);
         }
-        self.deliver(from, hop, frame, &mut NoObserver);
+        self.deliver(hop, frame, &mut NoObserver);
         Some(Verdict::Forward(hop.to))
     }
 
-    fn deliver<O: Observer>(&self, from: EniIdx, hop: Hop, frame: &mut [u8], obs: &mut O) {
-        let (src, dst) = (&self.ports[from.index()], &self.ports[hop.to.index()]);
+    fn deliver<O: Observer>(&self, hop: Hop, frame: &mut [u8], obs: &mut O) {
+        let dst = &self.ports[hop.to.index()];
         if hop.routed {
-            packet::set_macs(frame, dst.mac, src.router_mac);
-            obs.record(Stage::Deliver, format_args!("to {} as {} from router {}", dst.id, dst.mac, src.router_mac));
+            // The receiver's own VPC router sends it (across a peering, that is the peer's).
+            packet::set_macs(frame, dst.mac, dst.router_mac);
+            obs.record(Stage::Deliver, format_args!("to {} as {} from router {}", dst.id, dst.mac, dst.router_mac));
         } else {
             obs.record(Stage::Deliver, format_args!("to {}, frame unchanged", dst.id));
         }
@@ -618,28 +627,55 @@ impl Pipeline {
         }
     }
 
-    /// Frames to the router MAC are routed. Only the local route is enforced so far: a
-    /// destination inside the VPC CIDR goes to the ENI owning it.
+    /// Frames to the router MAC are routed by the sender's subnet's route table (longest prefix):
+    /// `local` to the ENI owning the address in the VPC, an ENI target to that appliance, a
+    /// peering to the ENI owning the address in the peer VPC (and only there: no transit).
     fn route_lookup<O: Observer>(&self, from: EniIdx, dst: Ipv4Addr, obs: &mut O) -> Step<EniIdx> {
         let port = &self.ports[from.index()];
-        let vpc_cidr = self.vpc_cidrs[port.vpc.index()];
-        if !vpc_cidr.contains(dst) {
-            obs.record(Stage::RouteLookup, format_args!("drop: {dst} matches no route (local is {vpc_cidr})"));
-            return Err(Verdict::Drop(DropReason::NoRoute));
-        }
-        match self.owner_by_ip.get(&(port.vpc, dst)) {
-            Some(&to) => {
-                obs.record(
-                    Stage::RouteLookup,
-                    format_args!("{dst} via local {vpc_cidr}: {}", self.ports[to.index()].id),
-                );
-                Ok(to)
-            }
+        let rtb = self.model.subnets[port.subnet.index()].route_table;
+        let hit = self.routes[rtb.index()].lookup(dst);
+        let route = route_table::describe(&self.model, rtb, dst, hit);
+        let owner = |vpc: VpcIdx| self.owner_by_ip.get(&(vpc, dst)).copied();
+        let drop = |obs: &mut O, why: fmt::Arguments<'_>, reason| {
+            obs.record(Stage::RouteLookup, format_args!("drop: {route}: {why}"));
+            Err(Verdict::Drop(reason))
+        };
+        let to = match hit {
             None => {
-                obs.record(Stage::RouteLookup, format_args!("drop: {dst} via local {vpc_cidr}, but no ENI owns it"));
-                Err(Verdict::Drop(DropReason::NoSuchAddress))
+                obs.record(Stage::RouteLookup, format_args!("drop: {route}"));
+                return Err(Verdict::Drop(DropReason::NoRoute));
             }
-        }
+            Some((_, RouteTarget::Blackhole)) => return drop(obs, format_args!("blackhole"), DropReason::Blackhole),
+            Some((_, RouteTarget::Local)) => match owner(port.vpc) {
+                Some(to) => to,
+                None => return drop(obs, format_args!("no ENI owns {dst}"), DropReason::NoSuchAddress),
+            },
+            Some((_, RouteTarget::Eni(e))) if !self.ports[e.index()].attached => {
+                let id = &self.ports[e.index()].id;
+                return drop(obs, format_args!("blackhole: {id} is not attached"), DropReason::Blackhole);
+            }
+            Some((_, RouteTarget::Eni(e))) => e,
+            Some((_, RouteTarget::Peering(pcx))) => {
+                let p = &self.model.peerings[pcx.index()];
+                let peer = if p.requester_vpc == port.vpc { p.accepter_vpc } else { p.requester_vpc };
+                let peer_cidr = self.vpc_cidrs[peer.index()];
+                if !peer_cidr.contains(dst) {
+                    // No transitive routing: a peering carries traffic to the peer VPC only.
+                    let why = format_args!("{} reaches only {peer_cidr}", p.id);
+                    return drop(obs, why, DropReason::NoRoute);
+                }
+                match owner(peer) {
+                    Some(to) => to,
+                    None => return drop(obs, format_args!("no ENI owns {dst}"), DropReason::NoSuchAddress),
+                }
+            }
+            Some((_, target @ (RouteTarget::InternetGateway(_) | RouteTarget::NatGateway(_)))) => {
+                let name = route_table::target_name(&self.model, target);
+                return drop(obs, format_args!("{name} is not emulated yet"), DropReason::NoRoute);
+            }
+        };
+        obs.record(Stage::RouteLookup, format_args!("{route}: {}", self.ports[to.index()].id));
+        Ok(to)
     }
 }
 

@@ -649,3 +649,187 @@ fn trace_explains_without_creating_connections() {
     assert_eq!(v, Verdict::Forward(p.eni("eni-client")));
     assert!(rec.lines.iter().any(|(s, d)| *s == Stage::SgEgress && d.contains("tracked connection")), "{rec:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Route tables: longest prefix, blackholes, appliances, peering
+
+const ROUTE_LAB: &str = r#"
+name = "rt"
+
+[[vpc]]
+id = "vpc-a"
+cidr = "10.0.0.0/16"
+
+[[vpc]]
+id = "vpc-b"
+cidr = "10.1.0.0/16"
+
+[[vpc]]
+id = "vpc-c"
+cidr = "10.2.0.0/16"
+
+[[vpc_peering]]
+id = "pcx-ab"
+requester_vpc = "vpc-a"
+accepter_vpc = "vpc-b"
+
+[[vpc_peering]]
+id = "pcx-bc"
+requester_vpc = "vpc-b"
+accepter_vpc = "vpc-c"
+
+[[subnet]]
+id = "sub-a1"
+vpc = "vpc-a"
+cidr = "10.0.1.0/24"
+route_table = "rtb-a1"
+
+[[subnet]]
+id = "sub-a2"
+vpc = "vpc-a"
+cidr = "10.0.2.0/24"
+
+[[subnet]]
+id = "sub-a3"
+vpc = "vpc-a"
+cidr = "10.0.3.0/24"
+
+[[subnet]]
+id = "sub-b"
+vpc = "vpc-b"
+cidr = "10.1.1.0/24"
+route_table = "rtb-b"
+
+[[subnet]]
+id = "sub-c"
+vpc = "vpc-c"
+cidr = "10.2.1.0/24"
+
+[[route_table]]
+id = "rtb-a1"
+vpc = "vpc-a"
+routes = [
+  { destination = "10.0.2.0/24", target = "eni-fw" },
+  { destination = "10.0.3.128/25", target = "eni-loose" },
+  { destination = "10.0.3.200/32", target = "blackhole" },
+  { destination = "10.1.0.0/16", target = "pcx-ab" },
+  { destination = "10.2.0.0/16", target = "pcx-ab" },
+]
+
+[[route_table]]
+id = "rtb-b"
+vpc = "vpc-b"
+routes = [{ destination = "10.0.0.0/16", target = "pcx-ab" }]
+
+[[security_group]]
+id = "sg-all"
+vpc = "vpc-a"
+ingress = [{ protocol = "all", source = "0.0.0.0/0" }]
+
+[[security_group]]
+id = "sg-all-b"
+vpc = "vpc-b"
+ingress = [{ protocol = "all", source = "0.0.0.0/0" }]
+
+[[instance]]
+id = "one"
+[[instance]]
+id = "two"
+[[instance]]
+id = "three"
+[[instance]]
+id = "fw"
+[[instance]]
+id = "peer"
+
+[[network_interface]]
+id = "eni-one"
+subnet = "sub-a1"
+private_ip = "10.0.1.10"
+security_groups = ["sg-all"]
+attachment = { instance = "one", device_index = 0 }
+
+[[network_interface]]
+id = "eni-two"
+subnet = "sub-a2"
+private_ip = "10.0.2.10"
+security_groups = ["sg-all"]
+attachment = { instance = "two", device_index = 0 }
+
+[[network_interface]]
+id = "eni-three"
+subnet = "sub-a3"
+private_ip = "10.0.3.10"
+security_groups = ["sg-all"]
+attachment = { instance = "three", device_index = 0 }
+
+[[network_interface]]
+id = "eni-fw"
+subnet = "sub-a3"
+private_ip = "10.0.3.20"
+security_groups = ["sg-all"]
+source_dest_check = false
+attachment = { instance = "fw", device_index = 0 }
+
+[[network_interface]]
+id = "eni-loose"
+subnet = "sub-a3"
+private_ip = "10.0.3.30"
+source_dest_check = false
+
+[[network_interface]]
+id = "eni-peer"
+subnet = "sub-b"
+private_ip = "10.1.1.10"
+security_groups = ["sg-all-b"]
+attachment = { instance = "peer", device_index = 0 }
+"#;
+
+fn route_lab() -> Policy {
+    let model = crate::topology::parse(ROUTE_LAB, "rt.toml").expect("the route lab is valid");
+    let pipeline = Pipeline::new(&model);
+    Policy { model, pipeline, now: Duration::ZERO }
+}
+
+#[test]
+fn the_longest_prefix_wins_and_can_steer_a_subnet_through_an_appliance() {
+    let mut p = route_lab();
+    // 10.0.2.0/24 -> eni-fw is more specific than local 10.0.0.0/16.
+    assert_eq!(p.tcp("eni-one", "eni-two", 40000, 80, SYN), Verdict::Forward(p.eni("eni-fw")));
+    // The rest of the VPC follows the local route.
+    assert_eq!(p.tcp("eni-one", "eni-three", 40000, 80, SYN), Verdict::Forward(p.eni("eni-three")));
+    // Subnets without their own table use the main table: only local.
+    assert_eq!(p.tcp("eni-two", "eni-one", 40000, 80, SYN), Verdict::Forward(p.eni("eni-one")));
+}
+
+#[test]
+fn blackholes_given_or_by_an_unusable_target_drop() {
+    let mut p = route_lab();
+    let one = p.ip("eni-one");
+    let v = p.tcp_from("eni-one", one, Ipv4Addr::new(10, 0, 3, 200), 40000, 80, SYN);
+    assert_eq!(v, Verdict::Drop(DropReason::Blackhole));
+    // 10.0.3.128/25 -> eni-loose, which is attached nowhere.
+    let v = p.tcp_from("eni-one", one, Ipv4Addr::new(10, 0, 3, 150), 40000, 80, SYN);
+    assert_eq!(v, Verdict::Drop(DropReason::Blackhole));
+    let v = p.tcp_from("eni-one", one, Ipv4Addr::new(192, 0, 2, 1), 40000, 80, SYN);
+    assert_eq!(v, Verdict::Drop(DropReason::NoRoute));
+}
+
+#[test]
+fn peering_works_both_ways_and_is_not_transitive() {
+    let mut p = route_lab();
+    let peer = p.eni("eni-peer");
+    assert_eq!(p.tcp("eni-one", "eni-peer", 40000, 80, SYN), Verdict::Forward(peer));
+    assert_eq!(p.tcp("eni-peer", "eni-one", 80, 40000, SYN_ACK), Verdict::Forward(p.eni("eni-one")));
+    assert_eq!(p.tcp("eni-peer", "eni-one", 41000, 22, SYN), Verdict::Forward(p.eni("eni-one")));
+    // vpc-c is peered with vpc-b, not vpc-a: a route to it through pcx-ab goes nowhere.
+    let one = p.ip("eni-one");
+    let v = p.tcp_from("eni-one", one, Ipv4Addr::new(10, 2, 1, 10), 40000, 80, SYN);
+    assert_eq!(v, Verdict::Drop(DropReason::NoRoute));
+    // The peer's delivery comes from the peer VPC's router MAC.
+    let (src, dst) = (p.ip("eni-one"), p.ip("eni-peer"));
+    let mac = p.model.enis[p.eni("eni-one").index()].mac;
+    let mut f = build::tcp(p.model.vpcs[0].router_mac, mac, src, dst, 42000, 80, SYN, b"");
+    assert_eq!(p.pipeline.process(p.now, p.eni("eni-one"), &mut f, &mut NoObserver), Verdict::Forward(peer));
+    assert_eq!(&f[6..12], &p.model.vpcs[1].router_mac.0);
+}

@@ -73,6 +73,8 @@ drop_reasons! {
     BroadcastOrMulticast = "broadcast_or_multicast", "BROADCAST_NOT_SUPPORTED",
     /// Unicast to a MAC that is neither the VPC router's nor an ENI's in the same subnet.
     UnknownDestinationMac = "unknown_destination_mac", "UNKNOWN_DESTINATION_MAC",
+    /// A blackhole route (given as such, or whose target is unusable) matched.
+    Blackhole = "blackhole", "BLACKHOLE_ROUTE",
     /// No route: the destination is outside every route of the subnet's table.
     NoRoute = "no_route", "NO_ROUTE_TO_DESTINATION",
     /// The destination is inside the VPC but no ENI owns it.

@@ -537,6 +537,14 @@ pub struct NatGateway {
     pub private_ip: Ipv4Addr,
     /// Its Elastic IP; `None` is a private NAT gateway.
     pub elastic_ip: Option<EipIdx>,
+    /// Source ports it allocates: AWS's 1024-65535 unless the file narrows it (`ports`, a
+    /// vpclab extension for rehearsing port exhaustion).
+    pub ports: PortRange,
+}
+
+impl NatGateway {
+    /// The source ports AWS's NAT gateway uses.
+    pub const AWS_PORTS: PortRange = PortRange { from: 1024, to: 65535 };
 }
 
 /// A VPC peering connection.

@@ -95,6 +95,7 @@ pub(crate) struct RawNatGateway {
     pub(crate) subnet: Spanned<String>,
     pub(crate) private_ip: Option<Spanned<String>>,
     pub(crate) elastic_ip: Option<Spanned<String>>,
+    pub(crate) ports: Option<Spanned<StrOrInt>>,
 }
 
 /// `[[vpc_peering]]`.

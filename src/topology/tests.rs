@@ -920,3 +920,23 @@ fn several_problems_reported_together() {
     assert!(ps.iter().any(|p| p.field.ends_with("private_ip")));
     assert!(ps.iter().any(|p| p.field.ends_with("cidr")));
 }
+
+#[test]
+fn internet_is_a_reserved_instance_id_and_nat_ports_are_checked() {
+    let text = BASE.replacen("name = \"t\"", "name = \"t\"\n[[instance]]\nid = \"internet\"\n", 1);
+    let ps = parse(&text, "t.toml").expect_err("reserved id").problems;
+    assert!(ps.iter().any(|p| p.message.contains("`internet` is reserved")), "{ps:?}");
+    let nat = |ports: &str| {
+        let text = super::DEFAULT_TOPOLOGY.replacen(
+            "elastic_ip = \"eipalloc-nat\"",
+            &format!("elastic_ip = \"eipalloc-nat\"\nports = \"{ports}\""),
+            1,
+        );
+        parse(&text, "d.toml")
+    };
+    assert_eq!(nat("2000-2003").unwrap().nat_gateways[0].ports, crate::model::PortRange { from: 2000, to: 2003 });
+    let ps = nat("80-90").expect_err("ports below 1024").problems;
+    assert!(ps[0].field.ends_with(".ports") && ps[0].message.contains("below 1024"), "{ps:?}");
+    let m = parse(super::DEFAULT_TOPOLOGY, "d.toml").unwrap();
+    assert_eq!(m.nat_gateways[0].ports, crate::model::NatGateway::AWS_PORTS);
+}

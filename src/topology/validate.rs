@@ -865,6 +865,10 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
             })
             .collect();
         attached.sort_unstable();
+        if iid == "internet" {
+            let msg = "`internet` is reserved: the emulated internet lives in namespace `<lab>-internet`".to_string();
+            c.err(inst.id.span(), path(Kind::Instance, iid, "id"), msg);
+        }
         let primary = attached.iter().find(|(d, _)| *d == 0).map(|&(_, ei)| ei);
         if primary.is_none() && !broken_attachment.contains(&ii) {
             let msg = format!(
@@ -1023,8 +1027,25 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
     let mut nat_ip: Vec<Option<Ipv4Addr>> = Vec::new();
     let mut nat_eip: Vec<Option<Option<usize>>> = Vec::new();
     let mut eip_nat: HashMap<usize, String> = HashMap::new();
+    let mut nat_ports: Vec<Option<PortRange>> = Vec::new();
     for n in &raw.nat_gateway {
         let id = n.id.get_ref();
+        // vpclab's extension: a narrower source-port range, to rehearse port exhaustion.
+        nat_ports.push(match &n.ports {
+            None => Some(NatGateway::AWS_PORTS),
+            Some(p) => {
+                let field = path(Kind::NatGateway, id, "ports");
+                match c.port_range(p, &field) {
+                    Some(r) if r.from >= 1024 => Some(r),
+                    Some(r) => {
+                        let msg = format!("ports {}-{} start below 1024: a NAT gateway uses source ports 1024-65535", r.from, r.to);
+                        c.err(p.span(), field, msg);
+                        None
+                    }
+                    None => None,
+                }
+            }
+        });
         let subnet = c.resolve(&n.subnet, Kind::Subnet, path(Kind::NatGateway, id, "subnet"));
         let vpc = subnet.and_then(|s| subnet_vpc[s]);
         let mut ip = None;
@@ -1485,6 +1506,7 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
                 subnet: SubnetIdx(idx(nat_subnet[i]?)?),
                 private_ip: nat_ip[i]?,
                 elastic_ip,
+                ports: nat_ports[i]?,
             });
         }
         for (i, e) in raw.elastic_ip.iter().enumerate() {

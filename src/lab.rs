@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::control;
 use crate::dataplane::{tap::Tap, Command, Dataplane};
-use crate::model::{Cidr, EniIdx, InstanceIdx, Model};
+use crate::model::{Cidr, EniIdx, InstanceIdx, Model, INTERNET_GATEWAY_IP, INTERNET_MTU};
 use crate::netns::{self, LinkConfig, Netlink, RouteSpec};
 use crate::pipeline::Pipeline;
 
@@ -212,9 +212,13 @@ pub fn tap_temp_name(lab: &str, eni_id: &str) -> String {
     format!("{prefix}-{h:08x}")
 }
 
-/// Every namespace a lab creates: `<lab>-<instance>` per instance.
+/// Every namespace a lab creates: `<lab>-<instance>` per instance, and `<lab>-internet`.
 pub fn planned_namespaces(model: &Model) -> Vec<String> {
-    (0..model.instances.len()).map(|i| model.netns_name(InstanceIdx(i as u32))).collect()
+    let mut v: Vec<String> = (0..model.instances.len()).map(|i| model.netns_name(InstanceIdx(i as u32))).collect();
+    if model.has_internet() {
+        v.push(model.internet_netns());
+    }
+    v
 }
 
 /// Kills every process inside the namespaces, then deletes them. Idempotent; never fails half
@@ -260,7 +264,7 @@ impl Lab {
     /// everything created so far is deleted.
     /// `interrupted` is asked before each instance; when it says yes, the build stops.
     pub fn build(model: &Model, interrupted: &dyn Fn() -> bool) -> anyhow::Result<Lab> {
-        let mut lab = Lab { namespaces: Vec::new(), taps: (0..model.enis.len()).map(|_| None).collect() };
+        let mut lab = Lab { namespaces: Vec::new(), taps: (0..=model.enis.len()).map(|_| None).collect() };
         let mut host = Netlink::open().context("opening netlink in the host namespace")?;
         for i in 0..model.instances.len() {
             if interrupted() {
@@ -280,10 +284,19 @@ impl Lab {
                 lab.taps[eni.index()] = Some(tap);
             }
         }
+        if model.has_internet() {
+            if interrupted() {
+                bail!("interrupted by a signal while building the lab");
+            }
+            let ns = model.internet_netns();
+            netns::create_netns(&ns).with_context(|| format!("creating namespace {ns}"))?;
+            lab.namespaces.push(ns.clone());
+            lab.taps[model.enis.len()] = Some(plumb_internet(model, &ns, &mut host)?);
+        }
         Ok(lab)
     }
 
-    /// Hands the TAPs (indexed like the model's ENIs) to the data plane.
+    /// Hands the TAPs to the data plane: indexed like the model's ENIs, then the internet's.
     pub fn take_taps(&mut self) -> Vec<Option<Tap>> {
         std::mem::take(&mut self.taps)
     }
@@ -344,6 +357,50 @@ fn plumb_eni(model: &Model, idx: EniIdx, ns: &str, host: &mut Netlink, nl: &mut 
             nl.add_rule(ip, table, table).with_context(ctx)?;
         }
     }
+    Ok(tap)
+}
+
+/// The emulated internet: one TAP, `eth0` in `<lab>-internet`, MTU 1500, holding every
+/// `[internet]` host's address (/32, so everything else is reached through the gateway) and a
+/// default route via [`INTERNET_GATEWAY_IP`], which the forwarder answers for.
+fn plumb_internet(model: &Model, ns: &str, host: &mut Netlink) -> anyhow::Result<Tap> {
+    for key in ["net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"] {
+        netns::set_sysctl(ns, key, "1").with_context(|| format!("setting {key} in {ns}"))?;
+    }
+    // Ids cannot hold `/`, so no ENI's temporary name can be this one.
+    let temp = tap_temp_name(&model.name, "/internet");
+    let tap = Tap::create(&temp).context("creating the internet's TAP")?;
+    host.move_link(&temp, ns, "eth0").with_context(|| format!("moving the internet's TAP into {ns}"))?;
+    let mut nl = Netlink::open_in(ns).with_context(|| format!("opening netlink in {ns}"))?;
+    let cfg = LinkConfig {
+        mac: Some(model.internet_host_mac()),
+        mtu: Some(u32::from(INTERNET_MTU)),
+        txqueuelen: Some(TAP_TXQUEUELEN),
+        up: true,
+    };
+    nl.set_link("eth0", &cfg).with_context(|| format!("configuring eth0 in {ns}"))?;
+    for h in &model.internet_hosts {
+        nl.add_address("eth0", h.ip, 32).with_context(|| format!("adding {} to eth0 in {ns}", h.ip))?;
+    }
+    let ctx = || format!("adding routes in {ns}");
+    let link = RouteSpec {
+        table: MAIN_TABLE,
+        destination: Cidr::new(INTERNET_GATEWAY_IP, 32),
+        gateway: None,
+        ifname: "eth0".into(),
+        scope_link: true,
+        source: None,
+    };
+    nl.add_route(&link).with_context(ctx)?;
+    let default = RouteSpec {
+        table: MAIN_TABLE,
+        destination: Cidr::new(Ipv4Addr::UNSPECIFIED, 0),
+        gateway: Some(INTERNET_GATEWAY_IP),
+        ifname: "eth0".into(),
+        scope_link: false,
+        source: None,
+    };
+    nl.add_route(&default).with_context(ctx)?;
     Ok(tap)
 }
 

@@ -255,8 +255,14 @@ fn daemon(path: Option<PathBuf>, name: Option<String>) -> anyhow::Result<ExitCod
 }
 
 fn print_lab(model: &Model, pid: u32) {
+    let internet = if model.has_internet() {
+        let hosts: Vec<String> = model.internet_hosts.iter().map(|h| format!("{} {}", h.id, h.ip)).collect();
+        format!("; internet `{}` ({})", model.internet_netns(), hosts.join(", "))
+    } else {
+        String::new()
+    };
     println!(
-        "lab `{}` is up: {} instance(s), {} ENI(s); forwarder pid {pid}",
+        "lab `{}` is up: {} instance(s), {} ENI(s){internet}; forwarder pid {pid}",
         model.name,
         model.instances.len(),
         model.enis.iter().filter(|e| e.attachment.is_some()).count()
@@ -278,10 +284,6 @@ fn print_lab(model: &Model, pid: u32) {
                 ips.join(", ")
             );
         }
-    }
-    let unenforced = model.unenforced_sections();
-    if !unenforced.is_empty() {
-        println!("validated but not yet enforced on packets: {}", unenforced.join(", "));
     }
 }
 

@@ -598,7 +598,34 @@ pub struct Model {
     pub internet_hosts: Vec<InternetHost>,
 }
 
+/// The emulated internet's next hop for its hosts: the forwarder answers ARP for it with the
+/// internet gateway's MAC. Link-local, so it can never be one of the lab's addresses.
+pub const INTERNET_GATEWAY_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 1);
+
+/// The MTU towards the internet gateway, as on AWS.
+pub const INTERNET_MTU: u16 = 1500;
+
 impl Model {
+    /// Whether the lab has an emulated internet (a namespace holding the `[internet]` hosts).
+    pub fn has_internet(&self) -> bool {
+        !self.internet_hosts.is_empty()
+    }
+
+    /// The emulated internet's namespace: `<lab>-internet` (`internet` is no instance id).
+    pub fn internet_netns(&self) -> String {
+        format!("{}-internet", self.name)
+    }
+
+    /// The MAC of the internet namespace's interface.
+    pub fn internet_host_mac(&self) -> Mac {
+        Mac::generated("internet-hosts", &self.name)
+    }
+
+    /// The MAC the internet side sees for the internet gateway (its next hop).
+    pub fn internet_gateway_mac(&self) -> Mac {
+        Mac::generated("internet-gateway", &self.name)
+    }
+
     /// The subnet an ENI is in.
     pub fn subnet_of(&self, eni: EniIdx) -> &Subnet {
         &self.subnets[self.enis[eni.index()].subnet.index()]
@@ -637,25 +664,6 @@ impl Model {
             .collect();
         v.sort();
         v.into_iter().map(|(_, e)| e).collect()
-    }
-
-    /// The sections present in the model that this version of vpclab validates but does not yet
-    /// enforce on packets, for `up` to say so in one line.
-    pub fn unenforced_sections(&self) -> Vec<&'static str> {
-        let mut out = Vec::new();
-        if !self.internet_gateways.is_empty() {
-            out.push("internet gateways");
-        }
-        if !self.nat_gateways.is_empty() {
-            out.push("NAT gateways");
-        }
-        if !self.elastic_ips.is_empty() {
-            out.push("Elastic IPs");
-        }
-        if !self.internet_hosts.is_empty() {
-            out.push("the internet");
-        }
-        out
     }
 }
 

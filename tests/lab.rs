@@ -231,9 +231,13 @@ fn the_default_lab_comes_up_and_forwards() {
     assert!(out.status.success(), "{}", text(&out));
     let shown = text(&out);
     assert!(shown.contains("eni-app-float") && shown.contains("02:00:00:00:02:50"), "{shown}");
-    assert!(shown.contains("not yet enforced"), "{shown}");
-    let ping = vpclab(&["exec", "--lab", &name, "web", "--", "ping", "-c", "2", "-W", "2", "10.0.2.10"]);
-    assert!(ping.status.success(), "{}", text(&ping));
+    assert!(shown.contains(&format!("internet `{name}-internet` (example 198.51.100.7)")), "{shown}");
+    // Across subnets, out through the internet gateway (web has an Elastic IP), and out through
+    // the NAT gateway (app is private).
+    for (from, to) in [("web", "10.0.2.10"), ("web", "198.51.100.7"), ("app", "198.51.100.7")] {
+        let ping = vpclab(&["exec", "--lab", &name, from, "--", "ping", "-c", "2", "-W", "2", to]);
+        assert!(ping.status.success(), "{from} -> {to}: {}", text(&ping));
+    }
     let bad = vpclab(&["up", "--name", "has-dash"]);
     assert!(!bad.status.success() && text(&bad).contains("no `-`"), "{}", text(&bad));
 }

@@ -235,10 +235,11 @@ fn trace(handle: &Handle, model: &Model, from: EniIdx, to: Ipv4Addr, protocol: u
         1 => format!("icmp echo request {} -> {to} id {sport}", eni.private_ip),
         p => format!("protocol {p} {} -> {to}", eni.private_ip),
     };
-    let (verdict, rec) = match handle.ask(Duration::from_secs(5), |reply| Command::Trace { from, frame, reply }) {
-        Ok(r) => r,
-        Err(e) => return Response::Error { message: e.to_string() },
-    };
+    let (verdict, rec) =
+        match handle.ask(Duration::from_secs(5), |reply| Command::Trace { from: Some(from), frame, reply }) {
+            Ok(r) => r,
+            Err(e) => return Response::Error { message: e.to_string() },
+        };
     let name = |e: EniIdx| model.enis[e.index()].id.clone();
     let stages = rec.lines.into_iter().map(|(s, d)| TraceStage { stage: s.name().to_string(), detail: d }).collect();
     let mut report = TraceReport {
@@ -253,7 +254,8 @@ fn trace(handle: &Handle, model: &Model, from: EniIdx, to: Ipv4Addr, protocol: u
     };
     match verdict {
         Verdict::Forward(to) => report.delivered_to = Some(name(to)),
-        Verdict::Reply => report.verdict = "answered by the fabric".into(),
+        Verdict::ToInternet => report.delivered_to = Some("the internet".into()),
+        Verdict::Reply | Verdict::ReplyWith(_) => report.verdict = "answered by the fabric".into(),
         Verdict::Drop(r) | Verdict::DropAt(r, _) => {
             report.verdict = "dropped".into();
             report.drop_reason = Some(r.name().into());

@@ -36,8 +36,8 @@ pub enum Command {
     Counters(Sender<Vec<EniCounters>>),
     /// Run `frame` from `from` through the pipeline read-only and send back what it decided.
     Trace {
-        /// The sending ENI.
-        from: EniIdx,
+        /// The sending ENI; `None` for the emulated internet.
+        from: Option<EniIdx>,
         /// The synthesized frame.
         frame: Vec<u8>,
         /// Where the answer goes.
@@ -86,7 +86,8 @@ pub struct Dataplane {
 }
 
 impl Dataplane {
-    /// Registers the TAPs (indexed like the model's ENIs; `None` for an unattached ENI).
+    /// Registers the TAPs: indexed like the model's ENIs (`None` for an unattached ENI), then one
+    /// more for the emulated internet (`None` when the lab has none).
     pub fn new(pipeline: Pipeline, taps: Vec<Option<Tap>>) -> io::Result<(Dataplane, Handle)> {
         let poll = Poll::new()?;
         for (i, tap) in taps.iter().enumerate() {
@@ -160,7 +161,11 @@ impl Dataplane {
                 // The requester may have given up waiting; nothing to do then.
                 Command::Counters(reply) => drop(reply.send(self.counters.clone())),
                 Command::Trace { from, mut frame, reply } => {
-                    let traced = self.pipeline.trace(self.start.elapsed(), from, &mut frame);
+                    let now = self.start.elapsed();
+                    let traced = match from {
+                        Some(eni) => self.pipeline.trace(now, eni, &mut frame),
+                        None => self.pipeline.trace_internet(now, &mut frame),
+                    };
                     drop(reply.send(traced));
                 }
                 Command::Connections(eni, reply) => {
@@ -209,12 +214,24 @@ impl Dataplane {
         counters.rx_packets += 1;
         counters.rx_bytes += (n - VNET_HDR_LEN) as u64;
         let now = self.start.elapsed();
+        let off = tap::offload(&self.buf[..VNET_HDR_LEN]);
+        let internet = self.taps.len() - 1;
         let frame = &mut self.buf[VNET_HDR_LEN..n];
-        match self.pipeline.process(now, EniIdx(port as u32), frame, &mut NoObserver) {
+        let verdict = if port == internet {
+            self.pipeline.process_internet(now, frame, off, &mut NoObserver)
+        } else {
+            self.pipeline.process_offloaded(now, EniIdx(port as u32), frame, off, &mut NoObserver)
+        };
+        match verdict {
             Verdict::Forward(to) => self.transmit(to.index(), n),
+            Verdict::ToInternet => self.transmit(internet, n),
             Verdict::Reply => {
                 self.buf[..VNET_HDR_LEN].fill(0);
                 self.transmit(port, n);
+            }
+            Verdict::ReplyWith(len) => {
+                self.buf[..VNET_HDR_LEN].fill(0);
+                self.transmit(port, VNET_HDR_LEN + len);
             }
             Verdict::Drop(reason) => self.counters[port].count_drop(reason),
             Verdict::DropAt(reason, eni) => self.counters[eni.index()].count_drop(reason),

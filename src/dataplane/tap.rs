@@ -20,6 +20,22 @@ pub const VNET_HDR_LEN: usize = 12;
 /// Largest frame a TAP hands over with TSO: 64 KiB of IP plus the Ethernet and virtio headers.
 pub const MAX_FRAME: usize = VNET_HDR_LEN + 14 + 65535;
 
+/// What the virtio-net header in front of a received frame says (`struct virtio_net_hdr_v1`,
+/// native endian as TUNSETVNETLE/BE were not set): whether the L4 checksum is partial
+/// (VIRTIO_NET_HDR_F_NEEDS_CSUM) and, for a GSO superframe, the segment payload size.
+pub fn offload(hdr: &[u8]) -> crate::pipeline::Offload {
+    const NEEDS_CSUM: u8 = 1;
+    const GSO_NONE: u8 = 0;
+    if hdr.len() < VNET_HDR_LEN {
+        return crate::pipeline::Offload::default();
+    }
+    let gso_size = u16::from_ne_bytes([hdr[4], hdr[5]]);
+    crate::pipeline::Offload {
+        csum_partial: hdr[0] & NEEDS_CSUM != 0,
+        gso_size: (hdr[1] & 0x7f != GSO_NONE && gso_size > 0).then_some(gso_size),
+    }
+}
+
 /// Errors opening or configuring a TAP.
 #[derive(Debug, thiserror::Error)]
 pub enum TapError {

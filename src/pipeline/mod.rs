@@ -31,8 +31,15 @@ use hashbrown::HashMap;
 pub use verdict::{DropReason, EniCounters, Verdict};
 
 use crate::conntrack::{ConnTable, ConntrackFull, PacketInfo};
-use crate::model::{AclIdx, Cidr, EniIdx, Mac, Model, NetworkAcl, RouteTarget, SubnetIdx, VpcIdx};
-use crate::packet::{self, build, ArpMeta, Ipv4Meta, L3Meta, ARP_REQUEST, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+use crate::model::{
+    AclIdx, Cidr, EniIdx, Mac, Model, NatIdx, NetworkAcl, RouteTarget, SubnetIdx, VpcIdx, INTERNET_GATEWAY_IP,
+    INTERNET_MTU,
+};
+use crate::nat::{IgwMap, NatError, NatTable};
+use crate::packet::rewrite::{self, L4Csum};
+use crate::packet::{
+    self, build, ArpMeta, Ipv4Meta, L3Meta, ARP_REQUEST, ETH_HEADER_LEN, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
+};
 use crate::policy::route_table::{self, CompiledRoutes};
 use crate::policy::{network_acl, security_group::SecurityGroups, Direction, Flow};
 
@@ -54,6 +61,10 @@ pub enum Stage {
     Layer2,
     /// Longest-prefix match in the subnet's route table.
     RouteLookup,
+    /// A NAT gateway's many-to-one translation (source ports allocated per destination).
+    NatGateway,
+    /// An internet gateway's 1:1 translation between private and Elastic IPs, and its MTU.
+    InternetGateway,
     /// The sender's subnet's network ACL, outbound (only when leaving the subnet).
     NaclEgress,
     /// The receiver's subnet's network ACL, inbound (only when entering another subnet).
@@ -77,6 +88,8 @@ impl Stage {
             Stage::SgEgress => "sg-egress",
             Stage::Layer2 => "layer2",
             Stage::RouteLookup => "route-lookup",
+            Stage::NatGateway => "nat-gateway",
+            Stage::InternetGateway => "internet-gateway",
             Stage::NaclEgress => "nacl-egress",
             Stage::NaclIngress => "nacl-ingress",
             Stage::DestinationCheck => "destination-check",
@@ -155,6 +168,8 @@ pub struct ConnectionView {
     pub initiator: (Ipv4Addr, u16),
     /// The other endpoint.
     pub responder: (Ipv4Addr, u16),
+    /// For a NAT gateway's translation: the address and port the initiator appears as.
+    pub translated: Option<(Ipv4Addr, u16)>,
     /// State, e.g. `TcpEstablished`, `UdpStream`.
     pub state: String,
     /// Packets seen, both directions.
@@ -174,6 +189,44 @@ enum SgOutcome {
     NewFlow { tracked: bool },
 }
 
+/// What a TAP's virtio-net header says about a frame (`dataplane::tap` reads it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offload {
+    /// The L4 checksum field holds only the pseudo-header sum (NEEDS_CSUM).
+    pub csum_partial: bool,
+    /// For a TSO/USO superframe: the payload size of each segment it becomes on the wire.
+    pub gso_size: Option<u16>,
+}
+
+impl Offload {
+    fn csum(self) -> L4Csum {
+        if self.csum_partial {
+            L4Csum::Partial
+        } else {
+            L4Csum::Full
+        }
+    }
+}
+
+/// Where a packet arriving at an ENI comes from, for the receiver-side stages.
+#[derive(Clone, Copy, Debug)]
+enum Source {
+    /// Another ENI, with what its security group stage decided.
+    Eni(EniIdx, SgOutcome),
+    /// The internet, through the internet gateway.
+    Internet,
+    /// The internet, translated back by a NAT gateway in this subnet.
+    Nat(SubnetIdx),
+}
+
+/// Where the route lookup sends a packet.
+#[derive(Clone, Copy, Debug)]
+enum Next {
+    Eni(EniIdx),
+    InternetGateway,
+    NatGateway(NatIdx),
+}
+
 /// The compiled lab, its connection tables, and the decision code that reads them.
 #[derive(Debug)]
 pub struct Pipeline {
@@ -187,6 +240,8 @@ pub struct Pipeline {
     groups: SecurityGroups,
     acls: Vec<NetworkAcl>,
     conntrack: Vec<ConnTable<Option<Hop>>>,
+    igw: IgwMap,
+    nats: Vec<NatTable>,
     generation: u64,
 }
 
@@ -211,6 +266,19 @@ impl Pipeline {
             groups: SecurityGroups::new(model),
             acls: Vec::new(),
             conntrack,
+            igw: IgwMap::new(model),
+            nats: model
+                .nat_gateways
+                .iter()
+                .map(|n| {
+                    NatTable::new(
+                        n.private_ip,
+                        n.ports.from..=n.ports.to,
+                        crate::nat::AWS_MAX_PER_DESTINATION,
+                        crate::nat::AWS_IDLE_TIMEOUT,
+                    )
+                })
+                .collect(),
             generation: 0,
         };
         p.compile(model);
@@ -258,22 +326,57 @@ impl Pipeline {
         self.vpc_cidrs = model.vpcs.iter().map(|v| v.cidr).collect();
         self.acls = model.network_acls.clone();
         self.routes = route_table::compile_all(model);
+        self.igw = IgwMap::new(model);
         self.model = std::sync::Arc::new(model.clone());
     }
 
     /// Decides the fate of `frame`, sent by the instance on ENI `from`, rewriting it in place when
     /// the verdict is `Forward` or `Reply`, and tracking connections. Never panics on any frame.
     pub fn process<O: Observer>(&mut self, now: Duration, from: EniIdx, frame: &mut [u8], obs: &mut O) -> Verdict {
-        match self.walk(now, from, frame, obs, true) {
+        self.process_offloaded(now, from, frame, Offload::default(), obs)
+    }
+
+    /// [`process`](Self::process) for a frame with offload information from its TAP.
+    pub fn process_offloaded<O: Observer>(
+        &mut self,
+        now: Duration,
+        from: EniIdx,
+        frame: &mut [u8],
+        off: Offload,
+        obs: &mut O,
+    ) -> Verdict {
+        match self.walk(now, from, frame, off, obs, true) {
             Ok(v) | Err(v) => v,
         }
+    }
+
+    /// A frame from the emulated internet (its TAP).
+    pub fn process_internet<O: Observer>(
+        &mut self,
+        now: Duration,
+        frame: &mut [u8],
+        off: Offload,
+        obs: &mut O,
+    ) -> Verdict {
+        match self.walk_internet(now, frame, off, obs, true) {
+            Ok(v) | Err(v) => v,
+        }
+    }
+
+    /// [`trace`](Self::trace) for a frame from the internet.
+    pub fn trace_internet(&mut self, now: Duration, frame: &mut [u8]) -> (Verdict, Recorder) {
+        let mut rec = Recorder::default();
+        let v = match self.walk_internet(now, frame, Offload::default(), &mut rec, false) {
+            Ok(v) | Err(v) => v,
+        };
+        (v, rec)
     }
 
     /// Explains what would become of `frame` from `from` against the live state, stage by stage,
     /// without changing anything: no connection entry is created or refreshed.
     pub fn trace(&mut self, now: Duration, from: EniIdx, frame: &mut [u8]) -> (Verdict, Recorder) {
         let mut rec = Recorder::default();
-        let v = match self.walk(now, from, frame, &mut rec, false) {
+        let v = match self.walk(now, from, frame, Offload::default(), &mut rec, false) {
             Ok(v) | Err(v) => v,
         };
         (v, rec)
@@ -282,6 +385,9 @@ impl Pipeline {
     /// Reclaims expired connection entries (bounded work per table).
     pub fn handle_timeout(&mut self, now: Duration) {
         for t in &mut self.conntrack {
+            t.handle_timeout(now);
+        }
+        for t in &mut self.nats {
             t.handle_timeout(now);
         }
     }
@@ -301,6 +407,7 @@ impl Pipeline {
                 let (a, b) = e.key.endpoints();
                 let responder = if a == e.initiator { b } else { a };
                 out.push(ConnectionView {
+                    translated: None,
                     eni: self.ports[i].id.clone(),
                     protocol: e.key.protocol(),
                     initiator: e.initiator,
@@ -311,6 +418,24 @@ impl Pipeline {
                 });
             }
         }
+        if eni.is_none() {
+            for (n, table) in self.nats.iter().enumerate() {
+                let nat = &self.model.nat_gateways[n];
+                for m in table.mappings() {
+                    let idle = now.saturating_sub(m.last_seen);
+                    out.push(ConnectionView {
+                        eni: nat.id.clone(),
+                        protocol: m.protocol,
+                        initiator: m.inside,
+                        responder: m.remote,
+                        translated: Some((nat.private_ip, m.outside_port)),
+                        state: "Translated".into(),
+                        packets: 0,
+                        expires_in_secs: crate::nat::AWS_IDLE_TIMEOUT.saturating_sub(idle).as_secs(),
+                    });
+                }
+            }
+        }
         out
     }
 
@@ -319,6 +444,7 @@ impl Pipeline {
         now: Duration,
         from: EniIdx,
         frame: &mut [u8],
+        off: Offload,
         obs: &mut O,
         commit: bool,
     ) -> Step<Verdict> {
@@ -367,15 +493,51 @@ impl Pipeline {
         }
         let egress = self.security_group(now, from, Direction::Egress, &ip, &info, frame, obs)?;
         let routed = meta.dst_mac == port.router_mac;
-        let to = if routed { self.route_lookup(from, ip.dst, obs)? } else { self.layer2(from, meta.dst_mac, obs)? };
-        let (src_port, dst_port) = (&self.ports[from.index()], &self.ports[to.index()]);
+        let next = if routed {
+            self.route_lookup(from, ip.dst, obs)?
+        } else {
+            Next::Eni(self.layer2(from, meta.dst_mac, obs)?)
+        };
+        match next {
+            Next::Eni(to) => self.arrive(now, Source::Eni(from, egress), to, routed, &ip, &info, frame, obs, commit),
+            Next::InternetGateway => self.towards_internet(now, from, egress, &ip, &info, frame, off, obs, commit),
+            Next::NatGateway(n) => self.via_nat(now, from, egress, n, &ip, &info, frame, off, obs, commit),
+        }
+    }
+
+    /// The receiver's side: network ACLs when the packet crosses into another subnet, the
+    /// destination check, the receiver's security groups, room in both connection tables, and
+    /// only then the commit and the delivery.
+    #[allow(clippy::too_many_arguments)]
+    fn arrive<O: Observer>(
+        &mut self,
+        now: Duration,
+        source: Source,
+        to: EniIdx,
+        routed: bool,
+        ip: &Ipv4Meta,
+        info: &PacketInfo,
+        frame: &mut [u8],
+        obs: &mut O,
+        commit: bool,
+    ) -> Step<Verdict> {
+        let dst_port = &self.ports[to.index()];
         if !dst_port.attached {
             obs.record(Stage::Deliver, format_args!("drop: {} is not attached to an instance", dst_port.id));
             return Err(Verdict::Drop(DropReason::DestinationNotAttached));
         }
-        if src_port.subnet != dst_port.subnet {
-            self.network_acl(from, Direction::Egress, &info.flow, obs)?;
-            self.network_acl(to, Direction::Ingress, &info.flow, obs)?;
+        let (dst_subnet, dst_acl) = (dst_port.subnet, dst_port.acl);
+        let src_subnet = match source {
+            Source::Eni(e, _) => Some(self.ports[e.index()].subnet),
+            Source::Nat(s) => Some(s),
+            Source::Internet => None,
+        };
+        if src_subnet != Some(dst_subnet) {
+            if let Some(s) = src_subnet {
+                let acl = self.model.subnets[s.index()].network_acl;
+                self.network_acl(acl, Direction::Egress, &info.flow, None, obs)?;
+            }
+            self.network_acl(dst_acl, Direction::Ingress, &info.flow, Some(to), obs)?;
         }
         let dst_port = &self.ports[to.index()];
         if dst_port.source_dest_check && !dst_port.owns(ip.dst) {
@@ -393,24 +555,396 @@ impl Pipeline {
                 format_args!("skipped: source/destination check off on {}", dst_port.id),
             );
         }
-        let ingress = self.security_group(now, to, Direction::Ingress, &ip, &info, frame, obs)?;
+        let ingress = self.security_group(now, to, Direction::Ingress, ip, info, frame, obs)?;
         // Room on both sides before anything is committed: a refusal leaves no half-open entry,
         // and trace reports it as forwarding would.
-        for (eni, outcome, stage) in [(from, egress, Stage::SgEgress), (to, ingress, Stage::SgIngress)] {
-            if outcome == (SgOutcome::NewFlow { tracked: true }) && self.conntrack[eni.index()].is_full(now) {
-                let port = &self.ports[eni.index()];
-                let max = self.conntrack[eni.index()].max_entries();
-                obs.record(stage, format_args!("drop: {}'s connection table is full ({max} connections)", port.id));
-                return Err(Verdict::DropAt(DropReason::ConntrackFull, eni));
-            }
+        if let Source::Eni(from, egress) = source {
+            self.room(now, from, egress, Stage::SgEgress, obs)?;
         }
+        self.room(now, to, ingress, Stage::SgIngress, obs)?;
         let hop = Hop { to, routed };
         if commit {
-            self.commit(now, from, egress, &info, Some(hop))?;
-            self.commit(now, to, ingress, &info, None)?;
+            if let Source::Eni(from, egress) = source {
+                self.commit(now, from, egress, info, Some(hop))?;
+            }
+            self.commit(now, to, ingress, info, None)?;
         }
         self.deliver(hop, frame, obs);
         Ok(Verdict::Forward(to))
+    }
+
+    /// Whether `eni`'s table can take the new connection `outcome` would create.
+    fn room<O: Observer>(
+        &mut self,
+        now: Duration,
+        eni: EniIdx,
+        outcome: SgOutcome,
+        stage: Stage,
+        obs: &mut O,
+    ) -> Step<()> {
+        if outcome == (SgOutcome::NewFlow { tracked: true }) && self.conntrack[eni.index()].is_full(now) {
+            let port = &self.ports[eni.index()];
+            let max = self.conntrack[eni.index()].max_entries();
+            obs.record(stage, format_args!("drop: {}'s connection table is full ({max} connections)", port.id));
+            return Err(Verdict::DropAt(DropReason::ConntrackFull, eni));
+        }
+        Ok(())
+    }
+
+    /// Towards the internet gateway: the packet leaves the subnet (its ACL), its source must have
+    /// an Elastic IP (1:1 translation), and it must fit the internet's MTU.
+    #[allow(clippy::too_many_arguments)]
+    fn towards_internet<O: Observer>(
+        &mut self,
+        now: Duration,
+        from: EniIdx,
+        egress: SgOutcome,
+        ip: &Ipv4Meta,
+        info: &PacketInfo,
+        frame: &mut [u8],
+        off: Offload,
+        obs: &mut O,
+        commit: bool,
+    ) -> Step<Verdict> {
+        let (acl, vpc) = (self.ports[from.index()].acl, self.ports[from.index()].vpc);
+        self.network_acl(acl, Direction::Egress, &info.flow, None, obs)?;
+        let Some(public) = self.igw.public_of(vpc, ip.src) else {
+            obs.record(
+                Stage::InternetGateway,
+                format_args!("drop: {} has no Elastic or public IP, so it cannot use the internet gateway", ip.src),
+            );
+            return Err(Verdict::Drop(DropReason::NoPublicAddress));
+        };
+        self.internet_exists(obs)?;
+        self.check_mtu(from, ip, frame, off, obs)?;
+        self.room(now, from, egress, Stage::SgEgress, obs)?;
+        if commit {
+            self.commit(now, from, egress, info, None)?;
+        }
+        obs.record(Stage::InternetGateway, format_args!("source {} -> {public} (its Elastic IP)", ip.src));
+        if let Some(q) = packet::icmp_quoted(frame, ip) {
+            // An ICMP error about a packet that came in through the gateway quotes the private
+            // address it was delivered to: show the internet the address it sent to.
+            if q.dst == ip.src {
+                rewrite::set_quoted_dst(frame, ip, public, None);
+            }
+        }
+        rewrite::set_src_ip(frame, ip, public, off.csum());
+        packet::set_macs(frame, self.model.internet_host_mac(), self.model.internet_gateway_mac());
+        Ok(Verdict::ToInternet)
+    }
+
+    fn internet_exists<O: Observer>(&self, obs: &mut O) -> Step<()> {
+        if self.model.has_internet() {
+            return Ok(());
+        }
+        obs.record(Stage::InternetGateway, format_args!("drop: the lab has no [internet] hosts"));
+        Err(Verdict::Drop(DropReason::NoRoute))
+    }
+
+    /// Towards the internet the MTU is 1500: a larger packet with DF set is answered with ICMP
+    /// fragmentation needed (RFC 1191) from the sender's subnet router, so PMTU discovery works;
+    /// without DF it is dropped (vpclab does not fragment). A TSO superframe is judged by the size
+    /// of the segments it becomes.
+    fn check_mtu<O: Observer>(
+        &self,
+        from: EniIdx,
+        ip: &Ipv4Meta,
+        frame: &mut [u8],
+        off: Offload,
+        obs: &mut O,
+    ) -> Step<()> {
+        let wire = match off.gso_size {
+            // Each segment carries the IP and transport headers and up to gso_size bytes.
+            Some(gso) => {
+                let l4 = ETH_HEADER_LEN + usize::from(ip.header_len);
+                let l4_header = match ip.protocol {
+                    PROTO_TCP => frame.get(l4 + 12).map_or(20, |b| u16::from(b >> 4) * 4),
+                    _ => 8,
+                };
+                (u16::from(ip.header_len) + l4_header).saturating_add(gso)
+            }
+            None => ip.total_len,
+        };
+        if wire <= INTERNET_MTU {
+            return Ok(());
+        }
+        let dont_fragment = frame.get(ETH_HEADER_LEN + 6).is_some_and(|b| b & 0x40 != 0);
+        if !dont_fragment {
+            obs.record(Stage::InternetGateway, format_args!("drop: {wire} bytes exceed the MTU of {INTERNET_MTU}"));
+            return Err(Verdict::Drop(DropReason::MtuExceeded));
+        }
+        let port = &self.ports[from.index()];
+        let reply = rewrite::icmp_frag_needed(frame, port.router_mac, port.subnet_cidr.router(), INTERNET_MTU);
+        obs.record(
+            Stage::InternetGateway,
+            format_args!("{wire} bytes exceed the MTU of {INTERNET_MTU} with DF set: ICMP fragmentation needed back"),
+        );
+        if reply.len() > frame.len() {
+            return Err(Verdict::Drop(DropReason::MtuExceeded));
+        }
+        frame[..reply.len()].copy_from_slice(&reply);
+        Err(Verdict::ReplyWith(reply.len()))
+    }
+
+    /// Through a NAT gateway: into its subnet (ACLs), TCP/UDP/ICMP echo only and no fragments,
+    /// then its subnet's route table must lead to the internet gateway, which maps its private
+    /// address to its Elastic IP. The source becomes the NAT's address and a port it allocates
+    /// for the destination. A segment of a TCP connection whose translation timed out is answered
+    /// with a RST, as AWS does.
+    #[allow(clippy::too_many_arguments)]
+    fn via_nat<O: Observer>(
+        &mut self,
+        now: Duration,
+        from: EniIdx,
+        egress: SgOutcome,
+        n: NatIdx,
+        ip: &Ipv4Meta,
+        info: &PacketInfo,
+        frame: &mut [u8],
+        off: Offload,
+        obs: &mut O,
+        commit: bool,
+    ) -> Step<Verdict> {
+        let model = std::sync::Arc::clone(&self.model);
+        let nat = &model.nat_gateways[n.index()];
+        let nat_subnet = &model.subnets[nat.subnet.index()];
+        let port = &self.ports[from.index()];
+        let (src_subnet, src_acl, vpc) = (port.subnet, port.acl, port.vpc);
+        if src_subnet != nat.subnet {
+            self.network_acl(src_acl, Direction::Egress, &info.flow, None, obs)?;
+            self.network_acl(nat_subnet.network_acl, Direction::Ingress, &info.flow, None, obs)?;
+        }
+        let (inside_port, remote_port) = match ip.protocol {
+            PROTO_TCP | PROTO_UDP => (ip.l4.src_port, ip.l4.dst_port),
+            PROTO_ICMP if ip.l4.icmp_type == 8 => (ip.l4.icmp_id, 0),
+            p => {
+                obs.record(
+                    Stage::NatGateway,
+                    format_args!("drop: {} translates TCP, UDP and ICMP echo only (protocol {p})", nat.id),
+                );
+                return Err(Verdict::Drop(DropReason::NatUnsupportedProtocol));
+            }
+        };
+        if ip.fragment {
+            // AWS drops TCP and ICMP fragments; UDP fragments would need reassembly to be
+            // translated here, so vpclab drops them too.
+            obs.record(Stage::NatGateway, format_args!("drop: {} does not translate fragments", nat.id));
+            return Err(Verdict::Drop(DropReason::NatFragment));
+        }
+        let inside = (ip.src, inside_port);
+        let remote = (ip.dst, remote_port);
+        let hit = self.routes[nat_subnet.route_table.index()].lookup(ip.dst);
+        let route = route_table::describe(&model, nat_subnet.route_table, ip.dst, hit);
+        if !matches!(hit, Some((_, RouteTarget::InternetGateway(_)))) {
+            obs.record(
+                Stage::RouteLookup,
+                format_args!("drop: {route} (a NAT gateway sends to the internet gateway only)"),
+            );
+            return Err(Verdict::Drop(DropReason::NoRoute));
+        }
+        obs.record(Stage::RouteLookup, format_args!("{route}"));
+        self.network_acl(nat_subnet.network_acl, Direction::Egress, &info.flow, None, obs)?;
+        let Some(public) = self.igw.public_of(vpc, nat.private_ip) else {
+            obs.record(
+                Stage::InternetGateway,
+                format_args!("drop: {} has no Elastic IP (private NAT gateway)", nat.id),
+            );
+            return Err(Verdict::Drop(DropReason::NoPublicAddress));
+        };
+        self.internet_exists(obs)?;
+        self.check_mtu(from, ip, frame, off, obs)?;
+        let table = &self.nats[n.index()];
+        let is_syn = ip.l4.tcp_flags & crate::conntrack::TCP_SYN != 0;
+        if ip.protocol == PROTO_TCP
+            && !is_syn
+            && table.peek_outbound(now, PROTO_TCP, inside, remote).is_none()
+            && table.expired_recently(now, PROTO_TCP, inside, remote)
+        {
+            let router_mac = self.ports[from.index()].router_mac;
+            let rst = rewrite::tcp_rst_for(frame, router_mac, self.ports[from.index()].mac);
+            obs.record(
+                Stage::NatGateway,
+                format_args!("drop: the translation of this TCP connection timed out: RST back"),
+            );
+            if rst.len() <= frame.len() {
+                frame[..rst.len()].copy_from_slice(&rst);
+                return Err(Verdict::ReplyWith(rst.len()));
+            }
+            return Err(Verdict::Drop(DropReason::NatNoMapping));
+        }
+        self.room(now, from, egress, Stage::SgEgress, obs)?;
+        let outside = if commit {
+            self.nats[n.index()].outbound(now, ip.protocol, inside, remote)
+        } else {
+            Ok(self.nats[n.index()].peek_outbound(now, ip.protocol, inside, remote).unwrap_or(inside_port))
+        };
+        let outside = match outside {
+            Ok(p) => p,
+            Err(NatError::PortAllocation) => {
+                obs.record(
+                    Stage::NatGateway,
+                    format_args!("drop: no free port for {}:{} ({} ErrorPortAllocation)", remote.0, remote.1, nat.id),
+                );
+                return Err(Verdict::Drop(DropReason::NatPortAllocation));
+            }
+        };
+        if commit {
+            self.commit(now, from, egress, info, None)?;
+        }
+        obs.record(
+            Stage::NatGateway,
+            format_args!("{}: source {}:{} -> {}:{outside}", nat.id, ip.src, inside_port, nat.private_ip),
+        );
+        obs.record(
+            Stage::InternetGateway,
+            format_args!("source {} -> {public} ({}'s Elastic IP)", nat.private_ip, nat.id),
+        );
+        rewrite::set_src_ip(frame, ip, public, off.csum());
+        match ip.protocol {
+            PROTO_ICMP => rewrite::set_icmp_echo_id(frame, ip, outside),
+            _ => rewrite::set_src_port(frame, ip, outside, off.csum()),
+        }
+        packet::set_macs(frame, self.model.internet_host_mac(), self.model.internet_gateway_mac());
+        Ok(Verdict::ToInternet)
+    }
+
+    fn walk_internet<O: Observer>(
+        &mut self,
+        now: Duration,
+        frame: &mut [u8],
+        off: Offload,
+        obs: &mut O,
+        commit: bool,
+    ) -> Step<Verdict> {
+        let meta = match packet::parse(frame) {
+            Ok(m) => m,
+            Err(e) => {
+                obs.record(Stage::Parse, format_args!("drop: {e}"));
+                return Err(Verdict::Drop(DropReason::Malformed));
+            }
+        };
+        let host_mac = self.model.internet_host_mac();
+        if meta.src_mac != host_mac {
+            obs.record(Stage::PortSecurity, format_args!("drop: source MAC {} is not the internet's", meta.src_mac));
+            return Err(Verdict::Drop(DropReason::SourceMacMismatch));
+        }
+        let ip = match meta.l3 {
+            L3Meta::Arp(arp) if arp.operation != ARP_REQUEST => return Err(Verdict::Drop(DropReason::ArpNotRequest)),
+            L3Meta::Arp(arp) if arp.target_ip == INTERNET_GATEWAY_IP => {
+                let mac = self.model.internet_gateway_mac();
+                packet::arp_reply_in_place(frame, &arp, mac);
+                obs.record(Stage::ArpReply, format_args!("{INTERNET_GATEWAY_IP} is-at {mac}"));
+                return Ok(Verdict::Reply);
+            }
+            L3Meta::Arp(arp) => {
+                obs.record(Stage::ArpReply, format_args!("drop: {} is not the gateway", arp.target_ip));
+                return Err(Verdict::Drop(DropReason::ArpUnanswered));
+            }
+            L3Meta::Ipv4(ip) => ip,
+            L3Meta::Other(_) => return Err(Verdict::Drop(DropReason::UnsupportedEthertype)),
+        };
+        let quoted = packet::icmp_quoted(frame, &ip);
+        if let Some((eni, private)) = self.igw.private_of(ip.dst) {
+            let vpc = self.ports[eni.index()].vpc;
+            if !self.model.internet_gateways.iter().any(|g| g.vpc == vpc) {
+                obs.record(
+                    Stage::InternetGateway,
+                    format_args!("drop: {}'s VPC has no internet gateway", self.ports[eni.index()].id),
+                );
+                return Err(Verdict::Drop(DropReason::NoRoute));
+            }
+            obs.record(
+                Stage::InternetGateway,
+                format_args!("destination {} -> {private} ({})", ip.dst, self.ports[eni.index()].id),
+            );
+            if quoted.is_some_and(|q| q.src == ip.dst) {
+                rewrite::set_quoted_src(frame, &ip, private, None);
+            }
+            rewrite::set_dst_ip(frame, &ip, private, off.csum());
+            let inside = Ipv4Meta { dst: private, ..ip };
+            let info = packet_info(&inside);
+            return self.arrive(now, Source::Internet, eni, true, &inside, &info, frame, obs, commit);
+        }
+        if let Some((n, nat_ip)) = self.igw.nat_of(ip.dst) {
+            return self.back_through_nat(now, n, nat_ip, &ip, quoted, frame, off, obs, commit);
+        }
+        obs.record(Stage::InternetGateway, format_args!("drop: {} is not an Elastic IP of this lab", ip.dst));
+        Err(Verdict::Drop(DropReason::NoSuchAddress))
+    }
+
+    /// A reply from the internet to a NAT gateway's Elastic IP: translated back to the inside
+    /// host it answers, or dropped when it answers nothing (a NAT gateway accepts no unsolicited
+    /// inbound traffic and does not answer ping).
+    #[allow(clippy::too_many_arguments)]
+    fn back_through_nat<O: Observer>(
+        &mut self,
+        now: Duration,
+        n: NatIdx,
+        nat_ip: Ipv4Addr,
+        ip: &Ipv4Meta,
+        quoted: Option<packet::QuotedPacket>,
+        frame: &mut [u8],
+        off: Offload,
+        obs: &mut O,
+        commit: bool,
+    ) -> Step<Verdict> {
+        let model = std::sync::Arc::clone(&self.model);
+        let nat = &model.nat_gateways[n.index()];
+        let nat_subnet = &model.subnets[nat.subnet.index()];
+        obs.record(Stage::InternetGateway, format_args!("destination {} -> {nat_ip} ({})", ip.dst, nat.id));
+        let flow = packet_info(ip).flow;
+        self.network_acl(nat_subnet.network_acl, Direction::Ingress, &flow, None, obs)?;
+        // What the packet answers: (remote, the NAT's port), from the packet or the quote.
+        let key = match (ip.protocol, quoted) {
+            (PROTO_TCP | PROTO_UDP, _) => Some((ip.protocol, (ip.src, ip.l4.src_port), ip.l4.dst_port)),
+            (PROTO_ICMP, None) if ip.l4.icmp_type == 0 => Some((PROTO_ICMP, (ip.src, 0), ip.l4.icmp_id)),
+            (PROTO_ICMP, Some(q)) => match q.protocol {
+                PROTO_TCP | PROTO_UDP => Some((q.protocol, (q.dst, q.l4.dst_port), q.l4.src_port)),
+                PROTO_ICMP => Some((PROTO_ICMP, (q.dst, 0), q.l4.icmp_id)),
+                _ => None,
+            },
+            _ => None,
+        };
+        let inside = key.and_then(|(proto, remote, outside)| {
+            let t = &mut self.nats[n.index()];
+            if commit {
+                t.inbound(now, proto, remote, outside)
+            } else {
+                t.peek_inbound(now, proto, remote, outside)
+            }
+        });
+        let Some((inside_ip, inside_port)) = inside else {
+            obs.record(Stage::NatGateway, format_args!("drop: {} has no translation this packet answers", nat.id));
+            return Err(Verdict::Drop(DropReason::NatNoMapping));
+        };
+        obs.record(Stage::NatGateway, format_args!("{}: destination -> {inside_ip}:{inside_port}", nat.id));
+        match quoted {
+            Some(_) => rewrite::set_quoted_src(frame, ip, inside_ip, Some(inside_port)),
+            None if ip.protocol == PROTO_ICMP => rewrite::set_icmp_echo_id(frame, ip, inside_port),
+            None => rewrite::set_dst_port(frame, ip, inside_port, off.csum()),
+        }
+        rewrite::set_dst_ip(frame, ip, inside_ip, off.csum());
+        let hit = self.routes[nat_subnet.route_table.index()].lookup(inside_ip);
+        let route = route_table::describe(&model, nat_subnet.route_table, inside_ip, hit);
+        let to = match hit.map(|h| h.1) {
+            Some(RouteTarget::Local) => self.owner_by_ip.get(&(nat_subnet.vpc, inside_ip)).copied(),
+            _ => None,
+        };
+        let Some(to) = to else {
+            obs.record(Stage::RouteLookup, format_args!("drop: {route}"));
+            return Err(Verdict::Drop(DropReason::NoRoute));
+        };
+        obs.record(Stage::RouteLookup, format_args!("{route}: {}", self.ports[to.index()].id));
+        let mut inside = Ipv4Meta { dst: inside_ip, ..*ip };
+        if quoted.is_none() {
+            match ip.protocol {
+                PROTO_ICMP => inside.l4.icmp_id = inside_port,
+                _ => inside.l4.dst_port = inside_port,
+            }
+        }
+        let info = packet_info(&inside);
+        self.arrive(now, Source::Nat(nat.subnet), to, true, &inside, &info, frame, obs, commit)
     }
 
     /// A tracked flow whose sender-side entry caches a hop made under the current generation
@@ -546,23 +1080,31 @@ impl Pipeline {
         }
     }
 
-    /// A network ACL stage, on the subnet of `eni`.
-    fn network_acl<O: Observer>(&self, eni: EniIdx, dir: Direction, flow: &Flow, obs: &mut O) -> Step<()> {
-        let acl = &self.acls[self.ports[eni.index()].acl.index()];
+    /// A network ACL stage. A deny is counted on `drop_at` (the receiving ENI) when given, else
+    /// on the port the packet came from.
+    fn network_acl<O: Observer>(
+        &self,
+        acl: AclIdx,
+        dir: Direction,
+        flow: &Flow,
+        drop_at: Option<EniIdx>,
+        obs: &mut O,
+    ) -> Step<()> {
+        let acl = &self.acls[acl.index()];
         let d = network_acl::evaluate(acl, dir, flow);
         let text = network_acl::describe(acl, dir, d);
         let stage = if dir == Direction::Egress { Stage::NaclEgress } else { Stage::NaclIngress };
         if d.allows() {
             obs.record(stage, format_args!("{text}"));
-            Ok(())
-        } else {
-            obs.record(stage, format_args!("drop: {text}"));
-            Err(if dir == Direction::Egress {
-                Verdict::Drop(DropReason::NetworkAclEgress)
-            } else {
-                Verdict::DropAt(DropReason::NetworkAclIngress, eni)
-            })
+            return Ok(());
         }
+        obs.record(stage, format_args!("drop: {text}"));
+        let reason =
+            if dir == Direction::Egress { DropReason::NetworkAclEgress } else { DropReason::NetworkAclIngress };
+        Err(match drop_at {
+            Some(eni) => Verdict::DropAt(reason, eni),
+            None => Verdict::Drop(reason),
+        })
     }
 
     /// The fabric answers ARP: the router's MAC for the subnet router, the owner's MAC for an
@@ -630,7 +1172,7 @@ impl Pipeline {
     /// Frames to the router MAC are routed by the sender's subnet's route table (longest prefix):
     /// `local` to the ENI owning the address in the VPC, an ENI target to that appliance, a
     /// peering to the ENI owning the address in the peer VPC (and only there: no transit).
-    fn route_lookup<O: Observer>(&self, from: EniIdx, dst: Ipv4Addr, obs: &mut O) -> Step<EniIdx> {
+    fn route_lookup<O: Observer>(&self, from: EniIdx, dst: Ipv4Addr, obs: &mut O) -> Step<Next> {
         let port = &self.ports[from.index()];
         let rtb = self.model.subnets[port.subnet.index()].route_table;
         let hit = self.routes[rtb.index()].lookup(dst);
@@ -669,13 +1211,17 @@ impl Pipeline {
                     None => return drop(obs, format_args!("no ENI owns {dst}"), DropReason::NoSuchAddress),
                 }
             }
-            Some((_, target @ (RouteTarget::InternetGateway(_) | RouteTarget::NatGateway(_)))) => {
-                let name = route_table::target_name(&self.model, target);
-                return drop(obs, format_args!("{name} is not emulated yet"), DropReason::NoRoute);
+            Some((_, RouteTarget::InternetGateway(_))) => {
+                obs.record(Stage::RouteLookup, format_args!("{route}"));
+                return Ok(Next::InternetGateway);
+            }
+            Some((_, RouteTarget::NatGateway(n))) => {
+                obs.record(Stage::RouteLookup, format_args!("{route}"));
+                return Ok(Next::NatGateway(n));
             }
         };
         obs.record(Stage::RouteLookup, format_args!("{route}: {}", self.ports[to.index()].id));
-        Ok(to)
+        Ok(Next::Eni(to))
     }
 }
 

@@ -11,6 +11,11 @@ pub enum Verdict {
     /// The frame was rewritten into an answer (an ARP reply): write it back to the ingress port,
     /// with an empty virtio-net header.
     Reply,
+    /// The frame was rewritten into an answer of this length (ICMP fragmentation needed, a
+    /// TCP RST): write it back to the ingress port, with an empty virtio-net header.
+    ReplyWith(usize),
+    /// Write the rewritten frame to the emulated internet's TAP.
+    ToInternet,
     /// Drop it, for this reason, counted on the sending ENI.
     Drop(DropReason),
     /// Drop it, counted on the ENI that refused it (the receiver's ACL, check or groups).
@@ -99,6 +104,19 @@ drop_reasons! {
     NetworkAclEgress = "network_acl_egress", "NACL_DENY_RULE",
     /// The receiver's subnet's network ACL denies the packet in.
     NetworkAclIngress = "network_acl_ingress", "NACL_DENY_RULE",
+    /// Towards the internet gateway from an address without an Elastic IP (or a private NAT
+    /// gateway).
+    NoPublicAddress = "no_public_address", "IGW_NO_PUBLIC_ADDRESS",
+    /// Larger than the internet's MTU without DF (vpclab does not fragment).
+    MtuExceeded = "mtu_exceeded", "MTU_EXCEEDED",
+    /// A protocol a NAT gateway does not translate (TCP, UDP and ICMP echo only).
+    NatUnsupportedProtocol = "nat_unsupported_protocol", "NAT_UNSUPPORTED_PROTOCOL",
+    /// A fragment at a NAT gateway.
+    NatFragment = "nat_fragment", "NAT_FRAGMENT",
+    /// No free source port for the destination (AWS's `ErrorPortAllocation`).
+    NatPortAllocation = "nat_port_allocation", "NAT_ERROR_PORT_ALLOCATION",
+    /// Inbound to a NAT gateway's address answering no translation (unsolicited).
+    NatNoMapping = "nat_no_translation", "NAT_UNSOLICITED_INBOUND",
     /// The ENI's connection table is full (AWS's `conntrack_allowance_exceeded`).
     ConntrackFull = "conntrack_allowance_exceeded", "CONNTRACK_ALLOWANCE_EXCEEDED",
 }

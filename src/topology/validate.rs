@@ -1038,7 +1038,10 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
                 match c.port_range(p, &field) {
                     Some(r) if r.from >= 1024 => Some(r),
                     Some(r) => {
-                        let msg = format!("ports {}-{} start below 1024: a NAT gateway uses source ports 1024-65535", r.from, r.to);
+                        let msg = format!(
+                            "ports {}-{} start below 1024: a NAT gateway uses source ports 1024-65535",
+                            r.from, r.to
+                        );
                         c.err(p.span(), field, msg);
                         None
                     }

@@ -66,7 +66,7 @@ enum Cmd {
         /// The lab; may be left out when one lab is running.
         #[arg(long)]
         lab: Option<String>,
-        /// The sending ENI, or an instance (its device-0 ENI).
+        /// The sending ENI, an instance (its device-0 ENI), or `internet` (its first host).
         #[arg(long)]
         from: String,
         /// The destination address.
@@ -433,7 +433,7 @@ fn conntrack(named: Option<&str>, eni: Option<String>, json: bool) -> anyhow::Re
     }
     println!(
         "{:<16} {:<6} {:<22} {:<22} {:<16} {:>8} {:>10}",
-        "ENI", "PROTO", "INITIATOR", "RESPONDER", "STATE", "PACKETS", "EXPIRES IN"
+        "ENI/NAT", "PROTO", "INITIATOR", "RESPONDER", "STATE", "PACKETS", "EXPIRES IN"
     );
     for c in &connections {
         let proto = match c.protocol {
@@ -448,7 +448,10 @@ fn conntrack(named: Option<&str>, eni: Option<String>, json: bool) -> anyhow::Re
             proto,
             format!("{}:{}", c.initiator.0, c.initiator.1),
             format!("{}:{}", c.responder.0, c.responder.1),
-            c.state,
+            match c.translated {
+                Some((ip, port)) => format!("as {ip}:{port}"),
+                None => c.state.clone(),
+            },
             c.packets,
             c.expires_in_secs
         );

@@ -138,7 +138,7 @@ pub struct EniStatus {
 impl LabStatus {
     /// Joins the model with a counters snapshot.
     pub fn new(model: &Model, counters: &[EniCounters]) -> LabStatus {
-        let enis = model
+        let enis: Vec<EniStatus> = model
             .enis
             .iter()
             .enumerate()
@@ -155,16 +155,34 @@ impl LabStatus {
                     rx_bytes: c.rx_bytes,
                     tx_packets: c.tx_packets,
                     tx_bytes: c.tx_bytes,
-                    drops: DropReason::ALL
-                        .iter()
-                        .filter(|r| c.dropped(**r) > 0)
-                        .map(|r| (r.name().to_string(), c.dropped(*r)))
-                        .collect(),
+                    drops: drops_of(&c),
                 }
             })
             .collect();
+        let mut enis = enis;
+        if model.has_internet() {
+            // The port after the ENIs is the emulated internet's.
+            let c = counters.get(model.enis.len()).cloned().unwrap_or_default();
+            enis.push(EniStatus {
+                id: "internet".into(),
+                instance: Some("internet".into()),
+                interface: Some("eth0".into()),
+                mac: model.internet_host_mac().to_string(),
+                ips: model.internet_hosts.iter().map(|h| h.ip).collect(),
+                rx_packets: c.rx_packets,
+                rx_bytes: c.rx_bytes,
+                tx_packets: c.tx_packets,
+                tx_bytes: c.tx_bytes,
+                drops: drops_of(&c),
+            });
+        }
         LabStatus { lab: model.name.clone(), pid: std::process::id(), enis }
     }
+}
+
+/// Drops by reason name, only the reasons that occurred.
+fn drops_of(c: &EniCounters) -> BTreeMap<String, u64> {
+    DropReason::ALL.iter().filter(|r| c.dropped(**r) > 0).map(|r| (r.name().to_string(), c.dropped(*r))).collect()
 }
 
 /// Serves requests on `listener`, one thread per connection so a silent client holds up no one.
@@ -191,8 +209,11 @@ fn serve_one(conn: UnixStream, handle: &Handle, model: &Model) {
             Err(e) => Response::Error { message: e.to_string() },
         },
         Ok(Request::Trace { from, to, protocol, src_port, dst_port }) => match find_eni(model, &from) {
-            None => Response::Error { message: format!("no ENI or instance `{from}` in lab `{}`", model.name) },
-            Some(eni) => trace(handle, model, eni, to, protocol, src_port, dst_port),
+            _ if from == "internet" => trace(handle, model, None, to, protocol, src_port, dst_port),
+            None => Response::Error {
+                message: format!("no ENI or instance `{from}` in lab `{}` (or `internet`)", model.name),
+            },
+            Some(eni) => trace(handle, model, Some(eni), to, protocol, src_port, dst_port),
         },
         Ok(Request::Conntrack { eni }) => {
             let idx = match eni.as_deref().map(|e| find_eni(model, e)) {
@@ -225,25 +246,41 @@ fn find_eni(model: &Model, name: &str) -> Option<EniIdx> {
     model.eni_by_id(name).or_else(|| model.instance_by_id(name).and_then(|i| model.enis_of(i).first().copied()))
 }
 
-/// Builds the packet, has the data plane run it read-only, and words the answer.
-fn trace(handle: &Handle, model: &Model, from: EniIdx, to: Ipv4Addr, protocol: u8, sport: u16, dport: u16) -> Response {
-    let eni = &model.enis[from.index()];
-    let frame = crate::pipeline::synthesize_for(model, from, to, protocol, sport, dport);
-    let packet = match protocol {
-        6 => format!("tcp {}:{sport} -> {to}:{dport} [SYN]", eni.private_ip),
-        17 => format!("udp {}:{sport} -> {to}:{dport}", eni.private_ip),
-        1 => format!("icmp echo request {} -> {to} id {sport}", eni.private_ip),
-        p => format!("protocol {p} {} -> {to}", eni.private_ip),
+/// Builds the packet, has the data plane run it read-only, and words the answer. `from` is an
+/// ENI, or `None` for the first internet host.
+fn trace(
+    handle: &Handle,
+    model: &Model,
+    from: Option<EniIdx>,
+    to: Ipv4Addr,
+    protocol: u8,
+    sport: u16,
+    dport: u16,
+) -> Response {
+    let (from_name, src, frame) = match from {
+        Some(e) => {
+            let eni = &model.enis[e.index()];
+            (eni.id.clone(), eni.private_ip, crate::pipeline::synthesize_for(model, e, to, protocol, sport, dport))
+        }
+        None => match crate::pipeline::synthesize_from_internet(model, to, protocol, sport, dport) {
+            Some(f) => ("internet".to_string(), model.internet_hosts[0].ip, f),
+            None => return Response::Error { message: format!("lab `{}` has no [internet] hosts", model.name) },
+        },
     };
-    let (verdict, rec) =
-        match handle.ask(Duration::from_secs(5), |reply| Command::Trace { from: Some(from), frame, reply }) {
-            Ok(r) => r,
-            Err(e) => return Response::Error { message: e.to_string() },
-        };
+    let packet = match protocol {
+        6 => format!("tcp {src}:{sport} -> {to}:{dport} [SYN]"),
+        17 => format!("udp {src}:{sport} -> {to}:{dport}"),
+        1 => format!("icmp echo request {src} -> {to} id {sport}"),
+        p => format!("protocol {p} {src} -> {to}"),
+    };
+    let (verdict, rec) = match handle.ask(Duration::from_secs(5), |reply| Command::Trace { from, frame, reply }) {
+        Ok(r) => r,
+        Err(e) => return Response::Error { message: e.to_string() },
+    };
     let name = |e: EniIdx| model.enis[e.index()].id.clone();
     let stages = rec.lines.into_iter().map(|(s, d)| TraceStage { stage: s.name().to_string(), detail: d }).collect();
     let mut report = TraceReport {
-        from: eni.id.clone(),
+        from: from_name.clone(),
         packet,
         stages,
         verdict: "delivered".into(),
@@ -262,7 +299,7 @@ fn trace(handle: &Handle, model: &Model, from: EniIdx, to: Ipv4Addr, protocol: u
             report.explanation_code = Some(r.explanation_code().into());
             report.dropped_at = Some(match verdict {
                 Verdict::DropAt(_, at) => name(at),
-                _ => eni.id.clone(),
+                _ => from_name,
             });
         }
     }

@@ -1244,12 +1244,28 @@ pub fn synthesize_for(
         Some(n) if subnet.cidr.contains(to) => n.mac,
         _ => router_mac,
     };
-    let src = eni.private_ip;
+    probe(dst_mac, eni.mac, eni.private_ip, to, protocol, src_port, dst_port)
+}
+
+/// The same, as the first `[internet]` host would send it to its gateway; `None` without one.
+pub fn synthesize_from_internet(
+    model: &Model,
+    to: Ipv4Addr,
+    protocol: u8,
+    src_port: u16,
+    dst_port: u16,
+) -> Option<Vec<u8>> {
+    let host = model.internet_hosts.first()?;
+    let (dst_mac, src_mac) = (model.internet_gateway_mac(), model.internet_host_mac());
+    Some(probe(dst_mac, src_mac, host.ip, to, protocol, src_port, dst_port))
+}
+
+fn probe(dst_mac: Mac, src_mac: Mac, src: Ipv4Addr, to: Ipv4Addr, protocol: u8, sport: u16, dport: u16) -> Vec<u8> {
     match protocol {
-        PROTO_TCP => build::tcp(dst_mac, eni.mac, src, to, src_port, dst_port, crate::conntrack::TCP_SYN, b""),
-        PROTO_UDP => build::udp(dst_mac, eni.mac, src, to, src_port, dst_port, b"vpclab trace"),
-        PROTO_ICMP => build::icmp_echo(dst_mac, eni.mac, src, to, src_port),
-        other => build::ip_proto(dst_mac, eni.mac, src, to, other),
+        PROTO_TCP => build::tcp(dst_mac, src_mac, src, to, sport, dport, crate::conntrack::TCP_SYN, b""),
+        PROTO_UDP => build::udp(dst_mac, src_mac, src, to, sport, dport, b"vpclab trace"),
+        PROTO_ICMP => build::icmp_echo(dst_mac, src_mac, src, to, sport),
+        other => build::ip_proto(dst_mac, src_mac, src, to, other),
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::model::{Mac, Model};
-use crate::packet::{build, parse, ArpMeta, L3Meta, ARP_REPLY, ETH_HEADER_LEN};
+use crate::packet::{build, parse, ArpMeta, Ipv4Meta, L3Meta, ARP_REPLY, ETH_HEADER_LEN};
 
 const LAB: &str = r#"
 name = "pipe"
@@ -832,4 +832,133 @@ fn peering_works_both_ways_and_is_not_transitive() {
     let mut f = build::tcp(p.model.vpcs[0].router_mac, mac, src, dst, 42000, 80, SYN, b"");
     assert_eq!(p.pipeline.process(p.now, p.eni("eni-one"), &mut f, &mut NoObserver), Verdict::Forward(peer));
     assert_eq!(&f[6..12], &p.model.vpcs[1].router_mac.0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The edges: internet gateway, NAT gateway, MTU
+
+fn default_lab() -> Policy {
+    let model = crate::topology::parse(crate::topology::DEFAULT_TOPOLOGY, "default.toml").expect("valid");
+    let pipeline = Pipeline::new(&model);
+    Policy { model, pipeline, now: Duration::ZERO }
+}
+
+const HOST: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+
+fn ipv4(frame: &[u8]) -> Ipv4Meta {
+    match parse(frame).expect("parses").l3 {
+        L3Meta::Ipv4(ip) => ip,
+        other => panic!("not IPv4: {other:?}"),
+    }
+}
+
+impl Policy {
+    fn from_internet(&mut self, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8) -> (Verdict, Vec<u8>) {
+        let (gw, host) = (self.model.internet_gateway_mac(), self.model.internet_host_mac());
+        let mut f = build::tcp(gw, host, HOST, dst, sport, dport, flags, b"");
+        let v = self.pipeline.process_internet(self.now, &mut f, Offload::default(), &mut NoObserver);
+        (v, f)
+    }
+
+    fn to_internet(&mut self, from: &str, sport: u16, dport: u16, flags: u8) -> (Verdict, Vec<u8>) {
+        let eni = &self.model.enis[self.eni(from).index()];
+        let router = self.model.vpcs[0].router_mac;
+        let mut f = build::tcp(router, eni.mac, eni.private_ip, HOST, sport, dport, flags, b"");
+        let v = self.pipeline.process(self.now, self.eni(from), &mut f, &mut NoObserver);
+        (v, f)
+    }
+}
+
+#[test]
+fn the_internet_gateway_maps_an_elastic_ip_one_to_one_both_ways() {
+    let mut p = default_lab();
+    let (v, out) = p.to_internet("eni-web", 40000, 80, SYN);
+    assert_eq!(v, Verdict::ToInternet);
+    let ip = ipv4(&out);
+    assert_eq!((ip.src, ip.dst, ip.l4.src_port), (Ipv4Addr::new(203, 0, 113, 20), HOST, 40000));
+    assert!(crate::packet::rewrite::verify(&out), "checksums after translation");
+    assert_eq!(&out[0..6], &p.model.internet_host_mac().0);
+    // The reply comes back to the private address, judged by the ENI's tracked connection.
+    let (v, back) = p.from_internet(Ipv4Addr::new(203, 0, 113, 20), 80, 40000, SYN_ACK);
+    assert_eq!(v, Verdict::Forward(p.eni("eni-web")));
+    assert_eq!(ipv4(&back).dst, Ipv4Addr::new(10, 0, 1, 10));
+    assert!(crate::packet::rewrite::verify(&back));
+}
+
+#[test]
+fn without_a_public_address_there_is_no_way_out() {
+    let mut p = default_lab();
+    // eni-web's secondary 10.0.1.11 has no Elastic IP.
+    let mac = p.model.enis[p.eni("eni-web").index()].mac;
+    let mut f = build::tcp(p.model.vpcs[0].router_mac, mac, Ipv4Addr::new(10, 0, 1, 11), HOST, 40000, 80, SYN, b"");
+    let v = p.pipeline.process(p.now, p.eni("eni-web"), &mut f, &mut NoObserver);
+    assert_eq!(v, Verdict::Drop(DropReason::NoPublicAddress));
+}
+
+#[test]
+fn the_nat_gateway_translates_out_and_back_and_refuses_the_unsolicited() {
+    let mut p = default_lab();
+    let (v, out) = p.to_internet("eni-app", 40000, 80, SYN);
+    assert_eq!(v, Verdict::ToInternet);
+    let ip = ipv4(&out);
+    assert_eq!(ip.src, Ipv4Addr::new(203, 0, 113, 10), "the NAT's Elastic IP");
+    assert!(crate::packet::rewrite::verify(&out));
+    let port = ip.l4.src_port;
+    let (v, back) = p.from_internet(Ipv4Addr::new(203, 0, 113, 10), 80, port, SYN_ACK);
+    assert_eq!(v, Verdict::Forward(p.eni("eni-app")));
+    let b = ipv4(&back);
+    assert_eq!((b.dst, b.l4.dst_port), (Ipv4Addr::new(10, 0, 2, 10), 40000));
+    assert!(crate::packet::rewrite::verify(&back));
+    // Nothing answers an unknown port or a private address from outside.
+    let (v, _) = p.from_internet(Ipv4Addr::new(203, 0, 113, 10), 80, port + 1, SYN);
+    assert_eq!(v, Verdict::Drop(DropReason::NatNoMapping));
+    let (v, _) = p.from_internet(Ipv4Addr::new(10, 0, 2, 10), 80, 40000, SYN);
+    assert_eq!(v, Verdict::Drop(DropReason::NoSuchAddress));
+}
+
+#[test]
+fn a_dead_nat_translation_answers_tcp_with_a_reset() {
+    let mut p = default_lab();
+    assert_eq!(p.to_internet("eni-app", 40000, 80, SYN).0, Verdict::ToInternet);
+    p.now = Duration::from_secs(351);
+    p.pipeline.handle_timeout(p.now);
+    let (v, rst) = p.to_internet("eni-app", 40000, 80, ACK);
+    let Verdict::ReplyWith(len) = v else { panic!("expected a RST, got {v:?}") };
+    let ip = ipv4(&rst[..len]);
+    assert_eq!((ip.src, ip.dst, ip.l4.tcp_flags & 0x04), (HOST, Ipv4Addr::new(10, 0, 2, 10), 0x04));
+    // A new connection (SYN) is translated again.
+    assert_eq!(p.to_internet("eni-app", 40000, 80, SYN).0, Verdict::ToInternet);
+}
+
+#[test]
+fn the_nat_gateway_runs_out_of_ports_per_destination() {
+    let text = crate::topology::DEFAULT_TOPOLOGY.replacen(
+        "elastic_ip = \"eipalloc-nat\"",
+        "elastic_ip = \"eipalloc-nat\"\nports = \"1024-1025\"",
+        1,
+    );
+    let model = crate::topology::parse(&text, "d.toml").unwrap();
+    let mut p = Policy { pipeline: Pipeline::new(&model), model, now: Duration::ZERO };
+    assert_eq!(p.to_internet("eni-app", 40000, 80, SYN).0, Verdict::ToInternet);
+    assert_eq!(p.to_internet("eni-app", 40001, 80, SYN).0, Verdict::ToInternet);
+    assert_eq!(p.to_internet("eni-app", 40002, 80, SYN).0, Verdict::Drop(DropReason::NatPortAllocation));
+    // Another destination port has its own ports.
+    assert_eq!(p.to_internet("eni-app", 40002, 443, SYN).0, Verdict::ToInternet);
+}
+
+#[test]
+fn too_big_for_the_internet_with_df_gets_fragmentation_needed() {
+    let mut p = default_lab();
+    let eni = &p.model.enis[p.eni("eni-web").index()];
+    let mut f = build::udp(p.model.vpcs[0].router_mac, eni.mac, eni.private_ip, HOST, 5000, 53, &[0; 2000]);
+    f[ETH_HEADER_LEN + 6] |= 0x40; // DF
+    let v = p.pipeline.process(p.now, p.eni("eni-web"), &mut f, &mut NoObserver);
+    let Verdict::ReplyWith(len) = v else { panic!("expected frag-needed, got {v:?}") };
+    let ip = ipv4(&f[..len]);
+    assert_eq!((ip.src, ip.dst, ip.l4.icmp_type, ip.l4.icmp_code), (Ipv4Addr::new(10, 0, 1, 1), eni.private_ip, 3, 4));
+    // The same size as a TSO superframe of 1448-byte segments goes through.
+    let mut f = build::tcp(p.model.vpcs[0].router_mac, eni.mac, eni.private_ip, HOST, 40000, 80, SYN, &[0; 3000]);
+    let off = Offload { csum_partial: false, gso_size: Some(1448) };
+    let v = p.pipeline.process_offloaded(p.now, p.eni("eni-web"), &mut f, off, &mut NoObserver);
+    assert_eq!(v, Verdict::ToInternet);
 }

@@ -215,7 +215,7 @@ pub fn tap_temp_name(lab: &str, eni_id: &str) -> String {
 /// Every namespace a lab creates: `<lab>-<instance>` per instance, and `<lab>-internet`.
 pub fn planned_namespaces(model: &Model) -> Vec<String> {
     let mut v: Vec<String> = (0..model.instances.len()).map(|i| model.netns_name(InstanceIdx(i as u32))).collect();
-    if model.has_internet() {
+    if model.has_emulated_internet() {
         v.push(model.internet_netns());
     }
     v
@@ -257,6 +257,8 @@ fn kill_processes_in(ns: &str) {
 pub struct Lab {
     namespaces: Vec<String>,
     taps: Vec<Option<Tap>>,
+    /// The uplink gateway's MAC, when the internet side is an uplink.
+    pub uplink_gateway_mac: Option<crate::model::Mac>,
 }
 
 impl Lab {
@@ -264,7 +266,11 @@ impl Lab {
     /// everything created so far is deleted.
     /// `interrupted` is asked before each instance; when it says yes, the build stops.
     pub fn build(model: &Model, interrupted: &dyn Fn() -> bool) -> anyhow::Result<Lab> {
-        let mut lab = Lab { namespaces: Vec::new(), taps: (0..=model.enis.len()).map(|_| None).collect() };
+        let mut lab = Lab {
+            namespaces: Vec::new(),
+            taps: (0..=model.enis.len()).map(|_| None).collect(),
+            uplink_gateway_mac: None,
+        };
         let mut host = Netlink::open().context("opening netlink in the host namespace")?;
         for i in 0..model.instances.len() {
             if interrupted() {
@@ -284,7 +290,22 @@ impl Lab {
                 lab.taps[eni.index()] = Some(tap);
             }
         }
-        if model.has_internet() {
+        if let Some(u) = &model.uplink {
+            let port = crate::dataplane::uplink::open(&u.interface)
+                .with_context(|| format!("opening the uplink on {}", u.interface))?;
+            let own_ip = model.public_addresses().next().unwrap_or(Ipv4Addr::UNSPECIFIED);
+            let mac = crate::dataplane::uplink::resolve_gateway(
+                &port,
+                model.uplink_mac(),
+                own_ip,
+                u.gateway,
+                std::time::Duration::from_secs(3),
+            )
+            .with_context(|| format!("uplink {}", u.interface))?;
+            lab.uplink_gateway_mac = Some(mac);
+            lab.taps[model.enis.len()] = Some(port);
+        }
+        if model.has_emulated_internet() {
             if interrupted() {
                 bail!("interrupted by a signal while building the lab");
             }
@@ -417,9 +438,12 @@ impl Claim {
         let Some(lock) = LabLock::acquire(lab, Duration::from_millis(200))? else {
             bail!("lab `{lab}` is already running; `vpclab down {lab}` stops it");
         };
-        // Whatever a dead forwarder left behind goes first.
-        clean_up(lab)?;
         let dir = lab_dir(lab);
+        // Whatever a dead forwarder of this lab left behind goes first. Without its directory
+        // there was none, and a `<lab>-*` namespace is someone else's: leave it alone.
+        if dir.exists() {
+            clean_up(lab)?;
+        }
         fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let claim = Claim { dir, _lock: lock };
         let namespaces = planned_namespaces(model);
@@ -456,7 +480,11 @@ pub fn run_forwarder(model: Model, topology: &str, on_ready: impl FnOnce(&Model)
     let claim = Claim::take(&model, topology)?;
     let mut lab = Lab::build(&model, &|| stop.load(Ordering::Relaxed))?;
     let listener = UnixListener::bind(socket_path(&model.name)).context("binding the control socket")?;
-    let (mut dataplane, handle) = Dataplane::new(Pipeline::new(&model), lab.take_taps())?;
+    let mut pipeline = Pipeline::new(&model);
+    if let Some(mac) = lab.uplink_gateway_mac {
+        pipeline.set_uplink_gateway_mac(mac);
+    }
+    let (mut dataplane, handle) = Dataplane::new(pipeline, lab.take_taps())?;
     let model = Arc::new(model);
 
     let on_signal = handle.clone();

@@ -255,7 +255,9 @@ fn daemon(path: Option<PathBuf>, name: Option<String>) -> anyhow::Result<ExitCod
 }
 
 fn print_lab(model: &Model, pid: u32) {
-    let internet = if model.has_internet() {
+    let internet = if let Some(u) = &model.uplink {
+        format!("; internet through uplink {} (gateway {})", u.interface, u.gateway)
+    } else if model.has_emulated_internet() {
         let hosts: Vec<String> = model.internet_hosts.iter().map(|h| format!("{} {}", h.id, h.ip)).collect();
         format!("; internet `{}` ({})", model.internet_netns(), hosts.join(", "))
     } else {

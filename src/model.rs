@@ -567,6 +567,15 @@ pub struct InternetHost {
     pub ip: Ipv4Addr,
 }
 
+/// The internet side on a host interface instead of the emulated internet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Uplink {
+    /// The host interface (a veth, a NIC) whose network plays the internet.
+    pub interface: String,
+    /// The next hop on it for everything leaving through the internet gateway.
+    pub gateway: Ipv4Addr,
+}
+
 /// A whole checked lab.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Model {
@@ -596,6 +605,8 @@ pub struct Model {
     pub peerings: Vec<VpcPeering>,
     /// Hosts of the emulated internet.
     pub internet_hosts: Vec<InternetHost>,
+    /// The internet on a host interface instead (exclusive with `internet_hosts`).
+    pub uplink: Option<Uplink>,
 }
 
 /// The emulated internet's next hop for its hosts: the forwarder answers ARP for it with the
@@ -606,9 +617,19 @@ pub const INTERNET_GATEWAY_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 0, 1);
 pub const INTERNET_MTU: u16 = 1500;
 
 impl Model {
-    /// Whether the lab has an emulated internet (a namespace holding the `[internet]` hosts).
+    /// Whether the lab has an internet side: the emulated one, or an uplink.
     pub fn has_internet(&self) -> bool {
+        !self.internet_hosts.is_empty() || self.uplink.is_some()
+    }
+
+    /// Whether the lab has the emulated internet (a namespace holding the `[internet]` hosts).
+    pub fn has_emulated_internet(&self) -> bool {
         !self.internet_hosts.is_empty()
+    }
+
+    /// Every public address of the lab (Elastic IPs), which the internet side reaches it at.
+    pub fn public_addresses(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.elastic_ips.iter().map(|e| e.public_ip)
     }
 
     /// The emulated internet's namespace: `<lab>-internet` (`internet` is no instance id).
@@ -619,6 +640,11 @@ impl Model {
     /// The MAC of the internet namespace's interface.
     pub fn internet_host_mac(&self) -> Mac {
         Mac::generated("internet-hosts", &self.name)
+    }
+
+    /// The MAC the lab answers ARP with on an uplink, for its public addresses.
+    pub fn uplink_mac(&self) -> Mac {
+        Mac::generated("uplink", &self.name)
     }
 
     /// The MAC the internet side sees for the internet gateway (its next hop).

@@ -241,3 +241,96 @@ fn the_default_lab_comes_up_and_forwards() {
     let bad = vpclab(&["up", "--name", "has-dash"]);
     assert!(!bad.status.success() && text(&bad).contains("no `-`"), "{}", text(&bad));
 }
+
+#[test]
+fn bad_frames_are_counted_and_dropped_and_forwarding_goes_on() {
+    use vpclab::model::Mac;
+    use vpclab::packet::build;
+    let lab = TestLab::up("frames", TWO_SUBNETS);
+    let mac = |eni: &str| lab.eni(eni)["mac"].as_str().unwrap().parse::<Mac>().unwrap();
+    let a1 = mac("eni-a1");
+    let a2_tx_before = lab.eni("eni-a2")["tx_packets"].clone();
+    let src: Ipv4Addr = "10.0.1.10".parse().unwrap();
+    let dst: Ipv4Addr = "10.0.1.20".parse().unwrap();
+    let spoofed = build::udp(mac("eni-a2"), Mac([2, 0xde, 0xad, 0, 0, 1]), src, dst, 1, 2, b"spoof");
+    let mut ipv6 = build::udp(mac("eni-a2"), a1, src, dst, 1, 2, b"six");
+    ipv6[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+    let mut truncated = build::udp(mac("eni-a2"), a1, src, dst, 1, 2, &[7; 100]);
+    truncated.truncate(14 + 20 + 8 + 10); // the IPv4 header still claims 128 bytes
+    let broadcast = build::udp(Mac([0xff; 6]), a1, src, "10.0.1.255".parse().unwrap(), 1, 2, b"all");
+    let before = lab.eni("eni-a1");
+    inject_frames(&lab.ns("a1"), "eth0", vec![spoofed, ipv6, truncated, broadcast]);
+    std::thread::sleep(Duration::from_millis(200));
+    let after = lab.eni("eni-a1");
+    for reason in ["source_mac_mismatch", "unsupported_ethertype", "malformed", "broadcast_or_multicast"] {
+        let delta = after["drops"][reason].as_u64().unwrap_or(0) - before["drops"][reason].as_u64().unwrap_or(0);
+        assert_eq!(delta, 1, "{reason}: {before} -> {after}");
+    }
+    assert_eq!(lab.eni("eni-a2")["tx_packets"], a2_tx_before, "nothing bad reached a2");
+    assert!(lab.ping("a1", "10.0.2.10").status.success(), "the forwarder stopped forwarding");
+}
+
+#[test]
+fn up_foreground_forwards_until_ctrl_c_then_removes_the_lab() {
+    use std::io::BufRead;
+    require_root();
+    let topo = TopologyFile::new("fg", TWO_SUBNETS);
+    let mut child = std::process::Command::new(BIN)
+        .args(["up", "--foreground", topo.path()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = child.stdout.take().unwrap();
+    let mut child = Reap(child);
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let mut seen = String::new();
+    while !seen.contains("forwarding in the foreground") {
+        let line = lines.next().expect("up --foreground ended before forwarding").unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+    }
+    assert!(seen.contains("eni-b1"), "{seen}");
+    let ping = vpclab(&["exec", "--lab", &topo.name, "a1", "--", "ping", "-c", "1", "-W", "2", "10.0.2.10"]);
+    assert!(ping.status.success(), "{}", text(&ping));
+    let pid = nix::unistd::Pid::from_raw(child.0.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "up --foreground ignored Ctrl-C");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    assert!(namespaces_of(&topo.name).is_empty(), "{:?}", namespaces_of(&topo.name));
+    assert!(!std::path::Path::new(&format!("/run/vpclab/{}", topo.name)).exists());
+}
+
+#[test]
+fn a_failed_up_leaves_everything_as_it_was() {
+    require_root();
+    let topo = TopologyFile::new("taken", TWO_SUBNETS);
+    // Someone else's namespace has the name one of the lab's instances needs.
+    let squatter = format!("{}-b1", topo.name);
+    vpclab::netns::create_netns(&squatter).unwrap();
+    struct Remove(String);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = vpclab::netns::delete_netns(&self.0);
+        }
+    }
+    let _remove = Remove(squatter.clone());
+    let out = vpclab(&["up", topo.path()]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains(&format!("namespace `{squatter}` already exists")), "{}", text(&out));
+    assert_eq!(namespaces_of(&topo.name), vec![squatter.clone()], "up created or removed namespaces");
+    assert!(!std::path::Path::new(&format!("/run/vpclab/{}", topo.name)).exists());
+}

@@ -163,12 +163,21 @@ impl LabStatus {
         if model.has_internet() {
             // The port after the ENIs is the emulated internet's.
             let c = counters.get(model.enis.len()).cloned().unwrap_or_default();
+            let (id, interface, mac, ips) = match &model.uplink {
+                Some(u) => ("uplink", u.interface.clone(), model.uplink_mac(), model.public_addresses().collect()),
+                None => (
+                    "internet",
+                    "eth0".to_string(),
+                    model.internet_host_mac(),
+                    model.internet_hosts.iter().map(|h| h.ip).collect(),
+                ),
+            };
             enis.push(EniStatus {
-                id: "internet".into(),
-                instance: Some("internet".into()),
-                interface: Some("eth0".into()),
-                mac: model.internet_host_mac().to_string(),
-                ips: model.internet_hosts.iter().map(|h| h.ip).collect(),
+                id: id.into(),
+                instance: Some(id.into()),
+                interface: Some(interface),
+                mac: mac.to_string(),
+                ips,
                 rx_packets: c.rx_packets,
                 rx_bytes: c.rx_bytes,
                 tx_packets: c.tx_packets,

@@ -8,6 +8,7 @@
 //! stays on the ready list and the next poll does not sleep.
 
 pub mod tap;
+pub mod uplink;
 
 use std::io;
 use std::sync::Arc;

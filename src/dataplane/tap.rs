@@ -101,6 +101,12 @@ impl Tap {
         Ok(tap)
     }
 
+    /// Wraps a descriptor that reads and writes frames with the same virtio-net header (the
+    /// uplink's packet socket).
+    pub(crate) fn from_fd(fd: OwnedFd, name: &str) -> Tap {
+        Tap { fd, name: name.to_string() }
+    }
+
     fn raw(&self) -> RawFd {
         self.fd.as_raw_fd()
     }

@@ -242,6 +242,11 @@ pub struct Pipeline {
     conntrack: Vec<ConnTable<Option<Hop>>>,
     igw: IgwMap,
     nats: Vec<NatTable>,
+    /// The internet side: the MAC the lab sends from, the MAC it sends to (the emulated
+    /// internet's interface, or the uplink's gateway, learned by ARP), the uplink's gateway.
+    inet_own_mac: Mac,
+    inet_peer_mac: Mac,
+    uplink_gateway: Option<Ipv4Addr>,
     generation: u64,
 }
 
@@ -279,8 +284,15 @@ impl Pipeline {
                     )
                 })
                 .collect(),
+            inet_own_mac: model.internet_gateway_mac(),
+            inet_peer_mac: model.internet_host_mac(),
+            uplink_gateway: model.uplink.as_ref().map(|u| u.gateway),
             generation: 0,
         };
+        if model.uplink.is_some() {
+            // Unknown until `set_uplink_gateway_mac`; broadcast meanwhile rather than nothing.
+            (p.inet_own_mac, p.inet_peer_mac) = (model.uplink_mac(), Mac([0xff; 6]));
+        }
         p.compile(model);
         p
     }
@@ -380,6 +392,11 @@ impl Pipeline {
             Ok(v) | Err(v) => v,
         };
         (v, rec)
+    }
+
+    /// The uplink gateway's MAC, resolved before forwarding starts (and relearned from its ARP).
+    pub fn set_uplink_gateway_mac(&mut self, mac: Mac) {
+        self.inet_peer_mac = mac;
     }
 
     /// Reclaims expired connection entries (bounded work per table).
@@ -630,7 +647,7 @@ impl Pipeline {
             }
         }
         rewrite::set_src_ip(frame, ip, public, off.csum());
-        packet::set_macs(frame, self.model.internet_host_mac(), self.model.internet_gateway_mac());
+        packet::set_macs(frame, self.inet_peer_mac, self.inet_own_mac);
         Ok(Verdict::ToInternet)
     }
 
@@ -805,7 +822,7 @@ impl Pipeline {
             PROTO_ICMP => rewrite::set_icmp_echo_id(frame, ip, outside),
             _ => rewrite::set_src_port(frame, ip, outside, off.csum()),
         }
-        packet::set_macs(frame, self.model.internet_host_mac(), self.model.internet_gateway_mac());
+        packet::set_macs(frame, self.inet_peer_mac, self.inet_own_mac);
         Ok(Verdict::ToInternet)
     }
 
@@ -824,22 +841,31 @@ impl Pipeline {
                 return Err(Verdict::Drop(DropReason::Malformed));
             }
         };
-        let host_mac = self.model.internet_host_mac();
-        if meta.src_mac != host_mac {
+        // The emulated internet has one interface; an uplink is a real network of many.
+        if self.uplink_gateway.is_none() && meta.src_mac != self.inet_peer_mac {
             obs.record(Stage::PortSecurity, format_args!("drop: source MAC {} is not the internet's", meta.src_mac));
             return Err(Verdict::Drop(DropReason::SourceMacMismatch));
         }
         let ip = match meta.l3 {
-            L3Meta::Arp(arp) if arp.operation != ARP_REQUEST => return Err(Verdict::Drop(DropReason::ArpNotRequest)),
-            L3Meta::Arp(arp) if arp.target_ip == INTERNET_GATEWAY_IP => {
-                let mac = self.model.internet_gateway_mac();
-                packet::arp_reply_in_place(frame, &arp, mac);
-                obs.record(Stage::ArpReply, format_args!("{INTERNET_GATEWAY_IP} is-at {mac}"));
-                return Ok(Verdict::Reply);
-            }
             L3Meta::Arp(arp) => {
-                obs.record(Stage::ArpReply, format_args!("drop: {} is not the gateway", arp.target_ip));
-                return Err(Verdict::Drop(DropReason::ArpUnanswered));
+                if commit && Some(arp.sender_ip) == self.uplink_gateway {
+                    self.inet_peer_mac = arp.sender_mac;
+                }
+                let ours = match self.uplink_gateway {
+                    None => arp.target_ip == INTERNET_GATEWAY_IP,
+                    Some(_) => self.model.public_addresses().any(|p| p == arp.target_ip),
+                };
+                if arp.operation != ARP_REQUEST {
+                    return Err(Verdict::Drop(DropReason::ArpNotRequest));
+                }
+                if !ours {
+                    obs.record(Stage::ArpReply, format_args!("drop: {} is not the lab's", arp.target_ip));
+                    return Err(Verdict::Drop(DropReason::ArpUnanswered));
+                }
+                let mac = self.inet_own_mac;
+                packet::arp_reply_in_place(frame, &arp, mac);
+                obs.record(Stage::ArpReply, format_args!("{} is-at {mac}", arp.target_ip));
+                return Ok(Verdict::Reply);
             }
             L3Meta::Ipv4(ip) => ip,
             L3Meta::Other(_) => return Err(Verdict::Drop(DropReason::UnsupportedEthertype)),

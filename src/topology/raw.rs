@@ -220,6 +220,15 @@ pub(crate) struct RawAttachment {
 pub(crate) struct RawInternet {
     #[serde(default)]
     pub(crate) hosts: Vec<RawHost>,
+    pub(crate) uplink: Option<RawUplink>,
+}
+
+/// `[internet] uplink`: a host interface instead of the emulated internet.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUplink {
+    pub(crate) interface: Spanned<String>,
+    pub(crate) gateway: Spanned<String>,
 }
 
 /// One host of `[internet]`.

@@ -940,3 +940,26 @@ fn internet_is_a_reserved_instance_id_and_nat_ports_are_checked() {
     let m = parse(super::DEFAULT_TOPOLOGY, "d.toml").unwrap();
     assert_eq!(m.nat_gateways[0].ports, crate::model::NatGateway::AWS_PORTS);
 }
+
+#[test]
+fn an_uplink_is_checked_and_replaces_the_emulated_internet() {
+    let with = |internet: &str| {
+        let text = super::DEFAULT_TOPOLOGY.replacen(
+            "hosts = [\n  { id = \"example\", ip = \"198.51.100.7\" },\n]",
+            internet,
+            1,
+        );
+        parse(&text, "d.toml")
+    };
+    let m = with("uplink = { interface = \"veth0\", gateway = \"192.0.2.1\" }").expect("valid uplink");
+    let u = m.uplink.as_ref().unwrap();
+    assert_eq!((u.interface.as_str(), u.gateway), ("veth0", "192.0.2.1".parse().unwrap()));
+    assert!(m.has_internet() && !m.has_emulated_internet());
+    let ps = with("uplink = { interface = \"veth0\", gateway = \"10.0.0.9\" }").expect_err("gateway inside").problems;
+    assert_eq!(ps[0].field, "internet.uplink.gateway", "{ps:?}");
+    let ps = with("uplink = { interface = \"a/b\", gateway = \"192.0.2.1\" }").expect_err("bad name").problems;
+    assert!(ps[0].message.contains("not an interface name"), "{ps:?}");
+    let both = "hosts = [{ id = \"h\", ip = \"198.51.100.7\" }]\nuplink = { interface = \"veth0\", gateway = \"192.0.2.1\" }";
+    let ps = with(both).expect_err("both").problems;
+    assert!(ps[0].message.contains("not both"), "{ps:?}");
+}

@@ -19,7 +19,7 @@ use crate::model::{
     AclAction, AclIdx, AclRule, Attachment, Cidr, ConntrackConfig, EipIdx, ElasticIp, Eni, EniIdx, IgwIdx, Instance,
     InstanceIdx, InternetGateway, InternetHost, Mac, Model, NatGateway, NatIdx, NetworkAcl, PcxIdx, PortMatch,
     PortRange, Protocol, Route, RouteTable, RouteTarget, RtbIdx, SecurityGroup, SgIdx, SgPeer, SgRule, Subnet,
-    SubnetIdx, Vpc, VpcIdx, VpcPeering,
+    SubnetIdx, Uplink, Vpc, VpcIdx, VpcPeering,
 };
 
 /// AWS's per-direction quota of security group rules.
@@ -1379,6 +1379,25 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
             hosts.push(ip);
         }
     }
+    let mut uplink = None;
+    if let Some(u) = raw.internet.as_ref().and_then(|i| i.uplink.as_ref()) {
+        let name = u.interface.get_ref();
+        if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\0']) {
+            let msg = format!("`{name}` is not an interface name (1 to 15 characters, no `/` or spaces)");
+            c.err(u.interface.span(), "internet.uplink.interface".into(), msg);
+        }
+        let gateway = outside_vpcs(
+            &mut c,
+            &u.gateway,
+            "internet.uplink.gateway",
+            "the uplink's gateway must be outside every VPC",
+        );
+        if raw.internet.as_ref().is_some_and(|i| !i.hosts.is_empty()) {
+            let msg = "an uplink replaces the emulated internet: give `hosts` or `uplink`, not both".to_string();
+            c.err(u.interface.span(), "internet.uplink".into(), msg);
+        }
+        uplink = gateway.map(|gateway| Uplink { interface: name.clone(), gateway });
+    }
 
     if !c.problems.is_empty() {
         return Err(c.problems);
@@ -1532,6 +1551,7 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
                 m.internet_hosts.push(InternetHost { id: h.id.get_ref().clone(), ip: hosts[i]? });
             }
         }
+        m.uplink = uplink;
         Some(m)
     })();
     assembled.ok_or_else(|| {

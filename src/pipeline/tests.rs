@@ -853,14 +853,14 @@ fn ipv4(frame: &[u8]) -> Ipv4Meta {
 }
 
 impl Policy {
-    fn from_internet(&mut self, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8) -> (Verdict, Vec<u8>) {
+    fn inbound(&mut self, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8) -> (Verdict, Vec<u8>) {
         let (gw, host) = (self.model.internet_gateway_mac(), self.model.internet_host_mac());
         let mut f = build::tcp(gw, host, HOST, dst, sport, dport, flags, b"");
         let v = self.pipeline.process_internet(self.now, &mut f, Offload::default(), &mut NoObserver);
         (v, f)
     }
 
-    fn to_internet(&mut self, from: &str, sport: u16, dport: u16, flags: u8) -> (Verdict, Vec<u8>) {
+    fn outbound(&mut self, from: &str, sport: u16, dport: u16, flags: u8) -> (Verdict, Vec<u8>) {
         let eni = &self.model.enis[self.eni(from).index()];
         let router = self.model.vpcs[0].router_mac;
         let mut f = build::tcp(router, eni.mac, eni.private_ip, HOST, sport, dport, flags, b"");
@@ -872,14 +872,14 @@ impl Policy {
 #[test]
 fn the_internet_gateway_maps_an_elastic_ip_one_to_one_both_ways() {
     let mut p = default_lab();
-    let (v, out) = p.to_internet("eni-web", 40000, 80, SYN);
+    let (v, out) = p.outbound("eni-web", 40000, 80, SYN);
     assert_eq!(v, Verdict::ToInternet);
     let ip = ipv4(&out);
     assert_eq!((ip.src, ip.dst, ip.l4.src_port), (Ipv4Addr::new(203, 0, 113, 20), HOST, 40000));
     assert!(crate::packet::rewrite::verify(&out), "checksums after translation");
     assert_eq!(&out[0..6], &p.model.internet_host_mac().0);
     // The reply comes back to the private address, judged by the ENI's tracked connection.
-    let (v, back) = p.from_internet(Ipv4Addr::new(203, 0, 113, 20), 80, 40000, SYN_ACK);
+    let (v, back) = p.inbound(Ipv4Addr::new(203, 0, 113, 20), 80, 40000, SYN_ACK);
     assert_eq!(v, Verdict::Forward(p.eni("eni-web")));
     assert_eq!(ipv4(&back).dst, Ipv4Addr::new(10, 0, 1, 10));
     assert!(crate::packet::rewrite::verify(&back));
@@ -898,36 +898,36 @@ fn without_a_public_address_there_is_no_way_out() {
 #[test]
 fn the_nat_gateway_translates_out_and_back_and_refuses_the_unsolicited() {
     let mut p = default_lab();
-    let (v, out) = p.to_internet("eni-app", 40000, 80, SYN);
+    let (v, out) = p.outbound("eni-app", 40000, 80, SYN);
     assert_eq!(v, Verdict::ToInternet);
     let ip = ipv4(&out);
     assert_eq!(ip.src, Ipv4Addr::new(203, 0, 113, 10), "the NAT's Elastic IP");
     assert!(crate::packet::rewrite::verify(&out));
     let port = ip.l4.src_port;
-    let (v, back) = p.from_internet(Ipv4Addr::new(203, 0, 113, 10), 80, port, SYN_ACK);
+    let (v, back) = p.inbound(Ipv4Addr::new(203, 0, 113, 10), 80, port, SYN_ACK);
     assert_eq!(v, Verdict::Forward(p.eni("eni-app")));
     let b = ipv4(&back);
     assert_eq!((b.dst, b.l4.dst_port), (Ipv4Addr::new(10, 0, 2, 10), 40000));
     assert!(crate::packet::rewrite::verify(&back));
     // Nothing answers an unknown port or a private address from outside.
-    let (v, _) = p.from_internet(Ipv4Addr::new(203, 0, 113, 10), 80, port + 1, SYN);
+    let (v, _) = p.inbound(Ipv4Addr::new(203, 0, 113, 10), 80, port + 1, SYN);
     assert_eq!(v, Verdict::Drop(DropReason::NatNoMapping));
-    let (v, _) = p.from_internet(Ipv4Addr::new(10, 0, 2, 10), 80, 40000, SYN);
+    let (v, _) = p.inbound(Ipv4Addr::new(10, 0, 2, 10), 80, 40000, SYN);
     assert_eq!(v, Verdict::Drop(DropReason::NoSuchAddress));
 }
 
 #[test]
 fn a_dead_nat_translation_answers_tcp_with_a_reset() {
     let mut p = default_lab();
-    assert_eq!(p.to_internet("eni-app", 40000, 80, SYN).0, Verdict::ToInternet);
+    assert_eq!(p.outbound("eni-app", 40000, 80, SYN).0, Verdict::ToInternet);
     p.now = Duration::from_secs(351);
     p.pipeline.handle_timeout(p.now);
-    let (v, rst) = p.to_internet("eni-app", 40000, 80, ACK);
+    let (v, rst) = p.outbound("eni-app", 40000, 80, ACK);
     let Verdict::ReplyWith(len) = v else { panic!("expected a RST, got {v:?}") };
     let ip = ipv4(&rst[..len]);
     assert_eq!((ip.src, ip.dst, ip.l4.tcp_flags & 0x04), (HOST, Ipv4Addr::new(10, 0, 2, 10), 0x04));
     // A new connection (SYN) is translated again.
-    assert_eq!(p.to_internet("eni-app", 40000, 80, SYN).0, Verdict::ToInternet);
+    assert_eq!(p.outbound("eni-app", 40000, 80, SYN).0, Verdict::ToInternet);
 }
 
 #[test]
@@ -939,11 +939,11 @@ fn the_nat_gateway_runs_out_of_ports_per_destination() {
     );
     let model = crate::topology::parse(&text, "d.toml").unwrap();
     let mut p = Policy { pipeline: Pipeline::new(&model), model, now: Duration::ZERO };
-    assert_eq!(p.to_internet("eni-app", 40000, 80, SYN).0, Verdict::ToInternet);
-    assert_eq!(p.to_internet("eni-app", 40001, 80, SYN).0, Verdict::ToInternet);
-    assert_eq!(p.to_internet("eni-app", 40002, 80, SYN).0, Verdict::Drop(DropReason::NatPortAllocation));
+    assert_eq!(p.outbound("eni-app", 40000, 80, SYN).0, Verdict::ToInternet);
+    assert_eq!(p.outbound("eni-app", 40001, 80, SYN).0, Verdict::ToInternet);
+    assert_eq!(p.outbound("eni-app", 40002, 80, SYN).0, Verdict::Drop(DropReason::NatPortAllocation));
     // Another destination port has its own ports.
-    assert_eq!(p.to_internet("eni-app", 40002, 443, SYN).0, Verdict::ToInternet);
+    assert_eq!(p.outbound("eni-app", 40002, 443, SYN).0, Verdict::ToInternet);
 }
 
 #[test]

@@ -438,3 +438,64 @@ pub fn inject_frames(ns: &str, ifname: &str, frames: Vec<Vec<u8>>) {
     .join()
     .expect("inject thread");
 }
+
+/// Connects from `ns` to `addr` from source address `src` (any port), within `secs` seconds
+/// (Linux bounds `connect` by `SO_SNDTIMEO`).
+pub fn tcp_connect_from(ns: &str, src: Ipv4Addr, addr: SocketAddrV4, secs: u64) -> std::io::Result<TcpStream> {
+    use nix::sys::socket::{bind, connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
+    use std::os::fd::AsRawFd;
+    in_ns(ns, move || {
+        let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+        setsockopt(&fd, sockopt::SendTimeout, &nix::sys::time::TimeVal::new(secs as i64, 0))?;
+        bind(fd.as_raw_fd(), &SockaddrIn::from(SocketAddrV4::new(src, 0)))?;
+        connect(fd.as_raw_fd(), &SockaddrIn::from(addr))?;
+        let s = TcpStream::from(fd);
+        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        Ok(s)
+    })
+    .join()
+    .expect("connect thread")
+}
+
+/// A TCP server in `ns` on `addr`: accepts one connection within `secs` seconds, echoes it until
+/// the peer closes it, and returns the peer's address as the server saw it (None: nobody came).
+pub fn tcp_peer_server(ns: &str, addr: SocketAddrV4, secs: u64) -> thread::JoinHandle<Option<std::net::SocketAddr>> {
+    let l = tcp_listen(ns, addr);
+    thread::spawn(move || {
+        l.set_nonblocking(true).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            match l.accept() {
+                Ok((mut s, peer)) => {
+                    s.set_nonblocking(false).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    let mut buf = vec![0u8; 65536];
+                    while let Ok(n @ 1..) = s.read(&mut buf) {
+                        if s.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    return Some(peer);
+                }
+                Err(_) if std::time::Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
+                Err(_) => return None,
+            }
+        }
+    })
+}
+
+/// A UDP server in `ns` on `addr`: echoes one datagram and returns its sender as seen there.
+pub fn udp_peer_server(ns: &str, addr: SocketAddrV4) -> thread::JoinHandle<Option<std::net::SocketAddr>> {
+    let (tx, rx) = mpsc::channel();
+    let h = in_ns(ns, move || {
+        let s = UdpSocket::bind(addr).expect("bind");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        tx.send(()).unwrap();
+        let mut buf = [0u8; 2048];
+        let (n, from) = s.recv_from(&mut buf).ok()?;
+        s.send_to(&buf[..n], from).ok()?;
+        Some(from)
+    });
+    rx.recv_timeout(Duration::from_secs(5)).expect("server bound");
+    h
+}

@@ -66,7 +66,8 @@ enum Cmd {
         /// The lab; may be left out when one lab is running.
         #[arg(long)]
         lab: Option<String>,
-        /// The sending ENI, an instance (its device-0 ENI), or `internet` (its first host).
+        /// The sending ENI, an instance (its device-0 ENI), an internet host, or `internet`
+        /// (its first host).
         #[arg(long)]
         from: String,
         /// The destination address.

@@ -414,6 +414,50 @@ impl NatTable {
         self.live(now, &slot.m).then_some(slot.m.outside_port)
     }
 
+    /// What [`outbound`](Self::outbound) would answer now, without allocating anything: the
+    /// live mapping's port, the port a new mapping would get, or `PortAllocation`. For `trace`.
+    pub fn preview_outbound(
+        &self,
+        now: Duration,
+        protocol: u8,
+        inside: (Ipv4Addr, u16),
+        remote: (Ipv4Addr, u16),
+    ) -> Result<u16, NatError> {
+        if let Some(port) = self.peek_outbound(now, protocol, inside, remote) {
+            return Ok(port);
+        }
+        let dest = FlowKey { protocol, inside, remote }.dest();
+        let free = |port: u16| match self.by_outside.get(&(dest, port)) {
+            None => true,
+            Some(holder) => self.map.get(holder).is_none_or(|slot| !self.live(now, &slot.m)),
+        };
+        let in_range = |port: u16| (self.first..=self.last).contains(&port);
+        let capacity = self.max_per_destination.min(self.range_len);
+        let used = self.dests.get(&dest).map_or(0, |d| d.used);
+        // At capacity only a port held by an expired mapping can be had (outbound reclaims it).
+        let usable = |port: u16| {
+            if used >= capacity {
+                self.by_outside.get(&(dest, port)).is_some() && free(port)
+            } else {
+                free(port)
+            }
+        };
+        if in_range(inside.1) && usable(inside.1) {
+            return Ok(inside.1);
+        }
+        let mut port = self.dests.get(&dest).map_or(self.first, |d| d.cursor);
+        for _ in 0..self.range_len {
+            if !in_range(port) {
+                port = self.first;
+            }
+            if usable(port) {
+                return Ok(port);
+            }
+            port = if port == self.last { self.first } else { port + 1 };
+        }
+        Err(NatError::PortAllocation)
+    }
+
     /// Whether this outbound TCP flow had a mapping that timed out, now or within the last
     /// [`TOMBSTONE_TTL`], and has not been opened again since. AWS answers a host that sends on
     /// such a connection with an RST: the caller does so for any segment but a SYN, instead of
@@ -551,6 +595,23 @@ mod tests {
             assert!(calls < 1000, "handle_timeout makes no progress");
         }
         calls
+    }
+
+    #[test]
+    fn preview_agrees_with_outbound_and_changes_nothing() {
+        let h = |n: u8| Ipv4Addr::new(10, 0, 2, n);
+        let remote = (Ipv4Addr::new(198, 51, 100, 7), 80);
+        let mut t = NatTable::new(Ipv4Addr::new(10, 0, 1, 100), 1024..=1025, AWS_MAX_PER_DESTINATION, AWS_IDLE_TIMEOUT);
+        let now = Duration::ZERO;
+        for n in 1..=2 {
+            let preview = t.preview_outbound(now, 6, (h(n), 40000), remote);
+            assert_eq!(t.len(), usize::from(n) - 1, "preview allocated");
+            assert_eq!(preview, t.outbound(now, 6, (h(n), 40000), remote));
+        }
+        assert_eq!(t.preview_outbound(now, 6, (h(3), 40000), remote), Err(NatError::PortAllocation));
+        assert_eq!(t.preview_outbound(now, 6, (h(1), 40000), remote), t.outbound(now, 6, (h(1), 40000), remote));
+        let later = AWS_IDLE_TIMEOUT + Duration::from_secs(1);
+        assert_eq!(t.preview_outbound(later, 6, (h(3), 40000), remote), t.outbound(later, 6, (h(3), 40000), remote));
     }
 
     #[test]

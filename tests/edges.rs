@@ -257,8 +257,6 @@ fn trace_across_the_nat_gateway_shows_each_hop_and_its_rewrites() {
 }
 
 #[test]
-#[ignore = "gap: vpclab trace cannot start from the internet (`--from example` / `--from internet`: \
-            'no ENI or instance'), so the reply path back through the IGW and NAT cannot be traced"]
 fn trace_shows_the_reply_path_from_the_internet() {
     let lab = TestLab::up("natback", &edge_topology(""));
     let t = lab.trace(&["--from", "example", "--to", WEB_EIP, "--dport", "8080"]);
@@ -523,9 +521,6 @@ fn an_appliance_with_an_eni_per_direction_routes_between_subnets_only_while_it_f
 }
 
 #[test]
-#[ignore = "bug: the fast path (src/pipeline/mod.rs fast_path) reuses the hop cached on a connection \
-            entry for both directions; a one-ENI appliance sends both directions of a flow, so the \
-            reply it forwards goes back to the server (b1) instead of the client (a1)"]
 fn an_appliance_with_one_eni_routes_between_subnets_only_while_it_forwards() {
     let lab = TestLab::up("appl", APPLIANCE);
     appliance_forwards_only_while_enabled(&lab, &["eni-appl"]);
@@ -734,8 +729,6 @@ fn a_small_nat_port_range_runs_out_per_destination() {
 }
 
 #[test]
-#[ignore = "bug: trace does not consult the NAT's port allocator: with the range exhausted it says \
-            'delivered to the internet' and shows a NAT port (the source port) outside the range"]
 fn trace_agrees_with_nat_port_exhaustion() {
     let lab = TestLab::up("natportstr", &edge_topology(r#"ports = "1024-1025""#));
     let t = lab.trace(&["--from", "app", "--to", EXAMPLE, "--dport", "80"]);

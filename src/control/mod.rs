@@ -217,13 +217,17 @@ fn serve_one(conn: UnixStream, handle: &Handle, model: &Model) {
             Ok(c) => Response::Status(LabStatus::new(model, &c)),
             Err(e) => Response::Error { message: e.to_string() },
         },
-        Ok(Request::Trace { from, to, protocol, src_port, dst_port }) => match find_eni(model, &from) {
-            _ if from == "internet" => trace(handle, model, None, to, protocol, src_port, dst_port),
-            None => Response::Error {
-                message: format!("no ENI or instance `{from}` in lab `{}` (or `internet`)", model.name),
-            },
-            Some(eni) => trace(handle, model, Some(eni), to, protocol, src_port, dst_port),
-        },
+        Ok(Request::Trace { from, to, protocol, src_port, dst_port }) => {
+            // An ENI or instance; else an internet host by id, or `internet` for the first one.
+            let host = model.internet_hosts.iter().find(|h| h.id == from || from == "internet");
+            match (find_eni(model, &from), host) {
+                (Some(eni), _) => trace(handle, model, Ok(eni), to, protocol, src_port, dst_port),
+                (None, Some(h)) => trace(handle, model, Err((h.id.clone(), h.ip)), to, protocol, src_port, dst_port),
+                (None, None) => Response::Error {
+                    message: format!("no ENI, instance or internet host `{from}` in lab `{}`", model.name),
+                },
+            }
+        }
         Ok(Request::Conntrack { eni }) => {
             let idx = match eni.as_deref().map(|e| find_eni(model, e)) {
                 Some(None) => None,
@@ -256,26 +260,26 @@ fn find_eni(model: &Model, name: &str) -> Option<EniIdx> {
 }
 
 /// Builds the packet, has the data plane run it read-only, and words the answer. `from` is an
-/// ENI, or `None` for the first internet host.
+/// ENI, or an internet host (id, address).
 fn trace(
     handle: &Handle,
     model: &Model,
-    from: Option<EniIdx>,
+    from: Result<EniIdx, (String, Ipv4Addr)>,
     to: Ipv4Addr,
     protocol: u8,
     sport: u16,
     dport: u16,
 ) -> Response {
-    let (from_name, src, frame) = match from {
-        Some(e) => {
+    let (from_name, src, frame) = match &from {
+        Ok(e) => {
             let eni = &model.enis[e.index()];
-            (eni.id.clone(), eni.private_ip, crate::pipeline::synthesize_for(model, e, to, protocol, sport, dport))
+            (eni.id.clone(), eni.private_ip, crate::pipeline::synthesize_for(model, *e, to, protocol, sport, dport))
         }
-        None => match crate::pipeline::synthesize_from_internet(model, to, protocol, sport, dport) {
-            Some(f) => ("internet".to_string(), model.internet_hosts[0].ip, f),
-            None => return Response::Error { message: format!("lab `{}` has no [internet] hosts", model.name) },
-        },
+        Err((id, ip)) => {
+            (id.clone(), *ip, crate::pipeline::synthesize_from_internet(model, *ip, to, protocol, sport, dport))
+        }
     };
+    let from = from.ok();
     let packet = match protocol {
         6 => format!("tcp {src}:{sport} -> {to}:{dport} [SYN]"),
         17 => format!("udp {src}:{sport} -> {to}:{dport}"),

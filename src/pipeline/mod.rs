@@ -136,6 +136,10 @@ pub struct Hop {
     pub routed: bool,
 }
 
+/// The hops an ENI's packets of one connection take, per direction: `[original, reply]`. Both
+/// directions may be the ENI's own: an appliance forwards a flow's packets both ways.
+type Hops = [Option<Hop>; 2];
+
 /// What the pipeline knows about one ENI, compiled from the model.
 #[derive(Clone, Debug)]
 struct Port {
@@ -239,7 +243,7 @@ pub struct Pipeline {
     owner_by_mac: HashMap<Mac, EniIdx>,
     groups: SecurityGroups,
     acls: Vec<NetworkAcl>,
-    conntrack: Vec<ConnTable<Option<Hop>>>,
+    conntrack: Vec<ConnTable<Hops>>,
     igw: IgwMap,
     nats: Vec<NatTable>,
     /// The internet side: the MAC the lab sends from, the MAC it sends to (the emulated
@@ -794,7 +798,7 @@ impl Pipeline {
         let outside = if commit {
             self.nats[n.index()].outbound(now, ip.protocol, inside, remote)
         } else {
-            Ok(self.nats[n.index()].peek_outbound(now, ip.protocol, inside, remote).unwrap_or(inside_port))
+            self.nats[n.index()].preview_outbound(now, ip.protocol, inside, remote)
         };
         let outside = match outside {
             Ok(p) => p,
@@ -979,7 +983,7 @@ impl Pipeline {
         // Look before touching: a packet that falls back to the full walk must update each
         // entry once, there, or TCP state would see its flags twice.
         let hop = match self.conntrack[from.index()].peek(now, info) {
-            Some((e, _)) if e.generation == self.generation => e.decision?,
+            Some((e, reply)) if e.generation == self.generation => e.decision[usize::from(reply)]?,
             _ => return None,
         };
         if hop.to != from && self.conntrack[hop.to.index()].peek(now, info).is_none() {
@@ -1018,17 +1022,19 @@ impl Pipeline {
         let generation = self.generation;
         let table = &mut self.conntrack[eni.index()];
         match outcome {
-            SgOutcome::NewFlow { tracked: true } => match table.insert(now, info, hop, generation) {
+            // The first packet goes in the original direction.
+            SgOutcome::NewFlow { tracked: true } => match table.insert(now, info, [hop, None], generation) {
                 Ok(_) => Ok(()),
                 Err(ConntrackFull) => Err(Verdict::DropAt(DropReason::ConntrackFull, eni)),
             },
             SgOutcome::Tracked => {
                 // Refresh the entry (state, idle timer); on the sender's side, cache the hop.
-                if let Some((e, _)) = table.lookup(now, info) {
-                    if hop.is_some() {
-                        e.decision = hop;
+                if let (Some((e, reply)), Some(hop)) = (table.lookup(now, info), hop) {
+                    if e.generation != generation {
+                        e.decision = [None, None];
                         e.generation = generation;
                     }
+                    e.decision[usize::from(reply)] = Some(hop);
                 }
                 Ok(())
             }
@@ -1273,17 +1279,17 @@ pub fn synthesize_for(
     probe(dst_mac, eni.mac, eni.private_ip, to, protocol, src_port, dst_port)
 }
 
-/// The same, as the first `[internet]` host would send it to its gateway; `None` without one.
+/// The same, as internet host `from` would send it to its gateway.
 pub fn synthesize_from_internet(
     model: &Model,
+    from: Ipv4Addr,
     to: Ipv4Addr,
     protocol: u8,
     src_port: u16,
     dst_port: u16,
-) -> Option<Vec<u8>> {
-    let host = model.internet_hosts.first()?;
+) -> Vec<u8> {
     let (dst_mac, src_mac) = (model.internet_gateway_mac(), model.internet_host_mac());
-    Some(probe(dst_mac, src_mac, host.ip, to, protocol, src_port, dst_port))
+    probe(dst_mac, src_mac, from, to, protocol, src_port, dst_port)
 }
 
 fn probe(dst_mac: Mac, src_mac: Mac, src: Ipv4Addr, to: Ipv4Addr, protocol: u8, sport: u16, dport: u16) -> Vec<u8> {

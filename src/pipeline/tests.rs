@@ -724,12 +724,12 @@ routes = [{ destination = "10.0.0.0/16", target = "pcx-ab" }]
 [[security_group]]
 id = "sg-all"
 vpc = "vpc-a"
-ingress = [{ protocol = "all", source = "0.0.0.0/0" }]
+ingress = [{ protocol = "all", source = "10.0.0.0/8" }]
 
 [[security_group]]
 id = "sg-all-b"
 vpc = "vpc-b"
-ingress = [{ protocol = "all", source = "0.0.0.0/0" }]
+ingress = [{ protocol = "all", source = "10.0.0.0/8" }]
 
 [[instance]]
 id = "one"
@@ -961,4 +961,19 @@ fn too_big_for_the_internet_with_df_gets_fragmentation_needed() {
     let off = Offload { csum_partial: false, gso_size: Some(1448) };
     let v = p.pipeline.process_offloaded(p.now, p.eni("eni-web"), &mut f, off, &mut NoObserver);
     assert_eq!(v, Verdict::ToInternet);
+}
+
+#[test]
+fn an_appliance_forwarding_both_directions_of_a_flow_sends_each_its_own_way() {
+    let mut p = route_lab();
+    let (one, two) = (p.ip("eni-one"), p.ip("eni-two"));
+    // one -> two is steered through eni-fw, which forwards it on (its subnet's table: local).
+    assert_eq!(p.tcp("eni-one", "eni-two", 40000, 80, SYN), Verdict::Forward(p.eni("eni-fw")));
+    for flags in [SYN, ACK] {
+        assert_eq!(p.tcp_from("eni-fw", one, two, 40000, 80, flags), Verdict::Forward(p.eni("eni-two")));
+    }
+    // The reply, forwarded by the same appliance, goes to one, not back to two.
+    assert_eq!(p.tcp_from("eni-fw", two, one, 80, 40000, SYN_ACK), Verdict::Forward(p.eni("eni-one")));
+    assert_eq!(p.tcp_from("eni-fw", two, one, 80, 40000, ACK), Verdict::Forward(p.eni("eni-one")));
+    assert_eq!(p.tcp_from("eni-fw", one, two, 40000, 80, ACK), Verdict::Forward(p.eni("eni-two")));
 }

@@ -959,7 +959,8 @@ fn an_uplink_is_checked_and_replaces_the_emulated_internet() {
     assert_eq!(ps[0].field, "internet.uplink.gateway", "{ps:?}");
     let ps = with("uplink = { interface = \"a/b\", gateway = \"192.0.2.1\" }").expect_err("bad name").problems;
     assert!(ps[0].message.contains("not an interface name"), "{ps:?}");
-    let both = "hosts = [{ id = \"h\", ip = \"198.51.100.7\" }]\nuplink = { interface = \"veth0\", gateway = \"192.0.2.1\" }";
+    let both =
+        "hosts = [{ id = \"h\", ip = \"198.51.100.7\" }]\nuplink = { interface = \"veth0\", gateway = \"192.0.2.1\" }";
     let ps = with(both).expect_err("both").problems;
     assert!(ps[0].message.contains("not both"), "{ps:?}");
 }

@@ -485,6 +485,11 @@ fn print_status(s: &LabStatus) {
             if drops.is_empty() { "-".into() } else { drops.join(" ") }
         );
     }
+    println!("\n{:<18} {:<28} {:<18} {:<18} STATE", "ROUTE TABLE", "SUBNETS", "DESTINATION", "TARGET");
+    for r in &s.routes {
+        let subnets = if r.subnets.is_empty() { "-".to_string() } else { r.subnets.join(",") };
+        println!("{:<18} {:<28} {:<18} {:<18} {}", r.table, subnets, r.destination, r.target, r.state);
+    }
 }
 
 fn exec(named: Option<&str>, instance: &str, command: &[String]) -> anyhow::Result<ExitCode> {

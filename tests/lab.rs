@@ -334,3 +334,28 @@ fn a_failed_up_leaves_everything_as_it_was() {
     assert_eq!(namespaces_of(&topo.name), vec![squatter.clone()], "up created or removed namespaces");
     assert!(!std::path::Path::new(&format!("/run/vpclab/{}", topo.name)).exists());
 }
+
+#[test]
+fn a_route_to_an_unattached_eni_is_a_blackhole_in_status_and_in_traffic() {
+    let body = TWO_SUBNETS.replacen("cidr = \"10.0.1.0/24\"\n", "cidr = \"10.0.1.0/24\"\nroute_table = \"rtb-a\"\n", 1)
+        + r#"
+[[route_table]]
+id = "rtb-a"
+vpc = "vpc-test"
+routes = [{ destination = "10.0.9.0/24", target = "eni-spare" }]
+
+[[network_interface]]
+id = "eni-spare"
+subnet = "subnet-b"
+private_ip = "10.0.2.99"
+source_dest_check = false
+"#;
+    let lab = TestLab::up("blackhole", &body);
+    let routes = lab.status()["routes"].as_array().unwrap().clone();
+    let spare = routes.iter().find(|r| r["target"] == "eni-spare").expect("the route is listed");
+    assert_eq!(spare["state"], "blackhole (eni-spare is not attached)", "{spare}");
+    assert_eq!(spare["subnets"][0], "subnet-a");
+    assert!(routes.iter().any(|r| r["target"] == "local" && r["state"] == "active"));
+    assert!(!lab.exec("a1", &["ping", "-c", "1", "-W", "1", "10.0.9.1"]).status.success());
+    assert!(lab.drops("eni-a1", "blackhole") >= 1, "{}", lab.eni("eni-a1"));
+}

@@ -108,6 +108,55 @@ pub struct LabStatus {
     pub pid: u32,
     /// Every ENI, in file order.
     pub enis: Vec<EniStatus>,
+    /// Every route of every route table, with whether it is usable.
+    #[serde(default)]
+    pub routes: Vec<RouteStatus>,
+}
+
+/// One route as `status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteStatus {
+    /// The route table.
+    pub table: String,
+    /// The subnets using it (explicitly, or as their VPC's main table).
+    pub subnets: Vec<String>,
+    /// The destination prefix.
+    pub destination: String,
+    /// The target's id (`local`, `blackhole`, `igw-...`, `eni-...`).
+    pub target: String,
+    /// `active`, or `blackhole` with the reason when the target is unusable.
+    pub state: String,
+}
+
+/// Every route with its state: a route whose target cannot take traffic is a blackhole, as AWS
+/// shows it.
+fn route_status(model: &Model) -> Vec<RouteStatus> {
+    use crate::model::RouteTarget;
+    let mut out = Vec::new();
+    for (t, table) in model.route_tables.iter().enumerate() {
+        let subnets: Vec<String> =
+            model.subnets.iter().filter(|s| s.route_table.index() == t).map(|s| s.id.clone()).collect();
+        for r in &table.routes {
+            let state = match r.target {
+                RouteTarget::Blackhole => "blackhole".to_string(),
+                RouteTarget::Eni(e) if model.enis[e.index()].attachment.is_none() => {
+                    format!("blackhole ({} is not attached)", model.enis[e.index()].id)
+                }
+                RouteTarget::InternetGateway(_) if !model.has_internet() => {
+                    "blackhole (the lab has no internet side)".to_string()
+                }
+                _ => "active".to_string(),
+            };
+            out.push(RouteStatus {
+                table: table.id.clone(),
+                subnets: subnets.clone(),
+                destination: r.destination.to_string(),
+                target: crate::policy::route_table::target_name(model, r.target),
+                state,
+            });
+        }
+    }
+    out
 }
 
 /// One ENI with its counters.
@@ -185,7 +234,7 @@ impl LabStatus {
                 drops: drops_of(&c),
             });
         }
-        LabStatus { lab: model.name.clone(), pid: std::process::id(), enis }
+        LabStatus { lab: model.name.clone(), pid: std::process::id(), enis, routes: route_status(model) }
     }
 }
 

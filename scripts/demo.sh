@@ -17,6 +17,9 @@ x app -- ping -c 3 -I 10.0.2.50 10.0.2.20              # app's floating ENI (eth
 x app -- iperf3 -s -D -1 -p 8080            # sg-app admits tcp 8080 from sg-web only
 sleep 0.3
 x web -- iperf3 -c 10.0.2.10 -p 8080 -t 2              # TCP through the forwarder, tracked both sides
+x app -- ping -c 2 198.51.100.7                          # private app -> internet host, through nat-main
+x web -- ping -c 2 198.51.100.7                          # web -> internet host, through igw-main as its Elastic IP
+run trace --lab demo --from web --to 10.0.2.10 --dport 22   # why is this refused? (sg-app admits 8080 only)
 run status demo
 echo
 echo "The lab is still up: try \`$vpclab exec web -- bash\`, then \`$vpclab down demo\` to remove it."

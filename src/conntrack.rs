@@ -189,6 +189,16 @@ pub enum ConnState {
     Other,
 }
 
+/// A bare SYN on the ports of a TCP connection that has ended (TIME_WAIT, CLOSED) starts a new
+/// connection, which replaces the old entry (Linux does the same): it is judged afresh.
+fn reopens<D>(e: &Entry<D>, p: &PacketInfo) -> bool {
+    p.flow.protocol == PROTO_TCP
+        && matches!(e.state, ConnState::TcpTimeWait | ConnState::TcpClosed)
+        && p.has(TCP_SYN)
+        && !p.has(TCP_ACK)
+        && !p.has(TCP_RST)
+}
+
 /// One tracked connection.
 #[derive(Clone, Debug)]
 pub struct Entry<D> {
@@ -380,12 +390,7 @@ impl<D> ConnTable<D> {
             return None;
         }
         let reply = e.is_reply(p);
-        let reopen = p.flow.protocol == PROTO_TCP
-            && matches!(e.state, ConnState::TcpTimeWait | ConnState::TcpClosed)
-            && p.has(TCP_SYN)
-            && !p.has(TCP_ACK)
-            && !p.has(TCP_RST);
-        if reopen {
+        if reopens(e, p) {
             occ.remove();
             return None;
         }
@@ -413,11 +418,12 @@ impl<D> ConnTable<D> {
         Some((e, reply))
     }
 
-    /// Read-only lookup (for `trace`): the live entry of this packet's connection and whether the
+    /// Read-only lookup (for `trace`, and to look before touching): the live entry of this packet's connection and whether the
     /// packet goes in the reply direction. Changes nothing, not even an expired entry.
     pub fn peek(&self, now: Duration, p: &PacketInfo) -> Option<(&Entry<D>, bool)> {
         let e = self.map.get(&ConnKey::of(p))?;
-        if self.timeouts.expired(now, e) {
+        // As `lookup` sees it: an expired entry, or one this packet replaces, is no connection.
+        if self.timeouts.expired(now, e) || reopens(e, p) {
             return None;
         }
         Some((e, e.is_reply(p)))

@@ -977,3 +977,29 @@ fn an_appliance_forwarding_both_directions_of_a_flow_sends_each_its_own_way() {
     assert_eq!(p.tcp_from("eni-fw", two, one, 80, 40000, ACK), Verdict::Forward(p.eni("eni-one")));
     assert_eq!(p.tcp_from("eni-fw", one, two, 40000, 80, ACK), Verdict::Forward(p.eni("eni-two")));
 }
+
+#[test]
+fn a_syn_reusing_a_closed_connections_ports_is_judged_as_a_new_connection() {
+    let mut p = Policy::new();
+    let (server, client) = (p.eni("eni-server"), p.eni("eni-client"));
+    const FIN_ACK: u8 = 0x11;
+    // A whole connection: handshake, then both sides close (TIME_WAIT).
+    assert_eq!(p.tcp("eni-client", "eni-server", 40000, 80, SYN), Verdict::Forward(server));
+    assert_eq!(p.tcp("eni-server", "eni-client", 80, 40000, SYN_ACK), Verdict::Forward(client));
+    assert_eq!(p.tcp("eni-client", "eni-server", 40000, 80, ACK), Verdict::Forward(server));
+    assert_eq!(p.tcp("eni-client", "eni-server", 40000, 80, FIN_ACK), Verdict::Forward(server));
+    assert_eq!(p.tcp("eni-server", "eni-client", 80, 40000, FIN_ACK), Verdict::Forward(client));
+    assert_eq!(p.tcp("eni-client", "eni-server", 40000, 80, ACK), Verdict::Forward(server));
+    // The rule that admitted it is gone: a new SYN on the same ports must meet the rules.
+    let mut changed = p.model.clone();
+    for g in &mut changed.security_groups {
+        g.ingress.clear();
+    }
+    p.pipeline.reconfigure(&changed);
+    let v = p.tcp("eni-client", "eni-server", 40000, 80, SYN);
+    assert_eq!(v, Verdict::DropAt(DropReason::SecurityGroupIngress, server));
+    // With the rule back, the reused ports make a working new connection, replies included.
+    p.pipeline.reconfigure(&p.model.clone());
+    assert_eq!(p.tcp("eni-client", "eni-server", 40000, 80, SYN), Verdict::Forward(server));
+    assert_eq!(p.tcp("eni-server", "eni-client", 80, 40000, SYN_ACK), Verdict::Forward(client));
+}

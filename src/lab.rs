@@ -280,10 +280,7 @@ impl Lab {
             let ns = model.netns_name(inst);
             netns::create_netns(&ns).with_context(|| format!("creating namespace {ns}"))?;
             lab.namespaces.push(ns.clone());
-            // The fabric carries no IPv6 yet; keep instances from sending it.
-            for key in ["net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"] {
-                netns::set_sysctl(&ns, key, "1").with_context(|| format!("setting {key} in {ns}"))?;
-            }
+            disable_ipv6(&ns)?;
             let mut nl = Netlink::open_in(&ns).with_context(|| format!("opening netlink in {ns}"))?;
             for eni in model.enis_of(inst) {
                 let tap = plumb_eni(model, eni, &ns, &mut host, &mut nl)?;
@@ -331,6 +328,14 @@ impl Drop for Lab {
             eprintln!("vpclab: teardown: {e:#}");
         }
     }
+}
+
+/// The fabric carries no IPv6 yet: keep a namespace's interfaces from sending it.
+fn disable_ipv6(ns: &str) -> anyhow::Result<()> {
+    for key in ["net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"] {
+        netns::set_sysctl(ns, key, "1").with_context(|| format!("setting {key} in {ns}"))?;
+    }
+    Ok(())
 }
 
 /// Creates one ENI's TAP, moves it into its instance and configures it the way EC2 and
@@ -385,9 +390,7 @@ fn plumb_eni(model: &Model, idx: EniIdx, ns: &str, host: &mut Netlink, nl: &mut 
 /// `[internet]` host's address (/32, so everything else is reached through the gateway) and a
 /// default route via [`INTERNET_GATEWAY_IP`], which the forwarder answers for.
 fn plumb_internet(model: &Model, ns: &str, host: &mut Netlink) -> anyhow::Result<Tap> {
-    for key in ["net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"] {
-        netns::set_sysctl(ns, key, "1").with_context(|| format!("setting {key} in {ns}"))?;
-    }
+    disable_ipv6(ns)?;
     // Ids cannot hold `/`, so no ENI's temporary name can be this one.
     let temp = tap_temp_name(&model.name, "/internet");
     let tap = Tap::create(&temp).context("creating the internet's TAP")?;

@@ -986,14 +986,13 @@ impl Pipeline {
             Some((e, reply)) if e.generation == self.generation => e.decision[usize::from(reply)]?,
             _ => return None,
         };
-        if hop.to != from && self.conntrack[hop.to.index()].peek(now, info).is_none() {
-            // The receiver's entry expired on its own (shorter timeouts): judge afresh.
+        // The receiver's lookup both refreshes its entry and proves it is still there (it may
+        // have expired on its own, with shorter timeouts): without it, judge afresh, with the
+        // sender's entry still untouched.
+        if hop.to != from && self.conntrack[hop.to.index()].lookup(now, info).is_none() {
             return None;
         }
         self.conntrack[from.index()].lookup(now, info);
-        if hop.to != from {
-            self.conntrack[hop.to.index()].lookup(now, info);
-        }
         self.deliver(hop, frame, &mut NoObserver);
         Some(Verdict::Forward(hop.to))
     }
@@ -1064,19 +1063,7 @@ impl Pipeline {
             return Ok(SgOutcome::Tracked);
         }
         if let Some(quoted) = packet::icmp_quoted(frame, ip) {
-            let inner = PacketInfo {
-                flow: Flow {
-                    src: quoted.src,
-                    dst: quoted.dst,
-                    protocol: quoted.protocol,
-                    src_port: quoted.l4.src_port,
-                    dst_port: quoted.l4.dst_port,
-                    icmp_type: quoted.l4.icmp_type,
-                    icmp_code: quoted.l4.icmp_code,
-                },
-                icmp_id: quoted.l4.icmp_id,
-                tcp_flags: 0,
-            };
+            let inner = flow_info(quoted.src, quoted.dst, quoted.protocol, &quoted.l4, 0);
             if table.related(now, &inner).is_some() {
                 obs.record(stage, format_args!("ICMP error about a tracked connection of {}: allowed", port.id));
                 return Ok(SgOutcome::Related);
@@ -1303,18 +1290,23 @@ fn probe(dst_mac: Mac, src_mac: Mac, src: Ipv4Addr, to: Ipv4Addr, protocol: u8, 
 
 /// What rules and conntrack look at in an IPv4 packet.
 fn packet_info(ip: &Ipv4Meta) -> PacketInfo {
+    flow_info(ip.src, ip.dst, ip.protocol, &ip.l4, ip.l4.tcp_flags)
+}
+
+/// The same from addresses and a transport summary (a packet's own, or one an ICMP error quotes).
+fn flow_info(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, l4: &packet::L4Meta, tcp_flags: u8) -> PacketInfo {
     PacketInfo {
         flow: Flow {
-            src: ip.src,
-            dst: ip.dst,
-            protocol: ip.protocol,
-            src_port: ip.l4.src_port,
-            dst_port: ip.l4.dst_port,
-            icmp_type: ip.l4.icmp_type,
-            icmp_code: ip.l4.icmp_code,
+            src,
+            dst,
+            protocol,
+            src_port: l4.src_port,
+            dst_port: l4.dst_port,
+            icmp_type: l4.icmp_type,
+            icmp_code: l4.icmp_code,
         },
-        icmp_id: ip.l4.icmp_id,
-        tcp_flags: ip.l4.tcp_flags,
+        icmp_id: l4.icmp_id,
+        tcp_flags,
     }
 }
 

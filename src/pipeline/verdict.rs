@@ -153,9 +153,4 @@ impl EniCounters {
     pub fn dropped(&self, reason: DropReason) -> u64 {
         self.drops[reason as usize]
     }
-
-    /// All drops.
-    pub fn total_drops(&self) -> u64 {
-        self.drops.iter().sum()
-    }
 }

@@ -463,6 +463,9 @@ pub struct Attachment {
     pub instance: InstanceIdx,
     /// Device index: the ENI appears as `eth<device_index>` in the instance.
     pub device_index: u32,
+    /// Whether terminating the instance deletes the ENI (AWS: true for an ENI created with the
+    /// instance, false for one attached later).
+    pub delete_on_termination: bool,
 }
 
 /// An elastic network interface.
@@ -504,6 +507,29 @@ pub struct Instance {
     pub id: String,
     /// Instance type, if given (its ENI and IP limits were enforced).
     pub instance_type: Option<String>,
+    /// Running or stopped (a terminated instance leaves the model).
+    pub state: InstanceState,
+}
+
+/// An instance's state, as EC2 reports it (the transitional states pass at once here).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceState {
+    /// Its namespace carries traffic and runs processes.
+    #[default]
+    Running,
+    /// Its processes ended; its ENIs stay attached but carry nothing.
+    Stopped,
+}
+
+impl InstanceState {
+    /// EC2's name for the state.
+    pub fn name(self) -> &'static str {
+        match self {
+            InstanceState::Running => "running",
+            InstanceState::Stopped => "stopped",
+        }
+    }
 }
 
 /// An internet gateway.

@@ -177,6 +177,8 @@ pub(crate) struct RawSgRule {
 pub(crate) struct RawInstance {
     pub(crate) id: Spanned<String>,
     pub(crate) instance_type: Option<Spanned<String>>,
+    /// `running` (default) or `stopped`.
+    pub(crate) state: Option<Spanned<String>>,
 }
 
 /// `[[network_interface]]`.
@@ -212,6 +214,8 @@ pub(crate) struct RawConntrack {
 pub(crate) struct RawAttachment {
     pub(crate) instance: Spanned<String>,
     pub(crate) device_index: Spanned<i64>,
+    /// Default: true at device index 0 (created with the instance), else false.
+    pub(crate) delete_on_termination: Option<bool>,
 }
 
 /// `[internet]`.

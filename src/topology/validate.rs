@@ -17,9 +17,9 @@ use super::raw::{RawAclRule, RawFile, RawSgRule, StrOrInt};
 use super::{LineIndex, Problem};
 use crate::model::{
     AclAction, AclIdx, AclRule, Attachment, Cidr, ConntrackConfig, EipIdx, ElasticIp, Eni, EniIdx, IgwIdx, Instance,
-    InstanceIdx, InternetGateway, InternetHost, Mac, Model, NatGateway, NatIdx, NetworkAcl, PcxIdx, PortMatch,
-    PortRange, Protocol, Route, RouteTable, RouteTarget, RtbIdx, SecurityGroup, SgIdx, SgPeer, SgRule, Subnet,
-    SubnetIdx, Uplink, Vpc, VpcIdx, VpcPeering,
+    InstanceIdx, InstanceState, InternetGateway, InternetHost, Mac, Model, NatGateway, NatIdx, NetworkAcl, PcxIdx,
+    PortMatch, PortRange, Protocol, Route, RouteTable, RouteTarget, RtbIdx, SecurityGroup, SgIdx, SgPeer, SgRule,
+    Subnet, SubnetIdx, Uplink, Vpc, VpcIdx, VpcPeering,
 };
 
 /// AWS's per-direction quota of security group rules.
@@ -640,6 +640,12 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
                     instance_types::families().join(", ")
                 );
                 c.err(t.span(), path(Kind::Instance, inst.id.get_ref(), "instance_type"), msg);
+            }
+        }
+        if let Some(st) = &inst.state {
+            if !matches!(st.get_ref().as_str(), "running" | "stopped") {
+                let msg = format!("state `{}` is not an instance state: use running or stopped", st.get_ref());
+                c.err(st.span(), path(Kind::Instance, inst.id.get_ref(), "state"), msg);
             }
         }
         instance_limits.push(limits);
@@ -1430,7 +1436,16 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
         for (i, e) in raw.network_interface.iter().enumerate() {
             let attachment = match eni_attach[i]? {
                 None => None,
-                Some((inst, d)) => Some(Attachment { instance: InstanceIdx(idx(inst)?), device_index: d }),
+                Some((inst, d)) => Some(Attachment {
+                    instance: InstanceIdx(idx(inst)?),
+                    device_index: d,
+                    // AWS: an ENI created with its instance (device 0 here) goes with it.
+                    delete_on_termination: e
+                        .attachment
+                        .as_ref()
+                        .and_then(|a| a.delete_on_termination)
+                        .unwrap_or(d == 0),
+                }),
             };
             let mut sgs = Vec::new();
             for g in eni_sgs[i].as_ref()? {
@@ -1453,6 +1468,10 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
             m.instances.push(Instance {
                 id: inst.id.get_ref().clone(),
                 instance_type: inst.instance_type.as_ref().map(|t| t.get_ref().trim().to_string()),
+                state: match inst.state.as_ref().map(|s| s.get_ref().as_str()) {
+                    Some("stopped") => InstanceState::Stopped,
+                    _ => InstanceState::Running,
+                },
             });
         }
         for (i, g) in raw.security_group.iter().enumerate() {

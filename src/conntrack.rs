@@ -239,7 +239,7 @@ impl<D> Entry<D> {
 pub struct ConntrackFull;
 
 /// Idle timeouts in effect, as durations.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Timeouts {
     tcp_established: Duration,
     udp_stream: Duration,
@@ -360,16 +360,28 @@ impl<D> ConnTable<D> {
     }
 
     /// Changes the idle timeouts (an ENI's `connection_tracking` modified). Existing entries take
-    /// the new timeouts at once, measured from their last packet. O(n): rebuilds the expiry queue.
+    /// the new timeouts at once, measured from their last packet. O(n) when a timeout changed
+    /// (the expiry queue is rebuilt, so a shortened timeout reclaims on time); O(1) otherwise.
+    /// `timeouts.max_connections` is only recorded: the bound is [`set_max_entries`](Self::set_max_entries).
     pub fn set_timeouts(&mut self, timeouts: ConntrackConfig) {
         self.config = timeouts;
-        self.timeouts = timeouts.into();
-        self.rebuild_queue();
+        let t = Timeouts::from(timeouts);
+        if t != self.timeouts {
+            self.timeouts = t;
+            self.rebuild_queue();
+        }
     }
 
     /// The connection limit.
     pub fn max_entries(&self) -> usize {
         self.max_entries
+    }
+
+    /// Changes the connection limit (an ENI's `max_connections` modified). O(1). Entries above a
+    /// lowered limit stay until they expire or close; meanwhile every new connection is refused
+    /// with [`ConntrackFull`]. A raised limit grows the map on demand past its pre-sized capacity.
+    pub fn set_max_entries(&mut self, max_entries: usize) {
+        self.max_entries = max_entries;
     }
 
     /// The live entry of this packet's connection (either direction), updated for the packet:
@@ -882,6 +894,49 @@ mod tests {
         // A zero limit refuses everything.
         let mut z: ConnTable<u32> = ConnTable::new(ConntrackConfig::default(), 0);
         assert_eq!(z.insert(secs(0), &udp(A, B, 1, 53), 0, 0).unwrap_err(), ConntrackFull);
+    }
+
+    #[test]
+    fn a_lowered_limit_keeps_existing_entries_and_refuses_new_ones() {
+        let mut t: ConnTable<u32> = ConnTable::new(ConntrackConfig::default(), 10);
+        for port in 1..=3 {
+            t.insert(secs(0), &udp(A, B, port, 53), 0, 0).unwrap();
+        }
+        t.set_max_entries(1);
+        assert_eq!(t.max_entries(), 1);
+        assert!(t.is_full(secs(1)));
+        assert_eq!(t.insert(secs(1), &udp(A, B, 4, 53), 0, 0).unwrap_err(), ConntrackFull);
+        for port in 1..=3 {
+            assert!(t.peek(secs(1), &udp(B, A, 53, port)).is_some(), "existing entry {port} kept");
+        }
+        // Two of the three expire: still at the limit. All three: room again.
+        t.lookup(secs(20), &udp(A, B, 1, 53)).unwrap();
+        assert_eq!(t.insert(secs(31), &udp(A, B, 4, 53), 0, 0).unwrap_err(), ConntrackFull);
+        assert_eq!(t.len(), 1);
+        t.insert(secs(50), &udp(A, B, 4, 53), 0, 0).unwrap();
+        // Raised: room for more at once.
+        t.set_max_entries(3);
+        t.insert(secs(50), &udp(A, B, 5, 53), 0, 0).unwrap();
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn unchanged_timeouts_keep_the_queue_changed_ones_reclaim_on_time() {
+        let mut t = table();
+        let p = udp(A, B, 1, 53);
+        t.insert(secs(0), &p, 0, 0).unwrap();
+        t.lookup(secs(10), &p).unwrap();
+        // Same durations (the bound differs): nothing rebuilt, the stale early item stays.
+        t.set_timeouts(ConntrackConfig { max_connections: 5, ..ConntrackConfig::default() });
+        assert_eq!(t.timeouts().max_connections, 5);
+        assert_eq!(t.poll_timeout(), Some(secs(30)));
+        // A longer UDP timeout: the queue is rebuilt at the real deadlines.
+        t.set_timeouts(ConntrackConfig { udp: 60, ..ConntrackConfig::default() });
+        assert_eq!(t.poll_timeout(), Some(secs(70)));
+        drain(&mut t, secs(69));
+        assert_eq!(t.len(), 1);
+        drain(&mut t, secs(70));
+        assert!(t.is_empty());
     }
 
     #[test]

@@ -235,6 +235,22 @@ impl NatTable {
         self.nat_ip
     }
 
+    /// Changes the source ports new translations are given (the NAT gateway's `ports` modified).
+    /// Existing translations keep their ports, inside the new range or not, until they expire;
+    /// meanwhile they still count towards their destination's limit. A destination's cursor
+    /// outside the new range restarts at its first port. An empty range refuses every new flow.
+    pub fn set_ports(&mut self, ports: RangeInclusive<u16>) {
+        let (first, last) = (*ports.start(), *ports.end());
+        self.first = first;
+        self.last = last;
+        self.range_len = if first <= last { usize::from(last - first) + 1 } else { 0 };
+    }
+
+    /// The source ports new translations are given.
+    pub fn ports(&self) -> RangeInclusive<u16> {
+        self.first..=self.last
+    }
+
     fn deadline(&self, m: &NatMapping) -> Duration {
         m.last_seen.saturating_add(self.idle_timeout)
     }
@@ -722,6 +738,32 @@ mod tests {
         }
         assert_eq!(seen.len(), 77);
         assert!(t.outbound(secs(0), UDP, (B, 9), (D1, 53)).is_err());
+    }
+
+    #[test]
+    fn a_new_port_range_serves_new_flows_and_keeps_existing_translations() {
+        let mut t = aws();
+        let old = t.outbound(secs(0), TCP, (A, 40000), (D1, 443)).unwrap();
+        assert_eq!(old, 40000);
+        t.set_ports(2000..=2001);
+        assert_eq!(t.ports(), 2000..=2001);
+        // The existing translation keeps its port, both ways.
+        assert_eq!(t.outbound(secs(1), TCP, (A, 40000), (D1, 443)), Ok(old));
+        assert_eq!(t.inbound(secs(1), TCP, (D1, 443), old), Some((A, 40000)));
+        // New flows get ports of the new range, even when their inside port was in the old one.
+        assert_eq!(t.preview_outbound(secs(1), TCP, (B, 40000), (D1, 443)), Ok(2000));
+        assert_eq!(t.outbound(secs(1), TCP, (B, 40000), (D1, 443)), Ok(2000));
+        // The old translation still counts towards its destination's limit until it expires.
+        assert_eq!(t.outbound(secs(1), TCP, (B, 2001), (D1, 443)), Err(NatError::PortAllocation));
+        // Another destination has the whole new range.
+        assert_eq!(t.outbound(secs(1), TCP, (B, 2001), (D2, 443)), Ok(2001));
+        assert_eq!(t.outbound(secs(1), TCP, (B, 1), (D2, 443)), Ok(2000));
+        // Once the old translation has expired, its destination has both new ports.
+        assert_eq!(t.outbound(secs(400), TCP, (B, 2001), (D1, 443)), Ok(2001));
+        assert_eq!(t.outbound(secs(400), TCP, (B, 2), (D1, 443)), Ok(2000));
+        #[allow(clippy::reversed_empty_ranges)]
+        t.set_ports(1..=0);
+        assert_eq!(t.outbound(secs(1), TCP, (B, 3), (D2, 80)), Err(NatError::PortAllocation));
     }
 
     #[test]

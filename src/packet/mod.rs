@@ -261,6 +261,17 @@ pub fn icmp_quoted(frame: &[u8], ip: &Ipv4Meta) -> Option<QuotedPacket> {
     Some(QuotedPacket { src: inner.source_addr(), dst: inner.destination_addr(), protocol, l4 })
 }
 
+/// The IPv4 destination of a frame, by its fixed offset, without parsing anything else: for the
+/// data plane's watches on frames it has already judged. `None` unless EtherType IPv4 and long
+/// enough to hold the address.
+pub fn ipv4_dst(frame: &[u8]) -> Option<Ipv4Addr> {
+    if frame.get(12..14)? != ETHERTYPE_IPV4.to_be_bytes() {
+        return None;
+    }
+    let dst: [u8; 4] = frame.get(ETH_HEADER_LEN + 16..ETH_HEADER_LEN + 20)?.try_into().ok()?;
+    Some(Ipv4Addr::from(dst))
+}
+
 /// Rewrites the Ethernet destination and source addresses.
 ///
 /// The frame must be at least [`ETH_HEADER_LEN`] long (true for any frame [`parse`] accepted).
@@ -463,6 +474,16 @@ mod tests {
         short.truncate(ETH_HEADER_LEN + 20 + 10);
         short[ETH_HEADER_LEN + 2..ETH_HEADER_LEN + 4].copy_from_slice(&30u16.to_be_bytes());
         assert_eq!(parse(&short), Err(Malformed::Transport));
+    }
+
+    #[test]
+    fn ipv4_dst_reads_the_address_of_ipv4_frames_only() {
+        let (a, b) = (Ipv4Addr::new(10, 0, 1, 10), Ipv4Addr::new(10, 0, 2, 10));
+        let udp = build::udp(B, A, a, b, 1, 2, b"x");
+        assert_eq!(ipv4_dst(&udp), Some(b));
+        assert_eq!(ipv4_dst(&udp[..ETH_HEADER_LEN + 19]), None);
+        assert_eq!(ipv4_dst(&build::arp_request(A, a, b)), None);
+        assert_eq!(ipv4_dst(&[]), None);
     }
 
     #[test]

@@ -15,10 +15,20 @@
 //!
 //! Connection tracking is per ENI. A new flow's entries are created only when its packet is
 //! delivered. Each entry caches where the ENI's own packets of that flow go; later packets take
-//! that fast path, skipping route lookup, ACLs and rules, until the configuration generation
-//! changes ([`Pipeline::reconfigure`]): then the next packet takes the full walk again, so a
-//! changed network ACL applies at once while tracked connections survive rule changes, as on AWS.
-//! The TTL is never touched: the VPC router is not a hop.
+//! that fast path, skipping route lookup, ACLs and rules, while the entry's generation is the
+//! pipeline's. The TTL is never touched: the VPC router is not a hop.
+//!
+//! Live changes. A pipeline is never edited: a changed lab is compiled into a new one
+//! ([`Pipeline::new`], off the packet path), which takes over the old one's live state
+//! ([`Pipeline::take_state_from`]) by object id, not index: each ENI's connection table, each NAT
+//! gateway's translations, the uplink gateway's MAC. Its generation is past every carried entry's,
+//! so each flow's next packet takes the full walk again (cached hops name ENIs by index, which may
+//! now be another ENI's): a changed network ACL applies at once while tracked connections survive
+//! rule changes, as on AWS.
+//!
+//! A stopped instance's ENIs stay attached but carry nothing: what they send is dropped, what is
+//! for them is dropped on them (both [`DropReason::InstanceStopped`]), and the fabric does not
+//! answer ARP for their addresses.
 
 mod verdict;
 
@@ -32,8 +42,8 @@ pub use verdict::{DropReason, EniCounters, Verdict};
 
 use crate::conntrack::{ConnTable, ConntrackFull, PacketInfo};
 use crate::model::{
-    AclIdx, Cidr, EniIdx, Mac, Model, NatIdx, NetworkAcl, RouteTarget, SubnetIdx, VpcIdx, INTERNET_GATEWAY_IP,
-    INTERNET_MTU,
+    AclIdx, Cidr, EniIdx, InstanceState, Mac, Model, NatIdx, NetworkAcl, RouteTarget, SubnetIdx, VpcIdx,
+    INTERNET_GATEWAY_IP, INTERNET_MTU,
 };
 use crate::nat::{IgwMap, NatError, NatTable};
 use crate::packet::rewrite::{self, L4Csum};
@@ -153,6 +163,8 @@ struct Port {
     vpc: VpcIdx,
     router_mac: Mac,
     attached: bool,
+    /// Attached to a stopped instance: carries nothing either way.
+    stopped: bool,
 }
 
 impl Port {
@@ -257,6 +269,9 @@ pub struct Pipeline {
 /// Continue to the next stage, or stop with a verdict.
 type Step<T> = Result<T, Verdict>;
 
+/// The id of the last port of every pipeline: the internet side (emulated, or an uplink).
+pub const INTERNET_PORT: &str = "internet";
+
 impl Pipeline {
     /// Compiles a checked model into lookup tables, with empty connection tables.
     pub fn new(model: &Model) -> Pipeline {
@@ -301,12 +316,60 @@ impl Pipeline {
         p
     }
 
-    /// Applies a changed model (same ENIs) without losing tracked connections: the generation
-    /// moves on, so every flow's next packet is judged again by the new ACLs and routes.
-    pub fn reconfigure(&mut self, model: &Model) {
-        self.groups = SecurityGroups::new(model);
-        self.compile(model);
-        self.generation += 1;
+    /// The port ids by port index: the model's ENI ids in order, then [`INTERNET_PORT`] (the
+    /// last port is always the internet's, even in a lab without an internet side).
+    pub fn port_ids(&self) -> Vec<String> {
+        self.ports.iter().map(|p| p.id.clone()).chain(std::iter::once(INTERNET_PORT.to_string())).collect()
+    }
+
+    /// The configuration generation: a hop cached under another one is never followed.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Takes over the live state of `old`, the pipeline this freshly compiled one replaces,
+    /// re-keyed by id (ENIs may have been added, removed or reordered):
+    ///
+    /// - each ENI's connection table, with this model's `connection_tracking` for that ENI
+    ///   (changed timeouts apply to existing entries at once; under a lowered `max_connections`
+    ///   existing entries stay until they expire while new connections are refused). An ENI new
+    ///   in this model keeps its empty table;
+    /// - each NAT gateway's translations, with this model's port range for new ones (a NAT
+    ///   gateway whose private IP changed, which AWS does not allow, starts afresh);
+    /// - the uplink gateway's MAC learnt so far, if the uplink's gateway is the same.
+    ///
+    /// State of objects that are gone stays in `old`, which is left consistent (holding the
+    /// empty tables this one was built with) and is meant to be dropped, off the packet path: its
+    /// tables own memory. The generation moves past `old`'s, so no hop cached on a carried entry
+    /// is followed: each flow's next packet takes the full walk.
+    ///
+    /// Cost: O(ENIs + NAT gateways), plus O(entries) for a table whose timeouts changed (its
+    /// expiry queue is rebuilt).
+    pub fn take_state_from(&mut self, old: &mut Pipeline) {
+        let old_enis: HashMap<&str, usize> = old.ports.iter().enumerate().map(|(i, p)| (p.id.as_str(), i)).collect();
+        for i in 0..self.ports.len() {
+            let Some(&j) = old_enis.get(self.ports[i].id.as_str()) else { continue };
+            std::mem::swap(&mut self.conntrack[i], &mut old.conntrack[j]);
+            let config = self.model.enis[i].connection_tracking;
+            let table = &mut self.conntrack[i];
+            table.set_timeouts(config);
+            table.set_max_entries(config.max_connections as usize);
+        }
+        let old_nats: HashMap<&str, usize> =
+            old.model.nat_gateways.iter().enumerate().map(|(i, n)| (n.id.as_str(), i)).collect();
+        for (i, nat) in self.model.nat_gateways.iter().enumerate() {
+            let Some(&j) = old_nats.get(nat.id.as_str()) else { continue };
+            if old.nats[j].nat_ip() != nat.private_ip {
+                continue;
+            }
+            std::mem::swap(&mut self.nats[i], &mut old.nats[j]);
+            self.nats[i].set_ports(nat.ports.from..=nat.ports.to);
+        }
+        if self.uplink_gateway.is_some() && self.uplink_gateway == old.uplink_gateway {
+            self.inet_peer_mac = old.inet_peer_mac;
+        }
+        // Past every carried entry's generation (all are <= old's), whatever either was.
+        self.generation = self.generation.max(old.generation) + 1;
     }
 
     fn compile(&mut self, model: &Model) {
@@ -334,6 +397,9 @@ impl Pipeline {
                     vpc: subnet.vpc,
                     router_mac: model.vpcs[subnet.vpc.index()].router_mac,
                     attached: eni.attachment.is_some(),
+                    stopped: eni
+                        .attachment
+                        .is_some_and(|a| model.instances[a.instance.index()].state == InstanceState::Stopped),
                 }
             })
             .collect();
@@ -470,6 +536,17 @@ impl Pipeline {
         commit: bool,
     ) -> Step<Verdict> {
         let port = &self.ports[from.index()];
+        if port.stopped {
+            obs.record(
+                Stage::PortSecurity,
+                format_args!(
+                    "drop: {}'s instance {} is stopped: its ENIs carry nothing",
+                    port.id,
+                    self.instance_of(from)
+                ),
+            );
+            return Err(Verdict::Drop(DropReason::InstanceStopped));
+        }
         let meta = match packet::parse(frame) {
             Ok(m) => m,
             Err(e) => {
@@ -546,6 +623,17 @@ impl Pipeline {
         if !dst_port.attached {
             obs.record(Stage::Deliver, format_args!("drop: {} is not attached to an instance", dst_port.id));
             return Err(Verdict::Drop(DropReason::DestinationNotAttached));
+        }
+        if dst_port.stopped {
+            obs.record(
+                Stage::Deliver,
+                format_args!(
+                    "drop: {}'s instance {} is stopped: its ENIs carry nothing",
+                    dst_port.id,
+                    self.instance_of(to)
+                ),
+            );
+            return Err(Verdict::DropAt(DropReason::InstanceStopped, to));
         }
         let (dst_subnet, dst_acl) = (dst_port.subnet, dst_port.acl);
         let src_subnet = match source {
@@ -979,6 +1067,12 @@ impl Pipeline {
 
     /// A tracked flow whose sender-side entry caches a hop made under the current generation
     /// goes straight there; both connection entries are refreshed. `None`: take the full walk.
+    ///
+    /// The generation check is what makes a hop safe to follow: a hop names its ENI by index,
+    /// which after a swap may be another ENI's or none. Every entry carried over by
+    /// [`take_state_from`](Pipeline::take_state_from) is of an older generation than the new
+    /// pipeline's, so its hops are never followed, and [`commit`](Self::commit) clears them
+    /// before caching a hop of the current generation.
     fn fast_path(&mut self, now: Duration, from: EniIdx, info: &PacketInfo, frame: &mut [u8]) -> Option<Verdict> {
         // Look before touching: a packet that falls back to the full walk must update each
         // entry once, there, or TCP state would see its flags twice.
@@ -986,6 +1080,7 @@ impl Pipeline {
             Some((e, reply)) if e.generation == self.generation => e.decision[usize::from(reply)]?,
             _ => return None,
         };
+        debug_assert!(hop.to.index() < self.ports.len(), "a hop of the current generation names a port");
         // The receiver's lookup both refreshes its entry and proves it is still there (it may
         // have expired on its own, with shorter timeouts): without it, judge afresh, with the
         // sender's entry still untouched.
@@ -1146,11 +1241,19 @@ impl Pipeline {
         let answer = if target == port.subnet_cidr.router() {
             Some(port.router_mac)
         } else {
-            self.owner_by_ip
+            let owner = self
+                .owner_by_ip
                 .get(&(port.vpc, target))
                 .map(|&e| (e, &self.ports[e.index()]))
-                .filter(|(e, p)| *e != from && p.subnet == port.subnet && p.attached)
-                .map(|(_, p)| p.mac)
+                .filter(|(e, p)| *e != from && p.subnet == port.subnet && p.attached);
+            if let Some((e, p)) = owner.filter(|(_, p)| p.stopped) {
+                obs.record(
+                    Stage::ArpReply,
+                    format_args!("drop: {target} is {}'s, whose instance {} is stopped", p.id, self.instance_of(e)),
+                );
+                return Err(Verdict::Drop(DropReason::ArpUnanswered));
+            }
+            owner.map(|(_, p)| p.mac)
         };
         match answer {
             Some(mac) => {
@@ -1163,6 +1266,14 @@ impl Pipeline {
                 Err(Verdict::Drop(DropReason::ArpUnanswered))
             }
         }
+    }
+
+    /// The id of the instance `eni` is attached to, for explanations.
+    fn instance_of(&self, eni: EniIdx) -> &str {
+        self.model.enis[eni.index()]
+            .attachment
+            .and_then(|a| self.model.instances.get(a.instance.index()))
+            .map_or("(none)", |i| i.id.as_str())
     }
 
     /// Frames addressed to a MAC other than the router's stay in the subnet: they go to the ENI

@@ -448,6 +448,15 @@ impl Policy {
     fn tracked(&self, eni: &str) -> usize {
         self.pipeline.connections(self.now, Some(self.eni(eni))).len()
     }
+
+    /// Swaps in `model` as the data plane does: a pipeline compiled from it takes the live state
+    /// over. ENI indexes are the new model's from now on.
+    fn swap_to(&mut self, model: Model) {
+        let mut new = Pipeline::new(&model);
+        new.take_state_from(&mut self.pipeline);
+        self.pipeline = new;
+        self.model = model;
+    }
 }
 
 #[test]
@@ -607,17 +616,18 @@ fn a_changed_acl_applies_to_the_next_packet_of_a_tracked_flow() {
     for flags in [SYN, ACK, ACK] {
         assert_eq!(p.tcp("eni-client", "eni-server", 40000, 80, flags), Verdict::Forward(server));
     }
-    let mut changed = p.model.clone();
+    let original = p.model.clone();
+    let mut changed = original.clone();
     let acl = changed.subnets[0].network_acl.index();
     changed.network_acls[acl].egress.retain(|r| r.number != 100);
-    p.pipeline.reconfigure(&changed);
+    p.swap_to(changed);
     assert_eq!(p.tcp("eni-client", "eni-server", 40000, 80, ACK), Verdict::Drop(DropReason::NetworkAclEgress));
     // Security group changes do not cut a tracked connection (AWS): remove every rule, it goes on.
-    let mut changed = p.model.clone();
+    let mut changed = original;
     for g in &mut changed.security_groups {
         g.ingress.clear();
     }
-    p.pipeline.reconfigure(&changed);
+    p.swap_to(changed);
     assert_eq!(p.tcp("eni-client", "eni-server", 40000, 80, ACK), Verdict::Forward(server));
     assert_eq!(
         p.tcp("eni-client", "eni-server", 40001, 80, SYN),
@@ -991,15 +1001,317 @@ fn a_syn_reusing_a_closed_connections_ports_is_judged_as_a_new_connection() {
     assert_eq!(p.tcp("eni-server", "eni-client", 80, 40000, FIN_ACK), Verdict::Forward(client));
     assert_eq!(p.tcp("eni-client", "eni-server", 40000, 80, ACK), Verdict::Forward(server));
     // The rule that admitted it is gone: a new SYN on the same ports must meet the rules.
-    let mut changed = p.model.clone();
+    let original = p.model.clone();
+    let mut changed = original.clone();
     for g in &mut changed.security_groups {
         g.ingress.clear();
     }
-    p.pipeline.reconfigure(&changed);
+    p.swap_to(changed);
     let v = p.tcp("eni-client", "eni-server", 40000, 80, SYN);
     assert_eq!(v, Verdict::DropAt(DropReason::SecurityGroupIngress, server));
     // With the rule back, the reused ports make a working new connection, replies included.
-    p.pipeline.reconfigure(&p.model.clone());
+    p.swap_to(original);
     assert_eq!(p.tcp("eni-client", "eni-server", 40000, 80, SYN), Verdict::Forward(server));
     assert_eq!(p.tcp("eni-server", "eni-client", 80, 40000, SYN_ACK), Verdict::Forward(client));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Live changes: a freshly compiled pipeline takes the state over by id; stopped instances
+
+const SWAP_BASE: &str = r#"
+name = "swap"
+
+[[vpc]]
+id = "vpc-a"
+cidr = "10.0.0.0/16"
+
+[[subnet]]
+id = "sub-1"
+vpc = "vpc-a"
+cidr = "10.0.1.0/24"
+
+[[subnet]]
+id = "sub-2"
+vpc = "vpc-a"
+cidr = "10.0.2.0/24"
+
+[[security_group]]
+id = "sg-client"
+vpc = "vpc-a"
+
+[[security_group]]
+id = "sg-server"
+vpc = "vpc-a"
+ingress = [
+  { protocol = "tcp", ports = "80", source = "sg-client" },
+  { protocol = "udp", ports = "53", source = "10.0.0.0/8" },
+]
+egress = []
+"#;
+
+/// The ENIs a swap lab may hold (each with its own instance): (ENI id, subnet, IP, group, instance).
+const SWAP_ENIS: [(&str, &str, &str, &str, &str); 5] = [
+    ("eni-client", "sub-1", "10.0.1.10", "sg-client", "client"),
+    ("eni-other", "sub-1", "10.0.1.20", "sg-server", "other"),
+    ("eni-server", "sub-2", "10.0.2.10", "sg-server", "server"),
+    ("eni-gone", "sub-2", "10.0.2.20", "sg-server", "gone"),
+    ("eni-new", "sub-2", "10.0.2.30", "sg-server", "newbie"),
+];
+
+/// A lab holding these ENIs, in this order: removing, inserting and reordering ENIs is a matter of
+/// listing them differently. Neither the client nor the server group admits what the other sends
+/// back, so a reply passes only as part of a tracked connection.
+fn swap_model(enis: &[&str]) -> Model {
+    let mut text = SWAP_BASE.to_string();
+    for id in enis {
+        let (id, subnet, ip, sg, instance) = *SWAP_ENIS.iter().find(|e| e.0 == *id).expect("an ENI of the catalogue");
+        text += &format!(
+            "\n[[instance]]\nid = \"{instance}\"\n\n[[network_interface]]\nid = \"{id}\"\nsubnet = \"{subnet}\"\n\
+             private_ip = \"{ip}\"\nsecurity_groups = [\"{sg}\"]\nattachment = {{ instance = \"{instance}\", device_index = 0 }}\n"
+        );
+    }
+    crate::topology::parse(&text, "swap.toml").expect("the swap lab is valid")
+}
+
+fn swap_policy(enis: &[&str]) -> Policy {
+    let model = swap_model(enis);
+    Policy { pipeline: Pipeline::new(&model), model, now: Duration::ZERO }
+}
+
+impl Policy {
+    /// `process` with a recorder: the verdict and the stages that ran.
+    fn tcp_recorded(&mut self, from: &str, to: &str, sport: u16, dport: u16, flags: u8) -> (Verdict, Recorder) {
+        let eni = &self.model.enis[self.eni(from).index()];
+        let (mac, src, dst) = (eni.mac, eni.private_ip, self.ip(to));
+        let mut f = build::tcp(self.next_hop_mac(from, dst), mac, src, dst, sport, dport, flags, b"");
+        let mut rec = Recorder::default();
+        let v = self.pipeline.process(self.now, self.eni(from), &mut f, &mut rec);
+        (v, rec)
+    }
+
+    fn set_instance_state(&self, instance: &str, state: InstanceState) -> Model {
+        let mut m = self.model.clone();
+        let i = m.instance_by_id(instance).expect("known instance");
+        m.instances[i.index()].state = state;
+        m
+    }
+}
+
+#[test]
+fn port_ids_are_the_enis_in_order_then_the_internet() {
+    let p = swap_policy(&["eni-server", "eni-client"]);
+    assert_eq!(p.pipeline.port_ids(), ["eni-server", "eni-client", INTERNET_PORT]);
+    assert!(!p.model.has_internet(), "the last port is the internet's even without one");
+    let d = default_lab();
+    assert_eq!(d.pipeline.port_ids(), ["eni-web", "eni-app", "eni-standby", "eni-app-float", "internet"]);
+}
+
+#[test]
+fn state_follows_each_eni_by_id_when_enis_are_removed_and_inserted() {
+    let mut p = swap_policy(&["eni-client", "eni-other", "eni-gone", "eni-server"]);
+    let (client, server, gone) = (p.eni("eni-client"), p.eni("eni-server"), p.eni("eni-gone"));
+    assert_eq!(p.tcp("eni-client", "eni-server", 40000, 80, SYN), Verdict::Forward(server));
+    assert_eq!(p.tcp("eni-server", "eni-client", 80, 40000, SYN_ACK), Verdict::Forward(client));
+    assert_eq!(p.tcp("eni-client", "eni-gone", 40001, 80, SYN), Verdict::Forward(gone));
+    assert_eq!((p.tracked("eni-client"), p.tracked("eni-server"), p.tracked("eni-gone")), (2, 1, 1));
+    let generation = p.pipeline.generation();
+
+    // eni-other and eni-gone go, eni-new comes first: every survivor moves to another index.
+    p.swap_to(swap_model(&["eni-new", "eni-client", "eni-server"]));
+    assert_eq!(p.pipeline.generation(), generation + 1);
+    let (client2, server2) = (p.eni("eni-client"), p.eni("eni-server"));
+    assert_ne!((client2, server2), (client, server));
+    assert_eq!((p.tracked("eni-client"), p.tracked("eni-server"), p.tracked("eni-new")), (2, 1, 0));
+    assert!(p.pipeline.connections(p.now, None).iter().all(|c| c.eni != "eni-gone" && c.eni != "eni-other"));
+    // The connection goes on both ways, as tracked on both sides, at the new indexes: neither
+    // group would admit these packets as new flows.
+    let (v, rec) = p.tcp_recorded("eni-client", "eni-server", 40000, 80, ACK);
+    assert_eq!(v, Verdict::Forward(server2));
+    for stage in [Stage::SgEgress, Stage::SgIngress] {
+        assert!(rec.lines.iter().any(|(s, d)| *s == stage && d.contains("tracked connection")), "{rec:?}");
+    }
+    assert_eq!(p.tcp("eni-server", "eni-client", 80, 40000, ACK), Verdict::Forward(client2));
+    // The new ENI's table is empty: the server's SYN+ACK to it is no reply to anything.
+    let v = p.tcp("eni-new", "eni-client", 80, 40002, SYN_ACK);
+    assert_eq!(v, Verdict::Drop(DropReason::SecurityGroupEgress));
+
+    // eni-gone comes back: its state was dropped with it, so its reply is refused.
+    p.swap_to(swap_model(&["eni-gone", "eni-new", "eni-client", "eni-server"]));
+    assert_eq!(p.tracked("eni-gone"), 0);
+    assert_eq!(p.tcp("eni-gone", "eni-client", 80, 40001, SYN_ACK), Verdict::Drop(DropReason::SecurityGroupEgress));
+}
+
+#[test]
+fn changed_conntrack_timeouts_apply_to_carried_tables() {
+    let mut p = swap_policy(&["eni-client", "eni-server"]);
+    let (client, server) = (p.eni("eni-client"), p.eni("eni-server"));
+    assert_eq!(p.udp("eni-client", "eni-server", 5000, 53), Verdict::Forward(server));
+    // UDP 30 s -> 60 s: at 45 s the reply still belongs to the connection.
+    let mut changed = p.model.clone();
+    for e in &mut changed.enis {
+        e.connection_tracking.udp = 60;
+    }
+    p.swap_to(changed);
+    p.now = Duration::from_secs(45);
+    p.pipeline.handle_timeout(p.now);
+    assert_eq!(p.udp("eni-server", "eni-client", 53, 5000), Verdict::Forward(client));
+    let view = p.pipeline.connections(p.now, Some(client));
+    assert_eq!(view[0].expires_in_secs, 60);
+    // A second request after the reply makes it a stream (180 s); lowered to 60 s, it ends sooner.
+    p.now = Duration::from_secs(46);
+    assert_eq!(p.udp("eni-client", "eni-server", 5000, 53), Verdict::Forward(server));
+    let mut changed = p.model.clone();
+    for e in &mut changed.enis {
+        e.connection_tracking.udp_stream = 60;
+    }
+    p.swap_to(changed);
+    assert_eq!(p.pipeline.connections(p.now, Some(server))[0].expires_in_secs, 60);
+    p.now = Duration::from_secs(46 + 60);
+    p.pipeline.handle_timeout(p.now);
+    assert_eq!((p.tracked("eni-client"), p.tracked("eni-server")), (0, 0));
+    assert_eq!(p.udp("eni-server", "eni-client", 53, 5000), Verdict::Drop(DropReason::SecurityGroupEgress));
+}
+
+#[test]
+fn a_lowered_max_connections_refuses_new_connections_while_existing_ones_pass() {
+    let mut p = swap_policy(&["eni-client", "eni-server"]);
+    for port in 40000..40003 {
+        assert_eq!(p.tcp("eni-client", "eni-server", port, 80, SYN), Verdict::Forward(p.eni("eni-server")));
+    }
+    // Reordered as well, so the table is found by id.
+    let mut changed = swap_model(&["eni-server", "eni-client"]);
+    changed.enis[0].connection_tracking.max_connections = 1;
+    p.swap_to(changed);
+    let (client, server) = (p.eni("eni-client"), p.eni("eni-server"));
+    assert_eq!(server, EniIdx(0));
+    for port in 40000..40003 {
+        assert_eq!(p.tcp("eni-server", "eni-client", 80, port, SYN_ACK), Verdict::Forward(client), "{port}");
+        assert_eq!(p.tcp("eni-client", "eni-server", port, 80, ACK), Verdict::Forward(server), "{port}");
+    }
+    assert_eq!(p.tcp("eni-client", "eni-server", 40003, 80, SYN), Verdict::DropAt(DropReason::ConntrackFull, server));
+    assert_eq!((p.tracked("eni-client"), p.tracked("eni-server")), (3, 3));
+}
+
+#[test]
+fn nat_translations_follow_their_nat_id_and_new_flows_use_the_new_port_range() {
+    let mut p = default_lab();
+    let (v, out) = p.outbound("eni-app", 40000, 80, SYN);
+    assert_eq!(v, Verdict::ToInternet);
+    assert_eq!(ipv4(&out).l4.src_port, 40000, "the inside port, free, is kept");
+    // A private NAT gateway is added before nat-main (which moves to index 1), and nat-main's
+    // ports are narrowed.
+    let text = crate::topology::DEFAULT_TOPOLOGY
+        .replacen(
+            "[[nat_gateway]]\nid = \"nat-main\"",
+            "[[nat_gateway]]\nid = \"nat-private\"\nsubnet = \"subnet-private\"\nprivate_ip = \"10.0.2.200\"\n\n\
+             [[nat_gateway]]\nid = \"nat-main\"",
+            1,
+        )
+        .replacen("elastic_ip = \"eipalloc-nat\"", "elastic_ip = \"eipalloc-nat\"\nports = \"2000-2001\"", 1);
+    let changed = crate::topology::parse(&text, "d.toml").expect("valid");
+    assert_eq!(changed.nat_gateways[1].id, "nat-main");
+    p.swap_to(changed);
+    // The translation survived (as did eni-app's connection): the reply comes back in.
+    let (v, back) = p.inbound(Ipv4Addr::new(203, 0, 113, 10), 80, 40000, SYN_ACK);
+    assert_eq!(v, Verdict::Forward(p.eni("eni-app")));
+    assert_eq!(ipv4(&back).l4.dst_port, 40000);
+    let (v, out) = p.outbound("eni-app", 40000, 80, ACK);
+    assert_eq!((v, ipv4(&out).l4.src_port), (Verdict::ToInternet, 40000));
+    let views = p.pipeline.connections(p.now, None);
+    assert!(views.iter().any(|c| c.eni == "nat-main" && c.translated.is_some_and(|t| t.1 == 40000)), "{views:?}");
+    // A new flow gets a port of the new range.
+    let (v, out) = p.outbound("eni-app", 40001, 80, SYN);
+    assert_eq!((v, ipv4(&out).l4.src_port), (Verdict::ToInternet, 2000));
+}
+
+#[test]
+fn a_cached_hop_is_not_followed_after_a_swap_moved_its_eni() {
+    let mut p = swap_policy(&["eni-client", "eni-other", "eni-gone", "eni-server"]);
+    let server = p.eni("eni-server");
+    assert_eq!(server, EniIdx(3));
+    assert_eq!(p.tcp("eni-client", "eni-server", 40000, 80, SYN), Verdict::Forward(server));
+    assert_eq!(p.tcp("eni-server", "eni-client", 80, 40000, SYN_ACK), Verdict::Forward(p.eni("eni-client")));
+    assert_eq!(p.tcp("eni-client", "eni-server", 40000, 80, ACK), Verdict::Forward(server));
+    // Cached: the next packet takes the fast path (nothing past port security is recorded).
+    let (v, rec) = p.tcp_recorded("eni-client", "eni-server", 40000, 80, ACK);
+    assert_eq!((v, rec.lines.len()), (Verdict::Forward(server), 1), "{rec:?}");
+    // The server moves to index 0; index 3 is no port at all now.
+    p.swap_to(swap_model(&["eni-server", "eni-client"]));
+    let server = p.eni("eni-server");
+    assert_eq!(server, EniIdx(0));
+    let (v, rec) = p.tcp_recorded("eni-client", "eni-server", 40000, 80, ACK);
+    assert_eq!(v, Verdict::Forward(server));
+    assert!(rec.lines.iter().any(|(s, _)| *s == Stage::SgIngress), "judged again: {rec:?}");
+    assert!(rec.lines.iter().any(|(s, d)| *s == Stage::Deliver && d.contains("eni-server")), "{rec:?}");
+    // ... which cached the new hop: the next packet is fast again, to the right ENI.
+    let (v, rec) = p.tcp_recorded("eni-client", "eni-server", 40000, 80, ACK);
+    assert_eq!((v, rec.lines.len()), (Verdict::Forward(server), 1), "{rec:?}");
+    // The reply direction's hop, cached on the server's entry, was judged again too.
+    let (v, rec) = p.tcp_recorded("eni-server", "eni-client", 80, 40000, ACK);
+    assert_eq!(v, Verdict::Forward(p.eni("eni-client")));
+    assert!(rec.lines.len() > 1, "{rec:?}");
+}
+
+#[test]
+fn a_stopped_instance_carries_nothing_either_way_and_is_not_answered_for() {
+    let mut p = swap_policy(&["eni-client", "eni-server", "eni-gone"]);
+    let (client, server) = (p.eni("eni-client"), p.eni("eni-server"));
+    assert_eq!(p.tcp("eni-client", "eni-server", 40000, 80, SYN), Verdict::Forward(server));
+    assert_eq!(p.tcp("eni-server", "eni-client", 80, 40000, SYN_ACK), Verdict::Forward(client));
+    assert_eq!(p.tcp("eni-client", "eni-server", 40000, 80, ACK), Verdict::Forward(server));
+    p.swap_to(p.set_instance_state("server", InstanceState::Stopped));
+    let stopped = Verdict::DropAt(DropReason::InstanceStopped, server);
+    // To it: the tracked connection (its cached hop included) and new ones, counted on it.
+    assert_eq!(p.tcp("eni-client", "eni-server", 40000, 80, ACK), stopped);
+    assert_eq!(p.tcp("eni-client", "eni-server", 40001, 80, SYN), stopped);
+    // From it: anything, ARP included.
+    assert_eq!(p.tcp("eni-server", "eni-client", 80, 40000, ACK), Verdict::Drop(DropReason::InstanceStopped));
+    let smac = p.model.enis[server.index()].mac;
+    let mut arp = build::arp_request(smac, p.ip("eni-server"), Ipv4Addr::new(10, 0, 2, 1));
+    assert_eq!(
+        p.pipeline.process(p.now, server, &mut arp, &mut NoObserver),
+        Verdict::Drop(DropReason::InstanceStopped)
+    );
+    // Its neighbour's ARP for it goes unanswered.
+    let gone = p.eni("eni-gone");
+    let mut arp = build::arp_request(p.model.enis[gone.index()].mac, p.ip("eni-gone"), p.ip("eni-server"));
+    let (v, rec) = p.pipeline.trace(p.now, gone, &mut arp);
+    assert_eq!(v, Verdict::Drop(DropReason::ArpUnanswered));
+    assert!(
+        rec.lines.iter().any(|(s, d)| *s == Stage::ArpReply && d.contains("instance server is stopped")),
+        "{rec:?}"
+    );
+    // Trace says so, both ways.
+    let mut f = synthesize_for(&p.model, client, p.ip("eni-server"), 6, 40002, 80);
+    let (v, rec) = p.pipeline.trace(p.now, client, &mut f);
+    assert_eq!(v, stopped);
+    assert!(rec.lines.last().is_some_and(|(s, d)| *s == Stage::Deliver && d.contains("is stopped")), "{rec:?}");
+    let mut f = synthesize_for(&p.model, server, p.ip("eni-client"), 6, 40002, 80);
+    let (v, rec) = p.pipeline.trace(p.now, server, &mut f);
+    assert_eq!(v, Verdict::Drop(DropReason::InstanceStopped));
+    assert_eq!(rec.lines.len(), 1);
+    assert_eq!(rec.lines[0].0, Stage::PortSecurity);
+    assert!(rec.lines[0].1.contains("eni-server's instance server is stopped"), "{rec:?}");
+    assert_eq!(
+        (DropReason::InstanceStopped.name(), DropReason::InstanceStopped.explanation_code()),
+        ("instance_stopped", "INSTANCE_STOPPED")
+    );
+    assert!(DropReason::ALL.contains(&DropReason::InstanceStopped));
+    // Started again: it carries traffic again.
+    p.swap_to(p.set_instance_state("server", InstanceState::Running));
+    assert_eq!(p.tcp("eni-client", "eni-server", 40003, 80, SYN), Verdict::Forward(server));
+    let mut arp = build::arp_request(p.model.enis[gone.index()].mac, p.ip("eni-gone"), p.ip("eni-server"));
+    assert_eq!(p.pipeline.process(p.now, gone, &mut arp, &mut NoObserver), Verdict::Reply);
+}
+
+#[test]
+fn a_route_to_an_appliance_of_a_stopped_instance_drops_on_the_appliance() {
+    let text = ROUTE_LAB.replacen("[[instance]]\nid = \"fw\"", "[[instance]]\nid = \"fw\"\nstate = \"stopped\"", 1);
+    let model = crate::topology::parse(&text, "rt.toml").expect("valid");
+    let mut p = Policy { pipeline: Pipeline::new(&model), model, now: Duration::ZERO };
+    let fw = p.eni("eni-fw");
+    // 10.0.2.0/24 -> eni-fw: its instance is stopped.
+    assert_eq!(p.tcp("eni-one", "eni-two", 40000, 80, SYN), Verdict::DropAt(DropReason::InstanceStopped, fw));
+    // The rest of the VPC is unaffected.
+    assert_eq!(p.tcp("eni-one", "eni-three", 40000, 80, SYN), Verdict::Forward(p.eni("eni-three")));
 }

@@ -86,6 +86,9 @@ drop_reasons! {
     NoSuchAddress = "no_such_address", "NO_ENI_FOR_DESTINATION",
     /// The ENI owning the destination is not attached to an instance.
     DestinationNotAttached = "destination_not_attached", "ENI_NOT_ATTACHED",
+    /// The sending or receiving ENI's instance is stopped: its ENIs stay attached but carry
+    /// nothing (counted on that ENI).
+    InstanceStopped = "instance_stopped", "INSTANCE_STOPPED",
     /// The destination TAP did not accept the frame (its queue was full or it is gone).
     TxFailed = "tx_failed", "DELIVERY_FAILED",
     /// The ENI's TAP failed to hand a frame over (the kernel dropped it).

@@ -487,7 +487,15 @@ pub fn run_forwarder(model: Model, topology: &str, on_ready: impl FnOnce(&Model)
     if let Some(mac) = lab.uplink_gateway_mac {
         pipeline.set_uplink_gateway_mac(mac);
     }
-    let (mut dataplane, handle) = Dataplane::new(pipeline, lab.take_taps())?;
+    // Fired watches go to the lab's log (stderr) until the change engine listens to them.
+    let (watch_events, fired) = crossbeam_channel::unbounded::<crate::dataplane::FiredWatch>();
+    std::thread::spawn(move || {
+        for w in fired {
+            let at = w.at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            eprintln!("vpclab: {}.{:06} {}", at.as_secs(), at.subsec_micros(), w.label);
+        }
+    });
+    let (mut dataplane, handle) = Dataplane::new(pipeline, lab.take_taps(), watch_events)?;
     let model = Arc::new(model);
 
     let on_signal = handle.clone();

@@ -6,15 +6,30 @@
 //! mio registration is edge-triggered: a ready TAP is drained until `WouldBlock`, but at most
 //! [`BURST`] frames per turn so one busy ENI cannot starve the others; a TAP cut off by the budget
 //! stays on the ready list and the next poll does not sleep.
+//!
+//! Ports are indexed like the pipeline's ([`Pipeline::port_ids`]): the model's ENIs, then the
+//! internet; a port's index is its mio token. A live change arrives as a [`Command::Swap`]: a
+//! pipeline compiled off the packet path, which takes over the old one's state by id; TAPs and
+//! counters follow their port id to its new index, TAPs that moved are registered again under
+//! their new token, and every port is drained once (the ready list held old indexes). What the
+//! swap leaves behind (TAPs of removed ports, the old pipeline) goes back to the control thread to
+//! be closed there: closing a TAP can take milliseconds, never on the packet thread.
+//!
+//! [`Watch`]es report data-plane moments once (the first frame written to a port, say, to time a
+//! failover): with none armed they cost one branch per frame written; one that fires is removed
+//! and sent without blocking.
 
 pub mod tap;
 pub mod uplink;
 
 use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
+use hashbrown::HashMap;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
@@ -30,10 +45,70 @@ const WAKER: Token = Token(usize::MAX);
 /// How often expired connections are reclaimed (each pass does bounded work per table).
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
+/// A freshly compiled lab for the data plane to swap in.
+#[derive(Debug)]
+pub struct Swap {
+    /// Built with `Pipeline::new(&new_model)`: empty tables; it takes over the live state.
+    pub pipeline: Pipeline,
+    /// TAPs of ports that are new in this swap, by port id. A port that already has a TAP keeps
+    /// it; one given here for it anyway is returned unused.
+    pub new_taps: Vec<(String, Tap)>,
+    /// Data-plane moments to report once; they replace those still armed. A watch on a port the
+    /// new lab does not have is dropped: it could never fire.
+    pub watches: Vec<Watch>,
+    /// Where [`SwapDone`] goes. It should have room (bounded(1), or unbounded): the data plane
+    /// does not wait for it.
+    pub reply: Sender<SwapDone>,
+}
+
+/// What a swap did, and what it left for the control thread to close.
+#[derive(Debug)]
+pub struct SwapDone {
+    /// Every TAP not kept: old ones whose port is gone, new ones not used. Drop them on the
+    /// control thread (closing a TAP removes its device, which can take milliseconds).
+    pub retired: Vec<Tap>,
+    /// The pipeline swapped out, holding the state of removed objects and the empty tables the
+    /// new one was built with. Drop it on the control thread too: its tables own memory.
+    pub previous: Pipeline,
+    /// The new pipeline's generation.
+    pub generation: u64,
+    /// How long the swap held the packet thread (state carried, TAPs re-registered).
+    pub stalled: Duration,
+}
+
+/// Reported once, the first time the data plane writes a frame to `port` (a port id) — whose
+/// IPv4 destination is `dst_ip`, when given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Watch {
+    /// The port id ([`Pipeline::port_ids`]).
+    pub port: String,
+    /// Only frames to this IPv4 destination count, when given.
+    pub dst_ip: Option<Ipv4Addr>,
+    /// What to report.
+    pub label: String,
+}
+
+/// A [`Watch`] that fired.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FiredWatch {
+    /// When the frame was written.
+    pub at: SystemTime,
+    /// The watch's label.
+    pub label: String,
+}
+
+/// A watch with its port resolved to an index.
+#[derive(Debug)]
+struct Armed {
+    port: usize,
+    dst_ip: Option<Ipv4Addr>,
+    label: String,
+}
+
 /// A request from the control side to the data plane.
 #[derive(Debug)]
 pub enum Command {
-    /// Send back a snapshot of every ENI's counters (indexed like the model's ENIs).
+    /// Send back a snapshot of every port's counters (indexed like [`Pipeline::port_ids`]).
     Counters(Sender<Vec<EniCounters>>),
     /// Run `frame` from `from` through the pipeline read-only and send back what it decided.
     Trace {
@@ -46,8 +121,21 @@ pub enum Command {
     },
     /// Send back the tracked connections (of one ENI, or all).
     Connections(Option<EniIdx>, Sender<Vec<ConnectionView>>),
+    /// Swap in a freshly compiled lab between two bursts; see [`Swap`].
+    Swap(Box<Swap>),
     /// Stop the loop; `run` returns.
     Shutdown,
+}
+
+/// What the commands of one wake-up ask of the loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AfterCommands {
+    /// Go on.
+    Go,
+    /// Port indexes changed: the ready list must be rebuilt.
+    Swapped,
+    /// Return from `run`.
+    Stop,
 }
 
 /// The control side's end: sends commands and wakes the loop.
@@ -78,18 +166,32 @@ impl Handle {
 #[derive(Debug)]
 pub struct Dataplane {
     poll: Poll,
+    /// By port index (= mio token); `None` for a port without a TAP.
     taps: Vec<Option<Tap>>,
     pipeline: Pipeline,
+    /// By port index.
     counters: Vec<EniCounters>,
     commands: Receiver<Command>,
+    watches: Vec<Armed>,
+    events: Sender<FiredWatch>,
     buf: Vec<u8>,
     start: Instant,
 }
 
 impl Dataplane {
-    /// Registers the TAPs: indexed like the model's ENIs (`None` for an unattached ENI), then one
-    /// more for the emulated internet (`None` when the lab has none).
-    pub fn new(pipeline: Pipeline, taps: Vec<Option<Tap>>) -> io::Result<(Dataplane, Handle)> {
+    /// Registers the TAPs, indexed like the pipeline's ports ([`Pipeline::port_ids`]): the
+    /// model's ENIs (`None` for an unattached ENI), then the internet (`None` when the lab has
+    /// none). Fired [`Watch`]es go to `events` (sent without blocking: give it room).
+    pub fn new(
+        pipeline: Pipeline,
+        taps: Vec<Option<Tap>>,
+        events: Sender<FiredWatch>,
+    ) -> io::Result<(Dataplane, Handle)> {
+        let ports = pipeline.port_ids().len();
+        if taps.len() != ports {
+            let msg = format!("{} TAPs for the pipeline's {ports} ports", taps.len());
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
+        }
         let poll = Poll::new()?;
         for (i, tap) in taps.iter().enumerate() {
             if let Some(tap) = tap {
@@ -106,6 +208,8 @@ impl Dataplane {
             pipeline,
             counters,
             commands: rx,
+            watches: Vec::new(),
+            events,
             buf: vec![0u8; MAX_FRAME],
             start: Instant::now(),
         };
@@ -133,15 +237,30 @@ impl Dataplane {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
+            let mut swapped = false;
             for ev in events.iter() {
                 if ev.token() == WAKER {
-                    if self.handle_commands() {
-                        return Ok(());
+                    match self.handle_commands() {
+                        AfterCommands::Go => {}
+                        AfterCommands::Swapped => swapped = true,
+                        AfterCommands::Stop => return Ok(()),
                     }
+                } else if swapped {
+                    // The rest of this batch may name ports by their index before the swap;
+                    // every port is drained below anyway.
                 } else if !queued[ev.token().0] {
                     queued[ev.token().0] = true;
                     ready.push(ev.token().0);
                 }
+            }
+            if swapped {
+                // Ports moved: drain every one once (each stops at WouldBlock), which also
+                // catches frames that arrived while a TAP was being registered again.
+                ready.clear();
+                still_ready.clear();
+                ready.extend(0..self.taps.len());
+                queued.clear();
+                queued.resize(self.taps.len(), true);
             }
             for &port in &ready {
                 if self.drain(port) {
@@ -155,8 +274,9 @@ impl Dataplane {
         }
     }
 
-    /// Answers queued commands; true when told to shut down.
-    fn handle_commands(&mut self) -> bool {
+    /// Answers queued commands.
+    fn handle_commands(&mut self) -> AfterCommands {
+        let mut after = AfterCommands::Go;
         while let Ok(cmd) = self.commands.try_recv() {
             match cmd {
                 // The requester may have given up waiting; nothing to do then.
@@ -164,6 +284,9 @@ impl Dataplane {
                 Command::Trace { from, mut frame, reply } => {
                     let now = self.start.elapsed();
                     let traced = match from {
+                        // An index from a model a swap has since replaced may name no ENI:
+                        // the requester sees no answer rather than the loop panicking.
+                        Some(eni) if eni.index() + 1 >= self.taps.len() => continue,
                         Some(eni) => self.pipeline.trace(now, eni, &mut frame),
                         None => self.pipeline.trace_internet(now, &mut frame),
                     };
@@ -172,10 +295,69 @@ impl Dataplane {
                 Command::Connections(eni, reply) => {
                     drop(reply.send(self.pipeline.connections(self.start.elapsed(), eni)));
                 }
-                Command::Shutdown => return true,
+                Command::Swap(swap) => {
+                    self.swap(*swap);
+                    after = AfterCommands::Swapped;
+                }
+                Command::Shutdown => return AfterCommands::Stop,
             }
         }
-        false
+        after
+    }
+
+    /// Swaps in a freshly compiled lab: its pipeline takes the old one's state, TAPs and counters
+    /// follow their port id, TAPs at a new index are registered under their new token, watches
+    /// are replaced; what is left over goes back with the reply.
+    fn swap(&mut self, swap: Swap) {
+        let started = Instant::now();
+        let Swap { pipeline: mut new, new_taps, watches, reply } = swap;
+        new.take_state_from(&mut self.pipeline);
+        let (old_ids, new_ids) = (self.pipeline.port_ids(), new.port_ids());
+        let previous = std::mem::replace(&mut self.pipeline, new);
+
+        let taps = rekey(&old_ids, std::mem::take(&mut self.taps), &new_ids, new_taps);
+        let registry = self.poll.registry();
+        let mut retired = Vec::with_capacity(taps.gone.len() + taps.unused.len());
+        for tap in taps.gone {
+            let fd = tap.as_raw_fd();
+            let _ = registry.deregister(&mut SourceFd(&fd));
+            retired.push(tap);
+        }
+        retired.extend(taps.unused);
+        self.taps = Vec::with_capacity(taps.slots.len());
+        for (i, slot) in taps.slots.into_iter().enumerate() {
+            let Some((tap, origin)) = slot else {
+                self.taps.push(None);
+                continue;
+            };
+            let fd = tap.as_raw_fd();
+            let registered = match origin {
+                Origin::Kept(was) if was == i => Ok(()),
+                Origin::Kept(_) => registry.reregister(&mut SourceFd(&fd), Token(i), Interest::READABLE),
+                Origin::Added => registry.register(&mut SourceFd(&fd), Token(i), Interest::READABLE),
+            };
+            if let Err(e) = registered {
+                // Frames can still be written to it; say why none are read.
+                eprintln!("vpclab: TAP of port {} ({}) cannot be polled: {e}", new_ids[i], tap.name());
+            }
+            self.taps.push(Some(tap));
+        }
+
+        let counters = std::mem::take(&mut self.counters).into_iter().map(Some).collect();
+        let counters = rekey(&old_ids, counters, &new_ids, Vec::new());
+        self.counters = counters.slots.into_iter().map(|s| s.map(|(c, _)| c).unwrap_or_default()).collect();
+
+        self.watches = watches
+            .into_iter()
+            .filter_map(|w| {
+                let port = new_ids.iter().position(|id| *id == w.port)?;
+                Some(Armed { port, dst_ip: w.dst_ip, label: w.label })
+            })
+            .collect();
+
+        let done = SwapDone { retired, previous, generation: self.pipeline.generation(), stalled: started.elapsed() };
+        // Nobody waiting: what it carries is closed here, the one case it is.
+        let _ = reply.try_send(done);
     }
 
     /// Reads up to a burst from one TAP; true if it may hold more.
@@ -248,8 +430,135 @@ impl Dataplane {
         if sent {
             c.tx_packets += 1;
             c.tx_bytes += (n - VNET_HDR_LEN) as u64;
+            if !self.watches.is_empty() {
+                self.fire_watches(to, n);
+            }
         } else {
             c.count_drop(DropReason::TxFailed);
         }
+    }
+
+    /// Reports (once) each watch the frame just written to port `to` meets.
+    #[cold]
+    fn fire_watches(&mut self, to: usize, n: usize) {
+        let dst = crate::packet::ipv4_dst(&self.buf[VNET_HDR_LEN..n]);
+        let mut i = 0;
+        while i < self.watches.len() {
+            let w = &self.watches[i];
+            if w.port == to && w.dst_ip.is_none_or(|ip| Some(ip) == dst) {
+                let w = self.watches.swap_remove(i);
+                // Never wait on the listener; a report it has no room for is lost.
+                let _ = self.events.try_send(FiredWatch { at: SystemTime::now(), label: w.label });
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
+/// Where a port's value (its TAP) comes from after a swap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Origin {
+    /// The old value of the same id, which was at this old index.
+    Kept(usize),
+    /// One handed in with the swap.
+    Added,
+}
+
+/// Values laid out by the new ports; see [`rekey`].
+#[derive(Debug)]
+struct Rekeyed<T> {
+    /// By new port index: the value and where it came from; `None` for a port with none.
+    slots: Vec<Option<(T, Origin)>>,
+    /// Old values whose port id is gone.
+    gone: Vec<T>,
+    /// Values handed in but not used: their id is no new port's, or the port kept its old one.
+    unused: Vec<T>,
+}
+
+/// The swap's bookkeeping, pure: for each id of `new_ids`, the value `old` held for that id
+/// (`old` is indexed like `old_ids`), else the one `new` gives for it, else none. Nothing is
+/// lost: every value ends up in a slot, `gone` or `unused`.
+fn rekey<T>(old_ids: &[String], old: Vec<Option<T>>, new_ids: &[String], new: Vec<(String, T)>) -> Rekeyed<T> {
+    let index: HashMap<&str, usize> = new_ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+    let mut slots: Vec<Option<(T, Origin)>> = new_ids.iter().map(|_| None).collect();
+    let mut gone = Vec::new();
+    for (i, value) in old.into_iter().enumerate() {
+        let Some(value) = value else { continue };
+        match old_ids.get(i).and_then(|id| index.get(id.as_str())) {
+            Some(&j) if slots[j].is_none() => slots[j] = Some((value, Origin::Kept(i))),
+            _ => gone.push(value),
+        }
+    }
+    let mut unused = Vec::new();
+    for (id, value) in new {
+        match index.get(id.as_str()) {
+            Some(&j) if slots[j].is_none() => slots[j] = Some((value, Origin::Added)),
+            _ => unused.push(value),
+        }
+    }
+    Rekeyed { slots, gone, unused }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn taps_follow_their_port_id_and_leftovers_are_returned() {
+        // eni-a is removed before eni-b, eni-n is inserted first, eni-c had no TAP and gets one.
+        let old_ids = ids(&["eni-a", "eni-b", "eni-c", "internet"]);
+        let old = vec![Some("tap-a"), Some("tap-b"), None, Some("tap-inet")];
+        let new_ids = ids(&["eni-n", "eni-b", "eni-c", "internet"]);
+        let new = vec![
+            ("eni-n".to_string(), "tap-n"),
+            ("eni-c".to_string(), "tap-c"),
+            ("eni-b".to_string(), "tap-b2"), // eni-b keeps its TAP: this one is not used
+            ("eni-x".to_string(), "tap-x"),  // no such port
+        ];
+        let r = rekey(&old_ids, old, &new_ids, new);
+        assert_eq!(
+            r.slots,
+            vec![
+                Some(("tap-n", Origin::Added)),
+                Some(("tap-b", Origin::Kept(1))),
+                Some(("tap-c", Origin::Added)),
+                Some(("tap-inet", Origin::Kept(3))),
+            ]
+        );
+        assert_eq!(r.gone, vec!["tap-a"]);
+        assert_eq!(r.unused, vec!["tap-b2", "tap-x"]);
+    }
+
+    #[test]
+    fn a_reordered_port_changes_index_and_a_port_without_a_tap_stays_without() {
+        let old_ids = ids(&["eni-a", "eni-b", "internet"]);
+        let r = rekey(&old_ids, vec![Some(1), Some(2), None], &ids(&["eni-b", "eni-a", "internet"]), Vec::new());
+        assert_eq!(r.slots, vec![Some((2, Origin::Kept(1))), Some((1, Origin::Kept(0))), None]);
+        assert!(r.gone.is_empty() && r.unused.is_empty());
+        // Everything removed: every value comes back, nothing is dropped silently.
+        let r = rekey(&old_ids, vec![Some(1), Some(2), Some(3)], &ids(&["internet"]), vec![("internet".into(), 4)]);
+        assert_eq!(r.slots, vec![Some((3, Origin::Kept(2)))]);
+        assert_eq!((r.gone, r.unused), (vec![1, 2], vec![4]));
+        // More old values than ids (cannot happen): the extra ones are returned, not lost.
+        let r = rekey(&ids(&["internet"]), vec![Some(1), Some(2)], &ids(&["internet"]), Vec::new());
+        assert_eq!((r.slots, r.gone), (vec![Some((1, Origin::Kept(0)))], vec![2]));
+    }
+
+    #[test]
+    fn counters_follow_their_port_id_and_new_ports_start_at_zero() {
+        let mut a = EniCounters { rx_packets: 5, ..EniCounters::default() };
+        a.count_drop(DropReason::NoRoute);
+        let b = EniCounters { tx_packets: 7, ..EniCounters::default() };
+        let inet = EniCounters { rx_bytes: 9, ..EniCounters::default() };
+        let old = vec![Some(a.clone()), Some(b.clone()), Some(inet.clone())];
+        let r = rekey(&ids(&["eni-a", "eni-b", "internet"]), old, &ids(&["eni-b", "eni-n", "internet"]), Vec::new());
+        let counters: Vec<EniCounters> = r.slots.into_iter().map(|s| s.map(|(c, _)| c).unwrap_or_default()).collect();
+        assert_eq!(counters, vec![b, EniCounters::default(), inet]);
+        assert_eq!(r.gone, vec![a]);
     }
 }

@@ -2,7 +2,8 @@
 # vpclab's benchmark: a two-instance lab (one instance per subnet, so every packet is routed by
 # the forwarder), measured the way ../shared/bench/ceiling.sh measures its rows, in the same run:
 # iperf3 TCP (one stream), iperf3 UDP with 64-byte payloads, ping round trip. Prints the
-# ceiling rows, then vpclab's row, then vpclab's ratios against each ceiling row. Needs root.
+# ceiling rows, then vpclab's row, then vpclab's ratios against each ceiling row; then the
+# live-change rows of scripts/failover.py (an ENI failover's outage; a change to a big lab). Needs root.
 #
 #   scripts/bench.sh [SECONDS]     default 5 s per measurement
 set -euo pipefail
@@ -78,3 +79,5 @@ for line in open(sys.argv[1]):
     r = lambda k: f"{me[k] / ref[k]:.2f}x" if ref[k] else "n/a"
     print(f"vpclab/{name:<11} tcp={r('tcp_gbps')} udp64={r('udp64_kpps')} rtt={r('rtt_us')}")
 PY
+echo "# live changes: an ENI moved under probes every 1 ms; one rule added to a lab of 200 ENIs and 1,000 rules"
+python3 scripts/failover.py "$bin"

@@ -21,15 +21,16 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
+use crate::change::{self, live::LiveLab};
 use crate::control;
 use crate::dataplane::{tap::Tap, Command, Dataplane};
-use crate::model::{Cidr, EniIdx, InstanceIdx, Model, INTERNET_GATEWAY_IP, INTERNET_MTU};
+use crate::model::{Cidr, EniIdx, InstanceIdx, InstanceState, Model, INTERNET_GATEWAY_IP, INTERNET_MTU};
 use crate::netns::{self, LinkConfig, Netlink, RouteSpec};
 use crate::pipeline::Pipeline;
 
@@ -236,7 +237,7 @@ pub fn teardown(namespaces: &[String]) -> anyhow::Result<()> {
 
 /// Processes left in a namespace (a server started with `vpclab exec`) would keep it alive,
 /// unnamed, after `down`: kill them, as `ip netns pids | xargs kill` would.
-fn kill_processes_in(ns: &str) {
+pub(crate) fn kill_processes_in(ns: &str) {
     let Ok(target) = fs::metadata(Path::new("/run/netns").join(ns)) else { return };
     let Ok(procs) = fs::read_dir("/proc") else { return };
     let me = std::process::id();
@@ -255,7 +256,7 @@ fn kill_processes_in(ns: &str) {
 /// A lab's namespaces and TAPs. Dropping it tears the namespaces down.
 #[derive(Debug)]
 pub struct Lab {
-    namespaces: Vec<String>,
+    pub(crate) namespaces: Vec<String>,
     taps: Vec<Option<Tap>>,
     /// The uplink gateway's MAC, when the internet side is an uplink.
     pub uplink_gateway_mac: Option<crate::model::Mac>,
@@ -263,7 +264,9 @@ pub struct Lab {
 
 impl Lab {
     /// Creates every namespace and TAP of the model, configured as on an EC2 instance. On error,
-    /// everything created so far is deleted.
+    /// everything created so far is deleted. Every ENI gets its TAP, attached or not: an ENI
+    /// that is not in a running instance keeps its TAP, down, in the host namespace under its
+    /// temporary name, ready to be attached live.
     /// `interrupted` is asked before each instance; when it says yes, the build stops.
     pub fn build(model: &Model, interrupted: &dyn Fn() -> bool) -> anyhow::Result<Lab> {
         let mut lab = Lab {
@@ -272,6 +275,10 @@ impl Lab {
             uplink_gateway_mac: None,
         };
         let mut host = Netlink::open().context("opening netlink in the host namespace")?;
+        for (i, eni) in model.enis.iter().enumerate() {
+            let temp = tap_temp_name(&model.name, &eni.id);
+            lab.taps[i] = Some(Tap::create(&temp).with_context(|| format!("creating the TAP of {}", eni.id))?);
+        }
         for i in 0..model.instances.len() {
             if interrupted() {
                 bail!("interrupted by a signal while building the lab");
@@ -281,10 +288,12 @@ impl Lab {
             netns::create_netns(&ns).with_context(|| format!("creating namespace {ns}"))?;
             lab.namespaces.push(ns.clone());
             disable_ipv6(&ns)?;
+            if model.instances[i].state != InstanceState::Running {
+                continue;
+            }
             let mut nl = Netlink::open_in(&ns).with_context(|| format!("opening netlink in {ns}"))?;
             for eni in model.enis_of(inst) {
-                let tap = plumb_eni(model, eni, &ns, &mut host, &mut nl)?;
-                lab.taps[eni.index()] = Some(tap);
+                place_eni(model, eni, &ns, &mut host, &mut nl)?;
             }
         }
         if let Some(u) = &model.uplink {
@@ -331,29 +340,35 @@ impl Drop for Lab {
 }
 
 /// The fabric carries no IPv6 yet: keep a namespace's interfaces from sending it.
-fn disable_ipv6(ns: &str) -> anyhow::Result<()> {
+pub(crate) fn disable_ipv6(ns: &str) -> anyhow::Result<()> {
     for key in ["net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"] {
         netns::set_sysctl(ns, key, "1").with_context(|| format!("setting {key} in {ns}"))?;
     }
     Ok(())
 }
 
-/// Creates one ENI's TAP, moves it into its instance and configures it the way EC2 and
-/// ec2-net-utils do: MAC, MTU 9001, addresses with the subnet's prefix; device 0 gets the default
-/// route via the subnet router, others their own table and a rule per address, so that replies
-/// leave by the ENI they came in on.
-fn plumb_eni(model: &Model, idx: EniIdx, ns: &str, host: &mut Netlink, nl: &mut Netlink) -> anyhow::Result<Tap> {
+/// Moves one ENI's TAP from the host namespace (where it waits under its temporary name) into
+/// its instance and configures it the way EC2 and ec2-net-utils do: MAC, MTU 9001, addresses with
+/// the subnet's prefix; device 0 gets the default route via the subnet router, others their own
+/// table and a rule per address, so that replies leave by the ENI they came in on.
+pub(crate) fn place_eni(
+    model: &Model,
+    idx: EniIdx,
+    ns: &str,
+    host: &mut Netlink,
+    nl: &mut Netlink,
+) -> anyhow::Result<()> {
     let eni = &model.enis[idx.index()];
-    let attachment = eni.attachment.expect("enis_of returns attached ENIs only");
-    let subnet = model.subnet_of(idx).cidr;
+    let attachment = eni.attachment.expect("only attached ENIs are placed");
     let ifname = format!("eth{}", attachment.device_index);
     let temp = tap_temp_name(&model.name, &eni.id);
-    let tap = Tap::create(&temp).with_context(|| format!("creating the TAP of {}", eni.id))?;
     host.move_link(&temp, ns, &ifname).with_context(|| format!("moving {} into {ns} as {ifname}", eni.id))?;
     let cfg = LinkConfig { mac: Some(eni.mac), mtu: Some(VPC_MTU), txqueuelen: Some(TAP_TXQUEUELEN), up: true };
     nl.set_link(&ifname, &cfg).with_context(|| format!("configuring {ifname} in {ns}"))?;
+    let subnet = model.subnet_of(idx).cidr;
     for ip in eni.private_ips() {
-        nl.add_address(&ifname, ip, subnet.prefix).with_context(|| format!("adding {ip} to {ifname} in {ns}"))?;
+        add_eni_address(nl, subnet.prefix, attachment.device_index, &ifname, ip)
+            .with_context(|| format!("adding {ip} to {ifname} in {ns}"))?;
     }
     let default = Cidr::new(Ipv4Addr::UNSPECIFIED, 0);
     let via_router = |table| RouteSpec {
@@ -379,11 +394,63 @@ fn plumb_eni(model: &Model, idx: EniIdx, ns: &str, host: &mut Netlink, nl: &mut 
         };
         nl.add_route(&connected).with_context(ctx)?;
         nl.add_route(&via_router(table)).with_context(ctx)?;
+    }
+    Ok(())
+}
+
+/// Adds one private IP to an ENI's interface, with the ec2-net-utils rule of a secondary ENI.
+pub(crate) fn add_eni_address(
+    nl: &mut Netlink,
+    prefix: u8,
+    device_index: u32,
+    ifname: &str,
+    ip: Ipv4Addr,
+) -> Result<(), netns::NetnsError> {
+    nl.add_address(ifname, ip, prefix)?;
+    if device_index > 0 {
+        let table = ENI_TABLE_BASE + device_index;
+        nl.add_rule(ip, table, table)?;
+    }
+    Ok(())
+}
+
+/// Removes one private IP from an ENI's interface, and its rule.
+pub(crate) fn del_eni_address(
+    nl: &mut Netlink,
+    prefix: u8,
+    device_index: u32,
+    ifname: &str,
+    ip: Ipv4Addr,
+) -> Result<(), netns::NetnsError> {
+    if device_index > 0 {
+        let table = ENI_TABLE_BASE + device_index;
+        nl.del_rule(ip, table, table)?;
+    }
+    nl.del_address(ifname, ip, prefix)
+}
+
+/// Takes an ENI's TAP out of its instance: its rules go (the kernel drops its addresses and
+/// routes with the move), and the TAP waits, down, in the host namespace under its temporary
+/// name. The forwarder's descriptor keeps working.
+pub(crate) fn lift_eni(
+    model: &Model,
+    idx: EniIdx,
+    ns: &str,
+    nl: &mut Netlink,
+    host_ns: &fs::File,
+) -> anyhow::Result<()> {
+    let eni = &model.enis[idx.index()];
+    let attachment = eni.attachment.expect("only attached ENIs are lifted");
+    let ifname = format!("eth{}", attachment.device_index);
+    if attachment.device_index > 0 {
+        let table = ENI_TABLE_BASE + attachment.device_index;
         for ip in eni.private_ips() {
-            nl.add_rule(ip, table, table).with_context(ctx)?;
+            nl.del_rule(ip, table, table).with_context(|| format!("removing the rule of {ip} in {ns}"))?;
         }
     }
-    Ok(tap)
+    let temp = tap_temp_name(&model.name, &eni.id);
+    nl.move_link_to(&ifname, host_ns, &temp).with_context(|| format!("moving {} out of {ns}", eni.id))?;
+    Ok(())
 }
 
 /// The emulated internet: one TAP, `eth0` in `<lab>-internet`, MTU 1500, holding every
@@ -428,6 +495,16 @@ fn plumb_internet(model: &Model, ns: &str, host: &mut Netlink) -> anyhow::Result
     Ok(tap)
 }
 
+/// Writes `<run dir>/<lab>/record.json` atomically (a temporary file renamed over it).
+pub fn write_record(record: &LabRecord) -> anyhow::Result<()> {
+    let dir = lab_dir(&record.lab);
+    let tmp = dir.join("record.json.tmp");
+    let mut f = fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(serde_json::to_string_pretty(record)?.as_bytes())?;
+    f.sync_all()?;
+    fs::rename(&tmp, dir.join("record.json")).context("writing the lab record")
+}
+
 /// Owns a lab while it runs: its lock, and its directory, removed when dropped.
 #[derive(Debug)]
 struct Claim {
@@ -454,11 +531,7 @@ impl Claim {
             bail!("namespace `{taken}` already exists and is not this lab's: remove it or rename the lab");
         }
         let record = LabRecord { lab: lab.clone(), pid: std::process::id(), namespaces, topology: topology.into() };
-        let tmp = claim.dir.join("record.json.tmp");
-        let mut f = fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-        f.write_all(serde_json::to_string_pretty(&record)?.as_bytes())?;
-        f.sync_all()?;
-        fs::rename(&tmp, claim.dir.join("record.json")).context("writing the lab record")?;
+        write_record(&record)?;
         Ok(claim)
     }
 }
@@ -487,16 +560,18 @@ pub fn run_forwarder(model: Model, topology: &str, on_ready: impl FnOnce(&Model)
     if let Some(mac) = lab.uplink_gateway_mac {
         pipeline.set_uplink_gateway_mac(mac);
     }
-    // Fired watches go to the lab's log (stderr) until the change engine listens to them.
-    let (watch_events, fired) = crossbeam_channel::unbounded::<crate::dataplane::FiredWatch>();
+    let (fired_tx, fired) = crossbeam_channel::unbounded::<crate::dataplane::FiredWatch>();
+    let (mut dataplane, handle) = Dataplane::new(pipeline, lab.take_taps(), fired_tx)?;
+    // Data-plane moments (first delivery after a move) go to the lab's timeline.
+    let timeline_lab = model.name.clone();
     std::thread::spawn(move || {
         for w in fired {
-            let at = w.at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-            eprintln!("vpclab: {}.{:06} {}", at.as_secs(), at.subsec_micros(), w.label);
+            change::events::append(&timeline_lab, &[change::events::Event::at(w.at, "dataplane", w.label)]);
         }
     });
-    let (mut dataplane, handle) = Dataplane::new(pipeline, lab.take_taps(), watch_events)?;
-    let model = Arc::new(model);
+    let ready_model = model.clone();
+    let live = LiveLab::new(model, lab, handle.clone(), topology)?;
+    let live = Arc::new(Mutex::new(live));
 
     let on_signal = handle.clone();
     std::thread::spawn(move || {
@@ -504,13 +579,17 @@ pub fn run_forwarder(model: Model, topology: &str, on_ready: impl FnOnce(&Model)
             let _ = on_signal.send(Command::Shutdown);
         }
     });
-    let (server_model, server_handle) = (Arc::clone(&model), handle.clone());
-    std::thread::spawn(move || control::serve(listener, server_handle, server_model));
+    let server_live = Arc::clone(&live);
+    std::thread::spawn(move || control::serve(listener, server_live));
 
-    on_ready(&model);
+    on_ready(&ready_model);
     let result = dataplane.run();
     drop(dataplane);
-    drop(lab);
+    // A change in progress finishes first; then the namespaces the lab holds now go.
+    let namespaces = live.lock().unwrap_or_else(|p| p.into_inner()).take_namespaces();
+    if let Err(e) = teardown(&namespaces) {
+        eprintln!("vpclab: teardown: {e:#}");
+    }
     drop(claim);
     result.context("the forwarding loop failed")
 }

@@ -3,6 +3,7 @@
 //! the module map; dependencies point down it: `lab` -> `control`, `dataplane`, `netns`;
 //! `dataplane` -> `pipeline` -> `packet`, `model`.
 
+pub mod change;
 pub mod conntrack;
 pub mod control;
 pub mod dataplane;

@@ -15,6 +15,9 @@ use vpclab::lab;
 use vpclab::model::{InstanceIdx, Model};
 use vpclab::{netns, topology};
 
+#[path = "cli/verbs.rs"]
+mod verbs;
+
 /// An AWS VPC data plane on one Linux box: instances are network namespaces, ENIs are TAP
 /// devices, and one forwarder judges and moves every frame.
 #[derive(Parser, Debug)]
@@ -102,6 +105,8 @@ enum Cmd {
         /// The topology file.
         topology: PathBuf,
     },
+    #[command(flatten)]
+    Change(verbs::Verb),
     /// The forwarder process that `up` starts (internal).
     #[command(hide = true)]
     Daemon {
@@ -148,6 +153,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Daemon { topology, name } => daemon(topology, name),
+        Cmd::Change(verb) => verbs::run(verb),
     }
 }
 
@@ -474,7 +480,11 @@ fn print_status(s: &LabStatus) {
         println!(
             "{:<16} {:<10} {:<4} {:<18} {:<26} {:>9} {:>11} {:>9} {:>11}  {}",
             e.id,
-            e.instance.as_deref().unwrap_or("-"),
+            match (&e.instance, e.instance_state.as_deref()) {
+                (Some(i), Some("stopped")) => format!("{i}(stopped)"),
+                (Some(i), _) => i.clone(),
+                (None, _) => "-".into(),
+            },
             e.interface.as_deref().unwrap_or("-"),
             e.mac,
             ips.join(","),

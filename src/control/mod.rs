@@ -3,21 +3,25 @@
 //! through its [`Handle`] (a channel and a waker), so the packet path never takes a lock.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::Ipv4Addr;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::change::live::LiveLab;
 use crate::dataplane::{Command, Handle};
 use crate::model::{EniIdx, Model};
 use crate::pipeline::{ConnectionView, DropReason, EniCounters, Verdict};
 
 /// How long a client waits for the daemon.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest request line accepted (a topology file sent by `apply` fits many times over).
+const MAX_REQUEST: u64 = 4 << 20;
 
 /// A request to the daemon.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +47,15 @@ pub enum Request {
         /// The ENI, or none for all.
         eni: Option<String>,
     },
+    /// Change the running lab (or, with `dry_run`, only plan it).
+    Change {
+        /// The operation or file.
+        change: crate::change::Change,
+        /// Plan only.
+        dry_run: bool,
+    },
+    /// The running lab as a topology file.
+    Export,
     /// Stop forwarding and tear the lab down.
     Shutdown,
 }
@@ -59,6 +72,15 @@ pub enum Response {
     Connections {
         /// The connections.
         connections: Vec<ConnectionView>,
+    },
+    /// Answer to [`Request::Change`]: what was (or would be) done.
+    Changed(crate::change::Outcome),
+    /// A change refused or rolled back, with AWS's error code.
+    Refused(crate::change::AwsError),
+    /// Answer to [`Request::Export`].
+    Exported {
+        /// The topology file.
+        text: String,
     },
     /// The request was carried out.
     Ok,
@@ -139,9 +161,13 @@ fn route_status(model: &Model) -> Vec<RouteStatus> {
         for r in &table.routes {
             let state = match r.target {
                 RouteTarget::Blackhole => "blackhole".to_string(),
-                RouteTarget::Eni(e) if model.enis[e.index()].attachment.is_none() => {
-                    format!("blackhole ({} is not attached)", model.enis[e.index()].id)
-                }
+                RouteTarget::Eni(e) => match model.enis[e.index()].attachment {
+                    None => format!("blackhole ({} is not attached)", model.enis[e.index()].id),
+                    Some(a) if model.instances[a.instance.index()].state != crate::model::InstanceState::Running => {
+                        format!("blackhole ({} is stopped)", model.instances[a.instance.index()].id)
+                    }
+                    Some(_) => "active".to_string(),
+                },
                 RouteTarget::InternetGateway(_) if !model.has_internet() => {
                     "blackhole (the lab has no internet side)".to_string()
                 }
@@ -166,6 +192,9 @@ pub struct EniStatus {
     pub id: String,
     /// The instance it is attached to.
     pub instance: Option<String>,
+    /// The instance's state (`running`, `stopped`), when attached.
+    #[serde(default)]
+    pub instance_state: Option<String>,
     /// Its interface name inside the instance (`eth<device_index>`).
     pub interface: Option<String>,
     /// Its MAC.
@@ -197,6 +226,7 @@ impl LabStatus {
                 EniStatus {
                     id: eni.id.clone(),
                     instance: attachment.map(|a| model.instances[a.instance.index()].id.clone()),
+                    instance_state: attachment.map(|a| model.instances[a.instance.index()].state.name().to_string()),
                     interface: attachment.map(|a| format!("eth{}", a.device_index)),
                     mac: eni.mac.to_string(),
                     ips: eni.private_ips().collect(),
@@ -224,6 +254,7 @@ impl LabStatus {
             enis.push(EniStatus {
                 id: id.into(),
                 instance: Some(id.into()),
+                instance_state: None,
                 interface: Some(interface),
                 mac: mac.to_string(),
                 ips,
@@ -244,29 +275,48 @@ fn drops_of(c: &EniCounters) -> BTreeMap<String, u64> {
 }
 
 /// Serves requests on `listener`, one thread per connection so a silent client holds up no one.
-/// Runs on its own thread for the life of the forwarder.
-pub fn serve(listener: UnixListener, handle: Handle, model: Arc<Model>) {
+/// Runs on its own thread for the life of the forwarder. Requests take the lab's lock for their
+/// whole length, so a status or trace never mixes a model with another generation's counters and
+/// changes are applied one at a time; the packet path never sees this lock.
+pub fn serve(listener: UnixListener, live: Arc<Mutex<LiveLab>>) {
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
-        let (handle, model) = (handle.clone(), Arc::clone(&model));
-        std::thread::spawn(move || serve_one(conn, &handle, &model));
+        let live = Arc::clone(&live);
+        std::thread::spawn(move || serve_one(conn, &live));
     }
 }
 
 /// Answers one connection.
-fn serve_one(conn: UnixStream, handle: &Handle, model: &Model) {
+fn serve_one(conn: UnixStream, live: &Mutex<LiveLab>) {
     let _ = conn.set_read_timeout(Some(CLIENT_TIMEOUT));
     let mut line = String::new();
-    if BufReader::new(&conn).read_line(&mut line).is_err() {
+    // Bounded: a topology file given to `apply` is the largest request.
+    if BufReader::new((&conn).take(MAX_REQUEST)).read_line(&mut line).is_err() {
         return;
     }
     let response = match serde_json::from_str::<Request>(&line) {
         Err(e) => Response::Error { message: format!("bad request: {e}") },
-        Ok(Request::Status) => match handle.ask(Duration::from_secs(5), Command::Counters) {
+        Ok(req) => {
+            let mut live = live.lock().unwrap_or_else(|p| p.into_inner());
+            answer(&mut live, req)
+        }
+    };
+    let mut out = serde_json::to_string(&response).expect("responses always serialize");
+    out.push('\n');
+    let _ = (&conn).write_all(out.as_bytes());
+}
+
+fn answer(live: &mut LiveLab, req: Request) -> Response {
+    let model = live.model();
+    let model = &*model;
+    let handle = live.handle().clone();
+    let handle = &handle;
+    match req {
+        Request::Status => match handle.ask(Duration::from_secs(5), Command::Counters) {
             Ok(c) => Response::Status(LabStatus::new(model, &c)),
             Err(e) => Response::Error { message: e.to_string() },
         },
-        Ok(Request::Trace { from, to, protocol, src_port, dst_port }) => {
+        Request::Trace { from, to, protocol, src_port, dst_port } => {
             // An ENI or instance; else an internet host by id, or `internet` for the first one.
             let host = model.internet_hosts.iter().find(|h| h.id == from || from == "internet");
             match (find_eni(model, &from), host) {
@@ -277,7 +327,7 @@ fn serve_one(conn: UnixStream, handle: &Handle, model: &Model) {
                 },
             }
         }
-        Ok(Request::Conntrack { eni }) => {
+        Request::Conntrack { eni } => {
             let idx = match eni.as_deref().map(|e| find_eni(model, e)) {
                 Some(None) => None,
                 Some(Some(i)) => Some(Some(i)),
@@ -293,14 +343,16 @@ fn serve_one(conn: UnixStream, handle: &Handle, model: &Model) {
                 },
             }
         }
-        Ok(Request::Shutdown) => match handle.send(Command::Shutdown) {
+        Request::Change { change, dry_run } => match live.change(&change, dry_run) {
+            Ok(outcome) => Response::Changed(outcome),
+            Err(e) => Response::Refused(e),
+        },
+        Request::Export => Response::Exported { text: live.export() },
+        Request::Shutdown => match handle.send(Command::Shutdown) {
             Ok(()) => Response::Ok,
             Err(e) => Response::Error { message: e.to_string() },
         },
-    };
-    let mut out = serde_json::to_string(&response).expect("responses always serialize");
-    out.push('\n');
-    let _ = (&conn).write_all(out.as_bytes());
+    }
 }
 
 /// An ENI by id, or an instance's device-0 ENI by instance id.

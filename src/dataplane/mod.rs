@@ -76,8 +76,9 @@ pub struct SwapDone {
     pub stalled: Duration,
 }
 
-/// Reported once, the first time the data plane writes a frame to `port` (a port id) — whose
-/// IPv4 destination is `dst_ip`, when given.
+/// Reported once, the first time the data plane writes an IPv4 frame to `port` (a port id) —
+/// whose destination is `dst_ip`, when given. The fabric's ARP answers do not count: a drill
+/// wants the first traffic delivered.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Watch {
     /// The port id ([`Pipeline::port_ids`]).
@@ -445,7 +446,8 @@ impl Dataplane {
         let mut i = 0;
         while i < self.watches.len() {
             let w = &self.watches[i];
-            if w.port == to && w.dst_ip.is_none_or(|ip| Some(ip) == dst) {
+            // A watch without an address waits for traffic (IPv4), not the fabric's ARP answers.
+            if w.port == to && w.dst_ip.map_or(dst.is_some(), |ip| Some(ip) == dst) {
                 let w = self.watches.swap_remove(i);
                 // Never wait on the listener; a report it has no room for is lost.
                 let _ = self.events.try_send(FiredWatch { at: SystemTime::now(), label: w.label });

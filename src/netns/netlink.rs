@@ -149,6 +149,21 @@ impl Netlink {
         Ok(())
     }
 
+    /// Moves `ifname` into the namespace `target` refers to (an open `/proc/<pid>/ns/net` or
+    /// `/run/netns/<name>`), renamed `new_name` there: how a detached ENI's TAP goes back to the
+    /// host namespace. The kernel takes the link down and drops its addresses and routes.
+    pub fn move_link_to(&mut self, ifname: &str, target: &std::fs::File, new_name: &str) -> Result<(), NetnsError> {
+        check_ifname(new_name)?;
+        let op = format!("move {ifname} out of {} as {new_name}", self.netns);
+        let index = self.require_index(ifname, &op)?;
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::NetNsFd(target.as_raw_fd()));
+        msg.attributes.push(LinkAttribute::IfName(new_name.into()));
+        self.request(RouteNetlinkMessage::SetLink(msg), 0, &op)?;
+        Ok(())
+    }
+
     /// Applies `cfg` to `ifname` in one `RTM_SETLINK` (the kernel sets the address and MTU
     /// before it changes the flags).
     pub fn set_link(&mut self, ifname: &str, cfg: &LinkConfig) -> Result<(), NetnsError> {
@@ -201,6 +216,23 @@ impl Netlink {
         Ok(())
     }
 
+    /// Removes `ip/prefix` from `ifname` (`ip addr del`). An address that is not there is not an
+    /// error.
+    pub fn del_address(&mut self, ifname: &str, ip: Ipv4Addr, prefix: u8) -> Result<(), NetnsError> {
+        let op = format!("delete address {ip}/{prefix} from {ifname}");
+        let index = self.require_index(ifname, &op)?;
+        let mut msg = AddressMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        msg.header.prefix_len = prefix;
+        msg.header.index = index;
+        msg.attributes.push(AddressAttribute::Local(IpAddr::V4(ip)));
+        msg.attributes.push(AddressAttribute::Address(IpAddr::V4(ip)));
+        match self.request(RouteNetlinkMessage::DelAddress(msg), 0, &op) {
+            Ok(_) | Err(NetnsError::Netlink { errno: Errno::EADDRNOTAVAIL, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Adds an IPv4 unicast route (protocol `boot`, as `ip route add` does). A route with the
     /// same destination already in the table is an error (`EEXIST`).
     pub fn add_route(&mut self, route: &RouteSpec) -> Result<(), NetnsError> {
@@ -218,6 +250,17 @@ impl Netlink {
         let msg = rule_message(from, table, priority);
         self.request(RouteNetlinkMessage::NewRule(msg), NLM_F_CREATE | NLM_F_EXCL, &op)?;
         Ok(())
+    }
+
+    /// Deletes the rule `from <from>/32 lookup <table> pref <priority>`. A rule that is not there
+    /// is not an error.
+    pub fn del_rule(&mut self, from: Ipv4Addr, table: u32, priority: u32) -> Result<(), NetnsError> {
+        let op = format!("delete rule from {from}/32 lookup {table} pref {priority}");
+        let msg = rule_message(from, table, priority);
+        match self.request(RouteNetlinkMessage::DelRule(msg), 0, &op) {
+            Ok(_) | Err(NetnsError::Netlink { errno: Errno::ENOENT, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Deletes `ifname`. An interface that is not there is not an error.

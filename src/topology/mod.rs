@@ -8,6 +8,7 @@
 //! (indices 0-based); the top-level name is `name`. A TOML error before any id is known uses the
 //! array position instead of the id (`subnet[1].cidr`).
 
+mod export;
 pub mod instance_types;
 mod raw;
 mod validate;
@@ -17,6 +18,8 @@ mod tests;
 
 use std::fmt;
 use std::path::Path;
+
+pub use export::export;
 
 use crate::model::Model;
 
@@ -84,6 +87,14 @@ pub fn load(path: &Path) -> Result<Model, TopologyError> {
 
 /// Checks a topology given as text; `file` names it in messages.
 pub fn parse(text: &str, file: &str) -> Result<Model, TopologyError> {
+    let model = parse_only(text, file)?;
+    // Every valid topology any unit test parses must also survive `export` unchanged.
+    #[cfg(test)]
+    export::assert_round_trip(&model, parse_only);
+    Ok(model)
+}
+
+fn parse_only(text: &str, file: &str) -> Result<Model, TopologyError> {
     let lines = LineIndex::new(text);
     let raw: raw::RawFile =
         toml::from_str(text).map_err(|e| TopologyError { problems: vec![toml_problem(&e, text, file, &lines)] })?;

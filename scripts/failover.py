@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+"""vpclab's live-change benchmark (run by scripts/bench.sh, needs root).
+
+failover: the default lab; a UDP responder on every instance; a client in `web` sends a probe to
+eni-app-float's 10.0.2.50 every 1 ms. At t0 the ENI moves from `app` to `standby` with the two
+AWS CLI-style verbs a failover script runs (detach, then attach). The outage is t0 to the first
+reply from `standby`. Target: under 50 ms.
+
+bigchange: a lab of 200 ENIs (50 instances) in groups holding 1,000 rules, a UDP flow between two
+instances probed every 1 ms, and one rule authorized while it runs: the time the change takes,
+how long forwarding paused for the swap, and how many probes of the established flow were lost
+(target: none).
+
+Usage: failover.py VPCLAB_BINARY [failover|bigchange]...
+"""
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+BIN = sys.argv[1]
+PROBE_PORT = 7000
+
+RESPONDER = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", %d))
+name = sys.argv[1].encode()
+while True:
+    data, peer = s.recvfrom(64)
+    s.sendto(data[:8] + name, peer)
+""" % PROBE_PORT
+
+# Sends a probe every 1 ms for `secs`; prints "seq send_time recv_time responder" per reply, and
+# "sent N" at the end. Times are CLOCK_MONOTONIC, shared by every namespace.
+CLIENT = r"""
+import socket, struct, sys, time, select
+dst, secs = sys.argv[1], float(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setblocking(False)
+sent = {}
+seq = 0
+end = time.monotonic() + secs
+nxt = time.monotonic()
+out = []
+while time.monotonic() < end:
+    now = time.monotonic()
+    if now >= nxt:
+        s.sendto(struct.pack("!Q", seq), (dst, %d))
+        sent[seq] = now
+        seq += 1
+        nxt += 0.001
+    r, _, _ = select.select([s], [], [], max(0.0, nxt - time.monotonic()))
+    while r:
+        try:
+            data = s.recv(64)
+        except BlockingIOError:
+            break
+        t = time.monotonic()
+        q = struct.unpack("!Q", data[:8])[0]
+        out.append("%%d %%.6f %%.6f %%s" %% (q, sent.get(q, 0), t, data[8:].decode()))
+print("\n".join(out))
+print("sent %%d" %% seq)
+""" % PROBE_PORT
+
+
+def vpclab(*args, check=True):
+    r = subprocess.run([BIN, *args], capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise SystemExit(f"vpclab {' '.join(args)} failed: {r.stdout}{r.stderr}")
+    return r
+
+
+def in_ns(lab, inst, *cmd, **kw):
+    return subprocess.Popen(["ip", "netns", "exec", f"{lab}-{inst}", *cmd], **kw)
+
+
+def run_client(lab, inst, dst, secs):
+    return in_ns(lab, inst, "python3", "-c", CLIENT, dst, str(secs), stdout=subprocess.PIPE, text=True)
+
+
+def parse_client(text):
+    replies, sent = [], 0
+    for line in text.splitlines():
+        if line.startswith("sent "):
+            sent = int(line.split()[1])
+        elif line:
+            q, ts, tr, who = line.split()
+            replies.append((int(q), float(ts), float(tr), who))
+    return replies, sent
+
+
+def wait_for_replies(lab, inst, dst, who):
+    """Waits until `who` answers probes to dst (the lab has settled)."""
+    for _ in range(50):
+        c = run_client(lab, inst, dst, 0.1)
+        replies, _ = parse_client(c.communicate()[0])
+        if any(r[3] == who for r in replies):
+            return
+    raise SystemExit(f"failover: no reply from {who} at {dst}")
+
+
+def failover():
+    lab = f"fo{os.getpid()}"
+    vpclab("up", "--name", lab)
+    procs = []
+    try:
+        for inst in ("app", "standby"):
+            procs.append(in_ns(lab, inst, "python3", "-c", RESPONDER, inst))
+        wait_for_replies(lab, "web", "10.0.2.50", "app")
+        client = run_client(lab, "web", "10.0.2.50", 2.0)
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        vpclab("detach-network-interface", "--lab", lab, "--network-interface-id", "eni-app-float")
+        vpclab("attach-network-interface", "--lab", lab, "--network-interface-id", "eni-app-float",
+               "--instance-id", "standby", "--device-index", "1")
+        t1 = time.monotonic()
+        replies, sent = parse_client(client.communicate()[0])
+        last_app = max((r[2] for r in replies if r[3] == "app"), default=None)
+        first_standby = min((r[2] for r in replies if r[3] == "standby"), default=None)
+        if first_standby is None:
+            raise SystemExit("failover: standby never answered")
+        outage = (first_standby - t0) * 1000
+        lost = sent - len(replies)
+        print(f"failover   outage_ms={outage:.1f} commands_ms={(t1 - t0) * 1000:.1f} "
+              f"last_app_before_t0_ms={(t0 - last_app) * 1000 if last_app else float('nan'):.1f} "
+              f"probes_lost={lost} of {sent} (target: outage under 50 ms)")
+        events = vpclab("events", "--lab", lab).stdout
+        for line in events.splitlines():
+            if "dataplane" in line:
+                print(f"  event: {line}")
+    finally:
+        for p in procs:
+            p.kill()
+        vpclab("down", lab, check=False)
+
+
+def big_topology(lab):
+    lines = [f'name = "{lab}"', '[[vpc]]', 'id = "vpc-big"', 'cidr = "10.0.0.0/16"']
+    for s in range(4):
+        lines += ['[[subnet]]', f'id = "subnet-{s}"', 'vpc = "vpc-big"', f'cidr = "10.0.{s}.0/24"']
+    for g in range(20):
+        rules = ", ".join(
+            f'{{ protocol = "tcp", ports = "{1000 + g * 50 + r}", source = "10.{g}.{r}.0/24" }}' for r in range(50))
+        lines += ['[[security_group]]', f'id = "sg-{g}"', 'vpc = "vpc-big"', f'ingress = [{rules}]']
+    # The probe flow: UDP from anywhere in the VPC.
+    lines += ['[[security_group]]', 'id = "sg-probe"', 'vpc = "vpc-big"',
+              'ingress = [{ protocol = "udp", ports = "7000", source = "10.0.0.0/16" }]']
+    for i in range(50):
+        lines += ['[[instance]]', f'id = "i{i}"']
+        for d in range(4):
+            n = i * 4 + d
+            groups = ", ".join(f'"sg-{(n + k) % 20}"' for k in range(4)) + ', "sg-probe"'
+            lines += ['[[network_interface]]', f'id = "eni-{n}"', f'subnet = "subnet-{d}"',
+                      f'private_ip = "10.0.{d}.{10 + i}"', f'security_groups = [{groups}]',
+                      f'attachment = {{ instance = "i{i}", device_index = {d} }}']
+    return "\n".join(lines) + "\n"
+
+
+def bigchange():
+    lab = f"big{os.getpid()}"
+    with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
+        f.write(big_topology(lab))
+        path = f.name
+    t = time.monotonic()
+    vpclab("up", path)
+    up_ms = (time.monotonic() - t) * 1000
+    procs = []
+    try:
+        procs.append(in_ns(lab, "i1", "python3", "-c", RESPONDER, "i1"))
+        wait_for_replies(lab, "i0", "10.0.0.11", "i1")
+        client = run_client(lab, "i0", "10.0.0.11", 1.5)
+        time.sleep(0.5)
+        r = vpclab("authorize-security-group-ingress", "--lab", lab, "--group-id", "sg-0", "--protocol", "tcp",
+                   "--port", "22", "--cidr", "10.0.0.0/16")
+        m = re.search(r"generation \d+ in (\d+) ms \(forwarding paused (\d+) us\)", r.stdout)
+        replies, sent = parse_client(client.communicate()[0])
+        lost = sent - len(replies)
+        print(f"bigchange  enis=200 rules=1000 up_ms={up_ms:.0f} apply_ms={m.group(1) if m else '?'} "
+              f"swap_pause_us={m.group(2) if m else '?'} established_probes_lost={lost} of {sent} (target: 0)")
+    finally:
+        for p in procs:
+            p.kill()
+        vpclab("down", lab, check=False)
+        os.unlink(path)
+
+
+if __name__ == "__main__":
+    for what in sys.argv[2:] or ["failover", "bigchange"]:
+        {"failover": failover, "bigchange": bigchange}[what]()

@@ -11,7 +11,10 @@ instances probed every 1 ms, and one rule authorized while it runs: the time the
 how long forwarding paused for the swap, and how many probes of the established flow were lost
 (target: none).
 
-Usage: failover.py VPCLAB_BINARY [failover|bigchange]...
+drill: the README's failover walkthrough (an ENI, a floating IP, an Elastic IP), probes every
+10 ms, printing each command, the outage seen by the probe, and `vpclab events`.
+
+Usage: failover.py VPCLAB_BINARY [failover|bigchange|drill]...
 """
 
 import os
@@ -41,7 +44,7 @@ while True:
 # "sent N" at the end. Times are CLOCK_MONOTONIC, shared by every namespace.
 CLIENT = r"""
 import socket, struct, sys, time, select
-dst, secs = sys.argv[1], float(sys.argv[2])
+dst, secs, gap = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setblocking(False)
 sent = {}
@@ -55,7 +58,7 @@ while time.monotonic() < end:
         s.sendto(struct.pack("!Q", seq), (dst, %d))
         sent[seq] = now
         seq += 1
-        nxt += 0.001
+        nxt += gap
     r, _, _ = select.select([s], [], [], max(0.0, nxt - time.monotonic()))
     while r:
         try:
@@ -81,8 +84,8 @@ def in_ns(lab, inst, *cmd, **kw):
     return subprocess.Popen(["ip", "netns", "exec", f"{lab}-{inst}", *cmd], **kw)
 
 
-def run_client(lab, inst, dst, secs):
-    return in_ns(lab, inst, "python3", "-c", CLIENT, dst, str(secs), stdout=subprocess.PIPE, text=True)
+def run_client(lab, inst, dst, secs, gap=0.001):
+    return in_ns(lab, inst, "python3", "-c", CLIENT, dst, str(secs), str(gap), stdout=subprocess.PIPE, text=True)
 
 
 def parse_client(text):
@@ -194,6 +197,90 @@ def bigchange():
         os.unlink(path)
 
 
+def shown(*args):
+    """Runs a vpclab command as the README shows it, printing command and output."""
+    print("$ vpclab " + " ".join(a for a in args if not a.startswith("--lab=")))
+    r = vpclab(*args)
+    print(r.stdout, end="")
+    return r
+
+
+def outage(replies, old, new, t0):
+    last_old = max((r[2] for r in replies if r[3] == old), default=t0)
+    first_new = min((r[2] for r in replies if r[3] == new), default=None)
+    if first_new is None:
+        raise SystemExit(f"drill: {new} never answered")
+    gap = (first_new - last_old) * 1000
+    print(f"probe: last reply from {old} at t0{(last_old - t0) * 1000:+.0f} ms, first from {new} at "
+          f"t0+{(first_new - t0) * 1000:.0f} ms: {gap:.0f} ms without an answer")
+
+
+def drill():
+    """The README's failover walkthrough on the default lab, probes every 10 ms."""
+    lab = f"drill{os.getpid()}"
+    vpclab("up", "--name", lab)
+    L = f"--lab={lab}"
+    procs = []
+    try:
+        print("# 1. An ENI moves: app fails, eni-app-float (10.0.2.50) goes to standby")
+        shown("authorize-security-group-ingress", L, "--group-id", "sg-app", "--protocol", "udp", "--port", "7000",
+              "--cidr", "10.0.0.0/16")
+        for inst in ("app", "standby"):
+            procs.append(in_ns(lab, inst, "python3", "-c", RESPONDER, inst, "10.0.2.50"))
+        wait_for_replies(lab, "web", "10.0.2.50", "app")
+        client = run_client(lab, "web", "10.0.2.50", 1.5, 0.01)
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        shown("stop-instances", L, "--instance-ids", "app")
+        shown("detach-network-interface", L, "--network-interface-id", "eni-app-float")
+        shown("attach-network-interface", L, "--network-interface-id", "eni-app-float", "--instance-id", "standby",
+              "--device-index", "1")
+        outage(parse_client(client.communicate()[0])[0], "app", "standby", t0)
+
+        print("# 2. A floating secondary IP (10.0.2.51) moves from app to standby")
+        shown("start-instances", L, "--instance-ids", "app")
+        shown("assign-private-ip-addresses", L, "--network-interface-id", "eni-app", "--private-ip-addresses",
+              "10.0.2.51")
+        for inst in ("app", "standby"):
+            procs.append(in_ns(lab, inst, "python3", "-c", RESPONDER, inst, "10.0.2.51"))
+        wait_for_replies(lab, "web", "10.0.2.51", "app")
+        client = run_client(lab, "web", "10.0.2.51", 1.0, 0.01)
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        shown("assign-private-ip-addresses", L, "--network-interface-id", "eni-standby", "--private-ip-addresses",
+              "10.0.2.51", "--allow-reassignment")
+        outage(parse_client(client.communicate()[0])[0], "app", "standby", t0)
+
+        print("# 3. An Elastic IP (203.0.113.20) moves from web to web2, added with `apply`")
+        exported = vpclab("export", lab).stdout
+        extra = ('\n[[instance]]\nid = "web2"\n\n[[network_interface]]\nid = "eni-web2"\n'
+                 'subnet = "subnet-public"\nprivate_ip = "10.0.1.20"\nsecurity_groups = ["sg-web"]\n'
+                 'attachment = { instance = "web2", device_index = 0 }\n')
+        head, tail = exported.split("[internet]")
+        with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
+            f.write(head + extra + "\n[internet]" + tail)
+            path = f.name
+        print("$ vpclab apply lab-with-web2.toml")
+        print(vpclab("apply", L, path).stdout, end="")
+        os.unlink(path)
+        shown("authorize-security-group-ingress", L, "--group-id", "sg-web", "--protocol", "udp", "--port", "7000",
+              "--cidr", "0.0.0.0/0")
+        procs.append(in_ns(lab, "web", "python3", "-c", RESPONDER, "web", "10.0.1.10"))
+        procs.append(in_ns(lab, "web2", "python3", "-c", RESPONDER, "web2", "10.0.1.20"))
+        wait_for_replies(lab, "internet", "203.0.113.20", "web")
+        client = run_client(lab, "internet", "203.0.113.20", 1.0, 0.01)
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        shown("associate-address", L, "--allocation-id", "eipalloc-web", "--network-interface-id", "eni-web2")
+        outage(parse_client(client.communicate()[0])[0], "web", "web2", t0)
+        print("$ vpclab events")
+        print(vpclab("events", L).stdout, end="")
+    finally:
+        for p in procs:
+            p.kill()
+        vpclab("down", lab, check=False)
+
+
 if __name__ == "__main__":
     for what in sys.argv[2:] or ["failover", "bigchange"]:
-        {"failover": failover, "bigchange": bigchange}[what]()
+        {"failover": failover, "bigchange": bigchange, "drill": drill}[what]()

@@ -20,6 +20,12 @@ x web -- iperf3 -c 10.0.2.10 -p 8080 -t 2              # TCP through the forward
 x app -- ping -c 2 198.51.100.7                          # private app -> internet host, through nat-main
 x web -- ping -c 2 198.51.100.7                          # web -> internet host, through igw-main as its Elastic IP
 run trace --lab demo --from web --to 10.0.2.10 --dport 22   # why is this refused? (sg-app admits 8080 only)
+# A failover drill, live: the floating ENI (10.0.2.50) moves from app to standby.
+run detach-network-interface --lab demo --network-interface-id eni-app-float
+run attach-network-interface --lab demo --network-interface-id eni-app-float --instance-id standby --device-index 1
+run exec --lab demo standby -- ip -br addr show dev eth1     # the ENI, its MAC and address, now in standby
+x web -- ping -c 2 10.0.2.50                                 # answered by standby
+run events --lab demo
 run status demo
 echo
 echo "The lab is still up: try \`$vpclab exec web -- bash\`, then \`$vpclab down demo\` to remove it."

@@ -276,7 +276,14 @@ fn network_acls(old: &Model, new: &Model, plan: &mut Plan) -> Result<(), AwsErro
     each(
         &o,
         &n,
-        |a| steps.borrow_mut().push(format!("CreateNetworkAcl {} in {}", a.id, new.vpcs[a.vpc.index()].id)),
+        |a| {
+            steps.borrow_mut().push(format!("CreateNetworkAcl {} in {}", a.id, new.vpcs[a.vpc.index()].id));
+            for (dir, rules) in [("ingress", &a.ingress), ("egress", &a.egress)] {
+                for r in rules {
+                    steps.borrow_mut().push(format!("CreateNetworkAclEntry {} {dir} {}", a.id, acl_rule(r)));
+                }
+            }
+        },
         |a| steps.borrow_mut().push(format!("DeleteNetworkAcl {}", a.id)),
         |a, b| {
             for (dir, ra, rb) in [("ingress", &a.ingress, &b.ingress), ("egress", &a.egress, &b.egress)] {
@@ -317,7 +324,15 @@ fn security_groups(old: &Model, new: &Model, plan: &mut Plan) -> Result<(), AwsE
     each(
         &o,
         &n,
-        |g| steps.borrow_mut().push(format!("CreateSecurityGroup {} in {}", g.id, new.vpcs[g.vpc.index()].id)),
+        |g| {
+            steps.borrow_mut().push(format!("CreateSecurityGroup {} in {}", g.id, new.vpcs[g.vpc.index()].id));
+            for r in &g.ingress {
+                steps.borrow_mut().push(format!("AuthorizeSecurityGroupIngress {} {}", g.id, sg_rule(new, r, true)));
+            }
+            for r in &g.egress {
+                steps.borrow_mut().push(format!("AuthorizeSecurityGroupEgress {} {}", g.id, sg_rule(new, r, false)));
+            }
+        },
         |g| steps.borrow_mut().push(format!("DeleteSecurityGroup {}", g.id)),
         |a, b| {
             for (ingress, ra, rb) in [(true, &a.ingress, &b.ingress), (false, &a.egress, &b.egress)] {

@@ -591,13 +591,16 @@ impl Pipeline {
         }
         let egress = self.security_group(now, from, Direction::Egress, &ip, &info, frame, obs)?;
         let routed = meta.dst_mac == port.router_mac;
-        let next = if routed {
-            self.route_lookup(from, ip.dst, obs)?
+        let (next, rewrite_macs) = if routed {
+            (self.route_lookup(from, ip.dst, obs)?, true)
         } else {
-            Next::Eni(self.layer2(from, meta.dst_mac, obs)?)
+            let (to, by_address) = self.layer2(from, meta.dst_mac, ip.dst, obs)?;
+            (Next::Eni(to), by_address)
         };
         match next {
-            Next::Eni(to) => self.arrive(now, Source::Eni(from, egress), to, routed, &ip, &info, frame, obs, commit),
+            Next::Eni(to) => {
+                self.arrive(now, Source::Eni(from, egress), to, rewrite_macs, &ip, &info, frame, obs, commit)
+            }
             Next::InternetGateway => self.towards_internet(now, from, egress, &ip, &info, frame, off, obs, commit),
             Next::NatGateway(n) => self.via_nat(now, from, egress, n, &ip, &info, frame, off, obs, commit),
         }
@@ -1277,20 +1280,33 @@ impl Pipeline {
     }
 
     /// Frames addressed to a MAC other than the router's stay in the subnet: they go to the ENI
-    /// that owns that MAC, unchanged, without a route lookup or a network ACL.
-    fn layer2<O: Observer>(&self, from: EniIdx, dst_mac: Mac, obs: &mut O) -> Step<EniIdx> {
+    /// that owns that MAC, unchanged, without a route lookup or a network ACL. The fabric
+    /// delivers by (VPC, address), not by the MAC a sender cached: when the MAC's ENI checks its
+    /// destination and does not own the address but another ENI of the subnet does (the address
+    /// moved with `--allow-reassignment`), the frame goes to the address's owner, its MACs
+    /// rewritten (`true`), so a stale ARP entry never black-holes a moved address. An ENI with the
+    /// check off (an appliance) gets what is sent to its MAC, as a next hop.
+    fn layer2<O: Observer>(&self, from: EniIdx, dst_mac: Mac, dst: Ipv4Addr, obs: &mut O) -> Step<(EniIdx, bool)> {
         let port = &self.ports[from.index()];
         if dst_mac.is_multicast() {
             obs.record(Stage::Layer2, format_args!("drop: {dst_mac} is broadcast/multicast"));
             return Err(Verdict::Drop(DropReason::BroadcastOrMulticast));
         }
+        let in_subnet = |to: EniIdx| to != from && self.ports[to.index()].subnet == port.subnet;
         match self.owner_by_mac.get(&dst_mac) {
-            Some(&to) if to != from && self.ports[to.index()].subnet == port.subnet => {
-                obs.record(
-                    Stage::Layer2,
-                    format_args!("{dst_mac} is {} in {}", self.ports[to.index()].id, port.subnet_cidr),
-                );
-                Ok(to)
+            Some(&to) if in_subnet(to) => {
+                let p = &self.ports[to.index()];
+                let owner = self.owner_by_ip.get(&(port.vpc, dst)).copied();
+                if let Some(owner) = owner.filter(|&o| p.source_dest_check && !p.owns(dst) && in_subnet(o)) {
+                    let id = &self.ports[owner.index()].id;
+                    obs.record(
+                        Stage::Layer2,
+                        format_args!("{dst_mac} is {}, but {dst} is {id}'s now: delivered by address", p.id),
+                    );
+                    return Ok((owner, true));
+                }
+                obs.record(Stage::Layer2, format_args!("{dst_mac} is {} in {}", p.id, port.subnet_cidr));
+                Ok((to, false))
             }
             _ => {
                 obs.record(Stage::Layer2, format_args!("drop: no ENI of {} has MAC {dst_mac}", port.subnet_cidr));

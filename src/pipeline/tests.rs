@@ -161,6 +161,29 @@ fn same_subnet_goes_at_layer_2_unchanged() {
 }
 
 #[test]
+fn a_moved_address_is_delivered_to_its_new_owner_whatever_mac_the_sender_cached() {
+    // 10.0.1.11 moves from eni-one to eni-two (assign-private-ip-addresses --allow-reassignment);
+    // eni-four, whose ARP cache still says 10.0.1.11 is eni-one's MAC, reaches eni-two at once.
+    let extra = "[[instance]]\nid = \"four\"\n[[network_interface]]\nid = \"eni-four\"\nsubnet = \"subnet-1\"\nprivate_ip = \"10.0.1.40\"\nattachment = { instance = \"four\", device_index = 0 }\n";
+    let mut model = crate::topology::parse(&format!("{LAB}{extra}"), "pipe.toml").unwrap();
+    let (one, two) = (model.eni_by_id("eni-one").unwrap(), model.eni_by_id("eni-two").unwrap());
+    model.enis[one.index()].secondary_private_ips.clear();
+    model.enis[two.index()].secondary_private_ips.push(Ipv4Addr::new(10, 0, 1, 11));
+    let mut lab = Lab { pipeline: Pipeline::new(&model), model };
+    let mut f = lab.udp("eni-four", lab.mac("eni-one"), [10, 0, 1, 40], [10, 0, 1, 11]);
+    let mut rec = Recorder::default();
+    let v = lab.pipeline.process(Duration::ZERO, lab.eni("eni-four"), &mut f, &mut rec);
+    assert_eq!(v, Verdict::Forward(two), "{rec:?}");
+    assert_eq!(&f[0..6], &lab.mac("eni-two").0, "the frame carries its new owner's MAC");
+    assert!(rec.lines.iter().any(|(_, l)| l.contains("delivered by address")), "{rec:?}");
+    // An address still owned by the MAC's ENI goes by MAC, unchanged.
+    let mut g = lab.udp("eni-four", lab.mac("eni-one"), [10, 0, 1, 40], [10, 0, 1, 10]);
+    let before = g.clone();
+    assert_eq!(lab.run("eni-four", &mut g), Verdict::Forward(one));
+    assert_eq!(g, before);
+}
+
+#[test]
 fn across_subnets_the_router_mac_is_the_source_and_ttl_is_untouched() {
     let mut lab = Lab::new();
     let mut f = lab.udp("eni-one", lab.router_mac(), [10, 0, 1, 11], [10, 0, 2, 10]);

@@ -512,6 +512,17 @@ fn exec(named: Option<&str>, instance: &str, command: &[String]) -> anyhow::Resu
         let instances: Vec<&str> = namespaces.iter().filter_map(|n| n.strip_prefix(&prefix)).collect();
         bail!("lab `{lab}` has no instance `{instance}` (instances: {})", instances.join(", "));
     }
+    // A stopped instance runs nothing, as on EC2.
+    let running = std::fs::read_to_string(lab::lab_dir(&lab).join("running.toml")).ok();
+    let model = running.and_then(|t| topology::parse(&t, "running.toml").ok());
+    if let Some(i) = model.as_ref().and_then(|m| m.instances.iter().find(|i| i.id == instance)) {
+        if i.state != vpclab::model::InstanceState::Running {
+            bail!(
+                "instance `{instance}` is {}: `vpclab start-instances --instance-ids {instance}` starts it",
+                i.state.name()
+            );
+        }
+    }
     netns::enter_netns(&ns)?;
     let err = std::process::Command::new(&command[0]).args(&command[1..]).exec();
     bail!("cannot run `{}` in {ns}: {err}", command[0])

@@ -748,7 +748,12 @@ fn a_secondary_ip_moves_with_allow_reassignment_and_answers_from_its_new_owner_a
     assert_eq!(ipv4s(&app, "eth0"), ["10.0.2.10"], "app's eth0 let it go");
     let new_owner = udp_whoami(&standby, moving, "standby");
     // The same client, its ARP cache untouched, no waiting: the first datagram is answered by standby.
-    assert_eq!(udp_ask(&near, moving).as_deref(), Some("standby"), "the first try after the move");
+    assert_eq!(
+        udp_ask(&near, moving).as_deref(),
+        Some("standby"),
+        "the first try after the move, near's neighbour entry for 10.0.2.11 still {cached:?}; eni-app: {}",
+        lab.eni("eni-app")
+    );
     assert_eq!(neighbour(&near, "10.0.2.11"), cached, "the test relies on the client's cached entry");
     assert_eq!(udp_ask(&far, moving).as_deref(), Some("standby"));
     for _ in 0..3 {
@@ -860,6 +865,12 @@ fn an_elastic_ip_reassociated_to_another_eni_reaches_it_and_no_allow_reassociati
     let plan = ok(&lab, "associate-address", &["--allocation-id", "eipalloc-web", "--instance-id", "a"]);
     assert_plan_has(&plan, "AssociateAddress eipalloc-web -> eni-a (10.0.1.10)");
     assert_eq!(tcp_ask(&inet, addr(EIP, 8080)).expect("the EIP is back at a"), "a");
+
+    // Disassociated: the address leads nowhere, and a has no way out.
+    let plan = ok(&lab, "disassociate-address", &["--allocation-id", "eipalloc-web"]);
+    assert_plan_has(&plan, "DisassociateAddress eipalloc-web");
+    assert!(tcp_ask(&inet, addr(EIP, 8080)).is_err(), "a disassociated EIP still reaches an instance");
+    assert!(!pings(&lab, "a", EXAMPLE), "a kept a public address");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -950,6 +961,15 @@ fn security_group_edits_apply_to_new_connections_while_tracked_ones_continue() {
     assert_eq!(echo_over(&mut held, b"still here").unwrap(), b"still here");
     assert_eq!(srv.accepted(), 1, "only the connection made while the rule existed arrived");
     refused(&lab, "revoke-security-group-ingress", &rule, "InvalidPermission.NotFound");
+
+    // Replacing the ENI's groups: sg-cli admits everything from the VPC.
+    let plan =
+        ok(&lab, "modify-network-interface-attribute", &["--network-interface-id", "eni-server", "--groups", "sg-cli"]);
+    assert_plan_has(&plan, "ModifyNetworkInterfaceAttribute eni-server groups sg-cli");
+    let mut other = tcp_connect(&client, addr("10.0.2.10", 5001), 3).expect("admitted by the new group");
+    assert_eq!(echo_over(&mut other, b"new group").unwrap(), b"new group");
+    assert_eq!(echo_over(&mut held, b"and the old one").unwrap(), b"and the old one");
+    assert_eq!(srv.accepted(), 2);
 
     let evs = events(&lab);
     assert!(has_event(&evs, "applied", "AuthorizeSecurityGroupIngress sg-srv tcp 5001 from 10.0.1.0/24"));
@@ -1131,14 +1151,16 @@ fn replace_route_swings_traffic_and_an_established_flow_from_one_appliance_to_th
     );
     assert_plan_has(&plan, "ModifyNetworkInterfaceAttribute eni-appl2 source-dest-check false");
 
+    // rx_packets: frames an appliance sent out (forwarded); tx_packets: frames handed to it.
     let rx = |eni: &str| lab.counter(eni, "rx_packets");
+    let tx = |eni: &str| lab.counter(eni, "tx_packets");
     let _srv = tcp_echo(&lab.ns("b1"), addr("10.0.2.10", 5001));
-    let (rx1, rx2) = (rx("eni-appl1"), rx("eni-appl2"));
+    let (rx1, tx2) = (rx("eni-appl1"), tx("eni-appl2"));
     assert!(lab.ping("a1", "10.0.2.10").status.success(), "a1 -> b1 through appl1");
     let mut flow = tcp_connect(&lab.ns("a1"), addr("10.0.2.10", 5001), 3).expect("TCP through appl1");
     assert_eq!(echo_over(&mut flow, b"via appl1").unwrap(), b"via appl1");
     assert!(rx("eni-appl1") >= rx1 + 4, "appl1 carried the traffic: {}", lab.eni("eni-appl1"));
-    assert_eq!(rx("eni-appl2"), rx2, "appl2 carried something: {}", lab.eni("eni-appl2"));
+    assert_eq!(tx("eni-appl2"), tx2, "appl2 was handed something: {}", lab.eni("eni-appl2"));
 
     for (rtb, dest) in [("rtb-a", "10.0.2.0/24"), ("rtb-b", "10.0.1.0/24")] {
         let plan = ok(
@@ -1150,7 +1172,7 @@ fn replace_route_swings_traffic_and_an_established_flow_from_one_appliance_to_th
     }
     // appl1 stops forwarding: whatever still gets through went through appl2.
     lab.must("appl1", &["sysctl", "-w", "net.ipv4.ip_forward=0"]);
-    let (rx1, rx2) = (rx("eni-appl1"), rx("eni-appl2"));
+    let (tx1, rx2) = (tx("eni-appl1"), rx("eni-appl2"));
     assert!(lab.ping("a1", "10.0.2.10").status.success(), "a1 -> b1 through appl2");
     assert!(lab.ping("b1", "10.0.1.10").status.success(), "b1 -> a1 through appl2");
     for i in 0..3 {
@@ -1162,7 +1184,7 @@ fn replace_route_swings_traffic_and_an_established_flow_from_one_appliance_to_th
     }
     let mut fresh = tcp_connect(&lab.ns("a1"), addr("10.0.2.10", 5001), 3).expect("a new connection via appl2");
     assert_eq!(echo_over(&mut fresh, b"new").unwrap(), b"new");
-    assert_eq!(rx("eni-appl1"), rx1, "appl1 still got traffic: {}", lab.eni("eni-appl1"));
+    assert_eq!(tx("eni-appl1"), tx1, "appl1 was still handed traffic: {}", lab.eni("eni-appl1"));
     assert!(rx("eni-appl2") >= rx2 + 8, "appl2 carried the traffic: {}", lab.eni("eni-appl2"));
     let t = lab.trace(&["--from", "a1", "--to", "10.0.2.10", "--dport", "5001"]);
     assert_eq!(t["verdict"], "delivered", "{t:#}");
@@ -1481,7 +1503,7 @@ fn a_change_failing_half_way_is_rolled_back() {
         "a rolled-back change was recorded as applied:\n{}",
         pretty(&evs)
     );
-    // The same through the verbs' face: the rollback leaves the lab usable for the next change.
+    // The lab still plans the same move: nothing of the failed attempt was kept.
     let out = apply(&lab, &moved, true);
     assert!(out.status.success(), "a dry run after the rollback: {}", text(&out));
     assert_plan_has(&String::from_utf8_lossy(&out.stdout), "AttachNetworkInterface eni-float -> standby (device 1)");

@@ -499,3 +499,19 @@ pub fn udp_peer_server(ns: &str, addr: SocketAddrV4) -> thread::JoinHandle<Optio
     rx.recv_timeout(Duration::from_secs(5)).expect("server bound");
     h
 }
+
+impl TestLab {
+    /// Like [`TestLab::up`], with environment variables for `vpclab up` (its forwarder inherits
+    /// them), e.g. `VPCLAB_FAIL_AFTER_STEPS`.
+    pub fn up_with_env(tag: &str, body: &str, env: &[(&str, &str)]) -> TestLab {
+        require_root();
+        let name = lab_name(tag);
+        let file = std::env::temp_dir().join(format!("{name}.toml"));
+        std::fs::write(&file, format!("name = \"{name}\"\n{body}")).unwrap();
+        let mut lab = TestLab { name, file, up_output: String::new() };
+        let out = Command::new(BIN).arg("up").arg(&lab.file).envs(env.iter().copied()).output().expect("vpclab runs");
+        lab.up_output = text(&out);
+        assert!(out.status.success(), "vpclab up failed:\n{}", lab.up_output);
+        lab
+    }
+}

@@ -363,6 +363,41 @@ pub(crate) fn place_eni(
     let ifname = format!("eth{}", attachment.device_index);
     let temp = tap_temp_name(&model.name, &eni.id);
     host.move_link(&temp, ns, &ifname).with_context(|| format!("moving {} into {ns} as {ifname}", eni.id))?;
+    configure_eni(model, idx, ns, nl)
+}
+
+/// Moves an ENI's interface straight from one instance to another (one netlink move instead of
+/// two through the host: a move costs the kernel milliseconds), leaving its rules behind in
+/// neither; it arrives down and bare, and [`configure_eni`] dresses it.
+pub(crate) fn transfer_eni(
+    old: &Model,
+    old_idx: EniIdx,
+    from_ns: &str,
+    from: &mut Netlink,
+    new: &Model,
+    new_idx: EniIdx,
+    to_ns: &str,
+) -> anyhow::Result<()> {
+    let eni = &old.enis[old_idx.index()];
+    let was = eni.attachment.expect("only attached ENIs are transferred");
+    let will = new.enis[new_idx.index()].attachment.expect("only to an attachment");
+    if was.device_index > 0 {
+        let table = ENI_TABLE_BASE + was.device_index;
+        for ip in eni.private_ips() {
+            from.del_rule(ip, table, table).with_context(|| format!("removing the rule of {ip} in {from_ns}"))?;
+        }
+    }
+    let (a, b) = (format!("eth{}", was.device_index), format!("eth{}", will.device_index));
+    from.move_link(&a, to_ns, &b).with_context(|| format!("moving {} from {from_ns} to {to_ns} as {b}", eni.id))?;
+    Ok(())
+}
+
+/// Configures an ENI's interface, already in its instance as `eth<device_index>`, the way EC2 and
+/// ec2-net-utils do (see [`place_eni`]).
+pub(crate) fn configure_eni(model: &Model, idx: EniIdx, ns: &str, nl: &mut Netlink) -> anyhow::Result<()> {
+    let eni = &model.enis[idx.index()];
+    let attachment = eni.attachment.expect("only attached ENIs are configured");
+    let ifname = format!("eth{}", attachment.device_index);
     let cfg = LinkConfig { mac: Some(eni.mac), mtu: Some(VPC_MTU), txqueuelen: Some(TAP_TXQUEUELEN), up: true };
     nl.set_link(&ifname, &cfg).with_context(|| format!("configuring {ifname} in {ns}"))?;
     let subnet = model.subnet_of(idx).cidr;

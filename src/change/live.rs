@@ -58,6 +58,7 @@ enum Undo {
     DeleteNamespace(String),
     Lift { model: Arc<Model>, eni: EniIdx, ns: String },
     Place { model: Arc<Model>, eni: EniIdx, ns: String },
+    Transfer { old: Arc<Model>, old_eni: EniIdx, old_ns: String, new: Arc<Model>, new_eni: EniIdx, new_ns: String },
     DelAddress { ns: String, prefix: u8, device: u32, ip: Ipv4Addr },
     AddAddress { ns: String, prefix: u8, device: u32, ip: Ipv4Addr },
     DelHost { ns: String, ip: Ipv4Addr },
@@ -233,19 +234,43 @@ impl LiveLab {
             at.is_some_and(|(i, _)| reboot.iter().any(|r| new.instances[r.index()].id == m.instances[i.index()].id))
         };
         let ns_of = |m: &Model, i: InstanceIdx| m.netns_name(i);
-        // ENIs leaving their place (moved, detached, deleted, stopped, rebooted) are lifted out.
+        // ENIs leaving their place (detached, deleted, stopped, rebooted) are lifted out to the
+        // host; ENIs moving to another running instance go straight there, once every slot they
+        // may take has been emptied.
+        let mut transfers = Vec::new();
         for (o, eni) in old.enis.iter().enumerate() {
             let o = EniIdx(o as u32);
             let Some((inst, dev)) = placement(&old, o) else { continue };
             let ns = ns_of(&old, inst);
-            let stays = new.eni_by_id(&eni.id).and_then(|n| placement(new, n)).map(|(i, d)| (ns_of(new, i), d));
-            if stays == Some((ns.clone(), dev)) && !rebooted(&old, Some((inst, dev))) {
+            let dest = new.eni_by_id(&eni.id).and_then(|n| placement(new, n).map(|(i, d)| (ns_of(new, i), d, n)));
+            let is_rebooted = rebooted(&old, Some((inst, dev)));
+            if dest.as_ref().is_some_and(|(n, d, _)| (n, *d) == (&ns, dev)) && !is_rebooted {
                 continue;
             }
+            match dest {
+                Some((to_ns, _, n)) if to_ns != ns && !is_rebooted => transfers.push((o, ns, n, to_ns)),
+                _ => {
+                    self.step(journal)?;
+                    let mut nl = Netlink::open_in(&ns)?;
+                    lab::lift_eni(&old, o, &ns, &mut nl, &self.host_ns)?;
+                    journal.undo.push(Undo::Place { model: Arc::clone(&old), eni: o, ns });
+                }
+            }
+        }
+        let mut transferred = Vec::new();
+        for (o, from_ns, n, to_ns) in transfers {
             self.step(journal)?;
-            let mut nl = Netlink::open_in(&ns)?;
-            lab::lift_eni(&old, o, &ns, &mut nl, &self.host_ns)?;
-            journal.undo.push(Undo::Place { model: Arc::clone(&old), eni: o, ns });
+            let mut nl = Netlink::open_in(&from_ns)?;
+            lab::transfer_eni(&old, o, &from_ns, &mut nl, new, n, &to_ns)?;
+            journal.undo.push(Undo::Transfer {
+                old: Arc::clone(&old),
+                old_eni: o,
+                old_ns: from_ns,
+                new: Arc::clone(new),
+                new_eni: n,
+                new_ns: to_ns,
+            });
+            transferred.push(n);
         }
         // ENIs that stay put get their address changes.
         for (n, eni) in new.enis.iter().enumerate() {
@@ -288,6 +313,11 @@ impl LiveLab {
             }
             self.step(journal)?;
             let mut nl = Netlink::open_in(&ns)?;
+            if transferred.contains(&n) {
+                // Already there, bare; the transfer's undo takes it back.
+                lab::configure_eni(new, n, &ns, &mut nl)?;
+                continue;
+            }
             lab::place_eni(new, n, &ns, &mut self.host, &mut nl)?;
             journal.undo.push(Undo::Lift { model: Arc::clone(new), eni: n, ns });
         }
@@ -375,6 +405,11 @@ impl LiveLab {
             Undo::Place { model, eni, ns } => {
                 let mut nl = Netlink::open_in(ns)?;
                 lab::place_eni(model, *eni, ns, &mut self.host, &mut nl)
+            }
+            Undo::Transfer { old, old_eni, old_ns, new, new_eni, new_ns } => {
+                let mut nl = Netlink::open_in(new_ns)?;
+                lab::transfer_eni(new, *new_eni, new_ns, &mut nl, old, *old_eni, old_ns)?;
+                lab::configure_eni(old, *old_eni, old_ns, &mut Netlink::open_in(old_ns)?)
             }
             Undo::DelAddress { ns, prefix, device, ip } => {
                 let mut nl = Netlink::open_in(ns)?;

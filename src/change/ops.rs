@@ -336,10 +336,20 @@ pub fn edit(model: &Model, op: &Operation) -> Result<Edit, AwsError> {
 /// parsed again, so a refused change is worded exactly as `vpclab check` would word the file.
 pub fn validated(model: &Model) -> Result<Model, AwsError> {
     let text = topology::export(model);
-    topology::parse(&text, "the changed lab").map_err(|e| {
+    let checked = topology::parse(&text, "the changed lab").map_err(|e| {
         let p = &e.problems[0];
         AwsError::invalid(format!("{}: {}", p.field, p.message))
-    })
+    })?;
+    // What the file cannot say would be lost without a word: refuse it instead.
+    if serde_json::to_value(model).ok() != serde_json::to_value(&checked).ok() {
+        return Err(AwsError::new(
+            "UnsupportedOperation",
+            "vpclab cannot express this change in a topology file: the VPCs' implicit objects (default \
+             security group `<vpc>/default`, default network ACL `<vpc>/default-acl`, implicit main route \
+             table `<vpc>/main`) keep AWS's defaults; declare your own and use it",
+        ));
+    }
+    Ok(checked)
 }
 
 fn eni(m: &Model, id: &str) -> Result<EniIdx, AwsError> {

@@ -158,6 +158,9 @@ fn rule_edits_name_duplicates_and_missing_rules() {
     assert_eq!(refusal(revoke).code, "InvalidPermission.NotFound");
     let nogroup = Operation::RevokeSecurityGroupIngress { group_id: "sg-nope".into(), rule: ssh() };
     assert_eq!(refusal(nogroup).code, "InvalidGroup.NotFound");
+    // The implicit default group's rules have no place in a file: refused, never silently lost.
+    let implicit = Operation::AuthorizeSecurityGroupIngress { group_id: "vpc-main/default".into(), rule: ssh() };
+    assert_eq!(refusal(implicit).code, "UnsupportedOperation");
 }
 
 #[test]

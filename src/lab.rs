@@ -141,6 +141,33 @@ pub fn lab_running(lab: &str) -> bool {
     !free
 }
 
+/// Whether the lab's recorded forwarder process still lives (a zombie or a vanished pid does not).
+pub fn forwarder_alive(lab: &str) -> bool {
+    let Some(rec) = read_record(lab) else { return false };
+    let Ok(stat) = fs::read_to_string(format!("/proc/{}/stat", rec.pid)) else { return false };
+    // After the parenthesised command name: state (field 3), ..., flags (field 9). A killed
+    // process closing its TAPs still runs, but the kernel has marked it PF_EXITING.
+    const PF_EXITING: u64 = 0x4;
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let exiting = fields.get(6).and_then(|f| f.parse::<u64>().ok()).is_some_and(|f| f & PF_EXITING != 0);
+    !matches!(fields.first(), Some(&"Z" | &"X") | None) && !exiting
+}
+
+/// A forwarder killed a moment ago still holds the lab's lock while the kernel closes its TAPs.
+/// Waits (at most `wait`) for the lock to be released when the recorded forwarder is no longer
+/// alive; true once it is free. A live forwarder answers false at once: a dead one is never
+/// mistaken for a live one, nor a live one for a dead one.
+pub fn wait_until_released(lab: &str, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    while lab_running(lab) {
+        if forwarder_alive(lab) || Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
 /// Labs that have a directory, with their record and whether they are running, by name.
 pub fn known_labs() -> Vec<(String, Option<LabRecord>, bool)> {
     let Ok(dir) = fs::read_dir(run_dir()) else { return Vec::new() };
@@ -550,7 +577,7 @@ struct Claim {
 impl Claim {
     fn take(model: &Model, topology: &str) -> anyhow::Result<Claim> {
         let lab = &model.name;
-        let Some(lock) = LabLock::acquire(lab, Duration::from_millis(200))? else {
+        let Some(lock) = LabLock::acquire(lab, Duration::from_secs(1))? else {
             bail!("lab `{lab}` is already running; `vpclab down {lab}` stops it");
         };
         let dir = lab_dir(lab);

@@ -120,6 +120,14 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Cmd::Daemon { .. } | Cmd::Up { foreground: true, .. }) {
+        // A command piped into `head` ends quietly when the pipe closes, as Unix tools do. Not
+        // the forwarder (`up --foreground` runs it here): a control client that goes away must
+        // not kill it.
+        // SAFETY: setting a signal's disposition to the default is async-signal-safe and done
+        // before any other thread exists.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
@@ -195,7 +203,7 @@ fn up(path: Option<PathBuf>, foreground: bool, name: Option<String>) -> anyhow::
         })?;
         return Ok(ExitCode::SUCCESS);
     }
-    if lab::lab_running(&model.name) {
+    if lab::lab_running(&model.name) && !lab::wait_until_released(&model.name, Duration::from_secs(5)) {
         bail!("lab `{}` is already running; `vpclab down {}` stops it", model.name, model.name);
     }
     std::fs::create_dir_all(lab::run_dir()).with_context(|| format!("creating {}", lab::run_dir().display()))?;

@@ -113,6 +113,24 @@ fn down_removes_everything_and_is_idempotent() {
 }
 
 #[test]
+fn up_right_after_the_forwarder_was_killed_replaces_it() {
+    // The killed forwarder holds the lab's lock while the kernel closes its TAPs: `up` must wait
+    // for a dying forwarder, not report it as running.
+    let lab = TestLab::up("k9", TWO_SUBNETS);
+    for _ in 0..2 {
+        let pid = lab.status()["pid"].as_u64().unwrap() as i32;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+        let again = vpclab(&["up", lab.file.to_str().unwrap()]);
+        assert!(again.status.success(), "{}", text(&again));
+        assert_ne!(lab.status()["pid"].as_u64().unwrap() as i32, pid);
+        assert!(lab.ping("a1", "10.0.2.10").status.success());
+    }
+    // A live forwarder is still refused.
+    let twice = vpclab(&["up", lab.file.to_str().unwrap()]);
+    assert!(!twice.status.success() && text(&twice).contains("already running"), "{}", text(&twice));
+}
+
+#[test]
 fn a_dead_forwarder_is_cleaned_up_by_down_or_replaced_by_up() {
     let lab = TestLab::up("dead", TWO_SUBNETS);
     let kill = |lab: &TestLab| {

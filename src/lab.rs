@@ -100,6 +100,7 @@ pub fn read_record(lab: &str) -> Option<LabRecord> {
 #[derive(Debug)]
 pub struct LabLock {
     _file: fs::File,
+    path: PathBuf,
 }
 
 impl LabLock {
@@ -115,10 +116,26 @@ impl LabLock {
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
         let deadline = Instant::now() + wait;
+        let mut file = file;
         loop {
             // SAFETY: flock on a descriptor we own; the result is checked.
             if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-                return Ok(Some(LabLock { _file: file }));
+                // The owner before us may have removed the file as it left: a lock on a removed
+                // file guards nothing, so take the file at the path again.
+                let same = match (file.metadata(), fs::metadata(&path)) {
+                    (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+                    _ => false,
+                };
+                if same {
+                    return Ok(Some(LabLock { _file: file, path }));
+                }
+                file = fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
+                    .with_context(|| format!("opening {}", path.display()))?;
+                continue;
             }
             let err = std::io::Error::last_os_error();
             if err.kind() != std::io::ErrorKind::WouldBlock {
@@ -129,6 +146,14 @@ impl LabLock {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+}
+
+impl LabLock {
+    /// Removes the lock file while still holding it (the lab is gone), so lock files do not pile
+    /// up; a waiter on the removed file notices and takes the file at the path anew.
+    pub fn remove(self) {
+        let _ = fs::remove_file(&self.path);
     }
 }
 
@@ -571,7 +596,7 @@ pub fn write_record(record: &LabRecord) -> anyhow::Result<()> {
 #[derive(Debug)]
 struct Claim {
     dir: PathBuf,
-    _lock: LabLock,
+    lock: Option<LabLock>,
 }
 
 impl Claim {
@@ -587,7 +612,7 @@ impl Claim {
             clean_up(lab)?;
         }
         fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let claim = Claim { dir, _lock: lock };
+        let claim = Claim { dir, lock: Some(lock) };
         let namespaces = planned_namespaces(model);
         if let Some(taken) = namespaces.iter().find(|ns| netns::netns_exists(ns)) {
             bail!("namespace `{taken}` already exists and is not this lab's: remove it or rename the lab");
@@ -601,6 +626,9 @@ impl Claim {
 impl Drop for Claim {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.dir);
+        if let Some(lock) = self.lock.take() {
+            lock.remove();
+        }
     }
 }
 

@@ -307,6 +307,12 @@ fn print_lab(model: &Model, pid: u32) {
 fn down(named: Option<&str>) -> anyhow::Result<ExitCode> {
     need_root()?;
     let lab = lab::resolve_lab(named, true)?;
+    let known = lab::lab_running(&lab) || lab::lab_dir(&lab).exists() || !lab::lab_namespaces(&lab).is_empty();
+    if !known {
+        // Idempotent, and leaves nothing behind (not even a lock file).
+        println!("no such lab `{lab}`: nothing to remove");
+        return Ok(ExitCode::SUCCESS);
+    }
     let was_running = lab::lab_running(&lab);
     if was_running {
         // Ask nicely: the forwarder tears its lab down itself. Then SIGTERM, then SIGKILL.
@@ -325,17 +331,13 @@ fn down(named: Option<&str>) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    let Some(_lock) = lab::LabLock::acquire(&lab, Duration::from_secs(2))? else {
+    let Some(lock) = lab::LabLock::acquire(&lab, Duration::from_secs(2))? else {
         bail!("lab `{lab}` is still owned by another process; nothing was removed");
     };
-    let had_anything = was_running || lab::lab_dir(&lab).exists() || !lab::lab_namespaces(&lab).is_empty();
     lab::clean_up(&lab)?;
     let _ = std::fs::remove_file(lab::log_path(&lab));
-    if had_anything {
-        println!("lab `{lab}` is down");
-    } else {
-        println!("lab `{lab}` is not running; nothing to remove");
-    }
+    lock.remove();
+    println!("lab `{lab}` is down");
     Ok(ExitCode::SUCCESS)
 }
 

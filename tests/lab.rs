@@ -110,6 +110,12 @@ fn down_removes_everything_and_is_idempotent() {
     assert!(eventually(5, || sleeper.try_wait().unwrap().is_some()), "a process in the lab survived down");
     let again = vpclab(&["down", &lab.name]);
     assert!(again.status.success(), "second down: {}", text(&again));
+    assert!(text(&again).contains("no such lab"), "{}", text(&again));
+    assert!(!std::path::Path::new(&format!("/run/vpclab/{}.lock", lab.name)).exists(), "lock files must not pile up");
+    let never = format!("{}never", lab.name);
+    let out = vpclab(&["down", &never]);
+    assert!(out.status.success() && text(&out).contains("no such lab"), "{}", text(&out));
+    assert!(!std::path::Path::new(&format!("/run/vpclab/{never}.lock")).exists());
 }
 
 #[test]

@@ -386,7 +386,7 @@ impl Drop for Lab {
         // Close the TAPs first so the devices go at once, then the namespaces.
         self.taps.clear();
         if let Err(e) = teardown(&self.namespaces) {
-            eprintln!("vpclab: teardown: {e:#}");
+            crate::log!("teardown: {e:#}");
         }
     }
 }
@@ -665,22 +665,35 @@ pub fn run_forwarder(model: Model, topology: &str, on_ready: impl FnOnce(&Model)
 
     let on_signal = handle.clone();
     std::thread::spawn(move || {
-        if signals.forever().next().is_some() {
+        if let Some(sig) = signals.forever().next() {
+            let name = nix::sys::signal::Signal::try_from(sig).map_or("a signal", |s| s.as_str());
+            crate::log!("{name} received: stopping the forwarder and taking the lab down");
             let _ = on_signal.send(Command::Shutdown);
         }
     });
     let server_live = Arc::clone(&live);
     std::thread::spawn(move || control::serve(listener, server_live));
 
+    crate::log!(
+        "lab `{}` is up from {topology}: {} instance(s), {} ENI(s); forwarder pid {}",
+        ready_model.name,
+        ready_model.instances.len(),
+        ready_model.enis.len(),
+        std::process::id()
+    );
     on_ready(&ready_model);
     let result = dataplane.run();
     drop(dataplane);
     // A change in progress finishes first; then the namespaces the lab holds now go.
     let namespaces = live.lock().unwrap_or_else(|p| p.into_inner()).take_namespaces();
     if let Err(e) = teardown(&namespaces) {
-        eprintln!("vpclab: teardown: {e:#}");
+        crate::log!("teardown: {e:#}");
     }
     drop(claim);
+    match &result {
+        Ok(()) => crate::log!("lab `{}` is down: forwarder stopped, namespaces removed", ready_model.name),
+        Err(e) => crate::log!("lab `{}` is down after the forwarding loop failed: {e}", ready_model.name),
+    }
     result.context("the forwarding loop failed")
 }
 

@@ -3,6 +3,15 @@
 //! the module map; dependencies point down it: `lab` -> `control`, `dataplane`, `netns`;
 //! `dataplane` -> `pipeline` -> `packet`, `model`.
 
+/// One line to the forwarder's log (its standard error, `<run dir>/<lab>.log`), stamped with the
+/// wall-clock time to the millisecond.
+#[macro_export]
+macro_rules! log {
+    ($($arg:tt)*) => {
+        eprintln!("{} {}", humantime::format_rfc3339_millis(std::time::SystemTime::now()), format_args!($($arg)*))
+    };
+}
+
 pub mod change;
 pub mod conntrack;
 pub mod control;

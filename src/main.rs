@@ -263,7 +263,7 @@ fn daemon(path: Option<PathBuf>, name: Option<String>) -> anyhow::Result<ExitCod
     if let Err(e) = &result {
         let msg = format!("{e:#}").replace('\n', " ");
         let _ = writeln!(std::io::stdout(), "error: {msg}");
-        eprintln!("vpclab daemon: {msg}");
+        vpclab::log!("the forwarder failed: {msg}");
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)

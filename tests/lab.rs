@@ -383,3 +383,21 @@ source_dest_check = false
     assert!(!lab.exec("a1", &["ping", "-c", "1", "-W", "1", "10.0.9.1"]).status.success());
     assert!(lab.drops("eni-a1", "blackhole") >= 1, "{}", lab.eni("eni-a1"));
 }
+
+#[test]
+fn the_log_tells_start_changes_and_a_stop_by_signal() {
+    let lab = TestLab::up("log", TWO_SUBNETS);
+    let out = vpclab(&["stop-instances", "--lab", &lab.name, "--instance-ids", "b1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let pid = lab.status()["pid"].as_u64().unwrap() as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let log = std::path::PathBuf::from(format!("/run/vpclab/{}.log", lab.name));
+    assert!(eventually(10, || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("is down"))));
+    let text = std::fs::read_to_string(&log).unwrap();
+    for needle in ["is up from", "applied: StopInstances b1", "SIGTERM received", "namespaces removed"] {
+        assert!(text.contains(needle), "`{needle}` missing from the log:\n{text}");
+    }
+    assert!(text.lines().all(|l| l.starts_with("20") && l.as_bytes().get(23) == Some(&b'Z')), "timestamps:\n{text}");
+    assert!(namespaces_of(&lab.name).is_empty(), "SIGTERM takes the lab down");
+    let _ = std::fs::remove_file(&log);
+}

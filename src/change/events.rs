@@ -67,7 +67,7 @@ pub fn append(lab: &str, events: &[Event]) {
     let written =
         fs::OpenOptions::new().create(true).append(true).open(&p).and_then(|mut f| f.write_all(text.as_bytes()));
     if let Err(e) = written {
-        eprintln!("vpclab: cannot append to {}: {e}", p.display());
+        crate::log!("cannot append to {}: {e}", p.display());
     }
 }
 

@@ -118,6 +118,10 @@ impl LiveLab {
         let result = self.change_inner(change, dry_run);
         match &result {
             Ok(o) if o.applied => {
+                for step in &o.plan {
+                    crate::log!("applied: {step}");
+                }
+                crate::log!("generation {} in {} ms (forwarder paused {} us)", o.generation, o.millis, o.swap_micros);
                 let mut ev: Vec<Event> = o.plan.iter().map(|s| Event::now("applied", s.clone())).collect();
                 ev.push(Event::now(
                     "applied",
@@ -128,6 +132,7 @@ impl LiveLab {
             Ok(_) => {}
             Err(e) if !dry_run => {
                 let kind = if e.code == "InternalError" { "failed" } else { "refused" };
+                crate::log!("{kind}: {}: {e}", describe(change));
                 events::append(&name, &[Event::now(kind, format!("{}: {e}", describe(change)))]);
             }
             Err(_) => {}
@@ -366,7 +371,7 @@ impl LiveLab {
             match new.instance_by_id(&inst.id) {
                 None => {
                     if let Err(e) = lab::teardown(std::slice::from_ref(&ns)) {
-                        eprintln!("vpclab: removing {ns}: {e:#}");
+                        crate::log!("removing {ns}: {e:#}");
                     }
                     self.lab.namespaces.retain(|n| *n != ns);
                 }
@@ -433,11 +438,11 @@ impl LiveLab {
             topology: self.topology.clone(),
         };
         if let Err(e) = lab::write_record(&record) {
-            eprintln!("vpclab: writing the lab record: {e:#}");
+            crate::log!("writing the lab record: {e:#}");
         }
         let running = lab::lab_dir(&self.model.name).join("running.toml");
         if let Err(e) = fs::write(&running, self.export()) {
-            eprintln!("vpclab: writing {}: {e}", running.display());
+            crate::log!("writing {}: {e}", running.display());
         }
     }
 }

@@ -348,10 +348,13 @@ fn answer(live: &mut LiveLab, req: Request) -> Response {
             Err(e) => Response::Refused(e),
         },
         Request::Export => Response::Exported { text: live.export() },
-        Request::Shutdown => match handle.send(Command::Shutdown) {
-            Ok(()) => Response::Ok,
-            Err(e) => Response::Error { message: e.to_string() },
-        },
+        Request::Shutdown => {
+            crate::log!("shutdown requested on the control socket (vpclab down)");
+            match handle.send(Command::Shutdown) {
+                Ok(()) => Response::Ok,
+                Err(e) => Response::Error { message: e.to_string() },
+            }
+        }
     }
 }
 

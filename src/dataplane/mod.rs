@@ -339,7 +339,7 @@ impl Dataplane {
             };
             if let Err(e) = registered {
                 // Frames can still be written to it; say why none are read.
-                eprintln!("vpclab: TAP of port {} ({}) cannot be polled: {e}", new_ids[i], tap.name());
+                crate::log!("TAP of port {} ({}) cannot be polled: {e}", new_ids[i], tap.name());
             }
             self.taps.push(Some(tap));
         }
@@ -374,7 +374,7 @@ impl Dataplane {
                     // rather than spin on it, and say so in the forwarder's log.
                     Some(libc::EBADFD | libc::EIO | libc::ENXIO | libc::ENODEV) => {
                         if let Some(tap) = self.taps[port].take() {
-                            eprintln!("vpclab: TAP of ENI #{port} ({}) is gone: {e}; no longer polled", tap.name());
+                            crate::log!("TAP of ENI #{port} ({}) is gone: {e}; no longer polled", tap.name());
                             let fd = std::os::fd::AsRawFd::as_raw_fd(&tap);
                             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
                         }

@@ -401,3 +401,45 @@ fn the_log_tells_start_changes_and_a_stop_by_signal() {
     assert!(namespaces_of(&lab.name).is_empty(), "SIGTERM takes the lab down");
     let _ = std::fs::remove_file(&log);
 }
+
+#[test]
+fn the_control_socket_bounds_connections_and_request_size() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
+    let lab = TestLab::up("ctl", TWO_SUBNETS);
+    let pid = lab.status()["pid"].as_u64().unwrap();
+    let sock = format!("/run/vpclab/{}/control.sock", lab.name);
+    let threads = || {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        s.lines().find_map(|l| l.strip_prefix("Threads:")).unwrap().trim().parse::<usize>().unwrap()
+    };
+    let before = threads();
+    let idle: Vec<UnixStream> = (0..300).map(|_| UnixStream::connect(&sock).unwrap()).collect();
+    // Whatever waits beyond the bound is answered `busy` at once, without a thread.
+    let mut busy = 0;
+    for c in &idle[200..] {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut line = String::new();
+        let _ = BufReader::new(c).read_line(&mut line);
+        busy += usize::from(line.contains("busy"));
+    }
+    assert!(busy >= 100, "only {busy} of the last 100 idle connections were turned away");
+    assert!(threads() <= before + vpclab::control::MAX_CONNECTIONS, "{} threads", threads());
+    drop(idle);
+    assert!(eventually(10, || lab.status()["enis"].is_array()), "status works again once the idle clients go");
+    // A line longer than the bound, and bytes that are not UTF-8, are answered with an error.
+    let mut c = UnixStream::connect(&sock).unwrap();
+    let long = vec![b'x'; vpclab::control::MAX_REQUEST as usize + 10];
+    let _ = c.write_all(&long);
+    let mut line = String::new();
+    BufReader::new(&c).read_line(&mut line).unwrap();
+    assert!(line.contains("longer than"), "{line}");
+    let mut c = UnixStream::connect(&sock).unwrap();
+    c.write_all(b"{\"cmd\":\"stat\xffus\"}\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(&c).read_line(&mut line).unwrap();
+    assert!(line.contains("not UTF-8"), "{line}");
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = rss.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches(" kB").trim().parse().unwrap();
+    assert!(kb < 200 * 1024, "the forwarder grew to {kb} kB");
+}

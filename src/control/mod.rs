@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::Ipv4Addr;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,7 +22,13 @@ use crate::pipeline::{ConnectionView, DropReason, EniCounters, Verdict};
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The largest request line accepted (a topology file sent by `apply` fits many times over).
-const MAX_REQUEST: u64 = 4 << 20;
+pub const MAX_REQUEST: u64 = 4 << 20;
+
+/// How long the server waits for a request line.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Requests served at once; more are answered `busy` without a thread.
+pub const MAX_CONNECTIONS: usize = 64;
 
 /// A request to the daemon.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -279,31 +286,57 @@ fn drops_of(c: &EniCounters) -> BTreeMap<String, u64> {
 /// whole length, so a status or trace never mixes a model with another generation's counters and
 /// changes are applied one at a time; the packet path never sees this lock.
 pub fn serve(listener: UnixListener, live: Arc<Mutex<LiveLab>>) {
+    let active = Arc::new(AtomicUsize::new(0));
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
-        let live = Arc::clone(&live);
-        std::thread::spawn(move || serve_one(conn, &live));
+        if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+            active.fetch_sub(1, Ordering::SeqCst);
+            // Answered here, at once, so a flood of idle clients costs no thread.
+            let _ = conn.set_write_timeout(Some(Duration::from_millis(100)));
+            reply(&conn, &Response::Error { message: format!("busy: {MAX_CONNECTIONS} requests in progress") });
+            continue;
+        }
+        let (live, active) = (Arc::clone(&live), Arc::clone(&active));
+        std::thread::spawn(move || {
+            serve_one(conn, &live);
+            active.fetch_sub(1, Ordering::SeqCst);
+        });
     }
 }
 
-/// Answers one connection.
+/// Answers one connection: one request line, at most [`MAX_REQUEST`] bytes of UTF-8.
 fn serve_one(conn: UnixStream, live: &Mutex<LiveLab>) {
-    let _ = conn.set_read_timeout(Some(CLIENT_TIMEOUT));
-    let mut line = String::new();
+    // A client sends its one line at once; an idle one gives its place up soon.
+    let _ = conn.set_read_timeout(Some(REQUEST_TIMEOUT));
+    let _ = conn.set_write_timeout(Some(CLIENT_TIMEOUT));
+    let mut line = Vec::new();
     // Bounded: a topology file given to `apply` is the largest request.
-    if BufReader::new((&conn).take(MAX_REQUEST)).read_line(&mut line).is_err() {
+    if BufReader::new((&conn).take(MAX_REQUEST)).read_until(b'\n', &mut line).is_err() {
         return;
     }
-    let response = match serde_json::from_str::<Request>(&line) {
-        Err(e) => Response::Error { message: format!("bad request: {e}") },
+    let response = match parse_request(&line) {
+        Err(message) => Response::Error { message },
         Ok(req) => {
             let mut live = live.lock().unwrap_or_else(|p| p.into_inner());
             answer(&mut live, req)
         }
     };
-    let mut out = serde_json::to_string(&response).expect("responses always serialize");
+    reply(&conn, &response);
+}
+
+/// One request line as the client sent it; why it is not a request otherwise.
+pub fn parse_request(line: &[u8]) -> Result<Request, String> {
+    if line.last() != Some(&b'\n') && line.len() as u64 >= MAX_REQUEST {
+        return Err(format!("bad request: longer than {MAX_REQUEST} bytes"));
+    }
+    let text = std::str::from_utf8(line).map_err(|e| format!("bad request: not UTF-8 ({e})"))?;
+    serde_json::from_str::<Request>(text).map_err(|e| format!("bad request: {e}"))
+}
+
+fn reply(conn: &UnixStream, response: &Response) {
+    let mut out = serde_json::to_string(response).expect("responses always serialize");
     out.push('\n');
-    let _ = (&conn).write_all(out.as_bytes());
+    let _ = (&*conn).write_all(out.as_bytes());
 }
 
 fn answer(live: &mut LiveLab, req: Request) -> Response {
@@ -450,5 +483,14 @@ mod tests {
         assert_eq!(serde_json::from_str::<Request>(r#"{"cmd":"shutdown"}"#).unwrap(), Request::Shutdown);
         assert_eq!(serde_json::to_string(&Response::Ok).unwrap(), r#"{"result":"ok"}"#);
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"reboot"}"#).is_err());
+    }
+
+    #[test]
+    fn requests_must_be_bounded_utf8_json() {
+        assert_eq!(parse_request(b"{\"cmd\":\"status\"}\n"), Ok(Request::Status));
+        assert!(parse_request(b"{\"cmd\":\"st\xffatus\"}\n").unwrap_err().contains("not UTF-8"));
+        let long = vec![b' '; MAX_REQUEST as usize];
+        assert!(parse_request(&long).unwrap_err().contains("longer than"));
+        assert!(parse_request(b"[1,2\n").unwrap_err().starts_with("bad request"));
     }
 }

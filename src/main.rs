@@ -383,9 +383,20 @@ fn status(named: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// One request to a lab's forwarder, which must be alive: a dead one is named as such.
+fn request(lab: &str, req: &Request) -> anyhow::Result<Response> {
+    if !lab::lab_running(lab) {
+        if lab::lab_dir(lab).exists() || !lab::lab_namespaces(lab).is_empty() {
+            bail!("lab `{lab}`: forwarder dead (`vpclab up` brings the lab back, `vpclab down {lab}` removes it)");
+        }
+        bail!("no such lab `{lab}`");
+    }
+    control::request(&lab::socket_path(lab), req)
+}
+
 /// One request to a lab's forwarder; an error answer becomes an error.
 fn ask(lab: &str, req: &Request) -> anyhow::Result<Response> {
-    match control::request(&lab::socket_path(lab), req)? {
+    match request(lab, req)? {
         Response::Error { message } => bail!("the forwarder of `{lab}` refused: {message}"),
         other => Ok(other),
     }

@@ -147,6 +147,10 @@ fn a_dead_forwarder_is_cleaned_up_by_down_or_replaced_by_up() {
     };
     // `up` over the remains of a dead forwarder replaces them.
     kill(&lab);
+    for cmd in [vec!["status", lab.name.as_str()], vec!["conntrack", "--lab", &lab.name]] {
+        let out = vpclab(&cmd);
+        assert!(!out.status.success() && text(&out).contains("forwarder dead"), "{cmd:?}: {}", text(&out));
+    }
     let again = vpclab(&["up", lab.file.to_str().unwrap()]);
     assert!(again.status.success(), "{}", text(&again));
     assert!(lab.ping("a1", "10.0.2.10").status.success());
@@ -440,6 +444,14 @@ fn the_control_socket_bounds_connections_and_request_size() {
     BufReader::new(&c).read_line(&mut line).unwrap();
     assert!(line.contains("not UTF-8"), "{line}");
     let rss = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = rss.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches(" kB").trim().parse().unwrap();
+    let kb: u64 = rss
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .unwrap();
     assert!(kb < 200 * 1024, "the forwarder grew to {kb} kB");
 }

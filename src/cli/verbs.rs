@@ -12,7 +12,7 @@ use clap::{Args, Subcommand};
 
 use vpclab::change::ops::{AclEntrySpec, RuleSpec};
 use vpclab::change::{events, live::op_name, Change, Operation, Outcome};
-use vpclab::control::{self, Request, Response};
+use vpclab::control::{Request, Response};
 use vpclab::lab;
 
 /// `--lab`, optional with one lab running.
@@ -458,7 +458,7 @@ pub fn run(verb: Verb) -> anyhow::Result<ExitCode> {
 
 /// Sends a change and prints its plan, or AWS CLI's error line (exit 254, as the AWS CLI does).
 fn report(lab: &str, action: &str, req: &Request, dry_run: bool) -> anyhow::Result<ExitCode> {
-    match control::request(&lab::socket_path(lab), req)? {
+    match super::request(lab, req)? {
         Response::Changed(o) => {
             print_outcome(&o, dry_run);
             Ok(ExitCode::SUCCESS)
@@ -496,7 +496,7 @@ fn apply(file: &PathBuf, dry_run: bool, named: Option<&str>) -> anyhow::Result<E
 
 fn export(named: Option<&str>) -> anyhow::Result<ExitCode> {
     let lab = lab::resolve_lab(named, false)?;
-    match control::request(&lab::socket_path(&lab), &Request::Export)? {
+    match super::request(&lab, &Request::Export)? {
         Response::Exported { text } => {
             print!("{text}");
             Ok(ExitCode::SUCCESS)

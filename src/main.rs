@@ -429,6 +429,9 @@ fn trace(
     if matches!(protocol, 6 | 17) && dport.is_none() {
         bail!("--dport is needed for tcp and udp");
     }
+    if !matches!(protocol, 6 | 17) && dport.is_some() {
+        bail!("--dport applies to tcp and udp only (an ICMP echo has no ports; --sport sets its id)");
+    }
     let src_port = sport.unwrap_or(if protocol == 1 { 1 } else { 49152 });
     let req = Request::Trace { from, to, protocol, src_port, dst_port: dport.unwrap_or(0) };
     let Response::Trace(t) = ask(&lab, &req)? else { bail!("the forwarder of `{lab}` answered without a trace") };

@@ -455,3 +455,10 @@ fn the_control_socket_bounds_connections_and_request_size() {
         .unwrap();
     assert!(kb < 200 * 1024, "the forwarder grew to {kb} kB");
 }
+
+#[test]
+fn trace_refuses_a_port_for_icmp() {
+    let out =
+        vpclab(&["trace", "--lab", "nolab", "--from", "web", "--to", "10.0.2.10", "--proto", "icmp", "--dport", "22"]);
+    assert!(!out.status.success() && text(&out).contains("--dport applies to tcp and udp only"), "{}", text(&out));
+}

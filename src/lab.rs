@@ -38,9 +38,6 @@ use crate::pipeline::Pipeline;
 /// otherwise (tests use that to see only their own labs).
 pub const RUN_DIR: &str = "/run/vpclab";
 
-/// MTU inside the VPC, as on AWS.
-pub const VPC_MTU: u32 = 9001;
-
 /// Queue length of each TAP towards the forwarder, raised so a burst is not dropped in the kernel.
 const TAP_TXQUEUELEN: u32 = 10_000;
 
@@ -450,7 +447,12 @@ pub(crate) fn configure_eni(model: &Model, idx: EniIdx, ns: &str, nl: &mut Netli
     let eni = &model.enis[idx.index()];
     let attachment = eni.attachment.expect("only attached ENIs are configured");
     let ifname = format!("eth{}", attachment.device_index);
-    let cfg = LinkConfig { mac: Some(eni.mac), mtu: Some(VPC_MTU), txqueuelen: Some(TAP_TXQUEUELEN), up: true };
+    let cfg = LinkConfig {
+        mac: Some(eni.mac),
+        mtu: Some(u32::from(crate::pipeline::VPC_MTU)),
+        txqueuelen: Some(TAP_TXQUEUELEN),
+        up: true,
+    };
     nl.set_link(&ifname, &cfg).with_context(|| format!("configuring {ifname} in {ns}"))?;
     let subnet = model.subnet_of(idx).cidr;
     for ip in eni.private_ips() {

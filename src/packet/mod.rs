@@ -186,7 +186,7 @@ pub fn parse(frame: &[u8]) -> Result<PacketMeta, Malformed> {
             let l4 = if ip.fragments_offset().value() != 0 {
                 L4Meta::default() // only the first fragment carries the transport header
             } else {
-                parse_l4(protocol, &payload[header_len..total_len])?
+                parse_l4(protocol, &payload[header_len..total_len], fragment)?
             };
             L3Meta::Ipv4(Ipv4Meta {
                 src: ip.source_addr(),
@@ -204,7 +204,7 @@ pub fn parse(frame: &[u8]) -> Result<PacketMeta, Malformed> {
     Ok(PacketMeta { dst_mac: Mac(eth.destination()), src_mac: Mac(eth.source()), l3 })
 }
 
-fn parse_l4(protocol: u8, l4: &[u8]) -> Result<L4Meta, Malformed> {
+fn parse_l4(protocol: u8, l4: &[u8], fragment: bool) -> Result<L4Meta, Malformed> {
     Ok(match protocol {
         PROTO_TCP => {
             let tcp = TcpHeaderSlice::from_slice(l4).map_err(|_| Malformed::Transport)?;
@@ -217,6 +217,12 @@ fn parse_l4(protocol: u8, l4: &[u8]) -> Result<L4Meta, Malformed> {
         }
         PROTO_UDP => {
             let udp = UdpHeaderSlice::from_slice(l4).map_err(|_| Malformed::Transport)?;
+            // RFC 768: the length counts the 8-byte header; a first fragment holds only part of
+            // the datagram, so only a whole one must hold all it claims.
+            let len = usize::from(udp.length());
+            if len < 8 || (!fragment && len > l4.len()) {
+                return Err(Malformed::Transport);
+            }
             L4Meta { src_port: udp.source_port(), dst_port: udp.destination_port(), ..L4Meta::default() }
         }
         PROTO_ICMP => {

@@ -18,6 +18,11 @@
 //! that fast path, skipping route lookup, ACLs and rules, while the entry's generation is the
 //! pipeline's. The TTL is never touched: the VPC router is not a hop.
 //!
+//! What the VPC would not carry is judged at the edge: a packet larger than the VPC's MTU (9001,
+//! [`VPC_MTU`]) is dropped as `mtu_exceeded`; headers that are odd but valid (IP options, fragments
+//! at any offset) pass; headers that contradict themselves (lengths, a UDP length under 8) are
+//! `malformed`.
+//!
 //! Live changes. A pipeline is never edited: a changed lab is compiled into a new one
 //! ([`Pipeline::new`], off the packet path), which takes over the old one's live state
 //! ([`Pipeline::take_state_from`]) by object id, not index: each ENI's connection table, each NAT
@@ -52,6 +57,9 @@ use crate::packet::{
 };
 use crate::policy::route_table::{self, CompiledRoutes};
 use crate::policy::{network_acl, security_group::SecurityGroups, Direction, Flow};
+
+/// The MTU inside a VPC, as on AWS.
+pub const VPC_MTU: u16 = 9001;
 
 /// The pipeline's stages, in packet-walk order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -570,6 +578,7 @@ impl Pipeline {
                 return Err(Verdict::Drop(DropReason::UnsupportedEthertype));
             }
         };
+        within_vpc_mtu(&ip, frame, off, obs)?;
         let info = packet_info(&ip);
         if commit {
             if let Some(v) = self.fast_path(now, from, &info, frame) {
@@ -766,18 +775,7 @@ impl Pipeline {
         off: Offload,
         obs: &mut O,
     ) -> Step<()> {
-        let wire = match off.gso_size {
-            // Each segment carries the IP and transport headers and up to gso_size bytes.
-            Some(gso) => {
-                let l4 = ETH_HEADER_LEN + usize::from(ip.header_len);
-                let l4_header = match ip.protocol {
-                    PROTO_TCP => frame.get(l4 + 12).map_or(20, |b| u16::from(b >> 4) * 4),
-                    _ => 8,
-                };
-                (u16::from(ip.header_len) + l4_header).saturating_add(gso)
-            }
-            None => ip.total_len,
-        };
+        let wire = wire_size(ip, frame, off);
         if wire <= INTERNET_MTU {
             return Ok(());
         }
@@ -965,6 +963,7 @@ impl Pipeline {
             L3Meta::Ipv4(ip) => ip,
             L3Meta::Other(_) => return Err(Verdict::Drop(DropReason::UnsupportedEthertype)),
         };
+        within_vpc_mtu(&ip, frame, off, obs)?;
         let quoted = packet::icmp_quoted(frame, &ip);
         if let Some((eni, private)) = self.igw.private_of(ip.dst) {
             let vpc = self.ports[eni.index()].vpc;
@@ -1413,6 +1412,33 @@ fn probe(dst_mac: Mac, src_mac: Mac, src: Ipv4Addr, to: Ipv4Addr, protocol: u8, 
         PROTO_ICMP => build::icmp_echo(dst_mac, src_mac, src, to, sport),
         other => build::ip_proto(dst_mac, src_mac, src, to, other),
     }
+}
+
+/// The size of the IPv4 packets `frame` is on the wire: itself, or for a TSO superframe each
+/// segment it becomes (the IP and transport headers and up to gso_size bytes).
+fn wire_size(ip: &Ipv4Meta, frame: &[u8], off: Offload) -> u16 {
+    match off.gso_size {
+        Some(gso) => {
+            let l4 = ETH_HEADER_LEN + usize::from(ip.header_len);
+            let l4_header = match ip.protocol {
+                PROTO_TCP => frame.get(l4 + 12).map_or(20, |b| u16::from(b >> 4) * 4),
+                _ => 8,
+            };
+            (u16::from(ip.header_len) + l4_header).saturating_add(gso)
+        }
+        None => ip.total_len,
+    }
+}
+
+/// The VPC carries packets of at most its MTU: larger ones (an instance that raised its MTU) are
+/// dropped and counted, as AWS drops them; vpclab does not fragment.
+fn within_vpc_mtu<O: Observer>(ip: &Ipv4Meta, frame: &[u8], off: Offload, obs: &mut O) -> Step<()> {
+    let wire = wire_size(ip, frame, off);
+    if wire <= VPC_MTU {
+        return Ok(());
+    }
+    obs.record(Stage::Parse, format_args!("drop: {wire} bytes exceed the VPC's MTU of {VPC_MTU}"));
+    Err(Verdict::Drop(DropReason::MtuExceeded))
 }
 
 /// What rules and conntrack look at in an IPv4 packet.

@@ -151,6 +151,47 @@ fn arp_replies_from_instances_are_not_forwarded() {
     assert_eq!(lab.run("eni-one", &mut f), Verdict::Drop(DropReason::ArpNotRequest));
 }
 
+/// Sets the IPv4 header checksum of an Ethernet frame after an edit.
+fn fix_ip_checksum(f: &mut [u8]) {
+    let ihl = usize::from(f[ETH_HEADER_LEN] & 0x0f) * 4;
+    f[ETH_HEADER_LEN + 10..ETH_HEADER_LEN + 12].fill(0);
+    let sum = crate::packet::rewrite::checksum(&f[ETH_HEADER_LEN..ETH_HEADER_LEN + ihl]);
+    f[ETH_HEADER_LEN + 10..ETH_HEADER_LEN + 12].copy_from_slice(&sum.to_be_bytes());
+}
+
+#[test]
+fn what_the_vpc_would_not_carry_is_judged_at_the_edge() {
+    let mut lab = Lab::new();
+    let two = lab.mac("eni-two");
+    // Larger than the VPC's MTU (an instance that raised its own): dropped and counted.
+    let mut big = build::udp(two, lab.mac("eni-one"), [10, 0, 1, 10].into(), [10, 0, 1, 20].into(), 1, 2, &[0; 9000]);
+    assert_eq!(lab.run("eni-one", &mut big), Verdict::Drop(DropReason::MtuExceeded));
+    let mut fits = build::udp(two, lab.mac("eni-one"), [10, 0, 1, 10].into(), [10, 0, 1, 20].into(), 1, 2, &[0; 8900]);
+    assert_eq!(lab.run("eni-one", &mut fits), Verdict::Forward(lab.eni("eni-two")));
+    // A UDP length under its own header is malformed.
+    let mut short = lab.udp("eni-one", two, [10, 0, 1, 10], [10, 0, 1, 20]);
+    let udp = ETH_HEADER_LEN + 20;
+    short[udp + 4..udp + 6].copy_from_slice(&4u16.to_be_bytes());
+    assert_eq!(lab.run("eni-one", &mut short), Verdict::Drop(DropReason::Malformed));
+    // IP options of any bytes are odd but valid: forwarded, untouched.
+    let plain = lab.udp("eni-one", two, [10, 0, 1, 10], [10, 0, 1, 20]);
+    let mut opts = plain[..ETH_HEADER_LEN + 20].to_vec();
+    opts.extend_from_slice(&[0x07, 0xa5, 0x5a, 0xff]);
+    opts.extend_from_slice(&plain[ETH_HEADER_LEN + 20..]);
+    opts[ETH_HEADER_LEN] = 0x46;
+    let total = (opts.len() - ETH_HEADER_LEN) as u16;
+    opts[ETH_HEADER_LEN + 2..ETH_HEADER_LEN + 4].copy_from_slice(&total.to_be_bytes());
+    fix_ip_checksum(&mut opts);
+    let before = opts.clone();
+    assert_eq!(lab.run("eni-one", &mut opts), Verdict::Forward(lab.eni("eni-two")));
+    assert_eq!(opts, before);
+    // A fragment at an arbitrary offset carries no transport header: judged by addresses, passed.
+    let mut frag = lab.udp("eni-one", two, [10, 0, 1, 10], [10, 0, 1, 20]);
+    frag[ETH_HEADER_LEN + 6..ETH_HEADER_LEN + 8].copy_from_slice(&0x0123u16.to_be_bytes());
+    fix_ip_checksum(&mut frag);
+    assert_eq!(lab.run("eni-one", &mut frag), Verdict::Forward(lab.eni("eni-two")));
+}
+
 #[test]
 fn same_subnet_goes_at_layer_2_unchanged() {
     let mut lab = Lab::new();

@@ -548,6 +548,14 @@ fn exec(named: Option<&str>, instance: &str, command: &[String]) -> anyhow::Resu
         }
     }
     netns::enter_netns(&ns)?;
+    // EC2's private DNS name of the instance's primary address is its hostname.
+    let hostname = model
+        .as_ref()
+        .and_then(|m| {
+            m.instance_by_id(instance).and_then(|i| m.enis_of(i).first().map(|e| m.enis[e.index()].private_ip))
+        })
+        .map_or_else(|| instance.to_string(), |ip| format!("ip-{}", ip.to_string().replace('.', "-")));
+    netns::isolate_as_instance(&hostname)?;
     let err = std::process::Command::new(&command[0]).args(&command[1..]).exec();
     bail!("cannot run `{}` in {ns}: {err}", command[0])
 }

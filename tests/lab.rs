@@ -462,3 +462,20 @@ fn trace_refuses_a_port_for_icmp() {
         vpclab(&["trace", "--lab", "nolab", "--from", "web", "--to", "10.0.2.10", "--proto", "icmp", "--dport", "22"]);
     assert!(!out.status.success() && text(&out).contains("--dport applies to tcp and udp only"), "{}", text(&out));
 }
+
+#[test]
+fn exec_runs_with_the_instances_own_sys_and_ec2_hostname() {
+    let lab = TestLab::up("sysfs", TWO_SUBNETS);
+    let out = lab.exec("multi", &["sh", "-c", "hostname; ls /sys/class/net; cat /sys/class/net/eth1/address"]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    let lines: Vec<&str> = t.lines().collect();
+    assert_eq!(lines[0], "ip-10-0-1-30", "EC2's private DNS name of the primary address: {t}");
+    let ifaces: Vec<&str> = lines[1..lines.len() - 1].to_vec();
+    assert_eq!(ifaces, ["eth0", "eth1", "lo"], "only the instance's interfaces: {t}");
+    let mac =
+        lab.status()["enis"].as_array().unwrap().iter().find(|e| e["id"] == "eni-multi-1").unwrap()["mac"].clone();
+    assert_eq!(lines[lines.len() - 1], mac.as_str().unwrap(), "{t}");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_ne!(host.trim(), "ip-10-0-1-30", "the host's hostname is untouched");
+}

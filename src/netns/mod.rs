@@ -263,6 +263,31 @@ pub fn enter_netns(name: &str) -> Result<(), NetnsError> {
     setns(&ns, CloneFlags::CLONE_NEWNET).map_err(sys(format!("enter network namespace `{name}`")))
 }
 
+/// Makes the calling process look like the instance from inside, as `ip netns exec` does and
+/// more: a private mount namespace whose `/sys` is the instance's own (so `/sys/class/net` lists
+/// its interfaces, not the host's), and a private UTS namespace named `hostname` (EC2's
+/// `ip-10-0-1-10`). Call it after [`enter_netns`], in a process about to `exec`.
+pub fn isolate_as_instance(hostname: &str) -> Result<(), NetnsError> {
+    use nix::mount::{umount2, MntFlags};
+    nix::sched::unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS)
+        .map_err(sys("unshare the mount and UTS namespaces".to_string()))?;
+    // Mounts made here must not propagate back to the host.
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)
+        .map_err(sys("make / a slave mount".to_string()))?;
+    match umount2("/sys", MntFlags::MNT_DETACH) {
+        Ok(()) | Err(Errno::EINVAL) => {}
+        Err(e) => return Err(sys("unmount the host's /sys".to_string())(e)),
+    }
+    mount(Some("sysfs"), "/sys", Some("sysfs"), MsFlags::empty(), None::<&str>)
+        .map_err(sys("mount the instance's /sys".to_string()))?;
+    // SAFETY: sethostname reads `len` bytes from a valid buffer; the result is checked.
+    let rc = unsafe { libc::sethostname(hostname.as_ptr().cast(), hostname.len()) };
+    if rc != 0 {
+        return Err(sys(format!("set the hostname {hostname}"))(Errno::last()));
+    }
+    Ok(())
+}
+
 /// Runs `f` on a scoped thread that has entered the named namespace, and returns its result.
 /// The caller's thread never changes namespace. A panic in `f` is resumed on the caller.
 pub fn run_in_netns<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {

@@ -235,6 +235,15 @@ pub fn lab_namespaces(lab: &str) -> Vec<String> {
 /// Removes what is left of a lab whose owner is gone: every `<lab>-*` namespace, its directory
 /// and its log. The caller holds the lab's lock.
 pub fn clean_up(lab: &str) -> anyhow::Result<()> {
+    // A dead forwarder's persistent TAPs: those in namespaces go with them; those waiting in the
+    // host namespace (ENIs detached or of stopped instances) are named by the running lab.
+    let running = fs::read_to_string(lab_dir(lab).join("running.toml")).ok();
+    if let Some(model) = running.and_then(|t| crate::topology::parse(&t, "running.toml").ok()) {
+        let mut host = Netlink::open().context("opening netlink in the host namespace")?;
+        for eni in &model.enis {
+            host.delete_link(&tap_temp_name(&model.name, &eni.id))?;
+        }
+    }
     let mut namespaces = lab_namespaces(lab);
     if let Some(rec) = read_record(lab) {
         namespaces.extend(rec.namespaces);
@@ -372,6 +381,50 @@ impl Lab {
         Ok(lab)
     }
 
+    /// Attaches to the persistent TAPs a dead forwarder of `model`'s lab left behind, wherever
+    /// they are (inside running instances as `eth<N>`, else in the host namespace under their
+    /// temporary names; the internet's as `eth0` in its namespace), touching nothing else: the
+    /// instances, their addresses, routes and processes stay as they are. Fails, leaving
+    /// everything as it was, if a namespace or TAP is missing.
+    pub fn adopt(model: &Model) -> anyhow::Result<Lab> {
+        let namespaces = planned_namespaces(model);
+        if let Some(gone) = namespaces.iter().find(|ns| !netns::netns_exists(ns)) {
+            bail!("namespace `{gone}` is gone: the lab cannot be resumed (`vpclab down` removes it)");
+        }
+        let mut taps: Vec<Option<Tap>> = (0..=model.enis.len()).map(|_| None).collect();
+        for (i, eni) in model.enis.iter().enumerate() {
+            let placed = eni.attachment.filter(|a| model.instances[a.instance.index()].state == InstanceState::Running);
+            let (ns, ifname) = match placed {
+                Some(a) => (Some(model.netns_name(a.instance)), format!("eth{}", a.device_index)),
+                None => (None, tap_temp_name(&model.name, &eni.id)),
+            };
+            taps[i] = Some(attach_tap(ns.as_deref(), &ifname).with_context(|| format!("re-attaching {}", eni.id))?);
+        }
+        let mut uplink_gateway_mac = None;
+        if let Some(u) = &model.uplink {
+            let port = crate::dataplane::uplink::open(&u.interface)
+                .with_context(|| format!("opening the uplink on {}", u.interface))?;
+            let own_ip = model.public_addresses().next().unwrap_or(Ipv4Addr::UNSPECIFIED);
+            let mac = crate::dataplane::uplink::resolve_gateway(
+                &port,
+                model.uplink_mac(),
+                own_ip,
+                u.gateway,
+                Duration::from_secs(3),
+            )
+            .with_context(|| format!("uplink {}", u.interface))?;
+            uplink_gateway_mac = Some(mac);
+            taps[model.enis.len()] = Some(port);
+        } else if model.has_emulated_internet() {
+            let ns = model.internet_netns();
+            taps[model.enis.len()] = Some(attach_tap(Some(&ns), "eth0").context("re-attaching the internet's TAP")?);
+        }
+        for tap in taps.iter_mut().flatten() {
+            tap.adopt();
+        }
+        Ok(Lab { namespaces, taps, uplink_gateway_mac })
+    }
+
     /// Hands the TAPs to the data plane: indexed like the model's ENIs, then the internet's.
     pub fn take_taps(&mut self) -> Vec<Option<Tap>> {
         std::mem::take(&mut self.taps)
@@ -386,6 +439,21 @@ impl Drop for Lab {
             crate::log!("teardown: {e:#}");
         }
     }
+}
+
+/// Attaches to an existing TAP `ifname` in namespace `ns` (the host's when `None`).
+fn attach_tap(ns: Option<&str>, ifname: &str) -> anyhow::Result<Tap> {
+    let exists = match ns {
+        Some(ns) => Netlink::open_in(ns)?.link_index(ifname)?.is_some(),
+        None => Netlink::open()?.link_index(ifname)?.is_some(),
+    };
+    if !exists {
+        bail!("its TAP {ifname} is gone{}", ns.map(|n| format!(" from {n}")).unwrap_or_default());
+    }
+    Ok(match ns {
+        Some(ns) => netns::run_in_netns(ns, || Tap::attach(ifname))??,
+        None => Tap::attach(ifname)?,
+    })
 }
 
 /// The fabric carries no IPv6 yet: keep a namespace's interfaces from sending it.
@@ -599,6 +667,9 @@ pub fn write_record(record: &LabRecord) -> anyhow::Result<()> {
 struct Claim {
     dir: PathBuf,
     lock: Option<LabLock>,
+    /// Whether dropping the claim removes the lab's directory: not for a resume that failed,
+    /// whose lab must stay resumable (or removable by `down`).
+    remove_dir: bool,
 }
 
 impl Claim {
@@ -614,7 +685,7 @@ impl Claim {
             clean_up(lab)?;
         }
         fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let claim = Claim { dir, lock: Some(lock) };
+        let claim = Claim { dir, lock: Some(lock), remove_dir: true };
         let namespaces = planned_namespaces(model);
         if let Some(taken) = namespaces.iter().find(|ns| netns::netns_exists(ns)) {
             bail!("namespace `{taken}` already exists and is not this lab's: remove it or rename the lab");
@@ -623,10 +694,27 @@ impl Claim {
         write_record(&record)?;
         Ok(claim)
     }
+
+    /// Takes over a lab whose forwarder died, leaving its directory and namespaces as they are.
+    fn adopt(lab: &str) -> anyhow::Result<Claim> {
+        let Some(lock) = LabLock::acquire(lab, Duration::from_secs(1))? else {
+            bail!("lab `{lab}` is running: there is nothing to resume");
+        };
+        let dir = lab_dir(lab);
+        if !dir.join("running.toml").exists() {
+            lock.remove();
+            bail!("no lab `{lab}` to resume (its record is gone)");
+        }
+        let _ = fs::remove_file(socket_path(lab));
+        Ok(Claim { dir, lock: Some(lock), remove_dir: false })
+    }
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
+        if !self.remove_dir {
+            return;
+        }
         let _ = fs::remove_dir_all(&self.dir);
         if let Some(lock) = self.lock.take() {
             lock.remove();
@@ -644,9 +732,39 @@ pub fn run_forwarder(model: Model, topology: &str, on_ready: impl FnOnce(&Model)
     for sig in STOP_SIGNALS {
         signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handlers")?;
     }
-    let mut signals = signal_hook::iterator::Signals::new(STOP_SIGNALS).context("installing signal handlers")?;
+    let signals = signal_hook::iterator::Signals::new(STOP_SIGNALS).context("installing signal handlers")?;
     let claim = Claim::take(&model, topology)?;
-    let mut lab = Lab::build(&model, &|| stop.load(Ordering::Relaxed))?;
+    let lab = Lab::build(&model, &|| stop.load(Ordering::Relaxed))?;
+    forward(model, lab, claim, topology, signals, on_ready)
+}
+
+/// Re-adopts lab `lab` whose forwarder died: its namespaces, instances, processes and
+/// interfaces stay as they are (the TAPs are persistent); a new forwarder attaches to the TAPs
+/// and forwards again from the running lab's record (`running.toml`), with empty connection
+/// tables, then runs until told to stop, like [`run_forwarder`].
+pub fn resume_forwarder(lab: &str, on_ready: impl FnOnce(&Model)) -> anyhow::Result<()> {
+    const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+    let signals = signal_hook::iterator::Signals::new(STOP_SIGNALS).context("installing signal handlers")?;
+    let mut claim = Claim::adopt(lab)?;
+    let running = lab_dir(lab).join("running.toml");
+    let text = fs::read_to_string(&running).with_context(|| format!("reading {}", running.display()))?;
+    let model = crate::topology::parse(&text, &running.display().to_string())?;
+    let topology = read_record(lab).map_or_else(|| "running.toml".to_string(), |r| r.topology);
+    let adopted = Lab::adopt(&model)?;
+    crate::log!("lab `{lab}` resumed by a new forwarder: instances untouched, connection tables empty");
+    claim.remove_dir = true;
+    forward(model, adopted, claim, &topology, signals, on_ready)
+}
+
+/// Runs the forwarder over a built or adopted lab until told to stop, then tears it down.
+fn forward(
+    model: Model,
+    mut lab: Lab,
+    claim: Claim,
+    topology: &str,
+    mut signals: signal_hook::iterator::Signals,
+    on_ready: impl FnOnce(&Model),
+) -> anyhow::Result<()> {
     let listener = UnixListener::bind(socket_path(&model.name)).context("binding the control socket")?;
     let mut pipeline = Pipeline::new(&model);
     if let Some(mac) = lab.uplink_gateway_mac {

@@ -115,6 +115,15 @@ enum Cmd {
         /// The lab name to use instead of the file's.
         #[arg(long)]
         name: Option<String>,
+        /// Re-adopt the lab `--name` whose forwarder died instead of building one.
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Re-adopt a lab whose forwarder died: its instances, processes and interfaces stay as they
+    /// are, a new forwarder attaches to the TAPs; connection tables start empty.
+    Resume {
+        /// The lab; may be left out when one lab is known.
+        lab: Option<String>,
     },
 }
 
@@ -160,7 +169,8 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Daemon { topology, name } => daemon(topology, name),
+        Cmd::Daemon { topology, name, resume } => daemon(topology, name, resume),
+        Cmd::Resume { lab } => resume(lab.as_deref()),
         Cmd::Change(verb) => verbs::run(verb),
     }
 }
@@ -206,8 +216,21 @@ fn up(path: Option<PathBuf>, foreground: bool, name: Option<String>) -> anyhow::
     if lab::lab_running(&model.name) && !lab::wait_until_released(&model.name, Duration::from_secs(5)) {
         bail!("lab `{}` is already running; `vpclab down {}` stops it", model.name, model.name);
     }
+    let mut args = vec!["daemon".into(), "--name".into(), model.name.clone().into()];
+    if let Some(p) = &path {
+        args.push(std::fs::canonicalize(p)?.into_os_string());
+    }
+    let pid =
+        start_daemon(&model.name, &args).map_err(|e| e.context("the lab did not come up (nothing was left behind)"))?;
+    print_lab(&model, pid);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the forwarder daemon (`vpclab ARGS`) detached, its standard error appended to the
+/// lab's log, and waits for its `ready` line; returns its pid, or what went wrong.
+fn start_daemon(lab: &str, args: &[std::ffi::OsString]) -> anyhow::Result<u32> {
     std::fs::create_dir_all(lab::run_dir()).with_context(|| format!("creating {}", lab::run_dir().display()))?;
-    let log_path = lab::log_path(&model.name);
+    let log_path = lab::log_path(lab);
     // Appended to, never truncated: a racing `up` of a running lab must not wipe its log.
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -216,10 +239,7 @@ fn up(path: Option<PathBuf>, foreground: bool, name: Option<String>) -> anyhow::
         .with_context(|| format!("opening {}", log_path.display()))?;
     let log_start = log.metadata().map_or(0, |m| m.len());
     let mut cmd = std::process::Command::new(std::env::current_exe()?);
-    cmd.arg("daemon").arg("--name").arg(&model.name);
-    if let Some(p) = &path {
-        cmd.arg(std::fs::canonicalize(p)?);
-    }
+    cmd.args(args);
     // The forwarder keeps no directory of the caller's busy.
     cmd.current_dir("/").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
     // SAFETY: setsid is async-signal-safe; it detaches the forwarder from our terminal and
@@ -232,34 +252,58 @@ fn up(path: Option<PathBuf>, foreground: bool, name: Option<String>) -> anyhow::
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line)?;
     match line.trim_end() {
-        "ready" => {
-            print_lab(&model, child.id());
-            Ok(ExitCode::SUCCESS)
-        }
+        "ready" => Ok(child.id()),
         other => {
             let _ = child.wait();
             let log = std::fs::read(&log_path).unwrap_or_default();
             let log = String::from_utf8_lossy(log.get(log_start as usize..).unwrap_or_default());
             let msg = other.strip_prefix("error: ").unwrap_or(other);
             let detail = if msg.is_empty() { log.trim().to_string() } else { msg.to_string() };
-            bail!("the lab did not come up (nothing was left behind): {detail}");
+            bail!("{detail}");
         }
     }
 }
 
-fn daemon(path: Option<PathBuf>, name: Option<String>) -> anyhow::Result<ExitCode> {
+/// Re-adopts a lab whose forwarder died, its instances untouched.
+fn resume(named: Option<&str>) -> anyhow::Result<ExitCode> {
+    need_root()?;
+    let lab = lab::resolve_lab(named, true)?;
+    if lab::lab_running(&lab) && !lab::wait_until_released(&lab, Duration::from_secs(5)) {
+        bail!("lab `{lab}` is running: there is nothing to resume");
+    }
+    if !lab::lab_dir(&lab).join("running.toml").exists() {
+        bail!("no lab `{lab}` to resume");
+    }
+    let start = Instant::now();
+    let args = vec!["daemon".into(), "--resume".into(), "--name".into(), lab.clone().into()];
+    let pid = start_daemon(&lab, &args)
+        .map_err(|e| e.context(format!("lab `{lab}` could not be resumed (left as it was)")))?;
+    println!(
+        "lab `{lab}` resumed in {} ms by forwarder pid {pid}: instances, their processes and interfaces untouched; \
+         connection tables start empty (tracked connections are judged anew by their next packet)",
+        start.elapsed().as_millis()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn daemon(path: Option<PathBuf>, name: Option<String>, resume: bool) -> anyhow::Result<ExitCode> {
     let mut stdout = std::io::stdout();
-    let result = load(path.as_ref(), name.as_deref()).and_then(|model| {
-        let label = topology_label(path.as_ref());
-        lab::run_forwarder(model, &label, |_| {
-            let _ = writeln!(stdout, "ready");
-            let _ = stdout.flush();
-            // `up` stops reading after this line; nothing else may go to the pipe.
-            if let Ok(null) = std::fs::File::open("/dev/null") {
-                let _ = nix::unistd::dup2_stdout(null);
-            }
-        })
-    });
+    let ready = |_: &Model| {
+        let _ = writeln!(stdout, "ready");
+        let _ = stdout.flush();
+        // `up` stops reading after this line; nothing else may go to the pipe.
+        if let Ok(null) = std::fs::File::open("/dev/null") {
+            let _ = nix::unistd::dup2_stdout(null);
+        }
+    };
+    let result = match (resume, &name) {
+        (true, Some(lab)) => lab::resume_forwarder(lab, ready),
+        (true, None) => Err(anyhow::anyhow!("--resume needs --name")),
+        (false, _) => load(path.as_ref(), name.as_deref()).and_then(|model| {
+            let label = topology_label(path.as_ref());
+            lab::run_forwarder(model, &label, ready)
+        }),
+    };
     if let Err(e) = &result {
         let msg = format!("{e:#}").replace('\n', " ");
         let _ = writeln!(std::io::stdout(), "error: {msg}");

@@ -479,3 +479,56 @@ fn exec_runs_with_the_instances_own_sys_and_ec2_hostname() {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     assert_ne!(host.trim(), "ip-10-0-1-30", "the host's hostname is untouched");
 }
+
+#[test]
+fn a_lab_whose_forwarder_was_killed_under_traffic_is_resumed_with_its_instances_untouched() {
+    let lab = TestLab::up("resume", TWO_SUBNETS);
+    let mut sleeper =
+        std::process::Command::new(BIN).args(["exec", "--lab", &lab.name, "b1", "--", "sleep", "600"]).spawn().unwrap();
+    // A detached ENI waits in the host namespace: it must survive the crash too.
+    let out = vpclab(&["detach-network-interface", "--lab", &lab.name, "--network-interface-id", "eni-multi-1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Traffic flows while the forwarder dies.
+    let mut ping = std::process::Command::new(BIN)
+        .args(["exec", "--lab", &lab.name, "a1", "--", "ping", "-i", "0.01", "-c", "300", "-q", "10.0.2.10"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = lab.status()["pid"].as_u64().unwrap() as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    assert!(eventually(5, || text(&vpclab(&["status", &lab.name])).contains("forwarder dead")));
+    assert!(!lab.ping("a1", "10.0.2.10").status.success(), "nothing forwards without a forwarder");
+    let out = vpclab(&["resume", &lab.name]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("connection tables start empty"), "{}", text(&out));
+    assert!(lab.ping("a1", "10.0.2.10").status.success(), "forwarding again after resume");
+    assert!(sleeper.try_wait().unwrap().is_none(), "a process in an instance survived the crash and the resume");
+    let ns_mac =
+        std::process::Command::new("ip").args(["-n", &lab.ns("b1"), "-br", "link", "show", "eth0"]).output().unwrap();
+    assert!(text(&ns_mac).contains("UP"), "{}", text(&ns_mac));
+    // The resumed lab is live: the detached ENI attaches elsewhere, and down removes everything.
+    let out = vpclab(&[
+        "attach-network-interface",
+        "--lab",
+        &lab.name,
+        "--network-interface-id",
+        "eni-multi-1",
+        "--instance-id",
+        "a2",
+        "--device-index",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(lab.ping("b1", "10.0.2.30").status.success());
+    let _ = ping.wait();
+    let pid = lab.status()["pid"].as_u64().unwrap() as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    assert!(eventually(5, || text(&vpclab(&["status", &lab.name])).contains("forwarder dead")));
+    let out = vpclab(&["down", &lab.name]);
+    assert!(out.status.success(), "{}", text(&out));
+    for eni in ["eni-a1", "eni-multi-1"] {
+        let temp = vpclab::lab::tap_temp_name(&lab.name, eni);
+        assert!(host_links_with_prefix(&temp).is_empty(), "{temp} left in the host namespace");
+    }
+    assert!(eventually(5, || sleeper.try_wait().unwrap().is_some()));
+}

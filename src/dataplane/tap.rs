@@ -58,17 +58,50 @@ pub enum TapError {
     },
 }
 
-/// One TAP device, non-blocking, with virtio-net headers and offloads. Closing it (drop)
-/// removes the device, wherever its link has moved.
+/// One TAP device, non-blocking, with virtio-net headers and offloads. The device is persistent
+/// while the forwarder holds it (`TUNSETPERSIST`): if the forwarder dies, its instances keep their
+/// interfaces, addresses and routes, and `vpclab resume` attaches to them again
+/// ([`Tap::attach`]). Dropping a `Tap` clears the flag first, so a closed TAP is removed, wherever
+/// its link has moved.
 #[derive(Debug)]
 pub struct Tap {
     fd: OwnedFd,
     name: String,
+    persistent: bool,
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        if self.persistent {
+            // SAFETY: TUNSETPERSIST takes its flag by value; fd is a configured tun fd. A failure
+            // leaves a device that `vpclab down` deletes with the lab.
+            unsafe { libc::ioctl(self.raw(), libc::TUNSETPERSIST, 0 as libc::c_ulong) };
+        }
+    }
 }
 
 impl Tap {
-    /// Creates TAP `name` in the calling thread's network namespace.
+    /// Creates TAP `name` in the calling thread's network namespace, persistent.
     pub fn create(name: &str) -> Result<Tap, TapError> {
+        Tap::open(name)
+    }
+
+    /// Attaches to the persistent TAP `name` a dead forwarder left in the calling thread's
+    /// namespace (the caller has made sure it exists: `TUNSETIFF` would otherwise create one).
+    /// Until [`Tap::adopt`], dropping it leaves the device as it was, so a resume that fails half
+    /// way destroys nothing.
+    pub fn attach(name: &str) -> Result<Tap, TapError> {
+        let mut tap = Tap::open(name)?;
+        tap.persistent = false;
+        Ok(tap)
+    }
+
+    /// Takes ownership of an attached TAP: from now on dropping it removes the device.
+    pub fn adopt(&mut self) {
+        self.persistent = true;
+    }
+
+    fn open(name: &str) -> Result<Tap, TapError> {
         let cname = CString::new(name).map_err(|_| TapError::BadName(name.into()))?;
         if name.is_empty() || cname.as_bytes().len() >= libc::IFNAMSIZ {
             return Err(TapError::BadName(name.into()));
@@ -80,7 +113,7 @@ impl Tap {
         }
         // SAFETY: `raw` is a freshly opened descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let tap = Tap { fd, name: name.to_string() };
+        let mut tap = Tap { fd, name: name.to_string(), persistent: false };
 
         // SAFETY: ifreq is a plain C struct for which all-zero bytes are a valid value.
         let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
@@ -98,13 +131,16 @@ impl Tap {
         let offload = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
         // SAFETY: TUNSETOFFLOAD takes the flags by value; fd is a configured tun fd.
         tap.check("TUNSETOFFLOAD", unsafe { libc::ioctl(tap.raw(), libc::TUNSETOFFLOAD, offload as libc::c_ulong) })?;
+        // SAFETY: TUNSETPERSIST takes its flag by value; fd is a configured tun fd.
+        tap.check("TUNSETPERSIST", unsafe { libc::ioctl(tap.raw(), libc::TUNSETPERSIST, 1 as libc::c_ulong) })?;
+        tap.persistent = true;
         Ok(tap)
     }
 
     /// Wraps a descriptor that reads and writes frames with the same virtio-net header (the
     /// uplink's packet socket).
     pub(crate) fn from_fd(fd: OwnedFd, name: &str) -> Tap {
-        Tap { fd, name: name.to_string() }
+        Tap { fd, name: name.to_string(), persistent: false }
     }
 
     fn raw(&self) -> RawFd {

@@ -532,3 +532,28 @@ fn a_lab_whose_forwarder_was_killed_under_traffic_is_resumed_with_its_instances_
     }
     assert!(eventually(5, || sleeper.try_wait().unwrap().is_some()));
 }
+
+#[test]
+fn frames_the_kernel_drops_in_a_full_tap_queue_are_counted_as_a_reason() {
+    let lab = TestLab::up("tapq", TWO_SUBNETS);
+    assert!(lab.ping("a1", "10.0.2.10").status.success(), "ARP resolved before the flood");
+    let pid = nix::unistd::Pid::from_raw(lab.status()["pid"].as_u64().unwrap() as i32);
+    // The forwarder stops reading; the instance sends far more than the TAP's queue holds.
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let sent = in_ns(&lab.ns("a1"), || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_nonblocking(true).unwrap();
+        (0..30_000).filter(|_| s.send_to(b"flood", "10.0.2.10:9").is_ok()).count() as u64
+    })
+    .join()
+    .unwrap();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert_eq!(sent, 30_000);
+    // Every datagram is accounted for: lost in the queue, or read by the forwarder (which also
+    // read the ping and its ARP) once it has drained what was queued.
+    let accounted = || lab.drops("eni-a1", "tap_queue_full") + lab.counter("eni-a1", "rx_packets");
+    assert!(eventually(10, || accounted() >= sent), "{}", lab.status());
+    let queue_full = lab.drops("eni-a1", "tap_queue_full");
+    assert!(queue_full >= 10_000, "the queue holds 10,000 frames; {queue_full} lost");
+    assert!(accounted() <= sent + 4, "{} vs {sent}", accounted());
+}

@@ -276,6 +276,34 @@ impl LabStatus {
     }
 }
 
+/// Losses the forwarder never sees, read from each placed ENI's TAP in its instance: what the
+/// instance sent that the kernel dropped because the TAP's queue was full (the forwarder fell
+/// behind), and what the forwarder wrote that the instance's stack dropped.
+fn add_kernel_drops(model: &Model, status: &mut LabStatus) {
+    for (i, eni) in model.enis.iter().enumerate() {
+        let Some(a) = eni.attachment else { continue };
+        if model.instances[a.instance.index()].state != crate::model::InstanceState::Running {
+            continue;
+        }
+        let ns = model.netns_name(a.instance);
+        let ifname = format!("eth{}", a.device_index);
+        let drops = crate::netns::Netlink::open_in(&ns).ok().and_then(|mut nl| nl.link_drops(&ifname).ok().flatten());
+        if let (Some((rx_dropped, tx_dropped)), Some(e)) = (drops, status.enis.get_mut(i)) {
+            for (name, n) in [(KERNEL_QUEUE_FULL, tx_dropped), (KERNEL_INSTANCE_DROPPED, rx_dropped)] {
+                if n > 0 {
+                    e.drops.insert(name.to_string(), n);
+                }
+            }
+        }
+    }
+}
+
+/// The drop reason `status` gives frames an instance sent that its TAP's full queue lost.
+pub const KERNEL_QUEUE_FULL: &str = "tap_queue_full";
+
+/// The drop reason `status` gives frames the fabric delivered that the instance's kernel dropped.
+pub const KERNEL_INSTANCE_DROPPED: &str = "instance_kernel_dropped";
+
 /// Drops by reason name, only the reasons that occurred.
 fn drops_of(c: &EniCounters) -> BTreeMap<String, u64> {
     DropReason::ALL.iter().filter(|r| c.dropped(**r) > 0).map(|r| (r.name().to_string(), c.dropped(*r))).collect()
@@ -346,7 +374,11 @@ fn answer(live: &mut LiveLab, req: Request) -> Response {
     let handle = &handle;
     match req {
         Request::Status => match handle.ask(Duration::from_secs(5), Command::Counters) {
-            Ok(c) => Response::Status(LabStatus::new(model, &c)),
+            Ok(c) => {
+                let mut status = LabStatus::new(model, &c);
+                add_kernel_drops(model, &mut status);
+                Response::Status(status)
+            }
             Err(e) => Response::Error { message: e.to_string() },
         },
         Request::Trace { from, to, protocol, src_port, dst_port } => {

@@ -122,6 +122,26 @@ impl Netlink {
         Ok(Some(index))
     }
 
+    /// The kernel's drop counters of `ifname` (`rx_dropped`, `tx_dropped` of its
+    /// `rtnl_link_stats64`), or `None` if there is no such interface here. On a TAP, `tx_dropped`
+    /// counts what the instance sent that the kernel dropped before the forwarder read it (its
+    /// queue was full); `rx_dropped`, what the forwarder wrote that the instance's stack dropped.
+    pub fn link_drops(&mut self, ifname: &str) -> Result<Option<(u64, u64)>, NetnsError> {
+        check_ifname(ifname)?;
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(ifname.into()));
+        let op = format!("read the counters of {ifname}");
+        let replies = match self.request(RouteNetlinkMessage::GetLink(msg), 0, &op) {
+            Ok(r) => r,
+            Err(NetnsError::Netlink { errno: Errno::ENODEV, .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Some((_, payload)) = replies.iter().find(|(ty, _)| *ty == libc::RTM_NEWLINK) else {
+            return Err(self.protocol(&op, "no RTM_NEWLINK in the reply"));
+        };
+        Ok(stats64_drops(payload))
+    }
+
     /// The index of `ifname`, or [`NetnsError::NoSuchLink`] naming `op`.
     fn require_index(&mut self, ifname: &str, op: &str) -> Result<u32, NetnsError> {
         self.link_index(ifname)?.ok_or_else(|| NetnsError::NoSuchLink {
@@ -340,6 +360,26 @@ impl Netlink {
             }
         }
     }
+}
+
+/// `rx_dropped` and `tx_dropped` from the `IFLA_STATS64` attribute of an `RTM_NEWLINK` payload
+/// (a 16-byte `ifinfomsg`, then attributes).
+fn stats64_drops(payload: &[u8]) -> Option<(u64, u64)> {
+    const IFLA_STATS64: u16 = 23;
+    let mut attrs = payload.get(16..)?;
+    while attrs.len() >= 4 {
+        let len = usize::from(u16::from_ne_bytes([attrs[0], attrs[1]]));
+        let ty = u16::from_ne_bytes([attrs[2], attrs[3]]) & 0x3fff;
+        if len < 4 || len > attrs.len() {
+            return None;
+        }
+        if ty == IFLA_STATS64 {
+            let field = |i: usize| attrs.get(4 + 8 * i..12 + 8 * i).map(|b| u64::from_ne_bytes(b.try_into().unwrap()));
+            return Some((field(6)?, field(7)?));
+        }
+        attrs = attrs.get(align4(len)..).unwrap_or(&[]);
+    }
+    None
 }
 
 fn sys_err(op: String, e: &std::io::Error) -> NetnsError {

@@ -537,10 +537,10 @@ fn conntrack(named: Option<&str>, eni: Option<String>, json: bool) -> anyhow::Re
 }
 
 fn print_status(s: &LabStatus) {
-    println!("\nlab `{}` (forwarder pid {})", s.lab, s.pid);
+    println!("\nlab `{}` (forwarder pid {}); SENT and RCVD as each instance counts them", s.lab, s.pid);
     println!(
         "{:<16} {:<10} {:<4} {:<18} {:<26} {:>9} {:>11} {:>9} {:>11}  DROPS",
-        "ENI", "INSTANCE", "IF", "MAC", "ADDRESSES", "RX PKTS", "RX BYTES", "TX PKTS", "TX BYTES"
+        "ENI", "INSTANCE", "IF", "MAC", "ADDRESSES", "SENT PKTS", "SENT BYTES", "RCVD PKTS", "RCVD BYTES"
     );
     for e in &s.enis {
         let ips: Vec<String> = e.ips.iter().map(|ip| ip.to_string()).collect();
@@ -562,6 +562,13 @@ fn print_status(s: &LabStatus) {
             e.tx_bytes,
             if drops.is_empty() { "-".into() } else { drops.join(" ") }
         );
+    }
+    if !s.nat_gateways.is_empty() {
+        println!("\n{:<16} {:<18} {:<16} {:<16} PORTS", "NAT GATEWAY", "SUBNET", "PRIVATE IP", "ELASTIC IP");
+        for n in &s.nat_gateways {
+            let eip = n.elastic_ip.map_or("- (private)".to_string(), |e| e.to_string());
+            println!("{:<16} {:<18} {:<16} {:<16} {}", n.id, n.subnet, n.private_ip, eip, n.ports);
+        }
     }
     println!("\n{:<18} {:<28} {:<18} {:<18} STATE", "ROUTE TABLE", "SUBNETS", "DESTINATION", "TARGET");
     for r in &s.routes {

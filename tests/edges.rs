@@ -226,6 +226,18 @@ fn a_private_instance_reaches_the_internet_through_the_nat_gateway_as_its_elasti
 }
 
 #[test]
+fn status_shows_the_nat_gateway_and_its_addresses() {
+    let lab = TestLab::up("natstatus", &edge_topology(r#"ports = "2000-2010""#));
+    let nats = lab.status()["nat_gateways"].clone();
+    assert_eq!(nats[0]["id"], "nat-test", "{nats:#}");
+    assert_eq!(nats[0]["private_ip"], NAT_IP);
+    assert_eq!(nats[0]["elastic_ip"], NAT_EIP);
+    assert_eq!(nats[0]["ports"], "2000-2010");
+    let table = text(&vpclab(&["status", &lab.name]));
+    assert!(table.contains("nat-test") && table.contains(NAT_EIP) && table.contains("SENT PKTS"), "{table}");
+}
+
+#[test]
 fn trace_across_the_nat_gateway_shows_each_hop_and_its_rewrites() {
     let lab = TestLab::up("nattrace", &edge_topology(""));
     let t = lab.trace(&["--from", "app", "--to", EXAMPLE, "--dport", "80"]);
@@ -481,6 +493,8 @@ fn appliance_forwards_only_while_enabled(lab: &TestLab, enis: &[&str]) {
     assert_delivered(&t, enis[0]);
     let route = stages(&t, "route-lookup")[0];
     assert!(route.contains("rtb-a") && route.contains("10.0.2.0/24") && route.contains(enis[0]), "{t:#}");
+    let stop = stages(&t, "appliance");
+    assert!(stop.len() == 1 && stop[0].contains("trace stops at this appliance"), "{t:#}");
     let t = lab.trace(&["--from", "b1", "--to", "10.0.1.10", "--proto", "icmp"]);
     assert_delivered(&t, enis[enis.len() - 1]);
 

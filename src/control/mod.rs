@@ -140,6 +140,24 @@ pub struct LabStatus {
     /// Every route of every route table, with whether it is usable.
     #[serde(default)]
     pub routes: Vec<RouteStatus>,
+    /// Every NAT gateway with its addresses.
+    #[serde(default)]
+    pub nat_gateways: Vec<NatStatus>,
+}
+
+/// A NAT gateway as `status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NatStatus {
+    /// Its id.
+    pub id: String,
+    /// Its subnet.
+    pub subnet: String,
+    /// Its private IP.
+    pub private_ip: Ipv4Addr,
+    /// Its Elastic IP (none: a private NAT gateway).
+    pub elastic_ip: Option<Ipv4Addr>,
+    /// The source ports it allocates, `from-to`.
+    pub ports: String,
 }
 
 /// One route as `status` shows it.
@@ -272,7 +290,18 @@ impl LabStatus {
                 drops: drops_of(&c),
             });
         }
-        LabStatus { lab: model.name.clone(), pid: std::process::id(), enis, routes: route_status(model) }
+        let nat_gateways = model
+            .nat_gateways
+            .iter()
+            .map(|n| NatStatus {
+                id: n.id.clone(),
+                subnet: model.subnets[n.subnet.index()].id.clone(),
+                private_ip: n.private_ip,
+                elastic_ip: n.elastic_ip.map(|e| model.elastic_ips[e.index()].public_ip),
+                ports: format!("{}-{}", n.ports.from, n.ports.to),
+            })
+            .collect();
+        LabStatus { lab: model.name.clone(), pid: std::process::id(), enis, routes: route_status(model), nat_gateways }
     }
 }
 
@@ -472,7 +501,18 @@ fn trace(
         dropped_at: None,
     };
     match verdict {
-        Verdict::Forward(to) => report.delivered_to = Some(name(to)),
+        Verdict::Forward(eni) => {
+            report.delivered_to = Some(name(eni));
+            if !model.enis[eni.index()].private_ips().any(|ip| ip == to) {
+                report.stages.push(TraceStage {
+                    stage: "appliance".into(),
+                    detail: format!(
+                        "{to} is not {}'s: the trace stops at this appliance; what comes next is its instance's decision",
+                        name(eni)
+                    ),
+                });
+            }
+        }
         Verdict::ToInternet => report.delivered_to = Some("the internet".into()),
         Verdict::Reply | Verdict::ReplyWith(_) => report.verdict = "answered by the fabric".into(),
         Verdict::Drop(r) | Verdict::DropAt(r, _) => {

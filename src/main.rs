@@ -509,7 +509,7 @@ fn conntrack(named: Option<&str>, eni: Option<String>, json: bool) -> anyhow::Re
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<16} {:<6} {:<22} {:<22} {:<16} {:>8} {:>10}",
+        "{:<16} {:<6} {:<22} {:<22} {:<24} {:>8} {:>10}",
         "ENI/NAT", "PROTO", "INITIATOR", "RESPONDER", "STATE", "PACKETS", "EXPIRES IN"
     );
     for c in &connections {
@@ -520,7 +520,8 @@ fn conntrack(named: Option<&str>, eni: Option<String>, json: bool) -> anyhow::Re
             n => n.to_string(),
         };
         println!(
-            "{:<16} {:<6} {:<22} {:<22} {:<16} {:>8} {:>9}s",
+            // A NAT translation's state is the address and port it gives the initiator.
+            "{:<16} {:<6} {:<22} {:<22} {:<24} {:>8} {:>9}s",
             c.eni,
             proto,
             format!("{}:{}", c.initiator.0, c.initiator.1),

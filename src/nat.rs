@@ -141,6 +141,8 @@ pub struct NatMapping {
     pub remote: (Ipv4Addr, u16),
     /// The last packet, either way.
     pub last_seen: Duration,
+    /// Packets translated, both ways.
+    pub packets: u64,
 }
 
 /// An outbound flow as the NAT keys it.
@@ -279,6 +281,7 @@ impl NatTable {
             if self.live(now, &slot.m) {
                 let slot = self.map.get_mut(&key).expect("present: just looked up");
                 slot.m.last_seen = slot.m.last_seen.max(now);
+                slot.m.packets += 1;
                 return Ok(slot.m.outside_port);
             }
             // Expired but not yet reclaimed: this packet starts a new mapping.
@@ -300,7 +303,7 @@ impl NatTable {
             return Err(NatError::PortAllocation);
         };
         self.maybe_compact();
-        let m = NatMapping { protocol, inside, outside_port: port, remote, last_seen: now };
+        let m = NatMapping { protocol, inside, outside_port: port, remote, last_seen: now, packets: 1 };
         let queued = self.deadline(&m);
         self.queue.push(Reverse((queued, key)));
         self.map.insert(key, Slot { m, queued });
@@ -402,6 +405,7 @@ impl NatTable {
         let key = self.inbound_key(now, protocol, remote, outside_port)?;
         let slot = self.map.get_mut(&key)?;
         slot.m.last_seen = slot.m.last_seen.max(now);
+        slot.m.packets += 1;
         Some(slot.m.inside)
     }
 
@@ -644,7 +648,14 @@ mod tests {
         let m = *t.mappings().next().unwrap();
         assert_eq!(
             m,
-            NatMapping { protocol: TCP, inside: (A, 40000), outside_port: p, remote: (D1, 443), last_seen: secs(2) }
+            NatMapping {
+                protocol: TCP,
+                inside: (A, 40000),
+                outside_port: p,
+                remote: (D1, 443),
+                last_seen: secs(2),
+                packets: 3
+            }
         );
         // An inside port below the range is not kept.
         assert_eq!(t.outbound(secs(0), UDP, (A, 53), (D1, 53)), Ok(1024));

@@ -197,6 +197,12 @@ fn a_private_instance_reaches_the_internet_through_the_nat_gateway_as_its_elasti
     assert_eq!(e["translated"][0], NAT_IP, "{e:#}");
     let nat_port = e["translated"][1].as_u64().unwrap();
     assert!((1024..=65535).contains(&nat_port), "{e:#}");
+    // The handshake and the request's exchange went through the translation: its count is real.
+    assert!(e["packets"].as_u64().unwrap() >= 3, "{e:#}");
+    let table = text(&vpclab(&["conntrack", "--lab", &lab.name]));
+    let row = table.lines().find(|l| l.starts_with("nat-test") && l.contains("tcp")).unwrap();
+    let header = table.lines().next().unwrap();
+    assert_eq!(row.find(&format!("as {NAT_IP}")), header.find("STATE"), "NAT rows aligned:\n{table}");
     drop(s);
     let peer = srv.join().unwrap().expect("the internet host accepted");
     assert_eq!(peer.ip().to_string(), NAT_EIP, "the internet must see the NAT's Elastic IP");

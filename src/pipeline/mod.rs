@@ -525,7 +525,7 @@ impl Pipeline {
                         responder: m.remote,
                         translated: Some((nat.private_ip, m.outside_port)),
                         state: "Translated".into(),
-                        packets: 0,
+                        packets: m.packets,
                         expires_in_secs: crate::nat::AWS_IDLE_TIMEOUT.saturating_sub(idle).as_secs(),
                     });
                 }

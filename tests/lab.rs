@@ -97,8 +97,9 @@ fn down_removes_everything_and_is_idempotent() {
     // A process left running in an instance must not outlive the lab (nor keep it alive).
     let mut sleeper =
         std::process::Command::new(BIN).args(["exec", "--lab", &lab.name, "b1", "--", "sleep", "600"]).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(100));
-    assert!(sleeper.try_wait().unwrap().is_none(), "sleep did not start");
+    let ns = lab.ns("b1");
+    assert!(eventually(5, || !namespace_pids(&ns).is_empty()), "sleep did not start in b1");
+    assert!(sleeper.try_wait().unwrap().is_none(), "sleep ended early");
     let out = vpclab(&["down", &lab.name]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(namespaces_of(&lab.name).is_empty(), "{:?}", namespaces_of(&lab.name));
@@ -288,7 +289,10 @@ fn bad_frames_are_counted_and_dropped_and_forwarding_goes_on() {
     let broadcast = build::udp(Mac([0xff; 6]), a1, src, "10.0.1.255".parse().unwrap(), 1, 2, b"all");
     let before = lab.eni("eni-a1");
     inject_frames(&lab.ns("a1"), "eth0", vec![spoofed, ipv6, truncated, broadcast]);
-    std::thread::sleep(Duration::from_millis(200));
+    let total =
+        |e: &serde_json::Value| e["drops"].as_object().map_or(0, |d| d.values().filter_map(|v| v.as_u64()).sum());
+    let before_total = total(&before);
+    assert!(eventually(5, || total(&lab.eni("eni-a1")) >= before_total + 4), "the four frames were not all judged");
     let after = lab.eni("eni-a1");
     for reason in ["source_mac_mismatch", "unsupported_ethertype", "malformed", "broadcast_or_multicast"] {
         let delta = after["drops"][reason].as_u64().unwrap_or(0) - before["drops"][reason].as_u64().unwrap_or(0);

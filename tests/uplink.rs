@@ -129,7 +129,6 @@ fn an_uplink_carries_the_lab_to_a_network_outside_it_both_ways() {
     let back = tcp_echo_client(&lab.ns("web"), "192.0.2.1:7000".parse().unwrap(), vec![7u8; 200_000]).unwrap();
     assert_eq!(back.len(), 200_000);
     srv.join().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(100));
     tcp_connect(&lab.ns("web"), "192.0.2.1:7001".parse().unwrap(), 2).expect("connect to the second listener");
     assert_eq!(seen.join().unwrap().to_string(), "203.0.113.20", "the outside sees the Elastic IP");
     // In: the outside reaches the Elastic IP (the instance sees only its private address).

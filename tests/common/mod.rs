@@ -515,3 +515,18 @@ impl TestLab {
         lab
     }
 }
+
+/// The pids of the processes inside network namespace `ns` (as `ip netns pids` lists them).
+pub fn namespace_pids(ns: &str) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(target) = std::fs::metadata(format!("/run/netns/{ns}")) else { return Vec::new() };
+    let Ok(procs) = std::fs::read_dir("/proc") else { return Vec::new() };
+    procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::metadata(format!("/proc/{pid}/ns/net"))
+                .is_ok_and(|m| m.dev() == target.dev() && m.ino() == target.ino())
+        })
+        .collect()
+}

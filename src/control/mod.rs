@@ -184,19 +184,10 @@ fn route_status(model: &Model) -> Vec<RouteStatus> {
         let subnets: Vec<String> =
             model.subnets.iter().filter(|s| s.route_table.index() == t).map(|s| s.id.clone()).collect();
         for r in &table.routes {
-            let state = match r.target {
-                RouteTarget::Blackhole => "blackhole".to_string(),
-                RouteTarget::Eni(e) => match model.enis[e.index()].attachment {
-                    None => format!("blackhole ({} is not attached)", model.enis[e.index()].id),
-                    Some(a) if model.instances[a.instance.index()].state != crate::model::InstanceState::Running => {
-                        format!("blackhole ({} is stopped)", model.instances[a.instance.index()].id)
-                    }
-                    Some(_) => "active".to_string(),
-                },
-                RouteTarget::InternetGateway(_) if !model.has_internet() => {
-                    "blackhole (the lab has no internet side)".to_string()
-                }
-                _ => "active".to_string(),
+            let state = match (r.target, crate::policy::route_table::unusable(model, r.target)) {
+                (RouteTarget::Blackhole, _) => "blackhole".to_string(),
+                (_, Some(why)) => format!("blackhole ({why})"),
+                (_, None) => "active".to_string(),
             };
             out.push(RouteStatus {
                 table: table.id.clone(),

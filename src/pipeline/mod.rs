@@ -759,8 +759,9 @@ impl Pipeline {
         if self.model.has_internet() {
             return Ok(());
         }
-        obs.record(Stage::InternetGateway, format_args!("drop: the lab has no [internet] hosts"));
-        Err(Verdict::Drop(DropReason::NoRoute))
+        // The same rule as the route lookup's: an internet gateway without an internet behind it.
+        obs.record(Stage::InternetGateway, format_args!("drop: blackhole: the lab has no internet side"));
+        Err(Verdict::Drop(DropReason::Blackhole))
     }
 
     /// Towards the internet the MTU is 1500: a larger packet with DF set is answered with ICMP
@@ -1337,9 +1338,11 @@ impl Pipeline {
                 Some(to) => to,
                 None => return drop(obs, format_args!("no ENI owns {dst}"), DropReason::NoSuchAddress),
             },
-            Some((_, RouteTarget::Eni(e))) if !self.ports[e.index()].attached => {
-                let id = &self.ports[e.index()].id;
-                return drop(obs, format_args!("blackhole: {id} is not attached"), DropReason::Blackhole);
+            Some((_, target @ (RouteTarget::Eni(_) | RouteTarget::InternetGateway(_))))
+                if route_table::unusable(&self.model, target).is_some() =>
+            {
+                let why = route_table::unusable(&self.model, target).unwrap_or_default();
+                return drop(obs, format_args!("blackhole: {why}"), DropReason::Blackhole);
             }
             Some((_, RouteTarget::Eni(e))) => e,
             Some((_, RouteTarget::Peering(pcx))) => {

@@ -1369,13 +1369,13 @@ fn a_stopped_instance_carries_nothing_either_way_and_is_not_answered_for() {
 }
 
 #[test]
-fn a_route_to_an_appliance_of_a_stopped_instance_drops_on_the_appliance() {
+fn a_route_to_an_appliance_of_a_stopped_instance_is_a_blackhole() {
     let text = ROUTE_LAB.replacen("[[instance]]\nid = \"fw\"", "[[instance]]\nid = \"fw\"\nstate = \"stopped\"", 1);
     let model = crate::topology::parse(&text, "rt.toml").expect("valid");
     let mut p = Policy { pipeline: Pipeline::new(&model), model, now: Duration::ZERO };
-    let fw = p.eni("eni-fw");
-    // 10.0.2.0/24 -> eni-fw: its instance is stopped.
-    assert_eq!(p.tcp("eni-one", "eni-two", 40000, 80, SYN), Verdict::DropAt(DropReason::InstanceStopped, fw));
+    // 10.0.2.0/24 -> eni-fw: its instance is stopped, so the route is a blackhole (as `status`
+    // shows it, and as AWS shows a route to a stopped instance).
+    assert_eq!(p.tcp("eni-one", "eni-two", 40000, 80, SYN), Verdict::Drop(DropReason::Blackhole));
     // The rest of the VPC is unaffected.
     assert_eq!(p.tcp("eni-one", "eni-three", 40000, 80, SYN), Verdict::Forward(p.eni("eni-three")));
 }

@@ -78,6 +78,27 @@ pub fn target_name(model: &Model, target: RouteTarget) -> String {
     }
 }
 
+/// Why a route's target cannot take traffic, if it cannot: one rule for `status` (which shows
+/// such a route as `blackhole`, as AWS does) and for the pipeline (which drops its packets as
+/// `blackhole`). A route given as `blackhole` is not asked about.
+pub fn unusable(model: &Model, target: RouteTarget) -> Option<String> {
+    match target {
+        RouteTarget::Eni(e) => {
+            let eni = model.enis.get(e.index())?;
+            match eni.attachment {
+                None => Some(format!("{} is not attached", eni.id)),
+                Some(a) => {
+                    let inst = model.instances.get(a.instance.index())?;
+                    (inst.state != crate::model::InstanceState::Running)
+                        .then(|| format!("{}'s instance {} is {}", eni.id, inst.id, inst.state.name()))
+                }
+            }
+        }
+        RouteTarget::InternetGateway(_) if !model.has_internet() => Some("the lab has no internet side".to_string()),
+        _ => None,
+    }
+}
+
 /// One line for `trace`: `rtb-private: 0.0.0.0/0 -> nat-main` for a hit, `rtb-x: no route to
 /// 192.0.2.1` for a miss. `dst` is the address looked up (only printed on a miss).
 pub fn describe(model: &Model, rtb: RtbIdx, dst: Ipv4Addr, hit: Option<(Cidr, RouteTarget)>) -> String {
@@ -240,5 +261,19 @@ routes = [
         let d = ip("192.0.2.1");
         assert_eq!(all[main.index()].lookup(d), None);
         assert_eq!(describe(&m, main, d, None), format!("{}: no route to 192.0.2.1", m.route_tables[main.index()].id));
+    }
+
+    #[test]
+    fn one_rule_says_which_targets_cannot_take_traffic() {
+        let text = "name = \"u\"\n[[vpc]]\nid = \"v\"\ncidr = \"10.0.0.0/16\"\n[[subnet]]\nid = \"s\"\nvpc = \"v\"\ncidr = \"10.0.1.0/24\"\n[[internet_gateway]]\nid = \"igw\"\nvpc = \"v\"\n[[instance]]\nid = \"i\"\nstate = \"stopped\"\n[[network_interface]]\nid = \"eni-i\"\nsubnet = \"s\"\nprivate_ip = \"10.0.1.10\"\nattachment = { instance = \"i\", device_index = 0 }\n[[network_interface]]\nid = \"eni-loose\"\nsubnet = \"s\"\nprivate_ip = \"10.0.1.11\"\n";
+        let m = crate::topology::parse(text, "u.toml").unwrap();
+        let eni = |id: &str| RouteTarget::Eni(m.eni_by_id(id).unwrap());
+        assert_eq!(unusable(&m, eni("eni-loose")).as_deref(), Some("eni-loose is not attached"));
+        assert_eq!(unusable(&m, eni("eni-i")).as_deref(), Some("eni-i's instance i is stopped"));
+        assert_eq!(
+            unusable(&m, RouteTarget::InternetGateway(IgwIdx(0))).as_deref(),
+            Some("the lab has no internet side")
+        );
+        assert_eq!(unusable(&m, RouteTarget::Local), None);
     }
 }

@@ -172,7 +172,14 @@ pub fn forwarder_alive(lab: &str) -> bool {
     const PF_EXITING: u64 = 0x4;
     let fields: Vec<&str> = stat.rsplit_once(')').map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
     let exiting = fields.get(6).and_then(|f| f.parse::<u64>().ok()).is_some_and(|f| f & PF_EXITING != 0);
-    !matches!(fields.first(), Some(&"Z" | &"X") | None) && !exiting
+    // Killed but not yet run since: SIGKILL still pending (shared or per-thread).
+    let status = fs::read_to_string(format!("/proc/{}/status", rec.pid)).unwrap_or_default();
+    const SIGKILL_BIT: u64 = 1 << (libc::SIGKILL - 1);
+    let kill_pending = status
+        .lines()
+        .filter_map(|l| l.strip_prefix("ShdPnd:").or_else(|| l.strip_prefix("SigPnd:")))
+        .any(|mask| u64::from_str_radix(mask.trim(), 16).is_ok_and(|m| m & SIGKILL_BIT != 0));
+    !matches!(fields.first(), Some(&"Z" | &"X") | None) && !exiting && !kill_pending
 }
 
 /// A forwarder killed a moment ago still holds the lab's lock while the kernel closes its TAPs.
@@ -181,9 +188,19 @@ pub fn forwarder_alive(lab: &str) -> bool {
 /// mistaken for a live one, nor a live one for a dead one.
 pub fn wait_until_released(lab: &str, wait: Duration) -> bool {
     let deadline = Instant::now() + wait;
+    // A forwarder seen alive this long is alive (a kill is seen within a scheduling delay).
+    let mut alive_since: Option<Instant> = None;
     while lab_running(lab) {
-        if forwarder_alive(lab) || Instant::now() >= deadline {
+        if Instant::now() >= deadline {
             return false;
+        }
+        if forwarder_alive(lab) {
+            let since = *alive_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= Duration::from_millis(300) {
+                return false;
+            }
+        } else {
+            alive_since = None;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -697,7 +714,8 @@ impl Claim {
 
     /// Takes over a lab whose forwarder died, leaving its directory and namespaces as they are.
     fn adopt(lab: &str) -> anyhow::Result<Claim> {
-        let Some(lock) = LabLock::acquire(lab, Duration::from_secs(1))? else {
+        // A forwarder killed a moment ago may still be closing its descriptors.
+        let Some(lock) = LabLock::acquire(lab, Duration::from_secs(5))? else {
             bail!("lab `{lab}` is running: there is nothing to resume");
         };
         let dir = lab_dir(lab);

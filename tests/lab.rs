@@ -287,14 +287,21 @@ fn bad_frames_are_counted_and_dropped_and_forwarding_goes_on() {
     let mut truncated = build::udp(mac("eni-a2"), a1, src, dst, 1, 2, &[7; 100]);
     truncated.truncate(14 + 20 + 8 + 10); // the IPv4 header still claims 128 bytes
     let broadcast = build::udp(Mac([0xff; 6]), a1, src, "10.0.1.255".parse().unwrap(), 1, 2, b"all");
+    // Larger than the VPC carries, sent by an instance that raised its own MTU.
+    let oversized = build::udp(mac("eni-a2"), a1, src, dst, 1, 2, &[9; 9200]);
+    let raised =
+        std::process::Command::new("ip").args(["-n", &lab.ns("a1"), "link", "set", "eth0", "mtu", "9500"]).status();
+    assert!(raised.unwrap().success(), "raising a1's MTU");
     let before = lab.eni("eni-a1");
-    inject_frames(&lab.ns("a1"), "eth0", vec![spoofed, ipv6, truncated, broadcast]);
+    inject_frames(&lab.ns("a1"), "eth0", vec![spoofed, ipv6, truncated, broadcast, oversized]);
     let total =
         |e: &serde_json::Value| e["drops"].as_object().map_or(0, |d| d.values().filter_map(|v| v.as_u64()).sum());
     let before_total = total(&before);
-    assert!(eventually(5, || total(&lab.eni("eni-a1")) >= before_total + 4), "the four frames were not all judged");
+    assert!(eventually(5, || total(&lab.eni("eni-a1")) >= before_total + 5), "the five frames were not all judged");
     let after = lab.eni("eni-a1");
-    for reason in ["source_mac_mismatch", "unsupported_ethertype", "malformed", "broadcast_or_multicast"] {
+    for reason in
+        ["source_mac_mismatch", "unsupported_ethertype", "malformed", "broadcast_or_multicast", "mtu_exceeded"]
+    {
         let delta = after["drops"][reason].as_u64().unwrap_or(0) - before["drops"][reason].as_u64().unwrap_or(0);
         assert_eq!(delta, 1, "{reason}: {before} -> {after}");
     }

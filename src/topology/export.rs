@@ -159,7 +159,10 @@ fn route_table(m: &Model, r: &crate::model::RouteTable) -> Table {
     let mut t = Table::new();
     t["id"] = value(&r.id);
     t["vpc"] = value(&m.vpcs[r.vpc.index()].id);
-    let routes = r.routes.iter().filter(|x| x.target != RouteTarget::Local).map(|x| {
+    // The implicit local route (the VPC's CIDR) is left out; a more specific `local` route stays.
+    let vpc_cidr = m.vpcs[r.vpc.index()].cidr;
+    let implicit = |x: &crate::model::Route| x.target == RouteTarget::Local && x.destination == vpc_cidr;
+    let routes = r.routes.iter().filter(|x| !implicit(x)).map(|x| {
         inline(&[("destination", x.destination.to_string().into()), ("target", target_name(m, x.target).into())])
     });
     let routes = lines(routes);
@@ -288,13 +291,19 @@ fn eni(m: &Model, e: &Eni) -> Table {
         t["description"] = value(d);
     }
     if e.connection_tracking != ConntrackConfig::default() {
-        let c = e.connection_tracking;
-        t["connection_tracking"] = value(inline(&[
-            ("tcp_established_timeout", i64::from(c.tcp_established).into()),
-            ("udp_stream_timeout", i64::from(c.udp_stream).into()),
-            ("udp_timeout", i64::from(c.udp).into()),
-            ("max_connections", i64::from(c.max_connections).into()),
-        ]));
+        // Only what differs from AWS's defaults.
+        let (c, d) = (e.connection_tracking, ConntrackConfig::default());
+        let fields: Vec<(&str, Value)> = [
+            ("tcp_established_timeout", c.tcp_established, d.tcp_established),
+            ("udp_stream_timeout", c.udp_stream, d.udp_stream),
+            ("udp_timeout", c.udp, d.udp),
+            ("max_connections", c.max_connections, d.max_connections),
+        ]
+        .into_iter()
+        .filter(|(_, v, default)| v != default)
+        .map(|(k, v, _)| (k, i64::from(v).into()))
+        .collect();
+        t["connection_tracking"] = value(inline(&fields));
     }
     if let Some(a) = e.attachment {
         let mut at = inline(&[

@@ -241,3 +241,5 @@ pub fn check_lab_name(name: &str) -> Result<(), String> {
         Err(format!("`{name}` is not a lab name: {}", validate::LAB_NAME_RULE))
     }
 }
+#[cfg(test)]
+mod export_tests;

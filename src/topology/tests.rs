@@ -487,6 +487,41 @@ fn instance_without_primary_eni() {
 }
 
 #[test]
+fn instance_state_is_running_or_stopped() {
+    assert_eq!(ok("").instances[0].state, crate::model::InstanceState::Running);
+    let text = BASE.replacen("id = \"i-a\"\n", "id = \"i-a\"\nstate = \"stopped\"\n", 1);
+    assert_eq!(parse(&text, "t.toml").map(|m| m.instances[0].state), Ok(crate::model::InstanceState::Stopped));
+    for bad in ["paused", "Stopped", "terminated", ""] {
+        let text = BASE.replacen("id = \"i-a\"\n", &format!("id = \"i-a\"\nstate = \"{bad}\"\n"), 1);
+        let ps = parse(&text, "t.toml").expect_err("not a state").problems;
+        assert_eq!(ps.len(), 1, "{ps:?}");
+        assert_eq!((ps[0].line, ps[0].field.as_str()), (line_of(&text, "state ="), "instance \"i-a\".state"));
+        assert!(ps[0].message.contains(&format!("state `{bad}` is not an instance state")), "{}", ps[0].message);
+    }
+    let text = BASE.replacen("id = \"i-a\"\n", "id = \"i-a\"\nstate = 1\n", 1);
+    let ps = parse(&text, "t.toml").expect_err("not a string").problems;
+    assert_eq!(ps[0].field, "instance \"i-a\".state", "{ps:?}");
+}
+
+#[test]
+fn delete_on_termination_defaults_to_true_at_device_index_0_only() {
+    let second = format!("{}attachment = {{ instance = \"i-a\", device_index = 1 }}\n", eni_b("10.0.1.20"));
+    let m = ok(&second);
+    let dot = |m: &Model, i: usize| m.enis[i].attachment.map(|a| a.delete_on_termination);
+    assert_eq!((dot(&m, 0), dot(&m, 1)), (Some(true), Some(false)));
+    let m = ok(&second.replace("device_index = 1 }", "device_index = 1, delete_on_termination = true }"));
+    assert_eq!(dot(&m, 1), Some(true));
+    let text = BASE.replace("device_index = 0 }", "device_index = 0, delete_on_termination = false }");
+    assert_eq!(parse(&text, "t.toml").map(|m| dot(&m, 0)), Ok(Some(false)));
+    rejects(
+        &second.replace("device_index = 1 }", "device_index = 1, delete_on_termination = \"yes\" }"),
+        "\"yes\"",
+        "network_interface \"eni-b\".attachment.delete_on_termination",
+        "invalid type",
+    );
+}
+
+#[test]
 fn unknown_instance_type() {
     let text = BASE.replacen("id = \"i-a\"\n", "id = \"i-a\"\ninstance_type = \"t9.huge\"\n", 1);
     let ps = parse(&text, "t.toml").expect_err("unknown type").problems;

@@ -1084,6 +1084,14 @@ impl Pipeline {
             _ => return None,
         };
         debug_assert!(hop.to.index() < self.ports.len(), "a hop of the current generation names a port");
+        // The hop was cached for frames to the router's MAC (routed) or to the receiver's own
+        // (layer 2): a frame of the flow sent to any other MAC takes another walk, which may drop
+        // it (an unknown MAC) or route it. A frame parsed as IPv4 holds its Ethernet header.
+        let dst_mac = &frame[..6];
+        let cached_for = if hop.routed { self.ports[from.index()].router_mac } else { self.ports[hop.to.index()].mac };
+        if dst_mac != cached_for.0 {
+            return None;
+        }
         // The receiver's lookup both refreshes its entry and proves it is still there (it may
         // have expired on its own, with shorter timeouts): without it, judge afresh, with the
         // sender's entry still untouched.

@@ -1338,3 +1338,39 @@ fn a_route_to_an_appliance_of_a_stopped_instance_drops_on_the_appliance() {
     // The rest of the VPC is unaffected.
     assert_eq!(p.tcp("eni-one", "eni-three", 40000, 80, SYN), Verdict::Forward(p.eni("eni-three")));
 }
+
+#[test]
+fn a_cached_hop_is_followed_only_by_frames_to_the_mac_it_was_cached_for() {
+    // Found by the `pipeline` fuzz target: the fast path forwarded a tracked flow's frame
+    // whatever its destination MAC, so a frame to an unknown MAC, or to another ENI of the
+    // subnet, still reached the flow's peer (and `trace` disagreed with forwarding).
+    let mut p = swap_policy(&["eni-client", "eni-other", "eni-server"]);
+    let (client, other, server) = (p.eni("eni-client"), p.eni("eni-other"), p.eni("eni-server"));
+    let frame = |p: &Policy, dst_mac: Mac, to: &str, sport: u16| {
+        let (src, dst) = (p.ip("eni-client"), p.ip(to));
+        build::tcp(dst_mac, p.model.enis[client.index()].mac, src, dst, sport, 80, ACK, b"")
+    };
+    // A routed connection, its hop cached on the client's entry.
+    assert_eq!(p.tcp("eni-client", "eni-server", 40000, 80, SYN), Verdict::Forward(server));
+    assert_eq!(p.tcp("eni-server", "eni-client", 80, 40000, SYN_ACK), Verdict::Forward(client));
+    assert_eq!(p.tcp("eni-client", "eni-server", 40000, 80, ACK), Verdict::Forward(server));
+    let mut f = frame(&p, Mac([2, 9, 9, 9, 9, 9]), "eni-server", 40000);
+    let v = p.pipeline.process(p.now, client, &mut f, &mut NoObserver);
+    assert_eq!(v, Verdict::Drop(DropReason::UnknownDestinationMac));
+    let mut f = frame(&p, p.model.enis[other.index()].mac, "eni-server", 40000);
+    let v = p.pipeline.process(p.now, client, &mut f, &mut NoObserver);
+    assert_eq!(v, Verdict::DropAt(DropReason::DestinationCheck, other), "layer 2 to another ENI, as the full walk");
+    // A layer-2 connection in the subnet; a frame of it sent to the router is routed, its MACs
+    // rewritten, as the full walk does.
+    assert_eq!(p.tcp("eni-client", "eni-other", 40001, 80, SYN), Verdict::Forward(other));
+    assert_eq!(p.tcp("eni-other", "eni-client", 80, 40001, SYN_ACK), Verdict::Forward(client));
+    assert_eq!(p.tcp("eni-client", "eni-other", 40001, 80, ACK), Verdict::Forward(other));
+    let router = p.model.vpcs[0].router_mac;
+    let mut f = frame(&p, router, "eni-other", 40001);
+    let mut copy = f.clone();
+    let (traced, _) = p.pipeline.trace(p.now, client, &mut copy);
+    let v = p.pipeline.process(p.now, client, &mut f, &mut NoObserver);
+    assert_eq!((v, traced), (Verdict::Forward(other), Verdict::Forward(other)));
+    assert_eq!((&f[0..6], &f[6..12]), (&p.model.enis[other.index()].mac.0[..], &router.0[..]));
+    assert_eq!(f, copy, "forwarding rewrites the frame as trace does");
+}

@@ -16,7 +16,8 @@
 //! Connection tracking is per ENI. A new flow's entries are created only when its packet is
 //! delivered. Each entry caches where the ENI's own packets of that flow go; later packets take
 //! that fast path, skipping route lookup, ACLs and rules, while the entry's generation is the
-//! pipeline's. The TTL is never touched: the VPC router is not a hop.
+//! pipeline's and the frame goes to the MAC the hop was cached for (ICMP, whose type and code
+//! ACLs match but the entry's key does not hold, always takes the full walk). The TTL is never touched: the VPC router is not a hop.
 //!
 //! Live changes. A pipeline is never edited: a changed lab is compiled into a new one
 //! ([`Pipeline::new`], off the packet path), which takes over the old one's live state
@@ -1077,6 +1078,12 @@ impl Pipeline {
     /// pipeline's, so its hops are never followed, and [`commit`](Self::commit) clears them
     /// before caching a hop of the current generation.
     fn fast_path(&mut self, now: Duration, from: EniIdx, info: &PacketInfo, frame: &mut [u8]) -> Option<Verdict> {
+        // ICMP never: network ACLs match ICMP type and code, which the connection key does not
+        // hold (one entry stands for every non-echo ICMP between two addresses, and echo request
+        // and reply share one), so the cached hop would skip the ACLs for a type they deny.
+        if info.flow.protocol == PROTO_ICMP {
+            return None;
+        }
         // Look before touching: a packet that falls back to the full walk must update each
         // entry once, there, or TCP state would see its flags twice.
         let hop = match self.conntrack[from.index()].peek(now, info) {

@@ -16,7 +16,8 @@
 //! Connection tracking is per ENI. A new flow's entries are created only when its packet is
 //! delivered. Each entry caches where the ENI's own packets of that flow go; later packets take
 //! that fast path, skipping route lookup, ACLs and rules, while the entry's generation is the
-//! pipeline's. The TTL is never touched: the VPC router is not a hop.
+//! pipeline's and the frame goes to the MAC the hop was cached for (ICMP, whose type and code
+//! ACLs match but the entry's key does not hold, always takes the full walk). The TTL is never touched: the VPC router is not a hop.
 //!
 //! What the VPC would not carry is judged at the edge: a packet larger than the VPC's MTU (9001,
 //! [`VPC_MTU`]) is dropped as `mtu_exceeded`; headers that are odd but valid (IP options, fragments
@@ -1077,6 +1078,12 @@ impl Pipeline {
     /// pipeline's, so its hops are never followed, and [`commit`](Self::commit) clears them
     /// before caching a hop of the current generation.
     fn fast_path(&mut self, now: Duration, from: EniIdx, info: &PacketInfo, frame: &mut [u8]) -> Option<Verdict> {
+        // ICMP never: network ACLs match ICMP type and code, which the connection key does not
+        // hold (one entry stands for every non-echo ICMP between two addresses, and echo request
+        // and reply share one), so the cached hop would skip the ACLs for a type they deny.
+        if info.flow.protocol == PROTO_ICMP {
+            return None;
+        }
         // Look before touching: a packet that falls back to the full walk must update each
         // entry once, there, or TCP state would see its flags twice.
         let hop = match self.conntrack[from.index()].peek(now, info) {
@@ -1084,6 +1091,14 @@ impl Pipeline {
             _ => return None,
         };
         debug_assert!(hop.to.index() < self.ports.len(), "a hop of the current generation names a port");
+        // The hop was cached for frames to the router's MAC (routed) or to the receiver's own
+        // (layer 2): a frame of the flow sent to any other MAC takes another walk, which may drop
+        // it (an unknown MAC) or route it. A frame parsed as IPv4 holds its Ethernet header.
+        let dst_mac = &frame[..6];
+        let cached_for = if hop.routed { self.ports[from.index()].router_mac } else { self.ports[hop.to.index()].mac };
+        if dst_mac != cached_for.0 {
+            return None;
+        }
         // The receiver's lookup both refreshes its entry and proves it is still there (it may
         // have expired on its own, with shorter timeouts): without it, judge afresh, with the
         // sender's entry still untouched.

@@ -1379,3 +1379,104 @@ fn a_route_to_an_appliance_of_a_stopped_instance_is_a_blackhole() {
     // The rest of the VPC is unaffected.
     assert_eq!(p.tcp("eni-one", "eni-three", 40000, 80, SYN), Verdict::Forward(p.eni("eni-three")));
 }
+
+#[test]
+fn a_cached_hop_is_followed_only_by_frames_to_the_mac_it_was_cached_for() {
+    // Found by the `pipeline` fuzz target: the fast path forwarded a tracked flow's frame
+    // whatever its destination MAC, so a frame to an unknown MAC, or to another ENI of the
+    // subnet, still reached the flow's peer (and `trace` disagreed with forwarding).
+    let mut p = swap_policy(&["eni-client", "eni-other", "eni-server"]);
+    let (client, other, server) = (p.eni("eni-client"), p.eni("eni-other"), p.eni("eni-server"));
+    let frame = |p: &Policy, dst_mac: Mac, to: &str, sport: u16| {
+        let (src, dst) = (p.ip("eni-client"), p.ip(to));
+        build::tcp(dst_mac, p.model.enis[client.index()].mac, src, dst, sport, 80, ACK, b"")
+    };
+    // A routed connection, its hop cached on the client's entry.
+    assert_eq!(p.tcp("eni-client", "eni-server", 40000, 80, SYN), Verdict::Forward(server));
+    assert_eq!(p.tcp("eni-server", "eni-client", 80, 40000, SYN_ACK), Verdict::Forward(client));
+    assert_eq!(p.tcp("eni-client", "eni-server", 40000, 80, ACK), Verdict::Forward(server));
+    let mut f = frame(&p, Mac([2, 9, 9, 9, 9, 9]), "eni-server", 40000);
+    let v = p.pipeline.process(p.now, client, &mut f, &mut NoObserver);
+    assert_eq!(v, Verdict::Drop(DropReason::UnknownDestinationMac));
+    let mut f = frame(&p, p.model.enis[other.index()].mac, "eni-server", 40000);
+    let v = p.pipeline.process(p.now, client, &mut f, &mut NoObserver);
+    assert_eq!(v, Verdict::DropAt(DropReason::DestinationCheck, other), "layer 2 to another ENI, as the full walk");
+    // A layer-2 connection in the subnet; a frame of it sent to the router is routed, its MACs
+    // rewritten, as the full walk does.
+    assert_eq!(p.tcp("eni-client", "eni-other", 40001, 80, SYN), Verdict::Forward(other));
+    assert_eq!(p.tcp("eni-other", "eni-client", 80, 40001, SYN_ACK), Verdict::Forward(client));
+    assert_eq!(p.tcp("eni-client", "eni-other", 40001, 80, ACK), Verdict::Forward(other));
+    let router = p.model.vpcs[0].router_mac;
+    let mut f = frame(&p, router, "eni-other", 40001);
+    let mut copy = f.clone();
+    let (traced, _) = p.pipeline.trace(p.now, client, &mut copy);
+    let v = p.pipeline.process(p.now, client, &mut f, &mut NoObserver);
+    assert_eq!((v, traced), (Verdict::Forward(other), Verdict::Forward(other)));
+    assert_eq!((&f[0..6], &f[6..12]), (&p.model.enis[other.index()].mac.0[..], &router.0[..]));
+    assert_eq!(f, copy, "forwarding rewrites the frame as trace does");
+}
+
+#[test]
+fn icmp_of_a_type_the_acl_denies_is_dropped_even_on_a_tracked_connection() {
+    // Found by the `pipeline` fuzz target: one connection entry stands for every non-echo ICMP
+    // message between two addresses, and its cached hop skipped the network ACLs, so after an
+    // ICMP message the ACL allowed, one of a type it denies went through (trace dropped it).
+    let text = r#"
+name = "icmpacl"
+
+[[vpc]]
+id = "vpc-a"
+cidr = "10.0.0.0/16"
+
+[[subnet]]
+id = "sub-1"
+vpc = "vpc-a"
+cidr = "10.0.1.0/24"
+
+[[subnet]]
+id = "sub-2"
+vpc = "vpc-a"
+cidr = "10.0.2.0/24"
+network_acl = "acl-2"
+
+[[network_acl]]
+id = "acl-2"
+vpc = "vpc-a"
+ingress = [ { rule = 100, protocol = "icmp", icmp_type = 40, cidr = "10.0.0.0/16", action = "allow" } ]
+egress = [ { rule = 100, protocol = "all", cidr = "0.0.0.0/0", action = "allow" } ]
+
+[[instance]]
+id = "client"
+
+[[instance]]
+id = "server"
+
+[[network_interface]]
+id = "eni-client"
+subnet = "sub-1"
+private_ip = "10.0.1.10"
+attachment = { instance = "client", device_index = 0 }
+
+[[network_interface]]
+id = "eni-server"
+subnet = "sub-2"
+private_ip = "10.0.2.10"
+attachment = { instance = "server", device_index = 0 }
+"#;
+    let model = crate::topology::parse(text, "icmpacl.toml").unwrap();
+    let mut p = Pipeline::new(&model);
+    let (client, server) = (model.eni_by_id("eni-client").unwrap(), model.eni_by_id("eni-server").unwrap());
+    let (mac, router) = (model.enis[client.index()].mac, model.vpcs[0].router_mac);
+    let (a, b) = (Ipv4Addr::new(10, 0, 1, 10), Ipv4Addr::new(10, 0, 2, 10));
+    let quoted = build::udp(mac, router, b, a, 1, 2, b"");
+    let icmp = |icmp_type: u8| build::icmp_error(router, mac, a, b, icmp_type, 0, &quoted);
+    // Messages of type 40 pass the ACL; the second one is a tracked connection's.
+    for _ in 0..2 {
+        assert_eq!(p.process(Duration::ZERO, client, &mut icmp(40), &mut NoObserver), Verdict::Forward(server));
+    }
+    // A redirect (type 5) is the same connection entry, but the ACL denies it.
+    let denied = Verdict::DropAt(DropReason::NetworkAclIngress, server);
+    let (traced, _) = p.trace(Duration::ZERO, client, &mut icmp(5));
+    assert_eq!(traced, denied);
+    assert_eq!(p.process(Duration::ZERO, client, &mut icmp(5), &mut NoObserver), denied);
+}

@@ -95,6 +95,9 @@ struct IdEntry {
     index: usize,
     /// 0 for the implicit objects vpclab creates (default group, default ACL, main table).
     line: usize,
+    /// The VPC the object is in, once its section has resolved it ([`Checker::place`]); `None`
+    /// before that, for objects outside VPCs, and when the object's own `vpc` failed its check.
+    vpc: Option<usize>,
 }
 
 /// `kind "id".rest`: the field path format of every validation problem.
@@ -105,6 +108,11 @@ fn path(kind: Kind, id: &str, rest: &str) -> String {
     } else {
         format!("{} \"{}\".{}", kind.section(), id, rest)
     }
+}
+
+/// The id of VPC `i`, for messages.
+fn vpc_id(raw: &RawFile, i: usize) -> &str {
+    raw.vpc.get(i).map_or("?", |v| v.id.get_ref().as_str())
 }
 
 /// The name AWS's documentation gives each reserved address of a subnet.
@@ -141,6 +149,11 @@ impl Checker<'_> {
 
     /// Looks up a reference of one kind, reporting a missing id or an id of another kind.
     fn resolve(&mut self, r: &Spanned<String>, want: Kind, field: String) -> Option<usize> {
+        self.lookup(r, want, field).map(|e| e.index)
+    }
+
+    /// [`Checker::resolve`], giving the whole id table entry.
+    fn lookup(&mut self, r: &Spanned<String>, want: Kind, field: String) -> Option<IdEntry> {
         let id = r.get_ref();
         match self.ids.get(id.as_str()).copied() {
             None => {
@@ -155,7 +168,57 @@ impl Checker<'_> {
                 self.err(r.span(), field, format!("`{id}` is {}, not {}", e.kind.a(), want.a()));
                 None
             }
-            Some(e) => Some(e.index),
+            Some(e) => Some(e),
+        }
+    }
+
+    /// Records that the object declared as `id` (the `index`th of its `kind`) is in VPC `vpc`, for
+    /// the references to it that are checked later. A duplicate or unusable id is not in the
+    /// table, and no reference can reach its object: nothing to record.
+    fn place(&mut self, kind: Kind, id: &str, index: usize, vpc: Option<usize>) {
+        if let Some(e) = self.ids.get_mut(id) {
+            if e.kind == kind && e.index == index {
+                e.vpc = vpc;
+            }
+        }
+    }
+
+    /// The step every reference between the objects of a VPC shares: resolve `r` to an object of
+    /// kind `want`, then hold its VPC against `home`, the VPC it must be in (see
+    /// [`Checker::at_home`]). One problem at the reference for whichever step fails.
+    fn resolve_in(
+        &mut self,
+        r: &Spanned<String>,
+        want: Kind,
+        field: String,
+        home: Option<usize>,
+        misplaced: impl FnOnce(usize, usize) -> Option<String>,
+    ) -> Option<usize> {
+        let e = self.lookup(r, want, field.clone())?;
+        self.at_home(r.span(), field, e.vpc, home, misplaced).then_some(e.index)
+    }
+
+    /// Whether an object in VPC `theirs` may be used from VPC `home`. When they differ,
+    /// `misplaced(theirs, home)` words the problem, or says `None` when that VPC will do all the
+    /// same (a peered one). An unknown VPC on either side passes: its own check already failed.
+    fn at_home(
+        &mut self,
+        span: Range<usize>,
+        field: String,
+        theirs: Option<usize>,
+        home: Option<usize>,
+        misplaced: impl FnOnce(usize, usize) -> Option<String>,
+    ) -> bool {
+        let (Some(theirs), Some(home)) = (theirs, home) else { return true };
+        if theirs == home {
+            return true;
+        }
+        match misplaced(theirs, home) {
+            None => true,
+            Some(msg) => {
+                self.err(span, field, msg);
+                false
+            }
         }
     }
 
@@ -404,7 +467,7 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
             }
             None => {
                 let line = c.line(id.span());
-                c.ids.insert(id.get_ref().clone(), IdEntry { kind, index, line });
+                c.ids.insert(id.get_ref().clone(), IdEntry { kind, index, line, vpc: None });
             }
         }
     }
@@ -414,14 +477,15 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
     let mut n_implicit_main = 0;
     for (i, v) in raw.vpc.iter().enumerate() {
         let vid = v.id.get_ref();
-        let sg = IdEntry { kind: Kind::SecurityGroup, index: raw.security_group.len() + i, line: 0 };
-        let acl = IdEntry { kind: Kind::NetworkAcl, index: raw.network_acl.len() + i, line: 0 };
+        let sg = IdEntry { kind: Kind::SecurityGroup, index: raw.security_group.len() + i, line: 0, vpc: Some(i) };
+        let acl = IdEntry { kind: Kind::NetworkAcl, index: raw.network_acl.len() + i, line: 0, vpc: Some(i) };
         c.ids.entry(format!("{vid}/default")).or_insert(sg);
         c.ids.entry(format!("{vid}/default-acl")).or_insert(acl);
         if v.main_route_table.is_none() {
             let index = raw.route_table.len() + n_implicit_main;
             n_implicit_main += 1;
-            c.ids.entry(format!("{vid}/main")).or_insert(IdEntry { kind: Kind::RouteTable, index, line: 0 });
+            let main = IdEntry { kind: Kind::RouteTable, index, line: 0, vpc: Some(i) };
+            c.ids.entry(format!("{vid}/main")).or_insert(main);
             implicit_main.push(Some(index));
         } else {
             implicit_main.push(None);
@@ -434,69 +498,54 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
         .iter()
         .map(|v| c.cidr(&v.cidr, &path(Kind::Vpc, v.id.get_ref(), "cidr"), Some(("a VPC", 16, 28))))
         .collect();
-    let vpc_id = |i: usize| raw.vpc.get(i).map_or("?", |v| v.id.get_ref().as_str());
+    let vpc_id = |i: usize| vpc_id(raw, i);
 
-    // The VPC of each object that names one directly.
+    // The VPC of each object that names one directly, recorded in the id table for the
+    // references to it.
+    let owning_vpc = |c: &mut Checker<'_>, kind: Kind, id: &Spanned<String>, index: usize, r: &Spanned<String>| {
+        let vpc = c.resolve(r, Kind::Vpc, path(kind, id.get_ref(), "vpc"));
+        c.place(kind, id.get_ref(), index, vpc);
+        vpc
+    };
     let rtb_vpc: Vec<Option<usize>> = raw
         .route_table
         .iter()
-        .map(|t| c.resolve(&t.vpc, Kind::Vpc, path(Kind::RouteTable, t.id.get_ref(), "vpc")))
+        .enumerate()
+        .map(|(i, t)| owning_vpc(&mut c, Kind::RouteTable, &t.id, i, &t.vpc))
         .collect();
     let acl_vpc: Vec<Option<usize>> = raw
         .network_acl
         .iter()
-        .map(|a| c.resolve(&a.vpc, Kind::Vpc, path(Kind::NetworkAcl, a.id.get_ref(), "vpc")))
+        .enumerate()
+        .map(|(i, a)| owning_vpc(&mut c, Kind::NetworkAcl, &a.id, i, &a.vpc))
         .collect();
     let sg_vpc: Vec<Option<usize>> = raw
         .security_group
         .iter()
-        .map(|g| c.resolve(&g.vpc, Kind::Vpc, path(Kind::SecurityGroup, g.id.get_ref(), "vpc")))
+        .enumerate()
+        .map(|(i, g)| owning_vpc(&mut c, Kind::SecurityGroup, &g.id, i, &g.vpc))
         .collect();
     let igw_vpc: Vec<Option<usize>> = raw
         .internet_gateway
         .iter()
-        .map(|g| c.resolve(&g.vpc, Kind::Vpc, path(Kind::InternetGateway, g.id.get_ref(), "vpc")))
+        .enumerate()
+        .map(|(i, g)| owning_vpc(&mut c, Kind::InternetGateway, &g.id, i, &g.vpc))
         .collect();
-    // Model order: declared groups/ACLs/tables first, then each VPC's implicit ones.
-    let sg_vpc_all = |g: usize| -> Option<usize> {
-        if g < raw.security_group.len() {
-            sg_vpc[g]
-        } else {
-            Some(g - raw.security_group.len())
-        }
-    };
-    let acl_vpc_all = |a: usize| -> Option<usize> {
-        if a < raw.network_acl.len() {
-            acl_vpc[a]
-        } else {
-            Some(a - raw.network_acl.len())
-        }
-    };
-    let rtb_vpc_all = |t: usize| -> Option<usize> {
-        if t < raw.route_table.len() {
-            rtb_vpc[t]
-        } else {
-            implicit_main.iter().position(|m| *m == Some(t))
-        }
-    };
 
     // ---- main route tables ----
     let mut main_rtb: Vec<Option<usize>> = implicit_main.clone();
     for (i, v) in raw.vpc.iter().enumerate() {
         let Some(m) = &v.main_route_table else { continue };
         let field = path(Kind::Vpc, v.id.get_ref(), "main_route_table");
-        let Some(t) = c.resolve(m, Kind::RouteTable, field.clone()) else { continue };
-        match rtb_vpc_all(t) {
-            Some(tv) if tv != i => {
-                let msg = format!(
-                    "route table `{}` is in VPC `{}`: a VPC's main route table must be one of its own",
-                    m.get_ref(),
-                    vpc_id(tv)
-                );
-                c.err(m.span(), field, msg);
-            }
-            Some(_) => main_rtb[i] = Some(t),
-            None => {}
+        let misplaced = |tv, _| {
+            Some(format!(
+                "route table `{}` is in VPC `{}`: a VPC's main route table must be one of its own",
+                m.get_ref(),
+                vpc_id(tv)
+            ))
+        };
+        if let Some(t) = c.resolve_in(m, Kind::RouteTable, field, Some(i), misplaced) {
+            main_rtb[i] = Some(t);
         }
     }
 
@@ -583,44 +632,34 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
                 );
             }
         }
-        let mut rtb = vpc.and_then(|v| main_rtb[v]);
-        if let Some(r) = &s.route_table {
-            let f = path(Kind::Subnet, id, "route_table");
-            rtb = None;
-            if let Some(t) = c.resolve(r, Kind::RouteTable, f.clone()) {
-                match (rtb_vpc_all(t), vpc) {
-                    (Some(tv), Some(v)) if tv != v => {
-                        let msg = format!(
-                            "route table `{}` is in VPC `{}`, but subnet `{id}` is in VPC `{}`: a subnet's route table must be in its own VPC",
-                            r.get_ref(),
-                            vpc_id(tv),
-                            vpc_id(v)
-                        );
-                        c.err(r.span(), f, msg);
-                    }
-                    _ => rtb = Some(t),
-                }
+        let rtb = match &s.route_table {
+            None => vpc.and_then(|v| main_rtb[v]),
+            Some(r) => {
+                let misplaced = |tv, v| {
+                    Some(format!(
+                        "route table `{}` is in VPC `{}`, but subnet `{id}` is in VPC `{}`: a subnet's route table must be in its own VPC",
+                        r.get_ref(),
+                        vpc_id(tv),
+                        vpc_id(v)
+                    ))
+                };
+                c.resolve_in(r, Kind::RouteTable, path(Kind::Subnet, id, "route_table"), vpc, misplaced)
             }
-        }
-        let mut acl = vpc.map(|v| raw.network_acl.len() + v);
-        if let Some(a) = &s.network_acl {
-            let f = path(Kind::Subnet, id, "network_acl");
-            acl = None;
-            if let Some(n) = c.resolve(a, Kind::NetworkAcl, f.clone()) {
-                match (acl_vpc_all(n), vpc) {
-                    (Some(av), Some(v)) if av != v => {
-                        let msg = format!(
-                            "network ACL `{}` is in VPC `{}`, but subnet `{id}` is in VPC `{}`: a subnet's network ACL must be in its own VPC",
-                            a.get_ref(),
-                            vpc_id(av),
-                            vpc_id(v)
-                        );
-                        c.err(a.span(), f, msg);
-                    }
-                    _ => acl = Some(n),
-                }
+        };
+        let acl = match &s.network_acl {
+            None => vpc.map(|v| raw.network_acl.len() + v),
+            Some(a) => {
+                let misplaced = |av, v| {
+                    Some(format!(
+                        "network ACL `{}` is in VPC `{}`, but subnet `{id}` is in VPC `{}`: a subnet's network ACL must be in its own VPC",
+                        a.get_ref(),
+                        vpc_id(av),
+                        vpc_id(v)
+                    ))
+                };
+                c.resolve_in(a, Kind::NetworkAcl, path(Kind::Subnet, id, "network_acl"), vpc, misplaced)
             }
-        }
+        };
         subnet_vpc.push(vpc);
         subnet_cidr.push(cidr);
         subnet_rtb.push(rtb);
@@ -669,10 +708,11 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
     let mut eni_attach: Vec<Option<Option<(usize, u32)>>> = Vec::new();
     let mut broken_attachment: HashSet<usize> = HashSet::new();
     let mut device_taken: HashMap<(usize, u32), String> = HashMap::new();
-    for e in &raw.network_interface {
+    for (ei, e) in raw.network_interface.iter().enumerate() {
         let id = e.id.get_ref();
         let subnet = c.resolve(&e.subnet, Kind::Subnet, path(Kind::NetworkInterface, id, "subnet"));
         let vpc = subnet.and_then(|s| subnet_vpc[s]);
+        c.place(Kind::NetworkInterface, id, ei, vpc);
         let scidr = subnet.and_then(|s| subnet_cidr[s]);
         let sid = subnet.map_or("", |s| raw.subnet[s].id.get_ref().as_str());
 
@@ -723,7 +763,17 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
                 let mut out: Vec<usize> = Vec::new();
                 for (k, g) in list.get_ref().iter().enumerate() {
                     let fk = format!("{f}[{k}]");
-                    let Some(gi) = c.resolve(g, Kind::SecurityGroup, fk.clone()) else {
+                    // A group listed twice passes or fails the VPC check alike both times, so
+                    // checking it first reports the same as checking for the repeat first.
+                    let misplaced = |gv, v| {
+                        Some(format!(
+                            "security group `{}` is in VPC `{}`, but network interface `{id}` is in VPC `{}` (subnet `{sid}`): an ENI's groups must be in its own VPC",
+                            g.get_ref(),
+                            vpc_id(gv),
+                            vpc_id(v)
+                        ))
+                    };
+                    let Some(gi) = c.resolve_in(g, Kind::SecurityGroup, fk.clone(), vpc, misplaced) else {
                         ok = false;
                         continue;
                     };
@@ -731,19 +781,6 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
                         c.err(g.span(), fk, format!("security group `{}` is listed twice", g.get_ref()));
                         ok = false;
                         continue;
-                    }
-                    if let (Some(gv), Some(v)) = (sg_vpc_all(gi), vpc) {
-                        if gv != v {
-                            let msg = format!(
-                                "security group `{}` is in VPC `{}`, but network interface `{id}` is in VPC `{}` (subnet `{sid}`): an ENI's groups must be in its own VPC",
-                                g.get_ref(),
-                                vpc_id(gv),
-                                vpc_id(v)
-                            );
-                            c.err(g.span(), fk, msg);
-                            ok = false;
-                            continue;
-                        }
                     }
                     out.push(gi);
                 }
@@ -1057,6 +1094,7 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
         });
         let subnet = c.resolve(&n.subnet, Kind::Subnet, path(Kind::NatGateway, id, "subnet"));
         let vpc = subnet.and_then(|s| subnet_vpc[s]);
+        c.place(Kind::NatGateway, id, nat_subnet.len(), vpc);
         let mut ip = None;
         if let (Some(p), Some(s)) = (&n.private_ip, subnet) {
             let f = path(Kind::NatGateway, id, "private_ip");
@@ -1182,21 +1220,18 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
                     }
                     Some(p) => {
                         let f = format!("{base}.{want}");
-                        c.resolve(p, Kind::SecurityGroup, f.clone()).and_then(|other| {
-                            match (sg_vpc_all(other), sg_vpc[gi]) {
-                                (Some(ov), Some(v)) if ov != v && !peered(ov, v) => {
-                                    let msg = format!(
-                                        "security group `{}` is in VPC `{}`, which is neither this group's VPC `{}` nor peered with it",
-                                        p.get_ref(),
-                                        vpc_id(ov),
-                                        vpc_id(v)
-                                    );
-                                    c.err(p.span(), f, msg);
-                                    None
-                                }
-                                _ => Some(SgPeer::Group(SgIdx(other as u32))),
-                            }
-                        })
+                        let misplaced = |ov, v| {
+                            (!peered(ov, v)).then(|| {
+                                format!(
+                                    "security group `{}` is in VPC `{}`, which is neither this group's VPC `{}` nor peered with it",
+                                    p.get_ref(),
+                                    vpc_id(ov),
+                                    vpc_id(v)
+                                )
+                            })
+                        };
+                        c.resolve_in(p, Kind::SecurityGroup, f, sg_vpc[gi], misplaced)
+                            .map(|other| SgPeer::Group(SgIdx(other as u32)))
                     }
                 };
                 match (protocol, ports, peer) {
@@ -1345,20 +1380,7 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
                     _ => Some(RouteTarget::Local),
                 },
                 "blackhole" => Some(RouteTarget::Blackhole),
-                _ => route_target(
-                    &mut c,
-                    &r.target,
-                    ft,
-                    vpc,
-                    &RouteCtx {
-                        raw,
-                        igw_vpc: &igw_vpc,
-                        nat_subnet: &nat_subnet,
-                        eni_subnet: &eni_subnet,
-                        subnet_vpc: &subnet_vpc,
-                        peer_pair: &peer_pair,
-                    },
-                ),
+                _ => route_target(&mut c, raw, &r.target, ft, vpc, &peer_pair),
             };
             match (dest, target) {
                 (Some(destination), Some(target)) => routes.push(Route { destination, target }),
@@ -1590,23 +1612,14 @@ fn allow_all_rule() -> SgRule {
     SgRule { protocol: Protocol::All, ports: PortMatch::Any, peer: SgPeer::Cidr(Cidr::new(Ipv4Addr::UNSPECIFIED, 0)) }
 }
 
-/// What resolving a route target needs to know about the rest of the file.
-struct RouteCtx<'r> {
-    raw: &'r RawFile,
-    igw_vpc: &'r [Option<usize>],
-    nat_subnet: &'r [Option<usize>],
-    eni_subnet: &'r [Option<usize>],
-    subnet_vpc: &'r [Option<usize>],
-    peer_pair: &'r [Option<(usize, usize)>],
-}
-
 /// Resolves a gateway, ENI or peering target and checks it belongs to the table's VPC.
 fn route_target(
     c: &mut Checker<'_>,
+    raw: &RawFile,
     t: &Spanned<String>,
     field: String,
     vpc: Option<usize>,
-    r: &RouteCtx<'_>,
+    peer_pair: &[Option<(usize, usize)>],
 ) -> Option<RouteTarget> {
     const KINDS: &str =
         "local, blackhole, or the id of an internet gateway, NAT gateway, network interface or VPC peering connection";
@@ -1615,24 +1628,20 @@ fn route_target(
         c.err(t.span(), field, format!("`{name}` does not exist: a route target is {KINDS}"));
         return None;
     };
-    let vpc_name = |v: usize| r.raw.vpc.get(v).map_or("?", |x| x.id.get_ref().as_str());
-    let (target, target_vpc) = match e.kind {
-        Kind::InternetGateway => (RouteTarget::InternetGateway(IgwIdx(e.index as u32)), r.igw_vpc[e.index]),
-        Kind::NatGateway => {
-            (RouteTarget::NatGateway(NatIdx(e.index as u32)), r.nat_subnet[e.index].and_then(|s| r.subnet_vpc[s]))
-        }
-        Kind::NetworkInterface => {
-            (RouteTarget::Eni(EniIdx(e.index as u32)), r.eni_subnet[e.index].and_then(|s| r.subnet_vpc[s]))
-        }
+    let target = match e.kind {
+        Kind::InternetGateway => RouteTarget::InternetGateway(IgwIdx(e.index as u32)),
+        Kind::NatGateway => RouteTarget::NatGateway(NatIdx(e.index as u32)),
+        Kind::NetworkInterface => RouteTarget::Eni(EniIdx(e.index as u32)),
         Kind::VpcPeering => {
-            let (a, b) = r.peer_pair[e.index]?;
+            // A peering belongs to two VPCs: the table's must be one of them.
+            let (a, b) = peer_pair[e.index]?;
             if let Some(v) = vpc {
                 if v != a && v != b {
                     let msg = format!(
                         "VPC peering connection `{name}` joins `{}` and `{}`, not this table's VPC `{}`",
-                        vpc_name(a),
-                        vpc_name(b),
-                        vpc_name(v)
+                        vpc_id(raw, a),
+                        vpc_id(raw, b),
+                        vpc_id(raw, v)
                     );
                     c.err(t.span(), field, msg);
                     return None;
@@ -1645,16 +1654,12 @@ fn route_target(
             return None;
         }
     };
-    if let (Some(tv), Some(v)) = (target_vpc, vpc) {
-        if tv != v {
-            let msg = format!(
-                "`{name}` is in VPC `{}`, not this table's VPC `{}`: a route's gateway or ENI must be in the table's VPC",
-                vpc_name(tv),
-                vpc_name(v)
-            );
-            c.err(t.span(), field, msg);
-            return None;
-        }
-    }
-    Some(target)
+    let misplaced = |tv, v| {
+        Some(format!(
+            "`{name}` is in VPC `{}`, not this table's VPC `{}`: a route's gateway or ENI must be in the table's VPC",
+            vpc_id(raw, tv),
+            vpc_id(raw, v)
+        ))
+    };
+    c.at_home(t.span(), field, e.vpc, vpc, misplaced).then_some(target)
 }

@@ -13,7 +13,7 @@ use std::ops::Range;
 use toml::Spanned;
 
 use super::instance_types::{self, InstanceLimits};
-use super::raw::{RawAclRule, RawFile, RawSgRule, StrOrInt};
+use super::raw::{RawAclRule, RawFile, RawSgRule, RawSubnet, StrOrInt};
 use super::{LineIndex, Problem};
 use crate::model::{
     AclAction, AclIdx, AclRule, Attachment, Cidr, ConntrackConfig, EipIdx, ElasticIp, Eni, EniIdx, IgwIdx, Instance,
@@ -95,6 +95,9 @@ struct IdEntry {
     index: usize,
     /// 0 for the implicit objects vpclab creates (default group, default ACL, main table).
     line: usize,
+    /// The VPC the object is in, once its section has resolved it ([`Checker::place`]); `None`
+    /// before that, for objects outside VPCs, and when the object's own `vpc` failed its check.
+    vpc: Option<usize>,
 }
 
 /// `kind "id".rest`: the field path format of every validation problem.
@@ -105,6 +108,11 @@ fn path(kind: Kind, id: &str, rest: &str) -> String {
     } else {
         format!("{} \"{}\".{}", kind.section(), id, rest)
     }
+}
+
+/// The id of VPC `i`, for messages.
+fn vpc_id(raw: &RawFile, i: usize) -> &str {
+    raw.vpc.get(i).map_or("?", |v| v.id.get_ref().as_str())
 }
 
 /// The name AWS's documentation gives each reserved address of a subnet.
@@ -141,6 +149,11 @@ impl Checker<'_> {
 
     /// Looks up a reference of one kind, reporting a missing id or an id of another kind.
     fn resolve(&mut self, r: &Spanned<String>, want: Kind, field: String) -> Option<usize> {
+        self.lookup(r, want, field).map(|e| e.index)
+    }
+
+    /// [`Checker::resolve`], giving the whole id table entry.
+    fn lookup(&mut self, r: &Spanned<String>, want: Kind, field: String) -> Option<IdEntry> {
         let id = r.get_ref();
         match self.ids.get(id.as_str()).copied() {
             None => {
@@ -155,7 +168,57 @@ impl Checker<'_> {
                 self.err(r.span(), field, format!("`{id}` is {}, not {}", e.kind.a(), want.a()));
                 None
             }
-            Some(e) => Some(e.index),
+            Some(e) => Some(e),
+        }
+    }
+
+    /// Records that the object declared as `id` (the `index`th of its `kind`) is in VPC `vpc`, for
+    /// the references to it that are checked later. A duplicate or unusable id is not in the
+    /// table, and no reference can reach its object: nothing to record.
+    fn place(&mut self, kind: Kind, id: &str, index: usize, vpc: Option<usize>) {
+        if let Some(e) = self.ids.get_mut(id) {
+            if e.kind == kind && e.index == index {
+                e.vpc = vpc;
+            }
+        }
+    }
+
+    /// The step every reference between the objects of a VPC shares: resolve `r` to an object of
+    /// kind `want`, then hold its VPC against `home`, the VPC it must be in (see
+    /// [`Checker::at_home`]). One problem at the reference for whichever step fails.
+    fn resolve_in(
+        &mut self,
+        r: &Spanned<String>,
+        want: Kind,
+        field: String,
+        home: Option<usize>,
+        misplaced: impl FnOnce(usize, usize) -> Option<String>,
+    ) -> Option<usize> {
+        let e = self.lookup(r, want, field.clone())?;
+        self.at_home(r.span(), field, e.vpc, home, misplaced).then_some(e.index)
+    }
+
+    /// Whether an object in VPC `theirs` may be used from VPC `home`. When they differ,
+    /// `misplaced(theirs, home)` words the problem, or says `None` when that VPC will do all the
+    /// same (a peered one). An unknown VPC on either side passes: its own check already failed.
+    fn at_home(
+        &mut self,
+        span: Range<usize>,
+        field: String,
+        theirs: Option<usize>,
+        home: Option<usize>,
+        misplaced: impl FnOnce(usize, usize) -> Option<String>,
+    ) -> bool {
+        let (Some(theirs), Some(home)) = (theirs, home) else { return true };
+        if theirs == home {
+            return true;
+        }
+        match misplaced(theirs, home) {
+            None => true,
+            Some(msg) => {
+                self.err(span, field, msg);
+                false
+            }
         }
     }
 
@@ -365,267 +428,19 @@ pub(crate) const LAB_NAME_RULE: &str =
     "use 1 to 32 of a-z, 0-9 and _, starting with a letter; no `-`, which separates lab and instance in namespace names";
 
 /// Checks a parsed file and builds its model, or returns every problem found.
+///
+/// The sections run in an order where everything a reference can point at is known before it is
+/// checked: ids first, then the VPC of every object a subnet or ENI can name, and so on.
 pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<Model, Vec<Problem>> {
     let mut c = Checker { file, lines, problems: Vec::new(), ids: HashMap::new() };
-
-    // ---- name ----
-    let name = match &raw.name {
-        None => {
-            let msg = format!("the lab needs a `name` ({LAB_NAME_RULE})");
-            c.problems.push(Problem { file: file.to_string(), line: 1, field: "name".into(), message: msg });
-            None
-        }
-        Some(n) if !valid_name(n.get_ref()) => {
-            let msg = format!("`{}` is not a lab name: {LAB_NAME_RULE}", n.get_ref());
-            c.err(n.span(), "name".into(), msg);
-            None
-        }
-        Some(n) => Some(n.get_ref().clone()),
-    };
-
-    // ---- ids: unique across the whole file, across all kinds ----
-    for (id, kind, index) in declared_ids(raw) {
-        let field = path(kind, id.get_ref(), "id");
-        if !valid_id(id.get_ref()) {
-            let msg =
-                format!("`{}` is not a usable id: use 1 to 64 of letters, digits, '-', '_' and '.'", id.get_ref());
-            c.err(id.span(), field, msg);
-            continue;
-        }
-        match c.ids.get(id.get_ref().as_str()).copied() {
-            Some(first) => {
-                let msg = format!(
-                    "duplicate id `{}`: already the id of {} on line {}",
-                    id.get_ref(),
-                    first.kind.a(),
-                    first.line
-                );
-                c.err(id.span(), field, msg);
-            }
-            None => {
-                let line = c.line(id.span());
-                c.ids.insert(id.get_ref().clone(), IdEntry { kind, index, line });
-            }
-        }
-    }
-    // The implicit objects of each VPC come after the declared ones in the model's vectors.
-    let n_vpc = raw.vpc.len();
-    let mut implicit_main: Vec<Option<usize>> = Vec::with_capacity(n_vpc);
-    let mut n_implicit_main = 0;
-    for (i, v) in raw.vpc.iter().enumerate() {
-        let vid = v.id.get_ref();
-        let sg = IdEntry { kind: Kind::SecurityGroup, index: raw.security_group.len() + i, line: 0 };
-        let acl = IdEntry { kind: Kind::NetworkAcl, index: raw.network_acl.len() + i, line: 0 };
-        c.ids.entry(format!("{vid}/default")).or_insert(sg);
-        c.ids.entry(format!("{vid}/default-acl")).or_insert(acl);
-        if v.main_route_table.is_none() {
-            let index = raw.route_table.len() + n_implicit_main;
-            n_implicit_main += 1;
-            c.ids.entry(format!("{vid}/main")).or_insert(IdEntry { kind: Kind::RouteTable, index, line: 0 });
-            implicit_main.push(Some(index));
-        } else {
-            implicit_main.push(None);
-        }
-    }
-
-    // ---- VPCs ----
-    let vpc_cidr: Vec<Option<Cidr>> = raw
-        .vpc
-        .iter()
-        .map(|v| c.cidr(&v.cidr, &path(Kind::Vpc, v.id.get_ref(), "cidr"), Some(("a VPC", 16, 28))))
-        .collect();
-    let vpc_id = |i: usize| raw.vpc.get(i).map_or("?", |v| v.id.get_ref().as_str());
-
-    // The VPC of each object that names one directly.
-    let rtb_vpc: Vec<Option<usize>> = raw
-        .route_table
-        .iter()
-        .map(|t| c.resolve(&t.vpc, Kind::Vpc, path(Kind::RouteTable, t.id.get_ref(), "vpc")))
-        .collect();
-    let acl_vpc: Vec<Option<usize>> = raw
-        .network_acl
-        .iter()
-        .map(|a| c.resolve(&a.vpc, Kind::Vpc, path(Kind::NetworkAcl, a.id.get_ref(), "vpc")))
-        .collect();
-    let sg_vpc: Vec<Option<usize>> = raw
-        .security_group
-        .iter()
-        .map(|g| c.resolve(&g.vpc, Kind::Vpc, path(Kind::SecurityGroup, g.id.get_ref(), "vpc")))
-        .collect();
-    let igw_vpc: Vec<Option<usize>> = raw
-        .internet_gateway
-        .iter()
-        .map(|g| c.resolve(&g.vpc, Kind::Vpc, path(Kind::InternetGateway, g.id.get_ref(), "vpc")))
-        .collect();
-    // Model order: declared groups/ACLs/tables first, then each VPC's implicit ones.
-    let sg_vpc_all = |g: usize| -> Option<usize> {
-        if g < raw.security_group.len() {
-            sg_vpc[g]
-        } else {
-            Some(g - raw.security_group.len())
-        }
-    };
-    let acl_vpc_all = |a: usize| -> Option<usize> {
-        if a < raw.network_acl.len() {
-            acl_vpc[a]
-        } else {
-            Some(a - raw.network_acl.len())
-        }
-    };
-    let rtb_vpc_all = |t: usize| -> Option<usize> {
-        if t < raw.route_table.len() {
-            rtb_vpc[t]
-        } else {
-            implicit_main.iter().position(|m| *m == Some(t))
-        }
-    };
-
-    // ---- main route tables ----
-    let mut main_rtb: Vec<Option<usize>> = implicit_main.clone();
-    for (i, v) in raw.vpc.iter().enumerate() {
-        let Some(m) = &v.main_route_table else { continue };
-        let field = path(Kind::Vpc, v.id.get_ref(), "main_route_table");
-        let Some(t) = c.resolve(m, Kind::RouteTable, field.clone()) else { continue };
-        match rtb_vpc_all(t) {
-            Some(tv) if tv != i => {
-                let msg = format!(
-                    "route table `{}` is in VPC `{}`: a VPC's main route table must be one of its own",
-                    m.get_ref(),
-                    vpc_id(tv)
-                );
-                c.err(m.span(), field, msg);
-            }
-            Some(_) => main_rtb[i] = Some(t),
-            None => {}
-        }
-    }
-
-    // ---- VPC peering ----
-    let mut peer_pair: Vec<Option<(usize, usize)>> = Vec::new();
-    let mut pairs: HashMap<(usize, usize), String> = HashMap::new();
-    for p in &raw.vpc_peering {
-        let id = p.id.get_ref();
-        let a = c.resolve(&p.requester_vpc, Kind::Vpc, path(Kind::VpcPeering, id, "requester_vpc"));
-        let b = c.resolve(&p.accepter_vpc, Kind::Vpc, path(Kind::VpcPeering, id, "accepter_vpc"));
-        let (Some(a), Some(b)) = (a, b) else {
-            peer_pair.push(None);
-            continue;
-        };
-        let field = path(Kind::VpcPeering, id, "accepter_vpc");
-        if a == b {
-            c.err(p.accepter_vpc.span(), field, format!("VPC `{}` cannot be peered with itself", vpc_id(a)));
-            peer_pair.push(None);
-            continue;
-        }
-        if let (Some(ca), Some(cb)) = (vpc_cidr[a], vpc_cidr[b]) {
-            if ca.overlaps(cb) {
-                let msg = format!(
-                    "VPCs with overlapping CIDR blocks cannot be peered: `{}` is {ca}, `{}` is {cb}",
-                    vpc_id(a),
-                    vpc_id(b)
-                );
-                c.err(p.accepter_vpc.span(), field.clone(), msg);
-            }
-        }
-        let key = (a.min(b), a.max(b));
-        if let Some(other) = pairs.get(&key) {
-            let msg = format!(
-                "VPCs `{}` and `{}` are already peered by `{other}`: AWS allows one peering connection between two VPCs",
-                vpc_id(a),
-                vpc_id(b)
-            );
-            c.err(p.accepter_vpc.span(), field, msg);
-        } else {
-            pairs.insert(key, id.clone());
-        }
-        peer_pair.push(Some((a, b)));
-    }
-    let peered = |a: usize, b: usize| pairs.contains_key(&(a.min(b), a.max(b)));
-
-    // ---- subnets ----
-    let mut subnet_vpc: Vec<Option<usize>> = Vec::new();
-    let mut subnet_cidr: Vec<Option<Cidr>> = Vec::new();
-    let mut subnet_rtb: Vec<Option<usize>> = Vec::new();
-    let mut subnet_acl: Vec<Option<usize>> = Vec::new();
-    for s in &raw.subnet {
-        let id = s.id.get_ref();
-        let vpc = c.resolve(&s.vpc, Kind::Vpc, path(Kind::Subnet, id, "vpc"));
-        let field = path(Kind::Subnet, id, "cidr");
-        let mut cidr = c.cidr(&s.cidr, &field, Some(("a subnet", 16, 28)));
-        if let (Some(v), Some(sc)) = (vpc, cidr) {
-            if let Some(vc) = vpc_cidr[v] {
-                if !vc.contains_cidr(sc) {
-                    let msg = format!("subnet CIDR block {sc} is outside VPC `{}`'s CIDR block {vc}", vpc_id(v));
-                    c.err(s.cidr.span(), field.clone(), msg);
-                    cidr = None;
-                }
-            }
-        }
-        if let (Some(v), Some(sc)) = (vpc, cidr) {
-            let clash = (0..subnet_cidr.len())
-                .find(|&j| subnet_vpc[j] == Some(v) && subnet_cidr[j].is_some_and(|oc: Cidr| oc.overlaps(sc)));
-            if let Some(j) = clash {
-                let other = &raw.subnet[j];
-                let msg = format!(
-                    "subnet CIDR block {sc} overlaps subnet `{}` ({}) in the same VPC",
-                    other.id.get_ref(),
-                    other.cidr.get_ref()
-                );
-                c.err(s.cidr.span(), field, msg);
-            }
-        }
-        if let Some(az) = &s.availability_zone {
-            if az.get_ref().trim().is_empty() {
-                c.err(
-                    az.span(),
-                    path(Kind::Subnet, id, "availability_zone"),
-                    "an availability zone name is empty".into(),
-                );
-            }
-        }
-        let mut rtb = vpc.and_then(|v| main_rtb[v]);
-        if let Some(r) = &s.route_table {
-            let f = path(Kind::Subnet, id, "route_table");
-            rtb = None;
-            if let Some(t) = c.resolve(r, Kind::RouteTable, f.clone()) {
-                match (rtb_vpc_all(t), vpc) {
-                    (Some(tv), Some(v)) if tv != v => {
-                        let msg = format!(
-                            "route table `{}` is in VPC `{}`, but subnet `{id}` is in VPC `{}`: a subnet's route table must be in its own VPC",
-                            r.get_ref(),
-                            vpc_id(tv),
-                            vpc_id(v)
-                        );
-                        c.err(r.span(), f, msg);
-                    }
-                    _ => rtb = Some(t),
-                }
-            }
-        }
-        let mut acl = vpc.map(|v| raw.network_acl.len() + v);
-        if let Some(a) = &s.network_acl {
-            let f = path(Kind::Subnet, id, "network_acl");
-            acl = None;
-            if let Some(n) = c.resolve(a, Kind::NetworkAcl, f.clone()) {
-                match (acl_vpc_all(n), vpc) {
-                    (Some(av), Some(v)) if av != v => {
-                        let msg = format!(
-                            "network ACL `{}` is in VPC `{}`, but subnet `{id}` is in VPC `{}`: a subnet's network ACL must be in its own VPC",
-                            a.get_ref(),
-                            vpc_id(av),
-                            vpc_id(v)
-                        );
-                        c.err(a.span(), f, msg);
-                    }
-                    _ => acl = Some(n),
-                }
-            }
-        }
-        subnet_vpc.push(vpc);
-        subnet_cidr.push(cidr);
-        subnet_rtb.push(rtb);
-        subnet_acl.push(acl);
-    }
+    let name = lab_name(&mut c, raw);
+    declare_ids(&mut c, raw);
+    let implicit_main = declare_implicit_objects(&mut c, raw);
+    let vpc_of = VpcOf::resolve(&mut c, raw);
+    let vpcs = vpcs(&mut c, raw, implicit_main);
+    let peerings = peerings(&mut c, raw, &vpcs);
+    let subnets = subnets(&mut c, raw, &vpcs);
+    let vpc_id = |i: usize| vpc_id(raw, i);
 
     // ---- instances ----
     let mut instance_limits: Vec<Option<InstanceLimits>> = Vec::new();
@@ -669,11 +484,12 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
     let mut eni_attach: Vec<Option<Option<(usize, u32)>>> = Vec::new();
     let mut broken_attachment: HashSet<usize> = HashSet::new();
     let mut device_taken: HashMap<(usize, u32), String> = HashMap::new();
-    for e in &raw.network_interface {
+    for (ei, e) in raw.network_interface.iter().enumerate() {
         let id = e.id.get_ref();
         let subnet = c.resolve(&e.subnet, Kind::Subnet, path(Kind::NetworkInterface, id, "subnet"));
-        let vpc = subnet.and_then(|s| subnet_vpc[s]);
-        let scidr = subnet.and_then(|s| subnet_cidr[s]);
+        let vpc = subnet.and_then(|s| subnets[s].vpc);
+        c.place(Kind::NetworkInterface, id, ei, vpc);
+        let scidr = subnet.and_then(|s| subnets[s].cidr);
         let sid = subnet.map_or("", |s| raw.subnet[s].id.get_ref().as_str());
 
         // One closure checks every private IP of this ENI the same way.
@@ -723,7 +539,17 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
                 let mut out: Vec<usize> = Vec::new();
                 for (k, g) in list.get_ref().iter().enumerate() {
                     let fk = format!("{f}[{k}]");
-                    let Some(gi) = c.resolve(g, Kind::SecurityGroup, fk.clone()) else {
+                    // A group listed twice passes or fails the VPC check alike both times, so
+                    // checking it first reports the same as checking for the repeat first.
+                    let misplaced = |gv, v| {
+                        Some(format!(
+                            "security group `{}` is in VPC `{}`, but network interface `{id}` is in VPC `{}` (subnet `{sid}`): an ENI's groups must be in its own VPC",
+                            g.get_ref(),
+                            vpc_id(gv),
+                            vpc_id(v)
+                        ))
+                    };
+                    let Some(gi) = c.resolve_in(g, Kind::SecurityGroup, fk.clone(), vpc, misplaced) else {
                         ok = false;
                         continue;
                     };
@@ -731,19 +557,6 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
                         c.err(g.span(), fk, format!("security group `{}` is listed twice", g.get_ref()));
                         ok = false;
                         continue;
-                    }
-                    if let (Some(gv), Some(v)) = (sg_vpc_all(gi), vpc) {
-                        if gv != v {
-                            let msg = format!(
-                                "security group `{}` is in VPC `{}`, but network interface `{id}` is in VPC `{}` (subnet `{sid}`): an ENI's groups must be in its own VPC",
-                                g.get_ref(),
-                                vpc_id(gv),
-                                vpc_id(v)
-                            );
-                            c.err(g.span(), fk, msg);
-                            ok = false;
-                            continue;
-                        }
                     }
                     out.push(gi);
                 }
@@ -950,8 +763,8 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
     let mut assoc_owner: HashMap<(usize, Ipv4Addr), String> = HashMap::new();
     let outside_vpcs = |c: &mut Checker<'_>, s: &Spanned<String>, field: &str, what: &str| -> Option<Ipv4Addr> {
         let ip = c.ip(s, field)?;
-        for (i, vc) in vpc_cidr.iter().enumerate() {
-            if let Some(vc) = vc {
+        for (i, v) in vpcs.iter().enumerate() {
+            if let Some(vc) = v.cidr {
                 if vc.contains(ip) {
                     let msg = format!("{ip} is inside VPC `{}`'s CIDR block {vc}: {what}", vpc_id(i));
                     c.err(s.span(), field.to_string(), msg);
@@ -1056,12 +869,13 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
             }
         });
         let subnet = c.resolve(&n.subnet, Kind::Subnet, path(Kind::NatGateway, id, "subnet"));
-        let vpc = subnet.and_then(|s| subnet_vpc[s]);
+        let vpc = subnet.and_then(|s| subnets[s].vpc);
+        c.place(Kind::NatGateway, id, nat_subnet.len(), vpc);
         let mut ip = None;
         if let (Some(p), Some(s)) = (&n.private_ip, subnet) {
             let f = path(Kind::NatGateway, id, "private_ip");
             let sid = raw.subnet[s].id.get_ref();
-            if let (Some(addr), Some(sc), Some(v)) = (c.ip(p, &f), subnet_cidr[s], vpc) {
+            if let (Some(addr), Some(sc), Some(v)) = (c.ip(p, &f), subnets[s].cidr, vpc) {
                 if !sc.contains(addr) {
                     c.err(p.span(), f, format!("{addr} is outside subnet `{sid}` ({sc})"));
                 } else if let Some(role) = reserved_role(sc, addr) {
@@ -1116,8 +930,8 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
         if n.private_ip.is_some() {
             continue;
         }
-        let (Some(s), Some(v)) = (nat_subnet[k], nat_subnet[k].and_then(|s| subnet_vpc[s])) else { continue };
-        let Some(sc) = subnet_cidr[s] else { continue };
+        let (Some(s), Some(v)) = (nat_subnet[k], nat_subnet[k].and_then(|s| subnets[s].vpc)) else { continue };
+        let Some(sc) = subnets[s].cidr else { continue };
         // base+4 is the first address AWS hands out; the last is the broadcast address.
         let first = u32::from(sc.addr).saturating_add(4);
         let last = u32::from(sc.last());
@@ -1182,21 +996,18 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
                     }
                     Some(p) => {
                         let f = format!("{base}.{want}");
-                        c.resolve(p, Kind::SecurityGroup, f.clone()).and_then(|other| {
-                            match (sg_vpc_all(other), sg_vpc[gi]) {
-                                (Some(ov), Some(v)) if ov != v && !peered(ov, v) => {
-                                    let msg = format!(
-                                        "security group `{}` is in VPC `{}`, which is neither this group's VPC `{}` nor peered with it",
-                                        p.get_ref(),
-                                        vpc_id(ov),
-                                        vpc_id(v)
-                                    );
-                                    c.err(p.span(), f, msg);
-                                    None
-                                }
-                                _ => Some(SgPeer::Group(SgIdx(other as u32))),
-                            }
-                        })
+                        let misplaced = |ov, v| {
+                            (!peerings.peered(ov, v)).then(|| {
+                                format!(
+                                    "security group `{}` is in VPC `{}`, which is neither this group's VPC `{}` nor peered with it",
+                                    p.get_ref(),
+                                    vpc_id(ov),
+                                    vpc_id(v)
+                                )
+                            })
+                        };
+                        c.resolve_in(p, Kind::SecurityGroup, f, vpc_of.security_group[gi], misplaced)
+                            .map(|other| SgPeer::Group(SgIdx(other as u32)))
                     }
                 };
                 match (protocol, ports, peer) {
@@ -1276,7 +1087,7 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
     // ---- internet gateways: one per VPC ----
     let mut igw_of_vpc: HashMap<usize, String> = HashMap::new();
     for (k, g) in raw.internet_gateway.iter().enumerate() {
-        let Some(v) = igw_vpc[k] else { continue };
+        let Some(v) = vpc_of.internet_gateway[k] else { continue };
         if let Some(other) = igw_of_vpc.get(&v) {
             let msg =
                 format!("VPC `{}` already has internet gateway `{other}`: AWS attaches at most one per VPC", vpc_id(v));
@@ -1291,8 +1102,8 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
     let mut rtb_routes: Vec<Option<Vec<Route>>> = Vec::new();
     for (ti, t) in raw.route_table.iter().enumerate() {
         let id = t.id.get_ref();
-        let vpc = rtb_vpc[ti];
-        let vc = vpc.and_then(|v| vpc_cidr[v]);
+        let vpc = vpc_of.route_table[ti];
+        let vc = vpc.and_then(|v| vpcs[v].cidr);
         let mut ok = vc.is_some();
         let mut routes: Vec<Route> =
             vc.map(|vc| vec![Route { destination: vc, target: RouteTarget::Local }]).unwrap_or_default();
@@ -1345,20 +1156,7 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
                     _ => Some(RouteTarget::Local),
                 },
                 "blackhole" => Some(RouteTarget::Blackhole),
-                _ => route_target(
-                    &mut c,
-                    &r.target,
-                    ft,
-                    vpc,
-                    &RouteCtx {
-                        raw,
-                        igw_vpc: &igw_vpc,
-                        nat_subnet: &nat_subnet,
-                        eni_subnet: &eni_subnet,
-                        subnet_vpc: &subnet_vpc,
-                        peer_pair: &peer_pair,
-                    },
-                ),
+                _ => route_target(&mut c, raw, &r.target, ft, vpc, &peerings.pairs),
             };
             match (dest, target) {
                 (Some(destination), Some(target)) => routes.push(Route { destination, target }),
@@ -1416,9 +1214,9 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
         for (i, v) in raw.vpc.iter().enumerate() {
             m.vpcs.push(Vpc {
                 id: v.id.get_ref().clone(),
-                cidr: vpc_cidr[i]?,
+                cidr: vpcs[i].cidr?,
                 router_mac: Mac::generated("vpc-router", v.id.get_ref()),
-                main_route_table: RtbIdx(idx(main_rtb[i]?)?),
+                main_route_table: RtbIdx(idx(vpcs[i].main_route_table?)?),
                 default_network_acl: AclIdx(idx(raw.network_acl.len() + i)?),
                 default_security_group: SgIdx(idx(raw.security_group.len() + i)?),
             });
@@ -1426,11 +1224,11 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
         for (i, s) in raw.subnet.iter().enumerate() {
             m.subnets.push(Subnet {
                 id: s.id.get_ref().clone(),
-                vpc: VpcIdx(idx(subnet_vpc[i]?)?),
-                cidr: subnet_cidr[i]?,
+                vpc: VpcIdx(idx(subnets[i].vpc?)?),
+                cidr: subnets[i].cidr?,
                 availability_zone: s.availability_zone.as_ref().map(|a| a.get_ref().trim().to_string()),
-                route_table: RtbIdx(idx(subnet_rtb[i]?)?),
-                network_acl: AclIdx(idx(subnet_acl[i]?)?),
+                route_table: RtbIdx(idx(subnets[i].route_table?)?),
+                network_acl: AclIdx(idx(subnets[i].network_acl?)?),
             });
         }
         for (i, e) in raw.network_interface.iter().enumerate() {
@@ -1478,7 +1276,7 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
             let (ingress, egress) = sg_rules[i].clone()?;
             m.security_groups.push(SecurityGroup {
                 id: g.id.get_ref().clone(),
-                vpc: VpcIdx(idx(sg_vpc[i]?)?),
+                vpc: VpcIdx(idx(vpc_of.security_group[i]?)?),
                 ingress,
                 egress,
             });
@@ -1497,7 +1295,7 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
             let (ingress, egress) = acl_rules[i].clone()?;
             m.network_acls.push(NetworkAcl {
                 id: a.id.get_ref().clone(),
-                vpc: VpcIdx(idx(acl_vpc[i]?)?),
+                vpc: VpcIdx(idx(vpc_of.network_acl[i]?)?),
                 ingress,
                 egress,
             });
@@ -1521,21 +1319,22 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
         for (i, t) in raw.route_table.iter().enumerate() {
             m.route_tables.push(RouteTable {
                 id: t.id.get_ref().clone(),
-                vpc: VpcIdx(idx(rtb_vpc[i]?)?),
+                vpc: VpcIdx(idx(vpc_of.route_table[i]?)?),
                 routes: rtb_routes[i].clone()?,
             });
         }
         for (i, v) in raw.vpc.iter().enumerate() {
-            if implicit_main[i].is_some() {
+            if vpcs[i].implicit_main {
                 m.route_tables.push(RouteTable {
                     id: format!("{}/main", v.id.get_ref()),
                     vpc: VpcIdx(idx(i)?),
-                    routes: vec![Route { destination: vpc_cidr[i]?, target: RouteTarget::Local }],
+                    routes: vec![Route { destination: vpcs[i].cidr?, target: RouteTarget::Local }],
                 });
             }
         }
         for (i, g) in raw.internet_gateway.iter().enumerate() {
-            m.internet_gateways.push(InternetGateway { id: g.id.get_ref().clone(), vpc: VpcIdx(idx(igw_vpc[i]?)?) });
+            m.internet_gateways
+                .push(InternetGateway { id: g.id.get_ref().clone(), vpc: VpcIdx(idx(vpc_of.internet_gateway[i]?)?) });
         }
         for (i, n) in raw.nat_gateway.iter().enumerate() {
             let elastic_ip = match nat_eip[i]? {
@@ -1558,7 +1357,7 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
             m.elastic_ips.push(ElasticIp { id: e.id.get_ref().clone(), public_ip: eip_public[i]?, association });
         }
         for (i, p) in raw.vpc_peering.iter().enumerate() {
-            let (a, b) = peer_pair[i]?;
+            let (a, b) = peerings.pairs[i]?;
             m.peerings.push(VpcPeering {
                 id: p.id.get_ref().clone(),
                 requester_vpc: VpcIdx(idx(a)?),
@@ -1585,28 +1384,312 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
     })
 }
 
+/// The lab's `name`: present, and usable in namespace names.
+fn lab_name(c: &mut Checker<'_>, raw: &RawFile) -> Option<String> {
+    match &raw.name {
+        None => {
+            let msg = format!("the lab needs a `name` ({LAB_NAME_RULE})");
+            c.problems.push(Problem { file: c.file.to_string(), line: 1, field: "name".into(), message: msg });
+            None
+        }
+        Some(n) if !valid_name(n.get_ref()) => {
+            let msg = format!("`{}` is not a lab name: {LAB_NAME_RULE}", n.get_ref());
+            c.err(n.span(), "name".into(), msg);
+            None
+        }
+        Some(n) => Some(n.get_ref().clone()),
+    }
+}
+
+/// Fills the id table with every id the file declares: usable, and unique across the whole file
+/// and all kinds (the first declaration keeps the id).
+fn declare_ids(c: &mut Checker<'_>, raw: &RawFile) {
+    for (id, kind, index) in declared_ids(raw) {
+        let field = path(kind, id.get_ref(), "id");
+        if !valid_id(id.get_ref()) {
+            let msg =
+                format!("`{}` is not a usable id: use 1 to 64 of letters, digits, '-', '_' and '.'", id.get_ref());
+            c.err(id.span(), field, msg);
+            continue;
+        }
+        match c.ids.get(id.get_ref().as_str()).copied() {
+            Some(first) => {
+                let msg = format!(
+                    "duplicate id `{}`: already the id of {} on line {}",
+                    id.get_ref(),
+                    first.kind.a(),
+                    first.line
+                );
+                c.err(id.span(), field, msg);
+            }
+            None => {
+                let line = c.line(id.span());
+                c.ids.insert(id.get_ref().clone(), IdEntry { kind, index, line, vpc: None });
+            }
+        }
+    }
+}
+
+/// Adds each VPC's implicit objects to the id table: its default group and default ACL, and its
+/// main route table unless the file names one. They come after the declared ones in the model's
+/// vectors. Returns the index of each VPC's implicit main route table, if it has one.
+fn declare_implicit_objects(c: &mut Checker<'_>, raw: &RawFile) -> Vec<Option<usize>> {
+    let mut implicit_main: Vec<Option<usize>> = Vec::with_capacity(raw.vpc.len());
+    let mut n_implicit_main = 0;
+    for (i, v) in raw.vpc.iter().enumerate() {
+        let vid = v.id.get_ref();
+        let sg = IdEntry { kind: Kind::SecurityGroup, index: raw.security_group.len() + i, line: 0, vpc: Some(i) };
+        let acl = IdEntry { kind: Kind::NetworkAcl, index: raw.network_acl.len() + i, line: 0, vpc: Some(i) };
+        c.ids.entry(format!("{vid}/default")).or_insert(sg);
+        c.ids.entry(format!("{vid}/default-acl")).or_insert(acl);
+        if v.main_route_table.is_none() {
+            let index = raw.route_table.len() + n_implicit_main;
+            n_implicit_main += 1;
+            let main = IdEntry { kind: Kind::RouteTable, index, line: 0, vpc: Some(i) };
+            c.ids.entry(format!("{vid}/main")).or_insert(main);
+            implicit_main.push(Some(index));
+        } else {
+            implicit_main.push(None);
+        }
+    }
+    implicit_main
+}
+
+/// Resolves the `vpc` an object names and records it in the id table for references to the object.
+fn owning_vpc(
+    c: &mut Checker<'_>,
+    kind: Kind,
+    id: &Spanned<String>,
+    index: usize,
+    vpc: &Spanned<String>,
+) -> Option<usize> {
+    let v = c.resolve(vpc, Kind::Vpc, path(kind, id.get_ref(), "vpc"));
+    c.place(kind, id.get_ref(), index, v);
+    v
+}
+
+/// The VPC each declared route table, network ACL and security group names (`None`: it failed
+/// its check).
+struct VpcOf {
+    route_table: Vec<Option<usize>>,
+    network_acl: Vec<Option<usize>>,
+    security_group: Vec<Option<usize>>,
+    internet_gateway: Vec<Option<usize>>,
+}
+
+impl VpcOf {
+    /// Resolved ahead of their own sections: VPCs, subnets and ENIs name these objects, and each
+    /// reference is held against the object's VPC.
+    fn resolve(c: &mut Checker<'_>, raw: &RawFile) -> VpcOf {
+        let mut of = |kind: Kind, objects: Vec<(&Spanned<String>, &Spanned<String>)>| -> Vec<Option<usize>> {
+            objects.into_iter().enumerate().map(|(i, (id, vpc))| owning_vpc(c, kind, id, i, vpc)).collect()
+        };
+        VpcOf {
+            route_table: of(Kind::RouteTable, raw.route_table.iter().map(|t| (&t.id, &t.vpc)).collect()),
+            network_acl: of(Kind::NetworkAcl, raw.network_acl.iter().map(|a| (&a.id, &a.vpc)).collect()),
+            security_group: of(Kind::SecurityGroup, raw.security_group.iter().map(|g| (&g.id, &g.vpc)).collect()),
+            internet_gateway: of(Kind::InternetGateway, raw.internet_gateway.iter().map(|g| (&g.id, &g.vpc)).collect()),
+        }
+    }
+}
+
+/// What validation learnt about one VPC.
+struct CheckedVpc {
+    /// `None` when the CIDR block failed its check.
+    cidr: Option<Cidr>,
+    /// The named main route table, else the implicit one; `None` when the named one failed.
+    main_route_table: Option<usize>,
+    /// Whether the main route table is the implicit `<vpc>/main`.
+    implicit_main: bool,
+}
+
+/// Checks each VPC's CIDR block, then its main route table (one of its own).
+fn vpcs(c: &mut Checker<'_>, raw: &RawFile, implicit_main: Vec<Option<usize>>) -> Vec<CheckedVpc> {
+    let mut vpcs: Vec<CheckedVpc> = raw
+        .vpc
+        .iter()
+        .zip(implicit_main)
+        .map(|(v, main)| CheckedVpc {
+            cidr: c.cidr(&v.cidr, &path(Kind::Vpc, v.id.get_ref(), "cidr"), Some(("a VPC", 16, 28))),
+            main_route_table: main,
+            implicit_main: main.is_some(),
+        })
+        .collect();
+    for (i, v) in raw.vpc.iter().enumerate() {
+        let Some(m) = &v.main_route_table else { continue };
+        let field = path(Kind::Vpc, v.id.get_ref(), "main_route_table");
+        let misplaced = |tv, _| {
+            Some(format!(
+                "route table `{}` is in VPC `{}`: a VPC's main route table must be one of its own",
+                m.get_ref(),
+                vpc_id(raw, tv)
+            ))
+        };
+        if let Some(t) = c.resolve_in(m, Kind::RouteTable, field, Some(i), misplaced) {
+            vpcs[i].main_route_table = Some(t);
+        }
+    }
+    vpcs
+}
+
+/// The checked peering connections.
+struct Peerings {
+    /// The (requester, accepter) VPCs of each connection; `None` when it failed its check.
+    pairs: Vec<Option<(usize, usize)>>,
+    /// The connection joining each pair of VPCs, lower index first.
+    by_vpcs: HashMap<(usize, usize), String>,
+}
+
+impl Peerings {
+    /// Whether a connection joins VPCs `a` and `b`.
+    fn peered(&self, a: usize, b: usize) -> bool {
+        self.by_vpcs.contains_key(&(a.min(b), a.max(b)))
+    }
+}
+
+/// Checks each peering connection: two different VPCs, CIDR blocks apart, one connection per pair.
+fn peerings(c: &mut Checker<'_>, raw: &RawFile, vpcs: &[CheckedVpc]) -> Peerings {
+    let mut out = Peerings { pairs: Vec::new(), by_vpcs: HashMap::new() };
+    for p in &raw.vpc_peering {
+        let id = p.id.get_ref();
+        let a = c.resolve(&p.requester_vpc, Kind::Vpc, path(Kind::VpcPeering, id, "requester_vpc"));
+        let b = c.resolve(&p.accepter_vpc, Kind::Vpc, path(Kind::VpcPeering, id, "accepter_vpc"));
+        let (Some(a), Some(b)) = (a, b) else {
+            out.pairs.push(None);
+            continue;
+        };
+        let field = path(Kind::VpcPeering, id, "accepter_vpc");
+        if a == b {
+            c.err(p.accepter_vpc.span(), field, format!("VPC `{}` cannot be peered with itself", vpc_id(raw, a)));
+            out.pairs.push(None);
+            continue;
+        }
+        if let (Some(ca), Some(cb)) = (vpcs[a].cidr, vpcs[b].cidr) {
+            if ca.overlaps(cb) {
+                let msg = format!(
+                    "VPCs with overlapping CIDR blocks cannot be peered: `{}` is {ca}, `{}` is {cb}",
+                    vpc_id(raw, a),
+                    vpc_id(raw, b)
+                );
+                c.err(p.accepter_vpc.span(), field.clone(), msg);
+            }
+        }
+        let key = (a.min(b), a.max(b));
+        if let Some(other) = out.by_vpcs.get(&key) {
+            let msg = format!(
+                "VPCs `{}` and `{}` are already peered by `{other}`: AWS allows one peering connection between two VPCs",
+                vpc_id(raw, a),
+                vpc_id(raw, b)
+            );
+            c.err(p.accepter_vpc.span(), field, msg);
+        } else {
+            out.by_vpcs.insert(key, id.clone());
+        }
+        out.pairs.push(Some((a, b)));
+    }
+    out
+}
+
+/// What validation learnt about one subnet; `None` where a value failed its check.
+struct CheckedSubnet {
+    vpc: Option<usize>,
+    cidr: Option<Cidr>,
+    route_table: Option<usize>,
+    network_acl: Option<usize>,
+}
+
+/// Checks each subnet: its VPC and CIDR block, its availability zone, and its route table and
+/// network ACL (the VPC's main table and default ACL when none is named; else ones of its VPC).
+fn subnets(c: &mut Checker<'_>, raw: &RawFile, vpcs: &[CheckedVpc]) -> Vec<CheckedSubnet> {
+    let mut out: Vec<CheckedSubnet> = Vec::new();
+    for s in &raw.subnet {
+        let id = s.id.get_ref();
+        let vpc = c.resolve(&s.vpc, Kind::Vpc, path(Kind::Subnet, id, "vpc"));
+        let cidr = subnet_cidr(c, raw, s, vpc.map(|v| (v, vpcs[v].cidr)), &out);
+        if let Some(az) = &s.availability_zone {
+            if az.get_ref().trim().is_empty() {
+                let msg = "an availability zone name is empty".into();
+                c.err(az.span(), path(Kind::Subnet, id, "availability_zone"), msg);
+            }
+        }
+        let route_table = match &s.route_table {
+            None => vpc.and_then(|v| vpcs[v].main_route_table),
+            Some(r) => {
+                let misplaced = |tv, v| {
+                    Some(format!(
+                        "route table `{}` is in VPC `{}`, but subnet `{id}` is in VPC `{}`: a subnet's route table must be in its own VPC",
+                        r.get_ref(),
+                        vpc_id(raw, tv),
+                        vpc_id(raw, v)
+                    ))
+                };
+                c.resolve_in(r, Kind::RouteTable, path(Kind::Subnet, id, "route_table"), vpc, misplaced)
+            }
+        };
+        let network_acl = match &s.network_acl {
+            None => vpc.map(|v| raw.network_acl.len() + v),
+            Some(a) => {
+                let misplaced = |av, v| {
+                    Some(format!(
+                        "network ACL `{}` is in VPC `{}`, but subnet `{id}` is in VPC `{}`: a subnet's network ACL must be in its own VPC",
+                        a.get_ref(),
+                        vpc_id(raw, av),
+                        vpc_id(raw, v)
+                    ))
+                };
+                c.resolve_in(a, Kind::NetworkAcl, path(Kind::Subnet, id, "network_acl"), vpc, misplaced)
+            }
+        };
+        out.push(CheckedSubnet { vpc, cidr, route_table, network_acl });
+    }
+    out
+}
+
+/// A subnet's CIDR block: /16 to /28, inside its VPC's block, and clear of the subnets of the
+/// same VPC declared `before` it. `vpc` is the subnet's VPC with that VPC's block, when known.
+fn subnet_cidr(
+    c: &mut Checker<'_>,
+    raw: &RawFile,
+    s: &RawSubnet,
+    vpc: Option<(usize, Option<Cidr>)>,
+    before: &[CheckedSubnet],
+) -> Option<Cidr> {
+    let field = path(Kind::Subnet, s.id.get_ref(), "cidr");
+    let sc = c.cidr(&s.cidr, &field, Some(("a subnet", 16, 28)))?;
+    let Some((v, vc)) = vpc else { return Some(sc) };
+    if let Some(vc) = vc {
+        if !vc.contains_cidr(sc) {
+            let msg = format!("subnet CIDR block {sc} is outside VPC `{}`'s CIDR block {vc}", vpc_id(raw, v));
+            c.err(s.cidr.span(), field, msg);
+            return None;
+        }
+    }
+    let clash = before.iter().position(|o| o.vpc == Some(v) && o.cidr.is_some_and(|oc| oc.overlaps(sc)));
+    if let Some(j) = clash {
+        let other = &raw.subnet[j];
+        let msg = format!(
+            "subnet CIDR block {sc} overlaps subnet `{}` ({}) in the same VPC",
+            other.id.get_ref(),
+            other.cidr.get_ref()
+        );
+        c.err(s.cidr.span(), field, msg);
+    }
+    Some(sc)
+}
+
 /// One outbound (or inbound) rule allowing everything to/from 0.0.0.0/0.
 fn allow_all_rule() -> SgRule {
     SgRule { protocol: Protocol::All, ports: PortMatch::Any, peer: SgPeer::Cidr(Cidr::new(Ipv4Addr::UNSPECIFIED, 0)) }
 }
 
-/// What resolving a route target needs to know about the rest of the file.
-struct RouteCtx<'r> {
-    raw: &'r RawFile,
-    igw_vpc: &'r [Option<usize>],
-    nat_subnet: &'r [Option<usize>],
-    eni_subnet: &'r [Option<usize>],
-    subnet_vpc: &'r [Option<usize>],
-    peer_pair: &'r [Option<(usize, usize)>],
-}
-
 /// Resolves a gateway, ENI or peering target and checks it belongs to the table's VPC.
 fn route_target(
     c: &mut Checker<'_>,
+    raw: &RawFile,
     t: &Spanned<String>,
     field: String,
     vpc: Option<usize>,
-    r: &RouteCtx<'_>,
+    peer_pair: &[Option<(usize, usize)>],
 ) -> Option<RouteTarget> {
     const KINDS: &str =
         "local, blackhole, or the id of an internet gateway, NAT gateway, network interface or VPC peering connection";
@@ -1615,24 +1698,20 @@ fn route_target(
         c.err(t.span(), field, format!("`{name}` does not exist: a route target is {KINDS}"));
         return None;
     };
-    let vpc_name = |v: usize| r.raw.vpc.get(v).map_or("?", |x| x.id.get_ref().as_str());
-    let (target, target_vpc) = match e.kind {
-        Kind::InternetGateway => (RouteTarget::InternetGateway(IgwIdx(e.index as u32)), r.igw_vpc[e.index]),
-        Kind::NatGateway => {
-            (RouteTarget::NatGateway(NatIdx(e.index as u32)), r.nat_subnet[e.index].and_then(|s| r.subnet_vpc[s]))
-        }
-        Kind::NetworkInterface => {
-            (RouteTarget::Eni(EniIdx(e.index as u32)), r.eni_subnet[e.index].and_then(|s| r.subnet_vpc[s]))
-        }
+    let target = match e.kind {
+        Kind::InternetGateway => RouteTarget::InternetGateway(IgwIdx(e.index as u32)),
+        Kind::NatGateway => RouteTarget::NatGateway(NatIdx(e.index as u32)),
+        Kind::NetworkInterface => RouteTarget::Eni(EniIdx(e.index as u32)),
         Kind::VpcPeering => {
-            let (a, b) = r.peer_pair[e.index]?;
+            // A peering belongs to two VPCs: the table's must be one of them.
+            let (a, b) = peer_pair[e.index]?;
             if let Some(v) = vpc {
                 if v != a && v != b {
                     let msg = format!(
                         "VPC peering connection `{name}` joins `{}` and `{}`, not this table's VPC `{}`",
-                        vpc_name(a),
-                        vpc_name(b),
-                        vpc_name(v)
+                        vpc_id(raw, a),
+                        vpc_id(raw, b),
+                        vpc_id(raw, v)
                     );
                     c.err(t.span(), field, msg);
                     return None;
@@ -1645,16 +1724,12 @@ fn route_target(
             return None;
         }
     };
-    if let (Some(tv), Some(v)) = (target_vpc, vpc) {
-        if tv != v {
-            let msg = format!(
-                "`{name}` is in VPC `{}`, not this table's VPC `{}`: a route's gateway or ENI must be in the table's VPC",
-                vpc_name(tv),
-                vpc_name(v)
-            );
-            c.err(t.span(), field, msg);
-            return None;
-        }
-    }
-    Some(target)
+    let misplaced = |tv, v| {
+        Some(format!(
+            "`{name}` is in VPC `{}`, not this table's VPC `{}`: a route's gateway or ENI must be in the table's VPC",
+            vpc_id(raw, tv),
+            vpc_id(raw, v)
+        ))
+    };
+    c.at_home(t.span(), field, e.vpc, vpc, misplaced).then_some(target)
 }

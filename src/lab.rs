@@ -372,17 +372,7 @@ impl Lab {
             }
         }
         if let Some(u) = &model.uplink {
-            let port = crate::dataplane::uplink::open(&u.interface)
-                .with_context(|| format!("opening the uplink on {}", u.interface))?;
-            let own_ip = model.public_addresses().next().unwrap_or(Ipv4Addr::UNSPECIFIED);
-            let mac = crate::dataplane::uplink::resolve_gateway(
-                &port,
-                model.uplink_mac(),
-                own_ip,
-                u.gateway,
-                std::time::Duration::from_secs(3),
-            )
-            .with_context(|| format!("uplink {}", u.interface))?;
+            let (port, mac) = open_uplink(model, u)?;
             lab.uplink_gateway_mac = Some(mac);
             lab.taps[model.enis.len()] = Some(port);
         }
@@ -419,17 +409,7 @@ impl Lab {
         }
         let mut uplink_gateway_mac = None;
         if let Some(u) = &model.uplink {
-            let port = crate::dataplane::uplink::open(&u.interface)
-                .with_context(|| format!("opening the uplink on {}", u.interface))?;
-            let own_ip = model.public_addresses().next().unwrap_or(Ipv4Addr::UNSPECIFIED);
-            let mac = crate::dataplane::uplink::resolve_gateway(
-                &port,
-                model.uplink_mac(),
-                own_ip,
-                u.gateway,
-                Duration::from_secs(3),
-            )
-            .with_context(|| format!("uplink {}", u.interface))?;
+            let (port, mac) = open_uplink(model, u)?;
             uplink_gateway_mac = Some(mac);
             taps[model.enis.len()] = Some(port);
         } else if model.has_emulated_internet() {
@@ -456,6 +436,17 @@ impl Drop for Lab {
             crate::log!("teardown: {e:#}");
         }
     }
+}
+
+/// Opens the uplink's packet socket and learns its gateway's MAC by ARP.
+fn open_uplink(model: &Model, u: &crate::model::Uplink) -> anyhow::Result<(Tap, crate::model::Mac)> {
+    let port = crate::dataplane::uplink::open(&u.interface)
+        .with_context(|| format!("opening the uplink on {}", u.interface))?;
+    let own_ip = model.public_addresses().next().unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let mac =
+        crate::dataplane::uplink::resolve_gateway(&port, model.uplink_mac(), own_ip, u.gateway, Duration::from_secs(3))
+            .with_context(|| format!("uplink {}", u.interface))?;
+    Ok((port, mac))
 }
 
 /// Attaches to an existing TAP `ifname` in namespace `ns` (the host's when `None`).

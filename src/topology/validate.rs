@@ -13,7 +13,7 @@ use std::ops::Range;
 use toml::Spanned;
 
 use super::instance_types::{self, InstanceLimits};
-use super::raw::{RawAclRule, RawFile, RawSgRule, RawSubnet, StrOrInt};
+use super::raw::{RawAclRule, RawElasticIp, RawEni, RawFile, RawNatGateway, RawSgRule, RawSubnet, StrOrInt};
 use super::{LineIndex, Problem};
 use crate::model::{
     AclAction, AclIdx, AclRule, Attachment, Cidr, ConntrackConfig, EipIdx, ElasticIp, Eni, EniIdx, IgwIdx, Instance,
@@ -442,514 +442,12 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
     let subnets = subnets(&mut c, raw, &vpcs);
     let vpc_id = |i: usize| vpc_id(raw, i);
 
-    // ---- instances ----
-    let mut instance_limits: Vec<Option<InstanceLimits>> = Vec::new();
-    for inst in &raw.instance {
-        let mut limits = None;
-        if let Some(t) = &inst.instance_type {
-            limits = instance_types::limits(t.get_ref().trim());
-            if limits.is_none() {
-                let msg = format!(
-                    "unknown instance type `{}`: vpclab knows the network limits of the {} families",
-                    t.get_ref(),
-                    instance_types::families().join(", ")
-                );
-                c.err(t.span(), path(Kind::Instance, inst.id.get_ref(), "instance_type"), msg);
-            }
-        }
-        if let Some(st) = &inst.state {
-            if !matches!(st.get_ref().as_str(), "running" | "stopped") {
-                let msg = format!("state `{}` is not an instance state: use running or stopped", st.get_ref());
-                c.err(st.span(), path(Kind::Instance, inst.id.get_ref(), "state"), msg);
-            }
-        }
-        instance_limits.push(limits);
-    }
-
-    // ---- network interfaces ----
-    // Private IPs are unique per VPC; the owner's description is kept for the message.
-    let mut ip_owner: HashMap<(usize, Ipv4Addr), String> = HashMap::new();
-    let mut mac_owner: HashMap<Mac, String> = HashMap::new();
-    for v in &raw.vpc {
-        mac_owner
-            .insert(Mac::generated("vpc-router", v.id.get_ref()), format!("the router of VPC `{}`", v.id.get_ref()));
-    }
-    let mut eni_subnet: Vec<Option<usize>> = Vec::new();
-    let mut eni_primary: Vec<Option<Ipv4Addr>> = Vec::new();
-    let mut eni_secondaries: Vec<Vec<Ipv4Addr>> = Vec::new();
-    let mut eni_sgs: Vec<Option<Vec<usize>>> = Vec::new();
-    let mut eni_mac: Vec<Option<Mac>> = Vec::new();
-    let mut eni_ct: Vec<Option<ConntrackConfig>> = Vec::new();
-    // `Some(None)`: no attachment; `None`: an attachment that did not check out.
-    let mut eni_attach: Vec<Option<Option<(usize, u32)>>> = Vec::new();
-    let mut broken_attachment: HashSet<usize> = HashSet::new();
-    let mut device_taken: HashMap<(usize, u32), String> = HashMap::new();
-    for (ei, e) in raw.network_interface.iter().enumerate() {
-        let id = e.id.get_ref();
-        let subnet = c.resolve(&e.subnet, Kind::Subnet, path(Kind::NetworkInterface, id, "subnet"));
-        let vpc = subnet.and_then(|s| subnets[s].vpc);
-        c.place(Kind::NetworkInterface, id, ei, vpc);
-        let scidr = subnet.and_then(|s| subnets[s].cidr);
-        let sid = subnet.map_or("", |s| raw.subnet[s].id.get_ref().as_str());
-
-        // One closure checks every private IP of this ENI the same way.
-        let mut check_ip = |c: &mut Checker<'_>, s: &Spanned<String>, field: String| -> Option<Ipv4Addr> {
-            let ip = c.ip(s, &field)?;
-            let sc = scidr?;
-            if !sc.contains(ip) {
-                c.err(s.span(), field, format!("{ip} is outside subnet `{sid}` ({sc})"));
-                return None;
-            }
-            if let Some(role) = reserved_role(sc, ip) {
-                let msg = format!("{ip} is one of the five addresses AWS reserves in subnet `{sid}` ({sc}): {role}");
-                c.err(s.span(), field, msg);
-                return None;
-            }
-            let v = vpc?;
-            if let Some(owner) = ip_owner.get(&(v, ip)) {
-                let msg = format!("{ip} is already used by {owner} in VPC `{}`", vpc_id(v));
-                c.err(s.span(), field, msg);
-                return None;
-            }
-            ip_owner.insert((v, ip), format!("network interface `{id}`"));
-            Some(ip)
-        };
-        let primary = check_ip(&mut c, &e.private_ip, path(Kind::NetworkInterface, id, "private_ip"));
-        let mut secondaries = Vec::new();
-        for (k, s) in e.secondary_private_ips.iter().enumerate() {
-            let f = path(Kind::NetworkInterface, id, &format!("secondary_private_ips[{k}]"));
-            if let Some(ip) = check_ip(&mut c, s, f) {
-                secondaries.push(ip);
-            }
-        }
-
-        // Security groups: the VPC's default group when none is named.
-        let sgs = match &e.security_groups {
-            Some(list) if !list.get_ref().is_empty() => {
-                let f = path(Kind::NetworkInterface, id, "security_groups");
-                let mut ok = true;
-                if list.get_ref().len() > SGS_PER_ENI {
-                    let msg = format!(
-                        "a network interface can have at most {SGS_PER_ENI} security groups; {} are listed",
-                        list.get_ref().len()
-                    );
-                    c.err(list.span(), f.clone(), msg);
-                    ok = false;
-                }
-                let mut out: Vec<usize> = Vec::new();
-                for (k, g) in list.get_ref().iter().enumerate() {
-                    let fk = format!("{f}[{k}]");
-                    // A group listed twice passes or fails the VPC check alike both times, so
-                    // checking it first reports the same as checking for the repeat first.
-                    let misplaced = |gv, v| {
-                        Some(format!(
-                            "security group `{}` is in VPC `{}`, but network interface `{id}` is in VPC `{}` (subnet `{sid}`): an ENI's groups must be in its own VPC",
-                            g.get_ref(),
-                            vpc_id(gv),
-                            vpc_id(v)
-                        ))
-                    };
-                    let Some(gi) = c.resolve_in(g, Kind::SecurityGroup, fk.clone(), vpc, misplaced) else {
-                        ok = false;
-                        continue;
-                    };
-                    if out.contains(&gi) {
-                        c.err(g.span(), fk, format!("security group `{}` is listed twice", g.get_ref()));
-                        ok = false;
-                        continue;
-                    }
-                    out.push(gi);
-                }
-                ok.then_some(out)
-            }
-            _ => vpc.map(|v| vec![raw.security_group.len() + v]),
-        };
-
-        // MAC: given, else generated from the id; unique, and never a VPC router's.
-        let mac = match &e.mac_address {
-            Some(m) => {
-                let f = path(Kind::NetworkInterface, id, "mac_address");
-                match m.get_ref().trim().parse::<Mac>() {
-                    Err(err) => {
-                        c.err(m.span(), f, err.to_string());
-                        None
-                    }
-                    Ok(mac) if mac.is_multicast() || mac == Mac([0; 6]) => {
-                        let msg =
-                            format!("{mac} is not a unicast address: an ENI's MAC must be unicast and not all zero");
-                        c.err(m.span(), f, msg);
-                        None
-                    }
-                    Ok(mac) => Some((mac, m.span(), f)),
-                }
-            }
-            None => Some((Mac::generated("eni", id), e.id.span(), path(Kind::NetworkInterface, id, "id"))),
-        };
-        let mac = match mac {
-            Some((mac, span, f)) => {
-                if let Some(owner) = mac_owner.get(&mac) {
-                    let how = if e.mac_address.is_some() { "" } else { "generated " };
-                    c.err(span, f, format!("{how}MAC address {mac} is already used by {owner}"));
-                    None
-                } else {
-                    mac_owner.insert(mac, format!("network interface `{id}`"));
-                    Some(mac)
-                }
-            }
-            None => None,
-        };
-
-        // Connection tracking: AWS's defaults, and its ranges for what is given.
-        let mut ct = Some(ConntrackConfig::default());
-        if let Some(t) = &e.connection_tracking {
-            let d = ConntrackConfig::default();
-            let base = path(Kind::NetworkInterface, id, "connection_tracking");
-            let mut get = |v: &Option<Spanned<i64>>, name: &str, range: Range<i64>, dflt: u32| -> Option<u32> {
-                match v {
-                    None => Some(dflt),
-                    Some(v) => c
-                        .int_in(v, &format!("{base}.{name}"), range, &format!("{name} (seconds, AWS's range)"))
-                        .and_then(|n| u32::try_from(n).ok()),
-                }
-            };
-            let tcp = get(&t.tcp_established_timeout, "tcp_established_timeout", 60..432_001, d.tcp_established);
-            let us = get(&t.udp_stream_timeout, "udp_stream_timeout", 60..181, d.udp_stream);
-            let u = get(&t.udp_timeout, "udp_timeout", 30..61, d.udp);
-            let max = match &t.max_connections {
-                None => Some(d.max_connections),
-                Some(v) => c
-                    .int_in(v, &format!("{base}.max_connections"), 1..10_000_001, "max_connections")
-                    .and_then(|n| u32::try_from(n).ok()),
-            };
-            ct = match (tcp, us, u, max) {
-                (Some(tcp_established), Some(udp_stream), Some(udp), Some(max_connections)) => {
-                    Some(ConntrackConfig { tcp_established, udp_stream, udp, max_connections })
-                }
-                _ => None,
-            };
-        }
-
-        // Attachment: one ENI per device index per instance.
-        let attach = match &e.attachment {
-            None => Some(None),
-            Some(a) => {
-                let inst =
-                    c.resolve(&a.instance, Kind::Instance, path(Kind::NetworkInterface, id, "attachment.instance"));
-                let f = path(Kind::NetworkInterface, id, "attachment.device_index");
-                let dev = c
-                    .int_in(&a.device_index, &f, 0..i64::from(u32::MAX) + 1, "device_index")
-                    .and_then(|n| u32::try_from(n).ok());
-                match (inst, dev) {
-                    (Some(i), Some(d)) => {
-                        if let Some(other) = device_taken.get(&(i, d)) {
-                            let msg = format!(
-                                "device index {d} of instance `{}` is already taken by network interface `{other}`",
-                                a.instance.get_ref()
-                            );
-                            c.err(a.device_index.span(), f, msg);
-                            broken_attachment.insert(i);
-                            None
-                        } else {
-                            device_taken.insert((i, d), id.clone());
-                            Some(Some((i, d)))
-                        }
-                    }
-                    (Some(i), None) => {
-                        broken_attachment.insert(i);
-                        None
-                    }
-                    _ => None,
-                }
-            }
-        };
-
-        eni_subnet.push(subnet);
-        eni_primary.push(primary);
-        eni_secondaries.push(secondaries);
-        eni_sgs.push(sgs);
-        eni_mac.push(mac);
-        eni_ct.push(ct);
-        eni_attach.push(attach);
-    }
-
-    // ---- instances: primary ENI, type limits, availability zone ----
-    for (ii, inst) in raw.instance.iter().enumerate() {
-        let iid = inst.id.get_ref();
-        let mut attached: Vec<(u32, usize)> = eni_attach
-            .iter()
-            .enumerate()
-            .filter_map(|(ei, a)| match a {
-                Some(Some((i, d))) if *i == ii => Some((*d, ei)),
-                _ => None,
-            })
-            .collect();
-        attached.sort_unstable();
-        if iid == "internet" {
-            let msg = "`internet` is reserved: the emulated internet lives in namespace `<lab>-internet`".to_string();
-            c.err(inst.id.span(), path(Kind::Instance, iid, "id"), msg);
-        }
-        let primary = attached.iter().find(|(d, _)| *d == 0).map(|&(_, ei)| ei);
-        if primary.is_none() && !broken_attachment.contains(&ii) {
-            let msg = format!(
-                "instance `{iid}` has no network interface at device index 0: every instance needs a primary ENI (attachment = {{ instance = \"{iid}\", device_index = 0 }})"
-            );
-            c.err(inst.id.span(), path(Kind::Instance, iid, "id"), msg);
-        }
-        if let (Some(lim), Some(t)) = (instance_limits[ii], &inst.instance_type) {
-            if attached.len() > lim.max_enis as usize {
-                let names: Vec<String> =
-                    attached.iter().map(|&(_, ei)| format!("`{}`", raw.network_interface[ei].id.get_ref())).collect();
-                let msg = format!(
-                    "instance type {} allows at most {} network interfaces; instance `{iid}` has {} ({})",
-                    t.get_ref(),
-                    lim.max_enis,
-                    attached.len(),
-                    names.join(", ")
-                );
-                c.err(t.span(), path(Kind::Instance, iid, "instance_type"), msg);
-            }
-            for &(_, ei) in &attached {
-                let e = &raw.network_interface[ei];
-                let count = 1 + e.secondary_private_ips.len();
-                if count > lim.ipv4_per_eni as usize {
-                    // Point at the first address past the limit.
-                    let k = (lim.ipv4_per_eni as usize).saturating_sub(1);
-                    let (span, f) = match e.secondary_private_ips.get(k) {
-                        Some(s) => (s.span(), format!("secondary_private_ips[{k}]")),
-                        None => (e.private_ip.span(), "private_ip".to_string()),
-                    };
-                    let msg = format!(
-                        "instance type {} allows {} IPv4 addresses per network interface; `{}` (attached to instance `{iid}`) has {count}, primary included",
-                        t.get_ref(),
-                        lim.ipv4_per_eni,
-                        e.id.get_ref()
-                    );
-                    c.err(span, path(Kind::NetworkInterface, e.id.get_ref(), &f), msg);
-                }
-            }
-        }
-        // An instance lives in the AZ of its primary ENI's subnet; the others must match.
-        let az_of = |ei: usize| -> Option<(&str, &str)> {
-            let s = eni_subnet[ei]?;
-            let az = raw.subnet[s].availability_zone.as_ref()?;
-            Some((az.get_ref().as_str(), raw.subnet[s].id.get_ref().as_str()))
-        };
-        if let Some((home, _)) = primary.and_then(az_of) {
-            for &(_, ei) in &attached {
-                if let Some((az, sid)) = az_of(ei) {
-                    if az != home {
-                        let e = &raw.network_interface[ei];
-                        if let Some(a) = &e.attachment {
-                            let msg = format!(
-                                "network interface `{}` is in availability zone {az} (subnet `{sid}`), but instance `{iid}` is in {home}: an ENI attaches only to an instance in its own availability zone",
-                                e.id.get_ref()
-                            );
-                            c.err(
-                                a.instance.span(),
-                                path(Kind::NetworkInterface, e.id.get_ref(), "attachment.instance"),
-                                msg,
-                            );
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    // ---- Elastic IPs ----
-    let mut eip_public: Vec<Option<Ipv4Addr>> = Vec::new();
-    let mut eip_assoc: Vec<Option<Option<(usize, Ipv4Addr)>>> = Vec::new();
-    let mut public_owner: HashMap<Ipv4Addr, String> = HashMap::new();
-    let mut assoc_owner: HashMap<(usize, Ipv4Addr), String> = HashMap::new();
-    let outside_vpcs = |c: &mut Checker<'_>, s: &Spanned<String>, field: &str, what: &str| -> Option<Ipv4Addr> {
-        let ip = c.ip(s, field)?;
-        for (i, v) in vpcs.iter().enumerate() {
-            if let Some(vc) = v.cidr {
-                if vc.contains(ip) {
-                    let msg = format!("{ip} is inside VPC `{}`'s CIDR block {vc}: {what}", vpc_id(i));
-                    c.err(s.span(), field.to_string(), msg);
-                    return None;
-                }
-            }
-        }
-        Some(ip)
-    };
-    for eip in &raw.elastic_ip {
-        let id = eip.id.get_ref();
-        let f = path(Kind::ElasticIp, id, "public_ip");
-        let public =
-            outside_vpcs(&mut c, &eip.public_ip, &f, "an Elastic IP must be a public address outside every VPC");
-        if let Some(p) = public {
-            if let Some(owner) = public_owner.get(&p) {
-                c.err(eip.public_ip.span(), f, format!("public IP {p} is already used by {owner}"));
-            } else {
-                public_owner.insert(p, format!("Elastic IP `{id}`"));
-            }
-        }
-        let assoc = match (&eip.network_interface, &eip.private_ip) {
-            (None, None) => Some(None),
-            (None, Some(p)) => {
-                let msg = "private_ip needs network_interface: it picks which of that ENI's addresses to map".into();
-                c.err(p.span(), path(Kind::ElasticIp, id, "private_ip"), msg);
-                None
-            }
-            (Some(n), p) => {
-                let ei = c.resolve(n, Kind::NetworkInterface, path(Kind::ElasticIp, id, "network_interface"));
-                let ei_ok = ei.filter(|&ei| eni_primary[ei].is_some());
-                match (ei_ok, p) {
-                    (None, _) => None,
-                    (Some(ei), None) => eni_primary[ei].map(|ip| (ei, ip, n.span(), "network_interface")),
-                    (Some(ei), Some(p)) => {
-                        let fp = path(Kind::ElasticIp, id, "private_ip");
-                        match c.ip(p, &fp) {
-                            None => None,
-                            Some(ip) => {
-                                let ips: Vec<Ipv4Addr> =
-                                    eni_primary[ei].into_iter().chain(eni_secondaries[ei].iter().copied()).collect();
-                                if ips.contains(&ip) {
-                                    Some((ei, ip, p.span(), "private_ip"))
-                                } else {
-                                    let list: Vec<String> = ips.iter().map(|i| i.to_string()).collect();
-                                    let msg = format!(
-                                        "{ip} is not a private IP of network interface `{}` ({})",
-                                        n.get_ref(),
-                                        list.join(", ")
-                                    );
-                                    c.err(p.span(), fp, msg);
-                                    None
-                                }
-                            }
-                        }
-                    }
-                }
-                .and_then(|(ei, ip, span, fname)| {
-                    if let Some(other) = assoc_owner.get(&(ei, ip)) {
-                        let msg = format!(
-                            "private IP {ip} of network interface `{}` already has Elastic IP `{other}`: one Elastic IP per private IP",
-                            n.get_ref()
-                        );
-                        c.err(span, path(Kind::ElasticIp, id, fname), msg);
-                        None
-                    } else {
-                        assoc_owner.insert((ei, ip), id.clone());
-                        Some(Some((ei, ip)))
-                    }
-                })
-            }
-        };
-        eip_public.push(public);
-        eip_assoc.push(assoc);
-    }
-
-    // ---- NAT gateways: given addresses first, then the first free one for the rest ----
-    let mut nat_subnet: Vec<Option<usize>> = Vec::new();
-    let mut nat_ip: Vec<Option<Ipv4Addr>> = Vec::new();
-    let mut nat_eip: Vec<Option<Option<usize>>> = Vec::new();
-    let mut eip_nat: HashMap<usize, String> = HashMap::new();
-    let mut nat_ports: Vec<Option<PortRange>> = Vec::new();
-    for n in &raw.nat_gateway {
-        let id = n.id.get_ref();
-        // vpclab's extension: a narrower source-port range, to rehearse port exhaustion.
-        nat_ports.push(match &n.ports {
-            None => Some(NatGateway::AWS_PORTS),
-            Some(p) => {
-                let field = path(Kind::NatGateway, id, "ports");
-                match c.port_range(p, &field) {
-                    Some(r) if r.from >= 1024 => Some(r),
-                    Some(r) => {
-                        let msg = format!(
-                            "ports {}-{} start below 1024: a NAT gateway uses source ports 1024-65535",
-                            r.from, r.to
-                        );
-                        c.err(p.span(), field, msg);
-                        None
-                    }
-                    None => None,
-                }
-            }
-        });
-        let subnet = c.resolve(&n.subnet, Kind::Subnet, path(Kind::NatGateway, id, "subnet"));
-        let vpc = subnet.and_then(|s| subnets[s].vpc);
-        c.place(Kind::NatGateway, id, nat_subnet.len(), vpc);
-        let mut ip = None;
-        if let (Some(p), Some(s)) = (&n.private_ip, subnet) {
-            let f = path(Kind::NatGateway, id, "private_ip");
-            let sid = raw.subnet[s].id.get_ref();
-            if let (Some(addr), Some(sc), Some(v)) = (c.ip(p, &f), subnets[s].cidr, vpc) {
-                if !sc.contains(addr) {
-                    c.err(p.span(), f, format!("{addr} is outside subnet `{sid}` ({sc})"));
-                } else if let Some(role) = reserved_role(sc, addr) {
-                    let msg =
-                        format!("{addr} is one of the five addresses AWS reserves in subnet `{sid}` ({sc}): {role}");
-                    c.err(p.span(), f, msg);
-                } else if let Some(owner) = ip_owner.get(&(v, addr)) {
-                    c.err(p.span(), f, format!("{addr} is already used by {owner} in VPC `{}`", vpc_id(v)));
-                } else {
-                    ip_owner.insert((v, addr), format!("NAT gateway `{id}`"));
-                    ip = Some(addr);
-                }
-            }
-        } else if let Some(p) = &n.private_ip {
-            c.ip(p, &path(Kind::NatGateway, id, "private_ip"));
-        }
-        let eip = match &n.elastic_ip {
-            None => Some(None),
-            Some(r) => {
-                let f = path(Kind::NatGateway, id, "elastic_ip");
-                match c.resolve(r, Kind::ElasticIp, f.clone()) {
-                    None => None,
-                    Some(ei) => {
-                        if let Some(eni) = &raw.elastic_ip[ei].network_interface {
-                            let msg = format!(
-                                "Elastic IP `{}` is associated with network interface `{}`; a NAT gateway needs an Elastic IP of its own",
-                                r.get_ref(),
-                                eni.get_ref()
-                            );
-                            c.err(r.span(), f, msg);
-                            None
-                        } else if let Some(other) = eip_nat.get(&ei) {
-                            c.err(
-                                r.span(),
-                                f,
-                                format!("Elastic IP `{}` is already used by NAT gateway `{other}`", r.get_ref()),
-                            );
-                            None
-                        } else {
-                            eip_nat.insert(ei, id.clone());
-                            Some(Some(ei))
-                        }
-                    }
-                }
-            }
-        };
-        nat_subnet.push(subnet);
-        nat_ip.push(ip);
-        nat_eip.push(eip);
-    }
-    for (k, n) in raw.nat_gateway.iter().enumerate() {
-        if n.private_ip.is_some() {
-            continue;
-        }
-        let (Some(s), Some(v)) = (nat_subnet[k], nat_subnet[k].and_then(|s| subnets[s].vpc)) else { continue };
-        let Some(sc) = subnets[s].cidr else { continue };
-        // base+4 is the first address AWS hands out; the last is the broadcast address.
-        let first = u32::from(sc.addr).saturating_add(4);
-        let last = u32::from(sc.last());
-        let free = (first..last).map(Ipv4Addr::from).find(|ip| !ip_owner.contains_key(&(v, *ip)));
-        match free {
-            Some(ip) => {
-                ip_owner.insert((v, ip), format!("NAT gateway `{}`", n.id.get_ref()));
-                nat_ip[k] = Some(ip);
-            }
-            None => {
-                let msg = format!(
-                    "subnet `{}` ({sc}) has no free address left for this NAT gateway",
-                    raw.subnet[s].id.get_ref()
-                );
-                c.err(n.subnet.span(), path(Kind::NatGateway, n.id.get_ref(), "subnet"), msg);
-            }
-        }
-    }
+    let limits = instances(&mut c, raw);
+    let mut addresses = Addresses::default();
+    let enis = network_interfaces(&mut c, raw, &subnets, &mut addresses);
+    instance_enis(&mut c, raw, &limits, &enis);
+    let eips = elastic_ips(&mut c, raw, &vpcs, &enis, &mut addresses);
+    let nats = nat_gateways(&mut c, raw, &subnets, &mut addresses);
 
     // ---- security groups ----
     let mut sg_rules: Vec<Option<(Vec<SgRule>, Vec<SgRule>)>> = Vec::new();
@@ -1172,12 +670,12 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
         for h in &internet.hosts {
             let id = h.id.get_ref();
             let f = path(Kind::InternetHost, id, "ip");
-            let ip = outside_vpcs(&mut c, &h.ip, &f, "an internet host must be outside every VPC");
+            let ip = outside_vpcs(&mut c, raw, &vpcs, &h.ip, &f, "an internet host must be outside every VPC");
             if let Some(ip) = ip {
-                if let Some(owner) = public_owner.get(&ip) {
+                if let Some(owner) = addresses.public.get(&ip) {
                     c.err(h.ip.span(), f, format!("{ip} is already used by {owner}"));
                 } else {
-                    public_owner.insert(ip, format!("internet host `{id}`"));
+                    addresses.public.insert(ip, format!("internet host `{id}`"));
                 }
             }
             hosts.push(ip);
@@ -1192,6 +690,8 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
         }
         let gateway = outside_vpcs(
             &mut c,
+            raw,
+            &vpcs,
             &u.gateway,
             "internet.uplink.gateway",
             "the uplink's gateway must be outside every VPC",
@@ -1232,7 +732,7 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
             });
         }
         for (i, e) in raw.network_interface.iter().enumerate() {
-            let attachment = match eni_attach[i]? {
+            let attachment = match enis.enis[i].attachment? {
                 None => None,
                 Some((inst, d)) => Some(Attachment {
                     instance: InstanceIdx(idx(inst)?),
@@ -1246,19 +746,19 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
                 }),
             };
             let mut sgs = Vec::new();
-            for g in eni_sgs[i].as_ref()? {
+            for g in enis.enis[i].security_groups.as_ref()? {
                 sgs.push(SgIdx(idx(*g)?));
             }
             m.enis.push(Eni {
                 id: e.id.get_ref().clone(),
-                subnet: SubnetIdx(idx(eni_subnet[i]?)?),
-                private_ip: eni_primary[i]?,
-                secondary_private_ips: eni_secondaries[i].clone(),
+                subnet: SubnetIdx(idx(enis.enis[i].subnet?)?),
+                private_ip: enis.enis[i].primary?,
+                secondary_private_ips: enis.enis[i].secondaries.clone(),
                 security_groups: sgs,
-                mac: eni_mac[i]?,
+                mac: enis.enis[i].mac?,
                 source_dest_check: e.source_dest_check.unwrap_or(true),
                 description: e.description.clone(),
-                connection_tracking: eni_ct[i]?,
+                connection_tracking: enis.enis[i].conntrack?,
                 attachment,
             });
         }
@@ -1337,24 +837,24 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
                 .push(InternetGateway { id: g.id.get_ref().clone(), vpc: VpcIdx(idx(vpc_of.internet_gateway[i]?)?) });
         }
         for (i, n) in raw.nat_gateway.iter().enumerate() {
-            let elastic_ip = match nat_eip[i]? {
+            let elastic_ip = match nats[i].elastic_ip? {
                 None => None,
                 Some(e) => Some(EipIdx(idx(e)?)),
             };
             m.nat_gateways.push(NatGateway {
                 id: n.id.get_ref().clone(),
-                subnet: SubnetIdx(idx(nat_subnet[i]?)?),
-                private_ip: nat_ip[i]?,
+                subnet: SubnetIdx(idx(nats[i].subnet?)?),
+                private_ip: nats[i].private_ip?,
                 elastic_ip,
-                ports: nat_ports[i]?,
+                ports: nats[i].ports?,
             });
         }
         for (i, e) in raw.elastic_ip.iter().enumerate() {
-            let association = match eip_assoc[i]? {
+            let association = match eips[i].association? {
                 None => None,
                 Some((eni, ip)) => Some((EniIdx(idx(eni)?), ip)),
             };
-            m.elastic_ips.push(ElasticIp { id: e.id.get_ref().clone(), public_ip: eip_public[i]?, association });
+            m.elastic_ips.push(ElasticIp { id: e.id.get_ref().clone(), public_ip: eips[i].public_ip?, association });
         }
         for (i, p) in raw.vpc_peering.iter().enumerate() {
             let (a, b) = peerings.pairs[i]?;
@@ -1675,6 +1175,645 @@ fn subnet_cidr(
         c.err(s.cidr.span(), field, msg);
     }
     Some(sc)
+}
+
+/// Checks each instance's type and state; returns the network limits of its type, if given.
+fn instances(c: &mut Checker<'_>, raw: &RawFile) -> Vec<Option<InstanceLimits>> {
+    let mut out = Vec::new();
+    for inst in &raw.instance {
+        let mut limits = None;
+        if let Some(t) = &inst.instance_type {
+            limits = instance_types::limits(t.get_ref().trim());
+            if limits.is_none() {
+                let msg = format!(
+                    "unknown instance type `{}`: vpclab knows the network limits of the {} families",
+                    t.get_ref(),
+                    instance_types::families().join(", ")
+                );
+                c.err(t.span(), path(Kind::Instance, inst.id.get_ref(), "instance_type"), msg);
+            }
+        }
+        if let Some(st) = &inst.state {
+            if !matches!(st.get_ref().as_str(), "running" | "stopped") {
+                let msg = format!("state `{}` is not an instance state: use running or stopped", st.get_ref());
+                c.err(st.span(), path(Kind::Instance, inst.id.get_ref(), "state"), msg);
+            }
+        }
+        out.push(limits);
+    }
+    out
+}
+
+/// Who holds each address so far, described for messages: private IPs are unique per VPC,
+/// public ones (Elastic IPs, internet hosts) across the lab.
+#[derive(Default)]
+struct Addresses {
+    private: HashMap<(usize, Ipv4Addr), String>,
+    public: HashMap<Ipv4Addr, String>,
+}
+
+/// Where an ENI or a NAT gateway sits: its subnet's id (for messages), CIDR block and VPC, as far
+/// as they checked out.
+#[derive(Clone, Copy)]
+struct SubnetPlace<'r> {
+    id: &'r str,
+    cidr: Option<Cidr>,
+    vpc: Option<usize>,
+}
+
+impl<'r> SubnetPlace<'r> {
+    /// The place of subnet `s` (`None`: the reference failed).
+    fn of(raw: &'r RawFile, subnets: &[CheckedSubnet], s: Option<usize>) -> SubnetPlace<'r> {
+        SubnetPlace {
+            id: s.map_or("", |s| raw.subnet[s].id.get_ref().as_str()),
+            cidr: s.and_then(|s| subnets[s].cidr),
+            vpc: s.and_then(|s| subnets[s].vpc),
+        }
+    }
+}
+
+impl Addresses {
+    /// Takes private IP `s` for `owner`: an address inside its subnet, not one of the five AWS
+    /// reserves there, and not yet used in its VPC.
+    fn claim_private(
+        &mut self,
+        c: &mut Checker<'_>,
+        raw: &RawFile,
+        at: SubnetPlace<'_>,
+        s: &Spanned<String>,
+        field: String,
+        owner: &str,
+    ) -> Option<Ipv4Addr> {
+        let ip = c.ip(s, &field)?;
+        let sc = at.cidr?;
+        if !sc.contains(ip) {
+            c.err(s.span(), field, format!("{ip} is outside subnet `{}` ({sc})", at.id));
+            return None;
+        }
+        if let Some(role) = reserved_role(sc, ip) {
+            let msg = format!("{ip} is one of the five addresses AWS reserves in subnet `{}` ({sc}): {role}", at.id);
+            c.err(s.span(), field, msg);
+            return None;
+        }
+        let v = at.vpc?;
+        if let Some(other) = self.private.get(&(v, ip)) {
+            let msg = format!("{ip} is already used by {other} in VPC `{}`", vpc_id(raw, v));
+            c.err(s.span(), field, msg);
+            return None;
+        }
+        self.private.insert((v, ip), owner.to_string());
+        Some(ip)
+    }
+}
+
+/// What validation learnt about one ENI; `None` where a value failed its check.
+struct CheckedEni {
+    subnet: Option<usize>,
+    primary: Option<Ipv4Addr>,
+    /// The secondary IPs that checked out.
+    secondaries: Vec<Ipv4Addr>,
+    security_groups: Option<Vec<usize>>,
+    mac: Option<Mac>,
+    conntrack: Option<ConntrackConfig>,
+    /// `Some(None)`: no attachment; `None`: an attachment that did not check out.
+    attachment: Option<Option<(usize, u32)>>,
+}
+
+/// The checked ENIs.
+struct Enis {
+    enis: Vec<CheckedEni>,
+    /// Instances named by an attachment that failed its check: one of them may be the missing
+    /// primary ENI, so that is not reported too.
+    broken_attachment: HashSet<usize>,
+}
+
+impl Enis {
+    /// The (device index, ENI) pairs attached to instance `ii`, by device index.
+    fn attached_to(&self, ii: usize) -> Vec<(u32, usize)> {
+        let mut attached: Vec<(u32, usize)> = self
+            .enis
+            .iter()
+            .enumerate()
+            .filter_map(|(ei, e)| match e.attachment {
+                Some(Some((i, d))) if i == ii => Some((d, ei)),
+                _ => None,
+            })
+            .collect();
+        attached.sort_unstable();
+        attached
+    }
+}
+
+/// Checks each ENI: its subnet and private IPs, security groups, MAC, connection tracking and
+/// attachment.
+fn network_interfaces(
+    c: &mut Checker<'_>,
+    raw: &RawFile,
+    subnets: &[CheckedSubnet],
+    addresses: &mut Addresses,
+) -> Enis {
+    // A MAC is unique across the lab, and never a VPC router's.
+    let mut macs: HashMap<Mac, String> = raw
+        .vpc
+        .iter()
+        .map(|v| (Mac::generated("vpc-router", v.id.get_ref()), format!("the router of VPC `{}`", v.id.get_ref())))
+        .collect();
+    let mut devices: HashMap<(usize, u32), String> = HashMap::new();
+    let mut out = Enis { enis: Vec::new(), broken_attachment: HashSet::new() };
+    for (ei, e) in raw.network_interface.iter().enumerate() {
+        let id = e.id.get_ref();
+        let subnet = c.resolve(&e.subnet, Kind::Subnet, path(Kind::NetworkInterface, id, "subnet"));
+        let at = SubnetPlace::of(raw, subnets, subnet);
+        c.place(Kind::NetworkInterface, id, ei, at.vpc);
+        let owner = format!("network interface `{id}`");
+        let field = path(Kind::NetworkInterface, id, "private_ip");
+        let primary = addresses.claim_private(c, raw, at, &e.private_ip, field, &owner);
+        let mut secondaries = Vec::new();
+        for (k, s) in e.secondary_private_ips.iter().enumerate() {
+            let field = path(Kind::NetworkInterface, id, &format!("secondary_private_ips[{k}]"));
+            secondaries.extend(addresses.claim_private(c, raw, at, s, field, &owner));
+        }
+        let security_groups = eni_security_groups(c, raw, e, at);
+        let mac = eni_mac(c, e, &mut macs);
+        let conntrack = eni_conntrack(c, e);
+        let attachment = eni_attachment(c, e, &mut devices, &mut out.broken_attachment);
+        out.enis.push(CheckedEni { subnet, primary, secondaries, security_groups, mac, conntrack, attachment });
+    }
+    out
+}
+
+/// An ENI's security groups: at most [`SGS_PER_ENI`], each once, each in the ENI's VPC; the VPC's
+/// default group when none is named.
+fn eni_security_groups(c: &mut Checker<'_>, raw: &RawFile, e: &RawEni, at: SubnetPlace<'_>) -> Option<Vec<usize>> {
+    let id = e.id.get_ref();
+    let list = match &e.security_groups {
+        Some(list) if !list.get_ref().is_empty() => list,
+        _ => return at.vpc.map(|v| vec![raw.security_group.len() + v]),
+    };
+    let f = path(Kind::NetworkInterface, id, "security_groups");
+    let mut ok = true;
+    if list.get_ref().len() > SGS_PER_ENI {
+        let msg = format!(
+            "a network interface can have at most {SGS_PER_ENI} security groups; {} are listed",
+            list.get_ref().len()
+        );
+        c.err(list.span(), f.clone(), msg);
+        ok = false;
+    }
+    let mut out: Vec<usize> = Vec::new();
+    for (k, g) in list.get_ref().iter().enumerate() {
+        let fk = format!("{f}[{k}]");
+        // A group listed twice passes or fails the VPC check alike both times, so checking it
+        // first reports the same as checking for the repeat first.
+        let misplaced = |gv, v| {
+            Some(format!(
+                "security group `{}` is in VPC `{}`, but network interface `{id}` is in VPC `{}` (subnet `{}`): an ENI's groups must be in its own VPC",
+                g.get_ref(),
+                vpc_id(raw, gv),
+                vpc_id(raw, v),
+                at.id
+            ))
+        };
+        let Some(gi) = c.resolve_in(g, Kind::SecurityGroup, fk.clone(), at.vpc, misplaced) else {
+            ok = false;
+            continue;
+        };
+        if out.contains(&gi) {
+            c.err(g.span(), fk, format!("security group `{}` is listed twice", g.get_ref()));
+            ok = false;
+            continue;
+        }
+        out.push(gi);
+    }
+    ok.then_some(out)
+}
+
+/// An ENI's MAC: given, else generated from the id; unicast, and not yet used by an ENI or a
+/// VPC router (`macs`, which it joins).
+fn eni_mac(c: &mut Checker<'_>, e: &RawEni, macs: &mut HashMap<Mac, String>) -> Option<Mac> {
+    let id = e.id.get_ref();
+    let (mac, span, f) = match &e.mac_address {
+        Some(m) => {
+            let f = path(Kind::NetworkInterface, id, "mac_address");
+            match m.get_ref().trim().parse::<Mac>() {
+                Err(err) => {
+                    c.err(m.span(), f, err.to_string());
+                    return None;
+                }
+                Ok(mac) if mac.is_multicast() || mac == Mac([0; 6]) => {
+                    let msg = format!("{mac} is not a unicast address: an ENI's MAC must be unicast and not all zero");
+                    c.err(m.span(), f, msg);
+                    return None;
+                }
+                Ok(mac) => (mac, m.span(), f),
+            }
+        }
+        None => (Mac::generated("eni", id), e.id.span(), path(Kind::NetworkInterface, id, "id")),
+    };
+    if let Some(owner) = macs.get(&mac) {
+        let how = if e.mac_address.is_some() { "" } else { "generated " };
+        c.err(span, f, format!("{how}MAC address {mac} is already used by {owner}"));
+        return None;
+    }
+    macs.insert(mac, format!("network interface `{id}`"));
+    Some(mac)
+}
+
+/// An ENI's connection tracking: AWS's defaults, and AWS's ranges for what is given.
+fn eni_conntrack(c: &mut Checker<'_>, e: &RawEni) -> Option<ConntrackConfig> {
+    let d = ConntrackConfig::default();
+    let Some(t) = &e.connection_tracking else { return Some(d) };
+    let base = path(Kind::NetworkInterface, e.id.get_ref(), "connection_tracking");
+    let mut get = |v: &Option<Spanned<i64>>, name: &str, range: Range<i64>, dflt: u32| -> Option<u32> {
+        match v {
+            None => Some(dflt),
+            Some(v) => c
+                .int_in(v, &format!("{base}.{name}"), range, &format!("{name} (seconds, AWS's range)"))
+                .and_then(|n| u32::try_from(n).ok()),
+        }
+    };
+    let tcp = get(&t.tcp_established_timeout, "tcp_established_timeout", 60..432_001, d.tcp_established);
+    let us = get(&t.udp_stream_timeout, "udp_stream_timeout", 60..181, d.udp_stream);
+    let u = get(&t.udp_timeout, "udp_timeout", 30..61, d.udp);
+    let max = match &t.max_connections {
+        None => Some(d.max_connections),
+        Some(v) => c
+            .int_in(v, &format!("{base}.max_connections"), 1..10_000_001, "max_connections")
+            .and_then(|n| u32::try_from(n).ok()),
+    };
+    match (tcp, us, u, max) {
+        (Some(tcp_established), Some(udp_stream), Some(udp), Some(max_connections)) => {
+            Some(ConntrackConfig { tcp_established, udp_stream, udp, max_connections })
+        }
+        _ => None,
+    }
+}
+
+/// An ENI's attachment: an instance and a device index no other ENI of that instance has
+/// (`devices`, which it joins). `Some(None)` when the ENI is not attached.
+fn eni_attachment(
+    c: &mut Checker<'_>,
+    e: &RawEni,
+    devices: &mut HashMap<(usize, u32), String>,
+    broken_attachment: &mut HashSet<usize>,
+) -> Option<Option<(usize, u32)>> {
+    let Some(a) = &e.attachment else { return Some(None) };
+    let id = e.id.get_ref();
+    let inst = c.resolve(&a.instance, Kind::Instance, path(Kind::NetworkInterface, id, "attachment.instance"));
+    let f = path(Kind::NetworkInterface, id, "attachment.device_index");
+    let dev =
+        c.int_in(&a.device_index, &f, 0..i64::from(u32::MAX) + 1, "device_index").and_then(|n| u32::try_from(n).ok());
+    match (inst, dev) {
+        (Some(i), Some(d)) => {
+            if let Some(other) = devices.get(&(i, d)) {
+                let msg = format!(
+                    "device index {d} of instance `{}` is already taken by network interface `{other}`",
+                    a.instance.get_ref()
+                );
+                c.err(a.device_index.span(), f, msg);
+                broken_attachment.insert(i);
+                None
+            } else {
+                devices.insert((i, d), id.clone());
+                Some(Some((i, d)))
+            }
+        }
+        (Some(i), None) => {
+            broken_attachment.insert(i);
+            None
+        }
+        _ => None,
+    }
+}
+
+/// Checks each instance against the ENIs attached to it: a primary ENI at device index 0, its
+/// type's limits, one availability zone. Also refuses the id `internet`.
+fn instance_enis(c: &mut Checker<'_>, raw: &RawFile, limits: &[Option<InstanceLimits>], enis: &Enis) {
+    for (ii, inst) in raw.instance.iter().enumerate() {
+        let iid = inst.id.get_ref();
+        let attached = enis.attached_to(ii);
+        if iid == "internet" {
+            let msg = "`internet` is reserved: the emulated internet lives in namespace `<lab>-internet`".to_string();
+            c.err(inst.id.span(), path(Kind::Instance, iid, "id"), msg);
+        }
+        let primary = attached.iter().find(|(d, _)| *d == 0).map(|&(_, ei)| ei);
+        if primary.is_none() && !enis.broken_attachment.contains(&ii) {
+            let msg = format!(
+                "instance `{iid}` has no network interface at device index 0: every instance needs a primary ENI (attachment = {{ instance = \"{iid}\", device_index = 0 }})"
+            );
+            c.err(inst.id.span(), path(Kind::Instance, iid, "id"), msg);
+        }
+        if let (Some(lim), Some(t)) = (limits[ii], &inst.instance_type) {
+            instance_type_limits(c, raw, iid, lim, t, &attached);
+        }
+        if let Some(primary) = primary {
+            same_availability_zone(c, raw, &enis.enis, iid, primary, &attached);
+        }
+    }
+}
+
+/// The network limits of instance `iid`'s type `t`: how many ENIs, and how many IPv4 addresses
+/// on each `attached` one.
+fn instance_type_limits(
+    c: &mut Checker<'_>,
+    raw: &RawFile,
+    iid: &str,
+    lim: InstanceLimits,
+    t: &Spanned<String>,
+    attached: &[(u32, usize)],
+) {
+    if attached.len() > lim.max_enis as usize {
+        let names: Vec<String> =
+            attached.iter().map(|&(_, ei)| format!("`{}`", raw.network_interface[ei].id.get_ref())).collect();
+        let msg = format!(
+            "instance type {} allows at most {} network interfaces; instance `{iid}` has {} ({})",
+            t.get_ref(),
+            lim.max_enis,
+            attached.len(),
+            names.join(", ")
+        );
+        c.err(t.span(), path(Kind::Instance, iid, "instance_type"), msg);
+    }
+    for &(_, ei) in attached {
+        let e = &raw.network_interface[ei];
+        let count = 1 + e.secondary_private_ips.len();
+        if count > lim.ipv4_per_eni as usize {
+            // Point at the first address past the limit.
+            let k = (lim.ipv4_per_eni as usize).saturating_sub(1);
+            let (span, f) = match e.secondary_private_ips.get(k) {
+                Some(s) => (s.span(), format!("secondary_private_ips[{k}]")),
+                None => (e.private_ip.span(), "private_ip".to_string()),
+            };
+            let msg = format!(
+                "instance type {} allows {} IPv4 addresses per network interface; `{}` (attached to instance `{iid}`) has {count}, primary included",
+                t.get_ref(),
+                lim.ipv4_per_eni,
+                e.id.get_ref()
+            );
+            c.err(span, path(Kind::NetworkInterface, e.id.get_ref(), &f), msg);
+        }
+    }
+}
+
+/// An instance lives in the availability zone of its `primary` ENI's subnet; every other
+/// `attached` ENI must be in that zone too.
+fn same_availability_zone(
+    c: &mut Checker<'_>,
+    raw: &RawFile,
+    enis: &[CheckedEni],
+    iid: &str,
+    primary: usize,
+    attached: &[(u32, usize)],
+) {
+    let az_of = |ei: usize| -> Option<(&str, &str)> {
+        let s = enis[ei].subnet?;
+        let az = raw.subnet[s].availability_zone.as_ref()?;
+        Some((az.get_ref().as_str(), raw.subnet[s].id.get_ref().as_str()))
+    };
+    let Some((home, _)) = az_of(primary) else { return };
+    for &(_, ei) in attached {
+        let Some((az, sid)) = az_of(ei) else { continue };
+        if az == home {
+            continue;
+        }
+        let e = &raw.network_interface[ei];
+        if let Some(a) = &e.attachment {
+            let msg = format!(
+                "network interface `{}` is in availability zone {az} (subnet `{sid}`), but instance `{iid}` is in {home}: an ENI attaches only to an instance in its own availability zone",
+                e.id.get_ref()
+            );
+            c.err(a.instance.span(), path(Kind::NetworkInterface, e.id.get_ref(), "attachment.instance"), msg);
+        }
+    }
+}
+
+/// A public address (Elastic IP, internet host, uplink gateway): an IPv4 address outside every
+/// VPC's CIDR block; `what` says why in the message.
+fn outside_vpcs(
+    c: &mut Checker<'_>,
+    raw: &RawFile,
+    vpcs: &[CheckedVpc],
+    s: &Spanned<String>,
+    field: &str,
+    what: &str,
+) -> Option<Ipv4Addr> {
+    let ip = c.ip(s, field)?;
+    for (i, v) in vpcs.iter().enumerate() {
+        if let Some(vc) = v.cidr {
+            if vc.contains(ip) {
+                let msg = format!("{ip} is inside VPC `{}`'s CIDR block {vc}: {what}", vpc_id(raw, i));
+                c.err(s.span(), field.to_string(), msg);
+                return None;
+            }
+        }
+    }
+    Some(ip)
+}
+
+/// What validation learnt about one Elastic IP; `None` where a value failed its check.
+struct CheckedEip {
+    public_ip: Option<Ipv4Addr>,
+    /// `Some(None)`: not associated.
+    association: Option<Option<(usize, Ipv4Addr)>>,
+}
+
+/// Checks each Elastic IP: a public address of its own, and its association with an ENI.
+fn elastic_ips(
+    c: &mut Checker<'_>,
+    raw: &RawFile,
+    vpcs: &[CheckedVpc],
+    enis: &Enis,
+    addresses: &mut Addresses,
+) -> Vec<CheckedEip> {
+    let mut associated: HashMap<(usize, Ipv4Addr), String> = HashMap::new();
+    let mut out = Vec::new();
+    for eip in &raw.elastic_ip {
+        let id = eip.id.get_ref();
+        let f = path(Kind::ElasticIp, id, "public_ip");
+        let what = "an Elastic IP must be a public address outside every VPC";
+        let public_ip = outside_vpcs(c, raw, vpcs, &eip.public_ip, &f, what);
+        if let Some(p) = public_ip {
+            if let Some(owner) = addresses.public.get(&p) {
+                c.err(eip.public_ip.span(), f, format!("public IP {p} is already used by {owner}"));
+            } else {
+                addresses.public.insert(p, format!("Elastic IP `{id}`"));
+            }
+        }
+        let association = eip_association(c, eip, &enis.enis, &mut associated);
+        out.push(CheckedEip { public_ip, association });
+    }
+    out
+}
+
+/// An Elastic IP's association: an ENI, and one of its private IPs (the primary unless named)
+/// that has no other Elastic IP (`associated`, which it joins).
+fn eip_association(
+    c: &mut Checker<'_>,
+    eip: &RawElasticIp,
+    enis: &[CheckedEni],
+    associated: &mut HashMap<(usize, Ipv4Addr), String>,
+) -> Option<Option<(usize, Ipv4Addr)>> {
+    let id = eip.id.get_ref();
+    let n = match (&eip.network_interface, &eip.private_ip) {
+        (None, None) => return Some(None),
+        (None, Some(p)) => {
+            let msg = "private_ip needs network_interface: it picks which of that ENI's addresses to map".into();
+            c.err(p.span(), path(Kind::ElasticIp, id, "private_ip"), msg);
+            return None;
+        }
+        (Some(n), _) => n,
+    };
+    let ei = c.resolve(n, Kind::NetworkInterface, path(Kind::ElasticIp, id, "network_interface"))?;
+    // An ENI whose primary IP failed its check has nothing to map yet.
+    let primary = enis[ei].primary?;
+    let (ip, span, fname) = match &eip.private_ip {
+        None => (primary, n.span(), "network_interface"),
+        Some(p) => {
+            let fp = path(Kind::ElasticIp, id, "private_ip");
+            let ip = c.ip(p, &fp)?;
+            let ips: Vec<Ipv4Addr> = std::iter::once(primary).chain(enis[ei].secondaries.iter().copied()).collect();
+            if !ips.contains(&ip) {
+                let list: Vec<String> = ips.iter().map(|i| i.to_string()).collect();
+                let msg =
+                    format!("{ip} is not a private IP of network interface `{}` ({})", n.get_ref(), list.join(", "));
+                c.err(p.span(), fp, msg);
+                return None;
+            }
+            (ip, p.span(), "private_ip")
+        }
+    };
+    if let Some(other) = associated.get(&(ei, ip)) {
+        let msg = format!(
+            "private IP {ip} of network interface `{}` already has Elastic IP `{other}`: one Elastic IP per private IP",
+            n.get_ref()
+        );
+        c.err(span, path(Kind::ElasticIp, id, fname), msg);
+        return None;
+    }
+    associated.insert((ei, ip), id.clone());
+    Some(Some((ei, ip)))
+}
+
+/// What validation learnt about one NAT gateway; `None` where a value failed its check.
+struct CheckedNat {
+    subnet: Option<usize>,
+    private_ip: Option<Ipv4Addr>,
+    /// `Some(None)`: no Elastic IP.
+    elastic_ip: Option<Option<usize>>,
+    ports: Option<PortRange>,
+}
+
+/// Checks each NAT gateway: its source ports, subnet, private IP and Elastic IP. Given addresses
+/// are taken first, then each of the others gets the first free one of its subnet.
+fn nat_gateways(
+    c: &mut Checker<'_>,
+    raw: &RawFile,
+    subnets: &[CheckedSubnet],
+    addresses: &mut Addresses,
+) -> Vec<CheckedNat> {
+    let mut eip_used: HashMap<usize, String> = HashMap::new();
+    let mut out = Vec::new();
+    for (k, n) in raw.nat_gateway.iter().enumerate() {
+        let id = n.id.get_ref();
+        let ports = nat_ports(c, n);
+        let subnet = c.resolve(&n.subnet, Kind::Subnet, path(Kind::NatGateway, id, "subnet"));
+        let at = SubnetPlace::of(raw, subnets, subnet);
+        c.place(Kind::NatGateway, id, k, at.vpc);
+        let f = path(Kind::NatGateway, id, "private_ip");
+        let private_ip = match &n.private_ip {
+            None => None,
+            Some(p) if at.vpc.is_some() => addresses.claim_private(c, raw, at, p, f, &format!("NAT gateway `{id}`")),
+            // Without its subnet's VPC the address is only read (unlike an ENI's, whose subnet
+            // and reserved addresses are checked all the same).
+            Some(p) => {
+                c.ip(p, &f);
+                None
+            }
+        };
+        let elastic_ip = nat_elastic_ip(c, raw, n, &mut eip_used);
+        out.push(CheckedNat { subnet, private_ip, elastic_ip, ports });
+    }
+    nat_free_addresses(c, raw, subnets, &mut out, addresses);
+    out
+}
+
+/// A NAT gateway's source ports: AWS's 1024-65535, or (vpclab's extension, to rehearse port
+/// exhaustion) a narrower range within it.
+fn nat_ports(c: &mut Checker<'_>, n: &RawNatGateway) -> Option<PortRange> {
+    let Some(p) = &n.ports else { return Some(NatGateway::AWS_PORTS) };
+    let field = path(Kind::NatGateway, n.id.get_ref(), "ports");
+    match c.port_range(p, &field) {
+        Some(r) if r.from >= 1024 => Some(r),
+        Some(r) => {
+            let msg = format!("ports {}-{} start below 1024: a NAT gateway uses source ports 1024-65535", r.from, r.to);
+            c.err(p.span(), field, msg);
+            None
+        }
+        None => None,
+    }
+}
+
+/// A NAT gateway's Elastic IP: one associated with no ENI and no other NAT gateway (`used`,
+/// which it joins). `Some(None)` when none is named.
+fn nat_elastic_ip(
+    c: &mut Checker<'_>,
+    raw: &RawFile,
+    n: &RawNatGateway,
+    used: &mut HashMap<usize, String>,
+) -> Option<Option<usize>> {
+    let Some(r) = &n.elastic_ip else { return Some(None) };
+    let f = path(Kind::NatGateway, n.id.get_ref(), "elastic_ip");
+    let ei = c.resolve(r, Kind::ElasticIp, f.clone())?;
+    if let Some(eni) = &raw.elastic_ip[ei].network_interface {
+        let msg = format!(
+            "Elastic IP `{}` is associated with network interface `{}`; a NAT gateway needs an Elastic IP of its own",
+            r.get_ref(),
+            eni.get_ref()
+        );
+        c.err(r.span(), f, msg);
+        None
+    } else if let Some(other) = used.get(&ei) {
+        c.err(r.span(), f, format!("Elastic IP `{}` is already used by NAT gateway `{other}`", r.get_ref()));
+        None
+    } else {
+        used.insert(ei, n.id.get_ref().clone());
+        Some(Some(ei))
+    }
+}
+
+/// Gives each NAT gateway without a `private_ip` the first free address of its subnet, as AWS
+/// does, once every given address is taken.
+fn nat_free_addresses(
+    c: &mut Checker<'_>,
+    raw: &RawFile,
+    subnets: &[CheckedSubnet],
+    nats: &mut [CheckedNat],
+    addresses: &mut Addresses,
+) {
+    for (n, nat) in raw.nat_gateway.iter().zip(nats.iter_mut()) {
+        if n.private_ip.is_some() {
+            continue;
+        }
+        let (Some(s), Some(v)) = (nat.subnet, nat.subnet.and_then(|s| subnets[s].vpc)) else { continue };
+        let Some(sc) = subnets[s].cidr else { continue };
+        // base+4 is the first address AWS hands out; the last is the broadcast address.
+        let first = u32::from(sc.addr).saturating_add(4);
+        let last = u32::from(sc.last());
+        let free = (first..last).map(Ipv4Addr::from).find(|ip| !addresses.private.contains_key(&(v, *ip)));
+        match free {
+            Some(ip) => {
+                addresses.private.insert((v, ip), format!("NAT gateway `{}`", n.id.get_ref()));
+                nat.private_ip = Some(ip);
+            }
+            None => {
+                let msg = format!(
+                    "subnet `{}` ({sc}) has no free address left for this NAT gateway",
+                    raw.subnet[s].id.get_ref()
+                );
+                c.err(n.subnet.span(), path(Kind::NatGateway, n.id.get_ref(), "subnet"), msg);
+            }
+        }
+    }
 }
 
 /// One outbound (or inbound) rule allowing everything to/from 0.0.0.0/0.

@@ -13,7 +13,9 @@ use std::ops::Range;
 use toml::Spanned;
 
 use super::instance_types::{self, InstanceLimits};
-use super::raw::{RawAclRule, RawElasticIp, RawEni, RawFile, RawNatGateway, RawSgRule, RawSubnet, StrOrInt};
+use super::raw::{
+    RawAclRule, RawElasticIp, RawEni, RawFile, RawNatGateway, RawRoute, RawRouteTable, RawSgRule, RawSubnet, StrOrInt,
+};
 use super::{LineIndex, Problem};
 use crate::model::{
     AclAction, AclIdx, AclRule, Attachment, Cidr, ConntrackConfig, EipIdx, ElasticIp, Eni, EniIdx, IgwIdx, Instance,
@@ -440,7 +442,6 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
     let vpcs = vpcs(&mut c, raw, implicit_main);
     let peerings = peerings(&mut c, raw, &vpcs);
     let subnets = subnets(&mut c, raw, &vpcs);
-    let vpc_id = |i: usize| vpc_id(raw, i);
 
     let limits = instances(&mut c, raw);
     let mut addresses = Addresses::default();
@@ -449,220 +450,10 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
     let eips = elastic_ips(&mut c, raw, &vpcs, &enis, &mut addresses);
     let nats = nat_gateways(&mut c, raw, &subnets, &mut addresses);
 
-    // ---- security groups ----
-    let mut sg_rules: Vec<Option<(Vec<SgRule>, Vec<SgRule>)>> = Vec::new();
-    for (gi, g) in raw.security_group.iter().enumerate() {
-        let id = g.id.get_ref();
-        let mut ok = true;
-        let mut dir = |c: &mut Checker<'_>, list: &Spanned<Vec<RawSgRule>>, ingress: bool| -> Vec<SgRule> {
-            let dname = if ingress { "ingress" } else { "egress" };
-            if list.get_ref().len() > SG_RULES_PER_DIRECTION {
-                let msg = format!(
-                    "a security group holds at most {SG_RULES_PER_DIRECTION} {dname} rules; this one has {}",
-                    list.get_ref().len()
-                );
-                c.err(list.span(), path(Kind::SecurityGroup, id, dname), msg);
-                ok = false;
-            }
-            let mut out = Vec::new();
-            for (k, r) in list.get_ref().iter().enumerate() {
-                let base = path(Kind::SecurityGroup, id, &format!("{dname}[{k}]"));
-                let protocol = c.protocol(&r.protocol, &format!("{base}.protocol"));
-                let ports = protocol
-                    .and_then(|p| c.port_match(p, r.ports.as_ref(), r.icmp_type.as_ref(), r.icmp_code.as_ref(), &base));
-                let (want, wrong, peer) = if ingress {
-                    ("source", "destination", &r.source)
-                } else {
-                    ("destination", "source", &r.destination)
-                };
-                let stray = if ingress { &r.destination } else { &r.source };
-                if let Some(s) = stray {
-                    let msg = format!("an {dname} rule names its `{want}`, not a `{wrong}`");
-                    c.err(s.span(), format!("{base}.{wrong}"), msg);
-                    ok = false;
-                }
-                let peer = match peer {
-                    // A rule that named the wrong side was reported just above: one mistake, one message.
-                    None if stray.is_some() => None,
-                    None => {
-                        let msg = format!("an {dname} rule needs a `{want}`: a CIDR block or a security group id");
-                        c.err(r.protocol.span(), format!("{base}.{want}"), msg);
-                        None
-                    }
-                    Some(p) if p.get_ref().trim().starts_with(|ch: char| ch.is_ascii_digit()) => {
-                        c.cidr(p, &format!("{base}.{want}"), None).map(SgPeer::Cidr)
-                    }
-                    Some(p) => {
-                        let f = format!("{base}.{want}");
-                        let misplaced = |ov, v| {
-                            (!peerings.peered(ov, v)).then(|| {
-                                format!(
-                                    "security group `{}` is in VPC `{}`, which is neither this group's VPC `{}` nor peered with it",
-                                    p.get_ref(),
-                                    vpc_id(ov),
-                                    vpc_id(v)
-                                )
-                            })
-                        };
-                        c.resolve_in(p, Kind::SecurityGroup, f, vpc_of.security_group[gi], misplaced)
-                            .map(|other| SgPeer::Group(SgIdx(other as u32)))
-                    }
-                };
-                match (protocol, ports, peer) {
-                    (Some(protocol), Some(ports), Some(peer)) => out.push(SgRule { protocol, ports, peer }),
-                    _ => ok = false,
-                }
-            }
-            out
-        };
-        let ingress = g.ingress.as_ref().map(|l| dir(&mut c, l, true)).unwrap_or_default();
-        let egress = match &g.egress {
-            // AWS's default for a new group: one rule allowing all outbound traffic.
-            None => vec![allow_all_rule()],
-            Some(l) => dir(&mut c, l, false),
-        };
-        sg_rules.push(ok.then_some((ingress, egress)));
-    }
-
-    // ---- network ACLs ----
-    let mut acl_rules: Vec<Option<(Vec<AclRule>, Vec<AclRule>)>> = Vec::new();
-    for a in &raw.network_acl {
-        let id = a.id.get_ref();
-        let mut ok = true;
-        let mut dir = |c: &mut Checker<'_>, list: &Spanned<Vec<RawAclRule>>, dname: &str| -> Vec<AclRule> {
-            if list.get_ref().len() > ACL_RULES_PER_DIRECTION {
-                let msg = format!(
-                    "a network ACL holds at most {ACL_RULES_PER_DIRECTION} {dname} rules; this one has {}",
-                    list.get_ref().len()
-                );
-                c.err(list.span(), path(Kind::NetworkAcl, id, dname), msg);
-                ok = false;
-            }
-            let mut seen: HashMap<i64, usize> = HashMap::new();
-            let mut out = Vec::new();
-            for (k, r) in list.get_ref().iter().enumerate() {
-                let base = path(Kind::NetworkAcl, id, &format!("{dname}[{k}]"));
-                let f = format!("{base}.rule");
-                let number =
-                    c.int_in(&r.rule, &f, 1..MAX_ACL_RULE + 1, "a rule number (32767 is the implicit `*` deny)");
-                if let Some(n) = number {
-                    if let Some(line) = seen.get(&n) {
-                        c.err(r.rule.span(), f, format!("rule number {n} is already used in {dname} on line {line}"));
-                        ok = false;
-                    } else {
-                        seen.insert(n, c.line(r.rule.span()));
-                    }
-                }
-                let protocol = c.protocol(&r.protocol, &format!("{base}.protocol"));
-                let ports = protocol
-                    .and_then(|p| c.port_match(p, r.ports.as_ref(), r.icmp_type.as_ref(), r.icmp_code.as_ref(), &base));
-                let cidr = c.cidr(&r.cidr, &format!("{base}.cidr"), None);
-                let action = match r.action.get_ref().trim().to_ascii_lowercase().as_str() {
-                    "allow" => Some(AclAction::Allow),
-                    "deny" => Some(AclAction::Deny),
-                    other => {
-                        let msg = format!("`{other}` is not an action: use allow or deny");
-                        c.err(r.action.span(), format!("{base}.action"), msg);
-                        None
-                    }
-                };
-                match (number.and_then(|n| u16::try_from(n).ok()), protocol, ports, cidr, action) {
-                    (Some(number), Some(protocol), Some(ports), Some(cidr), Some(action)) => {
-                        out.push(AclRule { number, protocol, ports, cidr, action })
-                    }
-                    _ => ok = false,
-                }
-            }
-            out.sort_by_key(|r| r.number);
-            out
-        };
-        // A custom ACL without rules denies everything (only the implicit `*` rule is left).
-        let ingress = a.ingress.as_ref().map(|l| dir(&mut c, l, "ingress")).unwrap_or_default();
-        let egress = a.egress.as_ref().map(|l| dir(&mut c, l, "egress")).unwrap_or_default();
-        acl_rules.push(ok.then_some((ingress, egress)));
-    }
-
-    // ---- internet gateways: one per VPC ----
-    let mut igw_of_vpc: HashMap<usize, String> = HashMap::new();
-    for (k, g) in raw.internet_gateway.iter().enumerate() {
-        let Some(v) = vpc_of.internet_gateway[k] else { continue };
-        if let Some(other) = igw_of_vpc.get(&v) {
-            let msg =
-                format!("VPC `{}` already has internet gateway `{other}`: AWS attaches at most one per VPC", vpc_id(v));
-            c.err(g.vpc.span(), path(Kind::InternetGateway, g.id.get_ref(), "vpc"), msg);
-        } else {
-            igw_of_vpc.insert(v, g.id.get_ref().clone());
-        }
-    }
-
-    // ---- route tables ----
-    let reserved_range = Cidr::new(Ipv4Addr::new(169, 254, 168, 0), 22);
-    let mut rtb_routes: Vec<Option<Vec<Route>>> = Vec::new();
-    for (ti, t) in raw.route_table.iter().enumerate() {
-        let id = t.id.get_ref();
-        let vpc = vpc_of.route_table[ti];
-        let vc = vpc.and_then(|v| vpcs[v].cidr);
-        let mut ok = vc.is_some();
-        let mut routes: Vec<Route> =
-            vc.map(|vc| vec![Route { destination: vc, target: RouteTarget::Local }]).unwrap_or_default();
-        let empty = Vec::new();
-        let list = t.routes.as_ref().map_or(&empty, |r| r.get_ref());
-        if let Some(r) = &t.routes {
-            if list.len() + 1 > ROUTES_PER_TABLE {
-                let msg = format!(
-                    "a route table holds at most {ROUTES_PER_TABLE} routes, the local route included; this one has {}",
-                    list.len() + 1
-                );
-                c.err(r.span(), path(Kind::RouteTable, id, "routes"), msg);
-                ok = false;
-            }
-        }
-        let mut seen: HashMap<Cidr, String> = HashMap::new();
-        if let Some(vc) = vc {
-            seen.insert(vc, "the local route".to_string());
-        }
-        for (k, r) in list.iter().enumerate() {
-            let base = path(Kind::RouteTable, id, &format!("routes[{k}]"));
-            let fd = format!("{base}.destination");
-            let mut dest = c.cidr(&r.destination, &fd, None);
-            if let Some(d) = dest {
-                if reserved_range.contains_cidr(d) {
-                    let msg = format!("routes to {reserved_range} (or inside it) cannot be added: AWS reserves that range; {d} is inside it");
-                    c.err(r.destination.span(), fd.clone(), msg);
-                    dest = None;
-                } else if let Some(other) = seen.get(&d) {
-                    let msg = format!(
-                        "destination {d} is already routed by {other}: a table holds one route per destination"
-                    );
-                    c.err(r.destination.span(), fd.clone(), msg);
-                    dest = None;
-                } else {
-                    seen.insert(d, format!("the route on line {}", c.line(r.destination.span())));
-                }
-            }
-            let ft = format!("{base}.target");
-            let tname = r.target.get_ref().trim();
-            let target = match tname {
-                "local" => match (dest, vc) {
-                    (Some(d), Some(vc)) if !vc.contains_cidr(d) => {
-                        let msg = format!(
-                            "target `local` only reaches inside the VPC's CIDR block {vc}; {d} is not inside it"
-                        );
-                        c.err(r.target.span(), ft, msg);
-                        None
-                    }
-                    _ => Some(RouteTarget::Local),
-                },
-                "blackhole" => Some(RouteTarget::Blackhole),
-                _ => route_target(&mut c, raw, &r.target, ft, vpc, &peerings.pairs),
-            };
-            match (dest, target) {
-                (Some(destination), Some(target)) => routes.push(Route { destination, target }),
-                _ => ok = false,
-            }
-        }
-        rtb_routes.push(ok.then_some(routes));
-    }
+    let sg_rules = security_groups(&mut c, raw, &vpc_of, &peerings);
+    let acl_rules = network_acls(&mut c, raw);
+    let igw_vpc = internet_gateways(&mut c, raw);
+    let rtb_routes = route_tables(&mut c, raw, &vpcs, &vpc_of, &peerings);
 
     // ---- internet hosts ----
     let mut hosts: Vec<Option<Ipv4Addr>> = Vec::new();
@@ -833,8 +624,7 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
             }
         }
         for (i, g) in raw.internet_gateway.iter().enumerate() {
-            m.internet_gateways
-                .push(InternetGateway { id: g.id.get_ref().clone(), vpc: VpcIdx(idx(vpc_of.internet_gateway[i]?)?) });
+            m.internet_gateways.push(InternetGateway { id: g.id.get_ref().clone(), vpc: VpcIdx(idx(igw_vpc[i]?)?) });
         }
         for (i, n) in raw.nat_gateway.iter().enumerate() {
             let elastic_ip = match nats[i].elastic_ip? {
@@ -974,7 +764,6 @@ struct VpcOf {
     route_table: Vec<Option<usize>>,
     network_acl: Vec<Option<usize>>,
     security_group: Vec<Option<usize>>,
-    internet_gateway: Vec<Option<usize>>,
 }
 
 impl VpcOf {
@@ -988,7 +777,6 @@ impl VpcOf {
             route_table: of(Kind::RouteTable, raw.route_table.iter().map(|t| (&t.id, &t.vpc)).collect()),
             network_acl: of(Kind::NetworkAcl, raw.network_acl.iter().map(|a| (&a.id, &a.vpc)).collect()),
             security_group: of(Kind::SecurityGroup, raw.security_group.iter().map(|g| (&g.id, &g.vpc)).collect()),
-            internet_gateway: of(Kind::InternetGateway, raw.internet_gateway.iter().map(|g| (&g.id, &g.vpc)).collect()),
         }
     }
 }
@@ -1814,6 +1602,322 @@ fn nat_free_addresses(
             }
         }
     }
+}
+
+/// Ingress and egress rules of a security group or network ACL; `None` when a rule or the quota
+/// failed its check.
+type Rules<R> = Option<(Vec<R>, Vec<R>)>;
+
+/// A security group being checked: what its rules' peers are held against.
+struct GroupCtx<'r> {
+    raw: &'r RawFile,
+    peerings: &'r Peerings,
+    id: &'r str,
+    /// The group's VPC (`None`: it failed its check).
+    vpc: Option<usize>,
+}
+
+/// Checks each security group's rules. A group without `egress` gets AWS's default for a new
+/// group: one rule allowing all outbound traffic.
+fn security_groups(c: &mut Checker<'_>, raw: &RawFile, vpc_of: &VpcOf, peerings: &Peerings) -> Vec<Rules<SgRule>> {
+    let mut out = Vec::new();
+    for (gi, g) in raw.security_group.iter().enumerate() {
+        let group = GroupCtx { raw, peerings, id: g.id.get_ref(), vpc: vpc_of.security_group[gi] };
+        let ingress = g.ingress.as_ref().map_or(Some(Vec::new()), |l| sg_rules(c, &group, l, true));
+        let egress = match &g.egress {
+            None => Some(vec![allow_all_rule()]),
+            Some(l) => sg_rules(c, &group, l, false),
+        };
+        out.push(ingress.zip(egress));
+    }
+    out
+}
+
+/// One direction of a group's rules: at most [`SG_RULES_PER_DIRECTION`], each checked.
+fn sg_rules(
+    c: &mut Checker<'_>,
+    g: &GroupCtx<'_>,
+    list: &Spanned<Vec<RawSgRule>>,
+    ingress: bool,
+) -> Option<Vec<SgRule>> {
+    let dname = if ingress { "ingress" } else { "egress" };
+    let mut ok = true;
+    if list.get_ref().len() > SG_RULES_PER_DIRECTION {
+        let msg = format!(
+            "a security group holds at most {SG_RULES_PER_DIRECTION} {dname} rules; this one has {}",
+            list.get_ref().len()
+        );
+        c.err(list.span(), path(Kind::SecurityGroup, g.id, dname), msg);
+        ok = false;
+    }
+    let mut out = Vec::new();
+    for (k, r) in list.get_ref().iter().enumerate() {
+        let base = path(Kind::SecurityGroup, g.id, &format!("{dname}[{k}]"));
+        match sg_rule(c, g, &base, r, ingress) {
+            Some(rule) => out.push(rule),
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+/// One security group rule: protocol, ports, and the peer of its direction (`source` for
+/// ingress, `destination` for egress; the other one is a mistake).
+fn sg_rule(c: &mut Checker<'_>, g: &GroupCtx<'_>, base: &str, r: &RawSgRule, ingress: bool) -> Option<SgRule> {
+    let dname = if ingress { "ingress" } else { "egress" };
+    let protocol = c.protocol(&r.protocol, &format!("{base}.protocol"));
+    let ports =
+        protocol.and_then(|p| c.port_match(p, r.ports.as_ref(), r.icmp_type.as_ref(), r.icmp_code.as_ref(), base));
+    let (want, wrong, peer, stray) = if ingress {
+        ("source", "destination", &r.source, &r.destination)
+    } else {
+        ("destination", "source", &r.destination, &r.source)
+    };
+    if let Some(s) = stray {
+        let msg = format!("an {dname} rule names its `{want}`, not a `{wrong}`");
+        c.err(s.span(), format!("{base}.{wrong}"), msg);
+    }
+    let peer = match peer {
+        // A rule that named the wrong side was reported just above: one mistake, one message.
+        None if stray.is_some() => None,
+        None => {
+            let msg = format!("an {dname} rule needs a `{want}`: a CIDR block or a security group id");
+            c.err(r.protocol.span(), format!("{base}.{want}"), msg);
+            None
+        }
+        Some(p) => sg_peer(c, g, p, format!("{base}.{want}")),
+    };
+    match (protocol, ports, peer, stray) {
+        (Some(protocol), Some(ports), Some(peer), None) => Some(SgRule { protocol, ports, peer }),
+        _ => None,
+    }
+}
+
+/// A rule's peer: a CIDR block, or a security group in the group's own VPC or a peered one.
+fn sg_peer(c: &mut Checker<'_>, g: &GroupCtx<'_>, p: &Spanned<String>, field: String) -> Option<SgPeer> {
+    if p.get_ref().trim().starts_with(|ch: char| ch.is_ascii_digit()) {
+        return c.cidr(p, &field, None).map(SgPeer::Cidr);
+    }
+    let misplaced = |ov, v| {
+        (!g.peerings.peered(ov, v)).then(|| {
+            format!(
+                "security group `{}` is in VPC `{}`, which is neither this group's VPC `{}` nor peered with it",
+                p.get_ref(),
+                vpc_id(g.raw, ov),
+                vpc_id(g.raw, v)
+            )
+        })
+    };
+    c.resolve_in(p, Kind::SecurityGroup, field, g.vpc, misplaced).map(|other| SgPeer::Group(SgIdx(other as u32)))
+}
+
+/// Checks each network ACL's rules. A custom ACL without rules denies everything (only the
+/// implicit `*` rule is left).
+fn network_acls(c: &mut Checker<'_>, raw: &RawFile) -> Vec<Rules<AclRule>> {
+    let mut out = Vec::new();
+    for a in &raw.network_acl {
+        let id = a.id.get_ref();
+        let ingress = a.ingress.as_ref().map_or(Some(Vec::new()), |l| acl_rules(c, id, l, "ingress"));
+        let egress = a.egress.as_ref().map_or(Some(Vec::new()), |l| acl_rules(c, id, l, "egress"));
+        out.push(ingress.zip(egress));
+    }
+    out
+}
+
+/// One direction of ACL `id`'s rules: at most [`ACL_RULES_PER_DIRECTION`], each rule number once;
+/// sorted by rule number, the order they are evaluated in.
+fn acl_rules(c: &mut Checker<'_>, id: &str, list: &Spanned<Vec<RawAclRule>>, dname: &str) -> Option<Vec<AclRule>> {
+    let mut ok = true;
+    if list.get_ref().len() > ACL_RULES_PER_DIRECTION {
+        let msg = format!(
+            "a network ACL holds at most {ACL_RULES_PER_DIRECTION} {dname} rules; this one has {}",
+            list.get_ref().len()
+        );
+        c.err(list.span(), path(Kind::NetworkAcl, id, dname), msg);
+        ok = false;
+    }
+    // The line of each rule number used so far.
+    let mut seen: HashMap<i64, usize> = HashMap::new();
+    let mut out = Vec::new();
+    for (k, r) in list.get_ref().iter().enumerate() {
+        let base = path(Kind::NetworkAcl, id, &format!("{dname}[{k}]"));
+        match acl_rule(c, &base, r, dname, &mut seen) {
+            Some(rule) => out.push(rule),
+            None => ok = false,
+        }
+    }
+    out.sort_by_key(|r| r.number);
+    ok.then_some(out)
+}
+
+/// One network ACL rule: a rule number not yet `seen` in its direction, protocol, ports, CIDR
+/// block and action.
+fn acl_rule(
+    c: &mut Checker<'_>,
+    base: &str,
+    r: &RawAclRule,
+    dname: &str,
+    seen: &mut HashMap<i64, usize>,
+) -> Option<AclRule> {
+    let f = format!("{base}.rule");
+    let number = c.int_in(&r.rule, &f, 1..MAX_ACL_RULE + 1, "a rule number (32767 is the implicit `*` deny)");
+    let mut unique = true;
+    if let Some(n) = number {
+        if let Some(line) = seen.get(&n) {
+            c.err(r.rule.span(), f, format!("rule number {n} is already used in {dname} on line {line}"));
+            unique = false;
+        } else {
+            seen.insert(n, c.line(r.rule.span()));
+        }
+    }
+    let protocol = c.protocol(&r.protocol, &format!("{base}.protocol"));
+    let ports =
+        protocol.and_then(|p| c.port_match(p, r.ports.as_ref(), r.icmp_type.as_ref(), r.icmp_code.as_ref(), base));
+    let cidr = c.cidr(&r.cidr, &format!("{base}.cidr"), None);
+    let action = match r.action.get_ref().trim().to_ascii_lowercase().as_str() {
+        "allow" => Some(AclAction::Allow),
+        "deny" => Some(AclAction::Deny),
+        other => {
+            let msg = format!("`{other}` is not an action: use allow or deny");
+            c.err(r.action.span(), format!("{base}.action"), msg);
+            None
+        }
+    };
+    match (unique, number.and_then(|n| u16::try_from(n).ok()), protocol, ports, cidr, action) {
+        (true, Some(number), Some(protocol), Some(ports), Some(cidr), Some(action)) => {
+            Some(AclRule { number, protocol, ports, cidr, action })
+        }
+        _ => None,
+    }
+}
+
+/// Checks each internet gateway's VPC, then that no VPC has two: AWS attaches at most one.
+/// Returns each gateway's VPC.
+fn internet_gateways(c: &mut Checker<'_>, raw: &RawFile) -> Vec<Option<usize>> {
+    let vpcs: Vec<Option<usize>> = raw
+        .internet_gateway
+        .iter()
+        .enumerate()
+        .map(|(k, g)| owning_vpc(c, Kind::InternetGateway, &g.id, k, &g.vpc))
+        .collect();
+    let mut igw_of_vpc: HashMap<usize, &str> = HashMap::new();
+    for (g, vpc) in raw.internet_gateway.iter().zip(&vpcs) {
+        let Some(v) = *vpc else { continue };
+        if let Some(other) = igw_of_vpc.get(&v) {
+            let msg = format!(
+                "VPC `{}` already has internet gateway `{other}`: AWS attaches at most one per VPC",
+                vpc_id(raw, v)
+            );
+            c.err(g.vpc.span(), path(Kind::InternetGateway, g.id.get_ref(), "vpc"), msg);
+        } else {
+            igw_of_vpc.insert(v, g.id.get_ref());
+        }
+    }
+    vpcs
+}
+
+/// A route table being checked: what its routes are held against.
+struct TableCtx<'r> {
+    raw: &'r RawFile,
+    peerings: &'r Peerings,
+    /// The table's VPC and that VPC's CIDR block (`None`: failed its check).
+    vpc: Option<usize>,
+    cidr: Option<Cidr>,
+    /// What already routes each destination, for messages.
+    seen: HashMap<Cidr, String>,
+}
+
+/// Checks each route table's routes.
+fn route_tables(
+    c: &mut Checker<'_>,
+    raw: &RawFile,
+    vpcs: &[CheckedVpc],
+    vpc_of: &VpcOf,
+    peerings: &Peerings,
+) -> Vec<Option<Vec<Route>>> {
+    let mut out = Vec::new();
+    for (t, &vpc) in raw.route_table.iter().zip(&vpc_of.route_table) {
+        let cidr = vpc.and_then(|v| vpcs[v].cidr);
+        let mut table = TableCtx { raw, peerings, vpc, cidr, seen: HashMap::new() };
+        out.push(route_table(c, t, &mut table));
+    }
+    out
+}
+
+/// One route table: the local route first, then the file's routes, at most
+/// [`ROUTES_PER_TABLE`] in all and one per destination.
+fn route_table(c: &mut Checker<'_>, t: &RawRouteTable, table: &mut TableCtx<'_>) -> Option<Vec<Route>> {
+    let id = t.id.get_ref();
+    let mut ok = table.cidr.is_some();
+    let mut routes: Vec<Route> =
+        table.cidr.map(|vc| vec![Route { destination: vc, target: RouteTarget::Local }]).unwrap_or_default();
+    let empty = Vec::new();
+    let list = t.routes.as_ref().map_or(&empty, |r| r.get_ref());
+    if let Some(r) = &t.routes {
+        if list.len() + 1 > ROUTES_PER_TABLE {
+            let msg = format!(
+                "a route table holds at most {ROUTES_PER_TABLE} routes, the local route included; this one has {}",
+                list.len() + 1
+            );
+            c.err(r.span(), path(Kind::RouteTable, id, "routes"), msg);
+            ok = false;
+        }
+    }
+    if let Some(vc) = table.cidr {
+        table.seen.insert(vc, "the local route".to_string());
+    }
+    for (k, r) in list.iter().enumerate() {
+        let base = path(Kind::RouteTable, id, &format!("routes[{k}]"));
+        match route(c, table, &base, r) {
+            Some(route) => routes.push(route),
+            None => ok = false,
+        }
+    }
+    ok.then_some(routes)
+}
+
+/// One route: its destination, and its target (`local` only inside the VPC's block).
+fn route(c: &mut Checker<'_>, table: &mut TableCtx<'_>, base: &str, r: &RawRoute) -> Option<Route> {
+    let dest = route_destination(c, table, &r.destination, format!("{base}.destination"));
+    let ft = format!("{base}.target");
+    let target = match r.target.get_ref().trim() {
+        "local" => match (dest, table.cidr) {
+            (Some(d), Some(vc)) if !vc.contains_cidr(d) => {
+                let msg = format!("target `local` only reaches inside the VPC's CIDR block {vc}; {d} is not inside it");
+                c.err(r.target.span(), ft, msg);
+                None
+            }
+            _ => Some(RouteTarget::Local),
+        },
+        "blackhole" => Some(RouteTarget::Blackhole),
+        _ => route_target(c, table.raw, &r.target, ft, table.vpc, &table.peerings.pairs),
+    };
+    Some(Route { destination: dest?, target: target? })
+}
+
+/// A route's destination: a CIDR block outside the range AWS reserves, not yet routed by the table.
+fn route_destination(
+    c: &mut Checker<'_>,
+    table: &mut TableCtx<'_>,
+    s: &Spanned<String>,
+    field: String,
+) -> Option<Cidr> {
+    let reserved_range = Cidr::new(Ipv4Addr::new(169, 254, 168, 0), 22);
+    let d = c.cidr(s, &field, None)?;
+    if reserved_range.contains_cidr(d) {
+        let msg = format!(
+            "routes to {reserved_range} (or inside it) cannot be added: AWS reserves that range; {d} is inside it"
+        );
+        c.err(s.span(), field, msg);
+        return None;
+    }
+    if let Some(other) = table.seen.get(&d) {
+        let msg = format!("destination {d} is already routed by {other}: a table holds one route per destination");
+        c.err(s.span(), field, msg);
+        return None;
+    }
+    table.seen.insert(d, format!("the route on line {}", c.line(s.span())));
+    Some(d)
 }
 
 /// One outbound (or inbound) rule allowing everything to/from 0.0.0.0/0.

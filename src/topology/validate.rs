@@ -598,8 +598,9 @@ struct VpcOf {
 }
 
 impl VpcOf {
-    /// Resolved ahead of their own sections: VPCs, subnets and ENIs name these objects, and each
-    /// reference is held against the object's VPC.
+    /// Resolves the `vpc` of each route table, network ACL and security group, ahead of their
+    /// own sections: VPCs, subnets and ENIs name these objects, and each such reference is held
+    /// against the object's VPC.
     fn resolve(c: &mut Checker<'_>, raw: &RawFile) -> VpcOf {
         let mut of = |kind: Kind, objects: Vec<(&Spanned<String>, &Spanned<String>)>| -> Vec<Option<usize>> {
             objects.into_iter().enumerate().map(|(i, (id, vpc))| owning_vpc(c, kind, id, i, vpc)).collect()

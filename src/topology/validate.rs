@@ -5,6 +5,15 @@
 //! checks that depend on it (an ENI in a missing subnet is not also reported as outside it).
 //! The model is only assembled when no problem was found, so its typed indices always point at
 //! something real.
+//!
+//! [`validate`] calls one function per section of the file, in an order where whatever a
+//! reference can name has been checked before the reference; each returns a small struct of what
+//! it learnt (`CheckedSubnet`, `Enis`, ...) for the sections after it and for the assembly. They
+//! share a [`Checker`]: the problems so far and the id table, which also records the VPC of each
+//! object a reference must find in the right VPC ([`Checker::resolve_in`]). Problems are sorted
+//! by line only, so the order the sections run in still orders the problems of one line. The
+//! model's vectors keep file order, declared objects first and then each VPC's implicit ones:
+//! `export` round-trips depend on it.
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
@@ -13,7 +22,10 @@ use std::ops::Range;
 use toml::Spanned;
 
 use super::instance_types::{self, InstanceLimits};
-use super::raw::{RawAclRule, RawElasticIp, RawEni, RawFile, RawNatGateway, RawSgRule, RawSubnet, StrOrInt};
+use super::raw::{
+    RawAclRule, RawElasticIp, RawEni, RawFile, RawInstance, RawNatGateway, RawRoute, RawRouteTable, RawSgRule,
+    RawSubnet, StrOrInt,
+};
 use super::{LineIndex, Problem};
 use crate::model::{
     AclAction, AclIdx, AclRule, Attachment, Cidr, ConntrackConfig, EipIdx, ElasticIp, Eni, EniIdx, IgwIdx, Instance,
@@ -138,11 +150,13 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
+    /// Records a problem at the line where `span` starts.
     fn err(&mut self, span: Range<usize>, field: String, message: String) {
         let line = self.lines.line(span.start);
         self.problems.push(Problem { file: self.file.to_string(), line, field, message });
     }
 
+    /// The 1-based line where `span` starts.
     fn line(&self, span: Range<usize>) -> usize {
         self.lines.line(span.start)
     }
@@ -243,6 +257,7 @@ impl Checker<'_> {
         }
     }
 
+    /// Parses an IPv4 address.
     fn ip(&mut self, s: &Spanned<String>, field: &str) -> Option<Ipv4Addr> {
         match s.get_ref().trim().parse::<Ipv4Addr>() {
             Ok(ip) => Some(ip),
@@ -265,6 +280,7 @@ impl Checker<'_> {
         }
     }
 
+    /// A protocol: a name AWS accepts, or an IANA number.
     fn protocol(&mut self, p: &Spanned<StrOrInt>, field: &str) -> Option<Protocol> {
         let parsed = match p.get_ref() {
             StrOrInt::Int(-1) => Some(Protocol::All),
@@ -290,6 +306,7 @@ impl Checker<'_> {
         parsed
     }
 
+    /// One port or a `low-high` range.
     fn port_range(&mut self, p: &Spanned<StrOrInt>, field: &str) -> Option<PortRange> {
         let parsed = match p.get_ref() {
             StrOrInt::Int(n) => u16::try_from(*n).ok().map(|n| PortRange { from: n, to: n }),
@@ -440,7 +457,6 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
     let vpcs = vpcs(&mut c, raw, implicit_main);
     let peerings = peerings(&mut c, raw, &vpcs);
     let subnets = subnets(&mut c, raw, &vpcs);
-    let vpc_id = |i: usize| vpc_id(raw, i);
 
     let limits = instances(&mut c, raw);
     let mut addresses = Addresses::default();
@@ -449,430 +465,35 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
     let eips = elastic_ips(&mut c, raw, &vpcs, &enis, &mut addresses);
     let nats = nat_gateways(&mut c, raw, &subnets, &mut addresses);
 
-    // ---- security groups ----
-    let mut sg_rules: Vec<Option<(Vec<SgRule>, Vec<SgRule>)>> = Vec::new();
-    for (gi, g) in raw.security_group.iter().enumerate() {
-        let id = g.id.get_ref();
-        let mut ok = true;
-        let mut dir = |c: &mut Checker<'_>, list: &Spanned<Vec<RawSgRule>>, ingress: bool| -> Vec<SgRule> {
-            let dname = if ingress { "ingress" } else { "egress" };
-            if list.get_ref().len() > SG_RULES_PER_DIRECTION {
-                let msg = format!(
-                    "a security group holds at most {SG_RULES_PER_DIRECTION} {dname} rules; this one has {}",
-                    list.get_ref().len()
-                );
-                c.err(list.span(), path(Kind::SecurityGroup, id, dname), msg);
-                ok = false;
-            }
-            let mut out = Vec::new();
-            for (k, r) in list.get_ref().iter().enumerate() {
-                let base = path(Kind::SecurityGroup, id, &format!("{dname}[{k}]"));
-                let protocol = c.protocol(&r.protocol, &format!("{base}.protocol"));
-                let ports = protocol
-                    .and_then(|p| c.port_match(p, r.ports.as_ref(), r.icmp_type.as_ref(), r.icmp_code.as_ref(), &base));
-                let (want, wrong, peer) = if ingress {
-                    ("source", "destination", &r.source)
-                } else {
-                    ("destination", "source", &r.destination)
-                };
-                let stray = if ingress { &r.destination } else { &r.source };
-                if let Some(s) = stray {
-                    let msg = format!("an {dname} rule names its `{want}`, not a `{wrong}`");
-                    c.err(s.span(), format!("{base}.{wrong}"), msg);
-                    ok = false;
-                }
-                let peer = match peer {
-                    // A rule that named the wrong side was reported just above: one mistake, one message.
-                    None if stray.is_some() => None,
-                    None => {
-                        let msg = format!("an {dname} rule needs a `{want}`: a CIDR block or a security group id");
-                        c.err(r.protocol.span(), format!("{base}.{want}"), msg);
-                        None
-                    }
-                    Some(p) if p.get_ref().trim().starts_with(|ch: char| ch.is_ascii_digit()) => {
-                        c.cidr(p, &format!("{base}.{want}"), None).map(SgPeer::Cidr)
-                    }
-                    Some(p) => {
-                        let f = format!("{base}.{want}");
-                        let misplaced = |ov, v| {
-                            (!peerings.peered(ov, v)).then(|| {
-                                format!(
-                                    "security group `{}` is in VPC `{}`, which is neither this group's VPC `{}` nor peered with it",
-                                    p.get_ref(),
-                                    vpc_id(ov),
-                                    vpc_id(v)
-                                )
-                            })
-                        };
-                        c.resolve_in(p, Kind::SecurityGroup, f, vpc_of.security_group[gi], misplaced)
-                            .map(|other| SgPeer::Group(SgIdx(other as u32)))
-                    }
-                };
-                match (protocol, ports, peer) {
-                    (Some(protocol), Some(ports), Some(peer)) => out.push(SgRule { protocol, ports, peer }),
-                    _ => ok = false,
-                }
-            }
-            out
-        };
-        let ingress = g.ingress.as_ref().map(|l| dir(&mut c, l, true)).unwrap_or_default();
-        let egress = match &g.egress {
-            // AWS's default for a new group: one rule allowing all outbound traffic.
-            None => vec![allow_all_rule()],
-            Some(l) => dir(&mut c, l, false),
-        };
-        sg_rules.push(ok.then_some((ingress, egress)));
-    }
+    let sg_rules = security_groups(&mut c, raw, &vpc_of, &peerings);
+    let acl_rules = network_acls(&mut c, raw);
+    let igw_vpc = internet_gateways(&mut c, raw);
+    let rtb_routes = route_tables(&mut c, raw, &vpcs, &vpc_of, &peerings);
 
-    // ---- network ACLs ----
-    let mut acl_rules: Vec<Option<(Vec<AclRule>, Vec<AclRule>)>> = Vec::new();
-    for a in &raw.network_acl {
-        let id = a.id.get_ref();
-        let mut ok = true;
-        let mut dir = |c: &mut Checker<'_>, list: &Spanned<Vec<RawAclRule>>, dname: &str| -> Vec<AclRule> {
-            if list.get_ref().len() > ACL_RULES_PER_DIRECTION {
-                let msg = format!(
-                    "a network ACL holds at most {ACL_RULES_PER_DIRECTION} {dname} rules; this one has {}",
-                    list.get_ref().len()
-                );
-                c.err(list.span(), path(Kind::NetworkAcl, id, dname), msg);
-                ok = false;
-            }
-            let mut seen: HashMap<i64, usize> = HashMap::new();
-            let mut out = Vec::new();
-            for (k, r) in list.get_ref().iter().enumerate() {
-                let base = path(Kind::NetworkAcl, id, &format!("{dname}[{k}]"));
-                let f = format!("{base}.rule");
-                let number =
-                    c.int_in(&r.rule, &f, 1..MAX_ACL_RULE + 1, "a rule number (32767 is the implicit `*` deny)");
-                if let Some(n) = number {
-                    if let Some(line) = seen.get(&n) {
-                        c.err(r.rule.span(), f, format!("rule number {n} is already used in {dname} on line {line}"));
-                        ok = false;
-                    } else {
-                        seen.insert(n, c.line(r.rule.span()));
-                    }
-                }
-                let protocol = c.protocol(&r.protocol, &format!("{base}.protocol"));
-                let ports = protocol
-                    .and_then(|p| c.port_match(p, r.ports.as_ref(), r.icmp_type.as_ref(), r.icmp_code.as_ref(), &base));
-                let cidr = c.cidr(&r.cidr, &format!("{base}.cidr"), None);
-                let action = match r.action.get_ref().trim().to_ascii_lowercase().as_str() {
-                    "allow" => Some(AclAction::Allow),
-                    "deny" => Some(AclAction::Deny),
-                    other => {
-                        let msg = format!("`{other}` is not an action: use allow or deny");
-                        c.err(r.action.span(), format!("{base}.action"), msg);
-                        None
-                    }
-                };
-                match (number.and_then(|n| u16::try_from(n).ok()), protocol, ports, cidr, action) {
-                    (Some(number), Some(protocol), Some(ports), Some(cidr), Some(action)) => {
-                        out.push(AclRule { number, protocol, ports, cidr, action })
-                    }
-                    _ => ok = false,
-                }
-            }
-            out.sort_by_key(|r| r.number);
-            out
-        };
-        // A custom ACL without rules denies everything (only the implicit `*` rule is left).
-        let ingress = a.ingress.as_ref().map(|l| dir(&mut c, l, "ingress")).unwrap_or_default();
-        let egress = a.egress.as_ref().map(|l| dir(&mut c, l, "egress")).unwrap_or_default();
-        acl_rules.push(ok.then_some((ingress, egress)));
-    }
-
-    // ---- internet gateways: one per VPC ----
-    let mut igw_of_vpc: HashMap<usize, String> = HashMap::new();
-    for (k, g) in raw.internet_gateway.iter().enumerate() {
-        let Some(v) = vpc_of.internet_gateway[k] else { continue };
-        if let Some(other) = igw_of_vpc.get(&v) {
-            let msg =
-                format!("VPC `{}` already has internet gateway `{other}`: AWS attaches at most one per VPC", vpc_id(v));
-            c.err(g.vpc.span(), path(Kind::InternetGateway, g.id.get_ref(), "vpc"), msg);
-        } else {
-            igw_of_vpc.insert(v, g.id.get_ref().clone());
-        }
-    }
-
-    // ---- route tables ----
-    let reserved_range = Cidr::new(Ipv4Addr::new(169, 254, 168, 0), 22);
-    let mut rtb_routes: Vec<Option<Vec<Route>>> = Vec::new();
-    for (ti, t) in raw.route_table.iter().enumerate() {
-        let id = t.id.get_ref();
-        let vpc = vpc_of.route_table[ti];
-        let vc = vpc.and_then(|v| vpcs[v].cidr);
-        let mut ok = vc.is_some();
-        let mut routes: Vec<Route> =
-            vc.map(|vc| vec![Route { destination: vc, target: RouteTarget::Local }]).unwrap_or_default();
-        let empty = Vec::new();
-        let list = t.routes.as_ref().map_or(&empty, |r| r.get_ref());
-        if let Some(r) = &t.routes {
-            if list.len() + 1 > ROUTES_PER_TABLE {
-                let msg = format!(
-                    "a route table holds at most {ROUTES_PER_TABLE} routes, the local route included; this one has {}",
-                    list.len() + 1
-                );
-                c.err(r.span(), path(Kind::RouteTable, id, "routes"), msg);
-                ok = false;
-            }
-        }
-        let mut seen: HashMap<Cidr, String> = HashMap::new();
-        if let Some(vc) = vc {
-            seen.insert(vc, "the local route".to_string());
-        }
-        for (k, r) in list.iter().enumerate() {
-            let base = path(Kind::RouteTable, id, &format!("routes[{k}]"));
-            let fd = format!("{base}.destination");
-            let mut dest = c.cidr(&r.destination, &fd, None);
-            if let Some(d) = dest {
-                if reserved_range.contains_cidr(d) {
-                    let msg = format!("routes to {reserved_range} (or inside it) cannot be added: AWS reserves that range; {d} is inside it");
-                    c.err(r.destination.span(), fd.clone(), msg);
-                    dest = None;
-                } else if let Some(other) = seen.get(&d) {
-                    let msg = format!(
-                        "destination {d} is already routed by {other}: a table holds one route per destination"
-                    );
-                    c.err(r.destination.span(), fd.clone(), msg);
-                    dest = None;
-                } else {
-                    seen.insert(d, format!("the route on line {}", c.line(r.destination.span())));
-                }
-            }
-            let ft = format!("{base}.target");
-            let tname = r.target.get_ref().trim();
-            let target = match tname {
-                "local" => match (dest, vc) {
-                    (Some(d), Some(vc)) if !vc.contains_cidr(d) => {
-                        let msg = format!(
-                            "target `local` only reaches inside the VPC's CIDR block {vc}; {d} is not inside it"
-                        );
-                        c.err(r.target.span(), ft, msg);
-                        None
-                    }
-                    _ => Some(RouteTarget::Local),
-                },
-                "blackhole" => Some(RouteTarget::Blackhole),
-                _ => route_target(&mut c, raw, &r.target, ft, vpc, &peerings.pairs),
-            };
-            match (dest, target) {
-                (Some(destination), Some(target)) => routes.push(Route { destination, target }),
-                _ => ok = false,
-            }
-        }
-        rtb_routes.push(ok.then_some(routes));
-    }
-
-    // ---- internet hosts ----
-    let mut hosts: Vec<Option<Ipv4Addr>> = Vec::new();
-    if let Some(internet) = &raw.internet {
-        for h in &internet.hosts {
-            let id = h.id.get_ref();
-            let f = path(Kind::InternetHost, id, "ip");
-            let ip = outside_vpcs(&mut c, raw, &vpcs, &h.ip, &f, "an internet host must be outside every VPC");
-            if let Some(ip) = ip {
-                if let Some(owner) = addresses.public.get(&ip) {
-                    c.err(h.ip.span(), f, format!("{ip} is already used by {owner}"));
-                } else {
-                    addresses.public.insert(ip, format!("internet host `{id}`"));
-                }
-            }
-            hosts.push(ip);
-        }
-    }
-    let mut uplink = None;
-    if let Some(u) = raw.internet.as_ref().and_then(|i| i.uplink.as_ref()) {
-        let name = u.interface.get_ref();
-        if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\0']) {
-            let msg = format!("`{name}` is not an interface name (1 to 15 characters, no `/` or spaces)");
-            c.err(u.interface.span(), "internet.uplink.interface".into(), msg);
-        }
-        let gateway = outside_vpcs(
-            &mut c,
-            raw,
-            &vpcs,
-            &u.gateway,
-            "internet.uplink.gateway",
-            "the uplink's gateway must be outside every VPC",
-        );
-        if raw.internet.as_ref().is_some_and(|i| !i.hosts.is_empty()) {
-            let msg = "an uplink replaces the emulated internet: give `hosts` or `uplink`, not both".to_string();
-            c.err(u.interface.span(), "internet.uplink".into(), msg);
-        }
-        uplink = gateway.map(|gateway| Uplink { interface: name.clone(), gateway });
-    }
-
+    let hosts = internet_hosts(&mut c, raw, &vpcs, &mut addresses);
+    let uplink = uplink(&mut c, raw, &vpcs);
     if !c.problems.is_empty() {
         return Err(c.problems);
     }
 
-    // ---- assembly: every value was checked above, so a `None` here is a bug in this module ----
-    let assembled = (|| -> Option<Model> {
-        let idx = |i: usize| u32::try_from(i).ok();
-        let mut m = Model { name: name?, ..Model::default() };
-        for (i, v) in raw.vpc.iter().enumerate() {
-            m.vpcs.push(Vpc {
-                id: v.id.get_ref().clone(),
-                cidr: vpcs[i].cidr?,
-                router_mac: Mac::generated("vpc-router", v.id.get_ref()),
-                main_route_table: RtbIdx(idx(vpcs[i].main_route_table?)?),
-                default_network_acl: AclIdx(idx(raw.network_acl.len() + i)?),
-                default_security_group: SgIdx(idx(raw.security_group.len() + i)?),
-            });
-        }
-        for (i, s) in raw.subnet.iter().enumerate() {
-            m.subnets.push(Subnet {
-                id: s.id.get_ref().clone(),
-                vpc: VpcIdx(idx(subnets[i].vpc?)?),
-                cidr: subnets[i].cidr?,
-                availability_zone: s.availability_zone.as_ref().map(|a| a.get_ref().trim().to_string()),
-                route_table: RtbIdx(idx(subnets[i].route_table?)?),
-                network_acl: AclIdx(idx(subnets[i].network_acl?)?),
-            });
-        }
-        for (i, e) in raw.network_interface.iter().enumerate() {
-            let attachment = match enis.enis[i].attachment? {
-                None => None,
-                Some((inst, d)) => Some(Attachment {
-                    instance: InstanceIdx(idx(inst)?),
-                    device_index: d,
-                    // AWS: an ENI created with its instance (device 0 here) goes with it.
-                    delete_on_termination: e
-                        .attachment
-                        .as_ref()
-                        .and_then(|a| a.delete_on_termination)
-                        .unwrap_or(d == 0),
-                }),
-            };
-            let mut sgs = Vec::new();
-            for g in enis.enis[i].security_groups.as_ref()? {
-                sgs.push(SgIdx(idx(*g)?));
-            }
-            m.enis.push(Eni {
-                id: e.id.get_ref().clone(),
-                subnet: SubnetIdx(idx(enis.enis[i].subnet?)?),
-                private_ip: enis.enis[i].primary?,
-                secondary_private_ips: enis.enis[i].secondaries.clone(),
-                security_groups: sgs,
-                mac: enis.enis[i].mac?,
-                source_dest_check: e.source_dest_check.unwrap_or(true),
-                description: e.description.clone(),
-                connection_tracking: enis.enis[i].conntrack?,
-                attachment,
-            });
-        }
-        for inst in &raw.instance {
-            m.instances.push(Instance {
-                id: inst.id.get_ref().clone(),
-                instance_type: inst.instance_type.as_ref().map(|t| t.get_ref().trim().to_string()),
-                state: match inst.state.as_ref().map(|s| s.get_ref().as_str()) {
-                    Some("stopped") => InstanceState::Stopped,
-                    _ => InstanceState::Running,
-                },
-            });
-        }
-        for (i, g) in raw.security_group.iter().enumerate() {
-            let (ingress, egress) = sg_rules[i].clone()?;
-            m.security_groups.push(SecurityGroup {
-                id: g.id.get_ref().clone(),
-                vpc: VpcIdx(idx(vpc_of.security_group[i]?)?),
-                ingress,
-                egress,
-            });
-        }
-        for (i, v) in raw.vpc.iter().enumerate() {
-            // AWS's default group: inbound from its own members, outbound everything.
-            let own = SgIdx(idx(raw.security_group.len() + i)?);
-            m.security_groups.push(SecurityGroup {
-                id: format!("{}/default", v.id.get_ref()),
-                vpc: VpcIdx(idx(i)?),
-                ingress: vec![SgRule { protocol: Protocol::All, ports: PortMatch::Any, peer: SgPeer::Group(own) }],
-                egress: vec![allow_all_rule()],
-            });
-        }
-        for (i, a) in raw.network_acl.iter().enumerate() {
-            let (ingress, egress) = acl_rules[i].clone()?;
-            m.network_acls.push(NetworkAcl {
-                id: a.id.get_ref().clone(),
-                vpc: VpcIdx(idx(vpc_of.network_acl[i]?)?),
-                ingress,
-                egress,
-            });
-        }
-        for (i, v) in raw.vpc.iter().enumerate() {
-            // AWS's default ACL: rule 100 allows everything both ways.
-            let all = AclRule {
-                number: 100,
-                protocol: Protocol::All,
-                ports: PortMatch::Any,
-                cidr: Cidr::new(Ipv4Addr::UNSPECIFIED, 0),
-                action: AclAction::Allow,
-            };
-            m.network_acls.push(NetworkAcl {
-                id: format!("{}/default-acl", v.id.get_ref()),
-                vpc: VpcIdx(idx(i)?),
-                ingress: vec![all.clone()],
-                egress: vec![all],
-            });
-        }
-        for (i, t) in raw.route_table.iter().enumerate() {
-            m.route_tables.push(RouteTable {
-                id: t.id.get_ref().clone(),
-                vpc: VpcIdx(idx(vpc_of.route_table[i]?)?),
-                routes: rtb_routes[i].clone()?,
-            });
-        }
-        for (i, v) in raw.vpc.iter().enumerate() {
-            if vpcs[i].implicit_main {
-                m.route_tables.push(RouteTable {
-                    id: format!("{}/main", v.id.get_ref()),
-                    vpc: VpcIdx(idx(i)?),
-                    routes: vec![Route { destination: vpcs[i].cidr?, target: RouteTarget::Local }],
-                });
-            }
-        }
-        for (i, g) in raw.internet_gateway.iter().enumerate() {
-            m.internet_gateways
-                .push(InternetGateway { id: g.id.get_ref().clone(), vpc: VpcIdx(idx(vpc_of.internet_gateway[i]?)?) });
-        }
-        for (i, n) in raw.nat_gateway.iter().enumerate() {
-            let elastic_ip = match nats[i].elastic_ip? {
-                None => None,
-                Some(e) => Some(EipIdx(idx(e)?)),
-            };
-            m.nat_gateways.push(NatGateway {
-                id: n.id.get_ref().clone(),
-                subnet: SubnetIdx(idx(nats[i].subnet?)?),
-                private_ip: nats[i].private_ip?,
-                elastic_ip,
-                ports: nats[i].ports?,
-            });
-        }
-        for (i, e) in raw.elastic_ip.iter().enumerate() {
-            let association = match eips[i].association? {
-                None => None,
-                Some((eni, ip)) => Some((EniIdx(idx(eni)?), ip)),
-            };
-            m.elastic_ips.push(ElasticIp { id: e.id.get_ref().clone(), public_ip: eips[i].public_ip?, association });
-        }
-        for (i, p) in raw.vpc_peering.iter().enumerate() {
-            let (a, b) = peerings.pairs[i]?;
-            m.peerings.push(VpcPeering {
-                id: p.id.get_ref().clone(),
-                requester_vpc: VpcIdx(idx(a)?),
-                accepter_vpc: VpcIdx(idx(b)?),
-            });
-        }
-        if let Some(internet) = &raw.internet {
-            for (i, h) in internet.hosts.iter().enumerate() {
-                m.internet_hosts.push(InternetHost { id: h.id.get_ref().clone(), ip: hosts[i]? });
-            }
-        }
-        m.uplink = uplink;
-        Some(m)
-    })();
-    assembled.ok_or_else(|| {
+    let sections = Sections {
+        name,
+        vpcs,
+        vpc_of,
+        peerings,
+        subnets,
+        enis,
+        eips,
+        nats,
+        sg_rules,
+        acl_rules,
+        igw_vpc,
+        rtb_routes,
+        hosts,
+        uplink,
+    };
+    // Every value was checked above, so a `None` here is a bug in this module.
+    sections.model(raw).ok_or_else(|| {
         vec![Problem {
             file: file.to_string(),
             line: 0,
@@ -974,12 +595,12 @@ struct VpcOf {
     route_table: Vec<Option<usize>>,
     network_acl: Vec<Option<usize>>,
     security_group: Vec<Option<usize>>,
-    internet_gateway: Vec<Option<usize>>,
 }
 
 impl VpcOf {
-    /// Resolved ahead of their own sections: VPCs, subnets and ENIs name these objects, and each
-    /// reference is held against the object's VPC.
+    /// Resolves the `vpc` of each route table, network ACL and security group, ahead of their
+    /// own sections: VPCs, subnets and ENIs name these objects, and each such reference is held
+    /// against the object's VPC.
     fn resolve(c: &mut Checker<'_>, raw: &RawFile) -> VpcOf {
         let mut of = |kind: Kind, objects: Vec<(&Spanned<String>, &Spanned<String>)>| -> Vec<Option<usize>> {
             objects.into_iter().enumerate().map(|(i, (id, vpc))| owning_vpc(c, kind, id, i, vpc)).collect()
@@ -988,7 +609,6 @@ impl VpcOf {
             route_table: of(Kind::RouteTable, raw.route_table.iter().map(|t| (&t.id, &t.vpc)).collect()),
             network_acl: of(Kind::NetworkAcl, raw.network_acl.iter().map(|a| (&a.id, &a.vpc)).collect()),
             security_group: of(Kind::SecurityGroup, raw.security_group.iter().map(|g| (&g.id, &g.vpc)).collect()),
-            internet_gateway: of(Kind::InternetGateway, raw.internet_gateway.iter().map(|g| (&g.id, &g.vpc)).collect()),
         }
     }
 }
@@ -1816,9 +1436,300 @@ fn nat_free_addresses(
     }
 }
 
+/// Ingress and egress rules of a security group or network ACL; `None` when a rule or the quota
+/// failed its check.
+type Rules<R> = Option<(Vec<R>, Vec<R>)>;
+
+/// A security group being checked: what its rules' peers are held against.
+struct GroupCtx<'r> {
+    raw: &'r RawFile,
+    peerings: &'r Peerings,
+    id: &'r str,
+    /// The group's VPC (`None`: it failed its check).
+    vpc: Option<usize>,
+}
+
+/// Checks each security group's rules. A group without `egress` gets AWS's default for a new
+/// group: one rule allowing all outbound traffic.
+fn security_groups(c: &mut Checker<'_>, raw: &RawFile, vpc_of: &VpcOf, peerings: &Peerings) -> Vec<Rules<SgRule>> {
+    let mut out = Vec::new();
+    for (gi, g) in raw.security_group.iter().enumerate() {
+        let group = GroupCtx { raw, peerings, id: g.id.get_ref(), vpc: vpc_of.security_group[gi] };
+        let ingress = g.ingress.as_ref().map_or(Some(Vec::new()), |l| sg_rules(c, &group, l, true));
+        let egress = match &g.egress {
+            None => Some(vec![allow_all_rule()]),
+            Some(l) => sg_rules(c, &group, l, false),
+        };
+        out.push(ingress.zip(egress));
+    }
+    out
+}
+
+/// One direction of a group's rules: at most [`SG_RULES_PER_DIRECTION`], each checked.
+fn sg_rules(
+    c: &mut Checker<'_>,
+    g: &GroupCtx<'_>,
+    list: &Spanned<Vec<RawSgRule>>,
+    ingress: bool,
+) -> Option<Vec<SgRule>> {
+    let dname = if ingress { "ingress" } else { "egress" };
+    let mut ok = true;
+    if list.get_ref().len() > SG_RULES_PER_DIRECTION {
+        let msg = format!(
+            "a security group holds at most {SG_RULES_PER_DIRECTION} {dname} rules; this one has {}",
+            list.get_ref().len()
+        );
+        c.err(list.span(), path(Kind::SecurityGroup, g.id, dname), msg);
+        ok = false;
+    }
+    let mut out = Vec::new();
+    for (k, r) in list.get_ref().iter().enumerate() {
+        let base = path(Kind::SecurityGroup, g.id, &format!("{dname}[{k}]"));
+        match sg_rule(c, g, &base, r, ingress) {
+            Some(rule) => out.push(rule),
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+/// One security group rule: protocol, ports, and the peer of its direction (`source` for
+/// ingress, `destination` for egress; the other one is a mistake).
+fn sg_rule(c: &mut Checker<'_>, g: &GroupCtx<'_>, base: &str, r: &RawSgRule, ingress: bool) -> Option<SgRule> {
+    let dname = if ingress { "ingress" } else { "egress" };
+    let protocol = c.protocol(&r.protocol, &format!("{base}.protocol"));
+    let ports =
+        protocol.and_then(|p| c.port_match(p, r.ports.as_ref(), r.icmp_type.as_ref(), r.icmp_code.as_ref(), base));
+    let (want, wrong, peer, stray) = if ingress {
+        ("source", "destination", &r.source, &r.destination)
+    } else {
+        ("destination", "source", &r.destination, &r.source)
+    };
+    if let Some(s) = stray {
+        let msg = format!("an {dname} rule names its `{want}`, not a `{wrong}`");
+        c.err(s.span(), format!("{base}.{wrong}"), msg);
+    }
+    let peer = match peer {
+        // A rule that named the wrong side was reported just above: one mistake, one message.
+        None if stray.is_some() => None,
+        None => {
+            let msg = format!("an {dname} rule needs a `{want}`: a CIDR block or a security group id");
+            c.err(r.protocol.span(), format!("{base}.{want}"), msg);
+            None
+        }
+        Some(p) => sg_peer(c, g, p, format!("{base}.{want}")),
+    };
+    match (protocol, ports, peer, stray) {
+        (Some(protocol), Some(ports), Some(peer), None) => Some(SgRule { protocol, ports, peer }),
+        _ => None,
+    }
+}
+
+/// A rule's peer: a CIDR block, or a security group in the group's own VPC or a peered one.
+fn sg_peer(c: &mut Checker<'_>, g: &GroupCtx<'_>, p: &Spanned<String>, field: String) -> Option<SgPeer> {
+    if p.get_ref().trim().starts_with(|ch: char| ch.is_ascii_digit()) {
+        return c.cidr(p, &field, None).map(SgPeer::Cidr);
+    }
+    let misplaced = |ov, v| {
+        (!g.peerings.peered(ov, v)).then(|| {
+            format!(
+                "security group `{}` is in VPC `{}`, which is neither this group's VPC `{}` nor peered with it",
+                p.get_ref(),
+                vpc_id(g.raw, ov),
+                vpc_id(g.raw, v)
+            )
+        })
+    };
+    c.resolve_in(p, Kind::SecurityGroup, field, g.vpc, misplaced).map(|other| SgPeer::Group(SgIdx(other as u32)))
+}
+
 /// One outbound (or inbound) rule allowing everything to/from 0.0.0.0/0.
 fn allow_all_rule() -> SgRule {
     SgRule { protocol: Protocol::All, ports: PortMatch::Any, peer: SgPeer::Cidr(Cidr::new(Ipv4Addr::UNSPECIFIED, 0)) }
+}
+
+/// Checks each network ACL's rules. A custom ACL without rules denies everything (only the
+/// implicit `*` rule is left).
+fn network_acls(c: &mut Checker<'_>, raw: &RawFile) -> Vec<Rules<AclRule>> {
+    let mut out = Vec::new();
+    for a in &raw.network_acl {
+        let id = a.id.get_ref();
+        let ingress = a.ingress.as_ref().map_or(Some(Vec::new()), |l| acl_rules(c, id, l, "ingress"));
+        let egress = a.egress.as_ref().map_or(Some(Vec::new()), |l| acl_rules(c, id, l, "egress"));
+        out.push(ingress.zip(egress));
+    }
+    out
+}
+
+/// One direction of ACL `id`'s rules: at most [`ACL_RULES_PER_DIRECTION`], each rule number once;
+/// sorted by rule number, the order they are evaluated in.
+fn acl_rules(c: &mut Checker<'_>, id: &str, list: &Spanned<Vec<RawAclRule>>, dname: &str) -> Option<Vec<AclRule>> {
+    let mut ok = true;
+    if list.get_ref().len() > ACL_RULES_PER_DIRECTION {
+        let msg = format!(
+            "a network ACL holds at most {ACL_RULES_PER_DIRECTION} {dname} rules; this one has {}",
+            list.get_ref().len()
+        );
+        c.err(list.span(), path(Kind::NetworkAcl, id, dname), msg);
+        ok = false;
+    }
+    // The line of each rule number used so far.
+    let mut seen: HashMap<i64, usize> = HashMap::new();
+    let mut out = Vec::new();
+    for (k, r) in list.get_ref().iter().enumerate() {
+        let base = path(Kind::NetworkAcl, id, &format!("{dname}[{k}]"));
+        match acl_rule(c, &base, r, dname, &mut seen) {
+            Some(rule) => out.push(rule),
+            None => ok = false,
+        }
+    }
+    out.sort_by_key(|r| r.number);
+    ok.then_some(out)
+}
+
+/// One network ACL rule: a rule number not yet `seen` in its direction, protocol, ports, CIDR
+/// block and action.
+fn acl_rule(
+    c: &mut Checker<'_>,
+    base: &str,
+    r: &RawAclRule,
+    dname: &str,
+    seen: &mut HashMap<i64, usize>,
+) -> Option<AclRule> {
+    let f = format!("{base}.rule");
+    let number = c.int_in(&r.rule, &f, 1..MAX_ACL_RULE + 1, "a rule number (32767 is the implicit `*` deny)");
+    let mut unique = true;
+    if let Some(n) = number {
+        if let Some(line) = seen.get(&n) {
+            c.err(r.rule.span(), f, format!("rule number {n} is already used in {dname} on line {line}"));
+            unique = false;
+        } else {
+            seen.insert(n, c.line(r.rule.span()));
+        }
+    }
+    let protocol = c.protocol(&r.protocol, &format!("{base}.protocol"));
+    let ports =
+        protocol.and_then(|p| c.port_match(p, r.ports.as_ref(), r.icmp_type.as_ref(), r.icmp_code.as_ref(), base));
+    let cidr = c.cidr(&r.cidr, &format!("{base}.cidr"), None);
+    let action = match r.action.get_ref().trim().to_ascii_lowercase().as_str() {
+        "allow" => Some(AclAction::Allow),
+        "deny" => Some(AclAction::Deny),
+        other => {
+            let msg = format!("`{other}` is not an action: use allow or deny");
+            c.err(r.action.span(), format!("{base}.action"), msg);
+            None
+        }
+    };
+    match (unique, number.and_then(|n| u16::try_from(n).ok()), protocol, ports, cidr, action) {
+        (true, Some(number), Some(protocol), Some(ports), Some(cidr), Some(action)) => {
+            Some(AclRule { number, protocol, ports, cidr, action })
+        }
+        _ => None,
+    }
+}
+
+/// Checks each internet gateway's VPC, then that no VPC has two: AWS attaches at most one.
+/// Returns each gateway's VPC.
+fn internet_gateways(c: &mut Checker<'_>, raw: &RawFile) -> Vec<Option<usize>> {
+    let vpcs: Vec<Option<usize>> = raw
+        .internet_gateway
+        .iter()
+        .enumerate()
+        .map(|(k, g)| owning_vpc(c, Kind::InternetGateway, &g.id, k, &g.vpc))
+        .collect();
+    let mut igw_of_vpc: HashMap<usize, &str> = HashMap::new();
+    for (g, vpc) in raw.internet_gateway.iter().zip(&vpcs) {
+        let Some(v) = *vpc else { continue };
+        if let Some(other) = igw_of_vpc.get(&v) {
+            let msg = format!(
+                "VPC `{}` already has internet gateway `{other}`: AWS attaches at most one per VPC",
+                vpc_id(raw, v)
+            );
+            c.err(g.vpc.span(), path(Kind::InternetGateway, g.id.get_ref(), "vpc"), msg);
+        } else {
+            igw_of_vpc.insert(v, g.id.get_ref());
+        }
+    }
+    vpcs
+}
+
+/// A route table being checked: what its routes are held against.
+struct TableCtx<'r> {
+    raw: &'r RawFile,
+    peerings: &'r Peerings,
+    /// The table's VPC and that VPC's CIDR block (`None`: failed its check).
+    vpc: Option<usize>,
+    cidr: Option<Cidr>,
+    /// What already routes each destination, for messages.
+    seen: HashMap<Cidr, String>,
+}
+
+/// Checks each route table's routes.
+fn route_tables(
+    c: &mut Checker<'_>,
+    raw: &RawFile,
+    vpcs: &[CheckedVpc],
+    vpc_of: &VpcOf,
+    peerings: &Peerings,
+) -> Vec<Option<Vec<Route>>> {
+    let mut out = Vec::new();
+    for (t, &vpc) in raw.route_table.iter().zip(&vpc_of.route_table) {
+        let cidr = vpc.and_then(|v| vpcs[v].cidr);
+        let mut table = TableCtx { raw, peerings, vpc, cidr, seen: HashMap::new() };
+        out.push(route_table(c, t, &mut table));
+    }
+    out
+}
+
+/// One route table: the local route first, then the file's routes, at most
+/// [`ROUTES_PER_TABLE`] in all and one per destination.
+fn route_table(c: &mut Checker<'_>, t: &RawRouteTable, table: &mut TableCtx<'_>) -> Option<Vec<Route>> {
+    let id = t.id.get_ref();
+    let mut ok = table.cidr.is_some();
+    let mut routes: Vec<Route> =
+        table.cidr.map(|vc| vec![Route { destination: vc, target: RouteTarget::Local }]).unwrap_or_default();
+    let empty = Vec::new();
+    let list = t.routes.as_ref().map_or(&empty, |r| r.get_ref());
+    if let Some(r) = &t.routes {
+        if list.len() + 1 > ROUTES_PER_TABLE {
+            let msg = format!(
+                "a route table holds at most {ROUTES_PER_TABLE} routes, the local route included; this one has {}",
+                list.len() + 1
+            );
+            c.err(r.span(), path(Kind::RouteTable, id, "routes"), msg);
+            ok = false;
+        }
+    }
+    if let Some(vc) = table.cidr {
+        table.seen.insert(vc, "the local route".to_string());
+    }
+    for (k, r) in list.iter().enumerate() {
+        let base = path(Kind::RouteTable, id, &format!("routes[{k}]"));
+        match route(c, table, &base, r) {
+            Some(route) => routes.push(route),
+            None => ok = false,
+        }
+    }
+    ok.then_some(routes)
+}
+
+/// One route: its destination, and its target (`local` only inside the VPC's block).
+fn route(c: &mut Checker<'_>, table: &mut TableCtx<'_>, base: &str, r: &RawRoute) -> Option<Route> {
+    let dest = route_destination(c, table, &r.destination, format!("{base}.destination"));
+    let ft = format!("{base}.target");
+    let target = match r.target.get_ref().trim() {
+        "local" => match (dest, table.cidr) {
+            (Some(d), Some(vc)) if !vc.contains_cidr(d) => {
+                let msg = format!("target `local` only reaches inside the VPC's CIDR block {vc}; {d} is not inside it");
+                c.err(r.target.span(), ft, msg);
+                None
+            }
+            _ => Some(RouteTarget::Local),
+        },
+        "blackhole" => Some(RouteTarget::Blackhole),
+        _ => route_target(c, table.raw, &r.target, ft, table.vpc, &table.peerings.pairs),
+    };
+    Some(Route { destination: dest?, target: target? })
 }
 
 /// Resolves a gateway, ENI or peering target and checks it belongs to the table's VPC.
@@ -1871,4 +1782,329 @@ fn route_target(
         ))
     };
     c.at_home(t.span(), field, e.vpc, vpc, misplaced).then_some(target)
+}
+
+/// A route's destination: a CIDR block outside the range AWS reserves, not yet routed by the table.
+fn route_destination(
+    c: &mut Checker<'_>,
+    table: &mut TableCtx<'_>,
+    s: &Spanned<String>,
+    field: String,
+) -> Option<Cidr> {
+    let reserved_range = Cidr::new(Ipv4Addr::new(169, 254, 168, 0), 22);
+    let d = c.cidr(s, &field, None)?;
+    if reserved_range.contains_cidr(d) {
+        let msg = format!(
+            "routes to {reserved_range} (or inside it) cannot be added: AWS reserves that range; {d} is inside it"
+        );
+        c.err(s.span(), field, msg);
+        return None;
+    }
+    if let Some(other) = table.seen.get(&d) {
+        let msg = format!("destination {d} is already routed by {other}: a table holds one route per destination");
+        c.err(s.span(), field, msg);
+        return None;
+    }
+    table.seen.insert(d, format!("the route on line {}", c.line(s.span())));
+    Some(d)
+}
+
+/// Checks each host of the emulated internet: a public address of its own. Returns each one's
+/// address.
+fn internet_hosts(
+    c: &mut Checker<'_>,
+    raw: &RawFile,
+    vpcs: &[CheckedVpc],
+    addresses: &mut Addresses,
+) -> Vec<Option<Ipv4Addr>> {
+    let Some(internet) = &raw.internet else { return Vec::new() };
+    let mut out = Vec::new();
+    for h in &internet.hosts {
+        let id = h.id.get_ref();
+        let f = path(Kind::InternetHost, id, "ip");
+        let ip = outside_vpcs(c, raw, vpcs, &h.ip, &f, "an internet host must be outside every VPC");
+        if let Some(ip) = ip {
+            if let Some(owner) = addresses.public.get(&ip) {
+                c.err(h.ip.span(), f, format!("{ip} is already used by {owner}"));
+            } else {
+                addresses.public.insert(ip, format!("internet host `{id}`"));
+            }
+        }
+        out.push(ip);
+    }
+    out
+}
+
+/// Checks the uplink, if any: an interface name, a gateway outside every VPC, and no emulated
+/// hosts beside it.
+fn uplink(c: &mut Checker<'_>, raw: &RawFile, vpcs: &[CheckedVpc]) -> Option<Uplink> {
+    let u = raw.internet.as_ref().and_then(|i| i.uplink.as_ref())?;
+    let name = u.interface.get_ref();
+    if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\0']) {
+        let msg = format!("`{name}` is not an interface name (1 to 15 characters, no `/` or spaces)");
+        c.err(u.interface.span(), "internet.uplink.interface".into(), msg);
+    }
+    let field = "internet.uplink.gateway";
+    let gateway = outside_vpcs(c, raw, vpcs, &u.gateway, field, "the uplink's gateway must be outside every VPC");
+    if raw.internet.as_ref().is_some_and(|i| !i.hosts.is_empty()) {
+        let msg = "an uplink replaces the emulated internet: give `hosts` or `uplink`, not both".to_string();
+        c.err(u.interface.span(), "internet.uplink".into(), msg);
+    }
+    gateway.map(|gateway| Uplink { interface: name.clone(), gateway })
+}
+
+/// Everything the sections learnt, by section; assembled into the model when no problem was found.
+struct Sections {
+    name: Option<String>,
+    vpcs: Vec<CheckedVpc>,
+    vpc_of: VpcOf,
+    peerings: Peerings,
+    subnets: Vec<CheckedSubnet>,
+    enis: Enis,
+    eips: Vec<CheckedEip>,
+    nats: Vec<CheckedNat>,
+    sg_rules: Vec<Rules<SgRule>>,
+    acl_rules: Vec<Rules<AclRule>>,
+    igw_vpc: Vec<Option<usize>>,
+    rtb_routes: Vec<Option<Vec<Route>>>,
+    hosts: Vec<Option<Ipv4Addr>>,
+    uplink: Option<Uplink>,
+}
+
+/// A model index; `None` past `u32::MAX`, which validation cannot let through.
+fn idx(i: usize) -> Option<u32> {
+    u32::try_from(i).ok()
+}
+
+impl Sections {
+    /// The model: every vector in file order, each VPC's implicit objects after the declared ones
+    /// (the order `export` writes back). `None` only if a checked value is missing: a bug.
+    fn model(&self, raw: &RawFile) -> Option<Model> {
+        Some(Model {
+            name: self.name.clone()?,
+            vpcs: self.model_vpcs(raw)?,
+            subnets: self.model_subnets(raw)?,
+            enis: self.model_enis(raw)?,
+            instances: raw.instance.iter().map(model_instance).collect(),
+            security_groups: self.model_security_groups(raw)?,
+            network_acls: self.model_network_acls(raw)?,
+            route_tables: self.model_route_tables(raw)?,
+            internet_gateways: self.model_internet_gateways(raw)?,
+            nat_gateways: self.model_nat_gateways(raw)?,
+            elastic_ips: self.model_elastic_ips(raw)?,
+            peerings: self.model_peerings(raw)?,
+            internet_hosts: self.model_internet_hosts(raw)?,
+            uplink: self.uplink.clone(),
+        })
+    }
+
+    /// The VPCs, with their main route table and implicit default group and ACL.
+    fn model_vpcs(&self, raw: &RawFile) -> Option<Vec<Vpc>> {
+        let mut out = Vec::new();
+        for (i, (v, checked)) in raw.vpc.iter().zip(&self.vpcs).enumerate() {
+            out.push(Vpc {
+                id: v.id.get_ref().clone(),
+                cidr: checked.cidr?,
+                router_mac: Mac::generated("vpc-router", v.id.get_ref()),
+                main_route_table: RtbIdx(idx(checked.main_route_table?)?),
+                default_network_acl: AclIdx(idx(raw.network_acl.len() + i)?),
+                default_security_group: SgIdx(idx(raw.security_group.len() + i)?),
+            });
+        }
+        Some(out)
+    }
+
+    /// The subnets, with the route table and network ACL each uses.
+    fn model_subnets(&self, raw: &RawFile) -> Option<Vec<Subnet>> {
+        let mut out = Vec::new();
+        for (s, checked) in raw.subnet.iter().zip(&self.subnets) {
+            out.push(Subnet {
+                id: s.id.get_ref().clone(),
+                vpc: VpcIdx(idx(checked.vpc?)?),
+                cidr: checked.cidr?,
+                availability_zone: s.availability_zone.as_ref().map(|a| a.get_ref().trim().to_string()),
+                route_table: RtbIdx(idx(checked.route_table?)?),
+                network_acl: AclIdx(idx(checked.network_acl?)?),
+            });
+        }
+        Some(out)
+    }
+
+    /// The ENIs, with AWS's defaults for what the file leaves out.
+    fn model_enis(&self, raw: &RawFile) -> Option<Vec<Eni>> {
+        let mut out = Vec::new();
+        for (e, checked) in raw.network_interface.iter().zip(&self.enis.enis) {
+            let attachment = match checked.attachment? {
+                None => None,
+                Some((inst, d)) => Some(Attachment {
+                    instance: InstanceIdx(idx(inst)?),
+                    device_index: d,
+                    // AWS: an ENI created with its instance (device 0 here) goes with it.
+                    delete_on_termination: e
+                        .attachment
+                        .as_ref()
+                        .and_then(|a| a.delete_on_termination)
+                        .unwrap_or(d == 0),
+                }),
+            };
+            let mut security_groups = Vec::new();
+            for g in checked.security_groups.as_ref()? {
+                security_groups.push(SgIdx(idx(*g)?));
+            }
+            out.push(Eni {
+                id: e.id.get_ref().clone(),
+                subnet: SubnetIdx(idx(checked.subnet?)?),
+                private_ip: checked.primary?,
+                secondary_private_ips: checked.secondaries.clone(),
+                security_groups,
+                mac: checked.mac?,
+                source_dest_check: e.source_dest_check.unwrap_or(true),
+                description: e.description.clone(),
+                connection_tracking: checked.conntrack?,
+                attachment,
+            });
+        }
+        Some(out)
+    }
+
+    /// The declared security groups, then each VPC's default group: inbound from its own
+    /// members, outbound everything (AWS's).
+    fn model_security_groups(&self, raw: &RawFile) -> Option<Vec<SecurityGroup>> {
+        let mut out = Vec::new();
+        for ((g, rules), vpc) in raw.security_group.iter().zip(&self.sg_rules).zip(&self.vpc_of.security_group) {
+            let (ingress, egress) = rules.clone()?;
+            out.push(SecurityGroup { id: g.id.get_ref().clone(), vpc: VpcIdx(idx((*vpc)?)?), ingress, egress });
+        }
+        for (i, v) in raw.vpc.iter().enumerate() {
+            let own = SgIdx(idx(raw.security_group.len() + i)?);
+            out.push(SecurityGroup {
+                id: format!("{}/default", v.id.get_ref()),
+                vpc: VpcIdx(idx(i)?),
+                ingress: vec![SgRule { protocol: Protocol::All, ports: PortMatch::Any, peer: SgPeer::Group(own) }],
+                egress: vec![allow_all_rule()],
+            });
+        }
+        Some(out)
+    }
+
+    /// The declared network ACLs, then each VPC's default ACL: rule 100 allows everything both
+    /// ways (AWS's).
+    fn model_network_acls(&self, raw: &RawFile) -> Option<Vec<NetworkAcl>> {
+        let mut out = Vec::new();
+        for ((a, rules), vpc) in raw.network_acl.iter().zip(&self.acl_rules).zip(&self.vpc_of.network_acl) {
+            let (ingress, egress) = rules.clone()?;
+            out.push(NetworkAcl { id: a.id.get_ref().clone(), vpc: VpcIdx(idx((*vpc)?)?), ingress, egress });
+        }
+        for (i, v) in raw.vpc.iter().enumerate() {
+            let all = AclRule {
+                number: 100,
+                protocol: Protocol::All,
+                ports: PortMatch::Any,
+                cidr: Cidr::new(Ipv4Addr::UNSPECIFIED, 0),
+                action: AclAction::Allow,
+            };
+            out.push(NetworkAcl {
+                id: format!("{}/default-acl", v.id.get_ref()),
+                vpc: VpcIdx(idx(i)?),
+                ingress: vec![all.clone()],
+                egress: vec![all],
+            });
+        }
+        Some(out)
+    }
+
+    /// The declared route tables, then the implicit main table of each VPC that names none.
+    fn model_route_tables(&self, raw: &RawFile) -> Option<Vec<RouteTable>> {
+        let mut out = Vec::new();
+        for ((t, routes), vpc) in raw.route_table.iter().zip(&self.rtb_routes).zip(&self.vpc_of.route_table) {
+            out.push(RouteTable { id: t.id.get_ref().clone(), vpc: VpcIdx(idx((*vpc)?)?), routes: routes.clone()? });
+        }
+        for (i, (v, checked)) in raw.vpc.iter().zip(&self.vpcs).enumerate() {
+            if checked.implicit_main {
+                out.push(RouteTable {
+                    id: format!("{}/main", v.id.get_ref()),
+                    vpc: VpcIdx(idx(i)?),
+                    routes: vec![Route { destination: checked.cidr?, target: RouteTarget::Local }],
+                });
+            }
+        }
+        Some(out)
+    }
+
+    /// The internet gateways.
+    fn model_internet_gateways(&self, raw: &RawFile) -> Option<Vec<InternetGateway>> {
+        let mut out = Vec::new();
+        for (g, vpc) in raw.internet_gateway.iter().zip(&self.igw_vpc) {
+            out.push(InternetGateway { id: g.id.get_ref().clone(), vpc: VpcIdx(idx((*vpc)?)?) });
+        }
+        Some(out)
+    }
+
+    /// The NAT gateways, with the address each was given or found.
+    fn model_nat_gateways(&self, raw: &RawFile) -> Option<Vec<NatGateway>> {
+        let mut out = Vec::new();
+        for (n, checked) in raw.nat_gateway.iter().zip(&self.nats) {
+            let elastic_ip = match checked.elastic_ip? {
+                None => None,
+                Some(e) => Some(EipIdx(idx(e)?)),
+            };
+            out.push(NatGateway {
+                id: n.id.get_ref().clone(),
+                subnet: SubnetIdx(idx(checked.subnet?)?),
+                private_ip: checked.private_ip?,
+                elastic_ip,
+                ports: checked.ports?,
+            });
+        }
+        Some(out)
+    }
+
+    /// The Elastic IPs and their associations.
+    fn model_elastic_ips(&self, raw: &RawFile) -> Option<Vec<ElasticIp>> {
+        let mut out = Vec::new();
+        for (e, checked) in raw.elastic_ip.iter().zip(&self.eips) {
+            let association = match checked.association? {
+                None => None,
+                Some((eni, ip)) => Some((EniIdx(idx(eni)?), ip)),
+            };
+            out.push(ElasticIp { id: e.id.get_ref().clone(), public_ip: checked.public_ip?, association });
+        }
+        Some(out)
+    }
+
+    /// The peering connections.
+    fn model_peerings(&self, raw: &RawFile) -> Option<Vec<VpcPeering>> {
+        let mut out = Vec::new();
+        for (p, pair) in raw.vpc_peering.iter().zip(&self.peerings.pairs) {
+            let (a, b) = (*pair)?;
+            out.push(VpcPeering {
+                id: p.id.get_ref().clone(),
+                requester_vpc: VpcIdx(idx(a)?),
+                accepter_vpc: VpcIdx(idx(b)?),
+            });
+        }
+        Some(out)
+    }
+
+    /// The hosts of the emulated internet.
+    fn model_internet_hosts(&self, raw: &RawFile) -> Option<Vec<InternetHost>> {
+        let hosts = raw.internet.as_ref().map_or(&[][..], |i| &i.hosts[..]);
+        let mut out = Vec::new();
+        for (h, ip) in hosts.iter().zip(&self.hosts) {
+            out.push(InternetHost { id: h.id.get_ref().clone(), ip: (*ip)? });
+        }
+        Some(out)
+    }
+}
+
+/// An instance, running unless the file says stopped.
+fn model_instance(inst: &RawInstance) -> Instance {
+    Instance {
+        id: inst.id.get_ref().clone(),
+        instance_type: inst.instance_type.as_ref().map(|t| t.get_ref().trim().to_string()),
+        state: match inst.state.as_ref().map(|s| s.get_ref().as_str()) {
+            Some("stopped") => InstanceState::Stopped,
+            _ => InstanceState::Running,
+        },
+    }
 }

@@ -3,7 +3,9 @@
 # SECONDS_PER_TARGET seconds (default 30) from its committed seed corpus, and fails if any target
 # crashes (a panic, a failed invariant, a time-out, or more than 2 GB of memory).
 #
-#   scripts/fuzz.sh [SECONDS_PER_TARGET]
+#   scripts/fuzz.sh [SECONDS_PER_TARGET [TARGET...]]
+#
+# With TARGETs named, only those run (so that long campaigns can run targets side by side).
 #
 # The corpus is copied to a temporary directory first, so a run never rewrites fuzz/corpus/; a
 # crashing input is kept in fuzz/artifacts/<target>/ (ignored by git) and reproduced with
@@ -16,7 +18,8 @@
 set -euo pipefail
 
 secs=${1:-30}
-case $secs in '' | *[!0-9]*) echo "usage: $0 [SECONDS_PER_TARGET]" >&2; exit 2 ;; esac
+case $secs in '' | *[!0-9]*) echo "usage: $0 [SECONDS_PER_TARGET [TARGET...]]" >&2; exit 2 ;; esac
+shift || true
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root/fuzz"
 
@@ -35,6 +38,12 @@ fi
 
 # Per target: extra libFuzzer options.
 targets=(pipeline topology control_request)
+if [ $# -gt 0 ]; then
+    for t in "$@"; do
+        case " ${targets[*]} " in *" $t "*) ;; *) echo "fuzz: no target '$t' (${targets[*]})" >&2; exit 2 ;; esac
+    done
+    targets=("$@")
+fi
 declare -A extra=(
     [pipeline]="-max_len=8192"
     [topology]="-max_len=16384"

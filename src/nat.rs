@@ -145,6 +145,29 @@ pub struct NatMapping {
     pub packets: u64,
 }
 
+/// What translating one outbound packet takes ([`NatTable::plan_outbound`]), to be carried out by
+/// [`NatTable::apply`] when the packet is forwarded and only shown when it is traced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NatPlan {
+    key: FlowKey,
+    port: u16,
+    /// `None`: refresh the live mapping. `Some(cursor)`: create one, moving the destination's
+    /// cursor to `cursor` when the scan found the port.
+    new: Option<Option<u16>>,
+}
+
+impl NatPlan {
+    /// The source port (ICMP: echo id) the packet leaves with.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Whether a new mapping is made (rather than a live one refreshed).
+    pub fn is_new(&self) -> bool {
+        self.new.is_some()
+    }
+}
+
 /// An outbound flow as the NAT keys it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct FlowKey {
@@ -261,11 +284,15 @@ impl NatTable {
         now < self.deadline(m)
     }
 
+    /// How long `m` lives on without packets; zero once it has expired (awaiting reclaim).
+    pub fn remaining(&self, now: Duration, m: &NatMapping) -> Duration {
+        self.deadline(m).saturating_sub(now)
+    }
+
     /// Outbound packet from `inside` to `remote`: the outside source port (ICMP: echo id) of its
-    /// mapping, refreshed, or of a new mapping. A new mapping keeps the inside port when it is in
-    /// range and free for that destination, else takes the next free one after the destination's
-    /// cursor. `Err(PortAllocation)` (counted) when the destination has no port left; existing
-    /// mappings keep working and other destinations are unaffected.
+    /// mapping, refreshed, or of a new mapping: [`plan_outbound`](Self::plan_outbound) then
+    /// [`apply`](Self::apply), or the refusal counted. `Err(PortAllocation)` when the destination
+    /// has no port left; existing mappings keep working and other destinations are unaffected.
     ///
     /// For TCP the caller asks [`expired_recently`](Self::expired_recently) first: a segment other
     /// than a SYN on a timed-out connection is answered with an RST rather than translated.
@@ -276,34 +303,97 @@ impl NatTable {
         inside: (Ipv4Addr, u16),
         remote: (Ipv4Addr, u16),
     ) -> Result<u16, NatError> {
+        match self.plan_outbound(now, protocol, inside, remote) {
+            Ok(plan) => Ok(self.apply(now, plan)),
+            Err(e) => {
+                self.count_refusal();
+                Err(e)
+            }
+        }
+    }
+
+    /// What translating this outbound packet takes, decided without changing any translation,
+    /// so that `trace` shows exactly what forwarding then does with [`apply`](Self::apply): the
+    /// live mapping's port, or the port a new mapping gets. A new mapping keeps the inside port
+    /// when it is in range and no live mapping holds it for that destination, else takes the
+    /// first such port from the destination's cursor on (wrapping).
+    ///
+    /// At the destination's limit, mappings that have already expired are reclaimed first (what
+    /// [`handle_timeout`](Self::handle_timeout) does at its next call, which no lookup can tell
+    /// apart), so a full destination frees up at the idle timeout exactly; then, still full, the
+    /// packet is refused at once, without a scan. Trace and forwarding both plan this way, so the
+    /// state they plan on, and the port they name, is the same.
+    pub fn plan_outbound(
+        &mut self,
+        now: Duration,
+        protocol: u8,
+        inside: (Ipv4Addr, u16),
+        remote: (Ipv4Addr, u16),
+    ) -> Result<NatPlan, NatError> {
         let key = FlowKey { protocol, inside, remote };
         if let Some(slot) = self.map.get(&key) {
             if self.live(now, &slot.m) {
-                let slot = self.map.get_mut(&key).expect("present: just looked up");
-                slot.m.last_seen = slot.m.last_seen.max(now);
-                slot.m.packets += 1;
-                return Ok(slot.m.outside_port);
+                return Ok(NatPlan { key, port: slot.m.outside_port, new: None });
             }
-            // Expired but not yet reclaimed: this packet starts a new mapping.
-            self.remove(key, false);
         }
         let dest = key.dest();
         let capacity = self.max_per_destination.min(self.range_len);
-        if self.dests.get(&dest).map_or(0, |d| d.used) >= capacity {
-            // Expired mappings may be holding the ports: reclaim what is due, then look again.
+        let full = |t: &NatTable| t.dests.get(&dest).map_or(0, |d| d.used) >= capacity;
+        if full(self) {
             self.handle_timeout(now);
-            if self.dests.get(&dest).map_or(0, |d| d.used) >= capacity {
-                self.port_errors += 1;
+            if full(self) {
                 return Err(NatError::PortAllocation);
             }
         }
-        let Some((port, cursor)) = self.allocate(now, dest, inside.1) else {
-            // Unreachable while `used < capacity <= range_len`; fail closed and count it.
-            self.port_errors += 1;
-            return Err(NatError::PortAllocation);
+        let usable = |port: u16| match self.by_outside.get(&(dest, port)) {
+            None => true,
+            Some(holder) => self.map.get(holder).is_none_or(|slot| !self.live(now, &slot.m)),
         };
+        let in_range = |port: u16| (self.first..=self.last).contains(&port);
+        if in_range(inside.1) && usable(inside.1) {
+            return Ok(NatPlan { key, port: inside.1, new: Some(None) });
+        }
+        let mut port = self.dests.get(&dest).map_or(self.first, |d| d.cursor);
+        for _ in 0..self.range_len {
+            if !in_range(port) {
+                port = self.first;
+            }
+            let next = if port == self.last { self.first } else { port + 1 };
+            if usable(port) {
+                return Ok(NatPlan { key, port, new: Some(Some(next)) });
+            }
+            port = next;
+        }
+        Err(NatError::PortAllocation)
+    }
+
+    /// Carries out a plan [`plan_outbound`](Self::plan_outbound) made at this `now` on this
+    /// table, unchanged since: refreshes the mapping, or creates it (reclaiming the expired
+    /// mappings it replaces: its own flow's, and the port's holder, which leaves a tombstone).
+    /// Returns the outside port.
+    pub fn apply(&mut self, now: Duration, plan: NatPlan) -> u16 {
+        let NatPlan { key, port, new } = plan;
+        let Some(cursor) = new else {
+            if let Some(slot) = self.map.get_mut(&key) {
+                slot.m.last_seen = slot.m.last_seen.max(now);
+                slot.m.packets += 1;
+            }
+            return port;
+        };
+        self.remove(key, false);
+        let dest = key.dest();
+        if let Some(&holder) = self.by_outside.get(&(dest, port)) {
+            self.remove(holder, true);
+        }
         self.maybe_compact();
-        let m = NatMapping { protocol, inside, outside_port: port, remote, last_seen: now, packets: 1 };
+        let m = NatMapping {
+            protocol: key.protocol,
+            inside: key.inside,
+            outside_port: port,
+            remote: key.remote,
+            last_seen: now,
+            packets: 1,
+        };
         let queued = self.deadline(&m);
         self.queue.push(Reverse((queued, key)));
         self.map.insert(key, Slot { m, queued });
@@ -314,44 +404,12 @@ impl NatTable {
             d.cursor = c;
         }
         self.tombstones.remove(&key);
-        Ok(port)
+        port
     }
 
-    /// A free port for `dest` and, when the cursor found it, the cursor's next position:
-    /// `preferred` if in range and free, else the first free one from the destination's cursor on
-    /// (wrapping). Ports of expired mappings count as free (the mapping is
-    /// reclaimed on the spot). With the range less than full, the expected probe count is small;
-    /// the cursor moving past each port taken keeps a run of used ports from being rescanned.
-    fn allocate(&mut self, now: Duration, dest: Dest, preferred: u16) -> Option<(u16, Option<u16>)> {
-        if (self.first..=self.last).contains(&preferred) && self.take_if_free(now, dest, preferred) {
-            return Some((preferred, None));
-        }
-        let mut port = self.dests.get(&dest).map_or(self.first, |d| d.cursor);
-        for _ in 0..self.range_len {
-            if !(self.first..=self.last).contains(&port) {
-                port = self.first;
-            }
-            let next = if port == self.last { self.first } else { port + 1 };
-            if self.take_if_free(now, dest, port) {
-                return Some((port, Some(next)));
-            }
-            port = next;
-        }
-        None
-    }
-
-    /// Whether `port` is free for `dest`, reclaiming an expired mapping that holds it.
-    fn take_if_free(&mut self, now: Duration, dest: Dest, port: u16) -> bool {
-        let Some(&holder) = self.by_outside.get(&(dest, port)) else {
-            return true;
-        };
-        match self.map.get(&holder) {
-            Some(slot) if self.live(now, &slot.m) => false,
-            _ => {
-                self.remove(holder, true);
-                true
-            }
-        }
+    /// Counts a new flow refused for want of a port (a plan that failed, its packet dropped).
+    pub fn count_refusal(&mut self) {
+        self.port_errors += 1;
     }
 
     /// Removes the mapping of `key` and its port; leaves a tombstone for TCP if `tombstone`.
@@ -432,50 +490,6 @@ impl NatTable {
     ) -> Option<u16> {
         let slot = self.map.get(&FlowKey { protocol, inside, remote })?;
         self.live(now, &slot.m).then_some(slot.m.outside_port)
-    }
-
-    /// What [`outbound`](Self::outbound) would answer now, without allocating anything: the
-    /// live mapping's port, the port a new mapping would get, or `PortAllocation`. For `trace`.
-    pub fn preview_outbound(
-        &self,
-        now: Duration,
-        protocol: u8,
-        inside: (Ipv4Addr, u16),
-        remote: (Ipv4Addr, u16),
-    ) -> Result<u16, NatError> {
-        if let Some(port) = self.peek_outbound(now, protocol, inside, remote) {
-            return Ok(port);
-        }
-        let dest = FlowKey { protocol, inside, remote }.dest();
-        let free = |port: u16| match self.by_outside.get(&(dest, port)) {
-            None => true,
-            Some(holder) => self.map.get(holder).is_none_or(|slot| !self.live(now, &slot.m)),
-        };
-        let in_range = |port: u16| (self.first..=self.last).contains(&port);
-        let capacity = self.max_per_destination.min(self.range_len);
-        let used = self.dests.get(&dest).map_or(0, |d| d.used);
-        // At capacity only a port held by an expired mapping can be had (outbound reclaims it).
-        let usable = |port: u16| {
-            if used >= capacity {
-                self.by_outside.get(&(dest, port)).is_some() && free(port)
-            } else {
-                free(port)
-            }
-        };
-        if in_range(inside.1) && usable(inside.1) {
-            return Ok(inside.1);
-        }
-        let mut port = self.dests.get(&dest).map_or(self.first, |d| d.cursor);
-        for _ in 0..self.range_len {
-            if !in_range(port) {
-                port = self.first;
-            }
-            if usable(port) {
-                return Ok(port);
-            }
-            port = if port == self.last { self.first } else { port + 1 };
-        }
-        Err(NatError::PortAllocation)
     }
 
     /// Whether this outbound TCP flow had a mapping that timed out, now or within the last
@@ -618,20 +632,44 @@ mod tests {
     }
 
     #[test]
-    fn preview_agrees_with_outbound_and_changes_nothing() {
+    fn a_plan_translates_nothing_and_applying_it_is_outbound() {
         let h = |n: u8| Ipv4Addr::new(10, 0, 2, n);
         let remote = (Ipv4Addr::new(198, 51, 100, 7), 80);
         let mut t = NatTable::new(Ipv4Addr::new(10, 0, 1, 100), 1024..=1025, AWS_MAX_PER_DESTINATION, AWS_IDLE_TIMEOUT);
         let now = Duration::ZERO;
         for n in 1..=2 {
-            let preview = t.preview_outbound(now, 6, (h(n), 40000), remote);
-            assert_eq!(t.len(), usize::from(n) - 1, "preview allocated");
-            assert_eq!(preview, t.outbound(now, 6, (h(n), 40000), remote));
+            let plan = t.plan_outbound(now, 6, (h(n), 40000), remote).unwrap();
+            assert!(plan.is_new());
+            assert_eq!(t.len(), usize::from(n) - 1, "planning allocated");
+            assert_eq!(Ok(plan.port()), t.outbound(now, 6, (h(n), 40000), remote));
         }
-        assert_eq!(t.preview_outbound(now, 6, (h(3), 40000), remote), Err(NatError::PortAllocation));
-        assert_eq!(t.preview_outbound(now, 6, (h(1), 40000), remote), t.outbound(now, 6, (h(1), 40000), remote));
+        assert_eq!(t.plan_outbound(now, 6, (h(3), 40000), remote), Err(NatError::PortAllocation));
+        assert_eq!(t.port_allocation_errors(), 0, "a plan counts nothing");
+        assert_eq!(t.len(), 2);
+        let again = t.plan_outbound(now, 6, (h(1), 40000), remote).unwrap();
+        assert!(!again.is_new());
+        assert_eq!(Ok(again.port()), t.outbound(now, 6, (h(1), 40000), remote));
         let later = AWS_IDLE_TIMEOUT + Duration::from_secs(1);
-        assert_eq!(t.preview_outbound(later, 6, (h(3), 40000), remote), t.outbound(later, 6, (h(3), 40000), remote));
+        let plan = t.plan_outbound(later, 6, (h(3), 40000), remote).unwrap();
+        assert_eq!(Ok(plan.port()), t.outbound(later, 6, (h(3), 40000), remote));
+    }
+
+    /// The fuzzer's finding (issue 8): once every translation to a destination had expired,
+    /// forwarding reclaimed them all (dropping the destination's cursor) and took the range's
+    /// first port, while `trace` still scanned from the old cursor and named another. Now both
+    /// are one plan.
+    #[test]
+    fn the_plan_names_the_port_forwarding_takes_after_every_mapping_expired() {
+        let mut t = NatTable::new(NAT, 1024..=1026, 3, AWS_IDLE_TIMEOUT);
+        for i in 0..3 {
+            t.outbound(secs(0), UDP, (A, 5000 + i), (D1, 53)).unwrap();
+        }
+        let later = AWS_IDLE_TIMEOUT + secs(1);
+        for i in 0..3 {
+            let plan = t.plan_outbound(later, UDP, (B, 6000 + i), (D1, 53)).unwrap();
+            assert_eq!(t.outbound(later, UDP, (B, 6000 + i), (D1, 53)), Ok(plan.port()));
+        }
+        assert_eq!(t.plan_outbound(later, UDP, (B, 7000), (D1, 53)), Err(NatError::PortAllocation));
     }
 
     #[test]
@@ -762,7 +800,7 @@ mod tests {
         assert_eq!(t.outbound(secs(1), TCP, (A, 40000), (D1, 443)), Ok(old));
         assert_eq!(t.inbound(secs(1), TCP, (D1, 443), old), Some((A, 40000)));
         // New flows get ports of the new range, even when their inside port was in the old one.
-        assert_eq!(t.preview_outbound(secs(1), TCP, (B, 40000), (D1, 443)), Ok(2000));
+        assert_eq!(t.plan_outbound(secs(1), TCP, (B, 40000), (D1, 443)).map(|p| p.port()), Ok(2000));
         assert_eq!(t.outbound(secs(1), TCP, (B, 40000), (D1, 443)), Ok(2000));
         // The old translation still counts towards its destination's limit until it expires.
         assert_eq!(t.outbound(secs(1), TCP, (B, 2001), (D1, 443)), Err(NatError::PortAllocation));

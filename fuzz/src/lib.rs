@@ -518,47 +518,12 @@ fn connections(p: &Pipeline, now: Duration) -> Vec<ConnectionView> {
 fn check_trace(v: Verdict, frame: &[u8], tv: Verdict, tframe: &[u8]) {
     assert_eq!(tv, v, "trace and forwarding disagree");
     match v {
-        Verdict::ToInternet => assert!(
-            nat_port_masked(tframe) == nat_port_masked(frame),
-            "trace and forwarding rewrote the frame differently"
-        ),
-        Verdict::Forward(_) | Verdict::Reply => {
+        Verdict::Forward(_) | Verdict::ToInternet | Verdict::Reply => {
             assert!(tframe == frame, "trace and forwarding rewrote the frame differently")
         }
         Verdict::ReplyWith(n) => assert!(tframe[..n] == frame[..n], "trace and forwarding answered differently"),
         Verdict::Drop(_) | Verdict::DropAt(..) => {}
     }
-}
-
-/// A frame for the internet with the NAT gateway's source port (or echo id) and the transport
-/// checksum blanked when it leaves from the NAT gateway's Elastic IP.
-///
-/// Known and not fixed: trace's `NatTable::preview_outbound` can name another port than
-/// `outbound` then takes. When every translation to a destination has expired, `outbound`
-/// reclaims them, which drops the destination's cursor, and allocates from the first port of the
-/// range; the preview still scans from the old cursor. The verdict is the same, the port in the
-/// explanation is not (seed input: `crash-a62e66f2...`, see the fuzzing report of issue 8).
-fn nat_port_masked(frame: &[u8]) -> Vec<u8> {
-    let mut f = frame.to_vec();
-    let m = model();
-    let Some(l) = layout(&f) else { return f };
-    let from_nat =
-        m.nat_gateways.iter().filter_map(|n| n.elastic_ip).any(|i| m.elastic_ips[i.index()].public_ip == l.src);
-    let l4 = ETH + l.ihl;
-    let fields: &[usize] = match l.protocol {
-        6 => &[0, 1, 16, 17],
-        17 => &[0, 1, 6, 7],
-        1 => &[2, 3, 4, 5],
-        _ => &[],
-    };
-    if from_nat && !l.fragment {
-        for &i in fields {
-            if let Some(b) = f.get_mut(l4 + i) {
-                *b = 0;
-            }
-        }
-    }
-    f
 }
 
 fn check_verdict(m: &Model, v: Verdict, input: &[u8], out: &[u8], off: Offload, before: Option<Integrity>) {

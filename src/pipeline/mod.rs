@@ -518,7 +518,10 @@ impl Pipeline {
             for (n, table) in self.nats.iter().enumerate() {
                 let nat = &self.model.nat_gateways[n];
                 for m in table.mappings() {
-                    let idle = now.saturating_sub(m.last_seen);
+                    let remaining = table.remaining(now, m);
+                    if remaining.is_zero() {
+                        continue;
+                    }
                     out.push(ConnectionView {
                         eni: nat.id.clone(),
                         protocol: m.protocol,
@@ -527,7 +530,7 @@ impl Pipeline {
                         translated: Some((nat.private_ip, m.outside_port)),
                         state: "Translated".into(),
                         packets: m.packets,
-                        expires_in_secs: crate::nat::AWS_IDLE_TIMEOUT.saturating_sub(idle).as_secs(),
+                        expires_in_secs: remaining.as_secs(),
                     });
                 }
             }
@@ -886,14 +889,13 @@ impl Pipeline {
             return Err(Verdict::Drop(DropReason::NatNoMapping));
         }
         self.room(now, from, egress, Stage::SgEgress, obs)?;
-        let outside = if commit {
-            self.nats[n.index()].outbound(now, ip.protocol, inside, remote)
-        } else {
-            self.nats[n.index()].preview_outbound(now, ip.protocol, inside, remote)
-        };
-        let outside = match outside {
-            Ok(p) => p,
+        // One plan: trace shows it, forwarding carries it out, so the two never name different ports.
+        let plan = match self.nats[n.index()].plan_outbound(now, ip.protocol, inside, remote) {
+            Ok(plan) => plan,
             Err(NatError::PortAllocation) => {
+                if commit {
+                    self.nats[n.index()].count_refusal();
+                }
                 obs.record(
                     Stage::NatGateway,
                     format_args!("drop: no free port for {}:{} ({} ErrorPortAllocation)", remote.0, remote.1, nat.id),
@@ -903,7 +905,9 @@ impl Pipeline {
         };
         if commit {
             self.commit(now, from, egress, info, None)?;
+            self.nats[n.index()].apply(now, plan);
         }
+        let outside = plan.port();
         obs.record(
             Stage::NatGateway,
             format_args!("{}: source {}:{} -> {}:{outside}", nat.id, ip.src, inside_port, nat.private_ip),

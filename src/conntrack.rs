@@ -5,10 +5,15 @@
 //! outside with [`ConnTable::poll_timeout`] / [`ConnTable::handle_timeout`] (sans-IO, as in
 //! quinn-proto). Nothing here panics on any input, extreme times included (deadlines saturate).
 //!
-//! Keys. A [`ConnKey`] is normalized so both directions of a flow map to one entry: protocol plus
-//! the two `(address, port)` endpoints in order. ICMP echo request and reply use the echo id as the
-//! "port" of both ends; protocols other than TCP, UDP and ICMP are keyed by addresses and protocol
-//! only (AWS: "tracked by addresses and protocol number only").
+//! Packets. Every call takes the packet's [`Flow`] as sent (the one flow summary of
+//! [`crate::packet`]): its addresses, protocol, ports, ICMP type and echo id, and TCP flags.
+//!
+//! Keys. A [`ConnKey`] is built from a [`Flow`] and normalized so both directions of a flow map to
+//! one entry: protocol plus the two `(address, port)` endpoints in order. It is a type of its own,
+//! not a `Flow`, because it forgets what a connection does not share between its packets (the
+//! direction, flags, ICMP type). ICMP echo request and reply use the echo id as the "port" of both
+//! ends; protocols other than TCP, UDP and ICMP are keyed by addresses and protocol only (AWS:
+//! "tracked by addresses and protocol number only").
 //!
 //! Timeouts. An entry is idle-timed: it expires `timeout(state)` after its last packet. TCP
 //! established, UDP stream and UDP single use the ENI's configured [`ConntrackConfig`]; states AWS
@@ -35,20 +40,8 @@ use hashbrown::hash_map::Entry as MapEntry;
 use hashbrown::HashMap;
 
 use crate::model::ConntrackConfig;
-use crate::policy::Flow;
+use crate::packet::{Flow, IpProto, TcpFlags};
 
-/// TCP FIN flag bit in [`PacketInfo::tcp_flags`].
-pub const TCP_FIN: u8 = 0x01;
-/// TCP SYN flag bit in [`PacketInfo::tcp_flags`].
-pub const TCP_SYN: u8 = 0x02;
-/// TCP RST flag bit in [`PacketInfo::tcp_flags`].
-pub const TCP_RST: u8 = 0x04;
-/// TCP ACK flag bit in [`PacketInfo::tcp_flags`].
-pub const TCP_ACK: u8 = 0x10;
-
-const PROTO_ICMP: u8 = 1;
-const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
 const ICMP_ECHO_REPLY: u8 = 0;
 const ICMP_ECHO_REQUEST: u8 = 8;
 
@@ -103,54 +96,41 @@ pub const FIXED_TIMEOUTS: FixedTimeouts = FixedTimeouts {
     other: Duration::from_secs(600),
 };
 
-/// What conntrack needs from one packet, as sent (source to destination).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct PacketInfo {
-    /// Addresses, protocol, ports, ICMP type/code.
-    pub flow: Flow,
-    /// Echo identifier for ICMP echo request/reply, else 0.
-    pub icmp_id: u16,
-    /// TCP flags ([`TCP_FIN`], [`TCP_SYN`], [`TCP_RST`], [`TCP_ACK`]); 0 unless TCP.
-    pub tcp_flags: u8,
+/// The sending endpoint and the receiving one of a packet, with the "port" conntrack uses for its
+/// protocol (TCP/UDP port, ICMP echo id at both ends, else 0).
+fn endpoints(f: &Flow) -> ((Ipv4Addr, u16), (Ipv4Addr, u16)) {
+    let (sp, dp) = match f.proto {
+        IpProto::TCP | IpProto::UDP => (f.l4.src_port, f.l4.dst_port),
+        IpProto::ICMP if f.l4.icmp_type == ICMP_ECHO_REQUEST || f.l4.icmp_type == ICMP_ECHO_REPLY => {
+            (f.l4.icmp_id, f.l4.icmp_id)
+        }
+        _ => (0, 0),
+    };
+    ((f.src, sp), (f.dst, dp))
 }
 
-impl PacketInfo {
-    /// The sending endpoint and the receiving one, with the "port" conntrack uses for the protocol.
-    fn endpoints(&self) -> ((Ipv4Addr, u16), (Ipv4Addr, u16)) {
-        let f = &self.flow;
-        let (sp, dp) = match f.protocol {
-            PROTO_TCP | PROTO_UDP => (f.src_port, f.dst_port),
-            PROTO_ICMP if f.icmp_type == ICMP_ECHO_REQUEST || f.icmp_type == ICMP_ECHO_REPLY => {
-                (self.icmp_id, self.icmp_id)
-            }
-            _ => (0, 0),
-        };
-        ((f.src, sp), (f.dst, dp))
-    }
-
-    fn has(&self, flag: u8) -> bool {
-        self.tcp_flags & flag != 0
-    }
+fn has(p: &Flow, flag: TcpFlags) -> bool {
+    p.l4.tcp_flags.contains(flag)
 }
 
 /// A direction-independent connection key: protocol and the two endpoints, lower one first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnKey {
-    protocol: u8,
+    protocol: IpProto,
     lo: (Ipv4Addr, u16),
     hi: (Ipv4Addr, u16),
 }
 
 impl ConnKey {
     /// The key of a packet's connection; a packet and its reply give the same key.
-    pub fn of(p: &PacketInfo) -> ConnKey {
-        let (s, d) = p.endpoints();
+    pub fn of(p: &Flow) -> ConnKey {
+        let (s, d) = endpoints(p);
         let (lo, hi) = if s <= d { (s, d) } else { (d, s) };
-        ConnKey { protocol: p.flow.protocol, lo, hi }
+        ConnKey { protocol: p.proto, lo, hi }
     }
 
-    /// IP protocol number.
-    pub fn protocol(&self) -> u8 {
+    /// IP protocol.
+    pub fn protocol(&self) -> IpProto {
         self.protocol
     }
 
@@ -191,12 +171,10 @@ pub enum ConnState {
 
 /// A bare SYN on the ports of a TCP connection that has ended (TIME_WAIT, CLOSED) starts a new
 /// connection, which replaces the old entry (Linux does the same): it is judged afresh.
-fn reopens<D>(e: &Entry<D>, p: &PacketInfo) -> bool {
-    p.flow.protocol == PROTO_TCP
+fn reopens<D>(e: &Entry<D>, p: &Flow) -> bool {
+    p.proto == IpProto::TCP
         && matches!(e.state, ConnState::TcpTimeWait | ConnState::TcpClosed)
-        && p.has(TCP_SYN)
-        && !p.has(TCP_ACK)
-        && !p.has(TCP_RST)
+        && p.l4.tcp_flags.is_bare_syn()
 }
 
 /// One tracked connection.
@@ -228,8 +206,8 @@ impl<D> Entry<D> {
         self.seen_reply
     }
 
-    fn is_reply(&self, p: &PacketInfo) -> bool {
-        p.endpoints().0 != self.initiator
+    fn is_reply(&self, p: &Flow) -> bool {
+        endpoints(p).0 != self.initiator
     }
 }
 
@@ -288,28 +266,28 @@ impl Timeouts {
 ///
 /// A TCP first packet other than SYN, SYN+ACK or RST is picked up as established, as Linux does
 /// with `nf_conntrack_tcp_loose=1` (the default): a connection that predates the table survives.
-fn initial_state(p: &PacketInfo) -> ConnState {
-    match p.flow.protocol {
-        PROTO_TCP if p.has(TCP_RST) => ConnState::TcpClosed,
-        PROTO_TCP if p.has(TCP_SYN) && p.has(TCP_ACK) => ConnState::TcpSynReceived,
-        PROTO_TCP if p.has(TCP_SYN) => ConnState::TcpSynSent,
-        PROTO_TCP => ConnState::TcpEstablished,
-        PROTO_UDP => ConnState::UdpSingle,
-        PROTO_ICMP => ConnState::Icmp,
+fn initial_state(p: &Flow) -> ConnState {
+    match p.proto {
+        IpProto::TCP if has(p, TcpFlags::RST) => ConnState::TcpClosed,
+        IpProto::TCP if has(p, TcpFlags::SYN) && has(p, TcpFlags::ACK) => ConnState::TcpSynReceived,
+        IpProto::TCP if has(p, TcpFlags::SYN) => ConnState::TcpSynSent,
+        IpProto::TCP => ConnState::TcpEstablished,
+        IpProto::UDP => ConnState::UdpSingle,
+        IpProto::ICMP => ConnState::Icmp,
         _ => ConnState::Other,
     }
 }
 
 /// The TCP state after packet `p` (`reply`: sent by the responder). Simplified from Linux's
 /// `tcp_conntracks` table: no sequence-window tracking.
-fn tcp_next(s: ConnState, p: &PacketInfo, reply: bool) -> ConnState {
+fn tcp_next(s: ConnState, p: &Flow, reply: bool) -> ConnState {
     use ConnState::*;
-    if p.has(TCP_RST) {
+    if has(p, TcpFlags::RST) {
         return TcpClosed;
     }
-    let syn = p.has(TCP_SYN);
-    let ack = p.has(TCP_ACK);
-    let fin = p.has(TCP_FIN);
+    let syn = has(p, TcpFlags::SYN);
+    let ack = has(p, TcpFlags::ACK);
+    let fin = has(p, TcpFlags::FIN);
     match s {
         // SYN+ACK, or a bare SYN (simultaneous open), from the responder.
         TcpSynSent if reply && syn => TcpSynReceived,
@@ -390,7 +368,7 @@ impl<D> ConnTable<D> {
     /// (an expired entry found here is removed), and for a bare TCP SYN that reuses the key of a
     /// connection in TIME_WAIT or CLOSED: the old entry is removed so the new connection is judged
     /// afresh by the caller and inserted.
-    pub fn lookup(&mut self, now: Duration, p: &PacketInfo) -> Option<(&mut Entry<D>, bool)> {
+    pub fn lookup(&mut self, now: Duration, p: &Flow) -> Option<(&mut Entry<D>, bool)> {
         let key = ConnKey::of(p);
         let MapEntry::Occupied(occ) = self.map.entry(key) else {
             return None;
@@ -432,7 +410,7 @@ impl<D> ConnTable<D> {
 
     /// Read-only lookup (for `trace`, and to look before touching): the live entry of this packet's connection and whether the
     /// packet goes in the reply direction. Changes nothing, not even an expired entry.
-    pub fn peek(&self, now: Duration, p: &PacketInfo) -> Option<(&Entry<D>, bool)> {
+    pub fn peek(&self, now: Duration, p: &Flow) -> Option<(&Entry<D>, bool)> {
         let e = self.map.get(&ConnKey::of(p))?;
         // As `lookup` sees it: an expired entry, or one this packet replaces, is no connection.
         if self.timeouts.expired(now, e) || reopens(e, p) {
@@ -458,7 +436,7 @@ impl<D> ConnTable<D> {
     pub fn insert(
         &mut self,
         now: Duration,
-        p: &PacketInfo,
+        p: &Flow,
         decision: D,
         generation: u64,
     ) -> Result<&mut Entry<D>, ConntrackFull> {
@@ -473,7 +451,7 @@ impl<D> ConnTable<D> {
         let state = initial_state(p);
         let mut e = Entry {
             key,
-            initiator: p.endpoints().0,
+            initiator: endpoints(p).0,
             state,
             last_seen: now,
             packets: 1,
@@ -496,7 +474,7 @@ impl<D> ConnTable<D> {
     /// For an ICMP error: the live entry of the connection quoted inside it. `inner` describes the
     /// quoted packet as it was sent (its original direction); either direction of the connection
     /// is found. Read-only.
-    pub fn related(&self, now: Duration, inner: &PacketInfo) -> Option<&Entry<D>> {
+    pub fn related(&self, now: Duration, inner: &Flow) -> Option<&Entry<D>> {
         self.peek(now, inner).map(|(e, _)| e)
     }
 
@@ -588,6 +566,7 @@ impl<D> ConnTable<D> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::packet::L4Meta;
 
     const A: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 10);
     const B: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 20);
@@ -596,22 +575,22 @@ mod tests {
         Duration::from_secs(s)
     }
 
-    fn flow(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, sp: u16, dp: u16) -> Flow {
-        Flow { src, dst, protocol, src_port: sp, dst_port: dp, icmp_type: 0, icmp_code: 0 }
+    fn flow(src: Ipv4Addr, dst: Ipv4Addr, proto: IpProto, sp: u16, dp: u16) -> Flow {
+        Flow { src, dst, proto, l4: L4Meta::ports(sp, dp) }
     }
 
-    fn tcp(src: Ipv4Addr, dst: Ipv4Addr, sp: u16, dp: u16, flags: u8) -> PacketInfo {
-        PacketInfo { flow: flow(src, dst, PROTO_TCP, sp, dp), icmp_id: 0, tcp_flags: flags }
+    fn tcp(src: Ipv4Addr, dst: Ipv4Addr, sp: u16, dp: u16, flags: TcpFlags) -> Flow {
+        let mut f = flow(src, dst, IpProto::TCP, sp, dp);
+        f.l4.tcp_flags = flags;
+        f
     }
 
-    fn udp(src: Ipv4Addr, dst: Ipv4Addr, sp: u16, dp: u16) -> PacketInfo {
-        PacketInfo { flow: flow(src, dst, PROTO_UDP, sp, dp), icmp_id: 0, tcp_flags: 0 }
+    fn udp(src: Ipv4Addr, dst: Ipv4Addr, sp: u16, dp: u16) -> Flow {
+        flow(src, dst, IpProto::UDP, sp, dp)
     }
 
-    fn icmp(src: Ipv4Addr, dst: Ipv4Addr, ty: u8, id: u16) -> PacketInfo {
-        let mut f = flow(src, dst, PROTO_ICMP, 0, 0);
-        f.icmp_type = ty;
-        PacketInfo { flow: f, icmp_id: id, tcp_flags: 0 }
+    fn icmp(src: Ipv4Addr, dst: Ipv4Addr, ty: u8, id: u16) -> Flow {
+        Flow { src, dst, proto: IpProto::ICMP, l4: L4Meta::icmp(ty, 0, id) }
     }
 
     fn table() -> ConnTable<u32> {
@@ -619,7 +598,7 @@ mod tests {
     }
 
     /// Drives `lookup` and returns the state and reply flag.
-    fn step(t: &mut ConnTable<u32>, now: Duration, p: &PacketInfo) -> (ConnState, bool) {
+    fn step(t: &mut ConnTable<u32>, now: Duration, p: &Flow) -> (ConnState, bool) {
         let (e, reply) = t.lookup(now, p).expect("entry");
         (e.state, reply)
     }
@@ -658,28 +637,28 @@ mod tests {
         let (c, s) = ((A, 40000), (B, 443));
         let fwd = |f| tcp(c.0, s.0, c.1, s.1, f);
         let rev = |f| tcp(s.0, c.0, s.1, c.1, f);
-        let e = t.insert(secs(0), &fwd(TCP_SYN), 0, 0).unwrap();
+        let e = t.insert(secs(0), &fwd(TcpFlags::SYN), 0, 0).unwrap();
         assert_eq!(e.state, ConnState::TcpSynSent);
-        let e = t.peek(secs(0), &fwd(TCP_SYN)).unwrap().0;
+        let e = t.peek(secs(0), &fwd(TcpFlags::SYN)).unwrap().0;
         assert_eq!(t.remaining(secs(0), e), secs(120));
-        assert_eq!(step(&mut t, secs(1), &rev(TCP_SYN | TCP_ACK)), (ConnState::TcpSynReceived, true));
-        let e = t.peek(secs(1), &fwd(0)).unwrap().0;
+        assert_eq!(step(&mut t, secs(1), &rev(TcpFlags::SYN | TcpFlags::ACK)), (ConnState::TcpSynReceived, true));
+        let e = t.peek(secs(1), &fwd(TcpFlags::NONE)).unwrap().0;
         assert_eq!(t.remaining(secs(1), e), secs(60));
-        assert_eq!(step(&mut t, secs(2), &fwd(TCP_ACK)), (ConnState::TcpEstablished, false));
-        let e = t.peek(secs(2), &fwd(0)).unwrap().0;
+        assert_eq!(step(&mut t, secs(2), &fwd(TcpFlags::ACK)), (ConnState::TcpEstablished, false));
+        let e = t.peek(secs(2), &fwd(TcpFlags::NONE)).unwrap().0;
         assert_eq!(t.remaining(secs(2), e), secs(432_000));
         // Data both ways keeps it established.
-        assert_eq!(step(&mut t, secs(3), &rev(TCP_ACK)).0, ConnState::TcpEstablished);
+        assert_eq!(step(&mut t, secs(3), &rev(TcpFlags::ACK)).0, ConnState::TcpEstablished);
         // The client closes first.
-        assert_eq!(step(&mut t, secs(4), &fwd(TCP_FIN | TCP_ACK)).0, ConnState::TcpFinWait);
-        let e = t.peek(secs(4), &fwd(0)).unwrap().0;
+        assert_eq!(step(&mut t, secs(4), &fwd(TcpFlags::FIN | TcpFlags::ACK)).0, ConnState::TcpFinWait);
+        let e = t.peek(secs(4), &fwd(TcpFlags::NONE)).unwrap().0;
         assert_eq!(t.remaining(secs(4), e), secs(120));
-        assert_eq!(step(&mut t, secs(5), &rev(TCP_ACK)).0, ConnState::TcpFinWait);
-        assert_eq!(step(&mut t, secs(6), &rev(TCP_FIN | TCP_ACK)).0, ConnState::TcpLastAck);
-        let e = t.peek(secs(6), &fwd(0)).unwrap().0;
+        assert_eq!(step(&mut t, secs(5), &rev(TcpFlags::ACK)).0, ConnState::TcpFinWait);
+        assert_eq!(step(&mut t, secs(6), &rev(TcpFlags::FIN | TcpFlags::ACK)).0, ConnState::TcpLastAck);
+        let e = t.peek(secs(6), &fwd(TcpFlags::NONE)).unwrap().0;
         assert_eq!(t.remaining(secs(6), e), secs(30));
-        assert_eq!(step(&mut t, secs(7), &fwd(TCP_ACK)).0, ConnState::TcpTimeWait);
-        let e = t.peek(secs(7), &fwd(0)).unwrap().0;
+        assert_eq!(step(&mut t, secs(7), &fwd(TcpFlags::ACK)).0, ConnState::TcpTimeWait);
+        let e = t.peek(secs(7), &fwd(TcpFlags::NONE)).unwrap().0;
         assert_eq!(t.remaining(secs(7), e), secs(120));
         // Gone 120 s later, reclaimed by the queue.
         drain(&mut t, secs(127));
@@ -691,16 +670,16 @@ mod tests {
         let mut t = table();
         let fwd = |f| tcp(A, B, 40000, 22, f);
         let rev = |f| tcp(B, A, 22, 40000, f);
-        t.insert(secs(0), &fwd(TCP_SYN), 0, 0).unwrap();
-        step(&mut t, secs(0), &rev(TCP_SYN | TCP_ACK));
-        step(&mut t, secs(0), &fwd(TCP_ACK));
-        assert_eq!(step(&mut t, secs(1), &rev(TCP_FIN | TCP_ACK)).0, ConnState::TcpCloseWait);
-        let e = t.peek(secs(1), &fwd(0)).unwrap().0;
+        t.insert(secs(0), &fwd(TcpFlags::SYN), 0, 0).unwrap();
+        step(&mut t, secs(0), &rev(TcpFlags::SYN | TcpFlags::ACK));
+        step(&mut t, secs(0), &fwd(TcpFlags::ACK));
+        assert_eq!(step(&mut t, secs(1), &rev(TcpFlags::FIN | TcpFlags::ACK)).0, ConnState::TcpCloseWait);
+        let e = t.peek(secs(1), &fwd(TcpFlags::NONE)).unwrap().0;
         assert_eq!(t.remaining(secs(1), e), secs(60));
         // A FIN retransmitted by the same side changes nothing.
-        assert_eq!(step(&mut t, secs(2), &rev(TCP_FIN | TCP_ACK)).0, ConnState::TcpCloseWait);
-        assert_eq!(step(&mut t, secs(3), &fwd(TCP_FIN | TCP_ACK)).0, ConnState::TcpLastAck);
-        assert_eq!(step(&mut t, secs(4), &rev(TCP_ACK)).0, ConnState::TcpTimeWait);
+        assert_eq!(step(&mut t, secs(2), &rev(TcpFlags::FIN | TcpFlags::ACK)).0, ConnState::TcpCloseWait);
+        assert_eq!(step(&mut t, secs(3), &fwd(TcpFlags::FIN | TcpFlags::ACK)).0, ConnState::TcpLastAck);
+        assert_eq!(step(&mut t, secs(4), &rev(TcpFlags::ACK)).0, ConnState::TcpTimeWait);
     }
 
     #[test]
@@ -708,24 +687,24 @@ mod tests {
         let mut t = table();
         let fwd = |f| tcp(A, B, 40000, 80, f);
         let rev = |f| tcp(B, A, 80, 40000, f);
-        t.insert(secs(0), &fwd(TCP_SYN), 0, 0).unwrap();
-        step(&mut t, secs(0), &rev(TCP_SYN | TCP_ACK));
-        step(&mut t, secs(0), &fwd(TCP_ACK));
-        assert_eq!(step(&mut t, secs(1), &rev(TCP_RST)), (ConnState::TcpClosed, true));
-        let e = t.peek(secs(1), &fwd(0)).unwrap().0;
+        t.insert(secs(0), &fwd(TcpFlags::SYN), 0, 0).unwrap();
+        step(&mut t, secs(0), &rev(TcpFlags::SYN | TcpFlags::ACK));
+        step(&mut t, secs(0), &fwd(TcpFlags::ACK));
+        assert_eq!(step(&mut t, secs(1), &rev(TcpFlags::RST)), (ConnState::TcpClosed, true));
+        let e = t.peek(secs(1), &fwd(TcpFlags::NONE)).unwrap().0;
         assert_eq!(t.remaining(secs(1), e), secs(10));
         // A stray ACK keeps it closed; a new SYN on the same ports is a new connection.
-        assert_eq!(step(&mut t, secs(2), &fwd(TCP_ACK)).0, ConnState::TcpClosed);
-        assert!(t.lookup(secs(3), &fwd(TCP_SYN)).is_none());
+        assert_eq!(step(&mut t, secs(2), &fwd(TcpFlags::ACK)).0, ConnState::TcpClosed);
+        assert!(t.lookup(secs(3), &fwd(TcpFlags::SYN)).is_none());
         assert!(t.is_empty());
-        let e = t.insert(secs(3), &fwd(TCP_SYN), 1, 1).unwrap();
+        let e = t.insert(secs(3), &fwd(TcpFlags::SYN), 1, 1).unwrap();
         assert_eq!((e.state, e.decision), (ConnState::TcpSynSent, 1));
         // Expires 10 s after the RST when nothing else comes.
         let mut t = table();
-        t.insert(secs(0), &fwd(TCP_SYN), 0, 0).unwrap();
-        step(&mut t, secs(1), &rev(TCP_RST | TCP_ACK));
-        assert!(t.peek(secs(10), &fwd(0)).is_some());
-        assert!(t.peek(secs(11), &fwd(0)).is_none());
+        t.insert(secs(0), &fwd(TcpFlags::SYN), 0, 0).unwrap();
+        step(&mut t, secs(1), &rev(TcpFlags::RST | TcpFlags::ACK));
+        assert!(t.peek(secs(10), &fwd(TcpFlags::NONE)).is_some());
+        assert!(t.peek(secs(11), &fwd(TcpFlags::NONE)).is_none());
         drain(&mut t, secs(11));
         assert!(t.is_empty());
     }
@@ -733,9 +712,9 @@ mod tests {
     #[test]
     fn tcp_mid_stream_pickup_is_established() {
         let mut t = table();
-        let e = t.insert(secs(0), &tcp(A, B, 40000, 80, TCP_ACK), 0, 0).unwrap();
+        let e = t.insert(secs(0), &tcp(A, B, 40000, 80, TcpFlags::ACK), 0, 0).unwrap();
         assert_eq!(e.state, ConnState::TcpEstablished);
-        let e = t.insert(secs(0), &tcp(A, B, 40001, 80, TCP_RST), 0, 0).unwrap();
+        let e = t.insert(secs(0), &tcp(A, B, 40001, 80, TcpFlags::RST), 0, 0).unwrap();
         assert_eq!(e.state, ConnState::TcpClosed);
     }
 
@@ -779,7 +758,7 @@ mod tests {
         step(&mut t, secs(0), &r);
         step(&mut t, secs(0), &q);
         assert_eq!(t.remaining(secs(0), t.peek(secs(0), &q).unwrap().0), secs(120));
-        let s = tcp(A, B, 5, 6, TCP_ACK);
+        let s = tcp(A, B, 5, 6, TcpFlags::ACK);
         t.insert(secs(0), &s, 0, 0).unwrap();
         assert_eq!(t.remaining(secs(0), t.peek(secs(0), &s).unwrap().0), secs(60));
         // Changing the timeouts applies to existing entries at once.
@@ -816,11 +795,12 @@ mod tests {
     #[test]
     fn other_protocols_by_addresses_only() {
         let mut t = table();
-        let gre = PacketInfo { flow: flow(A, B, 47, 1, 2), icmp_id: 9, tcp_flags: 0xff };
-        let back = PacketInfo { flow: flow(B, A, 47, 3, 4), icmp_id: 0, tcp_flags: 0 };
+        let mut gre = flow(A, B, IpProto(47), 1, 2);
+        (gre.l4.icmp_id, gre.l4.tcp_flags) = (9, TcpFlags(0xff));
+        let back = flow(B, A, IpProto(47), 3, 4);
         assert_eq!(ConnKey::of(&gre), ConnKey::of(&back));
         assert_eq!(ConnKey::of(&gre).endpoints(), ((A, 0), (B, 0)));
-        assert_eq!(ConnKey::of(&gre).protocol(), 47);
+        assert_eq!(ConnKey::of(&gre).protocol(), IpProto(47));
         let e = t.insert(secs(0), &gre, 0, 0).unwrap();
         assert_eq!(e.state, ConnState::Other);
         assert_eq!(step(&mut t, secs(0), &back), (ConnState::Other, true));
@@ -942,9 +922,9 @@ mod tests {
     #[test]
     fn peek_changes_nothing() {
         let mut t = table();
-        let p = tcp(A, B, 40000, 80, TCP_SYN);
+        let p = tcp(A, B, 40000, 80, TcpFlags::SYN);
         t.insert(secs(0), &p, 0, 0).unwrap();
-        let syn_ack = tcp(B, A, 80, 40000, TCP_SYN | TCP_ACK);
+        let syn_ack = tcp(B, A, 80, 40000, TcpFlags::SYN | TcpFlags::ACK);
         let (e, reply) = t.peek(secs(5), &syn_ack).unwrap();
         assert!(reply);
         assert_eq!((e.state, e.packets, e.last_seen), (ConnState::TcpSynSent, 1, secs(0)));
@@ -974,7 +954,7 @@ mod tests {
     #[test]
     fn extreme_inputs_do_not_panic() {
         let mut t: ConnTable<u32> = ConnTable::new(ConntrackConfig::default(), usize::MAX);
-        let p = tcp(A, A, 0, 0, 0xff);
+        let p = tcp(A, A, 0, 0, TcpFlags(0xff));
         t.insert(Duration::MAX, &p, 0, 0).unwrap();
         assert!(t.lookup(Duration::MAX, &p).is_none(), "saturated deadline: expired");
         t.insert(secs(10), &p, 0, 0).unwrap();
@@ -995,11 +975,11 @@ mod tests {
         for i in 0..5_000u16 {
             let now = secs(u64::from(i) * 100);
             let fwd = |f| tcp(A, B, i, 80, f);
-            t.insert(now, &fwd(TCP_SYN), 0, 0).unwrap();
-            step(&mut t, now, &tcp(B, A, 80, i, TCP_SYN | TCP_ACK));
-            step(&mut t, now, &fwd(TCP_ACK));
+            t.insert(now, &fwd(TcpFlags::SYN), 0, 0).unwrap();
+            step(&mut t, now, &tcp(B, A, 80, i, TcpFlags::SYN | TcpFlags::ACK));
+            step(&mut t, now, &fwd(TcpFlags::ACK));
             t.handle_timeout(now + secs(61)); // re-queued at the established deadline
-            step(&mut t, now + secs(62), &fwd(TCP_RST));
+            step(&mut t, now + secs(62), &fwd(TcpFlags::RST));
             drain(&mut t, now + secs(72));
             assert!(t.queue.len() <= 2 * t.len() + COMPACT_SLACK + 2, "queue {}", t.queue.len());
         }

@@ -13,6 +13,7 @@ use nix::sys::signal::Signal;
 use vpclab::control::{self, LabStatus, Request, Response};
 use vpclab::lab;
 use vpclab::model::{InstanceIdx, Model};
+use vpclab::packet::IpProto;
 use vpclab::{netns, topology};
 
 #[path = "cli/verbs.rs"]
@@ -446,12 +447,12 @@ fn ask(lab: &str, req: &Request) -> anyhow::Result<Response> {
     }
 }
 
-fn parse_proto(p: &str) -> anyhow::Result<u8> {
+fn parse_proto(p: &str) -> anyhow::Result<IpProto> {
     Ok(match p.to_ascii_lowercase().as_str() {
-        "tcp" => 6,
-        "udp" => 17,
-        "icmp" => 1,
-        n => n.parse().map_err(|_| anyhow::anyhow!("--proto `{p}`: use tcp, udp, icmp or a protocol number"))?,
+        "tcp" => IpProto::TCP,
+        "udp" => IpProto::UDP,
+        "icmp" => IpProto::ICMP,
+        n => IpProto(n.parse().map_err(|_| anyhow::anyhow!("--proto `{p}`: use tcp, udp, icmp or a protocol number"))?),
     })
 }
 
@@ -467,16 +468,16 @@ fn trace(
     let lab = lab::resolve_lab(named, false)?;
     let protocol = match proto {
         Some(p) => parse_proto(p)?,
-        None if dport.is_some() => 6,
-        None => 1,
+        None if dport.is_some() => IpProto::TCP,
+        None => IpProto::ICMP,
     };
-    if matches!(protocol, 6 | 17) && dport.is_none() {
+    if protocol.has_ports() && dport.is_none() {
         bail!("--dport is needed for tcp and udp");
     }
-    if !matches!(protocol, 6 | 17) && dport.is_some() {
+    if !protocol.has_ports() && dport.is_some() {
         bail!("--dport applies to tcp and udp only (an ICMP echo has no ports; --sport sets its id)");
     }
-    let src_port = sport.unwrap_or(if protocol == 1 { 1 } else { 49152 });
+    let src_port = sport.unwrap_or(if protocol == IpProto::ICMP { 1 } else { 49152 });
     let req = Request::Trace { from, to, protocol, src_port, dst_port: dport.unwrap_or(0) };
     let Response::Trace(t) = ask(&lab, &req)? else { bail!("the forwarder of `{lab}` answered without a trace") };
     if json {
@@ -513,12 +514,8 @@ fn conntrack(named: Option<&str>, eni: Option<String>, json: bool) -> anyhow::Re
         "ENI/NAT", "PROTO", "INITIATOR", "RESPONDER", "STATE", "PACKETS", "EXPIRES IN"
     );
     for c in &connections {
-        let proto = match c.protocol {
-            6 => "tcp".to_string(),
-            17 => "udp".to_string(),
-            1 => "icmp".to_string(),
-            n => n.to_string(),
-        };
+        // Named when it has a name; else the bare number (not `proto N`: the column says PROTO).
+        let proto = c.protocol.name().map_or_else(|| c.protocol.0.to_string(), str::to_string);
         println!(
             // A NAT translation's state is the address and port it gives the initiator.
             "{:<16} {:<6} {:<22} {:<22} {:<24} {:>8} {:>9}s",

@@ -10,6 +10,8 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
+use crate::packet::IpProto;
+
 macro_rules! index_type {
     ($($(#[$doc:meta])* $name:ident),* $(,)?) => {$(
         $(#[$doc])*
@@ -229,21 +231,21 @@ impl FromStr for Mac {
 pub enum Protocol {
     /// `all` or `-1`: every protocol, every port.
     All,
-    /// IANA protocol number (6 = TCP, 17 = UDP, 1 = ICMP, ...).
-    Number(u8),
+    /// One protocol, by IANA number (6 = TCP, 17 = UDP, 1 = ICMP, ...).
+    Number(IpProto),
 }
 
 impl Protocol {
     /// TCP.
-    pub const TCP: Protocol = Protocol::Number(6);
+    pub const TCP: Protocol = Protocol::Number(IpProto::TCP);
     /// UDP.
-    pub const UDP: Protocol = Protocol::Number(17);
+    pub const UDP: Protocol = Protocol::Number(IpProto::UDP);
     /// ICMP.
-    pub const ICMP: Protocol = Protocol::Number(1);
+    pub const ICMP: Protocol = Protocol::Number(IpProto::ICMP);
 
     /// Whether the protocol carries ports that rules may match (TCP, UDP).
     pub fn has_ports(self) -> bool {
-        matches!(self, Protocol::Number(6) | Protocol::Number(17))
+        matches!(self, Protocol::Number(p) if p.has_ports())
     }
 }
 

@@ -26,6 +26,13 @@
 //!   mappings, so it stays O(mappings).
 //! - Tombstones: the flow keys of TCP mappings that expired are remembered for [`TOMBSTONE_TTL`],
 //!   at most [`TOMBSTONE_CAP`] of them (oldest forgotten first).
+//!
+//! Keys. The caller gives a flow as `(protocol, inside endpoint, remote endpoint)`, taken from the
+//! packet's [`Flow`](crate::packet::Flow): for TCP/UDP the ports, for ICMP echo the id as the
+//! inside "port" and 0 as the remote one. The private `FlowKey` holds exactly that: unlike
+//! conntrack's `ConnKey` it is directed (inside and remote are not interchangeable) and carries no
+//! flags or ICMP type, which a mapping does not depend on. `Dest` is its remote half, what the
+//! per-destination limit counts over.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -36,8 +43,7 @@ use std::time::Duration;
 use hashbrown::HashMap;
 
 use crate::model::{EniIdx, Model, NatIdx, VpcIdx};
-
-const PROTO_TCP: u8 = 6;
+use crate::packet::IpProto;
 
 /// AWS's source port range for NAT gateway translations.
 pub const AWS_PORTS: RangeInclusive<u16> = 1024..=65535;
@@ -131,8 +137,8 @@ pub enum NatError {
 /// One translation of a NAT gateway.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NatMapping {
-    /// IP protocol number.
-    pub protocol: u8,
+    /// IP protocol.
+    pub protocol: IpProto,
     /// The inside source address and port (ICMP: echo id).
     pub inside: (Ipv4Addr, u16),
     /// The source port (ICMP: echo id) on the NAT's address.
@@ -171,7 +177,7 @@ impl NatPlan {
 /// An outbound flow as the NAT keys it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct FlowKey {
-    protocol: u8,
+    protocol: IpProto,
     inside: (Ipv4Addr, u16),
     remote: (Ipv4Addr, u16),
 }
@@ -185,7 +191,7 @@ impl FlowKey {
 /// What the per-destination limit counts over: (protocol, remote ip, remote port).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Dest {
-    protocol: u8,
+    protocol: IpProto,
     remote: (Ipv4Addr, u16),
 }
 
@@ -299,7 +305,7 @@ impl NatTable {
     pub fn outbound(
         &mut self,
         now: Duration,
-        protocol: u8,
+        protocol: IpProto,
         inside: (Ipv4Addr, u16),
         remote: (Ipv4Addr, u16),
     ) -> Result<u16, NatError> {
@@ -326,7 +332,7 @@ impl NatTable {
     pub fn plan_outbound(
         &mut self,
         now: Duration,
-        protocol: u8,
+        protocol: IpProto,
         inside: (Ipv4Addr, u16),
         remote: (Ipv4Addr, u16),
     ) -> Result<NatPlan, NatError> {
@@ -426,7 +432,7 @@ impl NatTable {
                 self.dests.remove(&dest);
             }
         }
-        if tombstone && key.protocol == PROTO_TCP {
+        if tombstone && key.protocol == IpProto::TCP {
             let at = self.deadline(&slot.m);
             self.tombstones.insert(key, at);
             self.tomb_order.push_back((at, key));
@@ -444,7 +450,13 @@ impl NatTable {
         }
     }
 
-    fn inbound_key(&self, now: Duration, protocol: u8, remote: (Ipv4Addr, u16), outside_port: u16) -> Option<FlowKey> {
+    fn inbound_key(
+        &self,
+        now: Duration,
+        protocol: IpProto,
+        remote: (Ipv4Addr, u16),
+        outside_port: u16,
+    ) -> Option<FlowKey> {
         let key = *self.by_outside.get(&(Dest { protocol, remote }, outside_port))?;
         let slot = self.map.get(&key)?;
         self.live(now, &slot.m).then_some(key)
@@ -456,7 +468,7 @@ impl NatTable {
     pub fn inbound(
         &mut self,
         now: Duration,
-        protocol: u8,
+        protocol: IpProto,
         remote: (Ipv4Addr, u16),
         outside_port: u16,
     ) -> Option<(Ipv4Addr, u16)> {
@@ -471,7 +483,7 @@ impl NatTable {
     pub fn peek_inbound(
         &self,
         now: Duration,
-        protocol: u8,
+        protocol: IpProto,
         remote: (Ipv4Addr, u16),
         outside_port: u16,
     ) -> Option<(Ipv4Addr, u16)> {
@@ -484,7 +496,7 @@ impl NatTable {
     pub fn peek_outbound(
         &self,
         now: Duration,
-        protocol: u8,
+        protocol: IpProto,
         inside: (Ipv4Addr, u16),
         remote: (Ipv4Addr, u16),
     ) -> Option<u16> {
@@ -499,11 +511,11 @@ impl NatTable {
     pub fn expired_recently(
         &self,
         now: Duration,
-        protocol: u8,
+        protocol: IpProto,
         inside: (Ipv4Addr, u16),
         remote: (Ipv4Addr, u16),
     ) -> bool {
-        if protocol != PROTO_TCP {
+        if protocol != IpProto::TCP {
             return false;
         }
         let key = FlowKey { protocol, inside, remote };
@@ -600,9 +612,9 @@ impl NatTable {
 mod tests {
     use super::*;
 
-    const TCP: u8 = 6;
-    const UDP: u8 = 17;
-    const ICMP: u8 = 1;
+    const TCP: IpProto = IpProto::TCP;
+    const UDP: IpProto = IpProto::UDP;
+    const ICMP: IpProto = IpProto::ICMP;
     const NAT: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 100);
     const A: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 10);
     const B: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 20);
@@ -638,20 +650,20 @@ mod tests {
         let mut t = NatTable::new(Ipv4Addr::new(10, 0, 1, 100), 1024..=1025, AWS_MAX_PER_DESTINATION, AWS_IDLE_TIMEOUT);
         let now = Duration::ZERO;
         for n in 1..=2 {
-            let plan = t.plan_outbound(now, 6, (h(n), 40000), remote).unwrap();
+            let plan = t.plan_outbound(now, TCP, (h(n), 40000), remote).unwrap();
             assert!(plan.is_new());
             assert_eq!(t.len(), usize::from(n) - 1, "planning allocated");
-            assert_eq!(Ok(plan.port()), t.outbound(now, 6, (h(n), 40000), remote));
+            assert_eq!(Ok(plan.port()), t.outbound(now, TCP, (h(n), 40000), remote));
         }
-        assert_eq!(t.plan_outbound(now, 6, (h(3), 40000), remote), Err(NatError::PortAllocation));
+        assert_eq!(t.plan_outbound(now, TCP, (h(3), 40000), remote), Err(NatError::PortAllocation));
         assert_eq!(t.port_allocation_errors(), 0, "a plan counts nothing");
         assert_eq!(t.len(), 2);
-        let again = t.plan_outbound(now, 6, (h(1), 40000), remote).unwrap();
+        let again = t.plan_outbound(now, TCP, (h(1), 40000), remote).unwrap();
         assert!(!again.is_new());
-        assert_eq!(Ok(again.port()), t.outbound(now, 6, (h(1), 40000), remote));
+        assert_eq!(Ok(again.port()), t.outbound(now, TCP, (h(1), 40000), remote));
         let later = AWS_IDLE_TIMEOUT + Duration::from_secs(1);
-        let plan = t.plan_outbound(later, 6, (h(3), 40000), remote).unwrap();
-        assert_eq!(Ok(plan.port()), t.outbound(later, 6, (h(3), 40000), remote));
+        let plan = t.plan_outbound(later, TCP, (h(3), 40000), remote).unwrap();
+        assert_eq!(Ok(plan.port()), t.outbound(later, TCP, (h(3), 40000), remote));
     }
 
     /// The fuzzer's finding (issue 8): once every translation to a destination had expired,

@@ -8,6 +8,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use common::*;
 use serde_json::Value;
+use vpclab::packet::IpProto;
 
 fn addr(ip: &str, port: u16) -> SocketAddrV4 {
     SocketAddrV4::new(ip.parse().unwrap(), port)
@@ -189,7 +190,8 @@ fn a_private_instance_reaches_the_internet_through_the_nat_gateway_as_its_elasti
     assert_eq!(local.ip().to_string(), "10.0.2.10", "the instance uses its private address");
 
     // conntrack shows the translation while the connection is open.
-    let tcp: Vec<Value> = nat_entries(&lab, "nat-test").into_iter().filter(|e| e["protocol"] == 6).collect();
+    let tcp: Vec<Value> =
+        nat_entries(&lab, "nat-test").into_iter().filter(|e| e["protocol"] == IpProto::TCP.0).collect();
     assert_eq!(tcp.len(), 1, "{tcp:#?}");
     let e = &tcp[0];
     assert_eq!(e["initiator"], serde_json::json!(["10.0.2.10", local.port()]), "{e:#}");
@@ -216,7 +218,7 @@ fn a_private_instance_reaches_the_internet_through_the_nat_gateway_as_its_elasti
     assert_eq!(peer.ip().to_string(), NAT_EIP);
     assert!(peer.port() >= 1024, "{peer}");
     assert!(
-        nat_entries(&lab, "nat-test").iter().any(|e| e["protocol"] == 17 && e["translated"][0] == NAT_IP),
+        nat_entries(&lab, "nat-test").iter().any(|e| e["protocol"] == IpProto::UDP.0 && e["translated"][0] == NAT_IP),
         "{:#?}",
         lab.conntrack(None)
     );
@@ -225,7 +227,7 @@ fn a_private_instance_reaches_the_internet_through_the_nat_gateway_as_its_elasti
     let out = lab.ping("app", EXAMPLE);
     assert!(out.status.success(), "ping via the NAT: {}", text(&out));
     assert!(
-        nat_entries(&lab, "nat-test").iter().any(|e| e["protocol"] == 1 && e["translated"][0] == NAT_IP),
+        nat_entries(&lab, "nat-test").iter().any(|e| e["protocol"] == IpProto::ICMP.0 && e["translated"][0] == NAT_IP),
         "{:#?}",
         lab.conntrack(None)
     );

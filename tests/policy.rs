@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
+use vpclab::packet::IpProto;
 
 fn addr(ip: &str, port: u16) -> SocketAddrV4 {
     SocketAddrV4::new(ip.parse().unwrap(), port)
@@ -592,7 +593,7 @@ fn conntrack_lists_a_live_connection_on_both_enis_and_trace_changes_nothing() {
             .iter()
             .find(|c| {
                 c["eni"] == e
-                    && c["protocol"] == 6
+                    && c["protocol"] == IpProto::TCP.0
                     && c["initiator"] == serde_json::json!(["10.0.1.10", sport])
                     && c["responder"] == serde_json::json!(["10.0.2.10", 5001])
             })

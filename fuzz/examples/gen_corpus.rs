@@ -10,6 +10,7 @@ use std::path::Path;
 
 use vpclab::control::Request;
 use vpclab::model::Mac;
+use vpclab::packet::{IpProto, TcpFlags};
 use vpclab_fuzz::*;
 
 /// The ingress byte of an ENI, or of the internet.
@@ -82,10 +83,11 @@ const ECHO_REPLY: u8 = 3;
 const ICMP_ERR_TCP: u8 = 4;
 const ICMP_ERR_UDP: u8 = 5;
 const ARP: u8 = 8;
-const SYN: u8 = 0x02;
-const SYN_ACK: u8 = 0x12;
-const ACK: u8 = 0x10;
-const FIN_ACK: u8 = 0x11;
+// TCP flags bytes of a spec.
+const SYN: u8 = TcpFlags::SYN.0;
+const SYN_ACK: u8 = TcpFlags::SYN.union(TcpFlags::ACK).0;
+const ACK: u8 = TcpFlags::ACK.0;
+const FIN_ACK: u8 = TcpFlags::FIN.union(TcpFlags::ACK).0;
 const INET: &str = "internet";
 const HOST: &str = "198.51.100.7";
 
@@ -324,7 +326,7 @@ fn control_seeds() -> Vec<(String, String)> {
             Request::Trace {
                 from: "web".into(),
                 to: "10.0.2.10".parse().unwrap(),
-                protocol: 6,
+                protocol: IpProto::TCP,
                 src_port: 40000,
                 dst_port: 8080,
             },

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use vpclab::model::{EniIdx, Mac, Model};
-use vpclab::packet::build;
+use vpclab::packet::{build, IpProto, TcpFlags};
 use vpclab::pipeline::{ConnectionView, NoObserver, Offload, Pipeline, Verdict};
 
 pub mod control;
@@ -239,7 +239,7 @@ pub fn build_frame(m: &Model, from: Option<EniIdx>, spec: &Spec, partial: bool) 
     let (sport, dport) = (spec.sport, spec.dport);
     let kind = spec.kind % KINDS;
     let mut f = match kind {
-        0 => build::tcp(dst_mac, src_mac, src, dst, sport, dport, spec.tcp_flags, &payload),
+        0 => build::tcp(dst_mac, src_mac, src, dst, sport, dport, TcpFlags(spec.tcp_flags), &payload),
         1 => build::udp(dst_mac, src_mac, src, dst, sport, dport, &payload),
         2 | 3 => {
             let mut f = build::icmp_echo(dst_mac, src_mac, src, dst, sport);
@@ -251,14 +251,14 @@ pub fn build_frame(m: &Model, from: Option<EniIdx>, spec: &Spec, partial: bool) 
         4..=6 => {
             // An ICMP error about the reverse packet (which the sender would have received).
             let quoted = match kind {
-                4 => build::tcp(src_mac, dst_mac, dst, src, dport, sport, spec.tcp_flags, b""),
+                4 => build::tcp(src_mac, dst_mac, dst, src, dport, sport, TcpFlags(spec.tcp_flags), b""),
                 5 => build::udp(src_mac, dst_mac, dst, src, dport, sport, b""),
                 _ => build::icmp_echo(src_mac, dst_mac, dst, src, sport),
             };
             let (t, c) = [(3, 4), (3, 3), (11, 0), (12, 0)][usize::from(spec.ip_bits >> 4 & 3)];
             build::icmp_error(dst_mac, src_mac, src, dst, t, c, &quoted)
         }
-        7 => build::ip_proto(dst_mac, src_mac, src, dst, spec.kind >> 4 | 0x20),
+        7 => build::ip_proto(dst_mac, src_mac, src, dst, IpProto(spec.kind >> 4 | 0x20)),
         _ => return build::arp_request(src_mac, src, dst),
     };
     // IP flags: DF, MF, fragment offset.
@@ -307,7 +307,7 @@ pub struct Layout {
     /// IPv4 total length.
     pub total: usize,
     /// IP protocol.
-    pub protocol: u8,
+    pub protocol: IpProto,
     /// More fragments or a fragment offset.
     pub fragment: bool,
     /// Source address.
@@ -331,7 +331,7 @@ pub fn layout(frame: &[u8]) -> Option<Layout> {
     Some(Layout {
         ihl,
         total,
-        protocol: ip.protocol().0,
+        protocol: IpProto(ip.protocol().0),
         fragment: ip.more_fragments() || ip.fragments_offset().value() != 0,
         src: ip.source_addr(),
         dst: ip.destination_addr(),
@@ -339,18 +339,18 @@ pub fn layout(frame: &[u8]) -> Option<Layout> {
 }
 
 /// Where the transport checksum of a packet is, by protocol: (offset in the L4 header, minimum L4 length).
-fn l4_csum_at(protocol: u8) -> Option<(usize, usize)> {
+fn l4_csum_at(protocol: IpProto) -> Option<(usize, usize)> {
     match protocol {
-        6 => Some((16, 20)),
-        17 => Some((6, 8)),
-        1 => Some((2, 4)),
+        IpProto::TCP => Some((16, 20)),
+        IpProto::UDP => Some((6, 8)),
+        IpProto::ICMP => Some((2, 4)),
         _ => None,
     }
 }
 
 fn pseudo(l: &Layout) -> u64 {
     let acc = sum16(&l.src.octets(), 0);
-    sum16(&l.dst.octets(), acc) + u64::from(l.protocol) + (l.total - l.ihl) as u64
+    sum16(&l.dst.octets(), acc) + u64::from(l.protocol.0) + (l.total - l.ihl) as u64
 }
 
 /// Rewrites an IPv4 frame's header checksum and, unless it is a fragment, its TCP/UDP/ICMP
@@ -368,13 +368,13 @@ pub fn fix_checksums(frame: &mut [u8], partial: bool) {
         return;
     }
     let at = l4 + at;
-    let c = if l.protocol != 1 && partial {
+    let c = if l.protocol != IpProto::ICMP && partial {
         fold16(pseudo(&l))
     } else {
         frame[at..at + 2].fill(0);
-        let acc = if l.protocol == 1 { 0 } else { pseudo(&l) };
+        let acc = if l.protocol == IpProto::ICMP { 0 } else { pseudo(&l) };
         match !fold16(sum16(&frame[l4..end], acc)) {
-            0 if l.protocol == 17 => 0xffff,
+            0 if l.protocol == IpProto::UDP => 0xffff,
             c => c,
         }
     };
@@ -400,14 +400,14 @@ pub fn integrity(frame: &[u8], off: Offload) -> Option<Integrity> {
     let l4_ok = match l4_csum_at(l.protocol) {
         Some((at, need)) if !l.fragment && end - l4 >= need => {
             let field = u16::from_be_bytes([frame[l4 + at], frame[l4 + at + 1]]);
-            if l.protocol == 1 {
+            if l.protocol == IpProto::ICMP {
                 Some(fold16(sum16(&frame[l4..end], 0)) == 0xffff)
             } else if off.csum_partial {
                 // One's complement: 0 and 0xffff are the same number.
                 Some(field % 0xffff == fold16(pseudo(&l)) % 0xffff)
             } else if off.gso_size.is_some() {
                 None
-            } else if l.protocol == 17 && field == 0 {
+            } else if l.protocol == IpProto::UDP && field == 0 {
                 Some(true) // no checksum (RFC 768)
             } else {
                 Some(fold16(sum16(&frame[l4..end], pseudo(&l))) == 0xffff)
@@ -619,7 +619,8 @@ mod tests {
         let m = model();
         for kind in 0..KINDS - 1 {
             for partial in [false, true] {
-                let spec = Spec { kind, dst: 3, sport: 40000, dport: 80, tcp_flags: 2, ..Spec::default() };
+                let spec =
+                    Spec { kind, dst: 3, sport: 40000, dport: 80, tcp_flags: TcpFlags::SYN.0, ..Spec::default() };
                 let f = build_frame(m, Some(EniIdx(0)), &spec, partial);
                 let off = Offload { csum_partial: partial, gso_size: None };
                 let i = integrity(&f, off).unwrap();

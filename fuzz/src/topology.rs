@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use vpclab::model::EniIdx;
+use vpclab::packet::IpProto;
 use vpclab::pipeline::{self, NoObserver, Pipeline};
 
 /// Runs one input.
@@ -36,7 +37,7 @@ pub fn run(data: &[u8]) {
     for i in 0..n {
         for j in 0..n {
             let to = model.enis[j].private_ip;
-            for proto in [6u8, 17, 1] {
+            for proto in [IpProto::TCP, IpProto::UDP, IpProto::ICMP] {
                 let mut f = pipeline::synthesize_for(&model, EniIdx(i as u32), to, proto, 40000, 80);
                 p.process(Duration::from_secs(1), EniIdx(i as u32), &mut f, &mut NoObserver);
             }
@@ -44,7 +45,7 @@ pub fn run(data: &[u8]) {
     }
     for host in model.internet_hosts.iter().take(2) {
         for public in model.public_addresses().take(4) {
-            let mut f = pipeline::synthesize_from_internet(&model, host.ip, public, 6, 40000, 80);
+            let mut f = pipeline::synthesize_from_internet(&model, host.ip, public, IpProto::TCP, 40000, 80);
             p.process_internet(Duration::from_secs(1), &mut f, Default::default(), &mut NoObserver);
         }
     }

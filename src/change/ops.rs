@@ -12,6 +12,7 @@ use crate::model::{
     AclAction, AclRule, Cidr, EniIdx, InstanceIdx, InstanceState, Model, PortMatch, PortRange, Protocol, Route,
     RouteTarget, SgIdx, SgPeer, SgRule,
 };
+use crate::packet::IpProto;
 use crate::topology;
 
 /// A security group rule as the CLI's flags give it.
@@ -617,7 +618,7 @@ fn protocol(s: &str) -> Result<Protocol, AwsError> {
         "udp" => Ok(Protocol::UDP),
         "icmp" => Ok(Protocol::ICMP),
         "all" | "-1" => Ok(Protocol::All),
-        other => other.parse::<u8>().map(Protocol::Number).map_err(|_| {
+        other => other.parse::<u8>().map(|n| Protocol::Number(IpProto(n))).map_err(|_| {
             AwsError::invalid(format!("`{s}` is not a protocol: use tcp, udp, icmp, all (-1) or a number 0 to 255"))
         }),
     }

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::change::live::LiveLab;
 use crate::dataplane::{Command, Handle};
 use crate::model::{EniIdx, Model};
+use crate::packet::IpProto;
 use crate::pipeline::{ConnectionView, DropReason, EniCounters, Verdict};
 
 /// How long a client waits for the daemon.
@@ -42,8 +43,8 @@ pub enum Request {
         from: String,
         /// Destination address.
         to: Ipv4Addr,
-        /// IP protocol number.
-        protocol: u8,
+        /// IP protocol (a number in JSON).
+        protocol: IpProto,
         /// Source port (ICMP: echo id).
         src_port: u16,
         /// Destination port.
@@ -455,7 +456,7 @@ fn trace(
     model: &Model,
     from: Result<EniIdx, (String, Ipv4Addr)>,
     to: Ipv4Addr,
-    protocol: u8,
+    protocol: IpProto,
     sport: u16,
     dport: u16,
 ) -> Response {
@@ -470,10 +471,10 @@ fn trace(
     };
     let from = from.ok();
     let packet = match protocol {
-        6 => format!("tcp {src}:{sport} -> {to}:{dport} [SYN]"),
-        17 => format!("udp {src}:{sport} -> {to}:{dport}"),
-        1 => format!("icmp echo request {src} -> {to} id {sport}"),
-        p => format!("protocol {p} {src} -> {to}"),
+        IpProto::TCP => format!("tcp {src}:{sport} -> {to}:{dport} [SYN]"),
+        IpProto::UDP => format!("udp {src}:{sport} -> {to}:{dport}"),
+        IpProto::ICMP => format!("icmp echo request {src} -> {to} id {sport}"),
+        p => format!("protocol {} {src} -> {to}", p.0),
     };
     let (verdict, rec) = match handle.ask(Duration::from_secs(5), |reply| Command::Trace { from, frame, reply }) {
         Ok(r) => r,

@@ -6,7 +6,20 @@
 //! Frames here are bare Ethernet frames: the virtio-net header that TAPs carry is split off by
 //! `dataplane::tap` and passes through untouched, which stays correct as long as rewrites do not
 //! move the L3/L4 headers (MAC rewrites do not).
+//!
+//! Summaries. One set of small `Copy` types describes a packet to every other module, so a
+//! protocol, a flag or a flow is spelled one way across the crate:
+//! - [`IpProto`]: an IP protocol number (metas, flows, conntrack and NAT keys, rules, the control
+//!   protocol); [`TcpFlags`]: the TCP flags byte.
+//! - [`Flow`]: addresses, protocol and an [`L4Meta`] (ports, TCP flags, ICMP type/code/id), as
+//!   sent. It is what rules, connection tracking and NAT decide on, and it describes both a
+//!   packet's own headers and the packet an ICMP error quotes ([`icmp_quoted`]).
+//! - [`Ipv4Meta`]: a [`Flow`] plus what only the header layout needs (TTL, lengths, fragment
+//!   bit): rewrites take it to find fields; deciders take its `flow`.
+//! - Keys stay types of their own where they must forget or reorder something: conntrack's
+//!   direction-free `ConnKey` and the NAT's directed mapping key, both built from a flow's fields.
 
+use std::fmt;
 use std::net::Ipv4Addr;
 
 use etherparse::{ArpPacketSlice, Ethernet2Slice, Icmpv4Slice, Ipv4HeaderSlice, TcpHeaderSlice, UdpHeaderSlice};
@@ -25,12 +38,6 @@ pub const ETH_HEADER_LEN: usize = 14;
 pub const ARP_REQUEST: u16 = 1;
 /// ARP operation: reply.
 pub const ARP_REPLY: u16 = 2;
-/// IP protocol numbers.
-pub const PROTO_ICMP: u8 = 1;
-/// TCP.
-pub const PROTO_TCP: u8 = 6;
-/// UDP.
-pub const PROTO_UDP: u8 = 17;
 /// ICMP types that carry the packet they answer (RFC 792): destination unreachable (including
 /// fragmentation needed), time exceeded, parameter problem.
 pub const ICMP_ERROR_TYPES: [u8; 3] = [3, 11, 12];
@@ -68,15 +75,96 @@ pub struct ArpMeta {
     pub target_ip: Ipv4Addr,
 }
 
-/// An IPv4 header, summarized.
+/// An IP protocol number (IANA), as the IPv4 header carries it. The one type every module uses
+/// for a protocol: metas, flows, connection and NAT keys, rules.
+///
+/// It prints as rules and `trace` name it: `tcp`, `udp`, `icmp`, else `proto N`. It serializes
+/// as the bare number, so JSON that carries a protocol is unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct IpProto(pub u8);
+
+impl IpProto {
+    /// ICMP (1).
+    pub const ICMP: IpProto = IpProto(1);
+    /// TCP (6).
+    pub const TCP: IpProto = IpProto(6);
+    /// UDP (17).
+    pub const UDP: IpProto = IpProto(17);
+
+    /// Whether the protocol carries ports (TCP, UDP).
+    pub fn has_ports(self) -> bool {
+        matches!(self, IpProto::TCP | IpProto::UDP)
+    }
+
+    /// `tcp`, `udp` or `icmp`; `None` for any other protocol.
+    pub fn name(self) -> Option<&'static str> {
+        match self {
+            IpProto::TCP => Some("tcp"),
+            IpProto::UDP => Some("udp"),
+            IpProto::ICMP => Some("icmp"),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for IpProto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            Some(name) => f.write_str(name),
+            None => write!(f, "proto {}", self.0),
+        }
+    }
+}
+
+/// The TCP flags byte (byte 13 of the TCP header). The one type for TCP flags: parsed packets,
+/// connection tracking, the RST the NAT gateway answers with, frame builders.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TcpFlags(pub u8);
+
+impl TcpFlags {
+    /// No flag.
+    pub const NONE: TcpFlags = TcpFlags(0);
+    /// FIN.
+    pub const FIN: TcpFlags = TcpFlags(0x01);
+    /// SYN.
+    pub const SYN: TcpFlags = TcpFlags(0x02);
+    /// RST.
+    pub const RST: TcpFlags = TcpFlags(0x04);
+    /// PSH.
+    pub const PSH: TcpFlags = TcpFlags(0x08);
+    /// ACK.
+    pub const ACK: TcpFlags = TcpFlags(0x10);
+
+    /// The flags of both (`|`, usable in consts).
+    pub const fn union(self, other: TcpFlags) -> TcpFlags {
+        TcpFlags(self.0 | other.0)
+    }
+
+    /// Whether every flag of `other` is set.
+    pub const fn contains(self, other: TcpFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// A SYN without ACK or RST: the first segment of a new connection.
+    pub const fn is_bare_syn(self) -> bool {
+        self.contains(TcpFlags::SYN) && !self.contains(TcpFlags::ACK) && !self.contains(TcpFlags::RST)
+    }
+}
+
+impl std::ops::BitOr for TcpFlags {
+    type Output = TcpFlags;
+
+    fn bitor(self, rhs: TcpFlags) -> TcpFlags {
+        self.union(rhs)
+    }
+}
+
+/// An IPv4 header, summarized: the [`Flow`] it carries and the header's own fields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ipv4Meta {
-    /// Source address.
-    pub src: Ipv4Addr,
-    /// Destination address.
-    pub dst: Ipv4Addr,
-    /// IP protocol number.
-    pub protocol: u8,
+    /// Addresses, protocol and transport summary (zero transport fields in non-first fragments).
+    pub flow: Flow,
     /// Time to live.
     pub ttl: u8,
     /// Header length in bytes.
@@ -85,19 +173,33 @@ pub struct Ipv4Meta {
     pub total_len: u16,
     /// Part of a fragmented datagram (more-fragments set or a non-zero offset).
     pub fragment: bool,
-    /// Ports, flags, ICMP type/code/id (zero where they do not apply, and in non-first fragments).
+}
+
+/// One packet's flow, as sent (source to destination): what rules, connection tracking and NAT
+/// look at. The same type summarizes a packet's own headers ([`Ipv4Meta::flow`]) and the packet
+/// an ICMP error quotes ([`icmp_quoted`]); keys (conntrack's direction-free `ConnKey`, the NAT's
+/// directed key) are built from it. `Copy` and 20 bytes: it is passed by value on the fast path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Flow {
+    /// Source address.
+    pub src: Ipv4Addr,
+    /// Destination address.
+    pub dst: Ipv4Addr,
+    /// IP protocol.
+    pub proto: IpProto,
+    /// Ports, flags, ICMP type/code/id (zero where they do not apply).
     pub l4: L4Meta,
 }
 
 /// The transport header, summarized. Fields that do not apply to the protocol are zero.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct L4Meta {
     /// TCP/UDP source port.
     pub src_port: u16,
     /// TCP/UDP destination port.
     pub dst_port: u16,
-    /// TCP flags byte (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10).
-    pub tcp_flags: u8,
+    /// TCP flags; none unless TCP (and none in a quoted packet: only 8 bytes are quoted).
+    pub tcp_flags: TcpFlags,
     /// ICMP type.
     pub icmp_type: u8,
     /// ICMP code.
@@ -106,18 +208,16 @@ pub struct L4Meta {
     pub icmp_id: u16,
 }
 
-/// The packet an ICMP error quotes (its IPv4 header and first 8 transport bytes), summarized as
-/// it was sent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct QuotedPacket {
-    /// Source of the quoted packet.
-    pub src: Ipv4Addr,
-    /// Destination of the quoted packet.
-    pub dst: Ipv4Addr,
-    /// Its protocol.
-    pub protocol: u8,
-    /// Its ports, ICMP type and id.
-    pub l4: L4Meta,
+impl L4Meta {
+    /// TCP/UDP ports, nothing else.
+    pub fn ports(src_port: u16, dst_port: u16) -> L4Meta {
+        L4Meta { src_port, dst_port, ..L4Meta::default() }
+    }
+
+    /// ICMP type, code and echo id, nothing else.
+    pub fn icmp(icmp_type: u8, icmp_code: u8, icmp_id: u16) -> L4Meta {
+        L4Meta { icmp_type, icmp_code, icmp_id, ..L4Meta::default() }
+    }
 }
 
 /// What layer 3 holds.
@@ -182,21 +282,18 @@ pub fn parse(frame: &[u8]) -> Result<PacketMeta, Malformed> {
                 return Err(Malformed::Ipv4Length);
             }
             let fragment = ip.is_fragmenting_payload();
-            let protocol = ip.protocol().0;
+            let proto = IpProto(ip.protocol().0);
             let l4 = if ip.fragments_offset().value() != 0 {
                 L4Meta::default() // only the first fragment carries the transport header
             } else {
-                parse_l4(protocol, &payload[header_len..total_len], fragment)?
+                parse_l4(proto, &payload[header_len..total_len], fragment)?
             };
             L3Meta::Ipv4(Ipv4Meta {
-                src: ip.source_addr(),
-                dst: ip.destination_addr(),
-                protocol,
+                flow: Flow { src: ip.source_addr(), dst: ip.destination_addr(), proto, l4 },
                 ttl: ip.ttl(),
                 header_len: header_len as u8,
                 total_len: ip.total_len(),
                 fragment,
-                l4,
             })
         }
         other => L3Meta::Other(other),
@@ -204,18 +301,18 @@ pub fn parse(frame: &[u8]) -> Result<PacketMeta, Malformed> {
     Ok(PacketMeta { dst_mac: Mac(eth.destination()), src_mac: Mac(eth.source()), l3 })
 }
 
-fn parse_l4(protocol: u8, l4: &[u8], fragment: bool) -> Result<L4Meta, Malformed> {
-    Ok(match protocol {
-        PROTO_TCP => {
+fn parse_l4(proto: IpProto, l4: &[u8], fragment: bool) -> Result<L4Meta, Malformed> {
+    Ok(match proto {
+        IpProto::TCP => {
             let tcp = TcpHeaderSlice::from_slice(l4).map_err(|_| Malformed::Transport)?;
             L4Meta {
                 src_port: tcp.source_port(),
                 dst_port: tcp.destination_port(),
-                tcp_flags: tcp.slice()[13],
+                tcp_flags: TcpFlags(tcp.slice()[13]),
                 ..L4Meta::default()
             }
         }
-        PROTO_UDP => {
+        IpProto::UDP => {
             let udp = UdpHeaderSlice::from_slice(l4).map_err(|_| Malformed::Transport)?;
             // RFC 768: the length counts the 8-byte header; a first fragment holds only part of
             // the datagram, so only a whole one must hold all it claims.
@@ -223,23 +320,24 @@ fn parse_l4(protocol: u8, l4: &[u8], fragment: bool) -> Result<L4Meta, Malformed
             if len < 8 || (!fragment && len > l4.len()) {
                 return Err(Malformed::Transport);
             }
-            L4Meta { src_port: udp.source_port(), dst_port: udp.destination_port(), ..L4Meta::default() }
+            L4Meta::ports(udp.source_port(), udp.destination_port())
         }
-        PROTO_ICMP => {
+        IpProto::ICMP => {
             let icmp = Icmpv4Slice::from_slice(l4).map_err(|_| Malformed::Transport)?;
             let (icmp_type, icmp_code) = (icmp.type_u8(), icmp.code_u8());
             let rest = icmp.bytes5to8();
             let icmp_id = if icmp_type == 0 || icmp_type == 8 { u16::from_be_bytes([rest[0], rest[1]]) } else { 0 };
-            L4Meta { icmp_type, icmp_code, icmp_id, ..L4Meta::default() }
+            L4Meta::icmp(icmp_type, icmp_code, icmp_id)
         }
         _ => L4Meta::default(),
     })
 }
 
 /// The packet quoted by an ICMP error (types in [`ICMP_ERROR_TYPES`]) in a frame [`parse`]
-/// accepted, or `None` if it is not an ICMP error or quotes too little to tell the flow.
-pub fn icmp_quoted(frame: &[u8], ip: &Ipv4Meta) -> Option<QuotedPacket> {
-    if ip.protocol != PROTO_ICMP || ip.fragment || !ICMP_ERROR_TYPES.contains(&ip.l4.icmp_type) {
+/// accepted, summarized as it was sent, or `None` if it is not an ICMP error or quotes too little
+/// to tell the flow. Its TCP flags are always none.
+pub fn icmp_quoted(frame: &[u8], ip: &Ipv4Meta) -> Option<Flow> {
+    if ip.flow.proto != IpProto::ICMP || ip.fragment || !ICMP_ERROR_TYPES.contains(&ip.flow.l4.icmp_type) {
         return None;
     }
     let start = ETH_HEADER_LEN + usize::from(ip.header_len) + 8;
@@ -249,22 +347,17 @@ pub fn icmp_quoted(frame: &[u8], ip: &Ipv4Meta) -> Option<QuotedPacket> {
     // RFC 792 quotes the header and at least 8 bytes of the transport header: enough for ports
     // and the ICMP type and id, not for a whole TCP header, so read those bytes directly.
     let t = quoted.get(inner.slice().len()..inner.slice().len() + 8)?;
-    let protocol = inner.protocol().0;
-    let l4 = match protocol {
-        PROTO_TCP | PROTO_UDP => L4Meta {
-            src_port: u16::from_be_bytes([t[0], t[1]]),
-            dst_port: u16::from_be_bytes([t[2], t[3]]),
-            ..L4Meta::default()
-        },
-        PROTO_ICMP => L4Meta {
-            icmp_type: t[0],
-            icmp_code: t[1],
-            icmp_id: if t[0] == 0 || t[0] == 8 { u16::from_be_bytes([t[4], t[5]]) } else { 0 },
-            ..L4Meta::default()
-        },
+    let proto = IpProto(inner.protocol().0);
+    let l4 = match proto {
+        IpProto::TCP | IpProto::UDP => {
+            L4Meta::ports(u16::from_be_bytes([t[0], t[1]]), u16::from_be_bytes([t[2], t[3]]))
+        }
+        IpProto::ICMP => {
+            L4Meta::icmp(t[0], t[1], if t[0] == 0 || t[0] == 8 { u16::from_be_bytes([t[4], t[5]]) } else { 0 })
+        }
         _ => L4Meta::default(),
     };
-    Some(QuotedPacket { src: inner.source_addr(), dst: inner.destination_addr(), protocol, l4 })
+    Some(Flow { src: inner.source_addr(), dst: inner.destination_addr(), proto, l4 })
 }
 
 /// The IPv4 destination of a frame, by its fixed offset, without parsing anything else: for the
@@ -304,7 +397,7 @@ pub fn arp_reply_in_place(frame: &mut [u8], req: &ArpMeta, answer_mac: Mac) {
 pub mod build {
     use super::*;
 
-    /// A TCP/IPv4 frame with the given flags (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10).
+    /// A TCP/IPv4 frame with the given flags (of them SYN, ACK, FIN and RST are set).
     #[allow(clippy::too_many_arguments)]
     pub fn tcp(
         dst_mac: Mac,
@@ -313,22 +406,22 @@ pub mod build {
         dst: Ipv4Addr,
         sport: u16,
         dport: u16,
-        flags: u8,
+        flags: TcpFlags,
         payload: &[u8],
     ) -> Vec<u8> {
         let mut b = etherparse::PacketBuilder::ethernet2(src_mac.0, dst_mac.0)
             .ipv4(src.octets(), dst.octets(), 64)
             .tcp(sport, dport, 1, 65535);
-        if flags & 0x02 != 0 {
+        if flags.contains(TcpFlags::SYN) {
             b = b.syn();
         }
-        if flags & 0x10 != 0 {
+        if flags.contains(TcpFlags::ACK) {
             b = b.ack(1);
         }
-        if flags & 0x01 != 0 {
+        if flags.contains(TcpFlags::FIN) {
             b = b.fin();
         }
-        if flags & 0x04 != 0 {
+        if flags.contains(TcpFlags::RST) {
             b = b.rst();
         }
         let mut f = Vec::with_capacity(b.size(payload.len()));
@@ -346,11 +439,11 @@ pub mod build {
         f
     }
 
-    /// A packet of IP protocol `protocol` with an 8-byte payload.
-    pub fn ip_proto(dst_mac: Mac, src_mac: Mac, src: Ipv4Addr, dst: Ipv4Addr, protocol: u8) -> Vec<u8> {
+    /// A packet of IP protocol `proto` with an 8-byte payload.
+    pub fn ip_proto(dst_mac: Mac, src_mac: Mac, src: Ipv4Addr, dst: Ipv4Addr, proto: IpProto) -> Vec<u8> {
         let mut f = udp(dst_mac, src_mac, src, dst, 0, 0, &[]);
         let ip = &mut f[ETH_HEADER_LEN..];
-        ip[9] = protocol;
+        ip[9] = proto.0;
         ip[10..12].fill(0);
         let sum = ipv4_header_checksum(&ip[..20]);
         ip[10..12].copy_from_slice(&sum.to_be_bytes());
@@ -381,7 +474,7 @@ pub mod build {
         let total = (20 + icmp.len()) as u16;
         let ip = &mut f[ETH_HEADER_LEN..];
         ip[2..4].copy_from_slice(&total.to_be_bytes());
-        ip[9] = PROTO_ICMP;
+        ip[9] = IpProto::ICMP.0;
         ip[10..12].fill(0);
         let sum = ipv4_header_checksum(&ip[..20]);
         ip[10..12].copy_from_slice(&sum.to_be_bytes());
@@ -450,22 +543,24 @@ mod tests {
         let m = parse(&f).unwrap();
         assert_eq!((m.dst_mac, m.src_mac), (B, A));
         let L3Meta::Ipv4(ip) = m.l3 else { panic!("not ipv4: {m:?}") };
-        assert_eq!((ip.src, ip.dst, ip.protocol, ip.ttl, ip.total_len), (ip_a, ip_b, 17, 64, 30));
+        let f = ip.flow;
+        assert_eq!((f.src, f.dst, f.proto, ip.ttl, ip.total_len), (ip_a, ip_b, IpProto::UDP, 64, 30));
     }
 
     #[test]
     fn parses_transport_headers_and_icmp_quotes() {
         let (a, b) = (Ipv4Addr::new(10, 0, 1, 10), Ipv4Addr::new(10, 0, 2, 10));
-        let syn = build::tcp(B, A, a, b, 40000, 80, 0x02, b"");
+        let syn = build::tcp(B, A, a, b, 40000, 80, TcpFlags::SYN, b"");
         let L3Meta::Ipv4(ip) = parse(&syn).unwrap().l3 else { panic!() };
-        assert_eq!((ip.l4.src_port, ip.l4.dst_port, ip.l4.tcp_flags), (40000, 80, 0x02));
+        let l4 = ip.flow.l4;
+        assert_eq!((l4.src_port, l4.dst_port, l4.tcp_flags), (40000, 80, TcpFlags::SYN));
         let echo = build::icmp_echo(B, A, a, b, 77);
         let L3Meta::Ipv4(ip) = parse(&echo).unwrap().l3 else { panic!() };
-        assert_eq!((ip.l4.icmp_type, ip.l4.icmp_id), (8, 77));
+        assert_eq!((ip.flow.l4.icmp_type, ip.flow.l4.icmp_id), (8, 77));
         let err = build::icmp_error(A, B, b, a, 3, 4, &syn);
         let L3Meta::Ipv4(ip) = parse(&err).unwrap().l3 else { panic!() };
         let q = icmp_quoted(&err, &ip).expect("quotes the SYN");
-        assert_eq!((q.src, q.dst, q.protocol, q.l4.src_port, q.l4.dst_port), (a, b, PROTO_TCP, 40000, 80));
+        assert_eq!((q.src, q.dst, q.proto, q.l4.src_port, q.l4.dst_port), (a, b, IpProto::TCP, 40000, 80));
         assert_eq!(
             icmp_quoted(
                 &echo,
@@ -476,10 +571,28 @@ mod tests {
             ),
             None
         );
-        let mut short = build::tcp(B, A, a, b, 1, 2, 0x02, b"");
+        let mut short = build::tcp(B, A, a, b, 1, 2, TcpFlags::SYN, b"");
         short.truncate(ETH_HEADER_LEN + 20 + 10);
         short[ETH_HEADER_LEN + 2..ETH_HEADER_LEN + 4].copy_from_slice(&30u16.to_be_bytes());
         assert_eq!(parse(&short), Err(Malformed::Transport));
+    }
+
+    #[test]
+    fn ip_proto_prints_as_rules_name_it_and_serializes_as_a_number() {
+        let shown: Vec<String> = [IpProto::TCP, IpProto::UDP, IpProto::ICMP, IpProto(47)].map(|p| p.to_string()).into();
+        assert_eq!(shown, ["tcp", "udp", "icmp", "proto 47"]);
+        assert_eq!(serde_json::to_string(&IpProto::TCP).unwrap(), "6");
+        assert_eq!(serde_json::from_str::<IpProto>("17").unwrap(), IpProto::UDP);
+        assert!(IpProto::UDP.has_ports() && !IpProto::ICMP.has_ports());
+    }
+
+    #[test]
+    fn tcp_flags_contain_and_combine() {
+        let syn_ack = TcpFlags::SYN | TcpFlags::ACK;
+        assert_eq!(syn_ack, TcpFlags(0x12));
+        assert!(syn_ack.contains(TcpFlags::SYN) && syn_ack.contains(syn_ack) && !syn_ack.contains(TcpFlags::FIN));
+        assert!(TcpFlags::SYN.is_bare_syn() && (TcpFlags::SYN | TcpFlags::PSH).is_bare_syn());
+        assert!(!syn_ack.is_bare_syn() && !(TcpFlags::SYN | TcpFlags::RST).is_bare_syn());
     }
 
     #[test]

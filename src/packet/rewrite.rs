@@ -26,7 +26,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::{Ipv4Meta, ETHERTYPE_IPV4, ETH_HEADER_LEN, ICMP_ERROR_TYPES, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+use super::{IpProto, Ipv4Meta, TcpFlags, ETHERTYPE_IPV4, ETH_HEADER_LEN, ICMP_ERROR_TYPES};
 use crate::model::Mac;
 
 /// How the frame's L4 checksum field is to be treated.
@@ -72,10 +72,10 @@ pub fn checksum(bytes: &[u8]) -> u16 {
 
 /// The unfolded sum of the IPv4 pseudo-header for TCP/UDP (RFC 793 §3.1, RFC 768): source,
 /// destination, zero + protocol, transport length.
-pub fn pseudo_header_sum(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, l4_len: u16) -> u64 {
+pub fn pseudo_header_sum(src: Ipv4Addr, dst: Ipv4Addr, proto: IpProto, l4_len: u16) -> u64 {
     let acc = sum(&src.octets(), 0);
     let acc = sum(&dst.octets(), acc);
-    acc + u64::from(protocol) + u64::from(l4_len)
+    acc + u64::from(proto.0) + u64::from(l4_len)
 }
 
 /// One's-complement difference of a set of changed words, `Σ(~m + m')` (RFC 1624 §3), kept
@@ -170,11 +170,11 @@ fn l4_bounds(frame: &[u8], ip: &Ipv4Meta, need: usize) -> Option<(usize, usize)>
 }
 
 /// Offset of the TCP/UDP checksum field within its header, and how it is treated.
-fn l4_csum_field(protocol: u8, csum: L4Csum) -> Option<(usize, usize, Field)> {
+fn l4_csum_field(proto: IpProto, csum: L4Csum) -> Option<(usize, usize, Field)> {
     // (checksum offset, minimum header length, field kind)
-    let (at, need, full) = match protocol {
-        PROTO_TCP => (16, 20, Field::Full),
-        PROTO_UDP => (6, 8, Field::Udp),
+    let (at, need, full) = match proto {
+        IpProto::TCP => (16, 20, Field::Full),
+        IpProto::UDP => (6, 8, Field::Udp),
         _ => return None,
     };
     Some((at, need, if csum == L4Csum::Partial { Field::Partial } else { full }))
@@ -196,7 +196,7 @@ fn set_ip(frame: &mut [u8], ip: &Ipv4Meta, field_at: usize, new: Ipv4Addr, csum:
     let d = write_addr(frame, IP + field_at, new);
     adjust(frame, IP + 10, d, Field::Full);
     // The address is in the TCP/UDP pseudo-header (RFC 793 §3.1, RFC 768); ICMP has none.
-    if let Some((at, need, field)) = l4_csum_field(ip.protocol, csum) {
+    if let Some((at, need, field)) = l4_csum_field(ip.flow.proto, csum) {
         if let Some((l4, _)) = l4_bounds(frame, ip, need) {
             adjust(frame, l4 + at, d, field);
         }
@@ -217,7 +217,7 @@ pub fn set_dst_ip(frame: &mut [u8], ip: &Ipv4Meta, new: Ipv4Addr, csum: L4Csum) 
 
 /// Rewrites the TCP/UDP port at transport offset `port_at` (0 source, 2 destination).
 fn set_port(frame: &mut [u8], ip: &Ipv4Meta, port_at: usize, new: u16, csum: L4Csum) {
-    let Some((at, need, field)) = l4_csum_field(ip.protocol, csum) else { return };
+    let Some((at, need, field)) = l4_csum_field(ip.flow.proto, csum) else { return };
     let Some((l4, _)) = l4_bounds(frame, ip, need) else { return };
     let d = write_u16(frame, l4 + port_at, new);
     // Ports are not in the pseudo-header: a partial sum does not change.
@@ -241,7 +241,7 @@ pub fn set_dst_port(frame: &mut [u8], ip: &Ipv4Meta, new: u16, csum: L4Csum) {
 /// Rewrites the identifier of an ICMP echo request or reply (RFC 792, types 8 and 0) and updates
 /// the ICMP checksum. Anything else is left unchanged.
 pub fn set_icmp_echo_id(frame: &mut [u8], ip: &Ipv4Meta, new: u16) {
-    if ip.protocol != PROTO_ICMP {
+    if ip.flow.proto != IpProto::ICMP {
         return;
     }
     let Some((l4, _)) = l4_bounds(frame, ip, 8) else { return };
@@ -255,7 +255,7 @@ pub fn set_icmp_echo_id(frame: &mut [u8], ip: &Ipv4Meta, new: u16) {
 /// Rewrites the source (`addr_at` 12, `port_at` 0) or destination (16, 2) of the packet quoted in
 /// an ICMP error.
 fn set_quoted(frame: &mut [u8], ip: &Ipv4Meta, addr_at: usize, port_at: usize, new_ip: Ipv4Addr, port: Option<u16>) {
-    if ip.protocol != PROTO_ICMP || ip.fragment {
+    if ip.flow.proto != IpProto::ICMP || ip.fragment {
         return;
     }
     let Some((icmp, end)) = l4_bounds(frame, ip, 8) else { return };
@@ -278,8 +278,8 @@ fn set_quoted(frame: &mut [u8], ip: &Ipv4Meta, addr_at: usize, port_at: usize, n
 
     let l4 = q + qihl;
     if !non_first_fragment(frame, q) {
-        match frame[q + 9] {
-            proto @ (PROTO_TCP | PROTO_UDP) => {
+        match IpProto(frame[q + 9]) {
+            proto @ (IpProto::TCP | IpProto::UDP) => {
                 let mut d = addr; // the address is in the quoted packet's pseudo-header
                 if let Some(p) = port {
                     let pd = write_u16(frame, l4 + port_at, p);
@@ -290,12 +290,12 @@ fn set_quoted(frame: &mut [u8], ip: &Ipv4Meta, addr_at: usize, port_at: usize, n
                 // verify it; still, keep it consistent when it is inside the quote (always for
                 // UDP, for TCP only if more than 8 bytes are quoted, as Linux does) so that a
                 // whole quoted packet stays valid.
-                let (at, field) = if proto == PROTO_TCP { (16, Field::Full) } else { (6, Field::Udp) };
+                let (at, field) = if proto == IpProto::TCP { (16, Field::Full) } else { (6, Field::Udp) };
                 if l4 + at + 2 <= end {
                     outer.merge(adjust(frame, l4 + at, d, field));
                 }
             }
-            PROTO_ICMP => {
+            IpProto::ICMP => {
                 // A quoted echo's "port" is its identifier, whichever side is rewritten.
                 if let Some(id) = port.filter(|_| frame[l4] == 0 || frame[l4] == 8) {
                     let d = write_u16(frame, l4 + 4, id);
@@ -338,7 +338,7 @@ fn push_eth_ipv4(
     dst: Ipv4Addr,
     tos: u8,
     dont_fragment: bool,
-    protocol: u8,
+    proto: IpProto,
     payload_len: usize,
 ) {
     f.extend_from_slice(&dst_mac.0);
@@ -351,7 +351,7 @@ fn push_eth_ipv4(
     f.extend_from_slice(&total.to_be_bytes());
     f.extend_from_slice(&[0, 0]); // identification
     f.extend_from_slice(&flags.to_be_bytes());
-    f.extend_from_slice(&[64, protocol, 0, 0]); // TTL 64, checksum below
+    f.extend_from_slice(&[64, proto.0, 0, 0]); // TTL 64, checksum below
     f.extend_from_slice(&src.octets());
     f.extend_from_slice(&dst.octets());
     let c = checksum(&f[ip_at..ip_at + 20]);
@@ -384,7 +384,7 @@ pub fn icmp_frag_needed(offending: &[u8], router_mac: Mac, router_ip: Ipv4Addr, 
 
     let icmp_len = 8 + quote.len();
     let mut f = Vec::with_capacity(IP + 20 + icmp_len);
-    push_eth_ipv4(&mut f, dst_mac, router_mac, router_ip, dst, 0xc0, false, PROTO_ICMP, icmp_len);
+    push_eth_ipv4(&mut f, dst_mac, router_mac, router_ip, dst, 0xc0, false, IpProto::ICMP, icmp_len);
     let icmp_at = f.len();
     // RFC 1191 §4: type 3, code 4, checksum, unused (16 bits), next-hop MTU.
     f.extend_from_slice(&[3, 4, 0, 0, 0, 0]);
@@ -413,26 +413,26 @@ pub fn tcp_rst_for(offending: &[u8], src_mac: Mac, dst_mac: Mac) -> Vec<u8> {
     let half = |at: usize| tcp.get(at..at + 2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
     let (sport, dport, seq, ack) = (half(0), half(2), word(4), word(8));
     let doff = tcp.get(12).map_or(20, |b| usize::from(b >> 4) * 4);
-    let flags = tcp.get(13).copied().unwrap_or(0);
+    let flags = TcpFlags(tcp.get(13).copied().unwrap_or(0));
     let (src, dst) = (addr_at(offending, IP + 12), addr_at(offending, IP + 16));
 
-    let (rst_seq, rst_ack, rst_flags) = if flags & 0x10 != 0 {
-        (ack, 0, 0x04) // RST
+    let (rst_seq, rst_ack, rst_flags) = if flags.contains(TcpFlags::ACK) {
+        (ack, 0, TcpFlags::RST)
     } else {
         let data = total.saturating_sub(ihl + doff) as u32;
-        let len = data + u32::from(flags & 0x02 != 0) + u32::from(flags & 0x01 != 0);
-        (0, seq.wrapping_add(len), 0x14) // RST + ACK
+        let len = data + u32::from(flags.contains(TcpFlags::SYN)) + u32::from(flags.contains(TcpFlags::FIN));
+        (0, seq.wrapping_add(len), TcpFlags::RST | TcpFlags::ACK)
     };
 
     let mut f = Vec::with_capacity(IP + 40);
-    push_eth_ipv4(&mut f, dst_mac, src_mac, dst, src, 0, true, PROTO_TCP, 20);
+    push_eth_ipv4(&mut f, dst_mac, src_mac, dst, src, 0, true, IpProto::TCP, 20);
     let tcp_at = f.len();
     f.extend_from_slice(&dport.to_be_bytes());
     f.extend_from_slice(&sport.to_be_bytes());
     f.extend_from_slice(&rst_seq.to_be_bytes());
     f.extend_from_slice(&rst_ack.to_be_bytes());
-    f.extend_from_slice(&[5 << 4, rst_flags, 0, 0, 0, 0, 0, 0]); // data offset 5, window 0, csum, urg
-    let c = !fold(sum(&f[tcp_at..], pseudo_header_sum(dst, src, PROTO_TCP, 20)));
+    f.extend_from_slice(&[5 << 4, rst_flags.0, 0, 0, 0, 0, 0, 0]); // data offset 5, window 0, csum, urg
+    let c = !fold(sum(&f[tcp_at..], pseudo_header_sum(dst, src, IpProto::TCP, 20)));
     f[tcp_at + 16..tcp_at + 18].copy_from_slice(&c.to_be_bytes());
     f
 }
@@ -458,11 +458,11 @@ pub fn verify(frame: &[u8]) -> bool {
     }
     let l4 = &frame[IP + hl..IP + usize::from(ip.total_len)];
     let l4_len = l4.len() as u16;
-    match ip.protocol {
-        PROTO_TCP => fold(sum(l4, pseudo_header_sum(ip.src, ip.dst, PROTO_TCP, l4_len))) == 0xffff,
-        PROTO_UDP if l4[6..8] == [0, 0] => true,
-        PROTO_UDP => fold(sum(l4, pseudo_header_sum(ip.src, ip.dst, PROTO_UDP, l4_len))) == 0xffff,
-        PROTO_ICMP => fold(sum(l4, 0)) == 0xffff,
+    let f = ip.flow;
+    match f.proto {
+        IpProto::UDP if l4[6..8] == [0, 0] => true,
+        IpProto::TCP | IpProto::UDP => fold(sum(l4, pseudo_header_sum(f.src, f.dst, f.proto, l4_len))) == 0xffff,
+        IpProto::ICMP => fold(sum(l4, 0)) == 0xffff,
         _ => true,
     }
 }
@@ -524,7 +524,7 @@ mod tests {
 
     fn l4_csum_at(f: &[u8]) -> usize {
         let ip = meta(f);
-        IP + usize::from(ip.header_len) + if ip.protocol == PROTO_TCP { 16 } else { 6 }
+        IP + usize::from(ip.header_len) + if ip.flow.proto == IpProto::TCP { 16 } else { 6 }
     }
 
     fn field(f: &[u8], at: usize) -> u16 {
@@ -541,7 +541,7 @@ mod tests {
     fn pseudo_fold(f: &[u8]) -> u16 {
         let ip = meta(f);
         let len = ip.total_len - u16::from(ip.header_len);
-        fold(pseudo_header_sum(ip.src, ip.dst, ip.protocol, len))
+        fold(pseudo_header_sum(ip.flow.src, ip.flow.dst, ip.flow.proto, len))
     }
 
     /// Turns a frame with a full TCP/UDP checksum into a NEEDS_CSUM one.
@@ -572,8 +572,8 @@ mod tests {
         let at = l4_csum_at(f);
         let mut copy = f[l4..end].to_vec();
         copy[at - l4..at - l4 + 2].fill(0);
-        let c = !fold(sum(&copy, pseudo_header_sum(ip.src, ip.dst, ip.protocol, (end - l4) as u16)));
-        if ip.protocol == PROTO_UDP && c == 0 {
+        let c = !fold(sum(&copy, pseudo_header_sum(ip.flow.src, ip.flow.dst, ip.flow.proto, (end - l4) as u16)));
+        if ip.flow.proto == IpProto::UDP && c == 0 {
             0xffff
         } else {
             c
@@ -601,10 +601,10 @@ mod tests {
             set_src_ip(&mut f, &ip, EIP, L4Csum::Full);
             assert!(verify(&f), "after src: {f:?}");
             let after = meta(&f);
-            assert_eq!((after.src, after.dst, after.l4), (EIP, HOST, ip.l4));
+            assert_eq!((after.flow.src, after.flow.dst, after.flow.l4), (EIP, HOST, ip.flow.l4));
             set_dst_ip(&mut f, &ip, NAT, L4Csum::Full);
             assert!(verify(&f));
-            assert_eq!((meta(&f).src, meta(&f).dst), (EIP, NAT));
+            assert_eq!((meta(&f).flow.src, meta(&f).flow.dst), (EIP, NAT));
             // Back again: the original bytes (checksums are deterministic for these values).
             set_src_ip(&mut f, &ip, PRIV, L4Csum::Full);
             set_dst_ip(&mut f, &ip, HOST, L4Csum::Full);
@@ -622,7 +622,7 @@ mod tests {
             assert!(verify(&f));
             set_dst_port(&mut f, &ip, 65535, L4Csum::Full);
             assert!(verify(&f));
-            let l4 = meta(&f).l4;
+            let l4 = meta(&f).flow.l4;
             assert_eq!((l4.src_port, l4.dst_port), (1024, 65535));
             assert_eq!(&f[..IP + 20], &orig[..IP + 20], "IPv4 header untouched");
         }
@@ -648,7 +648,10 @@ mod tests {
         assert_eq!(field(&f, at), 0);
         assert!(verify(&f));
         let after = meta(&f);
-        assert_eq!((after.src, after.dst, after.l4.src_port, after.l4.dst_port), (EIP, NAT, 2000, 3000));
+        assert_eq!(
+            (after.flow.src, after.flow.dst, after.flow.l4.src_port, after.flow.l4.dst_port),
+            (EIP, NAT, 2000, 3000)
+        );
     }
 
     #[test]
@@ -666,7 +669,7 @@ mod tests {
             set_src_port(&mut f, &ip, 1111, L4Csum::Partial);
             set_dst_port(&mut f, &ip, 2222, L4Csum::Partial);
             assert_eq!(field(&f, at), before_ports, "ports are not in the pseudo-header");
-            assert_eq!((meta(&f).l4.src_port, meta(&f).l4.dst_port), (1111, 2222));
+            assert_eq!((meta(&f).flow.l4.src_port, meta(&f).flow.l4.dst_port), (1111, 2222));
             // The device completes it into a valid checksum.
             assert!(verify(&complete_partial(f)));
         }
@@ -679,7 +682,7 @@ mod tests {
             let ip = meta(&f);
             set_icmp_echo_id(&mut f, &ip, 40001);
             assert!(verify(&f));
-            assert_eq!(meta(&f).l4.icmp_id, 40001);
+            assert_eq!(meta(&f).flow.l4.icmp_id, 40001);
             // Address rewrites do not touch the ICMP checksum (no pseudo-header).
             let icmp_csum = field(&f, IP + 22);
             set_src_ip(&mut f, &ip, EIP, L4Csum::Full);
@@ -698,7 +701,7 @@ mod tests {
     fn icmp_error_whole(src: Ipv4Addr, dst: Ipv4Addr, quoted: &[u8]) -> Vec<u8> {
         let q = &quoted[IP..];
         let mut f = Vec::new();
-        push_eth_ipv4(&mut f, A, B, src, dst, 0, false, PROTO_ICMP, 8 + q.len());
+        push_eth_ipv4(&mut f, A, B, src, dst, 0, false, IpProto::ICMP, 8 + q.len());
         let at = f.len();
         f.extend_from_slice(&[3, 3, 0, 0, 0, 0, 0, 0]);
         f.extend_from_slice(q);
@@ -736,7 +739,7 @@ mod tests {
                 assert!(verify(&f), "outer checksums");
                 let q = icmp_quoted(&f, &meta(&f)).expect("still quotes");
                 assert_eq!((q.src, q.dst), (PRIV, HOST));
-                let id = if q.protocol == PROTO_ICMP { q.l4.icmp_id } else { q.l4.src_port };
+                let id = if q.proto == IpProto::ICMP { q.l4.icmp_id } else { q.l4.src_port };
                 assert_eq!(id, 40000);
                 let inner = quoted_frame(&f);
                 assert!(ip_header_valid(&inner), "quoted IPv4 header checksum");
@@ -748,7 +751,7 @@ mod tests {
                 assert!(verify(&f));
                 let q = icmp_quoted(&f, &meta(&f)).unwrap();
                 assert_eq!(q.dst, NAT);
-                if q.protocol != PROTO_ICMP {
+                if q.proto != IpProto::ICMP {
                     assert_eq!(q.l4.dst_port, 8080);
                 }
                 assert!(ip_header_valid(&quoted_frame(&f)));
@@ -784,12 +787,12 @@ mod tests {
         let m = parse(&f).unwrap();
         assert_eq!((m.dst_mac, m.src_mac), (A, router));
         let ip = meta(&f);
-        assert_eq!((ip.src, ip.dst, ip.ttl, ip.protocol), (gw, PRIV, 64, PROTO_ICMP));
-        assert_eq!((ip.l4.icmp_type, ip.l4.icmp_code), (3, 4));
+        assert_eq!((ip.flow.src, ip.flow.dst, ip.ttl, ip.flow.proto), (gw, PRIV, 64, IpProto::ICMP));
+        assert_eq!((ip.flow.l4.icmp_type, ip.flow.l4.icmp_code), (3, 4));
         assert_eq!(read_u16(&f, IP + 20 + 6), 1500, "next-hop MTU");
         assert_eq!(usize::from(ip.total_len), 20 + 8 + 20 + 8);
         let q = icmp_quoted(&f, &ip).unwrap();
-        assert_eq!((q.src, q.dst, q.protocol, q.l4.src_port, q.l4.dst_port), (PRIV, HOST, PROTO_UDP, 5353, 53));
+        assert_eq!((q.src, q.dst, q.proto, q.l4.src_port, q.l4.dst_port), (PRIV, HOST, IpProto::UDP, 5353, 53));
         assert_eq!(&f[IP + 28..], &big[IP..IP + 28]);
         // Never panics on junk.
         for n in 0..40 {
@@ -806,20 +809,20 @@ mod tests {
         let m = parse(&r).unwrap();
         assert_eq!((m.dst_mac, m.src_mac), (A, B));
         let ip = meta(&r);
-        assert_eq!((ip.src, ip.dst, ip.l4.src_port, ip.l4.dst_port), (HOST, PRIV, 443, 40000));
-        assert_eq!(ip.l4.tcp_flags, 0x14);
+        assert_eq!((ip.flow.src, ip.flow.dst, ip.flow.l4.src_port, ip.flow.l4.dst_port), (HOST, PRIV, 443, 40000));
+        assert_eq!(ip.flow.l4.tcp_flags, TcpFlags::RST | TcpFlags::ACK);
         let t = etherparse::TcpHeaderSlice::from_slice(&r[IP + 20..]).unwrap();
         assert_eq!((t.sequence_number(), t.acknowledgment_number()), (0, 1001));
         // A data segment with ACK: seq = its ack, no ACK.
         let data = tcp(PRIV, HOST, 40000, 443, 5000, Some(0xdead_beef), b"payload");
         let r = tcp_rst_for(&data, B, A);
         assert!(verify(&r));
-        assert_eq!(meta(&r).l4.tcp_flags, 0x04);
+        assert_eq!(meta(&r).flow.l4.tcp_flags, TcpFlags::RST);
         let t = etherparse::TcpHeaderSlice::from_slice(&r[IP + 20..]).unwrap();
         assert_eq!((t.sequence_number(), t.acknowledgment_number()), (0xdead_beef, 0));
         // Data without ACK: ack = seq + data length (+1 for SYN).
         let mut syn_data = tcp(PRIV, HOST, 1, 2, u32::MAX, None, b"abc");
-        syn_data[IP + 20 + 13] |= 0x01; // and FIN (checksum irrelevant to the RST)
+        syn_data[IP + 20 + 13] |= TcpFlags::FIN.0; // and FIN (checksum irrelevant to the RST)
         let r = tcp_rst_for(&syn_data, B, A);
         let t = etherparse::TcpHeaderSlice::from_slice(&r[IP + 20..]).unwrap();
         assert_eq!(t.acknowledgment_number(), u32::MAX.wrapping_add(3 + 2));
@@ -871,7 +874,7 @@ mod tests {
             hdr[10..12].fill(0);
             assert!(same(field(&f, IP + 10), checksum(&hdr)), "iteration {i}");
             let m = meta(&f);
-            assert_eq!((m.src, m.dst, m.l4.src_port, m.l4.dst_port), (nsrc, ndst, nsp, ndp));
+            assert_eq!((m.flow.src, m.flow.dst, m.flow.l4.src_port, m.flow.l4.dst_port), (nsrc, ndst, nsp, ndp));
 
             let mut p = to_partial(orig);
             set_src_ip(&mut p, &ip, nsrc, L4Csum::Partial);
@@ -914,7 +917,7 @@ mod tests {
             set_icmp_echo_id(&mut f, &ip, 10);
             assert!(verify(&f));
             let m = meta(&f);
-            assert_eq!((m.src, m.dst), (EIP, NAT));
+            assert_eq!((m.flow.src, m.flow.dst), (EIP, NAT));
             // Ethernet padding after the packet is left alone.
             let mut padded = orig.clone();
             padded.resize(orig.len().max(60) + 4, 0xee);
@@ -962,7 +965,7 @@ mod tests {
         set_src_port(&mut later, &ip, 1, L4Csum::Full);
         assert!(verify(&later));
         assert_eq!(&later[IP + 20..], &orig[IP + 20..], "payload untouched");
-        assert_eq!((meta(&later).src, meta(&later).dst), (EIP, NAT));
+        assert_eq!((meta(&later).flow.src, meta(&later).flow.dst), (EIP, NAT));
     }
 
     #[test]

@@ -46,18 +46,16 @@ use hashbrown::HashMap;
 
 pub use verdict::{DropReason, EniCounters, Verdict};
 
-use crate::conntrack::{ConnTable, ConntrackFull, PacketInfo};
+use crate::conntrack::{ConnTable, ConntrackFull};
 use crate::model::{
     AclIdx, Cidr, EniIdx, InstanceState, Mac, Model, NatIdx, NetworkAcl, RouteTarget, SubnetIdx, VpcIdx,
     INTERNET_GATEWAY_IP, INTERNET_MTU,
 };
 use crate::nat::{IgwMap, NatError, NatTable};
 use crate::packet::rewrite::{self, L4Csum};
-use crate::packet::{
-    self, build, ArpMeta, Ipv4Meta, L3Meta, ARP_REQUEST, ETH_HEADER_LEN, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
-};
+use crate::packet::{self, build, ArpMeta, Flow, IpProto, Ipv4Meta, L3Meta, TcpFlags, ARP_REQUEST, ETH_HEADER_LEN};
 use crate::policy::route_table::{self, CompiledRoutes};
-use crate::policy::{network_acl, security_group::SecurityGroups, Direction, Flow};
+use crate::policy::{network_acl, security_group::SecurityGroups, Direction};
 
 /// The MTU inside a VPC, as on AWS.
 pub const VPC_MTU: u16 = 9001;
@@ -187,8 +185,8 @@ impl Port {
 pub struct ConnectionView {
     /// The ENI whose table holds it.
     pub eni: String,
-    /// IP protocol number.
-    pub protocol: u8,
+    /// IP protocol (a number in JSON).
+    pub protocol: IpProto,
     /// The endpoint that sent the first packet (address, port or ICMP id).
     pub initiator: (Ipv4Addr, u16),
     /// The other endpoint.
@@ -583,31 +581,31 @@ impl Pipeline {
             }
         };
         within_vpc_mtu(&ip, frame, off, obs)?;
-        let info = packet_info(&ip);
+        let info = ip.flow;
         if commit {
             if let Some(v) = self.fast_path(now, from, &info, frame) {
                 return Ok(v);
             }
         }
         let port = &self.ports[from.index()];
-        if port.source_dest_check && !port.owns(ip.src) {
+        if port.source_dest_check && !port.owns(ip.flow.src) {
             obs.record(
                 Stage::SourceCheck,
-                format_args!("drop: {} is not a private IP of {} (source/destination check on)", ip.src, port.id),
+                format_args!("drop: {} is not a private IP of {} (source/destination check on)", ip.flow.src, port.id),
             );
             return Err(Verdict::Drop(DropReason::SourceCheck));
         }
         if port.source_dest_check {
-            obs.record(Stage::SourceCheck, format_args!("{} is {}'s", ip.src, port.id));
+            obs.record(Stage::SourceCheck, format_args!("{} is {}'s", ip.flow.src, port.id));
         } else {
             obs.record(Stage::SourceCheck, format_args!("skipped: source/destination check off on {}", port.id));
         }
         let egress = self.security_group(now, from, Direction::Egress, &ip, &info, frame, obs)?;
         let routed = meta.dst_mac == port.router_mac;
         let (next, rewrite_macs) = if routed {
-            (self.route_lookup(from, ip.dst, obs)?, true)
+            (self.route_lookup(from, ip.flow.dst, obs)?, true)
         } else {
-            let (to, by_address) = self.layer2(from, meta.dst_mac, ip.dst, obs)?;
+            let (to, by_address) = self.layer2(from, meta.dst_mac, ip.flow.dst, obs)?;
             (Next::Eni(to), by_address)
         };
         match next {
@@ -630,7 +628,7 @@ impl Pipeline {
         to: EniIdx,
         routed: bool,
         ip: &Ipv4Meta,
-        info: &PacketInfo,
+        info: &Flow,
         frame: &mut [u8],
         obs: &mut O,
         commit: bool,
@@ -660,20 +658,23 @@ impl Pipeline {
         if src_subnet != Some(dst_subnet) {
             if let Some(s) = src_subnet {
                 let acl = self.model.subnets[s.index()].network_acl;
-                self.network_acl(acl, Direction::Egress, &info.flow, None, obs)?;
+                self.network_acl(acl, Direction::Egress, info, None, obs)?;
             }
-            self.network_acl(dst_acl, Direction::Ingress, &info.flow, Some(to), obs)?;
+            self.network_acl(dst_acl, Direction::Ingress, info, Some(to), obs)?;
         }
         let dst_port = &self.ports[to.index()];
-        if dst_port.source_dest_check && !dst_port.owns(ip.dst) {
+        if dst_port.source_dest_check && !dst_port.owns(ip.flow.dst) {
             obs.record(
                 Stage::DestinationCheck,
-                format_args!("drop: {} is not a private IP of {} (source/destination check on)", ip.dst, dst_port.id),
+                format_args!(
+                    "drop: {} is not a private IP of {} (source/destination check on)",
+                    ip.flow.dst, dst_port.id
+                ),
             );
             return Err(Verdict::DropAt(DropReason::DestinationCheck, to));
         }
         if dst_port.source_dest_check {
-            obs.record(Stage::DestinationCheck, format_args!("{} is {}'s", ip.dst, dst_port.id));
+            obs.record(Stage::DestinationCheck, format_args!("{} is {}'s", ip.flow.dst, dst_port.id));
         } else {
             obs.record(
                 Stage::DestinationCheck,
@@ -725,18 +726,21 @@ impl Pipeline {
         from: EniIdx,
         egress: SgOutcome,
         ip: &Ipv4Meta,
-        info: &PacketInfo,
+        info: &Flow,
         frame: &mut [u8],
         off: Offload,
         obs: &mut O,
         commit: bool,
     ) -> Step<Verdict> {
         let (acl, vpc) = (self.ports[from.index()].acl, self.ports[from.index()].vpc);
-        self.network_acl(acl, Direction::Egress, &info.flow, None, obs)?;
-        let Some(public) = self.igw.public_of(vpc, ip.src) else {
+        self.network_acl(acl, Direction::Egress, info, None, obs)?;
+        let Some(public) = self.igw.public_of(vpc, ip.flow.src) else {
             obs.record(
                 Stage::InternetGateway,
-                format_args!("drop: {} has no Elastic or public IP, so it cannot use the internet gateway", ip.src),
+                format_args!(
+                    "drop: {} has no Elastic or public IP, so it cannot use the internet gateway",
+                    ip.flow.src
+                ),
             );
             return Err(Verdict::Drop(DropReason::NoPublicAddress));
         };
@@ -746,11 +750,11 @@ impl Pipeline {
         if commit {
             self.commit(now, from, egress, info, None)?;
         }
-        obs.record(Stage::InternetGateway, format_args!("source {} -> {public} (its Elastic IP)", ip.src));
+        obs.record(Stage::InternetGateway, format_args!("source {} -> {public} (its Elastic IP)", ip.flow.src));
         if let Some(q) = packet::icmp_quoted(frame, ip) {
             // An ICMP error about a packet that came in through the gateway quotes the private
             // address it was delivered to: show the internet the address it sent to.
-            if q.dst == ip.src {
+            if q.dst == ip.flow.src {
                 rewrite::set_quoted_dst(frame, ip, public, None);
             }
         }
@@ -815,7 +819,7 @@ impl Pipeline {
         egress: SgOutcome,
         n: NatIdx,
         ip: &Ipv4Meta,
-        info: &PacketInfo,
+        info: &Flow,
         frame: &mut [u8],
         off: Offload,
         obs: &mut O,
@@ -827,16 +831,16 @@ impl Pipeline {
         let port = &self.ports[from.index()];
         let (src_subnet, src_acl, vpc) = (port.subnet, port.acl, port.vpc);
         if src_subnet != nat.subnet {
-            self.network_acl(src_acl, Direction::Egress, &info.flow, None, obs)?;
-            self.network_acl(nat_subnet.network_acl, Direction::Ingress, &info.flow, None, obs)?;
+            self.network_acl(src_acl, Direction::Egress, info, None, obs)?;
+            self.network_acl(nat_subnet.network_acl, Direction::Ingress, info, None, obs)?;
         }
-        let (inside_port, remote_port) = match ip.protocol {
-            PROTO_TCP | PROTO_UDP => (ip.l4.src_port, ip.l4.dst_port),
-            PROTO_ICMP if ip.l4.icmp_type == 8 => (ip.l4.icmp_id, 0),
+        let (inside_port, remote_port) = match ip.flow.proto {
+            IpProto::TCP | IpProto::UDP => (ip.flow.l4.src_port, ip.flow.l4.dst_port),
+            IpProto::ICMP if ip.flow.l4.icmp_type == 8 => (ip.flow.l4.icmp_id, 0),
             p => {
                 obs.record(
                     Stage::NatGateway,
-                    format_args!("drop: {} translates TCP, UDP and ICMP echo only (protocol {p})", nat.id),
+                    format_args!("drop: {} translates TCP, UDP and ICMP echo only (protocol {})", nat.id, p.0),
                 );
                 return Err(Verdict::Drop(DropReason::NatUnsupportedProtocol));
             }
@@ -847,10 +851,10 @@ impl Pipeline {
             obs.record(Stage::NatGateway, format_args!("drop: {} does not translate fragments", nat.id));
             return Err(Verdict::Drop(DropReason::NatFragment));
         }
-        let inside = (ip.src, inside_port);
-        let remote = (ip.dst, remote_port);
-        let hit = self.routes[nat_subnet.route_table.index()].lookup(ip.dst);
-        let route = route_table::describe(&model, nat_subnet.route_table, ip.dst, hit);
+        let inside = (ip.flow.src, inside_port);
+        let remote = (ip.flow.dst, remote_port);
+        let hit = self.routes[nat_subnet.route_table.index()].lookup(ip.flow.dst);
+        let route = route_table::describe(&model, nat_subnet.route_table, ip.flow.dst, hit);
         if !matches!(hit, Some((_, RouteTarget::InternetGateway(_)))) {
             obs.record(
                 Stage::RouteLookup,
@@ -859,7 +863,7 @@ impl Pipeline {
             return Err(Verdict::Drop(DropReason::NoRoute));
         }
         obs.record(Stage::RouteLookup, format_args!("{route}"));
-        self.network_acl(nat_subnet.network_acl, Direction::Egress, &info.flow, None, obs)?;
+        self.network_acl(nat_subnet.network_acl, Direction::Egress, info, None, obs)?;
         let Some(public) = self.igw.public_of(vpc, nat.private_ip) else {
             obs.record(
                 Stage::InternetGateway,
@@ -870,11 +874,11 @@ impl Pipeline {
         self.internet_exists(obs)?;
         self.check_mtu(from, ip, frame, off, obs)?;
         let table = &self.nats[n.index()];
-        let is_syn = ip.l4.tcp_flags & crate::conntrack::TCP_SYN != 0;
-        if ip.protocol == PROTO_TCP
+        let is_syn = ip.flow.l4.tcp_flags.contains(TcpFlags::SYN);
+        if ip.flow.proto == IpProto::TCP
             && !is_syn
-            && table.peek_outbound(now, PROTO_TCP, inside, remote).is_none()
-            && table.expired_recently(now, PROTO_TCP, inside, remote)
+            && table.peek_outbound(now, IpProto::TCP, inside, remote).is_none()
+            && table.expired_recently(now, IpProto::TCP, inside, remote)
         {
             let router_mac = self.ports[from.index()].router_mac;
             let rst = rewrite::tcp_rst_for(frame, router_mac, self.ports[from.index()].mac);
@@ -890,7 +894,7 @@ impl Pipeline {
         }
         self.room(now, from, egress, Stage::SgEgress, obs)?;
         // One plan: trace shows it, forwarding carries it out, so the two never name different ports.
-        let plan = match self.nats[n.index()].plan_outbound(now, ip.protocol, inside, remote) {
+        let plan = match self.nats[n.index()].plan_outbound(now, ip.flow.proto, inside, remote) {
             Ok(plan) => plan,
             Err(NatError::PortAllocation) => {
                 if commit {
@@ -910,15 +914,15 @@ impl Pipeline {
         let outside = plan.port();
         obs.record(
             Stage::NatGateway,
-            format_args!("{}: source {}:{} -> {}:{outside}", nat.id, ip.src, inside_port, nat.private_ip),
+            format_args!("{}: source {}:{} -> {}:{outside}", nat.id, ip.flow.src, inside_port, nat.private_ip),
         );
         obs.record(
             Stage::InternetGateway,
             format_args!("source {} -> {public} ({}'s Elastic IP)", nat.private_ip, nat.id),
         );
         rewrite::set_src_ip(frame, ip, public, off.csum());
-        match ip.protocol {
-            PROTO_ICMP => rewrite::set_icmp_echo_id(frame, ip, outside),
+        match ip.flow.proto {
+            IpProto::ICMP => rewrite::set_icmp_echo_id(frame, ip, outside),
             _ => rewrite::set_src_port(frame, ip, outside, off.csum()),
         }
         packet::set_macs(frame, self.inet_peer_mac, self.inet_own_mac);
@@ -971,7 +975,7 @@ impl Pipeline {
         };
         within_vpc_mtu(&ip, frame, off, obs)?;
         let quoted = packet::icmp_quoted(frame, &ip);
-        if let Some((eni, private)) = self.igw.private_of(ip.dst) {
+        if let Some((eni, private)) = self.igw.private_of(ip.flow.dst) {
             let vpc = self.ports[eni.index()].vpc;
             if !self.model.internet_gateways.iter().any(|g| g.vpc == vpc) {
                 obs.record(
@@ -982,20 +986,21 @@ impl Pipeline {
             }
             obs.record(
                 Stage::InternetGateway,
-                format_args!("destination {} -> {private} ({})", ip.dst, self.ports[eni.index()].id),
+                format_args!("destination {} -> {private} ({})", ip.flow.dst, self.ports[eni.index()].id),
             );
-            if quoted.is_some_and(|q| q.src == ip.dst) {
+            if quoted.is_some_and(|q| q.src == ip.flow.dst) {
                 rewrite::set_quoted_src(frame, &ip, private, None);
             }
             rewrite::set_dst_ip(frame, &ip, private, off.csum());
-            let inside = Ipv4Meta { dst: private, ..ip };
-            let info = packet_info(&inside);
+            let mut inside = ip;
+            inside.flow.dst = private;
+            let info = inside.flow;
             return self.arrive(now, Source::Internet, eni, true, &inside, &info, frame, obs, commit);
         }
-        if let Some((n, nat_ip)) = self.igw.nat_of(ip.dst) {
+        if let Some((n, nat_ip)) = self.igw.nat_of(ip.flow.dst) {
             return self.back_through_nat(now, n, nat_ip, &ip, quoted, frame, off, obs, commit);
         }
-        obs.record(Stage::InternetGateway, format_args!("drop: {} is not an Elastic IP of this lab", ip.dst));
+        obs.record(Stage::InternetGateway, format_args!("drop: {} is not an Elastic IP of this lab", ip.flow.dst));
         Err(Verdict::Drop(DropReason::NoSuchAddress))
     }
 
@@ -1009,7 +1014,7 @@ impl Pipeline {
         n: NatIdx,
         nat_ip: Ipv4Addr,
         ip: &Ipv4Meta,
-        quoted: Option<packet::QuotedPacket>,
+        quoted: Option<Flow>,
         frame: &mut [u8],
         off: Offload,
         obs: &mut O,
@@ -1018,16 +1023,16 @@ impl Pipeline {
         let model = std::sync::Arc::clone(&self.model);
         let nat = &model.nat_gateways[n.index()];
         let nat_subnet = &model.subnets[nat.subnet.index()];
-        obs.record(Stage::InternetGateway, format_args!("destination {} -> {nat_ip} ({})", ip.dst, nat.id));
-        let flow = packet_info(ip).flow;
+        obs.record(Stage::InternetGateway, format_args!("destination {} -> {nat_ip} ({})", ip.flow.dst, nat.id));
+        let flow = ip.flow;
         self.network_acl(nat_subnet.network_acl, Direction::Ingress, &flow, None, obs)?;
         // What the packet answers: (remote, the NAT's port), from the packet or the quote.
-        let key = match (ip.protocol, quoted) {
-            (PROTO_TCP | PROTO_UDP, _) => Some((ip.protocol, (ip.src, ip.l4.src_port), ip.l4.dst_port)),
-            (PROTO_ICMP, None) if ip.l4.icmp_type == 0 => Some((PROTO_ICMP, (ip.src, 0), ip.l4.icmp_id)),
-            (PROTO_ICMP, Some(q)) => match q.protocol {
-                PROTO_TCP | PROTO_UDP => Some((q.protocol, (q.dst, q.l4.dst_port), q.l4.src_port)),
-                PROTO_ICMP => Some((PROTO_ICMP, (q.dst, 0), q.l4.icmp_id)),
+        let key = match (flow.proto, quoted) {
+            (IpProto::TCP | IpProto::UDP, _) => Some((flow.proto, (flow.src, flow.l4.src_port), flow.l4.dst_port)),
+            (IpProto::ICMP, None) if flow.l4.icmp_type == 0 => Some((IpProto::ICMP, (flow.src, 0), flow.l4.icmp_id)),
+            (IpProto::ICMP, Some(q)) => match q.proto {
+                IpProto::TCP | IpProto::UDP => Some((q.proto, (q.dst, q.l4.dst_port), q.l4.src_port)),
+                IpProto::ICMP => Some((IpProto::ICMP, (q.dst, 0), q.l4.icmp_id)),
                 _ => None,
             },
             _ => None,
@@ -1047,7 +1052,7 @@ impl Pipeline {
         obs.record(Stage::NatGateway, format_args!("{}: destination -> {inside_ip}:{inside_port}", nat.id));
         match quoted {
             Some(_) => rewrite::set_quoted_src(frame, ip, inside_ip, Some(inside_port)),
-            None if ip.protocol == PROTO_ICMP => rewrite::set_icmp_echo_id(frame, ip, inside_port),
+            None if ip.flow.proto == IpProto::ICMP => rewrite::set_icmp_echo_id(frame, ip, inside_port),
             None => rewrite::set_dst_port(frame, ip, inside_port, off.csum()),
         }
         rewrite::set_dst_ip(frame, ip, inside_ip, off.csum());
@@ -1062,14 +1067,15 @@ impl Pipeline {
             return Err(Verdict::Drop(DropReason::NoRoute));
         };
         obs.record(Stage::RouteLookup, format_args!("{route}: {}", self.ports[to.index()].id));
-        let mut inside = Ipv4Meta { dst: inside_ip, ..*ip };
+        let mut inside = *ip;
+        inside.flow.dst = inside_ip;
         if quoted.is_none() {
-            match ip.protocol {
-                PROTO_ICMP => inside.l4.icmp_id = inside_port,
-                _ => inside.l4.dst_port = inside_port,
+            match ip.flow.proto {
+                IpProto::ICMP => inside.flow.l4.icmp_id = inside_port,
+                _ => inside.flow.l4.dst_port = inside_port,
             }
         }
-        let info = packet_info(&inside);
+        let info = inside.flow;
         self.arrive(now, Source::Nat(nat.subnet), to, true, &inside, &info, frame, obs, commit)
     }
 
@@ -1081,11 +1087,11 @@ impl Pipeline {
     /// [`take_state_from`](Pipeline::take_state_from) is of an older generation than the new
     /// pipeline's, so its hops are never followed, and [`commit`](Self::commit) clears them
     /// before caching a hop of the current generation.
-    fn fast_path(&mut self, now: Duration, from: EniIdx, info: &PacketInfo, frame: &mut [u8]) -> Option<Verdict> {
+    fn fast_path(&mut self, now: Duration, from: EniIdx, info: &Flow, frame: &mut [u8]) -> Option<Verdict> {
         // ICMP never: network ACLs match ICMP type and code, which the connection key does not
         // hold (one entry stands for every non-echo ICMP between two addresses, and echo request
         // and reply share one), so the cached hop would skip the ACLs for a type they deny.
-        if info.flow.protocol == PROTO_ICMP {
+        if info.proto == IpProto::ICMP {
             return None;
         }
         // Look before touching: a packet that falls back to the full walk must update each
@@ -1127,14 +1133,7 @@ impl Pipeline {
 
     /// Creates the connection entry a delivered packet's new flow needs on one side, and caches
     /// the sender's hop on the sender's entry.
-    fn commit(
-        &mut self,
-        now: Duration,
-        eni: EniIdx,
-        outcome: SgOutcome,
-        info: &PacketInfo,
-        hop: Option<Hop>,
-    ) -> Step<()> {
+    fn commit(&mut self, now: Duration, eni: EniIdx, outcome: SgOutcome, info: &Flow, hop: Option<Hop>) -> Step<()> {
         let generation = self.generation;
         let table = &mut self.conntrack[eni.index()];
         match outcome {
@@ -1167,7 +1166,7 @@ impl Pipeline {
         eni: EniIdx,
         dir: Direction,
         ip: &Ipv4Meta,
-        info: &PacketInfo,
+        info: &Flow,
         frame: &[u8],
         obs: &mut O,
     ) -> Step<SgOutcome> {
@@ -1180,17 +1179,16 @@ impl Pipeline {
             return Ok(SgOutcome::Tracked);
         }
         if let Some(quoted) = packet::icmp_quoted(frame, ip) {
-            let inner = flow_info(quoted.src, quoted.dst, quoted.protocol, &quoted.l4, 0);
-            if table.related(now, &inner).is_some() {
+            if table.related(now, &quoted).is_some() {
                 obs.record(stage, format_args!("ICMP error about a tracked connection of {}: allowed", port.id));
                 return Ok(SgOutcome::Related);
             }
         }
         let peer = if dir == Direction::Egress { "to" } else { "from" };
-        let peer_ip = if dir == Direction::Egress { ip.dst } else { ip.src };
-        match self.groups.allows(eni, dir, &info.flow) {
+        let peer_ip = if dir == Direction::Egress { ip.flow.dst } else { ip.flow.src };
+        match self.groups.allows(eni, dir, info) {
             Some(m) => {
-                let tracked = !self.groups.is_untracked(eni, dir, &info.flow);
+                let tracked = !self.groups.is_untracked(eni, dir, info);
                 let note = if tracked { "new tracked connection" } else { "untracked flow" };
                 obs.record(stage, format_args!("{note}, allowed by {}", self.groups.describe(m, dir)));
                 Ok(SgOutcome::NewFlow { tracked })
@@ -1201,10 +1199,7 @@ impl Pipeline {
                     format_args!(
                         "drop: no rule of {}'s security groups allows {} {peer} {peer_ip}",
                         port.id,
-                        crate::policy::describe_match(
-                            crate::model::Protocol::Number(info.flow.protocol),
-                            flow_ports(&info.flow)
-                        )
+                        crate::policy::describe_match(crate::model::Protocol::Number(info.proto), flow_ports(info))
                     ),
                 );
                 Err(if dir == Direction::Egress {
@@ -1399,7 +1394,7 @@ pub fn synthesize_for(
     model: &Model,
     from: EniIdx,
     to: Ipv4Addr,
-    protocol: u8,
+    protocol: IpProto,
     src_port: u16,
     dst_port: u16,
 ) -> Vec<u8> {
@@ -1419,7 +1414,7 @@ pub fn synthesize_from_internet(
     model: &Model,
     from: Ipv4Addr,
     to: Ipv4Addr,
-    protocol: u8,
+    protocol: IpProto,
     src_port: u16,
     dst_port: u16,
 ) -> Vec<u8> {
@@ -1427,11 +1422,19 @@ pub fn synthesize_from_internet(
     probe(dst_mac, src_mac, from, to, protocol, src_port, dst_port)
 }
 
-fn probe(dst_mac: Mac, src_mac: Mac, src: Ipv4Addr, to: Ipv4Addr, protocol: u8, sport: u16, dport: u16) -> Vec<u8> {
+fn probe(
+    dst_mac: Mac,
+    src_mac: Mac,
+    src: Ipv4Addr,
+    to: Ipv4Addr,
+    protocol: IpProto,
+    sport: u16,
+    dport: u16,
+) -> Vec<u8> {
     match protocol {
-        PROTO_TCP => build::tcp(dst_mac, src_mac, src, to, sport, dport, crate::conntrack::TCP_SYN, b""),
-        PROTO_UDP => build::udp(dst_mac, src_mac, src, to, sport, dport, b"vpclab trace"),
-        PROTO_ICMP => build::icmp_echo(dst_mac, src_mac, src, to, sport),
+        IpProto::TCP => build::tcp(dst_mac, src_mac, src, to, sport, dport, TcpFlags::SYN, b""),
+        IpProto::UDP => build::udp(dst_mac, src_mac, src, to, sport, dport, b"vpclab trace"),
+        IpProto::ICMP => build::icmp_echo(dst_mac, src_mac, src, to, sport),
         other => build::ip_proto(dst_mac, src_mac, src, to, other),
     }
 }
@@ -1442,8 +1445,8 @@ fn wire_size(ip: &Ipv4Meta, frame: &[u8], off: Offload) -> u16 {
     match off.gso_size {
         Some(gso) => {
             let l4 = ETH_HEADER_LEN + usize::from(ip.header_len);
-            let l4_header = match ip.protocol {
-                PROTO_TCP => frame.get(l4 + 12).map_or(20, |b| u16::from(b >> 4) * 4),
+            let l4_header = match ip.flow.proto {
+                IpProto::TCP => frame.get(l4 + 12).map_or(20, |b| u16::from(b >> 4) * 4),
                 _ => 8,
             };
             (u16::from(ip.header_len) + l4_header).saturating_add(gso)
@@ -1463,34 +1466,13 @@ fn within_vpc_mtu<O: Observer>(ip: &Ipv4Meta, frame: &[u8], off: Offload, obs: &
     Err(Verdict::Drop(DropReason::MtuExceeded))
 }
 
-/// What rules and conntrack look at in an IPv4 packet.
-fn packet_info(ip: &Ipv4Meta) -> PacketInfo {
-    flow_info(ip.src, ip.dst, ip.protocol, &ip.l4, ip.l4.tcp_flags)
-}
-
-/// The same from addresses and a transport summary (a packet's own, or one an ICMP error quotes).
-fn flow_info(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, l4: &packet::L4Meta, tcp_flags: u8) -> PacketInfo {
-    PacketInfo {
-        flow: Flow {
-            src,
-            dst,
-            protocol,
-            src_port: l4.src_port,
-            dst_port: l4.dst_port,
-            icmp_type: l4.icmp_type,
-            icmp_code: l4.icmp_code,
-        },
-        icmp_id: l4.icmp_id,
-        tcp_flags,
-    }
-}
-
 /// The flow's own ports or ICMP type/code, in rule terms, for messages.
 fn flow_ports(flow: &Flow) -> crate::model::PortMatch {
     use crate::model::{PortMatch, PortRange};
-    match flow.protocol {
-        PROTO_TCP | PROTO_UDP => PortMatch::Ports(PortRange { from: flow.dst_port, to: flow.dst_port }),
-        PROTO_ICMP => PortMatch::Icmp { icmp_type: Some(flow.icmp_type), icmp_code: Some(flow.icmp_code) },
+    let l4 = &flow.l4;
+    match flow.proto {
+        IpProto::TCP | IpProto::UDP => PortMatch::Ports(PortRange { from: l4.dst_port, to: l4.dst_port }),
+        IpProto::ICMP => PortMatch::Icmp { icmp_type: Some(l4.icmp_type), icmp_code: Some(l4.icmp_code) },
         _ => PortMatch::Any,
     }
 }

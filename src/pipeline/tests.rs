@@ -459,9 +459,9 @@ struct Policy {
     now: Duration,
 }
 
-const SYN: u8 = 0x02;
-const SYN_ACK: u8 = 0x12;
-const ACK: u8 = 0x10;
+const SYN: TcpFlags = TcpFlags::SYN;
+const SYN_ACK: TcpFlags = TcpFlags::SYN.union(TcpFlags::ACK);
+const ACK: TcpFlags = TcpFlags::ACK;
 
 impl Policy {
     fn new() -> Policy {
@@ -488,7 +488,15 @@ impl Policy {
         }
     }
 
-    fn tcp_from(&mut self, from: &str, src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8) -> Verdict {
+    fn tcp_from(
+        &mut self,
+        from: &str,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        sport: u16,
+        dport: u16,
+        flags: TcpFlags,
+    ) -> Verdict {
         let mac = self.model.enis[self.eni(from).index()].mac;
         let mut f = build::tcp(self.next_hop_mac(from, dst), mac, src, dst, sport, dport, flags, b"");
         let from = self.eni(from);
@@ -496,7 +504,7 @@ impl Policy {
     }
 
     /// TCP between two ENIs by id, from the sender's primary IP.
-    fn tcp(&mut self, from: &str, to: &str, sport: u16, dport: u16, flags: u8) -> Verdict {
+    fn tcp(&mut self, from: &str, to: &str, sport: u16, dport: u16, flags: TcpFlags) -> Verdict {
         let (src, dst) = (self.ip(from), self.ip(to));
         self.tcp_from(from, src, dst, sport, dport, flags)
     }
@@ -621,7 +629,7 @@ fn a_full_connection_table_refuses_new_connections_only() {
     // The refusal left no half-open entry on the sender's side.
     assert_eq!(p.tracked("eni-client"), 1);
     // Trace reports the refusal as forwarding does.
-    let mut f = synthesize_for(&p.model, p.eni("eni-client"), p.ip("eni-small"), 6, 40002, 80);
+    let mut f = synthesize_for(&p.model, p.eni("eni-client"), p.ip("eni-small"), IpProto::TCP, 40002, 80);
     let (v, rec) = p.pipeline.trace(p.now, p.eni("eni-client"), &mut f);
     assert_eq!(v, Verdict::DropAt(DropReason::ConntrackFull, small));
     assert!(rec.lines.last().is_some_and(|(_, d)| d.contains("connection table is full")), "{rec:?}");
@@ -702,7 +710,7 @@ fn a_changed_acl_applies_to_the_next_packet_of_a_tracked_flow() {
 #[test]
 fn trace_explains_without_creating_connections() {
     let mut p = Policy::new();
-    let mut f = synthesize_for(&p.model, p.eni("eni-client"), p.ip("eni-server"), 6, 40000, 80);
+    let mut f = synthesize_for(&p.model, p.eni("eni-client"), p.ip("eni-server"), IpProto::TCP, 40000, 80);
     let (v, rec) = p.pipeline.trace(p.now, p.eni("eni-client"), &mut f);
     assert_eq!(v, Verdict::Forward(p.eni("eni-server")));
     assert!(rec.lines.iter().any(|(s, d)| *s == Stage::SgIngress && d.contains("sg-server ingress rule 1")), "{rec:?}");
@@ -927,14 +935,14 @@ fn ipv4(frame: &[u8]) -> Ipv4Meta {
 }
 
 impl Policy {
-    fn inbound(&mut self, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8) -> (Verdict, Vec<u8>) {
+    fn inbound(&mut self, dst: Ipv4Addr, sport: u16, dport: u16, flags: TcpFlags) -> (Verdict, Vec<u8>) {
         let (gw, host) = (self.model.internet_gateway_mac(), self.model.internet_host_mac());
         let mut f = build::tcp(gw, host, HOST, dst, sport, dport, flags, b"");
         let v = self.pipeline.process_internet(self.now, &mut f, Offload::default(), &mut NoObserver);
         (v, f)
     }
 
-    fn outbound(&mut self, from: &str, sport: u16, dport: u16, flags: u8) -> (Verdict, Vec<u8>) {
+    fn outbound(&mut self, from: &str, sport: u16, dport: u16, flags: TcpFlags) -> (Verdict, Vec<u8>) {
         let eni = &self.model.enis[self.eni(from).index()];
         let router = self.model.vpcs[0].router_mac;
         let mut f = build::tcp(router, eni.mac, eni.private_ip, HOST, sport, dport, flags, b"");
@@ -949,13 +957,13 @@ fn the_internet_gateway_maps_an_elastic_ip_one_to_one_both_ways() {
     let (v, out) = p.outbound("eni-web", 40000, 80, SYN);
     assert_eq!(v, Verdict::ToInternet);
     let ip = ipv4(&out);
-    assert_eq!((ip.src, ip.dst, ip.l4.src_port), (Ipv4Addr::new(203, 0, 113, 20), HOST, 40000));
+    assert_eq!((ip.flow.src, ip.flow.dst, ip.flow.l4.src_port), (Ipv4Addr::new(203, 0, 113, 20), HOST, 40000));
     assert!(crate::packet::rewrite::verify(&out), "checksums after translation");
     assert_eq!(&out[0..6], &p.model.internet_host_mac().0);
     // The reply comes back to the private address, judged by the ENI's tracked connection.
     let (v, back) = p.inbound(Ipv4Addr::new(203, 0, 113, 20), 80, 40000, SYN_ACK);
     assert_eq!(v, Verdict::Forward(p.eni("eni-web")));
-    assert_eq!(ipv4(&back).dst, Ipv4Addr::new(10, 0, 1, 10));
+    assert_eq!(ipv4(&back).flow.dst, Ipv4Addr::new(10, 0, 1, 10));
     assert!(crate::packet::rewrite::verify(&back));
 }
 
@@ -975,13 +983,13 @@ fn the_nat_gateway_translates_out_and_back_and_refuses_the_unsolicited() {
     let (v, out) = p.outbound("eni-app", 40000, 80, SYN);
     assert_eq!(v, Verdict::ToInternet);
     let ip = ipv4(&out);
-    assert_eq!(ip.src, Ipv4Addr::new(203, 0, 113, 10), "the NAT's Elastic IP");
+    assert_eq!(ip.flow.src, Ipv4Addr::new(203, 0, 113, 10), "the NAT's Elastic IP");
     assert!(crate::packet::rewrite::verify(&out));
-    let port = ip.l4.src_port;
+    let port = ip.flow.l4.src_port;
     let (v, back) = p.inbound(Ipv4Addr::new(203, 0, 113, 10), 80, port, SYN_ACK);
     assert_eq!(v, Verdict::Forward(p.eni("eni-app")));
     let b = ipv4(&back);
-    assert_eq!((b.dst, b.l4.dst_port), (Ipv4Addr::new(10, 0, 2, 10), 40000));
+    assert_eq!((b.flow.dst, b.flow.l4.dst_port), (Ipv4Addr::new(10, 0, 2, 10), 40000));
     assert!(crate::packet::rewrite::verify(&back));
     // Nothing answers an unknown port or a private address from outside.
     let (v, _) = p.inbound(Ipv4Addr::new(203, 0, 113, 10), 80, port + 1, SYN);
@@ -999,7 +1007,10 @@ fn a_dead_nat_translation_answers_tcp_with_a_reset() {
     let (v, rst) = p.outbound("eni-app", 40000, 80, ACK);
     let Verdict::ReplyWith(len) = v else { panic!("expected a RST, got {v:?}") };
     let ip = ipv4(&rst[..len]);
-    assert_eq!((ip.src, ip.dst, ip.l4.tcp_flags & 0x04), (HOST, Ipv4Addr::new(10, 0, 2, 10), 0x04));
+    assert_eq!(
+        (ip.flow.src, ip.flow.dst, ip.flow.l4.tcp_flags.contains(TcpFlags::RST)),
+        (HOST, Ipv4Addr::new(10, 0, 2, 10), true)
+    );
     // A new connection (SYN) is translated again.
     assert_eq!(p.outbound("eni-app", 40000, 80, SYN).0, Verdict::ToInternet);
 }
@@ -1029,7 +1040,10 @@ fn too_big_for_the_internet_with_df_gets_fragmentation_needed() {
     let v = p.pipeline.process(p.now, p.eni("eni-web"), &mut f, &mut NoObserver);
     let Verdict::ReplyWith(len) = v else { panic!("expected frag-needed, got {v:?}") };
     let ip = ipv4(&f[..len]);
-    assert_eq!((ip.src, ip.dst, ip.l4.icmp_type, ip.l4.icmp_code), (Ipv4Addr::new(10, 0, 1, 1), eni.private_ip, 3, 4));
+    assert_eq!(
+        (ip.flow.src, ip.flow.dst, ip.flow.l4.icmp_type, ip.flow.l4.icmp_code),
+        (Ipv4Addr::new(10, 0, 1, 1), eni.private_ip, 3, 4)
+    );
     // The same size as a TSO superframe of 1448-byte segments goes through.
     let mut f = build::tcp(p.model.vpcs[0].router_mac, eni.mac, eni.private_ip, HOST, 40000, 80, SYN, &[0; 3000]);
     let off = Offload { csum_partial: false, gso_size: Some(1448) };
@@ -1056,7 +1070,7 @@ fn an_appliance_forwarding_both_directions_of_a_flow_sends_each_its_own_way() {
 fn a_syn_reusing_a_closed_connections_ports_is_judged_as_a_new_connection() {
     let mut p = Policy::new();
     let (server, client) = (p.eni("eni-server"), p.eni("eni-client"));
-    const FIN_ACK: u8 = 0x11;
+    const FIN_ACK: TcpFlags = TcpFlags::FIN.union(TcpFlags::ACK);
     // A whole connection: handshake, then both sides close (TIME_WAIT).
     assert_eq!(p.tcp("eni-client", "eni-server", 40000, 80, SYN), Verdict::Forward(server));
     assert_eq!(p.tcp("eni-server", "eni-client", 80, 40000, SYN_ACK), Verdict::Forward(client));
@@ -1144,7 +1158,7 @@ fn swap_policy(enis: &[&str]) -> Policy {
 
 impl Policy {
     /// `process` with a recorder: the verdict and the stages that ran.
-    fn tcp_recorded(&mut self, from: &str, to: &str, sport: u16, dport: u16, flags: u8) -> (Verdict, Recorder) {
+    fn tcp_recorded(&mut self, from: &str, to: &str, sport: u16, dport: u16, flags: TcpFlags) -> (Verdict, Recorder) {
         let eni = &self.model.enis[self.eni(from).index()];
         let (mac, src, dst) = (eni.mac, eni.private_ip, self.ip(to));
         let mut f = build::tcp(self.next_hop_mac(from, dst), mac, src, dst, sport, dport, flags, b"");
@@ -1261,7 +1275,7 @@ fn nat_translations_follow_their_nat_id_and_new_flows_use_the_new_port_range() {
     let mut p = default_lab();
     let (v, out) = p.outbound("eni-app", 40000, 80, SYN);
     assert_eq!(v, Verdict::ToInternet);
-    assert_eq!(ipv4(&out).l4.src_port, 40000, "the inside port, free, is kept");
+    assert_eq!(ipv4(&out).flow.l4.src_port, 40000, "the inside port, free, is kept");
     // A private NAT gateway is added before nat-main (which moves to index 1), and nat-main's
     // ports are narrowed.
     let text = crate::topology::DEFAULT_TOPOLOGY
@@ -1278,14 +1292,14 @@ fn nat_translations_follow_their_nat_id_and_new_flows_use_the_new_port_range() {
     // The translation survived (as did eni-app's connection): the reply comes back in.
     let (v, back) = p.inbound(Ipv4Addr::new(203, 0, 113, 10), 80, 40000, SYN_ACK);
     assert_eq!(v, Verdict::Forward(p.eni("eni-app")));
-    assert_eq!(ipv4(&back).l4.dst_port, 40000);
+    assert_eq!(ipv4(&back).flow.l4.dst_port, 40000);
     let (v, out) = p.outbound("eni-app", 40000, 80, ACK);
-    assert_eq!((v, ipv4(&out).l4.src_port), (Verdict::ToInternet, 40000));
+    assert_eq!((v, ipv4(&out).flow.l4.src_port), (Verdict::ToInternet, 40000));
     let views = p.pipeline.connections(p.now, None);
     assert!(views.iter().any(|c| c.eni == "nat-main" && c.translated.is_some_and(|t| t.1 == 40000)), "{views:?}");
     // A new flow gets a port of the new range.
     let (v, out) = p.outbound("eni-app", 40001, 80, SYN);
-    assert_eq!((v, ipv4(&out).l4.src_port), (Verdict::ToInternet, 2000));
+    assert_eq!((v, ipv4(&out).flow.l4.src_port), (Verdict::ToInternet, 2000));
 }
 
 #[test]
@@ -1346,11 +1360,11 @@ fn a_stopped_instance_carries_nothing_either_way_and_is_not_answered_for() {
         "{rec:?}"
     );
     // Trace says so, both ways.
-    let mut f = synthesize_for(&p.model, client, p.ip("eni-server"), 6, 40002, 80);
+    let mut f = synthesize_for(&p.model, client, p.ip("eni-server"), IpProto::TCP, 40002, 80);
     let (v, rec) = p.pipeline.trace(p.now, client, &mut f);
     assert_eq!(v, stopped);
     assert!(rec.lines.last().is_some_and(|(s, d)| *s == Stage::Deliver && d.contains("is stopped")), "{rec:?}");
-    let mut f = synthesize_for(&p.model, server, p.ip("eni-client"), 6, 40002, 80);
+    let mut f = synthesize_for(&p.model, server, p.ip("eni-client"), IpProto::TCP, 40002, 80);
     let (v, rec) = p.pipeline.trace(p.now, server, &mut f);
     assert_eq!(v, Verdict::Drop(DropReason::InstanceStopped));
     assert_eq!(rec.lines.len(), 1);

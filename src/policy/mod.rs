@@ -1,8 +1,7 @@
 //! Pure rule logic, no state: security groups, network ACLs and route tables. Every function here
 //! takes a compiled configuration and a [`Flow`] (or, for routes, an address) and answers which
-//! rule decided.
-
-use std::net::Ipv4Addr;
+//! rule decided. Rules look at the flow's addresses, protocol, destination port and ICMP
+//! type/code; its other transport fields (source port, flags, echo id) are not theirs to judge.
 
 /// Which way a packet crosses an ENI or a subnet boundary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -13,36 +12,12 @@ pub enum Direction {
     Egress,
 }
 
-/// What rules look at in a packet: addresses, protocol, and ports or ICMP type/code.
-/// Ports are 0 for protocols without ports; `icmp_type`/`icmp_code` are 0 unless ICMP.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Flow {
-    /// Source address.
-    pub src: Ipv4Addr,
-    /// Destination address.
-    pub dst: Ipv4Addr,
-    /// IP protocol number.
-    pub protocol: u8,
-    /// TCP/UDP source port.
-    pub src_port: u16,
-    /// TCP/UDP destination port.
-    pub dst_port: u16,
-    /// ICMP type.
-    pub icmp_type: u8,
-    /// ICMP code.
-    pub icmp_code: u8,
-}
-
 pub mod network_acl;
 pub mod route_table;
 pub mod security_group;
 
 use crate::model::{PortMatch, Protocol};
-
-/// IANA protocol numbers that rules treat specially.
-const ICMP: u8 = 1;
-const TCP: u8 = 6;
-const UDP: u8 = 17;
+use crate::packet::{Flow, IpProto};
 
 /// Whether a rule's protocol and port/type-code part matches `flow`; shared by security groups and
 /// network ACLs, which follow the same AWS matching rules:
@@ -58,16 +33,17 @@ pub fn rule_matches(protocol: Protocol, ports: PortMatch, flow: &Flow) -> bool {
         Protocol::All => return true,
         Protocol::Number(n) => n,
     };
-    if n != flow.protocol {
+    if n != flow.proto {
         return false;
     }
+    let l4 = &flow.l4;
     match (n, ports) {
         (_, PortMatch::Any) => true,
-        (TCP | UDP, PortMatch::Ports(r)) => r.contains(flow.dst_port),
-        (ICMP, PortMatch::Icmp { icmp_type, icmp_code }) => {
-            icmp_type.is_none_or(|t| t == flow.icmp_type) && icmp_code.is_none_or(|c| c == flow.icmp_code)
+        (IpProto::TCP | IpProto::UDP, PortMatch::Ports(r)) => r.contains(l4.dst_port),
+        (IpProto::ICMP, PortMatch::Icmp { icmp_type, icmp_code }) => {
+            icmp_type.is_none_or(|t| t == l4.icmp_type) && icmp_code.is_none_or(|c| c == l4.icmp_code)
         }
-        (TCP | UDP | ICMP, _) => false,
+        (IpProto::TCP | IpProto::UDP | IpProto::ICMP, _) => false,
         _ => true,
     }
 }
@@ -79,12 +55,8 @@ pub fn describe_match(protocol: Protocol, ports: PortMatch) -> String {
         Protocol::All => return "all".to_string(),
         Protocol::Number(n) => n,
     };
-    let name = match n {
-        TCP => "tcp".to_string(),
-        UDP => "udp".to_string(),
-        ICMP => "icmp".to_string(),
-        other => format!("proto {other}"),
-    };
+    // `tcp`, `udp`, `icmp` or `proto N`: IpProto prints as rules name it.
+    let name = n.to_string();
     match ports {
         PortMatch::Any => name,
         PortMatch::Ports(r) if r.from == r.to => format!("{name} {}", r.from),

@@ -6,8 +6,9 @@
 //! The model keeps each direction's rules sorted by number, so evaluation is one linear scan with
 //! no allocation. Nothing here panics on any input.
 
-use super::{describe_match, rule_matches, Direction, Flow};
+use super::{describe_match, rule_matches, Direction};
 use crate::model::{AclAction, AclRule, NetworkAcl};
+use crate::packet::Flow;
 
 /// Which rule of a network ACL decided a packet's fate, and what it decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +83,7 @@ mod tests {
 
     use super::*;
     use crate::model::Model;
+    use crate::packet::{IpProto, L4Meta};
 
     const LAB: &str = r#"name = "t"
 
@@ -134,15 +136,15 @@ ingress = [
     }
 
     fn tcp(src: &str, dst: &str, src_port: u16, dst_port: u16) -> Flow {
-        Flow { src: ip(src), dst: ip(dst), protocol: 6, src_port, dst_port, icmp_type: 0, icmp_code: 0 }
+        Flow { src: ip(src), dst: ip(dst), proto: IpProto::TCP, l4: L4Meta::ports(src_port, dst_port) }
     }
 
     fn udp(src: &str, dst: &str, src_port: u16, dst_port: u16) -> Flow {
-        Flow { protocol: 17, ..tcp(src, dst, src_port, dst_port) }
+        Flow { proto: IpProto::UDP, ..tcp(src, dst, src_port, dst_port) }
     }
 
     fn icmp(src: &str, dst: &str, icmp_type: u8, icmp_code: u8) -> Flow {
-        Flow { src: ip(src), dst: ip(dst), protocol: 1, src_port: 0, dst_port: 0, icmp_type, icmp_code }
+        Flow { src: ip(src), dst: ip(dst), proto: IpProto::ICMP, l4: L4Meta::icmp(icmp_type, icmp_code, 0) }
     }
 
     fn allow(n: u16) -> AclDecision {
@@ -249,9 +251,9 @@ ingress = [
     fn other_protocol_numbers_match_all_their_packets() {
         let m = model();
         let a = acl(&m, "acl-public");
-        let gre = Flow { protocol: 47, ..tcp("198.51.100.7", "10.0.1.10", 0, 0) };
+        let gre = Flow { proto: IpProto(47), ..tcp("198.51.100.7", "10.0.1.10", 0, 0) };
         assert_eq!(evaluate(a, Direction::Ingress, &gre), allow(150));
-        let other = Flow { protocol: 50, ..gre };
+        let other = Flow { proto: IpProto(50), ..gre };
         assert_eq!(evaluate(a, Direction::Ingress, &other), AclDecision::DEFAULT_DENY);
     }
 
@@ -263,7 +265,7 @@ ingress = [
             tcp("198.51.100.7", "10.0.1.10", 1, 2),
             udp("10.0.1.10", "198.51.100.7", 53, 53),
             icmp("198.51.100.7", "10.0.1.10", 3, 4),
-            Flow { protocol: 132, ..tcp("10.0.1.10", "10.0.2.10", 0, 0) },
+            Flow { proto: IpProto(132), ..tcp("10.0.1.10", "10.0.2.10", 0, 0) },
         ] {
             assert_eq!(evaluate(d, Direction::Ingress, &f), allow(100));
             assert_eq!(evaluate(d, Direction::Egress, &f), allow(100));

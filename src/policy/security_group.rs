@@ -15,8 +15,9 @@ use std::net::Ipv4Addr;
 
 use hashbrown::HashSet;
 
-use super::{describe_match, rule_matches, Direction, Flow};
+use super::{describe_match, rule_matches, Direction};
 use crate::model::{Cidr, EniIdx, Model, PortMatch, PortRange, Protocol, SgIdx, SgPeer, SgRule};
+use crate::packet::Flow;
 
 /// Which rule allowed a flow: a group, and the position of the rule in that group's `ingress` or
 /// `egress` vector (the direction is the caller's).
@@ -141,10 +142,10 @@ impl SecurityGroups {
     /// 0.0.0.0/0 (so that responses would pass on the rules alone). ICMP and every other protocol
     /// are always tracked.
     pub fn is_untracked(&self, eni: EniIdx, dir: Direction, flow: &Flow) -> bool {
-        let proto = match flow.protocol {
-            6 | 17 => Protocol::Number(flow.protocol),
-            _ => return false,
-        };
+        if !flow.proto.has_ports() {
+            return false;
+        }
+        let proto = Protocol::Number(flow.proto);
         let peer = peer_addr(dir, flow);
         let allowed_from_anywhere = self
             .rules(eni, dir)
@@ -203,6 +204,7 @@ fn peer_addr(dir: Direction, flow: &Flow) -> Ipv4Addr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::packet::{IpProto, L4Meta};
 
     const LAB: &str = r#"name = "t"
 
@@ -364,15 +366,15 @@ security_groups = ["sg-allin"]
     }
 
     fn tcp(src: &str, dst: &str, src_port: u16, dst_port: u16) -> Flow {
-        Flow { src: ip(src), dst: ip(dst), protocol: 6, src_port, dst_port, icmp_type: 0, icmp_code: 0 }
+        Flow { src: ip(src), dst: ip(dst), proto: IpProto::TCP, l4: L4Meta::ports(src_port, dst_port) }
     }
 
     fn udp(src: &str, dst: &str, src_port: u16, dst_port: u16) -> Flow {
-        Flow { protocol: 17, ..tcp(src, dst, src_port, dst_port) }
+        Flow { proto: IpProto::UDP, ..tcp(src, dst, src_port, dst_port) }
     }
 
     fn icmp(src: &str, dst: &str, icmp_type: u8, icmp_code: u8) -> Flow {
-        Flow { src: ip(src), dst: ip(dst), protocol: 1, src_port: 0, dst_port: 0, icmp_type, icmp_code }
+        Flow { src: ip(src), dst: ip(dst), proto: IpProto::ICMP, l4: L4Meta::icmp(icmp_type, icmp_code, 0) }
     }
 
     use Direction::{Egress, Ingress};
@@ -410,15 +412,15 @@ security_groups = ["sg-allin"]
     #[test]
     fn protocol_all_and_other_numbers() {
         let l = Lab::new();
-        let gre = Flow { protocol: 47, ..tcp("198.51.100.7", "10.0.2.10", 1234, 5678) };
+        let gre = Flow { proto: IpProto(47), ..tcp("198.51.100.7", "10.0.2.10", 1234, 5678) };
         assert_eq!(l.allows("eni-app", Ingress, gre), l.hit("sg-app", 2));
-        assert_eq!(l.allows("eni-app", Ingress, Flow { protocol: 50, ..gre }), None);
+        assert_eq!(l.allows("eni-app", Ingress, Flow { proto: IpProto(50), ..gre }), None);
         // Protocol all: any protocol, any port.
         for f in [
             tcp("198.51.100.7", "10.0.1.60", 1, 65535),
             udp("198.51.100.7", "10.0.1.60", 0, 0),
             icmp("198.51.100.7", "10.0.1.60", 3, 4),
-            Flow { protocol: 132, ..gre },
+            Flow { proto: IpProto(132), ..gre },
         ] {
             assert_eq!(l.allows("eni-allin", Ingress, f), l.hit("sg-allin", 0));
         }
@@ -509,7 +511,11 @@ security_groups = ["sg-allin"]
         assert!(!l.untracked("eni-web", Ingress, icmp("198.51.100.7", "10.0.1.10", 3, 4)));
         assert!(!l.untracked("eni-allin", Ingress, icmp("198.51.100.7", "10.0.1.60", 8, 0)));
         // So is any protocol other than TCP/UDP.
-        assert!(!l.untracked("eni-allin", Ingress, Flow { protocol: 47, ..tcp("198.51.100.7", "10.0.1.60", 0, 0) }));
+        assert!(!l.untracked(
+            "eni-allin",
+            Ingress,
+            Flow { proto: IpProto(47), ..tcp("198.51.100.7", "10.0.1.60", 0, 0) }
+        ));
         // Not allowed at all -> not untracked.
         assert!(!l.untracked("eni-web", Ingress, tcp("198.51.100.7", "10.0.1.10", 40000, 81)));
         // Allowed by a narrower CIDR (sg-ssh 192.0.2.0/24) -> tracked.

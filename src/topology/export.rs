@@ -186,7 +186,7 @@ fn protocol(p: Protocol) -> Value {
         Protocol::TCP => "tcp".into(),
         Protocol::UDP => "udp".into(),
         Protocol::ICMP => "icmp".into(),
-        Protocol::Number(n) => i64::from(n).into(),
+        Protocol::Number(n) => i64::from(n.0).into(),
     }
 }
 

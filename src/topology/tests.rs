@@ -804,7 +804,7 @@ fn security_group_egress_default_and_empty() {
         "ingress = [ { protocol = \"-1\", source = \"vpc-a/default\" }, { protocol = 47, source = \"10.0.0.0/8\" } ]\n",
     ));
     assert_eq!(m.security_groups[0].ingress[0].peer, SgPeer::Group(m.vpcs[0].default_security_group));
-    assert_eq!(m.security_groups[0].ingress[1].protocol, Protocol::Number(47));
+    assert_eq!(m.security_groups[0].ingress[1].protocol, Protocol::Number(crate::packet::IpProto(47)));
     assert_eq!(m.security_groups[0].ingress[1].ports, PortMatch::Any);
 }
 

@@ -33,6 +33,7 @@ use crate::model::{
     PortMatch, PortRange, Protocol, Route, RouteTable, RouteTarget, RtbIdx, SecurityGroup, SgIdx, SgPeer, SgRule,
     Subnet, SubnetIdx, Uplink, Vpc, VpcIdx, VpcPeering,
 };
+use crate::packet::IpProto;
 
 /// AWS's per-direction quota of security group rules.
 const SG_RULES_PER_DIRECTION: usize = 60;
@@ -284,13 +285,13 @@ impl Checker<'_> {
     fn protocol(&mut self, p: &Spanned<StrOrInt>, field: &str) -> Option<Protocol> {
         let parsed = match p.get_ref() {
             StrOrInt::Int(-1) => Some(Protocol::All),
-            StrOrInt::Int(n) => u8::try_from(*n).ok().map(Protocol::Number),
+            StrOrInt::Int(n) => u8::try_from(*n).ok().map(|n| Protocol::Number(IpProto(n))),
             StrOrInt::Str(s) => match s.trim().to_ascii_lowercase().as_str() {
                 "tcp" => Some(Protocol::TCP),
                 "udp" => Some(Protocol::UDP),
                 "icmp" => Some(Protocol::ICMP),
                 "all" | "-1" => Some(Protocol::All),
-                other => other.parse::<u8>().ok().map(Protocol::Number),
+                other => other.parse::<u8>().ok().map(|n| Protocol::Number(IpProto(n))),
             },
         };
         if parsed.is_none() {

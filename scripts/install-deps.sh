@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what vpclab's tests, demo and benchmark use inside instances (idempotent, needs root):
-# iproute2 (ip, to inspect), iputils-ping, iperf3, tcpdump, python3 (bench's JSON), gcc (ceiling.sh).
+# iproute2 (ip, to inspect), iputils-ping, iperf3, tcpdump, tshark (reads captures back), python3
+# (bench's JSON), gcc (ceiling.sh), and a Python virtual environment in .venv/ with the Python
+# clients the tests use (prometheus_client's OpenMetrics parser, flowlogs-reader).
 set -euo pipefail
 want=()
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -11,8 +13,20 @@ have tcpdump || want+=(tcpdump)
 have python3 || want+=(python3)
 have gcc || want+=(gcc)
 have iptables || want+=(iptables)
+have tshark || want+=(tshark)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || want+=(python3-venv)
 if [ ${#want[@]} -gt 0 ]; then
   echo "installing: ${want[*]}"
   apt-get update -qq
+  # tshark asks whether non-root users may capture; the default (no) is right here.
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
+fi
+
+# Python test clients, pinned by name only: the versions on PyPI today serve.
+venv="$(cd "$(dirname "$0")/.." && pwd)/.venv"
+pkgs=(prometheus_client flowlogs-reader)
+if ! "$venv/bin/python" -c 'import prometheus_client, flowlogs_reader' >/dev/null 2>&1; then
+  echo "installing Python test clients into $venv: ${pkgs[*]}"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "${pkgs[@]}"
 fi

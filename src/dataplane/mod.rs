@@ -8,12 +8,14 @@
 //! stays on the ready list and the next poll does not sleep.
 //!
 //! Ports are indexed like the pipeline's ([`Pipeline::port_ids`]): the model's ENIs, then the
-//! internet; a port's index is its mio token. A live change arrives as a [`Command::Swap`]: a
-//! pipeline compiled off the packet path, which takes over the old one's state by id; TAPs and
-//! counters follow their port id to its new index, TAPs that moved are registered again under
-//! their new token, and every port is drained once (the ready list held old indexes). What the
-//! swap leaves behind (TAPs of removed ports, the old pipeline) goes back to the control thread to
-//! be closed there: closing a TAP can take milliseconds, never on the packet thread.
+//! internet. A port's mio token is made by `port_token` from its index and read back by
+//! `Source::of`, next to the waker's `WAKER`: what a token means is said in one place. A live
+//! change arrives as a [`Command::Swap`]: a pipeline compiled off the packet path, which takes
+//! over the old one's state by id; TAPs and counters follow their port id to its new index, TAPs
+//! that moved are registered again under their new token, and every port is drained once (the
+//! ready list held old indexes). What the swap leaves behind (TAPs of removed ports, the old
+//! pipeline) goes back to the control thread to be closed there: closing a TAP can take
+//! milliseconds, never on the packet thread.
 //!
 //! [`Watch`]es report data-plane moments once (the first frame written to a port, say, to time a
 //! failover): with none armed they cost one branch per frame written; one that fires is removed
@@ -40,7 +42,33 @@ use tap::{Tap, MAX_FRAME, VNET_HDR_LEN};
 /// Frames read from one TAP before the loop turns to the others.
 pub const BURST: usize = 64;
 
+/// The waker's token: control commands are queued. Port tokens count up from 0 (see
+/// [`port_token`]); the waker sits at the other end of the range so the two never meet.
 const WAKER: Token = Token(usize::MAX);
+
+/// The token port `index` (as in [`Pipeline::port_ids`]) is registered under.
+fn port_token(index: usize) -> Token {
+    Token(index)
+}
+
+/// What a ready token stands for: the one place that reads a token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    /// Commands are waiting.
+    Waker,
+    /// The port at this index has frames.
+    Port(usize),
+}
+
+impl Source {
+    fn of(token: Token) -> Source {
+        if token == WAKER {
+            Source::Waker
+        } else {
+            Source::Port(token.0)
+        }
+    }
+}
 
 /// How often expired connections are reclaimed (each pass does bounded work per table).
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
@@ -196,8 +224,8 @@ impl Dataplane {
         let poll = Poll::new()?;
         for (i, tap) in taps.iter().enumerate() {
             if let Some(tap) = tap {
-                let fd = std::os::fd::AsRawFd::as_raw_fd(tap);
-                poll.registry().register(&mut SourceFd(&fd), Token(i), Interest::READABLE)?;
+                let fd = tap.as_raw_fd();
+                poll.registry().register(&mut SourceFd(&fd), port_token(i), Interest::READABLE)?;
             }
         }
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -240,18 +268,21 @@ impl Dataplane {
             }
             let mut swapped = false;
             for ev in events.iter() {
-                if ev.token() == WAKER {
-                    match self.handle_commands() {
+                match Source::of(ev.token()) {
+                    Source::Waker => match self.handle_commands() {
                         AfterCommands::Go => {}
                         AfterCommands::Swapped => swapped = true,
                         AfterCommands::Stop => return Ok(()),
-                    }
-                } else if swapped {
+                    },
                     // The rest of this batch may name ports by their index before the swap;
                     // every port is drained below anyway.
-                } else if !queued[ev.token().0] {
-                    queued[ev.token().0] = true;
-                    ready.push(ev.token().0);
+                    Source::Port(_) if swapped => {}
+                    Source::Port(port) => {
+                        if !queued[port] {
+                            queued[port] = true;
+                            ready.push(port);
+                        }
+                    }
                 }
             }
             if swapped {
@@ -334,8 +365,8 @@ impl Dataplane {
             let fd = tap.as_raw_fd();
             let registered = match origin {
                 Origin::Kept(was) if was == i => Ok(()),
-                Origin::Kept(_) => registry.reregister(&mut SourceFd(&fd), Token(i), Interest::READABLE),
-                Origin::Added => registry.register(&mut SourceFd(&fd), Token(i), Interest::READABLE),
+                Origin::Kept(_) => registry.reregister(&mut SourceFd(&fd), port_token(i), Interest::READABLE),
+                Origin::Added => registry.register(&mut SourceFd(&fd), port_token(i), Interest::READABLE),
             };
             if let Err(e) = registered {
                 // Frames can still be written to it; say why none are read.
@@ -375,7 +406,7 @@ impl Dataplane {
                     Some(libc::EBADFD | libc::EIO | libc::ENXIO | libc::ENODEV) => {
                         if let Some(tap) = self.taps[port].take() {
                             crate::log!("TAP of ENI #{port} ({}) is gone: {e}; no longer polled", tap.name());
-                            let fd = std::os::fd::AsRawFd::as_raw_fd(&tap);
+                            let fd = tap.as_raw_fd();
                             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
                         }
                         return false;

@@ -113,19 +113,9 @@ fn an_uplink_carries_the_lab_to_a_network_outside_it_both_ways() {
     let out = lab.ping("web", "192.0.2.1");
     assert!(out.status.success(), "{}", text(&out));
     let srv = tcp_echo_server(&outside.ns, "192.0.2.1:7000".parse().unwrap());
-    let seen = std::thread::spawn({
-        let ns = outside.ns.clone();
-        move || {
-            // The outside host records who connects to a second listener.
-            in_ns(&ns, || {
-                let l = std::net::TcpListener::bind("192.0.2.1:7001").unwrap();
-                let (_, peer) = l.accept().unwrap();
-                peer.ip()
-            })
-            .join()
-            .unwrap()
-        }
-    });
+    // The outside host records who connects to a second listener, bound before anyone connects.
+    let second = tcp_listen(&outside.ns, "192.0.2.1:7001".parse().unwrap());
+    let seen = std::thread::spawn(move || second.accept().unwrap().1.ip());
     let back = tcp_echo_client(&lab.ns("web"), "192.0.2.1:7000".parse().unwrap(), vec![7u8; 200_000]).unwrap();
     assert_eq!(back.len(), 200_000);
     srv.join().unwrap();

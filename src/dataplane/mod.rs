@@ -3,28 +3,35 @@
 //! the outcome per ENI. Control requests arrive over a crossbeam channel with a mio `Waker`, so the
 //! packet path takes no lock.
 //!
+//! The loop sees its TAPs through the small [`Port`] trait, and [`Dataplane`] with what it takes
+//! and answers ([`Swap`], [`SwapDone`], [`Command`], [`Handle`]) is generic over the port type,
+//! with [`Tap`] as the default: the forwarder is compiled for TAPs alone (static dispatch, as
+//! before), while unit tests run the same loop on in-memory [`MemPort`]s without root.
+//!
 //! mio registration is edge-triggered: a ready TAP is drained until `WouldBlock`, but at most
 //! [`BURST`] frames per turn so one busy ENI cannot starve the others; a TAP cut off by the budget
 //! stays on the ready list and the next poll does not sleep.
 //!
 //! Ports are indexed like the pipeline's ([`Pipeline::port_ids`]): the model's ENIs, then the
-//! internet; a port's index is its mio token. A live change arrives as a [`Command::Swap`]: a
-//! pipeline compiled off the packet path, which takes over the old one's state by id; TAPs and
-//! counters follow their port id to its new index, TAPs that moved are registered again under
-//! their new token, and every port is drained once (the ready list held old indexes). What the
-//! swap leaves behind (TAPs of removed ports, the old pipeline) goes back to the control thread to
-//! be closed there: closing a TAP can take milliseconds, never on the packet thread.
+//! internet. A port's mio token is made by `port_token` from its index and read back by
+//! `Source::of`, next to the waker's `WAKER`: what a token means is said in one place. A live
+//! change arrives as a [`Command::Swap`]: a pipeline compiled off the packet path, which takes
+//! over the old one's state by id; TAPs and counters follow their port id to its new index, TAPs
+//! that moved are registered again under their new token, and every port is drained once (the
+//! ready list held old indexes). What the swap leaves behind (TAPs of removed ports, the old
+//! pipeline) goes back to the control thread to be closed there: closing a TAP can take
+//! milliseconds, never on the packet thread.
 //!
 //! [`Watch`]es report data-plane moments once (the first frame written to a port, say, to time a
 //! failover): with none armed they cost one branch per frame written; one that fires is removed
 //! and sent without blocking.
 
+pub mod port;
 pub mod tap;
 pub mod uplink;
 
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -35,38 +42,65 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::model::EniIdx;
 use crate::pipeline::{ConnectionView, DropReason, EniCounters, NoObserver, Pipeline, Recorder, Verdict};
+pub use port::{MemPort, Port};
 use tap::{Tap, MAX_FRAME, VNET_HDR_LEN};
 
 /// Frames read from one TAP before the loop turns to the others.
 pub const BURST: usize = 64;
 
+/// The waker's token: control commands are queued. Port tokens count up from 0 (see
+/// [`port_token`]); the waker sits at the other end of the range so the two never meet.
 const WAKER: Token = Token(usize::MAX);
+
+/// The token port `index` (as in [`Pipeline::port_ids`]) is registered under.
+fn port_token(index: usize) -> Token {
+    Token(index)
+}
+
+/// What a ready token stands for: the one place that reads a token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    /// Commands are waiting.
+    Waker,
+    /// The port at this index has frames.
+    Port(usize),
+}
+
+impl Source {
+    fn of(token: Token) -> Source {
+        if token == WAKER {
+            Source::Waker
+        } else {
+            Source::Port(token.0)
+        }
+    }
+}
 
 /// How often expired connections are reclaimed (each pass does bounded work per table).
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
 /// A freshly compiled lab for the data plane to swap in.
 #[derive(Debug)]
-pub struct Swap {
+pub struct Swap<P = Tap> {
     /// Built with `Pipeline::new(&new_model)`: empty tables; it takes over the live state.
     pub pipeline: Pipeline,
     /// TAPs of ports that are new in this swap, by port id. A port that already has a TAP keeps
     /// it; one given here for it anyway is returned unused.
-    pub new_taps: Vec<(String, Tap)>,
+    pub new_taps: Vec<(String, P)>,
     /// Data-plane moments to report once; they replace those still armed. A watch on a port the
     /// new lab does not have is dropped: it could never fire.
     pub watches: Vec<Watch>,
     /// Where [`SwapDone`] goes. It should have room (bounded(1), or unbounded): the data plane
     /// does not wait for it.
-    pub reply: Sender<SwapDone>,
+    pub reply: Sender<SwapDone<P>>,
 }
 
 /// What a swap did, and what it left for the control thread to close.
 #[derive(Debug)]
-pub struct SwapDone {
+pub struct SwapDone<P = Tap> {
     /// Every TAP not kept: old ones whose port is gone, new ones not used. Drop them on the
     /// control thread (closing a TAP removes its device, which can take milliseconds).
-    pub retired: Vec<Tap>,
+    pub retired: Vec<P>,
     /// The pipeline swapped out, holding the state of removed objects and the empty tables the
     /// new one was built with. Drop it on the control thread too: its tables own memory.
     pub previous: Pipeline,
@@ -108,7 +142,7 @@ struct Armed {
 
 /// A request from the control side to the data plane.
 #[derive(Debug)]
-pub enum Command {
+pub enum Command<P = Tap> {
     /// Send back a snapshot of every port's counters (indexed like [`Pipeline::port_ids`]).
     Counters(Sender<Vec<EniCounters>>),
     /// Run `frame` from `from` through the pipeline read-only and send back what it decided.
@@ -123,7 +157,7 @@ pub enum Command {
     /// Send back the tracked connections (of one ENI, or all).
     Connections(Option<EniIdx>, Sender<Vec<ConnectionView>>),
     /// Swap in a freshly compiled lab between two bursts; see [`Swap`].
-    Swap(Box<Swap>),
+    Swap(Box<Swap<P>>),
     /// Stop the loop; `run` returns.
     Shutdown,
 }
@@ -140,15 +174,22 @@ enum AfterCommands {
 }
 
 /// The control side's end: sends commands and wakes the loop.
-#[derive(Clone, Debug)]
-pub struct Handle {
-    commands: Sender<Command>,
+#[derive(Debug)]
+pub struct Handle<P = Tap> {
+    commands: Sender<Command<P>>,
     waker: Arc<Waker>,
 }
 
-impl Handle {
+// Not derived: a derive would ask for `P: Clone`, and a handle clones without cloning ports.
+impl<P> Clone for Handle<P> {
+    fn clone(&self) -> Self {
+        Handle { commands: self.commands.clone(), waker: Arc::clone(&self.waker) }
+    }
+}
+
+impl<P> Handle<P> {
     /// Queues a command and wakes the loop. Fails only when the loop has ended.
-    pub fn send(&self, command: Command) -> io::Result<()> {
+    pub fn send(&self, command: Command<P>) -> io::Result<()> {
         self.commands
             .send(command)
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the data plane has stopped"))?;
@@ -156,7 +197,7 @@ impl Handle {
     }
 
     /// Sends the command `make` builds around a reply channel and waits (at most `timeout`).
-    pub fn ask<T>(&self, timeout: Duration, make: impl FnOnce(Sender<T>) -> Command) -> io::Result<T> {
+    pub fn ask<T>(&self, timeout: Duration, make: impl FnOnce(Sender<T>) -> Command<P>) -> io::Result<T> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.send(make(tx))?;
         rx.recv_timeout(timeout).map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the data plane did not answer"))
@@ -165,29 +206,30 @@ impl Handle {
 
 /// The forwarding loop and everything it owns.
 #[derive(Debug)]
-pub struct Dataplane {
+pub struct Dataplane<P = Tap> {
     poll: Poll,
-    /// By port index (= mio token); `None` for a port without a TAP.
-    taps: Vec<Option<Tap>>,
+    /// By port index ([`port_token`]); `None` for a port without a TAP.
+    ports: Vec<Option<P>>,
     pipeline: Pipeline,
     /// By port index.
     counters: Vec<EniCounters>,
-    commands: Receiver<Command>,
+    commands: Receiver<Command<P>>,
     watches: Vec<Armed>,
     events: Sender<FiredWatch>,
     buf: Vec<u8>,
     start: Instant,
 }
 
-impl Dataplane {
-    /// Registers the TAPs, indexed like the pipeline's ports ([`Pipeline::port_ids`]): the
-    /// model's ENIs (`None` for an unattached ENI), then the internet (`None` when the lab has
-    /// none). Fired [`Watch`]es go to `events` (sent without blocking: give it room).
+impl<P: Port> Dataplane<P> {
+    /// Registers the ports (TAPs and the uplink; in-memory ports in tests), indexed like the
+    /// pipeline's ([`Pipeline::port_ids`]): the model's ENIs (`None` for an unattached ENI), then
+    /// the internet (`None` when the lab has none). Fired [`Watch`]es go to `events` (sent
+    /// without blocking: give it room).
     pub fn new(
         pipeline: Pipeline,
-        taps: Vec<Option<Tap>>,
+        taps: Vec<Option<P>>,
         events: Sender<FiredWatch>,
-    ) -> io::Result<(Dataplane, Handle)> {
+    ) -> io::Result<(Dataplane<P>, Handle<P>)> {
         let ports = pipeline.port_ids().len();
         if taps.len() != ports {
             let msg = format!("{} TAPs for the pipeline's {ports} ports", taps.len());
@@ -196,8 +238,8 @@ impl Dataplane {
         let poll = Poll::new()?;
         for (i, tap) in taps.iter().enumerate() {
             if let Some(tap) = tap {
-                let fd = std::os::fd::AsRawFd::as_raw_fd(tap);
-                poll.registry().register(&mut SourceFd(&fd), Token(i), Interest::READABLE)?;
+                let fd = tap.as_raw_fd();
+                poll.registry().register(&mut SourceFd(&fd), port_token(i), Interest::READABLE)?;
             }
         }
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -205,7 +247,7 @@ impl Dataplane {
         let counters = vec![EniCounters::default(); taps.len()];
         let dp = Dataplane {
             poll,
-            taps,
+            ports: taps,
             pipeline,
             counters,
             commands: rx,
@@ -221,9 +263,9 @@ impl Dataplane {
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(256);
         // Ports to drain this turn, without duplicates (`queued` marks membership).
-        let mut ready: Vec<usize> = Vec::with_capacity(self.taps.len());
-        let mut still_ready: Vec<usize> = Vec::with_capacity(self.taps.len());
-        let mut queued = vec![false; self.taps.len()];
+        let mut ready: Vec<usize> = Vec::with_capacity(self.ports.len());
+        let mut still_ready: Vec<usize> = Vec::with_capacity(self.ports.len());
+        let mut queued = vec![false; self.ports.len()];
         let mut next_housekeeping = HOUSEKEEPING;
         loop {
             let now = self.start.elapsed();
@@ -240,18 +282,21 @@ impl Dataplane {
             }
             let mut swapped = false;
             for ev in events.iter() {
-                if ev.token() == WAKER {
-                    match self.handle_commands() {
+                match Source::of(ev.token()) {
+                    Source::Waker => match self.handle_commands() {
                         AfterCommands::Go => {}
                         AfterCommands::Swapped => swapped = true,
                         AfterCommands::Stop => return Ok(()),
-                    }
-                } else if swapped {
+                    },
                     // The rest of this batch may name ports by their index before the swap;
                     // every port is drained below anyway.
-                } else if !queued[ev.token().0] {
-                    queued[ev.token().0] = true;
-                    ready.push(ev.token().0);
+                    Source::Port(_) if swapped => {}
+                    Source::Port(port) => {
+                        if !queued[port] {
+                            queued[port] = true;
+                            ready.push(port);
+                        }
+                    }
                 }
             }
             if swapped {
@@ -259,9 +304,9 @@ impl Dataplane {
                 // catches frames that arrived while a TAP was being registered again.
                 ready.clear();
                 still_ready.clear();
-                ready.extend(0..self.taps.len());
+                ready.extend(0..self.ports.len());
                 queued.clear();
-                queued.resize(self.taps.len(), true);
+                queued.resize(self.ports.len(), true);
             }
             for &port in &ready {
                 if self.drain(port) {
@@ -287,7 +332,7 @@ impl Dataplane {
                     let traced = match from {
                         // An index from a model a swap has since replaced may name no ENI:
                         // the requester sees no answer rather than the loop panicking.
-                        Some(eni) if eni.index() + 1 >= self.taps.len() => continue,
+                        Some(eni) if eni.index() + 1 >= self.ports.len() => continue,
                         Some(eni) => self.pipeline.trace(now, eni, &mut frame),
                         None => self.pipeline.trace_internet(now, &mut frame),
                     };
@@ -309,14 +354,14 @@ impl Dataplane {
     /// Swaps in a freshly compiled lab: its pipeline takes the old one's state, TAPs and counters
     /// follow their port id, TAPs at a new index are registered under their new token, watches
     /// are replaced; what is left over goes back with the reply.
-    fn swap(&mut self, swap: Swap) {
+    fn swap(&mut self, swap: Swap<P>) {
         let started = Instant::now();
         let Swap { pipeline: mut new, new_taps, watches, reply } = swap;
         new.take_state_from(&mut self.pipeline);
         let (old_ids, new_ids) = (self.pipeline.port_ids(), new.port_ids());
         let previous = std::mem::replace(&mut self.pipeline, new);
 
-        let taps = rekey(&old_ids, std::mem::take(&mut self.taps), &new_ids, new_taps);
+        let taps = rekey(&old_ids, std::mem::take(&mut self.ports), &new_ids, new_taps);
         let registry = self.poll.registry();
         let mut retired = Vec::with_capacity(taps.gone.len() + taps.unused.len());
         for tap in taps.gone {
@@ -325,23 +370,23 @@ impl Dataplane {
             retired.push(tap);
         }
         retired.extend(taps.unused);
-        self.taps = Vec::with_capacity(taps.slots.len());
+        self.ports = Vec::with_capacity(taps.slots.len());
         for (i, slot) in taps.slots.into_iter().enumerate() {
             let Some((tap, origin)) = slot else {
-                self.taps.push(None);
+                self.ports.push(None);
                 continue;
             };
             let fd = tap.as_raw_fd();
             let registered = match origin {
                 Origin::Kept(was) if was == i => Ok(()),
-                Origin::Kept(_) => registry.reregister(&mut SourceFd(&fd), Token(i), Interest::READABLE),
-                Origin::Added => registry.register(&mut SourceFd(&fd), Token(i), Interest::READABLE),
+                Origin::Kept(_) => registry.reregister(&mut SourceFd(&fd), port_token(i), Interest::READABLE),
+                Origin::Added => registry.register(&mut SourceFd(&fd), port_token(i), Interest::READABLE),
             };
             if let Err(e) = registered {
                 // Frames can still be written to it; say why none are read.
                 crate::log!("TAP of port {} ({}) cannot be polled: {e}", new_ids[i], tap.name());
             }
-            self.taps.push(Some(tap));
+            self.ports.push(Some(tap));
         }
 
         let counters = std::mem::take(&mut self.counters).into_iter().map(Some).collect();
@@ -364,7 +409,7 @@ impl Dataplane {
     /// Reads up to a burst from one TAP; true if it may hold more.
     fn drain(&mut self, port: usize) -> bool {
         for _ in 0..BURST {
-            let Some(tap) = &self.taps[port] else { return false };
+            let Some(tap) = &self.ports[port] else { return false };
             match tap.recv(&mut self.buf) {
                 Ok(n) => self.handle_frame(port, n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
@@ -373,9 +418,9 @@ impl Dataplane {
                     // The device is gone (its namespace was deleted under it): stop polling it
                     // rather than spin on it, and say so in the forwarder's log.
                     Some(libc::EBADFD | libc::EIO | libc::ENXIO | libc::ENODEV) => {
-                        if let Some(tap) = self.taps[port].take() {
+                        if let Some(tap) = self.ports[port].take() {
                             crate::log!("TAP of ENI #{port} ({}) is gone: {e}; no longer polled", tap.name());
-                            let fd = std::os::fd::AsRawFd::as_raw_fd(&tap);
+                            let fd = tap.as_raw_fd();
                             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
                         }
                         return false;
@@ -399,7 +444,7 @@ impl Dataplane {
         counters.rx_bytes += (n - VNET_HDR_LEN) as u64;
         let now = self.start.elapsed();
         let off = tap::offload(&self.buf[..VNET_HDR_LEN]);
-        let internet = self.taps.len() - 1;
+        let internet = self.ports.len() - 1;
         let frame = &mut self.buf[VNET_HDR_LEN..n];
         let verdict = if port == internet {
             self.pipeline.process_internet(now, frame, off, &mut NoObserver)
@@ -423,7 +468,7 @@ impl Dataplane {
     }
 
     fn transmit(&mut self, to: usize, n: usize) {
-        let sent = match &self.taps[to] {
+        let sent = match &self.ports[to] {
             Some(tap) => tap.send(&self.buf[..n]).is_ok(),
             None => false,
         };
@@ -503,64 +548,4 @@ fn rekey<T>(old_ids: &[String], old: Vec<Option<T>>, new_ids: &[String], new: Ve
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ids(v: &[&str]) -> Vec<String> {
-        v.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn taps_follow_their_port_id_and_leftovers_are_returned() {
-        // eni-a is removed before eni-b, eni-n is inserted first, eni-c had no TAP and gets one.
-        let old_ids = ids(&["eni-a", "eni-b", "eni-c", "internet"]);
-        let old = vec![Some("tap-a"), Some("tap-b"), None, Some("tap-inet")];
-        let new_ids = ids(&["eni-n", "eni-b", "eni-c", "internet"]);
-        let new = vec![
-            ("eni-n".to_string(), "tap-n"),
-            ("eni-c".to_string(), "tap-c"),
-            ("eni-b".to_string(), "tap-b2"), // eni-b keeps its TAP: this one is not used
-            ("eni-x".to_string(), "tap-x"),  // no such port
-        ];
-        let r = rekey(&old_ids, old, &new_ids, new);
-        assert_eq!(
-            r.slots,
-            vec![
-                Some(("tap-n", Origin::Added)),
-                Some(("tap-b", Origin::Kept(1))),
-                Some(("tap-c", Origin::Added)),
-                Some(("tap-inet", Origin::Kept(3))),
-            ]
-        );
-        assert_eq!(r.gone, vec!["tap-a"]);
-        assert_eq!(r.unused, vec!["tap-b2", "tap-x"]);
-    }
-
-    #[test]
-    fn a_reordered_port_changes_index_and_a_port_without_a_tap_stays_without() {
-        let old_ids = ids(&["eni-a", "eni-b", "internet"]);
-        let r = rekey(&old_ids, vec![Some(1), Some(2), None], &ids(&["eni-b", "eni-a", "internet"]), Vec::new());
-        assert_eq!(r.slots, vec![Some((2, Origin::Kept(1))), Some((1, Origin::Kept(0))), None]);
-        assert!(r.gone.is_empty() && r.unused.is_empty());
-        // Everything removed: every value comes back, nothing is dropped silently.
-        let r = rekey(&old_ids, vec![Some(1), Some(2), Some(3)], &ids(&["internet"]), vec![("internet".into(), 4)]);
-        assert_eq!(r.slots, vec![Some((3, Origin::Kept(2)))]);
-        assert_eq!((r.gone, r.unused), (vec![1, 2], vec![4]));
-        // More old values than ids (cannot happen): the extra ones are returned, not lost.
-        let r = rekey(&ids(&["internet"]), vec![Some(1), Some(2)], &ids(&["internet"]), Vec::new());
-        assert_eq!((r.slots, r.gone), (vec![Some((1, Origin::Kept(0)))], vec![2]));
-    }
-
-    #[test]
-    fn counters_follow_their_port_id_and_new_ports_start_at_zero() {
-        let mut a = EniCounters { rx_packets: 5, ..EniCounters::default() };
-        a.count_drop(DropReason::NoRoute);
-        let b = EniCounters { tx_packets: 7, ..EniCounters::default() };
-        let inet = EniCounters { rx_bytes: 9, ..EniCounters::default() };
-        let old = vec![Some(a.clone()), Some(b.clone()), Some(inet.clone())];
-        let r = rekey(&ids(&["eni-a", "eni-b", "internet"]), old, &ids(&["eni-b", "eni-n", "internet"]), Vec::new());
-        let counters: Vec<EniCounters> = r.slots.into_iter().map(|s| s.map(|(c, _)| c).unwrap_or_default()).collect();
-        assert_eq!(counters, vec![b, EniCounters::default(), inet]);
-        assert_eq!(r.gone, vec![a]);
-    }
-}
+mod tests;

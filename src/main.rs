@@ -1,8 +1,8 @@
 //! The `vpclab` command: parses arguments, calls the library, prints. No logic of its own.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -101,6 +101,31 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Capture what the fabric does, as pcapng: every frame an ENI sent or was handed, each
+    /// with the fabric's verdict in its comment (dropped frames too, with stage, reason and rule).
+    Capture {
+        /// The lab; may be left out when one lab is running.
+        #[arg(long)]
+        lab: Option<String>,
+        /// ENI ids, instance ids (all their ENIs), NAT gateway ids, `internet`, or `all`.
+        #[arg(required = true)]
+        targets: Vec<String>,
+        /// Write to this file instead of standard output.
+        #[arg(short = 'w', long = "write")]
+        file: Option<PathBuf>,
+        /// Stop after this many frames.
+        #[arg(short = 'c', long)]
+        count: Option<u64>,
+        /// Bytes kept of each frame (default: all of it).
+        #[arg(long, default_value_t = vpclab::capture::MAX_SNAPLEN)]
+        snaplen: u32,
+        /// Only frames the fabric dropped.
+        #[arg(long)]
+        drops_only: bool,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        duration: Option<f64>,
+    },
     /// Validate a topology without creating anything.
     Check {
         /// The topology file.
@@ -157,6 +182,14 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             trace(lab.as_deref(), from, to, proto.as_deref(), sport, dport, json)
         }
         Cmd::Conntrack { lab, eni, json } => conntrack(lab.as_deref(), eni, json),
+        Cmd::Capture { lab, targets, file, count, snaplen, drops_only, duration } => {
+            let duration_ms = match duration {
+                Some(d) if !(d > 0.0 && d <= 1e9) => bail!("--duration must be a positive number of seconds"),
+                d => d.map(|d| (d * 1000.0).ceil() as u64),
+            };
+            let req = Request::Capture { targets, snaplen, drops_only, count, duration_ms };
+            capture(lab.as_deref(), &req, file.as_deref())
+        }
         Cmd::Check { topology } => {
             let model = load(Some(&topology), None)?;
             println!(
@@ -430,13 +463,19 @@ fn status(named: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
 
 /// One request to a lab's forwarder, which must be alive: a dead one is named as such.
 fn request(lab: &str, req: &Request) -> anyhow::Result<Response> {
+    request_possible(lab)?;
+    control::request(&lab::socket_path(lab), req)
+}
+
+/// Whether the lab's forwarder is there to ask; why not otherwise.
+fn request_possible(lab: &str) -> anyhow::Result<()> {
     if !lab::lab_running(lab) {
         if lab::lab_dir(lab).exists() || !lab::lab_namespaces(lab).is_empty() {
             bail!("lab `{lab}`: forwarder dead (`vpclab up` brings the lab back, `vpclab down {lab}` removes it)");
         }
         bail!("no such lab `{lab}`");
     }
-    control::request(&lab::socket_path(lab), req)
+    Ok(())
 }
 
 /// One request to a lab's forwarder; an error answer becomes an error.
@@ -497,6 +536,32 @@ fn trace(
         ),
         _ => println!("verdict: {}", t.verdict),
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn capture(named: Option<&str>, req: &Request, file: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let lab = lab::resolve_lab(named, false)?;
+    request_possible(&lab)?;
+    let summary = match file {
+        Some(path) => {
+            let mut f = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+            vpclab::capture::client::capture(&lab::socket_path(&lab), req, &mut f)?
+        }
+        None => {
+            if std::io::stdout().is_terminal() {
+                bail!(
+                    "pcapng is binary: write it to a file (-w FILE) or pipe it (| wireshark -k -i -, | tcpdump -r -)"
+                );
+            }
+            vpclab::capture::client::capture(&lab::socket_path(&lab), req, &mut std::io::stdout().lock())?
+        }
+    };
+    let lost: u64 = summary.lost.iter().sum();
+    eprintln!(
+        "{} frame(s) captured on {}; {lost} lost (the capture queue was full)",
+        summary.packets,
+        summary.interfaces.join(" ")
+    );
     Ok(ExitCode::SUCCESS)
 }
 

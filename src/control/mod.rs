@@ -64,6 +64,20 @@ pub enum Request {
     },
     /// The running lab as a topology file.
     Export,
+    /// Capture what the fabric does at some points: answered [`Response::Capturing`], then the
+    /// connection carries pcapng until the capture ends (the client half-closes to end it).
+    Capture {
+        /// ENI ids, instance ids, NAT gateway ids, `internet` or `all`.
+        targets: Vec<String>,
+        /// Bytes kept of each frame.
+        snaplen: u32,
+        /// Only frames the fabric dropped.
+        drops_only: bool,
+        /// End after this many frames.
+        count: Option<u64>,
+        /// End after this many milliseconds.
+        duration_ms: Option<u64>,
+    },
     /// Stop forwarding and tear the lab down.
     Shutdown,
 }
@@ -90,6 +104,8 @@ pub enum Response {
         /// The topology file.
         text: String,
     },
+    /// Answer to [`Request::Capture`]: pcapng follows on this connection.
+    Capturing,
     /// The request was carried out.
     Ok,
     /// It was not, and why.
@@ -365,6 +381,13 @@ fn serve_one(conn: UnixStream, live: &Mutex<LiveLab>) {
     }
     let response = match parse_request(&line) {
         Err(message) => Response::Error { message },
+        Ok(Request::Capture { targets, snaplen, drops_only, count, duration_ms }) => {
+            let limits = crate::capture::stream::Limits { count, duration: duration_ms.map(Duration::from_millis) };
+            match start_capture(live, &targets, snaplen, drops_only) {
+                Ok(started) => return started.stream(conn, limits),
+                Err(message) => Response::Error { message },
+            }
+        }
         Ok(req) => {
             let mut live = live.lock().unwrap_or_else(|p| p.into_inner());
             answer(&mut live, req)
@@ -380,6 +403,82 @@ pub fn parse_request(line: &[u8]) -> Result<Request, String> {
     }
     let text = std::str::from_utf8(line).map_err(|e| format!("bad request: not UTF-8 ({e})"))?;
     serde_json::from_str::<Request>(text).map_err(|e| format!("bad request: {e}"))
+}
+
+/// A capture registered with the data plane, ready to stream.
+struct StartedCapture {
+    handle: Handle,
+    id: u64,
+    interfaces: Vec<crate::capture::Interface>,
+    snaplen: u32,
+    records: crossbeam_channel::Receiver<crate::capture::Captured>,
+    lost: crate::capture::Lost,
+}
+
+/// Resolves the targets on the current model and starts feeding a new capture's queue.
+fn start_capture(
+    live: &Mutex<LiveLab>,
+    targets: &[String],
+    snaplen: u32,
+    drops_only: bool,
+) -> Result<StartedCapture, String> {
+    use crate::capture::{CaptureTap, MAX_SNAPLEN, QUEUE};
+    static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let (model, handle) = {
+        let live = live.lock().unwrap_or_else(|p| p.into_inner());
+        (live.model(), live.handle().clone())
+    };
+    let interfaces = crate::capture::interfaces(&model, targets)?;
+    let snaplen = snaplen.clamp(1, MAX_SNAPLEN);
+    let (queue, records) = crossbeam_channel::bounded(QUEUE);
+    let lost: crate::capture::Lost = Arc::new(interfaces.iter().map(|_| Default::default()).collect());
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let points = interfaces.iter().map(|i| i.point.clone()).collect();
+    let tap = CaptureTap { id, points, snaplen, drops_only, queue, lost: Arc::clone(&lost) };
+    handle.send(Command::Capture(Box::new(tap))).map_err(|e| format!("forwarder dead: {e}"))?;
+    Ok(StartedCapture { handle, id, interfaces, snaplen, records, lost })
+}
+
+impl StartedCapture {
+    /// Answers `capturing`, then writes pcapng to the client until the capture ends: its
+    /// limits, the client half-closing (Ctrl-C) or going away, or the forwarder stopping.
+    fn stream(self, conn: UnixStream, limits: crate::capture::stream::Limits) {
+        use crate::capture::stream;
+        let detach = || {
+            let _ = self.handle.ask(Duration::from_secs(5), |done| Command::StopCapture { id: self.id, done });
+        };
+        let _ = conn.set_read_timeout(None);
+        // A client that stops reading for this long ends its capture (frames meanwhile are lost).
+        let _ = conn.set_write_timeout(Some(Duration::from_secs(30)));
+        reply(&conn, &Response::Capturing);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if let Ok(watch) = conn.try_clone() {
+            let stop = Arc::clone(&stop);
+            // The client sends nothing more: end of input (or an error) means it wants to stop.
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut (&watch).take(1 << 10), &mut std::io::sink());
+                stop.store(true, Ordering::Relaxed);
+            });
+        }
+        let totals = match stream::Writer::new(&conn, &self.interfaces, self.snaplen) {
+            Ok(w) => stream::run(w, &self.records, &self.lost, limits, &stop, detach),
+            Err(e) => {
+                detach();
+                Err(e)
+            }
+        };
+        match totals {
+            Ok(t) => crate::log!(
+                "capture {} of {} ended: {} frames written, {} lost",
+                self.id,
+                self.interfaces.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(" "),
+                t.written.iter().sum::<u64>(),
+                t.lost.iter().sum::<u64>()
+            ),
+            Err(e) => crate::log!("capture {} ended: {e}", self.id),
+        }
+        let _ = conn.shutdown(std::net::Shutdown::Both);
+    }
 }
 
 fn reply(conn: &UnixStream, response: &Response) {
@@ -434,6 +533,8 @@ fn answer(live: &mut LiveLab, req: Request) -> Response {
             Err(e) => Response::Refused(e),
         },
         Request::Export => Response::Exported { text: live.export() },
+        // Served by `serve_one` itself, which streams; it never reaches here.
+        Request::Capture { .. } => Response::Error { message: "a capture needs a connection of its own".into() },
         Request::Shutdown => {
             crate::log!("shutdown requested on the control socket (vpclab down)");
             match handle.send(Command::Shutdown) {

@@ -40,8 +40,9 @@ use hashbrown::HashMap;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use crate::capture::{CaptureTap, Captures, Seen};
 use crate::model::EniIdx;
-use crate::pipeline::{ConnectionView, DropReason, EniCounters, NoObserver, Pipeline, Recorder, Verdict};
+use crate::pipeline::{ConnectionView, DropReason, EniCounters, NoObserver, Observer, Pipeline, Recorder, Verdict};
 pub use port::{MemPort, Port};
 use tap::{Tap, MAX_FRAME, VNET_HDR_LEN};
 
@@ -158,6 +159,15 @@ pub enum Command<P = Tap> {
     Connections(Option<EniIdx>, Sender<Vec<ConnectionView>>),
     /// Swap in a freshly compiled lab between two bursts; see [`Swap`].
     Swap(Box<Swap<P>>),
+    /// Start feeding a capture's queue.
+    Capture(Box<CaptureTap>),
+    /// Stop feeding capture `id`; `done` is told once no more records will come.
+    StopCapture {
+        /// The capture.
+        id: u64,
+        /// Answered when it is stopped.
+        done: Sender<()>,
+    },
     /// Stop the loop; `run` returns.
     Shutdown,
 }
@@ -218,6 +228,10 @@ pub struct Dataplane<P = Tap> {
     events: Sender<FiredWatch>,
     buf: Vec<u8>,
     start: Instant,
+    /// Running captures; empty (one branch per frame) when nobody captures.
+    captures: Captures,
+    /// A frame as read, kept while the pipeline rewrites it, for captures of its sender.
+    capture_input: Vec<u8>,
 }
 
 impl<P: Port> Dataplane<P> {
@@ -255,6 +269,8 @@ impl<P: Port> Dataplane<P> {
             events,
             buf: vec![0u8; MAX_FRAME],
             start: Instant::now(),
+            captures: Captures::default(),
+            capture_input: Vec::new(),
         };
         Ok((dp, Handle { commands: tx, waker }))
     }
@@ -345,6 +361,13 @@ impl<P: Port> Dataplane<P> {
                     self.swap(*swap);
                     after = AfterCommands::Swapped;
                 }
+                Command::Capture(tap) => {
+                    self.captures.add(*tap, self.pipeline.port_ids(), self.pipeline.nat_ids());
+                }
+                Command::StopCapture { id, done } => {
+                    self.captures.remove(id);
+                    let _ = done.send(());
+                }
                 Command::Shutdown => return AfterCommands::Stop,
             }
         }
@@ -401,6 +424,10 @@ impl<P: Port> Dataplane<P> {
             })
             .collect();
 
+        if !self.captures.is_empty() {
+            self.captures.rekey(new_ids.clone(), self.pipeline.nat_ids());
+        }
+
         let done = SwapDone { retired, previous, generation: self.pipeline.generation(), stalled: started.elapsed() };
         // Nobody waiting: what it carries is closed here, the one case it is.
         let _ = reply.try_send(done);
@@ -442,15 +469,54 @@ impl<P: Port> Dataplane<P> {
         }
         counters.rx_packets += 1;
         counters.rx_bytes += (n - VNET_HDR_LEN) as u64;
+        if !self.captures.is_empty() {
+            return self.handle_captured_frame(port, n);
+        }
+        let verdict = self.decide(port, n, &mut NoObserver);
+        self.carry_out(port, n, verdict);
+    }
+
+    /// The pipeline's verdict on the frame in the buffer, read from `port`.
+    fn decide<O: Observer>(&mut self, port: usize, n: usize, obs: &mut O) -> Verdict {
         let now = self.start.elapsed();
         let off = tap::offload(&self.buf[..VNET_HDR_LEN]);
         let internet = self.ports.len() - 1;
         let frame = &mut self.buf[VNET_HDR_LEN..n];
-        let verdict = if port == internet {
-            self.pipeline.process_internet(now, frame, off, &mut NoObserver)
+        if port == internet {
+            self.pipeline.process_internet(now, frame, off, obs)
         } else {
-            self.pipeline.process_offloaded(now, EniIdx(port as u32), frame, off, &mut NoObserver)
+            self.pipeline.process_offloaded(now, EniIdx(port as u32), frame, off, obs)
+        }
+    }
+
+    /// [`handle_frame`](Self::handle_frame) while captures run: the frame as read is kept for
+    /// captures of its sender, the walk is observed, and what was done is offered to them.
+    #[cold]
+    fn handle_captured_frame(&mut self, port: usize, n: usize) {
+        let keep_input = self.captures.wants_input(port);
+        self.capture_input.clear();
+        if keep_input {
+            self.capture_input.extend_from_slice(&self.buf[VNET_HDR_LEN..n]);
+        }
+        let mut obs = std::mem::take(&mut self.captures.observer);
+        obs.clear();
+        let verdict = self.decide(port, n, &mut obs);
+        self.captures.observer = obs;
+        let written = self.carry_out(port, n, verdict);
+        let seen = Seen {
+            from: port,
+            verdict,
+            input: &self.capture_input,
+            output: &self.buf[VNET_HDR_LEN..VNET_HDR_LEN.max(written)],
+            input_len: n - VNET_HDR_LEN,
         };
+        self.captures.record(&seen, self.ports.len() - 1);
+    }
+
+    /// Writes, answers or counts the frame as `verdict` says; returns the length (with the
+    /// virtio header) of what is in the buffer now (the frame as written, or as dropped).
+    fn carry_out(&mut self, port: usize, n: usize, verdict: Verdict) -> usize {
+        let internet = self.ports.len() - 1;
         match verdict {
             Verdict::Forward(to) => self.transmit(to.index(), n),
             Verdict::ToInternet => self.transmit(internet, n),
@@ -461,10 +527,12 @@ impl<P: Port> Dataplane<P> {
             Verdict::ReplyWith(len) => {
                 self.buf[..VNET_HDR_LEN].fill(0);
                 self.transmit(port, VNET_HDR_LEN + len);
+                return VNET_HDR_LEN + len;
             }
             Verdict::Drop(reason) => self.counters[port].count_drop(reason),
             Verdict::DropAt(reason, eni) => self.counters[eni.index()].count_drop(reason),
         }
+        n
     }
 
     fn transmit(&mut self, to: usize, n: usize) {

@@ -120,6 +120,10 @@ impl Stage {
 pub trait Observer {
     /// Stage `stage` ran and decided `detail`.
     fn record(&mut self, stage: Stage, detail: fmt::Arguments<'_>);
+
+    /// The packet reached NAT gateway `n` (captures of a NAT gateway want to know).
+    #[inline(always)]
+    fn nat_gateway(&mut self, _n: NatIdx) {}
 }
 
 /// The observer of the forwarding path: records nothing.
@@ -327,6 +331,11 @@ impl Pipeline {
     /// last port is always the internet's, even in a lab without an internet side).
     pub fn port_ids(&self) -> Vec<String> {
         self.ports.iter().map(|p| p.id.clone()).chain(std::iter::once(INTERNET_PORT.to_string())).collect()
+    }
+
+    /// The NAT gateway ids by NAT gateway index.
+    pub fn nat_ids(&self) -> Vec<String> {
+        self.model.nat_gateways.iter().map(|n| n.id.clone()).collect()
     }
 
     /// The configuration generation: a hop cached under another one is never followed.
@@ -825,6 +834,7 @@ impl Pipeline {
         obs: &mut O,
         commit: bool,
     ) -> Step<Verdict> {
+        obs.nat_gateway(n);
         let model = std::sync::Arc::clone(&self.model);
         let nat = &model.nat_gateways[n.index()];
         let nat_subnet = &model.subnets[nat.subnet.index()];
@@ -1020,6 +1030,7 @@ impl Pipeline {
         obs: &mut O,
         commit: bool,
     ) -> Step<Verdict> {
+        obs.nat_gateway(n);
         let model = std::sync::Arc::clone(&self.model);
         let nat = &model.nat_gateways[n.index()];
         let nat_subnet = &model.subnets[nat.subnet.index()];

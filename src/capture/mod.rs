@@ -1,0 +1,422 @@
+//! Seeing what the fabric did: captures of the fabric itself (`vpclab capture`), written as
+//! pcapng with every frame's verdict in its comment. Fed by the data plane through bounded
+//! queues, never on the decision path: with no capture running the data plane pays one branch
+//! per frame; with one running, a frame that concerns a captured point is copied, explained and
+//! queued without blocking, and what does not fit is counted as lost.
+//!
+//! - [`Captures`] is the data plane's side: the running captures, which ports and NAT gateways
+//!   each watches, and how a frame seen at one of them becomes a [`Captured`] record.
+//! - [`stream`] runs in the forwarder, one thread per capture: records in, pcapng out to the
+//!   client's socket.
+//! - [`client`] is `vpclab capture`'s end: pcapng from the socket to a file or standard output.
+
+pub mod client;
+pub mod stream;
+
+use std::fmt::{self, Write as _};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crossbeam_channel::{Sender, TrySendError};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{EniIdx, Model, NatIdx};
+use crate::pipeline::{Observer, Stage, Verdict, INTERNET_PORT};
+
+/// Records queued between the data plane and one capture's writer; past it frames are lost
+/// (counted per interface) rather than slowing forwarding.
+pub const QUEUE: usize = 8192;
+
+/// The largest snapshot length (a TSO superframe is up to 64 KiB of IP plus Ethernet).
+pub const MAX_SNAPLEN: u32 = 65_549;
+
+/// Where a capture interface sits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Point {
+    /// A data-plane port, by id: an ENI id, or `internet`.
+    Port(String),
+    /// A NAT gateway, by id: the frames it translated or refused.
+    NatGateway(String),
+}
+
+/// One interface of a capture, as its interface description block names it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Interface {
+    /// What it watches.
+    pub point: Point,
+    /// `if_name`: the ENI, NAT gateway or `internet`.
+    pub name: String,
+    /// `if_description`: e.g. `i-web eth0`.
+    pub description: String,
+}
+
+/// The interfaces `vpclab capture TARGET...` asks for: an ENI id, an instance id (each of its
+/// ENIs, by device index), a NAT gateway id, `internet`, or `all` (every ENI, then the internet
+/// when the lab has one). Duplicates are dropped; an unknown target is an error naming it.
+pub fn interfaces(model: &Model, targets: &[String]) -> Result<Vec<Interface>, String> {
+    let mut out: Vec<Interface> = Vec::new();
+    let mut push = |i: Interface| {
+        if !out.iter().any(|o| o.point == i.point) {
+            out.push(i);
+        }
+    };
+    let eni = |e: EniIdx| {
+        let eni = &model.enis[e.index()];
+        let description = match eni.attachment {
+            Some(a) => format!("{} eth{}", model.instances[a.instance.index()].id, a.device_index),
+            None => "not attached".to_string(),
+        };
+        Interface { point: Point::Port(eni.id.clone()), name: eni.id.clone(), description }
+    };
+    let internet = || Interface {
+        point: Point::Port(INTERNET_PORT.to_string()),
+        name: INTERNET_PORT.to_string(),
+        description: "the internet side of the lab's internet gateways".to_string(),
+    };
+    if targets.is_empty() {
+        return Err("name what to capture: an ENI, an instance, a NAT gateway, `internet` or `all`".into());
+    }
+    for t in targets {
+        if t == "all" {
+            (0..model.enis.len()).for_each(|e| push(eni(EniIdx(e as u32))));
+            if model.has_internet() {
+                push(internet());
+            }
+        } else if t == INTERNET_PORT {
+            if !model.has_internet() {
+                return Err(format!("lab `{}` has no internet side to capture", model.name));
+            }
+            push(internet());
+        } else if let Some(e) = model.eni_by_id(t) {
+            push(eni(e));
+        } else if let Some(i) = model.instance_by_id(t) {
+            model.enis_of(i).into_iter().for_each(|e| push(eni(e)));
+        } else if let Some(n) = model.nat_gateways.iter().find(|n| n.id == *t) {
+            let description = format!("NAT gateway {} in {}", n.private_ip, model.subnets[n.subnet.index()].id);
+            push(Interface { point: Point::NatGateway(n.id.clone()), name: n.id.clone(), description });
+        } else {
+            return Err(format!(
+                "no ENI, instance or NAT gateway `{t}` in lab `{}` (or `internet`, `all`)",
+                model.name
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// A frame seen at a captured interface, on its way to the writer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Captured {
+    /// The interface's index in the capture.
+    pub interface: u32,
+    /// From the instance's point of view: sent by it (true) or delivered to it. For the
+    /// internet: sent by the internet. For a NAT gateway: leaving towards the internet.
+    pub outbound: bool,
+    /// When the data plane read it, since the Unix epoch.
+    pub at: Duration,
+    /// The frame's length on the wire.
+    pub original_len: u32,
+    /// The frame, cut to the snapshot length.
+    pub data: Vec<u8>,
+    /// What the fabric did, in words (pcapng `opt_comment`).
+    pub comment: String,
+}
+
+/// Frames lost per interface because the queue was full (`isb_ifdrop`).
+pub type Lost = Arc<Vec<AtomicU64>>;
+
+/// A capture as the data plane runs it.
+#[derive(Debug)]
+pub struct CaptureTap {
+    /// Unique among the lab's captures.
+    pub id: u64,
+    /// What each interface watches, by interface index.
+    pub points: Vec<Point>,
+    /// Bytes kept of each frame.
+    pub snaplen: u32,
+    /// Only frames the fabric dropped.
+    pub drops_only: bool,
+    /// Where records go (bounded: [`QUEUE`]).
+    pub queue: Sender<Captured>,
+    /// Per interface, frames that did not fit in the queue.
+    pub lost: Lost,
+}
+
+/// A running capture with its points resolved to the current port and NAT indexes.
+#[derive(Debug)]
+struct Active {
+    tap: CaptureTap,
+    /// By port index: this capture's interface for it.
+    by_port: Vec<Option<u32>>,
+    /// By NAT gateway index.
+    by_nat: Vec<Option<u32>>,
+}
+
+impl Active {
+    fn resolve(&mut self, names: &Names) {
+        self.by_port = vec![None; names.ports.len()];
+        self.by_nat = vec![None; names.nats.len()];
+        for (i, point) in self.tap.points.iter().enumerate() {
+            let (id, ids, slots) = match point {
+                Point::Port(id) => (id, &names.ports, &mut self.by_port),
+                Point::NatGateway(id) => (id, &names.nats, &mut self.by_nat),
+            };
+            if let Some(at) = ids.iter().position(|x| x == id) {
+                slots[at] = Some(i as u32);
+            }
+        }
+    }
+
+    /// Queues a record without waiting; counts it as lost when the queue is full.
+    fn offer(&self, record: Captured) {
+        let interface = record.interface as usize;
+        match self.tap.queue.try_send(record) {
+            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+            Err(TrySendError::Full(_)) => {
+                if let Some(n) = self.tap.lost.get(interface) {
+                    n.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// The ids the data plane's indexes stand for.
+#[derive(Clone, Debug, Default)]
+struct Names {
+    /// By port index (the pipeline's `port_ids`).
+    ports: Vec<String>,
+    /// By NAT gateway index.
+    nats: Vec<String>,
+}
+
+/// The pipeline observer used while captures run: keeps each stage's line (reusing its
+/// strings, so a steady capture does not allocate for them) and the NAT gateway crossed.
+#[derive(Debug, Default)]
+pub struct CaptureObserver {
+    lines: Vec<(Stage, String)>,
+    used: usize,
+    nat: Option<NatIdx>,
+}
+
+impl CaptureObserver {
+    /// Forgets the last frame's walk.
+    pub fn clear(&mut self) {
+        self.used = 0;
+        self.nat = None;
+    }
+
+    fn lines(&self) -> impl Iterator<Item = &(Stage, String)> {
+        self.lines[..self.used].iter()
+    }
+}
+
+impl Observer for CaptureObserver {
+    fn record(&mut self, stage: Stage, detail: fmt::Arguments<'_>) {
+        if self.used == self.lines.len() {
+            self.lines.push((stage, String::new()));
+        }
+        let (s, text) = &mut self.lines[self.used];
+        *s = stage;
+        text.clear();
+        let _ = text.write_fmt(detail);
+        self.used += 1;
+    }
+
+    fn nat_gateway(&mut self, n: NatIdx) {
+        self.nat = Some(n);
+    }
+}
+
+/// A frame the data plane handled, as the captures need to see it.
+#[derive(Debug)]
+pub struct Seen<'a> {
+    /// The port it was read from.
+    pub from: usize,
+    /// What the pipeline decided.
+    pub verdict: Verdict,
+    /// The frame as read (empty unless [`Captures::wants_input`] said so).
+    pub input: &'a [u8],
+    /// The frame as written (rewritten, or the fabric's answer); for a drop, as the pipeline
+    /// left it.
+    pub output: &'a [u8],
+    /// The length the frame had on the wire when read.
+    pub input_len: usize,
+}
+
+/// Every running capture of the data plane.
+#[derive(Debug, Default)]
+pub struct Captures {
+    active: Vec<Active>,
+    names: Names,
+    /// The observer the next captured frame is walked with.
+    pub observer: CaptureObserver,
+}
+
+impl Captures {
+    /// No capture runs: the data plane skips all of this.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.active.is_empty()
+    }
+
+    /// Starts a capture; `ports` and `nats` name the current indexes.
+    pub fn add(&mut self, tap: CaptureTap, ports: Vec<String>, nats: Vec<String>) {
+        self.names = Names { ports, nats };
+        let mut a = Active { tap, by_port: Vec::new(), by_nat: Vec::new() };
+        a.resolve(&self.names);
+        self.active.push(a);
+    }
+
+    /// Stops capture `id` (its queue's sender is dropped, so its writer sees the end).
+    pub fn remove(&mut self, id: u64) {
+        self.active.retain(|a| a.tap.id != id);
+    }
+
+    /// Ports or NAT gateways were added, removed or reordered: resolve every capture again.
+    pub fn rekey(&mut self, ports: Vec<String>, nats: Vec<String>) {
+        self.names = Names { ports, nats };
+        for a in &mut self.active {
+            a.resolve(&self.names);
+        }
+    }
+
+    /// Whether the frame read from `port` must be copied before the pipeline rewrites it.
+    pub fn wants_input(&self, port: usize) -> bool {
+        self.active.iter().any(|a| a.by_port.get(port).copied().flatten().is_some())
+    }
+
+    /// Turns one handled frame into records for every capture that watches where it went.
+    pub fn record(&mut self, seen: &Seen<'_>, internet: usize) {
+        let at = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        let dropped = seen.verdict.drop_reason().is_some();
+        let to = match seen.verdict {
+            Verdict::Forward(e) | Verdict::DropAt(_, e) => Some(e.index()),
+            Verdict::ToInternet => Some(internet),
+            Verdict::Reply | Verdict::ReplyWith(_) => Some(seen.from),
+            Verdict::Drop(_) => None,
+        };
+        let text = Explained::new(&self.names, &self.observer, seen);
+        for a in &self.active {
+            if a.tap.drops_only && !dropped {
+                continue;
+            }
+            let snap = |data: &[u8]| data[..data.len().min(a.tap.snaplen as usize)].to_vec();
+            let record = |interface: u32, outbound: bool, data: &[u8], len: usize, comment: String| Captured {
+                interface,
+                outbound,
+                at,
+                original_len: len as u32,
+                data: snap(data),
+                comment,
+            };
+            if let Some(i) = a.by_port.get(seen.from).copied().flatten() {
+                a.offer(record(i, true, seen.input, seen.input_len, text.sent()));
+            }
+            if let Some(q) = to {
+                if let Some(i) = a.by_port.get(q).copied().flatten() {
+                    a.offer(record(i, false, seen.output, seen.output.len(), text.received()));
+                }
+            }
+            if let Some(n) = self.observer.nat {
+                if let Some(i) = a.by_nat.get(n.index()).copied().flatten() {
+                    let outbound = seen.verdict == Verdict::ToInternet;
+                    a.offer(record(i, outbound, seen.output, seen.output.len(), text.at_nat()));
+                }
+            }
+        }
+    }
+}
+
+/// A handled frame put into words, for the comments of its records.
+struct Explained<'a> {
+    names: &'a Names,
+    obs: &'a CaptureObserver,
+    seen: &'a Seen<'a>,
+}
+
+impl<'a> Explained<'a> {
+    fn new(names: &'a Names, obs: &'a CaptureObserver, seen: &'a Seen<'a>) -> Self {
+        Explained { names, obs, seen }
+    }
+
+    fn port(&self, i: usize) -> &str {
+        self.names.ports.get(i).map_or("?", String::as_str)
+    }
+
+    /// `dropped at eni-app: security_group_ingress: no rule of ... [ENI_SG_RULES_MISMATCH]`:
+    /// where, why, the deciding stage's own words and the explanation code, as `trace` says it.
+    fn drop_text(&self) -> Option<String> {
+        let (reason, at) = match self.seen.verdict {
+            Verdict::Drop(r) => (r, self.seen.from),
+            Verdict::DropAt(r, e) => (r, e.index()),
+            _ => return None,
+        };
+        let detail = self.obs.lines().last().map(|(_, d)| d.strip_prefix("drop: ").unwrap_or(d));
+        let mut s = format!("dropped at {}: {}", self.port(at), reason.name());
+        if let Some(d) = detail {
+            let _ = write!(s, ": {d}");
+        }
+        let _ = write!(s, " [{}]", reason.explanation_code());
+        Some(s)
+    }
+
+    /// `: ` and the last stage's words (what an answer answered), or nothing.
+    fn last_words(&self) -> String {
+        self.obs.lines().last().map(|(_, d)| format!(": {d}")).unwrap_or_default()
+    }
+
+    /// The translations the frame went through (`nat-main: source 10.0.2.10:40000 -> ...`).
+    fn rewrites(&self) -> String {
+        let mut s = String::new();
+        for (stage, d) in self.obs.lines() {
+            if matches!(stage, Stage::NatGateway | Stage::InternetGateway) && d.contains(" -> ") {
+                let _ = write!(s, "; {d}");
+            }
+        }
+        s
+    }
+
+    /// For the interface that sent it.
+    fn sent(&self) -> String {
+        if let Some(d) = self.drop_text() {
+            return d;
+        }
+        let head = match self.seen.verdict {
+            Verdict::Forward(e) => format!("forwarded to {}", self.port(e.index())),
+            Verdict::ToInternet => "forwarded to the internet".to_string(),
+            _ => return format!("answered by the fabric{}", self.last_words()),
+        };
+        head + &self.rewrites()
+    }
+
+    /// For the interface it was delivered to (or refused at).
+    fn received(&self) -> String {
+        if let Some(d) = self.drop_text() {
+            return d;
+        }
+        let head = match self.seen.verdict {
+            Verdict::Reply | Verdict::ReplyWith(_) => return format!("the fabric's answer{}", self.last_words()),
+            _ if self.port(self.seen.from) == INTERNET_PORT => "delivered from the internet".to_string(),
+            _ => format!("delivered from {}", self.port(self.seen.from)),
+        };
+        head + &self.rewrites()
+    }
+
+    /// For a NAT gateway it crossed.
+    fn at_nat(&self) -> String {
+        if let Some(d) = self.drop_text() {
+            return d;
+        }
+        let head = match self.seen.verdict {
+            Verdict::ToInternet => "translated towards the internet".to_string(),
+            _ => "translated back".to_string(),
+        };
+        head + &self.rewrites()
+    }
+}
+
+#[cfg(test)]
+mod tests;

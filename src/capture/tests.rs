@@ -114,7 +114,7 @@ fn a_nat_gateway_sees_what_it_translated_with_the_rewrite() {
     c.observer.record(Stage::NatGateway, format_args!("nat-x: source 10.0.2.10:40000 -> 10.0.1.100:1024"));
     let frame = [0u8; 10];
     c.record(&Seen { from: 0, verdict: Verdict::ToInternet, input: &[], output: &frame, input_len: 10 }, 2);
-    let mut both = vec![rx.try_recv().unwrap(), rx.try_recv().unwrap()];
+    let mut both = [rx.try_recv().unwrap(), rx.try_recv().unwrap()];
     both.sort_by_key(|r| r.interface);
     let (at_nat, at_internet) = (both[0].clone(), both[1].clone());
     assert_eq!((at_nat.interface, at_nat.outbound), (0, true));

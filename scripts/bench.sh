@@ -55,16 +55,28 @@ echo "# ceiling rows ($shared/bench/ceiling.sh $secs)"
 "$bin" up "$work/bench.toml" >/dev/null
 x() { "$bin" exec --lab "$lab" "$@"; }
 ip=10.0.2.10
-x server -- iperf3 -s -D -1 -I "$work/s1.pid" >/dev/null; sleep 0.3
-tcp=$(x client -- timeout $((secs + 10)) iperf3 -c "$ip" -t "$secs" -J | python3 -c \
-  'import json,sys; print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9, 2))')
-x server -- iperf3 -s -D -1 -I "$work/s2.pid" >/dev/null; sleep 0.3
-udp=$(x client -- timeout $((secs + 10)) iperf3 -c "$ip" -u -b 0 -l 64 -t "$secs" -J | python3 -c \
-  'import json,sys; s=json.load(sys.stdin)["end"]["sum"]; print(round((s["packets"]-s["lost_packets"])/s["seconds"]/1e3, 1))')
-rtt=$(x client -- ping -c 50 -i 0.01 -q "$ip" | awk -F/ '/rtt/ {printf "%d", $5*1000}')
+# Sets tcp, udp and rtt: one iperf3 TCP stream, iperf3 UDP with 64-byte payloads, ping.
+measure() {
+  x server -- iperf3 -s -D -1 -I "$work/s1.pid" >/dev/null; sleep 0.3
+  tcp=$(x client -- timeout $((secs + 10)) iperf3 -c "$ip" -t "$secs" -J | python3 -c \
+    'import json,sys; print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9, 2))')
+  x server -- iperf3 -s -D -1 -I "$work/s2.pid" >/dev/null; sleep 0.3
+  udp=$(x client -- timeout $((secs + 10)) iperf3 -c "$ip" -u -b 0 -l 64 -t "$secs" -J | python3 -c \
+    'import json,sys; s=json.load(sys.stdin)["end"]["sum"]; print(round((s["packets"]-s["lost_packets"])/s["seconds"]/1e3, 1))')
+  rtt=$(x client -- ping -c 50 -i 0.01 -q "$ip" | awk -F/ '/rtt/ {printf "%d", $5*1000}')
+}
+measure
 row="vpclab tcp_gbps=$tcp udp64_kpps=$udp rtt_us=$rtt"
 echo "# vpclab (two instances in two subnets, routed by the forwarder)"
 echo "$row"
+# The same while `vpclab capture all --snaplen 128 -w FILE` runs: what capturing costs forwarding.
+"$bin" capture --lab "$lab" all --snaplen 128 -w "$work/cap.pcapng" 2>"$work/cap.err" &
+capture=$!
+for _ in $(seq 100); do [ -s "$work/cap.pcapng" ] && break; sleep 0.05; done
+measure
+kill -INT "$capture"; wait "$capture" || true
+echo "# vpclab while capturing both ENIs (snaplen 128, to a file): $(cat "$work/cap.err")"
+echo "vpclab+capture tcp_gbps=$tcp udp64_kpps=$udp rtt_us=$rtt"
 echo "# ratios: vpclab / ceiling row (tcp and udp: higher is better; rtt: lower is better)"
 python3 - "$work/ceiling.txt" "$row" <<'PY'
 import sys

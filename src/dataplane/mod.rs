@@ -120,6 +120,8 @@ pub enum Command {
         /// Where the answer goes.
         reply: Sender<(Verdict, Recorder)>,
     },
+    /// Send back the pipeline's connection-table sizes and NAT gateway counters, for metrics.
+    Stats(Sender<crate::pipeline::PipelineStats>),
     /// Send back the tracked connections (of one ENI, or all).
     Connections(Option<EniIdx>, Sender<Vec<ConnectionView>>),
     /// Swap in a freshly compiled lab between two bursts; see [`Swap`].
@@ -293,6 +295,7 @@ impl Dataplane {
                     };
                     drop(reply.send(traced));
                 }
+                Command::Stats(reply) => drop(reply.send(self.pipeline.stats())),
                 Command::Connections(eni, reply) => {
                     drop(reply.send(self.pipeline.connections(self.start.elapsed(), eni)));
                 }

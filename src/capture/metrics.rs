@@ -85,7 +85,7 @@ impl Out {
             Kind::Gauge => "gauge",
         };
         let _ = writeln!(self.text, "# TYPE {name} {kind}");
-        let _ = writeln!(self.text, "# HELP {name} {}", escape(help, false));
+        let _ = writeln!(self.text, "# HELP {name} {}", escape(help));
     }
 
     /// One sample: `name` in full (a counter's with `_total`), its labels, its value.
@@ -97,7 +97,7 @@ impl Out {
                 if i > 0 {
                     self.text.push(',');
                 }
-                let _ = write!(self.text, "{k}=\"{}\"", escape(v, true));
+                let _ = write!(self.text, "{k}=\"{}\"", escape(v));
             }
             self.text.push('}');
         }
@@ -105,15 +105,15 @@ impl Out {
     }
 }
 
-/// OpenMetrics escaping: backslash and line feed everywhere, double quotes too (label values
-/// need it; HELP text allows it).
-fn escape(s: &str, quotes: bool) -> String {
+/// OpenMetrics escaping of label values and HELP text alike: backslash, double quote, line feed
+/// (its grammar's `escaped-string`).
+fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
-            '"' if quotes => out.push_str("\\\""),
+            '"' => out.push_str("\\\""),
             c => out.push(c),
         }
     }
@@ -537,8 +537,7 @@ mod tests {
 
     #[test]
     fn label_values_and_help_are_escaped() {
-        assert_eq!(escape("a\\b\"c\nd", true), "a\\\\b\\\"c\\nd");
-        assert_eq!(escape("say \"x\"\n", false), "say \"x\"\\n");
+        assert_eq!(escape("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
         let (mut status, stats) = sample();
         status.lab = "odd\"lab\\".into();
         let text = render(&status, &stats);

@@ -15,7 +15,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixListener;
@@ -733,7 +733,14 @@ impl Drop for Claim {
 
 /// Brings the lab up and forwards until told to stop (control socket `shutdown`, SIGTERM,
 /// SIGINT or SIGHUP), then tears it down. `on_ready` runs once the data plane is about to poll.
-pub fn run_forwarder(model: Model, topology: &str, on_ready: impl FnOnce(&Model)) -> anyhow::Result<()> {
+/// With `metrics`, `http://ADDR/metrics` serves the lab's counters (bound before anything is
+/// built, so an address in use fails the start and leaves nothing behind).
+pub fn run_forwarder(
+    model: Model,
+    topology: &str,
+    metrics: Option<SocketAddr>,
+    on_ready: impl FnOnce(&Model),
+) -> anyhow::Result<()> {
     // Signals are caught from the start: one that arrives while the lab is being built stops the
     // build, which then removes what it made, instead of killing the process half way.
     const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
@@ -743,18 +750,20 @@ pub fn run_forwarder(model: Model, topology: &str, on_ready: impl FnOnce(&Model)
     }
     let signals = signal_hook::iterator::Signals::new(STOP_SIGNALS).context("installing signal handlers")?;
     let claim = Claim::take(&model, topology)?;
+    let metrics = bind_metrics(metrics)?;
     let lab = Lab::build(&model, &|| stop.load(Ordering::Relaxed))?;
-    forward(model, lab, claim, topology, signals, on_ready)
+    forward(model, lab, claim, topology, signals, metrics, on_ready)
 }
 
 /// Re-adopts lab `lab` whose forwarder died: its namespaces, instances, processes and
 /// interfaces stay as they are (the TAPs are persistent); a new forwarder attaches to the TAPs
 /// and forwards again from the running lab's record (`running.toml`), with empty connection
 /// tables, then runs until told to stop, like [`run_forwarder`].
-pub fn resume_forwarder(lab: &str, on_ready: impl FnOnce(&Model)) -> anyhow::Result<()> {
+pub fn resume_forwarder(lab: &str, metrics: Option<SocketAddr>, on_ready: impl FnOnce(&Model)) -> anyhow::Result<()> {
     const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
     let signals = signal_hook::iterator::Signals::new(STOP_SIGNALS).context("installing signal handlers")?;
     let mut claim = Claim::adopt(lab)?;
+    let metrics = bind_metrics(metrics)?;
     let running = lab_dir(lab).join("running.toml");
     let text = fs::read_to_string(&running).with_context(|| format!("reading {}", running.display()))?;
     let model = crate::topology::parse(&text, &running.display().to_string())?;
@@ -762,7 +771,12 @@ pub fn resume_forwarder(lab: &str, on_ready: impl FnOnce(&Model)) -> anyhow::Res
     let adopted = Lab::adopt(&model)?;
     crate::log!("lab `{lab}` resumed by a new forwarder: instances untouched, connection tables empty");
     claim.remove_dir = true;
-    forward(model, adopted, claim, &topology, signals, on_ready)
+    forward(model, adopted, claim, &topology, signals, metrics, on_ready)
+}
+
+/// The listener of `up --metrics ADDR`, if asked for.
+fn bind_metrics(addr: Option<SocketAddr>) -> anyhow::Result<Option<TcpListener>> {
+    addr.map(|a| TcpListener::bind(a).with_context(|| format!("--metrics {a}: cannot listen there"))).transpose()
 }
 
 /// Runs the forwarder over a built or adopted lab until told to stop, then tears it down.
@@ -772,6 +786,7 @@ fn forward(
     claim: Claim,
     topology: &str,
     mut signals: signal_hook::iterator::Signals,
+    metrics: Option<TcpListener>,
     on_ready: impl FnOnce(&Model),
 ) -> anyhow::Result<()> {
     let listener = UnixListener::bind(socket_path(&model.name)).context("binding the control socket")?;
@@ -802,6 +817,12 @@ fn forward(
     });
     let server_live = Arc::clone(&live);
     std::thread::spawn(move || control::serve(listener, server_live));
+    if let Some(metrics) = metrics {
+        let addr = metrics.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string());
+        crate::log!("metrics served on http://{addr}/metrics");
+        let metrics_live = Arc::clone(&live);
+        std::thread::spawn(move || crate::capture::metrics::serve_http(metrics, metrics_live));
+    }
 
     crate::log!(
         "lab `{}` is up from {topology}: {} instance(s), {} ENI(s); forwarder pid {}",

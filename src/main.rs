@@ -40,6 +40,9 @@ enum Cmd {
         /// Run the lab under this name instead of the file's `name` (e.g. two copies of one file).
         #[arg(long)]
         name: Option<String>,
+        /// Serve every counter for Prometheus on http://ADDR/metrics (e.g. 127.0.0.1:9464).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Stop a lab's forwarder and remove every namespace and device it created.
     Down {
@@ -126,6 +129,12 @@ enum Cmd {
         #[arg(long)]
         duration: Option<f64>,
     },
+    /// Print every counter of a lab in the OpenMetrics text format (what `up --metrics` serves).
+    Metrics {
+        /// The lab; may be left out when one lab is running.
+        #[arg(long)]
+        lab: Option<String>,
+    },
     /// Validate a topology without creating anything.
     Check {
         /// The topology file.
@@ -144,12 +153,18 @@ enum Cmd {
         /// Re-adopt the lab `--name` whose forwarder died instead of building one.
         #[arg(long)]
         resume: bool,
+        /// Serve metrics on http://ADDR/metrics.
+        #[arg(long)]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Re-adopt a lab whose forwarder died: its instances, processes and interfaces stay as they
     /// are, a new forwarder attaches to the TAPs; connection tables start empty.
     Resume {
         /// The lab; may be left out when one lab is known.
         lab: Option<String>,
+        /// Serve every counter for Prometheus on http://ADDR/metrics.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
     },
 }
 
@@ -174,7 +189,7 @@ fn main() -> ExitCode {
 
 fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
     match cmd {
-        Cmd::Up { topology, foreground, name } => up(topology, foreground, name),
+        Cmd::Up { topology, foreground, name, metrics } => up(topology, foreground, name, metrics),
         Cmd::Down { lab } => down(lab.as_deref()),
         Cmd::Status { lab, json } => status(lab.as_deref(), json),
         Cmd::Exec { lab, instance, command } => exec(lab.as_deref(), &instance, &command),
@@ -190,6 +205,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             let req = Request::Capture { targets, snaplen, drops_only, count, duration_ms };
             capture(lab.as_deref(), &req, file.as_deref())
         }
+        Cmd::Metrics { lab } => metrics(lab.as_deref()),
         Cmd::Check { topology } => {
             let model = load(Some(&topology), None)?;
             println!(
@@ -203,8 +219,8 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Daemon { topology, name, resume } => daemon(topology, name, resume),
-        Cmd::Resume { lab } => resume(lab.as_deref()),
+        Cmd::Daemon { topology, name, resume, metrics } => daemon(topology, name, resume, metrics),
+        Cmd::Resume { lab, metrics } => resume(lab.as_deref(), metrics),
         Cmd::Change(verb) => verbs::run(verb),
     }
 }
@@ -236,12 +252,17 @@ fn need_root() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn up(path: Option<PathBuf>, foreground: bool, name: Option<String>) -> anyhow::Result<ExitCode> {
+fn up(
+    path: Option<PathBuf>,
+    foreground: bool,
+    name: Option<String>,
+    metrics: Option<std::net::SocketAddr>,
+) -> anyhow::Result<ExitCode> {
     let model = load(path.as_ref(), name.as_deref())?;
     need_root()?;
     let label = topology_label(path.as_ref());
     if foreground {
-        lab::run_forwarder(model, &label, |m| {
+        lab::run_forwarder(model, &label, metrics, |m| {
             print_lab(m, std::process::id());
             println!("forwarding in the foreground; Ctrl-C stops the lab and removes it");
         })?;
@@ -251,6 +272,9 @@ fn up(path: Option<PathBuf>, foreground: bool, name: Option<String>) -> anyhow::
         bail!("lab `{}` is already running; `vpclab down {}` stops it", model.name, model.name);
     }
     let mut args = vec!["daemon".into(), "--name".into(), model.name.clone().into()];
+    if let Some(a) = metrics {
+        args.extend(["--metrics".into(), a.to_string().into()]);
+    }
     if let Some(p) = &path {
         args.push(std::fs::canonicalize(p)?.into_os_string());
     }
@@ -299,7 +323,7 @@ fn start_daemon(lab: &str, args: &[std::ffi::OsString]) -> anyhow::Result<u32> {
 }
 
 /// Re-adopts a lab whose forwarder died, its instances untouched.
-fn resume(named: Option<&str>) -> anyhow::Result<ExitCode> {
+fn resume(named: Option<&str>, metrics: Option<std::net::SocketAddr>) -> anyhow::Result<ExitCode> {
     need_root()?;
     let lab = lab::resolve_lab(named, true)?;
     if lab::lab_running(&lab) && !lab::wait_until_released(&lab, Duration::from_secs(5)) {
@@ -309,7 +333,10 @@ fn resume(named: Option<&str>) -> anyhow::Result<ExitCode> {
         bail!("no lab `{lab}` to resume");
     }
     let start = Instant::now();
-    let args = vec!["daemon".into(), "--resume".into(), "--name".into(), lab.clone().into()];
+    let mut args = vec!["daemon".into(), "--resume".into(), "--name".into(), lab.clone().into()];
+    if let Some(a) = metrics {
+        args.extend(["--metrics".into(), a.to_string().into()]);
+    }
     let pid = start_daemon(&lab, &args)
         .map_err(|e| e.context(format!("lab `{lab}` could not be resumed (left as it was)")))?;
     println!(
@@ -320,7 +347,12 @@ fn resume(named: Option<&str>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn daemon(path: Option<PathBuf>, name: Option<String>, resume: bool) -> anyhow::Result<ExitCode> {
+fn daemon(
+    path: Option<PathBuf>,
+    name: Option<String>,
+    resume: bool,
+    metrics: Option<std::net::SocketAddr>,
+) -> anyhow::Result<ExitCode> {
     let mut stdout = std::io::stdout();
     let ready = |_: &Model| {
         let _ = writeln!(stdout, "ready");
@@ -331,11 +363,11 @@ fn daemon(path: Option<PathBuf>, name: Option<String>, resume: bool) -> anyhow::
         }
     };
     let result = match (resume, &name) {
-        (true, Some(lab)) => lab::resume_forwarder(lab, ready),
+        (true, Some(lab)) => lab::resume_forwarder(lab, metrics, ready),
         (true, None) => Err(anyhow::anyhow!("--resume needs --name")),
         (false, _) => load(path.as_ref(), name.as_deref()).and_then(|model| {
             let label = topology_label(path.as_ref());
-            lab::run_forwarder(model, &label, ready)
+            lab::run_forwarder(model, &label, metrics, ready)
         }),
     };
     if let Err(e) = &result {
@@ -562,6 +594,16 @@ fn capture(named: Option<&str>, req: &Request, file: Option<&Path>) -> anyhow::R
         summary.packets,
         summary.interfaces.join(" ")
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the lab's counters as OpenMetrics text, as `up --metrics` serves them.
+fn metrics(named: Option<&str>) -> anyhow::Result<ExitCode> {
+    let lab = lab::resolve_lab(named, false)?;
+    let Response::Metrics { text } = ask(&lab, &Request::Metrics)? else {
+        bail!("the forwarder of `{lab}` answered without metrics")
+    };
+    print!("{text}");
     Ok(ExitCode::SUCCESS)
 }
 

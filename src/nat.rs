@@ -134,6 +134,47 @@ pub enum NatError {
     PortAllocation,
 }
 
+/// A NAT gateway's counters, named after the CloudWatch metrics AWS publishes for one
+/// (`AWS/NATGateway`). Plain integers bumped on the packet path; read in a snapshot.
+///
+/// vpclab's readings where AWS is terse: a connection *attempt* is a new translation asked for
+/// (made, or refused for want of a port); it is *established* when the first packet from the
+/// destination answers it (for TCP the SYN-ACK: AWS counts an attempt without a response as not
+/// established); an *idle timeout* is a translation that ended after 350 s without packets (vpclab
+/// does not follow TCP teardown at the NAT, so every translation ends that way).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatCounters {
+    /// `ConnectionAttemptCount`.
+    pub connection_attempts: u64,
+    /// `ConnectionEstablishedCount`.
+    pub connections_established: u64,
+    /// `ErrorPortAllocation`.
+    pub port_allocation_errors: u64,
+    /// `IdleTimeoutCount`.
+    pub idle_timeouts: u64,
+    /// `PacketsDropCount`: packets the NAT gateway itself refused (a protocol or fragment it does
+    /// not translate, no port, a segment of a timed-out connection, unsolicited inbound).
+    pub packets_dropped: u64,
+    /// `PacketsInFromSource`: packets from instances that reached the NAT gateway.
+    pub packets_in_from_source: u64,
+    /// `BytesInFromSource`.
+    pub bytes_in_from_source: u64,
+    /// `PacketsOutToDestination`: packets translated and sent towards the internet.
+    pub packets_out_to_destination: u64,
+    /// `BytesOutToDestination`.
+    pub bytes_out_to_destination: u64,
+    /// `PacketsInFromDestination`: packets from the internet to the NAT gateway's address.
+    pub packets_in_from_destination: u64,
+    /// `BytesInFromDestination`.
+    pub bytes_in_from_destination: u64,
+    /// `PacketsOutToSource`: packets translated back and delivered to an instance.
+    pub packets_out_to_source: u64,
+    /// `BytesOutToSource`.
+    pub bytes_out_to_source: u64,
+    /// `ActiveConnectionCount` (a gauge): TCP translations held.
+    pub active_tcp_connections: u64,
+}
+
 /// One translation of a NAT gateway.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NatMapping {
@@ -149,6 +190,8 @@ pub struct NatMapping {
     pub last_seen: Duration,
     /// Packets translated, both ways.
     pub packets: u64,
+    /// Whether a packet from the remote side has answered it (`ConnectionEstablishedCount`).
+    pub answered: bool,
 }
 
 /// What translating one outbound packet takes ([`NatTable::plan_outbound`]), to be carried out by
@@ -228,7 +271,9 @@ pub struct NatTable {
     tombstones: HashMap<FlowKey, Duration>,
     /// The same, in the order they were added (may hold stale items; at most [`TOMBSTONE_CAP`]).
     tomb_order: VecDeque<(Duration, FlowKey)>,
-    port_errors: u64,
+    /// Counted here and by the pipeline ([`NatTable::counters_mut`]); `active_tcp_connections`
+    /// is kept as mappings come and go.
+    counters: NatCounters,
 }
 
 impl NatTable {
@@ -257,7 +302,7 @@ impl NatTable {
             queue: BinaryHeap::new(),
             tombstones: HashMap::new(),
             tomb_order: VecDeque::new(),
-            port_errors: 0,
+            counters: NatCounters::default(),
         }
     }
 
@@ -399,7 +444,12 @@ impl NatTable {
             remote: key.remote,
             last_seen: now,
             packets: 1,
+            answered: false,
         };
+        self.counters.connection_attempts += 1;
+        if key.protocol == IpProto::TCP {
+            self.counters.active_tcp_connections += 1;
+        }
         let queued = self.deadline(&m);
         self.queue.push(Reverse((queued, key)));
         self.map.insert(key, Slot { m, queued });
@@ -415,12 +465,19 @@ impl NatTable {
 
     /// Counts a new flow refused for want of a port (a plan that failed, its packet dropped).
     pub fn count_refusal(&mut self) {
-        self.port_errors += 1;
+        self.counters.port_allocation_errors += 1;
+        // A refused attempt is an attempt: it never becomes established.
+        self.counters.connection_attempts += 1;
     }
 
     /// Removes the mapping of `key` and its port; leaves a tombstone for TCP if `tombstone`.
+    /// Only expired mappings are ever removed, so each removal is an idle timeout.
     fn remove(&mut self, key: FlowKey, tombstone: bool) {
         let Some(slot) = self.map.remove(&key) else { return };
+        self.counters.idle_timeouts += 1;
+        if key.protocol == IpProto::TCP {
+            self.counters.active_tcp_connections = self.counters.active_tcp_connections.saturating_sub(1);
+        }
         let dest = key.dest();
         let port_key = (dest, slot.m.outside_port);
         if self.by_outside.get(&port_key) == Some(&key) {
@@ -476,6 +533,10 @@ impl NatTable {
         let slot = self.map.get_mut(&key)?;
         slot.m.last_seen = slot.m.last_seen.max(now);
         slot.m.packets += 1;
+        if !slot.m.answered {
+            slot.m.answered = true;
+            self.counters.connections_established += 1;
+        }
         Some(slot.m.inside)
     }
 
@@ -589,7 +650,18 @@ impl NatTable {
 
     /// New flows refused for want of a port (AWS's `ErrorPortAllocation` metric), since creation.
     pub fn port_allocation_errors(&self) -> u64 {
-        self.port_errors
+        self.counters.port_allocation_errors
+    }
+
+    /// A snapshot of the NAT gateway's counters since creation (they move with the table when a
+    /// live change carries it over).
+    pub fn counters(&self) -> NatCounters {
+        self.counters
+    }
+
+    /// The counters the pipeline bumps (packets and bytes each way, drops).
+    pub fn counters_mut(&mut self) -> &mut NatCounters {
+        &mut self.counters
     }
 
     /// Rebuilds the queue when stale items outnumber mappings: amortized O(1) per item pushed.
@@ -704,11 +776,41 @@ mod tests {
                 outside_port: p,
                 remote: (D1, 443),
                 last_seen: secs(2),
-                packets: 3
+                packets: 3,
+                answered: true,
             }
         );
         // An inside port below the range is not kept.
         assert_eq!(t.outbound(secs(0), UDP, (A, 53), (D1, 53)), Ok(1024));
+    }
+
+    #[test]
+    fn counters_follow_attempts_answers_refusals_and_idle_timeouts() {
+        let mut t = NatTable::new(NAT, 1024..=1024, AWS_MAX_PER_DESTINATION, AWS_IDLE_TIMEOUT);
+        let p = t.outbound(secs(0), TCP, (A, 40000), (D1, 443)).unwrap();
+        // Refreshing a translation is no new attempt; a refusal is one, never established.
+        t.outbound(secs(1), TCP, (A, 40000), (D1, 443)).unwrap();
+        assert_eq!(t.outbound(secs(1), TCP, (B, 40000), (D1, 443)), Err(NatError::PortAllocation));
+        let c = t.counters();
+        assert_eq!((c.connection_attempts, c.connections_established, c.port_allocation_errors), (2, 0, 1));
+        assert_eq!(c.active_tcp_connections, 1);
+        // The first answer establishes it; later ones do not count again.
+        t.inbound(secs(2), TCP, (D1, 443), p).unwrap();
+        t.inbound(secs(3), TCP, (D1, 443), p).unwrap();
+        assert_eq!(t.counters().connections_established, 1);
+        // Unsolicited inbound establishes nothing.
+        assert_eq!(t.inbound(secs(3), TCP, (D2, 443), p), None);
+        assert_eq!(t.counters().connections_established, 1);
+        // UDP counts as a connection but not towards the TCP gauge.
+        t.outbound(secs(3), UDP, (A, 5353), (D2, 53)).unwrap();
+        assert_eq!(t.counters().active_tcp_connections, 1);
+        // Idle past the timeout: both end, each counted once, and the gauge falls.
+        let later = secs(3) + AWS_IDLE_TIMEOUT;
+        t.handle_timeout(later);
+        t.handle_timeout(later);
+        let c = t.counters();
+        assert_eq!((c.idle_timeouts, c.active_tcp_connections, c.connection_attempts), (2, 0, 3));
+        assert!(t.is_empty());
     }
 
     #[test]

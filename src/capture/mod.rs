@@ -9,8 +9,10 @@
 //! - [`stream`] runs in the forwarder, one thread per capture: records in, pcapng out to the
 //!   client's socket.
 //! - [`client`] is `vpclab capture`'s end: pcapng from the socket to a file or standard output.
+//! - [`metrics`] renders every counter in the OpenMetrics text format, and serves it over HTTP.
 
 pub mod client;
+pub mod metrics;
 pub mod stream;
 
 use std::fmt::{self, Write as _};

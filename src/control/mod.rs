@@ -78,6 +78,8 @@ pub enum Request {
         /// End after this many milliseconds.
         duration_ms: Option<u64>,
     },
+    /// Every counter in the OpenMetrics text format.
+    Metrics,
     /// Stop forwarding and tear the lab down.
     Shutdown,
 }
@@ -106,6 +108,11 @@ pub enum Response {
     },
     /// Answer to [`Request::Capture`]: pcapng follows on this connection.
     Capturing,
+    /// Answer to [`Request::Metrics`].
+    Metrics {
+        /// OpenMetrics text, ending in `# EOF`.
+        text: String,
+    },
     /// The request was carried out.
     Ok,
     /// It was not, and why.
@@ -341,6 +348,15 @@ pub const KERNEL_QUEUE_FULL: &str = "tap_queue_full";
 /// The drop reason `status` gives frames the fabric delivered that the instance's kernel dropped.
 pub const KERNEL_INSTANCE_DROPPED: &str = "instance_kernel_dropped";
 
+/// The lab as `status` shows it: the data plane's counters joined with `model`, plus the TAPs'
+/// kernel drops.
+pub fn status_of(model: &Model, handle: &Handle) -> std::io::Result<LabStatus> {
+    let counters = handle.ask(Duration::from_secs(5), Command::Counters)?;
+    let mut status = LabStatus::new(model, &counters);
+    add_kernel_drops(model, &mut status);
+    Ok(status)
+}
+
 /// Drops by reason name, only the reasons that occurred.
 fn drops_of(c: &EniCounters) -> BTreeMap<String, u64> {
     DropReason::ALL.iter().filter(|r| c.dropped(**r) > 0).map(|r| (r.name().to_string(), c.dropped(*r))).collect()
@@ -493,12 +509,12 @@ fn answer(live: &mut LiveLab, req: Request) -> Response {
     let handle = live.handle().clone();
     let handle = &handle;
     match req {
-        Request::Status => match handle.ask(Duration::from_secs(5), Command::Counters) {
-            Ok(c) => {
-                let mut status = LabStatus::new(model, &c);
-                add_kernel_drops(model, &mut status);
-                Response::Status(status)
-            }
+        Request::Status => match status_of(model, handle) {
+            Ok(status) => Response::Status(status),
+            Err(e) => Response::Error { message: e.to_string() },
+        },
+        Request::Metrics => match crate::capture::metrics::collect(model, handle) {
+            Ok(text) => Response::Metrics { text },
             Err(e) => Response::Error { message: e.to_string() },
         },
         Request::Trace { from, to, protocol, src_port, dst_port } => {

@@ -155,6 +155,8 @@ pub enum Command<P = Tap> {
         /// Where the answer goes.
         reply: Sender<(Verdict, Recorder)>,
     },
+    /// Send back the pipeline's connection-table sizes and NAT gateway counters, for metrics.
+    Stats(Sender<crate::pipeline::PipelineStats>),
     /// Send back the tracked connections (of one ENI, or all).
     Connections(Option<EniIdx>, Sender<Vec<ConnectionView>>),
     /// Swap in a freshly compiled lab between two bursts; see [`Swap`].
@@ -354,6 +356,7 @@ impl<P: Port> Dataplane<P> {
                     };
                     drop(reply.send(traced));
                 }
+                Command::Stats(reply) => drop(reply.send(self.pipeline.stats())),
                 Command::Connections(eni, reply) => {
                     drop(reply.send(self.pipeline.connections(self.start.elapsed(), eni)));
                 }

@@ -254,6 +254,24 @@ enum Next {
     NatGateway(NatIdx),
 }
 
+/// A snapshot of the pipeline's own state for metrics ([`Pipeline::stats`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PipelineStats {
+    /// Each ENI's connection table, by ENI index.
+    pub conntrack: Vec<TableSize>,
+    /// Each NAT gateway's counters, by NAT gateway index.
+    pub nat_gateways: Vec<crate::nat::NatCounters>,
+}
+
+/// How full one connection table is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableSize {
+    /// Entries held (expired ones awaiting the next reclaim, at most a second, included).
+    pub entries: u64,
+    /// The bound (`connection_tracking.max_connections`).
+    pub max_entries: u64,
+}
+
 /// The compiled lab, its connection tables, and the decision code that reads them.
 #[derive(Debug)]
 pub struct Pipeline {
@@ -492,6 +510,20 @@ impl Pipeline {
         }
         for t in &mut self.nats {
             t.handle_timeout(now);
+        }
+    }
+
+    /// What metrics read besides the data plane's port counters: each ENI's connection table
+    /// (entries held, bound) and each NAT gateway's counters, by model index. O(ENIs + NAT
+    /// gateways): no table is scanned.
+    pub fn stats(&self) -> PipelineStats {
+        PipelineStats {
+            conntrack: self
+                .conntrack
+                .iter()
+                .map(|t| TableSize { entries: t.len() as u64, max_entries: t.max_entries() as u64 })
+                .collect(),
+            nat_gateways: self.nats.iter().map(NatTable::counters).collect(),
         }
     }
 
@@ -844,6 +876,11 @@ impl Pipeline {
             self.network_acl(src_acl, Direction::Egress, info, None, obs)?;
             self.network_acl(nat_subnet.network_acl, Direction::Ingress, info, None, obs)?;
         }
+        if commit {
+            let c = self.nats[n.index()].counters_mut();
+            c.packets_in_from_source += 1;
+            c.bytes_in_from_source += frame.len() as u64;
+        }
         let (inside_port, remote_port) = match ip.flow.proto {
             IpProto::TCP | IpProto::UDP => (ip.flow.l4.src_port, ip.flow.l4.dst_port),
             IpProto::ICMP if ip.flow.l4.icmp_type == 8 => (ip.flow.l4.icmp_id, 0),
@@ -852,6 +889,7 @@ impl Pipeline {
                     Stage::NatGateway,
                     format_args!("drop: {} translates TCP, UDP and ICMP echo only (protocol {})", nat.id, p.0),
                 );
+                self.count_nat_drop(n, commit);
                 return Err(Verdict::Drop(DropReason::NatUnsupportedProtocol));
             }
         };
@@ -859,6 +897,7 @@ impl Pipeline {
             // AWS drops TCP and ICMP fragments; UDP fragments would need reassembly to be
             // translated here, so vpclab drops them too.
             obs.record(Stage::NatGateway, format_args!("drop: {} does not translate fragments", nat.id));
+            self.count_nat_drop(n, commit);
             return Err(Verdict::Drop(DropReason::NatFragment));
         }
         let inside = (ip.flow.src, inside_port);
@@ -896,6 +935,7 @@ impl Pipeline {
                 Stage::NatGateway,
                 format_args!("drop: the translation of this TCP connection timed out: RST back"),
             );
+            self.count_nat_drop(n, commit);
             if rst.len() <= frame.len() {
                 frame[..rst.len()].copy_from_slice(&rst);
                 return Err(Verdict::ReplyWith(rst.len()));
@@ -910,6 +950,7 @@ impl Pipeline {
                 if commit {
                     self.nats[n.index()].count_refusal();
                 }
+                self.count_nat_drop(n, commit);
                 obs.record(
                     Stage::NatGateway,
                     format_args!("drop: no free port for {}:{} ({} ErrorPortAllocation)", remote.0, remote.1, nat.id),
@@ -919,7 +960,11 @@ impl Pipeline {
         };
         if commit {
             self.commit(now, from, egress, info, None)?;
-            self.nats[n.index()].apply(now, plan);
+            let t = &mut self.nats[n.index()];
+            t.apply(now, plan);
+            let c = t.counters_mut();
+            c.packets_out_to_destination += 1;
+            c.bytes_out_to_destination += frame.len() as u64;
         }
         let outside = plan.port();
         obs.record(
@@ -1037,6 +1082,11 @@ impl Pipeline {
         obs.record(Stage::InternetGateway, format_args!("destination {} -> {nat_ip} ({})", ip.flow.dst, nat.id));
         let flow = ip.flow;
         self.network_acl(nat_subnet.network_acl, Direction::Ingress, &flow, None, obs)?;
+        if commit {
+            let c = self.nats[n.index()].counters_mut();
+            c.packets_in_from_destination += 1;
+            c.bytes_in_from_destination += frame.len() as u64;
+        }
         // What the packet answers: (remote, the NAT's port), from the packet or the quote.
         let key = match (flow.proto, quoted) {
             (IpProto::TCP | IpProto::UDP, _) => Some((flow.proto, (flow.src, flow.l4.src_port), flow.l4.dst_port)),
@@ -1058,6 +1108,7 @@ impl Pipeline {
         });
         let Some((inside_ip, inside_port)) = inside else {
             obs.record(Stage::NatGateway, format_args!("drop: {} has no translation this packet answers", nat.id));
+            self.count_nat_drop(n, commit);
             return Err(Verdict::Drop(DropReason::NatNoMapping));
         };
         obs.record(Stage::NatGateway, format_args!("{}: destination -> {inside_ip}:{inside_port}", nat.id));
@@ -1087,7 +1138,20 @@ impl Pipeline {
             }
         }
         let info = inside.flow;
-        self.arrive(now, Source::Nat(nat.subnet), to, true, &inside, &info, frame, obs, commit)
+        let verdict = self.arrive(now, Source::Nat(nat.subnet), to, true, &inside, &info, frame, obs, commit)?;
+        if commit {
+            let c = self.nats[n.index()].counters_mut();
+            c.packets_out_to_source += 1;
+            c.bytes_out_to_source += frame.len() as u64;
+        }
+        Ok(verdict)
+    }
+
+    /// Counts a packet the NAT gateway itself refused (`PacketsDropCount`), when forwarding.
+    fn count_nat_drop(&mut self, n: NatIdx, commit: bool) {
+        if commit {
+            self.nats[n.index()].counters_mut().packets_dropped += 1;
+        }
     }
 
     /// A tracked flow whose sender-side entry caches a hop made under the current generation

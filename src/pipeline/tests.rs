@@ -999,6 +999,44 @@ fn the_nat_gateway_translates_out_and_back_and_refuses_the_unsolicited() {
 }
 
 #[test]
+fn the_nat_gateway_counts_its_cloudwatch_metrics_and_trace_counts_nothing() {
+    let mut p = default_lab();
+    let nat = |p: &Policy| p.pipeline.stats().nat_gateways[0];
+    let (v, out) = p.outbound("eni-app", 40000, 80, SYN);
+    assert_eq!(v, Verdict::ToInternet);
+    let port = ipv4(&out).flow.l4.src_port;
+    let c = nat(&p);
+    assert_eq!((c.connection_attempts, c.connections_established, c.active_tcp_connections), (1, 0, 1));
+    assert_eq!((c.packets_in_from_source, c.packets_out_to_destination), (1, 1));
+    assert_eq!((c.bytes_in_from_source, c.bytes_out_to_destination), (out.len() as u64, out.len() as u64));
+    let (v, back) = p.inbound(Ipv4Addr::new(203, 0, 113, 10), 80, port, SYN_ACK);
+    assert_eq!(v, Verdict::Forward(p.eni("eni-app")));
+    let c = nat(&p);
+    assert_eq!((c.connections_established, c.packets_in_from_destination, c.packets_out_to_source), (1, 1, 1));
+    assert_eq!((c.bytes_in_from_destination, c.bytes_out_to_source), (back.len() as u64, back.len() as u64));
+    // Unsolicited inbound: received, dropped by the NAT gateway, delivered to no one.
+    let (v, _) = p.inbound(Ipv4Addr::new(203, 0, 113, 10), 80, port + 1, SYN);
+    assert_eq!(v, Verdict::Drop(DropReason::NatNoMapping));
+    let c = nat(&p);
+    assert_eq!((c.packets_in_from_destination, c.packets_dropped, c.packets_out_to_source), (2, 1, 1));
+    // A trace walks the same stages and counts nothing.
+    let before = nat(&p);
+    let app = p.eni("eni-app");
+    let eni = &p.model.enis[app.index()];
+    let mut f = build::tcp(p.model.vpcs[0].router_mac, eni.mac, eni.private_ip, HOST, 40001, 80, SYN, b"");
+    assert_eq!(p.pipeline.trace(p.now, app, &mut f).0, Verdict::ToInternet);
+    assert_eq!(nat(&p), before);
+    // Idle past 350 s: the translation ends as an idle timeout.
+    p.now = Duration::from_secs(351);
+    p.pipeline.handle_timeout(p.now);
+    let c = nat(&p);
+    assert_eq!((c.idle_timeouts, c.active_tcp_connections), (1, 0));
+    // Its connection table sizes are the pipeline's too.
+    let t = p.pipeline.stats().conntrack[app.index()];
+    assert_eq!(t.max_entries, u64::from(eni.connection_tracking.max_connections));
+}
+
+#[test]
 fn a_dead_nat_translation_answers_tcp_with_a_reset() {
     let mut p = default_lab();
     assert_eq!(p.outbound("eni-app", 40000, 80, SYN).0, Verdict::ToInternet);

@@ -1,0 +1,578 @@
+//! Every counter of a lab in the OpenMetrics text format (the exposition format Prometheus
+//! scrapes), for `vpclab metrics` and `up --metrics ADDR`'s `http://ADDR/metrics`.
+//!
+//! A scrape is a snapshot: the control side asks the data plane for its port counters and its
+//! pipeline's table sizes and NAT gateway counters (two commands over the usual channel; the
+//! packet path takes no lock and allocates nothing for metrics, it only bumps integers), joins
+//! them with the model in a [`LabStatus`] — the very structure `vpclab status` prints, kernel
+//! drops of the TAPs included — and [`render`]s text. The same numbers reach `status` and
+//! `metrics`, so the two agree.
+//!
+//! Names: `vpclab_` and snake_case; per ENI the labels `lab`, `eni`, `instance` (empty for an
+//! ENI attached nowhere), `direction` (`rx`: what the fabric received from the instance, `tx`:
+//! what it delivered to it, as in `status`) and `reason` (a drop reason of `status`); the
+//! connection-table families carry the names EC2's ENA driver uses
+//! (`conntrack_allowance_available`, `conntrack_allowance_exceeded`); per NAT gateway the
+//! CloudWatch metric names of `AWS/NATGateway` in snake_case, each HELP naming the CloudWatch
+//! metric. Counters end in `_total`; the text ends with `# EOF`.
+//!
+//! The renderer is a few lines of formatting rather than the `prometheus-client` crate: that
+//! crate's model is metric objects registered once and updated in place, while here every scrape
+//! renders a snapshot taken from another thread; the tests check the output with Prometheus'
+//! own Python parser.
+//!
+//! The HTTP face ([`serve_http`]) answers one connection at a time, reads at most
+//! [`MAX_REQUEST_HEAD`] bytes within [`REQUEST_DEADLINE`], and closes every connection after its
+//! answer: a slow or hostile client holds it up for at most that long and costs no thread.
+
+use std::fmt::Write as _;
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::change::live::LiveLab;
+use crate::control::{self, LabStatus, KERNEL_INSTANCE_DROPPED, KERNEL_QUEUE_FULL};
+use crate::dataplane::{Command, Handle};
+use crate::model::Model;
+use crate::nat::NatCounters;
+use crate::pipeline::{DropReason, PipelineStats};
+
+/// The content type of OpenMetrics text, version 1.0.0.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The largest HTTP request head (request line and headers) read.
+pub const MAX_REQUEST_HEAD: usize = 8192;
+
+/// How long one HTTP client has to send its request head, in all.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
+
+/// How long the data plane has to answer a snapshot request.
+const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Takes a snapshot of `model`'s running lab through `handle` and renders it.
+pub fn collect(model: &Model, handle: &Handle) -> io::Result<String> {
+    let status = control::status_of(model, handle)?;
+    let stats = handle.ask(ASK_TIMEOUT, Command::Stats)?;
+    Ok(render(&status, &stats))
+}
+
+/// The snapshot of a live lab, taken under its lock like any control request (so the model and
+/// the counters are of one generation).
+pub fn collect_live(live: &Mutex<LiveLab>) -> io::Result<String> {
+    let live = live.lock().unwrap_or_else(|p| p.into_inner());
+    let model = live.model();
+    let handle = live.handle().clone();
+    collect(&model, &handle)
+}
+
+/// One metric family being written: its samples follow its `# TYPE` and `# HELP` lines.
+struct Out {
+    text: String,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Counter,
+    Gauge,
+}
+
+impl Out {
+    /// Starts family `name` (for a counter, without `_total`).
+    fn family(&mut self, name: &str, kind: Kind, help: &str) {
+        let kind = match kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        };
+        let _ = writeln!(self.text, "# TYPE {name} {kind}");
+        let _ = writeln!(self.text, "# HELP {name} {}", escape(help));
+    }
+
+    /// One sample: `name` in full (a counter's with `_total`), its labels, its value.
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: u64) {
+        self.text.push_str(name);
+        if !labels.is_empty() {
+            self.text.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.text.push(',');
+                }
+                let _ = write!(self.text, "{k}=\"{}\"", escape(v));
+            }
+            self.text.push('}');
+        }
+        let _ = writeln!(self.text, " {value}");
+    }
+}
+
+/// OpenMetrics escaping of label values and HELP text alike: backslash, double quote, line feed
+/// (its grammar's `escaped-string`).
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The NAT gateway families: (name after `vpclab_nat_gateway_`, CloudWatch name, kind, what it
+/// counts, the counter).
+type NatFamily = (&'static str, &'static str, Kind, &'static str, fn(&NatCounters) -> u64);
+
+const NAT_FAMILIES: &[NatFamily] = &[
+    (
+        "active_connection_count",
+        "ActiveConnectionCount",
+        Kind::Gauge,
+        "TCP connections the NAT gateway translates now",
+        |c| c.active_tcp_connections,
+    ),
+    (
+        "connection_attempt_count",
+        "ConnectionAttemptCount",
+        Kind::Counter,
+        "new connections asked of the NAT gateway (translated or refused for want of a port)",
+        |c| c.connection_attempts,
+    ),
+    (
+        "connection_established_count",
+        "ConnectionEstablishedCount",
+        Kind::Counter,
+        "connections the destination answered (for TCP its SYN-ACK)",
+        |c| c.connections_established,
+    ),
+    (
+        "error_port_allocation",
+        "ErrorPortAllocation",
+        Kind::Counter,
+        "new connections refused because no source port was free for their destination",
+        |c| c.port_allocation_errors,
+    ),
+    ("idle_timeout_count", "IdleTimeoutCount", Kind::Counter, "translations ended after 350 s without packets", |c| {
+        c.idle_timeouts
+    }),
+    (
+        "packets_drop_count",
+        "PacketsDropCount",
+        Kind::Counter,
+        "packets the NAT gateway refused (protocol, fragment, no port, timed-out connection, unsolicited)",
+        |c| c.packets_dropped,
+    ),
+    (
+        "packets_in_from_source",
+        "PacketsInFromSource",
+        Kind::Counter,
+        "packets received from instances in the VPC",
+        |c| c.packets_in_from_source,
+    ),
+    (
+        "bytes_in_from_source",
+        "BytesInFromSource",
+        Kind::Counter,
+        "bytes (Ethernet frames) received from instances in the VPC",
+        |c| c.bytes_in_from_source,
+    ),
+    (
+        "packets_out_to_destination",
+        "PacketsOutToDestination",
+        Kind::Counter,
+        "packets translated and sent towards the destination",
+        |c| c.packets_out_to_destination,
+    ),
+    (
+        "bytes_out_to_destination",
+        "BytesOutToDestination",
+        Kind::Counter,
+        "bytes (Ethernet frames) translated and sent towards the destination",
+        |c| c.bytes_out_to_destination,
+    ),
+    (
+        "packets_in_from_destination",
+        "PacketsInFromDestination",
+        Kind::Counter,
+        "packets received from destinations (to the NAT gateway's address)",
+        |c| c.packets_in_from_destination,
+    ),
+    (
+        "bytes_in_from_destination",
+        "BytesInFromDestination",
+        Kind::Counter,
+        "bytes (Ethernet frames) received from destinations",
+        |c| c.bytes_in_from_destination,
+    ),
+    (
+        "packets_out_to_source",
+        "PacketsOutToSource",
+        Kind::Counter,
+        "packets translated back and delivered to instances",
+        |c| c.packets_out_to_source,
+    ),
+    (
+        "bytes_out_to_source",
+        "BytesOutToSource",
+        Kind::Counter,
+        "bytes (Ethernet frames) translated back and delivered to instances",
+        |c| c.bytes_out_to_source,
+    ),
+];
+
+/// Renders a lab's snapshot: `status` as `vpclab status` has it (ENIs in model order, then the
+/// internet or uplink port; NAT gateways in model order) and the pipeline's `stats` of the same
+/// generation.
+pub fn render<'a>(status: &'a LabStatus, stats: &PipelineStats) -> String {
+    let mut out = Out { text: String::with_capacity(4096 + status.enis.len() * 4096) };
+    let lab = status.lab.as_str();
+    let eni_labels = |e: &'a control::EniStatus| [("lab", lab), ("eni", e.id.as_str()), ("instance", instance(e))];
+
+    for (name, help, rx, tx) in [
+        (
+            "vpclab_eni_packets",
+            "Frames through the ENI (a TSO superframe counts once); direction rx: received by the fabric from the \
+             instance, tx: delivered by the fabric to the instance (as in vpclab status)",
+            (|e: &control::EniStatus| e.rx_packets) as fn(&control::EniStatus) -> u64,
+            (|e: &control::EniStatus| e.tx_packets) as fn(&control::EniStatus) -> u64,
+        ),
+        (
+            "vpclab_eni_bytes",
+            "Bytes of those frames (Ethernet header included, virtio-net header not); direction as for \
+             vpclab_eni_packets",
+            |e: &control::EniStatus| e.rx_bytes,
+            |e: &control::EniStatus| e.tx_bytes,
+        ),
+    ] {
+        out.family(name, Kind::Counter, help);
+        let total = format!("{name}_total");
+        for e in &status.enis {
+            let [l, n, i] = eni_labels(e);
+            out.sample(&total, &[l, n, i, ("direction", "rx")], rx(e));
+            out.sample(&total, &[l, n, i, ("direction", "tx")], tx(e));
+        }
+    }
+
+    out.family(
+        "vpclab_eni_drops",
+        Kind::Counter,
+        "Frames dropped, by reason (the reasons of vpclab status and trace); tap_queue_full: sent by the \
+         instance but lost in its TAP's full queue, instance_kernel_dropped: delivered but dropped by the \
+         instance's own stack (both read from the kernel, for ENIs of running instances)",
+    );
+    for e in &status.enis {
+        let [l, n, i] = eni_labels(e);
+        let count = |reason: &str| e.drops.get(reason).copied().unwrap_or(0);
+        for r in DropReason::ALL {
+            out.sample("vpclab_eni_drops_total", &[l, n, i, ("reason", r.name())], count(r.name()));
+        }
+        // The kernel's counters are read only for a TAP inside a running instance.
+        if e.instance_state.as_deref() == Some("running") {
+            for reason in [KERNEL_QUEUE_FULL, KERNEL_INSTANCE_DROPPED] {
+                out.sample("vpclab_eni_drops_total", &[l, n, i, ("reason", reason)], count(reason));
+            }
+        }
+    }
+
+    // Connection tables exist for ENIs only (not the internet's port), in model order.
+    let tables: Vec<_> = status.enis.iter().zip(&stats.conntrack).collect();
+    out.family(
+        "vpclab_eni_conntrack_entries",
+        Kind::Gauge,
+        "Connections in the ENI's connection table (both directions of a connection are one entry)",
+    );
+    for (e, t) in &tables {
+        out.sample("vpclab_eni_conntrack_entries", &eni_labels(e), t.entries);
+    }
+    out.family(
+        "vpclab_eni_conntrack_max_entries",
+        Kind::Gauge,
+        "The ENI's connection-table bound (connection_tracking.max_connections)",
+    );
+    for (e, t) in &tables {
+        out.sample("vpclab_eni_conntrack_max_entries", &eni_labels(e), t.max_entries);
+    }
+    out.family(
+        "vpclab_eni_conntrack_allowance_available",
+        Kind::Gauge,
+        "Tracked connections the ENI can still establish before reaching its bound (ENA's \
+         conntrack_allowance_available)",
+    );
+    for (e, t) in &tables {
+        out.sample("vpclab_eni_conntrack_allowance_available", &eni_labels(e), t.max_entries.saturating_sub(t.entries));
+    }
+    out.family(
+        "vpclab_eni_conntrack_allowance_exceeded",
+        Kind::Counter,
+        "Packets dropped because the ENI's connection table was full (ENA's conntrack_allowance_exceeded; \
+         also vpclab_eni_drops_total{reason=\"conntrack_allowance_exceeded\"})",
+    );
+    for (e, _) in &tables {
+        let n = e.drops.get(DropReason::ConntrackFull.name()).copied().unwrap_or(0);
+        out.sample("vpclab_eni_conntrack_allowance_exceeded_total", &eni_labels(e), n);
+    }
+
+    for &(suffix, aws, kind, what, get) in NAT_FAMILIES {
+        let name = format!("vpclab_nat_gateway_{suffix}");
+        out.family(&name, kind, &format!("CloudWatch AWS/NATGateway {aws}: {what}"));
+        let sample = if kind == Kind::Counter { format!("{name}_total") } else { name };
+        for (nat, c) in status.nat_gateways.iter().zip(&stats.nat_gateways) {
+            out.sample(&sample, &[("lab", lab), ("nat_gateway", nat.id.as_str())], get(c));
+        }
+    }
+
+    out.text.push_str("# EOF\n");
+    out.text
+}
+
+/// The `instance` label of an ENI's samples: its instance, or empty when it is attached nowhere.
+fn instance(e: &control::EniStatus) -> &str {
+    e.instance.as_deref().unwrap_or("")
+}
+
+/// Serves `GET /metrics` on `listener` for the life of the forwarder, one connection at a time.
+pub fn serve_http(listener: TcpListener, live: Arc<Mutex<LiveLab>>) {
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        answer_http(conn, || collect_live(&live).map_err(|e| e.to_string()));
+    }
+}
+
+/// Reads one request head (bounded in size and time) and answers it: `GET` or `HEAD` of
+/// `/metrics` (a query string is ignored) with the snapshot `metrics` renders, 405 for another
+/// method there, 404 elsewhere, 400 or 431 for what is not a small HTTP request. The connection
+/// is closed after the answer.
+pub fn answer_http(mut conn: TcpStream, metrics: impl FnOnce() -> Result<String, String>) {
+    let _ = conn.set_write_timeout(Some(REQUEST_DEADLINE));
+    let head = match read_head(&mut conn) {
+        Ok(head) => head,
+        Err(HeadError::TooLarge) => return respond(&mut conn, "431 Request Header Fields Too Large", "", "", false),
+        Err(HeadError::Io) => return,
+    };
+    let line = head.lines().next().unwrap_or("");
+    let mut parts = line.split(' ');
+    let (method, target, version) = (parts.next(), parts.next(), parts.next());
+    let (Some(method), Some(target), Some(version)) = (method, target, version) else {
+        return respond(&mut conn, "400 Bad Request", "", "", false);
+    };
+    if !version.starts_with("HTTP/1.") || parts.next().is_some() {
+        return respond(&mut conn, "400 Bad Request", "", "", false);
+    }
+    let path = target.split('?').next().unwrap_or("");
+    let head_only = method == "HEAD";
+    match (method, path) {
+        ("GET" | "HEAD", "/metrics") => match metrics() {
+            Ok(text) => respond(&mut conn, "200 OK", CONTENT_TYPE, &text, head_only),
+            Err(e) => respond(&mut conn, "503 Service Unavailable", "text/plain; charset=utf-8", &e, head_only),
+        },
+        (_, "/metrics") => {
+            respond(&mut conn, "405 Method Not Allowed", "text/plain; charset=utf-8", "GET only\n", false)
+        }
+        _ => respond(&mut conn, "404 Not Found", "text/plain; charset=utf-8", "not found: try /metrics\n", head_only),
+    }
+}
+
+enum HeadError {
+    TooLarge,
+    Io,
+}
+
+/// The request head up to its blank line, at most [`MAX_REQUEST_HEAD`] bytes, all of it within
+/// [`REQUEST_DEADLINE`].
+fn read_head(conn: &mut TcpStream) -> Result<String, HeadError> {
+    let deadline = Instant::now() + REQUEST_DEADLINE;
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(HeadError::Io);
+        }
+        conn.set_read_timeout(Some(left)).map_err(|_| HeadError::Io)?;
+        let n = match conn.read(&mut chunk) {
+            Ok(0) | Err(_) => return Err(HeadError::Io),
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            if end + 4 > MAX_REQUEST_HEAD {
+                return Err(HeadError::TooLarge);
+            }
+            return String::from_utf8(buf[..end].to_vec()).map_err(|_| HeadError::Io);
+        }
+        if buf.len() >= MAX_REQUEST_HEAD {
+            return Err(HeadError::TooLarge);
+        }
+    }
+}
+
+fn respond(conn: &mut TcpStream, status: &str, content_type: &str, body: &str, head_only: bool) {
+    let mut out = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
+    if !content_type.is_empty() {
+        let _ = write!(out, "Content-Type: {content_type}\r\n");
+    }
+    out.push_str("\r\n");
+    if !head_only {
+        out.push_str(body);
+    }
+    let _ = conn.write_all(out.as_bytes());
+    let _ = conn.flush();
+    // A lingering close: what the client still sends (an over-long head) is read and dropped
+    // briefly, so closing does not reset the connection before it has read the answer.
+    let _ = conn.shutdown(std::net::Shutdown::Write);
+    let _ = conn.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut sink = [0u8; 4096];
+    for _ in 0..16 {
+        if matches!(conn.read(&mut sink), Ok(0) | Err(_)) {
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::{EniStatus, NatStatus};
+    use crate::pipeline::TableSize;
+    use std::collections::BTreeMap;
+
+    fn eni(id: &str, instance: Option<&str>, state: Option<&str>) -> EniStatus {
+        EniStatus {
+            id: id.into(),
+            instance: instance.map(Into::into),
+            instance_state: state.map(Into::into),
+            interface: instance.map(|_| "eth0".into()),
+            mac: "02:00:00:00:00:01".into(),
+            ips: vec![],
+            rx_packets: 0,
+            rx_bytes: 0,
+            tx_packets: 0,
+            tx_bytes: 0,
+            drops: BTreeMap::new(),
+        }
+    }
+
+    fn sample() -> (LabStatus, PipelineStats) {
+        let mut web = eni("eni-web", Some("web"), Some("running"));
+        (web.rx_packets, web.rx_bytes, web.tx_packets, web.tx_bytes) = (5, 500, 7, 700);
+        web.drops.insert("security_group_ingress".into(), 3);
+        web.drops.insert(KERNEL_QUEUE_FULL.into(), 2);
+        web.drops.insert("conntrack_allowance_exceeded".into(), 4);
+        let spare = eni("eni-spare", None, None);
+        let mut internet = eni("internet", Some("internet"), None);
+        internet.rx_packets = 9;
+        let status = LabStatus {
+            lab: "demo".into(),
+            pid: 1,
+            enis: vec![web, spare, internet],
+            routes: vec![],
+            nat_gateways: vec![NatStatus {
+                id: "nat-main".into(),
+                subnet: "subnet-public".into(),
+                private_ip: "10.0.1.100".parse().unwrap(),
+                elastic_ip: None,
+                ports: "1024-65535".into(),
+            }],
+        };
+        let stats = PipelineStats {
+            conntrack: vec![TableSize { entries: 3, max_entries: 10 }, TableSize { entries: 0, max_entries: 65536 }],
+            nat_gateways: vec![NatCounters {
+                connection_attempts: 6,
+                connections_established: 5,
+                port_allocation_errors: 1,
+                active_tcp_connections: 2,
+                bytes_out_to_destination: 1234,
+                ..NatCounters::default()
+            }],
+        };
+        (status, stats)
+    }
+
+    fn line_of<'a>(text: &'a str, prefix: &str) -> &'a str {
+        text.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no line {prefix}\n{text}"))
+    }
+
+    #[test]
+    fn every_counter_is_rendered_with_its_labels_and_value() {
+        let (status, stats) = sample();
+        let text = render(&status, &stats);
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        let l = r#"lab="demo",eni="eni-web",instance="web""#;
+        for (prefix, value) in [
+            (format!(r#"vpclab_eni_packets_total{{{l},direction="rx"}}"#), 5),
+            (format!(r#"vpclab_eni_packets_total{{{l},direction="tx"}}"#), 7),
+            (format!(r#"vpclab_eni_bytes_total{{{l},direction="rx"}}"#), 500),
+            (format!(r#"vpclab_eni_bytes_total{{{l},direction="tx"}}"#), 700),
+            (format!(r#"vpclab_eni_drops_total{{{l},reason="security_group_ingress"}}"#), 3),
+            (format!(r#"vpclab_eni_drops_total{{{l},reason="tap_queue_full"}}"#), 2),
+            (format!(r#"vpclab_eni_drops_total{{{l},reason="instance_kernel_dropped"}}"#), 0),
+            (format!(r#"vpclab_eni_drops_total{{{l},reason="malformed"}}"#), 0),
+            (format!("vpclab_eni_conntrack_entries{{{l}}}"), 3),
+            (format!("vpclab_eni_conntrack_max_entries{{{l}}}"), 10),
+            (format!("vpclab_eni_conntrack_allowance_available{{{l}}}"), 7),
+            (format!("vpclab_eni_conntrack_allowance_exceeded_total{{{l}}}"), 4),
+            (r#"vpclab_eni_packets_total{lab="demo",eni="internet",instance="internet",direction="rx"}"#.into(), 9),
+            (r#"vpclab_eni_conntrack_entries{lab="demo",eni="eni-spare",instance=""}"#.into(), 0),
+            (r#"vpclab_nat_gateway_error_port_allocation_total{lab="demo",nat_gateway="nat-main"}"#.into(), 1),
+            (r#"vpclab_nat_gateway_connection_attempt_count_total{lab="demo",nat_gateway="nat-main"}"#.into(), 6),
+            (r#"vpclab_nat_gateway_connection_established_count_total{lab="demo",nat_gateway="nat-main"}"#.into(), 5),
+            (r#"vpclab_nat_gateway_active_connection_count{lab="demo",nat_gateway="nat-main"}"#.into(), 2),
+            (r#"vpclab_nat_gateway_bytes_out_to_destination_total{lab="demo",nat_gateway="nat-main"}"#.into(), 1234),
+            (r#"vpclab_nat_gateway_idle_timeout_count_total{lab="demo",nat_gateway="nat-main"}"#.into(), 0),
+        ] {
+            assert_eq!(line_of(&text, &format!("{prefix} ")), format!("{prefix} {value}"));
+        }
+        // Kernel counters only where they are read; no connection table for the internet.
+        assert!(!text.contains(r#"eni="eni-spare",instance="",reason="tap_queue_full""#), "{text}");
+        assert!(!text.contains(r#"vpclab_eni_conntrack_entries{lab="demo",eni="internet""#), "{text}");
+        // Families are declared once, counters without their `_total`, with AWS's name in HELP.
+        assert_eq!(text.matches("# TYPE vpclab_eni_drops counter\n").count(), 1);
+        assert!(text.contains("# TYPE vpclab_nat_gateway_active_connection_count gauge\n"));
+        assert!(line_of(&text, "# HELP vpclab_nat_gateway_error_port_allocation ").contains("ErrorPortAllocation"));
+        // One sample per reason per ENI: every reason of the enum, plus the kernel's two where read.
+        let drops = text.lines().filter(|l| l.starts_with("vpclab_eni_drops_total{")).count();
+        assert_eq!(drops, DropReason::COUNT * 3 + 2);
+    }
+
+    #[test]
+    fn label_values_and_help_are_escaped() {
+        assert_eq!(escape("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
+        let (mut status, stats) = sample();
+        status.lab = "odd\"lab\\".into();
+        let text = render(&status, &stats);
+        assert!(text.contains(r#"lab="odd\"lab\\""#), "{text}");
+    }
+
+    /// An HTTP exchange with [`answer_http`] over a real loopback connection.
+    fn exchange(request: &[u8]) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            answer_http(conn, || Ok("# EOF\n".to_string()));
+        });
+        let mut client = TcpStream::connect(addr).unwrap();
+        client.write_all(request).unwrap();
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).unwrap();
+        server.join().unwrap();
+        answer
+    }
+
+    #[test]
+    fn http_serves_metrics_and_nothing_else() {
+        let ok = exchange(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        assert!(ok.contains(&format!("Content-Type: {CONTENT_TYPE}\r\n")), "{ok}");
+        assert!(ok.ends_with("\r\n\r\n# EOF\n"), "{ok}");
+        let head = exchange(b"HEAD /metrics?x=1 HTTP/1.0\r\n\r\n");
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && head.ends_with("\r\n\r\n"), "{head}");
+        assert!(exchange(b"GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404 "));
+        assert!(exchange(b"POST /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405 "));
+        assert!(exchange(b"nonsense\r\n\r\n").starts_with("HTTP/1.1 400 "));
+        let mut big = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
+        big.extend(std::iter::repeat_n(b'a', MAX_REQUEST_HEAD));
+        assert!(exchange(&big).starts_with("HTTP/1.1 431 "));
+    }
+}

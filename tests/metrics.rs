@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::process::{Command, Stdio};
 
@@ -272,16 +272,32 @@ fn vpclab_metrics_parses_as_openmetrics_and_matches_status() {
     tsrv.join().unwrap();
 }
 
-/// `GET path` on `addr`: (status line, headers, body).
+/// `GET path` on `addr` as HTTP/1.1 clients such as Prometheus send it (the server may keep the
+/// connection open for another request): (status line, headers, the body of Content-Length bytes).
 fn http_get(addr: &str, path: &str) -> (String, String, String) {
     let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
     write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).unwrap();
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no head: {answer}"));
+    let mut reader = BufReader::new(s);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line.is_empty() || line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let head = head.trim_end_matches("\r\n");
     let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
-    (status.to_string(), headers.to_string(), body.to_string())
+    let length = headers
+        .split("\r\n")
+        .find_map(|h| h.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")))
+        .map(|(_, v)| v.trim().parse::<usize>().unwrap())
+        .unwrap_or_else(|| panic!("no Content-Length: {head}"));
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body).unwrap();
+    (status.to_string(), headers.to_string(), String::from_utf8(body).unwrap())
 }
 
 /// A port nobody listens on now (the kernel picks it).

@@ -24,18 +24,17 @@
 //! ones listed above. The crate writes HELP text as given, so no HELP holds a backslash, double
 //! quote or line feed. The tests check the output with Prometheus' own Python parser.
 //!
-//! The HTTP face ([`serve_http`]) is the `tiny_http` crate, synchronous (no async runtime): its
-//! accept thread gives each connection a thread of its pool (four kept, more started while more
-//! connections are open, idle ones ending after 5 s) to read requests, and one thread of ours
-//! answers them one at a time, so scrapes never run concurrently. tiny_http 0.12 sets no bound
-//! of its own on the size of a request head or the time taken to send it (its issue #56); the
-//! listener is meant for a local Prometheus (`127.0.0.1:9464`).
+//! The HTTP face ([`serve_http`]) is synchronous (no async runtime) and bounded: one connection
+//! at a time on its own thread, a request head of at most [`MAX_REQUEST_HEAD`] bytes read within
+//! [`REQUEST_DEADLINE`], parsed by the `httparse` crate (hyper's request parser), one answer with
+//! a `Content-Length`, and the connection closed. (`tiny_http` was tried: it sets no bound on a
+//! request head's size or the time taken to send it, its issue #56.)
 
 use std::fmt;
-use std::io::{self, Cursor};
-use std::net::TcpListener;
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::change::live::LiveLab;
 use crate::control::{self, LabStatus, KERNEL_INSTANCE_DROPPED, KERNEL_QUEUE_FULL};
@@ -50,10 +49,18 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-use tiny_http::{Header, Method, Response, Server};
 
 /// The content type of OpenMetrics text, version 1.0.0.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The largest request head read (request line and headers).
+pub const MAX_REQUEST_HEAD: usize = 8192;
+
+/// How long a client has to send its request head.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Most headers a request may carry.
+const MAX_HEADERS: usize = 32;
 
 /// How long the data plane has to answer a snapshot request.
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -341,50 +348,102 @@ fn instance(e: &control::EniStatus) -> &str {
     e.instance.as_deref().unwrap_or("")
 }
 
-/// Serves `GET /metrics` on `listener` with `tiny_http` for the life of the forwarder. tiny_http's
-/// accept thread hands each connection to a thread of its pool, which reads its requests; this
-/// thread answers them one at a time ([`answer_requests`]).
+/// Serves `GET /metrics` on `listener` for the life of the forwarder, one connection at a time.
 pub fn serve_http(listener: TcpListener, live: Arc<Mutex<LiveLab>>) {
-    let server = match Server::from_listener(listener, None) {
-        Ok(server) => server,
-        Err(e) => return crate::log!("metrics: cannot serve HTTP: {e}"),
-    };
-    answer_requests(&server, || collect_live(&live).map_err(|e| e.to_string()));
-}
-
-/// Answers `server`'s requests one at a time, for as long as it accepts connections: `GET` or
-/// `HEAD` of `/metrics` (a query string is ignored) with the snapshot `metrics` renders (503 with
-/// the reason when there is none), 405 for another method there, 404 elsewhere. tiny_http itself
-/// answers 400 to what is not an HTTP request, leaves the body out of answers to `HEAD`, and keeps
-/// an HTTP/1.1 connection open for the next request unless the client closes it.
-pub fn answer_requests(server: &Server, metrics: impl Fn() -> Result<String, String>) {
-    for request in server.incoming_requests() {
-        let response = answer(request.method(), request.url(), &metrics);
-        let _ = request.respond(response);
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        answer_http(conn, || collect_live(&live).map_err(|e| e.to_string()));
     }
 }
 
-fn answer(method: &Method, url: &str, metrics: impl Fn() -> Result<String, String>) -> Response<Cursor<Vec<u8>>> {
-    let plain = |code: u16, body: &str| {
-        Response::from_string(body)
-            .with_status_code(code)
-            .with_header(header("Content-Type", "text/plain; charset=utf-8"))
+/// Reads one request head (bounded in size and time), parses it with `httparse` and answers it:
+/// `GET` or `HEAD` of `/metrics` (a query string is ignored) with the snapshot `metrics` renders
+/// (503 with the reason when there is none), 405 for another method there, 404 elsewhere, 400 for
+/// what is not an HTTP/1.x request, 431 for a head over [`MAX_REQUEST_HEAD`]. The connection is
+/// closed after the answer.
+pub fn answer_http(mut conn: TcpStream, metrics: impl FnOnce() -> Result<String, String>) {
+    let _ = conn.set_write_timeout(Some(REQUEST_DEADLINE));
+    let head = match read_head(&mut conn) {
+        Ok(head) => head,
+        Err(HeadError::TooLarge) => return respond(&mut conn, "431 Request Header Fields Too Large", "", "", false),
+        Err(HeadError::Io) => return,
     };
-    let path = url.split('?').next().unwrap_or("");
-    let response = match (method, path) {
-        (Method::Get | Method::Head, "/metrics") => match metrics() {
-            Ok(text) => Response::from_string(text).with_header(header("Content-Type", CONTENT_TYPE)),
-            Err(e) => plain(503, &e),
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let (Ok(httparse::Status::Complete(_)), Some(method), Some(target)) = (req.parse(&head), req.method, req.path)
+    else {
+        return respond(&mut conn, "400 Bad Request", "", "", false);
+    };
+    let path = target.split('?').next().unwrap_or("");
+    let head_only = method == "HEAD";
+    let plain = "text/plain; charset=utf-8";
+    match (method, path) {
+        ("GET" | "HEAD", "/metrics") => match metrics() {
+            Ok(text) => respond(&mut conn, "200 OK", CONTENT_TYPE, &text, head_only),
+            Err(e) => respond(&mut conn, "503 Service Unavailable", plain, &e, head_only),
         },
-        (_, "/metrics") => plain(405, "GET only\n").with_header(header("Allow", "GET, HEAD")),
-        _ => plain(404, "not found: try /metrics\n"),
-    };
-    // Always a Content-Length, never chunked (tiny_http chunks bodies from 32 KiB by default).
-    response.with_chunked_threshold(usize::MAX)
+        (_, "/metrics") => respond(&mut conn, "405 Method Not Allowed\r\nAllow: GET, HEAD", plain, "GET only\n", false),
+        _ => respond(&mut conn, "404 Not Found", plain, "not found: try /metrics\n", head_only),
+    }
 }
 
-fn header(name: &str, value: &str) -> Header {
-    Header::from_bytes(name, value).expect("an ASCII header")
+enum HeadError {
+    TooLarge,
+    Io,
+}
+
+/// The request head through its blank line, at most [`MAX_REQUEST_HEAD`] bytes, all of it
+/// within [`REQUEST_DEADLINE`].
+fn read_head(conn: &mut TcpStream) -> Result<Vec<u8>, HeadError> {
+    let deadline = Instant::now() + REQUEST_DEADLINE;
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(HeadError::Io);
+        }
+        conn.set_read_timeout(Some(left)).map_err(|_| HeadError::Io)?;
+        let n = match conn.read(&mut chunk) {
+            Ok(0) | Err(_) => return Err(HeadError::Io),
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            if end + 4 > MAX_REQUEST_HEAD {
+                return Err(HeadError::TooLarge);
+            }
+            buf.truncate(end + 4);
+            return Ok(buf);
+        }
+        if buf.len() >= MAX_REQUEST_HEAD {
+            return Err(HeadError::TooLarge);
+        }
+    }
+}
+
+/// Writes one answer and closes the connection. `status` may carry extra header lines.
+fn respond(conn: &mut TcpStream, status: &str, content_type: &str, body: &str, head_only: bool) {
+    let mut out = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
+    if !content_type.is_empty() {
+        out.push_str(&format!("Content-Type: {content_type}\r\n"));
+    }
+    out.push_str("\r\n");
+    if !head_only {
+        out.push_str(body);
+    }
+    let _ = conn.write_all(out.as_bytes());
+    let _ = conn.flush();
+    // A lingering close: what the client still sends (an over-long head) is read and dropped
+    // briefly, so closing does not reset the connection before it has read the answer.
+    let _ = conn.shutdown(std::net::Shutdown::Write);
+    let _ = conn.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut sink = [0u8; 4096];
+    for _ in 0..16 {
+        if matches!(conn.read(&mut sink), Ok(0) | Err(_)) {
+            break;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -506,12 +565,15 @@ mod tests {
         }
     }
 
-    /// A tiny_http server on a loopback port answering with [`answer_requests`] and `metrics`.
+    /// A server on a loopback port answering with [`answer_http`] and `metrics`.
     fn server(metrics: fn() -> Result<String, String>) -> std::net::SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = Server::from_listener(listener, None).unwrap();
-        std::thread::spawn(move || answer_requests(&server, metrics));
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                answer_http(conn.unwrap(), metrics);
+            }
+        });
         addr
     }
 
@@ -520,47 +582,45 @@ mod tests {
     fn exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
         let mut client = TcpStream::connect(addr).unwrap();
         client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        client.write_all(request).unwrap();
-        let mut answer = String::new();
-        client.read_to_string(&mut answer).unwrap();
-        answer
+        let _ = client.write_all(request);
+        let mut answer = Vec::new();
+        let _ = client.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
     }
 
     #[test]
     fn http_serves_metrics_and_nothing_else() {
         let addr = server(|| Ok("# EOF\n".to_string()));
-        let ok = exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let ok = exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
         assert!(ok.contains(&format!("Content-Type: {CONTENT_TYPE}\r\n")), "{ok}");
         assert!(ok.contains("Content-Length: 6\r\n"), "{ok}");
         assert!(ok.ends_with("\r\n\r\n# EOF\n"), "{ok}");
         let head = exchange(addr, b"HEAD /metrics?x=1 HTTP/1.0\r\n\r\n");
-        assert!(head.starts_with("HTTP/1.0 200 OK\r\n") && head.ends_with("\r\n\r\n"), "{head}");
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && head.ends_with("\r\n\r\n"), "{head}");
         assert!(head.contains("Content-Length: 6\r\n"), "{head}");
-        let close = "Connection: close\r\n\r\n";
-        let missing = exchange(addr, format!("GET / HTTP/1.1\r\n{close}").as_bytes());
+        let missing = exchange(addr, b"GET / HTTP/1.1\r\n\r\n");
         assert!(missing.starts_with("HTTP/1.1 404 "), "{missing}");
-        let post = exchange(addr, format!("POST /metrics HTTP/1.1\r\n{close}").as_bytes());
+        let post = exchange(addr, b"POST /metrics HTTP/1.1\r\n\r\n");
         assert!(post.starts_with("HTTP/1.1 405 ") && post.contains("Allow: GET, HEAD\r\n"), "{post}");
         let nonsense = exchange(addr, b"nonsense\r\n\r\n");
         assert!(nonsense.starts_with("HTTP/1.1 400 "), "{nonsense}");
     }
 
     #[test]
-    fn http_keeps_a_connection_for_several_scrapes_and_never_chunks() {
-        let big = || Ok(format!("{}# EOF\n", "# x\n".repeat(20_000)));
-        let addr = server(big);
-        // Two requests on one connection (HTTP/1.1 keeps it), the second closing it.
-        let two = exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\nGET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n");
-        assert_eq!(two.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{}", &two[..200]);
-        assert_eq!(two.matches(&format!("Content-Length: {}\r\n", big().unwrap().len())).count(), 2);
-        assert!(!two.contains("Transfer-Encoding"), "{}", &two[..200]);
+    fn http_refuses_an_over_long_head_and_goes_on_serving() {
+        let addr = server(|| Ok("# EOF\n".to_string()));
+        let long = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX_REQUEST_HEAD));
+        let answer = exchange(addr, long.as_bytes());
+        assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+        let ok = exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n");
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
     }
 
     #[test]
     fn http_answers_503_when_there_is_no_snapshot() {
         let addr = server(|| Err("the data plane did not answer".into()));
-        let answer = exchange(addr, b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n");
+        let answer = exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n");
         assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
         assert!(answer.ends_with("\r\n\r\nthe data plane did not answer"), "{answer}");
     }

@@ -160,6 +160,9 @@ pub struct LabStatus {
     /// Every NAT gateway with its addresses.
     #[serde(default)]
     pub nat_gateways: Vec<NatStatus>,
+    /// Every traffic mirror session with its copies mirrored and refused.
+    #[serde(default)]
+    pub traffic_mirror_sessions: Vec<crate::capture::mirror::SessionStats>,
 }
 
 /// A NAT gateway as `status` shows it.
@@ -309,7 +312,14 @@ impl LabStatus {
                 ports: format!("{}-{}", n.ports.from, n.ports.to),
             })
             .collect();
-        LabStatus { lab: model.name.clone(), pid: std::process::id(), enis, routes: route_status(model), nat_gateways }
+        LabStatus {
+            lab: model.name.clone(),
+            pid: std::process::id(),
+            enis,
+            routes: route_status(model),
+            nat_gateways,
+            traffic_mirror_sessions: Vec::new(),
+        }
     }
 }
 
@@ -497,6 +507,10 @@ fn answer(live: &mut LiveLab, req: Request) -> Response {
             Ok(c) => {
                 let mut status = LabStatus::new(model, &c);
                 add_kernel_drops(model, &mut status);
+                if !model.traffic_mirror_sessions.is_empty() {
+                    status.traffic_mirror_sessions =
+                        handle.ask(Duration::from_secs(5), Command::MirrorStats).unwrap_or_default();
+                }
                 Response::Status(status)
             }
             Err(e) => Response::Error { message: e.to_string() },

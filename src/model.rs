@@ -49,6 +49,10 @@ index_type!(
     EipIdx,
     /// Index into [`Model::peerings`].
     PcxIdx,
+    /// Index into [`Model::traffic_mirror_targets`].
+    TmtIdx,
+    /// Index into [`Model::traffic_mirror_filters`].
+    TmfIdx,
 );
 
 /// An IPv4 prefix, always stored with its host bits cleared.
@@ -635,6 +639,119 @@ pub struct Model {
     pub internet_hosts: Vec<InternetHost>,
     /// The internet on a host interface instead (exclusive with `internet_hosts`).
     pub uplink: Option<Uplink>,
+    /// Traffic mirror targets.
+    pub traffic_mirror_targets: Vec<TrafficMirrorTarget>,
+    /// Traffic mirror filters.
+    pub traffic_mirror_filters: Vec<TrafficMirrorFilter>,
+    /// Traffic mirror sessions.
+    pub traffic_mirror_sessions: Vec<TrafficMirrorSession>,
+}
+
+/// Accept or reject, for traffic mirror filter rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum MirrorAction {
+    /// Mirror the packet.
+    Accept,
+    /// Do not mirror it.
+    Reject,
+}
+
+/// One numbered rule of a traffic mirror filter (AWS's `TrafficMirrorFilterRule`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MirrorRule {
+    /// Rule number, 1..=32766; lowest is evaluated first.
+    pub number: u16,
+    /// What a match does.
+    pub action: MirrorAction,
+    /// Protocol matched (`All` when the rule names none).
+    pub protocol: Protocol,
+    /// Source ports matched (TCP and UDP only; every port otherwise).
+    pub source_ports: PortRange,
+    /// Destination ports matched (TCP and UDP only; every port otherwise).
+    pub destination_ports: PortRange,
+    /// Source prefix.
+    pub source_cidr: Cidr,
+    /// Destination prefix.
+    pub destination_cidr: Cidr,
+}
+
+impl MirrorRule {
+    /// Whether the rule matches a packet of `proto` from `src`:`sport` to `dst`:`dport`.
+    pub fn matches(&self, proto: IpProto, src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> bool {
+        let proto_ok = match self.protocol {
+            Protocol::All => true,
+            Protocol::Number(p) => p == proto,
+        };
+        let ports_ok =
+            !self.protocol.has_ports() || (self.source_ports.contains(sport) && self.destination_ports.contains(dport));
+        proto_ok && ports_ok && self.source_cidr.contains(src) && self.destination_cidr.contains(dst)
+    }
+}
+
+/// Where mirrored traffic goes: an ENI (AWS also offers load balancers, not emulated here).
+#[derive(Clone, Debug, Serialize)]
+pub struct TrafficMirrorTarget {
+    /// Its id.
+    pub id: String,
+    /// The ENI receiving the copies.
+    pub eni: EniIdx,
+}
+
+/// What a session mirrors: inbound and outbound rules, each sorted by number. No rules in a
+/// direction: nothing of that direction is mirrored.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrafficMirrorFilter {
+    /// Its id.
+    pub id: String,
+    /// Rules for traffic delivered to the source ENI, ascending by number.
+    pub ingress: Vec<MirrorRule>,
+    /// Rules for traffic the source ENI sends, ascending by number.
+    pub egress: Vec<MirrorRule>,
+}
+
+impl TrafficMirrorFilter {
+    /// Whether the first rule of a direction that matches accepts the packet.
+    pub fn accepts(&self, ingress: bool, proto: IpProto, src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> bool {
+        let rules = if ingress { &self.ingress } else { &self.egress };
+        rules
+            .iter()
+            .find(|r| r.matches(proto, src, dst, sport, dport))
+            .is_some_and(|r| r.action == MirrorAction::Accept)
+    }
+}
+
+/// A traffic mirror session: copies of what `source` sends and receives that `filter` accepts go
+/// to `target` in VXLAN.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrafficMirrorSession {
+    /// Its id.
+    pub id: String,
+    /// The mirrored ENI.
+    pub source: EniIdx,
+    /// Where copies go.
+    pub target: TmtIdx,
+    /// What is mirrored.
+    pub filter: TmfIdx,
+    /// 1..=32766: of a source's sessions, the lowest number whose filter accepts a packet
+    /// mirrors it.
+    pub session_number: u16,
+    /// The VXLAN network identifier (24 bits).
+    pub virtual_network_id: u32,
+    /// Bytes kept of each packet after the VXLAN header; the whole packet when `None`.
+    pub packet_length: Option<u16>,
+}
+
+impl TrafficMirrorSession {
+    /// The VNI a session gets when the file gives none: AWS picks a random unique one; vpclab
+    /// derives one from the session id (FNV-1a, 24 bits) so the same file gives the same lab.
+    pub fn default_vni(id: &str) -> u32 {
+        let mut h: u32 = 0x811c_9dc5;
+        for b in id.bytes() {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+        h & 0x00ff_ffff
+    }
 }
 
 /// The emulated internet's next hop for its hosts: the forwarder answers ARP for it with the

@@ -492,6 +492,7 @@ mod tests {
                 elastic_ip: None,
                 ports: "1024-65535".into(),
             }],
+            traffic_mirror_sessions: vec![],
         };
         let stats = PipelineStats {
             conntrack: vec![TableSize { entries: 3, max_entries: 10 }, TableSize { entries: 0, max_entries: 65536 }],

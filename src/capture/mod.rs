@@ -13,6 +13,7 @@
 
 pub mod client;
 pub mod metrics;
+pub mod mirror;
 pub mod stream;
 
 use std::fmt::{self, Write as _};

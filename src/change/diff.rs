@@ -85,6 +85,7 @@ pub fn diff(old: &Model, new: &Model) -> Result<Plan, AwsError> {
     enis(old, new, &mut plan)?;
     elastic_ips(old, new, &mut plan)?;
     internet_hosts(old, new, &mut plan);
+    traffic_mirroring(old, new, &mut plan);
     Ok(plan)
 }
 
@@ -546,4 +547,54 @@ fn internet_hosts(old: &Model, new: &Model, plan: &mut Plan) {
     for h in before.iter().filter(|h| !after.contains(h)) {
         plan.push(format!("RemoveInternetHost {h}"));
     }
+}
+
+/// Traffic mirror targets, filters and sessions, each described by ids (never indexes): a
+/// description that changed is a `Modify...` step. The data plane compiles the sessions anew
+/// with every swap, so each change applies at once; a session's counts go on by id.
+fn traffic_mirroring(old: &Model, new: &Model, plan: &mut Plan) {
+    fn target(m: &Model, t: &crate::model::TrafficMirrorTarget) -> String {
+        format!("{} -> {}", t.id, m.enis[t.eni.index()].id)
+    }
+    fn filter(_: &Model, f: &crate::model::TrafficMirrorFilter) -> String {
+        format!("{} ingress {:?} egress {:?}", f.id, f.ingress, f.egress)
+    }
+    fn session(m: &Model, s: &crate::model::TrafficMirrorSession) -> String {
+        format!(
+            "{} {} -> {} filter {} number {} vni {} length {:?}",
+            s.id,
+            m.enis[s.source.index()].id,
+            m.traffic_mirror_targets[s.target.index()].id,
+            m.traffic_mirror_filters[s.filter.index()].id,
+            s.session_number,
+            s.virtual_network_id,
+            s.packet_length
+        )
+    }
+    fn kind<T>(
+        old: &Model,
+        new: &Model,
+        items: fn(&Model) -> &[T],
+        id: fn(&T) -> &str,
+        describe: fn(&Model, &T) -> String,
+        name: &str,
+        plan: &mut Plan,
+    ) {
+        let (o, n) = (by_id(items(old), id), by_id(items(new), id));
+        for (k, b) in &n {
+            match o.get(k) {
+                None => plan.push(format!("CreateTrafficMirror{name} {}", describe(new, b))),
+                Some(a) if describe(old, a) != describe(new, b) => {
+                    plan.push(format!("ModifyTrafficMirror{name} {}", describe(new, b)))
+                }
+                Some(_) => {}
+            }
+        }
+        for k in o.keys().filter(|k| !n.contains_key(*k)) {
+            plan.push(format!("DeleteTrafficMirror{name} {k}"));
+        }
+    }
+    kind(old, new, |m| &m.traffic_mirror_targets, |t| &t.id, target, "Target", plan);
+    kind(old, new, |m| &m.traffic_mirror_filters, |f| &f.id, filter, "Filter", plan);
+    kind(old, new, |m| &m.traffic_mirror_sessions, |s| &s.id, session, "Session", plan);
 }

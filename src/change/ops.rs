@@ -851,6 +851,25 @@ fn remove_eni(m: &mut Model, e: EniIdx) {
             };
         }
     }
+    // Mirror sessions of the ENI go with it, and so do targets on it with their sessions (AWS
+    // refuses to delete an ENI in use; here the instance's termination takes them along).
+    let doomed_targets: Vec<usize> =
+        (0..m.traffic_mirror_targets.len()).filter(|&t| m.traffic_mirror_targets[t].eni == e).collect();
+    m.traffic_mirror_sessions.retain(|s| s.source != e && !doomed_targets.contains(&s.target.index()));
+    for t in doomed_targets.iter().rev() {
+        m.traffic_mirror_targets.remove(*t);
+        for s in &mut m.traffic_mirror_sessions {
+            if s.target.index() > *t {
+                s.target = crate::model::TmtIdx(s.target.0 - 1);
+            }
+        }
+    }
+    for t in &mut m.traffic_mirror_targets {
+        t.eni = shift(t.eni);
+    }
+    for s in &mut m.traffic_mirror_sessions {
+        s.source = shift(s.source);
+    }
     m.enis.remove(e.index());
 }
 

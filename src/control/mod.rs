@@ -167,6 +167,9 @@ pub struct LabStatus {
     /// Every NAT gateway with its addresses.
     #[serde(default)]
     pub nat_gateways: Vec<NatStatus>,
+    /// Every traffic mirror session with its copies mirrored and refused.
+    #[serde(default)]
+    pub traffic_mirror_sessions: Vec<crate::capture::mirror::SessionStats>,
 }
 
 /// A NAT gateway as `status` shows it.
@@ -316,7 +319,14 @@ impl LabStatus {
                 ports: format!("{}-{}", n.ports.from, n.ports.to),
             })
             .collect();
-        LabStatus { lab: model.name.clone(), pid: std::process::id(), enis, routes: route_status(model), nat_gateways }
+        LabStatus {
+            lab: model.name.clone(),
+            pid: std::process::id(),
+            enis,
+            routes: route_status(model),
+            nat_gateways,
+            traffic_mirror_sessions: Vec::new(),
+        }
     }
 }
 
@@ -354,6 +364,9 @@ pub fn status_of(model: &Model, handle: &Handle) -> std::io::Result<LabStatus> {
     let counters = handle.ask(Duration::from_secs(5), Command::Counters)?;
     let mut status = LabStatus::new(model, &counters);
     add_kernel_drops(model, &mut status);
+    if !model.traffic_mirror_sessions.is_empty() {
+        status.traffic_mirror_sessions = handle.ask(Duration::from_secs(5), Command::MirrorStats)?;
+    }
     Ok(status)
 }
 

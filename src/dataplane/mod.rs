@@ -40,6 +40,7 @@ use hashbrown::HashMap;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use crate::capture::mirror::{Mirrors, SessionStats};
 use crate::capture::{CaptureTap, Captures, Seen};
 use crate::model::EniIdx;
 use crate::pipeline::{ConnectionView, DropReason, EniCounters, NoObserver, Observer, Pipeline, Recorder, Verdict};
@@ -170,6 +171,8 @@ pub enum Command<P = Tap> {
         /// Answered when it is stopped.
         done: Sender<()>,
     },
+    /// Send back what each traffic mirror session did (in the model's order).
+    MirrorStats(Sender<Vec<SessionStats>>),
     /// Stop the loop; `run` returns.
     Shutdown,
 }
@@ -232,8 +235,14 @@ pub struct Dataplane<P = Tap> {
     start: Instant,
     /// Running captures; empty (one branch per frame) when nobody captures.
     captures: Captures,
-    /// A frame as read, kept while the pipeline rewrites it, for captures of its sender.
+    /// A frame as read, kept while the pipeline rewrites it, for captures and mirror sessions
+    /// of its sender.
     capture_input: Vec<u8>,
+    /// The lab's traffic mirror sessions; inactive (one branch per frame) when it has none.
+    mirrors: Mirrors,
+    /// Captures run or the lab mirrors traffic: frames take the observed path. One flag, so
+    /// that without either the data plane pays one branch per frame.
+    observed: bool,
 }
 
 impl<P: Port> Dataplane<P> {
@@ -261,6 +270,7 @@ impl<P: Port> Dataplane<P> {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = crossbeam_channel::unbounded();
         let counters = vec![EniCounters::default(); taps.len()];
+        let mirrors = Mirrors::new(pipeline.model(), None);
         let dp = Dataplane {
             poll,
             ports: taps,
@@ -273,6 +283,8 @@ impl<P: Port> Dataplane<P> {
             start: Instant::now(),
             captures: Captures::default(),
             capture_input: Vec::new(),
+            observed: mirrors.active(),
+            mirrors,
         };
         Ok((dp, Handle { commands: tx, waker }))
     }
@@ -371,9 +383,11 @@ impl<P: Port> Dataplane<P> {
                     self.captures.remove(id);
                     let _ = done.send(());
                 }
+                Command::MirrorStats(reply) => drop(reply.send(self.mirrors.stats())),
                 Command::Shutdown => return AfterCommands::Stop,
             }
         }
+        self.observed = !self.captures.is_empty() || self.mirrors.active();
         after
     }
 
@@ -430,6 +444,7 @@ impl<P: Port> Dataplane<P> {
         if !self.captures.is_empty() {
             self.captures.rekey(new_ids.clone(), self.pipeline.nat_ids());
         }
+        self.mirrors = Mirrors::new(self.pipeline.model(), Some(&self.mirrors));
 
         let done = SwapDone { retired, previous, generation: self.pipeline.generation(), stalled: started.elapsed() };
         // Nobody waiting: what it carries is closed here, the one case it is.
@@ -472,7 +487,7 @@ impl<P: Port> Dataplane<P> {
         }
         counters.rx_packets += 1;
         counters.rx_bytes += (n - VNET_HDR_LEN) as u64;
-        if !self.captures.is_empty() {
+        if self.observed {
             return self.handle_captured_frame(port, n);
         }
         let verdict = self.decide(port, n, &mut NoObserver);
@@ -492,20 +507,34 @@ impl<P: Port> Dataplane<P> {
         }
     }
 
-    /// [`handle_frame`](Self::handle_frame) while captures run: the frame as read is kept for
-    /// captures of its sender, the walk is observed, and what was done is offered to them.
+    /// [`handle_frame`](Self::handle_frame) while captures run or the lab mirrors traffic: the
+    /// frame as read is kept for captures and mirror sessions of its sender, the walk is
+    /// observed (for captures), and what was done is offered to them.
     #[cold]
     fn handle_captured_frame(&mut self, port: usize, n: usize) {
-        let keep_input = self.captures.wants_input(port);
+        let capturing = !self.captures.is_empty();
+        let keep_input = (capturing && self.captures.wants_input(port)) || self.mirrors.is_source(port);
         self.capture_input.clear();
         if keep_input {
             self.capture_input.extend_from_slice(&self.buf[VNET_HDR_LEN..n]);
         }
-        let mut obs = std::mem::take(&mut self.captures.observer);
-        obs.clear();
-        let verdict = self.decide(port, n, &mut obs);
-        self.captures.observer = obs;
+        let csum_partial = tap::offload(&self.buf[..VNET_HDR_LEN]).csum_partial;
+        let verdict = if capturing {
+            let mut obs = std::mem::take(&mut self.captures.observer);
+            obs.clear();
+            let verdict = self.decide(port, n, &mut obs);
+            self.captures.observer = obs;
+            verdict
+        } else {
+            self.decide(port, n, &mut NoObserver)
+        };
         let written = self.carry_out(port, n, verdict);
+        if self.mirrors.active() {
+            self.mirror(port, verdict, written, csum_partial);
+        }
+        if !capturing {
+            return;
+        }
         let seen = Seen {
             from: port,
             verdict,
@@ -514,6 +543,66 @@ impl<P: Port> Dataplane<P> {
             input_len: n - VNET_HDR_LEN,
         };
         self.captures.record(&seen, self.ports.len() - 1);
+    }
+
+    /// Sends the traffic mirror copies of the frame just handled: of the frame as read when its
+    /// sender is a source and the fabric carried it past the sender's own checks, and of the
+    /// frame as written when it was delivered to a source (see `capture::mirror`).
+    fn mirror(&mut self, port: usize, verdict: Verdict, written: usize, csum_partial: bool) {
+        let carried = match verdict {
+            Verdict::Forward(_) | Verdict::ToInternet => true,
+            Verdict::DropAt(_, e) => e.index() != port,
+            _ => false,
+        };
+        if carried {
+            if let Some(c) = self.mirrors.choose(port, false, &self.capture_input) {
+                let input = std::mem::take(&mut self.capture_input);
+                self.send_copy(c, &input, csum_partial);
+                self.capture_input = input;
+            }
+        }
+        if let Verdict::Forward(to) = verdict {
+            if to.index() != port {
+                let frame = &self.buf[VNET_HDR_LEN..VNET_HDR_LEN.max(written)];
+                if let Some(c) = self.mirrors.choose(to.index(), true, frame) {
+                    let out = std::mem::take(&mut self.buf);
+                    self.send_copy(c, &out[VNET_HDR_LEN..VNET_HDR_LEN.max(written)], csum_partial);
+                    self.buf = out;
+                }
+            }
+        }
+    }
+
+    /// Encapsulates `frame` for session `c`, has the pipeline route and judge the copy, and
+    /// writes it to the target or counts its refusal (on the target and the session).
+    fn send_copy(&mut self, c: crate::capture::mirror::Chosen, frame: &[u8], csum_partial: bool) {
+        let len = self.mirrors.encapsulate(c, frame, csum_partial, VNET_HDR_LEN);
+        let (source, target) = (self.mirrors.source(c), self.mirrors.target(c));
+        let now = self.start.elapsed();
+        let copy = &mut self.mirrors.buf[VNET_HDR_LEN..len];
+        let verdict = self.pipeline.process_mirror(now, source, target, copy, &mut NoObserver);
+        let delivered = match verdict {
+            Verdict::Forward(to) => match &self.ports[to.index()] {
+                Some(tap) => tap.send(&self.mirrors.buf[..len]).is_ok(),
+                None => false,
+            },
+            _ => false,
+        };
+        let counters = &mut self.counters[target.index()];
+        match verdict.drop_reason() {
+            Some(reason) => counters.count_drop(reason),
+            None if delivered => {
+                counters.tx_packets += 1;
+                counters.tx_bytes += (len - VNET_HDR_LEN) as u64;
+            }
+            None => counters.count_drop(DropReason::TxFailed),
+        }
+        let verdict = if delivered || verdict.drop_reason().is_some() {
+            verdict
+        } else {
+            Verdict::DropAt(DropReason::TxFailed, target)
+        };
+        self.mirrors.count(c, verdict);
     }
 
     /// Writes, answers or counts the frame as `verdict` says; returns the length (with the

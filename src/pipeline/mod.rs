@@ -244,6 +244,9 @@ enum Source {
     Internet,
     /// The internet, translated back by a NAT gateway in this subnet.
     Nat(SubnetIdx),
+    /// A traffic mirror copy made for this source ENI: sent from its address, not judged by its
+    /// groups, and tracking nothing on its side.
+    Mirror(EniIdx),
 }
 
 /// Where the route lookup sends a packet.
@@ -349,6 +352,57 @@ impl Pipeline {
     /// last port is always the internet's, even in a lab without an internet side).
     pub fn port_ids(&self) -> Vec<String> {
         self.ports.iter().map(|p| p.id.clone()).chain(std::iter::once(INTERNET_PORT.to_string())).collect()
+    }
+
+    /// The model this pipeline was compiled from.
+    pub fn model(&self) -> &std::sync::Arc<Model> {
+        &self.model
+    }
+
+    /// A traffic mirror copy (a VXLAN packet from `source`'s primary IP to `target`'s) on its
+    /// way to the target: routed by `source`'s subnet's route table, which must lead to
+    /// `target`, then judged as any packet arriving there (network ACLs when it crosses subnets,
+    /// the target's groups and connection table), but not by the source's groups: AWS does not
+    /// apply them to mirrored traffic. Rewrites the MACs as the fabric delivers it.
+    pub fn process_mirror<O: Observer>(
+        &mut self,
+        now: Duration,
+        source: EniIdx,
+        target: EniIdx,
+        frame: &mut [u8],
+        obs: &mut O,
+    ) -> Verdict {
+        match self.walk_mirror(now, source, target, frame, obs) {
+            Ok(v) | Err(v) => v,
+        }
+    }
+
+    fn walk_mirror<O: Observer>(
+        &mut self,
+        now: Duration,
+        source: EniIdx,
+        target: EniIdx,
+        frame: &mut [u8],
+        obs: &mut O,
+    ) -> Step<Verdict> {
+        let ip = match packet::parse(frame).map(|m| m.l3) {
+            Ok(L3Meta::Ipv4(ip)) => ip,
+            _ => {
+                obs.record(Stage::Parse, format_args!("drop: a mirror copy is an IPv4 packet"));
+                return Err(Verdict::DropAt(DropReason::Malformed, target));
+            }
+        };
+        within_vpc_mtu(&ip, frame, Offload::default(), obs)?;
+        match self.route_lookup(source, ip.flow.dst, obs) {
+            Ok(Next::Eni(to)) if to == target => {}
+            Ok(_) => {
+                obs.record(Stage::RouteLookup, format_args!("drop: the route does not lead to the mirror target"));
+                return Err(Verdict::DropAt(DropReason::NoRoute, target));
+            }
+            Err(v) => return Err(Verdict::DropAt(v.drop_reason().unwrap_or(DropReason::NoRoute), target)),
+        }
+        let info = ip.flow;
+        self.arrive(now, Source::Mirror(source), target, true, &ip, &info, frame, obs, true)
     }
 
     /// The NAT gateway ids by NAT gateway index.
@@ -694,6 +748,7 @@ impl Pipeline {
         let src_subnet = match source {
             Source::Eni(e, _) => Some(self.ports[e.index()].subnet),
             Source::Nat(s) => Some(s),
+            Source::Mirror(e) => Some(self.ports[e.index()].subnet),
             Source::Internet => None,
         };
         if src_subnet != Some(dst_subnet) {

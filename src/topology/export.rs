@@ -30,6 +30,9 @@ pub fn export(m: &Model) -> String {
         ("security_group", m.security_groups.iter().filter(|g| !is_implicit(&g.id)).map(|g| group(m, g)).collect()),
         ("instance", m.instances.iter().map(instance).collect()),
         ("network_interface", m.enis.iter().map(|e| eni(m, e)).collect()),
+        ("traffic_mirror_target", m.traffic_mirror_targets.iter().map(|t| mirror_target(m, t)).collect()),
+        ("traffic_mirror_filter", m.traffic_mirror_filters.iter().map(mirror_filter).collect()),
+        ("traffic_mirror_session", m.traffic_mirror_sessions.iter().map(|s| mirror_session(m, s)).collect()),
     ];
     for (name, tables) in sections.drain(..) {
         if !tables.is_empty() {
@@ -314,6 +317,59 @@ fn eni(m: &Model, e: &Eni) -> Table {
             at.insert("delete_on_termination", a.delete_on_termination.into());
         }
         t["attachment"] = value(at);
+    }
+    t
+}
+
+fn mirror_target(m: &Model, t: &crate::model::TrafficMirrorTarget) -> Table {
+    let mut out = Table::new();
+    out["id"] = value(&t.id);
+    out["network_interface"] = value(&m.enis[t.eni.index()].id);
+    out
+}
+
+fn mirror_rule(r: &crate::model::MirrorRule) -> InlineTable {
+    let mut t = InlineTable::new();
+    t.insert("rule", i64::from(r.number).into());
+    t.insert("action", if r.action == crate::model::MirrorAction::Accept { "accept" } else { "reject" }.into());
+    if r.protocol != Protocol::All {
+        t.insert("protocol", protocol(r.protocol));
+    }
+    if r.source_ports != PortRange::ALL {
+        t.insert("source_ports", ports(r.source_ports).into());
+    }
+    if r.destination_ports != PortRange::ALL {
+        t.insert("destination_ports", ports(r.destination_ports).into());
+    }
+    t.insert("source_cidr", r.source_cidr.to_string().into());
+    t.insert("destination_cidr", r.destination_cidr.to_string().into());
+    t
+}
+
+fn mirror_filter(f: &crate::model::TrafficMirrorFilter) -> Table {
+    let mut t = Table::new();
+    t["id"] = value(&f.id);
+    if !f.ingress.is_empty() {
+        t["ingress"] = value(lines(f.ingress.iter().map(mirror_rule)));
+    }
+    if !f.egress.is_empty() {
+        t["egress"] = value(lines(f.egress.iter().map(mirror_rule)));
+    }
+    t
+}
+
+fn mirror_session(m: &Model, s: &crate::model::TrafficMirrorSession) -> Table {
+    let mut t = Table::new();
+    t["id"] = value(&s.id);
+    t["source"] = value(&m.enis[s.source.index()].id);
+    t["target"] = value(&m.traffic_mirror_targets[s.target.index()].id);
+    t["filter"] = value(&m.traffic_mirror_filters[s.filter.index()].id);
+    t["session_number"] = value(i64::from(s.session_number));
+    if s.virtual_network_id != crate::model::TrafficMirrorSession::default_vni(&s.id) {
+        t["virtual_network_id"] = value(i64::from(s.virtual_network_id));
+    }
+    if let Some(n) = s.packet_length {
+        t["packet_length"] = value(i64::from(n));
     }
     t
 }

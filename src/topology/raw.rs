@@ -46,6 +46,12 @@ pub(crate) struct RawFile {
     #[serde(default)]
     pub(crate) network_interface: Vec<RawEni>,
     pub(crate) internet: Option<RawInternet>,
+    #[serde(default)]
+    pub(crate) traffic_mirror_target: Vec<RawMirrorTarget>,
+    #[serde(default)]
+    pub(crate) traffic_mirror_filter: Vec<RawMirrorFilter>,
+    #[serde(default)]
+    pub(crate) traffic_mirror_session: Vec<RawMirrorSession>,
 }
 
 /// `[[vpc]]`.
@@ -241,4 +247,47 @@ pub(crate) struct RawUplink {
 pub(crate) struct RawHost {
     pub(crate) id: Spanned<String>,
     pub(crate) ip: Spanned<String>,
+}
+
+/// `[[traffic_mirror_target]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMirrorTarget {
+    pub(crate) id: Spanned<String>,
+    pub(crate) network_interface: Spanned<String>,
+}
+
+/// `[[traffic_mirror_filter]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMirrorFilter {
+    pub(crate) id: Spanned<String>,
+    pub(crate) ingress: Option<Spanned<Vec<RawMirrorRule>>>,
+    pub(crate) egress: Option<Spanned<Vec<RawMirrorRule>>>,
+}
+
+/// One traffic mirror filter rule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMirrorRule {
+    pub(crate) rule: Spanned<i64>,
+    pub(crate) action: Spanned<String>,
+    pub(crate) protocol: Option<Spanned<StrOrInt>>,
+    pub(crate) source_ports: Option<Spanned<StrOrInt>>,
+    pub(crate) destination_ports: Option<Spanned<StrOrInt>>,
+    pub(crate) source_cidr: Spanned<String>,
+    pub(crate) destination_cidr: Spanned<String>,
+}
+
+/// `[[traffic_mirror_session]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMirrorSession {
+    pub(crate) id: Spanned<String>,
+    pub(crate) source: Spanned<String>,
+    pub(crate) target: Spanned<String>,
+    pub(crate) filter: Spanned<String>,
+    pub(crate) session_number: Spanned<i64>,
+    pub(crate) virtual_network_id: Option<Spanned<i64>>,
+    pub(crate) packet_length: Option<Spanned<i64>>,
 }

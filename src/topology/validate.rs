@@ -35,6 +35,8 @@ use crate::model::{
 };
 use crate::packet::IpProto;
 
+mod mirror;
+
 /// AWS's per-direction quota of security group rules.
 const SG_RULES_PER_DIRECTION: usize = 60;
 /// AWS's per-direction quota of network ACL rules.
@@ -61,6 +63,9 @@ enum Kind {
     Instance,
     NetworkInterface,
     InternetHost,
+    TrafficMirrorTarget,
+    TrafficMirrorFilter,
+    TrafficMirrorSession,
 }
 
 impl Kind {
@@ -79,6 +84,9 @@ impl Kind {
             Kind::Instance => "an instance",
             Kind::NetworkInterface => "a network interface",
             Kind::InternetHost => "an internet host",
+            Kind::TrafficMirrorTarget => "a traffic mirror target",
+            Kind::TrafficMirrorFilter => "a traffic mirror filter",
+            Kind::TrafficMirrorSession => "a traffic mirror session",
         }
     }
 
@@ -97,6 +105,9 @@ impl Kind {
             Kind::Instance => "instance",
             Kind::NetworkInterface => "network_interface",
             Kind::InternetHost => "internet.hosts",
+            Kind::TrafficMirrorTarget => "traffic_mirror_target",
+            Kind::TrafficMirrorFilter => "traffic_mirror_filter",
+            Kind::TrafficMirrorSession => "traffic_mirror_session",
         }
     }
 }
@@ -417,6 +428,9 @@ fn declared_ids(raw: &RawFile) -> Vec<(&Spanned<String>, Kind, usize)> {
     all.extend(raw.security_group.iter().enumerate().map(|(i, x)| (&x.id, Kind::SecurityGroup, i)));
     all.extend(raw.instance.iter().enumerate().map(|(i, x)| (&x.id, Kind::Instance, i)));
     all.extend(raw.network_interface.iter().enumerate().map(|(i, x)| (&x.id, Kind::NetworkInterface, i)));
+    all.extend(raw.traffic_mirror_target.iter().enumerate().map(|(i, x)| (&x.id, Kind::TrafficMirrorTarget, i)));
+    all.extend(raw.traffic_mirror_filter.iter().enumerate().map(|(i, x)| (&x.id, Kind::TrafficMirrorFilter, i)));
+    all.extend(raw.traffic_mirror_session.iter().enumerate().map(|(i, x)| (&x.id, Kind::TrafficMirrorSession, i)));
     if let Some(internet) = &raw.internet {
         all.extend(internet.hosts.iter().enumerate().map(|(i, x)| (&x.id, Kind::InternetHost, i)));
     }
@@ -473,6 +487,7 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
 
     let hosts = internet_hosts(&mut c, raw, &vpcs, &mut addresses);
     let uplink = uplink(&mut c, raw, &vpcs);
+    let mirrors = mirror::traffic_mirroring(&mut c, raw);
     if !c.problems.is_empty() {
         return Err(c.problems);
     }
@@ -492,6 +507,7 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
         rtb_routes,
         hosts,
         uplink,
+        mirrors,
     };
     // Every value was checked above, so a `None` here is a bug in this module.
     sections.model(raw).ok_or_else(|| {
@@ -1870,6 +1886,7 @@ struct Sections {
     rtb_routes: Vec<Option<Vec<Route>>>,
     hosts: Vec<Option<Ipv4Addr>>,
     uplink: Option<Uplink>,
+    mirrors: mirror::Mirroring,
 }
 
 /// A model index; `None` past `u32::MAX`, which validation cannot let through.
@@ -1896,6 +1913,9 @@ impl Sections {
             peerings: self.model_peerings(raw)?,
             internet_hosts: self.model_internet_hosts(raw)?,
             uplink: self.uplink.clone(),
+            traffic_mirror_targets: self.mirrors.targets(raw)?,
+            traffic_mirror_filters: self.mirrors.filters(raw)?,
+            traffic_mirror_sessions: self.mirrors.sessions(raw)?,
         })
     }
 

@@ -10,6 +10,7 @@
 //!   client's socket.
 //! - [`client`] is `vpclab capture`'s end: pcapng from the socket to a file or standard output.
 //! - [`metrics`] renders every counter in the OpenMetrics text format, and serves it over HTTP.
+//! - [`mirror`] is traffic mirroring: VXLAN copies of a source ENI's frames to a target ENI.
 
 pub mod client;
 pub mod metrics;

@@ -281,6 +281,26 @@ impl Checker<'_> {
     }
 
     /// An integer within `range`, else a problem naming AWS's range.
+    /// A numbered rule's number (1 to [`MAX_ACL_RULE`]) and whether it is the first use of it in
+    /// its direction `dname` (`seen`: the line of each number used so far, updated).
+    fn rule_number(
+        &mut self,
+        v: &Spanned<i64>,
+        field: &str,
+        what: &str,
+        dname: &str,
+        seen: &mut HashMap<i64, usize>,
+    ) -> (Option<i64>, bool) {
+        let number = self.int_in(v, field, 1..MAX_ACL_RULE + 1, what);
+        let Some(n) = number else { return (None, true) };
+        if let Some(line) = seen.get(&n) {
+            self.err(v.span(), field.to_string(), format!("rule number {n} is already used in {dname} on line {line}"));
+            return (number, false);
+        }
+        seen.insert(n, self.line(v.span()));
+        (number, true)
+    }
+
     fn int_in(&mut self, v: &Spanned<i64>, field: &str, range: Range<i64>, what: &str) -> Option<i64> {
         let n = *v.get_ref();
         if range.contains(&n) {
@@ -1613,17 +1633,8 @@ fn acl_rule(
     dname: &str,
     seen: &mut HashMap<i64, usize>,
 ) -> Option<AclRule> {
-    let f = format!("{base}.rule");
-    let number = c.int_in(&r.rule, &f, 1..MAX_ACL_RULE + 1, "a rule number (32767 is the implicit `*` deny)");
-    let mut unique = true;
-    if let Some(n) = number {
-        if let Some(line) = seen.get(&n) {
-            c.err(r.rule.span(), f, format!("rule number {n} is already used in {dname} on line {line}"));
-            unique = false;
-        } else {
-            seen.insert(n, c.line(r.rule.span()));
-        }
-    }
+    let what = "a rule number (32767 is the implicit `*` deny)";
+    let (number, unique) = c.rule_number(&r.rule, &format!("{base}.rule"), what, dname, seen);
     let protocol = c.protocol(&r.protocol, &format!("{base}.protocol"));
     let ports =
         protocol.and_then(|p| c.port_match(p, r.ports.as_ref(), r.icmp_type.as_ref(), r.icmp_code.as_ref(), base));

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use toml::Spanned;
 
-use super::{idx, path, Checker, Kind, MAX_ACL_RULE};
+use super::{idx, path, Checker, Kind};
 use crate::model::{
     EniIdx, MirrorAction, MirrorRule, PortRange, Protocol, TmfIdx, TmtIdx, TrafficMirrorFilter, TrafficMirrorSession,
     TrafficMirrorTarget,
@@ -102,17 +102,7 @@ fn rule(
     dname: &str,
     seen: &mut HashMap<i64, usize>,
 ) -> Option<MirrorRule> {
-    let f = format!("{base}.rule");
-    let number = c.int_in(&r.rule, &f, 1..MAX_ACL_RULE + 1, "a rule number");
-    let mut unique = true;
-    if let Some(n) = number {
-        if let Some(line) = seen.get(&n) {
-            c.err(r.rule.span(), f, format!("rule number {n} is already used in {dname} on line {line}"));
-            unique = false;
-        } else {
-            seen.insert(n, c.line(r.rule.span()));
-        }
-    }
+    let (number, unique) = c.rule_number(&r.rule, &format!("{base}.rule"), "a rule number", dname, seen);
     let action = match r.action.get_ref().trim().to_ascii_lowercase().as_str() {
         "accept" => Some(MirrorAction::Accept),
         "reject" => Some(MirrorAction::Reject),

@@ -11,6 +11,7 @@
 //! - [`client`] is `vpclab capture`'s end: pcapng from the socket to a file or standard output.
 
 pub mod client;
+pub mod flow_log;
 pub mod stream;
 
 use std::fmt::{self, Write as _};

@@ -40,6 +40,7 @@ use hashbrown::HashMap;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use crate::capture::flow_log::{FlowLogConfig, FlowLogs};
 use crate::capture::{CaptureTap, Captures, Seen};
 use crate::model::EniIdx;
 use crate::pipeline::{ConnectionView, DropReason, EniCounters, NoObserver, Observer, Pipeline, Recorder, Verdict};
@@ -168,6 +169,8 @@ pub enum Command<P = Tap> {
         /// Answered when it is stopped.
         done: Sender<()>,
     },
+    /// Take the lab's flow logs (at start, and after each live change); see [`FlowLogs::configure`].
+    FlowLogs(Box<FlowLogConfig>),
     /// Stop the loop; `run` returns.
     Shutdown,
 }
@@ -232,6 +235,8 @@ pub struct Dataplane<P = Tap> {
     captures: Captures,
     /// A frame as read, kept while the pipeline rewrites it, for captures of its sender.
     capture_input: Vec<u8>,
+    /// VPC Flow Logs; inactive (one branch per frame) when the lab has none.
+    flow_logs: FlowLogs,
 }
 
 impl<P: Port> Dataplane<P> {
@@ -271,6 +276,7 @@ impl<P: Port> Dataplane<P> {
             start: Instant::now(),
             captures: Captures::default(),
             capture_input: Vec::new(),
+            flow_logs: FlowLogs::default(),
         };
         Ok((dp, Handle { commands: tx, waker }))
     }
@@ -287,6 +293,9 @@ impl<P: Port> Dataplane<P> {
             let now = self.start.elapsed();
             if now >= next_housekeeping {
                 self.pipeline.handle_timeout(now);
+                if self.flow_logs.is_active() {
+                    self.flow_logs.tick(unix_now());
+                }
                 next_housekeeping = now + HOUSEKEEPING;
             }
             let timeout = if ready.is_empty() { next_housekeeping.saturating_sub(now) } else { Duration::ZERO };
@@ -368,7 +377,14 @@ impl<P: Port> Dataplane<P> {
                     self.captures.remove(id);
                     let _ = done.send(());
                 }
-                Command::Shutdown => return AfterCommands::Stop,
+                Command::FlowLogs(config) => {
+                    self.flow_logs.configure(*config, &self.pipeline.port_ids(), unix_now());
+                }
+                Command::Shutdown => {
+                    // Nothing is lost: the intervals in progress are written as they stand.
+                    self.flow_logs.close_all(unix_now());
+                    return AfterCommands::Stop;
+                }
             }
         }
         after
@@ -427,6 +443,9 @@ impl<P: Port> Dataplane<P> {
         if !self.captures.is_empty() {
             self.captures.rekey(new_ids.clone(), self.pipeline.nat_ids());
         }
+        if self.flow_logs.is_active() {
+            self.flow_logs.rekey_ports(&new_ids);
+        }
 
         let done = SwapDone { retired, previous, generation: self.pipeline.generation(), stalled: started.elapsed() };
         // Nobody waiting: what it carries is closed here, the one case it is.
@@ -469,7 +488,7 @@ impl<P: Port> Dataplane<P> {
         }
         counters.rx_packets += 1;
         counters.rx_bytes += (n - VNET_HDR_LEN) as u64;
-        if !self.captures.is_empty() {
+        if !self.captures.is_empty() || self.flow_logs.is_active() {
             return self.handle_captured_frame(port, n);
         }
         let verdict = self.decide(port, n, &mut NoObserver);
@@ -489,19 +508,26 @@ impl<P: Port> Dataplane<P> {
         }
     }
 
-    /// [`handle_frame`](Self::handle_frame) while captures run: the frame as read is kept for
-    /// captures of its sender, the walk is observed, and what was done is offered to them.
+    /// [`handle_frame`](Self::handle_frame) while captures or flow logs run: the frame as read
+    /// is kept for captures and flow logs of its sender, the walk is observed (for captures),
+    /// and what was done is offered to them.
     #[cold]
     fn handle_captured_frame(&mut self, port: usize, n: usize) {
-        let keep_input = self.captures.wants_input(port);
+        let capturing = !self.captures.is_empty();
+        let keep_input = self.captures.wants_input(port) || self.flow_logs.watches(port);
         self.capture_input.clear();
         if keep_input {
             self.capture_input.extend_from_slice(&self.buf[VNET_HDR_LEN..n]);
         }
-        let mut obs = std::mem::take(&mut self.captures.observer);
-        obs.clear();
-        let verdict = self.decide(port, n, &mut obs);
-        self.captures.observer = obs;
+        let verdict = if capturing {
+            let mut obs = std::mem::take(&mut self.captures.observer);
+            obs.clear();
+            let verdict = self.decide(port, n, &mut obs);
+            self.captures.observer = obs;
+            verdict
+        } else {
+            self.decide(port, n, &mut NoObserver)
+        };
         let written = self.carry_out(port, n, verdict);
         let seen = Seen {
             from: port,
@@ -510,7 +536,18 @@ impl<P: Port> Dataplane<P> {
             output: &self.buf[VNET_HDR_LEN..VNET_HDR_LEN.max(written)],
             input_len: n - VNET_HDR_LEN,
         };
-        self.captures.record(&seen, self.ports.len() - 1);
+        let internet = self.ports.len() - 1;
+        if capturing {
+            self.captures.record(&seen, internet);
+        }
+        if self.flow_logs.is_active() {
+            self.flow_logs.record(&seen, internet, unix_now());
+        }
+    }
+
+    /// Sends closed flow log records to `writer` (the forwarder's writer thread).
+    pub fn set_flow_log_sink(&mut self, writer: crossbeam_channel::Sender<crate::capture::flow_log::Msg>) {
+        self.flow_logs.set_sink(writer);
     }
 
     /// Writes, answers or counts the frame as `verdict` says; returns the length (with the
@@ -569,6 +606,11 @@ impl<P: Port> Dataplane<P> {
             }
         }
     }
+}
+
+/// The wall clock in Unix seconds, for flow log records.
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Where a port's value (its TAP) comes from after a swap.

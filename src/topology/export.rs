@@ -30,6 +30,7 @@ pub fn export(m: &Model) -> String {
         ("security_group", m.security_groups.iter().filter(|g| !is_implicit(&g.id)).map(|g| group(m, g)).collect()),
         ("instance", m.instances.iter().map(instance).collect()),
         ("network_interface", m.enis.iter().map(|e| eni(m, e)).collect()),
+        ("flow_log", m.flow_logs.iter().map(|f| flow_log(m, f)).collect()),
     ];
     for (name, tables) in sections.drain(..) {
         if !tables.is_empty() {
@@ -48,6 +49,24 @@ pub fn export(m: &Model) -> String {
         doc["internet"] = Item::Table(t);
     }
     doc.to_string()
+}
+
+fn flow_log(m: &Model, f: &crate::model::FlowLog) -> Table {
+    let mut t = Table::new();
+    t["id"] = value(&f.id);
+    t["resource"] = value(m.flow_log_resource_id(f.resource));
+    t["traffic_type"] = value(f.traffic_type.name());
+    t["destination"] = value(&f.destination);
+    if let Some(fmt) = &f.log_format {
+        t["log_format"] = value(fmt);
+    }
+    if f.max_aggregation_interval != crate::model::FlowLog::DEFAULT_INTERVAL {
+        t["max_aggregation_interval"] = value(i64::from(f.max_aggregation_interval));
+    }
+    if let Some(a) = &f.account_id {
+        t["account_id"] = value(a);
+    }
+    t
 }
 
 /// Objects vpclab creates itself: `<vpc>/default`, `<vpc>/default-acl`, `<vpc>/main`. File ids

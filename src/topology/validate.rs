@@ -35,6 +35,8 @@ use crate::model::{
 };
 use crate::packet::IpProto;
 
+mod flow_logs;
+
 /// AWS's per-direction quota of security group rules.
 const SG_RULES_PER_DIRECTION: usize = 60;
 /// AWS's per-direction quota of network ACL rules.
@@ -61,6 +63,7 @@ enum Kind {
     Instance,
     NetworkInterface,
     InternetHost,
+    FlowLog,
 }
 
 impl Kind {
@@ -79,6 +82,7 @@ impl Kind {
             Kind::Instance => "an instance",
             Kind::NetworkInterface => "a network interface",
             Kind::InternetHost => "an internet host",
+            Kind::FlowLog => "a flow log",
         }
     }
 
@@ -97,6 +101,7 @@ impl Kind {
             Kind::Instance => "instance",
             Kind::NetworkInterface => "network_interface",
             Kind::InternetHost => "internet.hosts",
+            Kind::FlowLog => "flow_log",
         }
     }
 }
@@ -417,6 +422,7 @@ fn declared_ids(raw: &RawFile) -> Vec<(&Spanned<String>, Kind, usize)> {
     all.extend(raw.security_group.iter().enumerate().map(|(i, x)| (&x.id, Kind::SecurityGroup, i)));
     all.extend(raw.instance.iter().enumerate().map(|(i, x)| (&x.id, Kind::Instance, i)));
     all.extend(raw.network_interface.iter().enumerate().map(|(i, x)| (&x.id, Kind::NetworkInterface, i)));
+    all.extend(raw.flow_log.iter().enumerate().map(|(i, x)| (&x.id, Kind::FlowLog, i)));
     if let Some(internet) = &raw.internet {
         all.extend(internet.hosts.iter().enumerate().map(|(i, x)| (&x.id, Kind::InternetHost, i)));
     }
@@ -473,6 +479,7 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
 
     let hosts = internet_hosts(&mut c, raw, &vpcs, &mut addresses);
     let uplink = uplink(&mut c, raw, &vpcs);
+    let flow_logs = flow_logs::flow_logs(&mut c, raw);
     if !c.problems.is_empty() {
         return Err(c.problems);
     }
@@ -494,7 +501,11 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
         uplink,
     };
     // Every value was checked above, so a `None` here is a bug in this module.
-    sections.model(raw).ok_or_else(|| {
+    let model = sections.model(raw).and_then(|mut m| {
+        m.flow_logs = flow_logs.into_iter().collect::<Option<Vec<_>>>()?;
+        Some(m)
+    });
+    model.ok_or_else(|| {
         vec![Problem {
             file: file.to_string(),
             line: 0,
@@ -1896,6 +1907,7 @@ impl Sections {
             peerings: self.model_peerings(raw)?,
             internet_hosts: self.model_internet_hosts(raw)?,
             uplink: self.uplink.clone(),
+            flow_logs: Vec::new(),
         })
     }
 

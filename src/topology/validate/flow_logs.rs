@@ -59,10 +59,10 @@ fn flow_log<'r>(
             Some(format!("a destination is at most {MAX_DESTINATION} bytes"))
         } else if d.contains('\0') || d.ends_with('/') {
             Some(format!("`{d}` is not a file name"))
-        } else if let Some(other) = destinations.get(d.as_str()) {
-            Some(format!("flow log `{other}` already writes to `{d}`: give each flow log its own file"))
         } else {
-            None
+            destinations
+                .get(d.as_str())
+                .map(|other| format!("flow log `{other}` already writes to `{d}`: give each flow log its own file"))
         };
         match problem {
             Some(msg) => {

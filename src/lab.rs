@@ -796,6 +796,13 @@ fn forward(
     }
     let (fired_tx, fired) = crossbeam_channel::unbounded::<crate::dataplane::FiredWatch>();
     let (mut dataplane, handle) = Dataplane::new(pipeline, lab.take_taps(), fired_tx)?;
+    // VPC Flow Logs: records are appended to their files by a writer thread of their own.
+    let flow_writer = crate::capture::flow_log::writer::Writer::spawn().context("starting the flow log writer")?;
+    dataplane.set_flow_log_sink(flow_writer.sender());
+    let flow_config = crate::capture::flow_log::FlowLogConfig::new(&model);
+    if !flow_config.is_empty() {
+        handle.send(Command::FlowLogs(Box::new(flow_config))).context("configuring flow logs")?;
+    }
     // Data-plane moments (first delivery after a move) go to the lab's timeline.
     let timeline_lab = model.name.clone();
     std::thread::spawn(move || {
@@ -834,6 +841,8 @@ fn forward(
     on_ready(&ready_model);
     let result = dataplane.run();
     drop(dataplane);
+    // The data plane wrote its last intervals as it stopped: append them before going.
+    flow_writer.finish();
     // A change in progress finishes first; then the namespaces the lab holds now go.
     let namespaces = live.lock().unwrap_or_else(|p| p.into_inner()).take_namespaces();
     if let Err(e) = teardown(&namespaces) {

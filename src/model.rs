@@ -645,6 +645,8 @@ pub struct Model {
     pub traffic_mirror_filters: Vec<TrafficMirrorFilter>,
     /// Traffic mirror sessions.
     pub traffic_mirror_sessions: Vec<TrafficMirrorSession>,
+    /// VPC Flow Logs.
+    pub flow_logs: Vec<FlowLog>,
 }
 
 /// Accept or reject, for traffic mirror filter rules.
@@ -751,6 +753,87 @@ impl TrafficMirrorSession {
             h = h.wrapping_mul(0x0100_0193);
         }
         h & 0x00ff_ffff
+    }
+}
+
+/// What a flow log covers: one ENI, every ENI of a subnet, or every ENI of a VPC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum FlowLogResource {
+    /// One ENI.
+    Eni(EniIdx),
+    /// The ENIs of a subnet.
+    Subnet(SubnetIdx),
+    /// The ENIs of a VPC.
+    Vpc(VpcIdx),
+}
+
+/// Which records a flow log keeps (AWS's `TrafficType`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum TrafficType {
+    /// Accepted traffic only.
+    Accept,
+    /// Rejected traffic only.
+    Reject,
+    /// Both.
+    All,
+}
+
+impl TrafficType {
+    /// AWS's name: `ACCEPT`, `REJECT` or `ALL`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TrafficType::Accept => "ACCEPT",
+            TrafficType::Reject => "REJECT",
+            TrafficType::All => "ALL",
+        }
+    }
+}
+
+/// A VPC Flow Log delivered to a file (`[[flow_log]]`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FlowLog {
+    /// Its id (`fl-web`).
+    pub id: String,
+    /// What it covers.
+    pub resource: FlowLogResource,
+    /// Which records it keeps.
+    pub traffic_type: TrafficType,
+    /// The file records are appended to: as written, or made absolute against the topology
+    /// file's folder when the file was read from disk.
+    pub destination: String,
+    /// AWS's `${field}` format, checked; `None` is the default (version 2) format.
+    pub log_format: Option<String>,
+    /// Seconds per aggregation interval: 60 or 600 as in AWS, 1 to 600 in a lab.
+    pub max_aggregation_interval: u32,
+    /// The account id written in records, if given.
+    pub account_id: Option<String>,
+}
+
+impl FlowLog {
+    /// AWS's default aggregation interval.
+    pub const DEFAULT_INTERVAL: u32 = 600;
+}
+
+impl Model {
+    /// The ENIs a flow log covers, in model order.
+    pub fn flow_log_enis(&self, resource: FlowLogResource) -> Vec<EniIdx> {
+        (0..self.enis.len() as u32)
+            .map(EniIdx)
+            .filter(|&e| match resource {
+                FlowLogResource::Eni(x) => x == e,
+                FlowLogResource::Subnet(s) => self.enis[e.index()].subnet == s,
+                FlowLogResource::Vpc(v) => self.vpc_of(e) == v,
+            })
+            .collect()
+    }
+
+    /// The id of what a flow log covers.
+    pub fn flow_log_resource_id(&self, resource: FlowLogResource) -> &str {
+        match resource {
+            FlowLogResource::Eni(e) => &self.enis[e.index()].id,
+            FlowLogResource::Subnet(s) => &self.subnets[s.index()].id,
+            FlowLogResource::Vpc(v) => &self.vpcs[v.index()].id,
+        }
     }
 }
 

@@ -13,6 +13,7 @@
 //! - [`mirror`] is traffic mirroring: VXLAN copies of a source ENI's frames to a target ENI.
 
 pub mod client;
+pub mod flow_log;
 pub mod metrics;
 pub mod mirror;
 pub mod stream;

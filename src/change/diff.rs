@@ -86,6 +86,7 @@ pub fn diff(old: &Model, new: &Model) -> Result<Plan, AwsError> {
     elastic_ips(old, new, &mut plan)?;
     internet_hosts(old, new, &mut plan);
     traffic_mirroring(old, new, &mut plan);
+    flow_logs(old, new, &mut plan)?;
     Ok(plan)
 }
 
@@ -597,4 +598,39 @@ fn traffic_mirroring(old: &Model, new: &Model, plan: &mut Plan) {
     kind(old, new, |m| &m.traffic_mirror_targets, |t| &t.id, target, "Target", plan);
     kind(old, new, |m| &m.traffic_mirror_filters, |f| &f.id, filter, "Filter", plan);
     kind(old, new, |m| &m.traffic_mirror_sessions, |s| &s.id, session, "Session", plan);
+}
+
+/// A flow log as the plan names it: what it covers, which traffic, where, how (resources by id,
+/// so two models compare).
+fn flow_log_line(m: &Model, f: &crate::model::FlowLog) -> String {
+    format!(
+        "{} {} {} -> {} every {} s{}{}",
+        f.id,
+        m.flow_log_resource_id(f.resource),
+        f.traffic_type.name(),
+        f.destination,
+        f.max_aggregation_interval,
+        f.log_format.as_ref().map_or(String::new(), |x| format!(" format `{x}`")),
+        f.account_id.as_ref().map_or(String::new(), |a| format!(" account {a}")),
+    )
+}
+
+/// Flow logs are created and deleted, never modified (AWS's `ModifyFlowLog` does not exist).
+fn flow_logs(old: &Model, new: &Model, plan: &mut Plan) -> Result<(), AwsError> {
+    let (o, n) = (by_id(&old.flow_logs, |f| &f.id), by_id(&new.flow_logs, |f| &f.id));
+    let steps = RefCell::new(Vec::new());
+    each(
+        &o,
+        &n,
+        |f| steps.borrow_mut().push(format!("CreateFlowLogs {}", flow_log_line(new, f))),
+        |f| steps.borrow_mut().push(format!("DeleteFlowLogs {}", f.id)),
+        |a, b| {
+            if flow_log_line(old, a) != flow_log_line(new, b) {
+                return Err(immutable(format!("flow log {}", a.id)));
+            }
+            Ok(())
+        },
+    )?;
+    plan.steps.extend(steps.into_inner());
+    Ok(())
 }

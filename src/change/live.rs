@@ -164,6 +164,11 @@ impl LiveLab {
         let new = Arc::new(new);
         let reboot: Vec<InstanceIdx> = reboot.iter().filter_map(|r| new.instance_by_id(r)).collect();
         let (generation, swap) = self.apply(&new, &reboot).map_err(|e| AwsError::internal(format!("{e:#}")))?;
+        // Flow logs follow the new model (kept by id: their intervals and flows go on).
+        let flow_logs = crate::capture::flow_log::FlowLogConfig::new(&new);
+        if let Err(e) = self.handle.send(Command::FlowLogs(Box::new(flow_logs))) {
+            crate::log!("flow logs not updated: {e}");
+        }
         self.model = new;
         self.generation = generation;
         self.write_files();

@@ -260,3 +260,18 @@ fn a_file_adding_an_instance_plans_its_creation() {
     );
     assert_eq!(diff(&new, &old).unwrap().steps[0], "TerminateInstances extra");
 }
+
+#[test]
+fn flow_logs_are_created_and_deleted_never_modified() {
+    let old = default_lab();
+    let fl =
+        "\n[[flow_log]]\nid = \"fl-web\"\nresource = \"eni-web\"\ntraffic_type = \"ALL\"\ndestination = \"web.log\"\n";
+    let with = topology::parse(&format!("{}{fl}", topology::DEFAULT_TOPOLOGY), "with.toml").unwrap();
+    let plan = diff(&old, &with).unwrap();
+    assert_eq!(plan.steps, vec!["CreateFlowLogs fl-web eni-web ALL -> web.log every 600 s"]);
+    assert_eq!(diff(&with, &old).unwrap().steps, vec!["DeleteFlowLogs fl-web"]);
+    let changed =
+        topology::parse(&format!("{}{}", topology::DEFAULT_TOPOLOGY, fl.replace("ALL", "REJECT")), "c.toml").unwrap();
+    let e = diff(&with, &changed).unwrap_err();
+    assert!(e.to_string().contains("flow log fl-web cannot be changed in place"), "{e}");
+}

@@ -490,6 +490,8 @@ fn print_outcome(o: &Outcome, dry_run: bool) {
 fn apply(file: &PathBuf, dry_run: bool, named: Option<&str>) -> anyhow::Result<ExitCode> {
     let lab = lab::resolve_lab(named, false)?;
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    // Absolute, so the forwarder finds flow log destinations relative to the file's folder.
+    let file = std::path::absolute(file).unwrap_or_else(|_| file.clone());
     let change = Change::File { text, file: file.display().to_string() };
     report(&lab, "apply", &Request::Change { change, dry_run }, dry_run)
 }

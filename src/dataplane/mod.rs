@@ -40,6 +40,7 @@ use hashbrown::HashMap;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use crate::capture::flow_log::{FlowLogConfig, FlowLogs};
 use crate::capture::mirror::{Mirrors, SessionStats};
 use crate::capture::{CaptureTap, Captures, Seen};
 use crate::model::EniIdx;
@@ -173,6 +174,8 @@ pub enum Command<P = Tap> {
     },
     /// Send back what each traffic mirror session did (in the model's order).
     MirrorStats(Sender<Vec<SessionStats>>),
+    /// Take the lab's flow logs (at start, and after each live change); see [`FlowLogs::configure`].
+    FlowLogs(Box<FlowLogConfig>),
     /// Stop the loop; `run` returns.
     Shutdown,
 }
@@ -240,9 +243,11 @@ pub struct Dataplane<P = Tap> {
     capture_input: Vec<u8>,
     /// The lab's traffic mirror sessions; inactive (one branch per frame) when it has none.
     mirrors: Mirrors,
-    /// Captures run or the lab mirrors traffic: frames take the observed path. One flag, so
-    /// that without either the data plane pays one branch per frame.
+    /// Captures run, the lab mirrors traffic or logs flows: frames take the observed path. One
+    /// flag, so that without any of them the data plane pays one branch per frame.
     observed: bool,
+    /// VPC Flow Logs; inactive (one branch per frame) when the lab has none.
+    flow_logs: FlowLogs,
 }
 
 impl<P: Port> Dataplane<P> {
@@ -285,6 +290,7 @@ impl<P: Port> Dataplane<P> {
             capture_input: Vec::new(),
             observed: mirrors.active(),
             mirrors,
+            flow_logs: FlowLogs::default(),
         };
         Ok((dp, Handle { commands: tx, waker }))
     }
@@ -301,6 +307,9 @@ impl<P: Port> Dataplane<P> {
             let now = self.start.elapsed();
             if now >= next_housekeeping {
                 self.pipeline.handle_timeout(now);
+                if self.flow_logs.is_active() {
+                    self.flow_logs.tick(unix_now());
+                }
                 next_housekeeping = now + HOUSEKEEPING;
             }
             let timeout = if ready.is_empty() { next_housekeeping.saturating_sub(now) } else { Duration::ZERO };
@@ -384,10 +393,17 @@ impl<P: Port> Dataplane<P> {
                     let _ = done.send(());
                 }
                 Command::MirrorStats(reply) => drop(reply.send(self.mirrors.stats())),
-                Command::Shutdown => return AfterCommands::Stop,
+                Command::FlowLogs(config) => {
+                    self.flow_logs.configure(*config, &self.pipeline.port_ids(), unix_now());
+                }
+                Command::Shutdown => {
+                    // Nothing is lost: the intervals in progress are written as they stand.
+                    self.flow_logs.close_all(unix_now());
+                    return AfterCommands::Stop;
+                }
             }
         }
-        self.observed = !self.captures.is_empty() || self.mirrors.active();
+        self.observed = !self.captures.is_empty() || self.mirrors.active() || self.flow_logs.is_active();
         after
     }
 
@@ -445,6 +461,9 @@ impl<P: Port> Dataplane<P> {
             self.captures.rekey(new_ids.clone(), self.pipeline.nat_ids());
         }
         self.mirrors = Mirrors::new(self.pipeline.model(), Some(&self.mirrors));
+        if self.flow_logs.is_active() {
+            self.flow_logs.rekey_ports(&new_ids);
+        }
 
         let done = SwapDone { retired, previous, generation: self.pipeline.generation(), stalled: started.elapsed() };
         // Nobody waiting: what it carries is closed here, the one case it is.
@@ -507,13 +526,15 @@ impl<P: Port> Dataplane<P> {
         }
     }
 
-    /// [`handle_frame`](Self::handle_frame) while captures run or the lab mirrors traffic: the
-    /// frame as read is kept for captures and mirror sessions of its sender, the walk is
+    /// [`handle_frame`](Self::handle_frame) while captures run, the lab mirrors traffic or logs
+    /// flows: the frame as read is kept for captures, mirror sessions and flow logs of its sender, the walk is
     /// observed (for captures), and what was done is offered to them.
     #[cold]
     fn handle_captured_frame(&mut self, port: usize, n: usize) {
         let capturing = !self.captures.is_empty();
-        let keep_input = (capturing && self.captures.wants_input(port)) || self.mirrors.is_source(port);
+        let keep_input = (capturing && self.captures.wants_input(port))
+            || self.mirrors.is_source(port)
+            || self.flow_logs.watches(port);
         self.capture_input.clear();
         if keep_input {
             self.capture_input.extend_from_slice(&self.buf[VNET_HDR_LEN..n]);
@@ -532,7 +553,7 @@ impl<P: Port> Dataplane<P> {
         if self.mirrors.active() {
             self.mirror(port, verdict, written, csum_partial);
         }
-        if !capturing {
+        if !capturing && !self.flow_logs.is_active() {
             return;
         }
         let seen = Seen {
@@ -542,7 +563,18 @@ impl<P: Port> Dataplane<P> {
             output: &self.buf[VNET_HDR_LEN..VNET_HDR_LEN.max(written)],
             input_len: n - VNET_HDR_LEN,
         };
-        self.captures.record(&seen, self.ports.len() - 1);
+        let internet = self.ports.len() - 1;
+        if capturing {
+            self.captures.record(&seen, internet);
+        }
+        if self.flow_logs.is_active() {
+            self.flow_logs.record(&seen, internet, unix_now());
+        }
+    }
+
+    /// Sends closed flow log records to `writer` (the forwarder's writer thread).
+    pub fn set_flow_log_sink(&mut self, writer: crossbeam_channel::Sender<crate::capture::flow_log::Msg>) {
+        self.flow_logs.set_sink(writer);
     }
 
     /// Sends the traffic mirror copies of the frame just handled: of the frame as read when its
@@ -661,6 +693,11 @@ impl<P: Port> Dataplane<P> {
             }
         }
     }
+}
+
+/// The wall clock in Unix seconds, for flow log records.
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Where a port's value (its TAP) comes from after a swap.

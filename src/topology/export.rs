@@ -33,6 +33,7 @@ pub fn export(m: &Model) -> String {
         ("traffic_mirror_target", m.traffic_mirror_targets.iter().map(|t| mirror_target(m, t)).collect()),
         ("traffic_mirror_filter", m.traffic_mirror_filters.iter().map(mirror_filter).collect()),
         ("traffic_mirror_session", m.traffic_mirror_sessions.iter().map(|s| mirror_session(m, s)).collect()),
+        ("flow_log", m.flow_logs.iter().map(|f| flow_log(m, f)).collect()),
     ];
     for (name, tables) in sections.drain(..) {
         if !tables.is_empty() {
@@ -51,6 +52,24 @@ pub fn export(m: &Model) -> String {
         doc["internet"] = Item::Table(t);
     }
     doc.to_string()
+}
+
+fn flow_log(m: &Model, f: &crate::model::FlowLog) -> Table {
+    let mut t = Table::new();
+    t["id"] = value(&f.id);
+    t["resource"] = value(m.flow_log_resource_id(f.resource));
+    t["traffic_type"] = value(f.traffic_type.name());
+    t["destination"] = value(&f.destination);
+    if let Some(fmt) = &f.log_format {
+        t["log_format"] = value(fmt);
+    }
+    if f.max_aggregation_interval != crate::model::FlowLog::DEFAULT_INTERVAL {
+        t["max_aggregation_interval"] = value(i64::from(f.max_aggregation_interval));
+    }
+    if let Some(a) = &f.account_id {
+        t["account_id"] = value(a);
+    }
+    t
 }
 
 /// Objects vpclab creates itself: `<vpc>/default`, `<vpc>/default-acl`, `<vpc>/main`. File ids

@@ -69,11 +69,17 @@ impl fmt::Display for TopologyError {
 
 impl std::error::Error for TopologyError {}
 
-/// Reads and checks a topology file.
+/// Reads and checks a topology file. Flow log destinations are made absolute against the
+/// file's folder.
 pub fn load(path: &Path) -> Result<Model, TopologyError> {
     let file = path.display().to_string();
     match std::fs::read_to_string(path) {
-        Ok(text) => parse(&text, &file),
+        Ok(text) => parse(&text, &file).map(|mut m| {
+            if let Some(dir) = std::path::absolute(path).ok().as_deref().and_then(Path::parent) {
+                resolve_destinations(&mut m, dir);
+            }
+            m
+        }),
         Err(e) => Err(TopologyError {
             problems: vec![Problem {
                 file,
@@ -85,13 +91,26 @@ pub fn load(path: &Path) -> Result<Model, TopologyError> {
     }
 }
 
-/// Checks a topology given as text; `file` names it in messages.
+/// Checks a topology given as text; `file` names it in messages. When `file` is an absolute
+/// path, flow log destinations are made absolute against its folder (as [`load`] does).
 pub fn parse(text: &str, file: &str) -> Result<Model, TopologyError> {
-    let model = parse_only(text, file)?;
+    let mut model = parse_only(text, file)?;
+    if let Some(dir) = Path::new(file).parent().filter(|_| Path::new(file).is_absolute()) {
+        resolve_destinations(&mut model, dir);
+    }
     // Every valid topology any unit test parses must also survive `export` unchanged.
     #[cfg(test)]
     export::assert_round_trip(&model, parse_only);
     Ok(model)
+}
+
+/// Flow log destinations are relative to the topology file's folder.
+fn resolve_destinations(model: &mut Model, dir: &Path) {
+    for f in &mut model.flow_logs {
+        if Path::new(&f.destination).is_relative() {
+            f.destination = dir.join(&f.destination).display().to_string();
+        }
+    }
 }
 
 fn parse_only(text: &str, file: &str) -> Result<Model, TopologyError> {

@@ -52,6 +52,21 @@ pub(crate) struct RawFile {
     pub(crate) traffic_mirror_filter: Vec<RawMirrorFilter>,
     #[serde(default)]
     pub(crate) traffic_mirror_session: Vec<RawMirrorSession>,
+    #[serde(default)]
+    pub(crate) flow_log: Vec<RawFlowLog>,
+}
+
+/// `[[flow_log]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFlowLog {
+    pub(crate) id: Spanned<String>,
+    pub(crate) resource: Spanned<String>,
+    pub(crate) traffic_type: Spanned<String>,
+    pub(crate) destination: Spanned<String>,
+    pub(crate) log_format: Option<Spanned<String>>,
+    pub(crate) max_aggregation_interval: Option<Spanned<i64>>,
+    pub(crate) account_id: Option<Spanned<String>>,
 }
 
 /// `[[vpc]]`.

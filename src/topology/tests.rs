@@ -999,3 +999,73 @@ fn an_uplink_is_checked_and_replaces_the_emulated_internet() {
     let ps = with(both).expect_err("both").problems;
     assert!(ps[0].message.contains("not both"), "{ps:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Flow logs
+
+const FLOW_LOG: &str = r#"
+[[flow_log]]
+id = "fl-a"
+resource = "eni-a"
+traffic_type = "ALL"
+destination = "flows/a.log"
+"#;
+
+#[test]
+fn flow_logs_parse_with_aws_defaults_and_cover_their_resource() {
+    use crate::model::{FlowLogResource, TrafficType};
+    let m = ok(FLOW_LOG);
+    let f = &m.flow_logs[0];
+    assert_eq!(f.resource, FlowLogResource::Eni(crate::model::EniIdx(0)));
+    assert_eq!((f.traffic_type, f.max_aggregation_interval), (TrafficType::All, 600));
+    assert_eq!((f.log_format.as_deref(), f.account_id.as_deref()), (None, None));
+    assert_eq!(f.destination, "flows/a.log", "relative to a file given by a relative name: as written");
+    let m = ok(&FLOW_LOG.replace("\"eni-a\"", "\"vpc-a\"").replace(
+        "\"ALL\"",
+        "\"REJECT\"\nmax_aggregation_interval = 1\naccount_id = \"111122223333\"\nlog_format = \"${version} ${az-id}\"",
+    ));
+    assert_eq!(m.flow_logs[0].resource, FlowLogResource::Vpc(crate::model::VpcIdx(0)));
+    assert_eq!(m.flow_log_enis(m.flow_logs[0].resource).len(), 1);
+    assert_eq!(m.flow_logs[0].max_aggregation_interval, 1);
+    let m = ok(&FLOW_LOG.replace("\"eni-a\"", "\"subnet-a\""));
+    assert_eq!(m.flow_logs[0].resource, FlowLogResource::Subnet(crate::model::SubnetIdx(0)));
+}
+
+#[test]
+fn flow_log_destinations_are_relative_to_the_topology_file() {
+    let m = parse(&lab(FLOW_LOG), "/etc/labs/t.toml").unwrap();
+    assert_eq!(m.flow_logs[0].destination, "/etc/labs/flows/a.log");
+    let abs = FLOW_LOG.replace("flows/a.log", "/var/log/a.log");
+    assert_eq!(parse(&lab(&abs), "/etc/labs/t.toml").unwrap().flow_logs[0].destination, "/var/log/a.log");
+}
+
+#[test]
+fn flow_log_mistakes_name_their_field() {
+    rejects(&FLOW_LOG.replace("\"eni-a\"", "\"eni-zz\""), "eni-zz", "flow_log \"fl-a\".resource", "does not exist");
+    rejects(&FLOW_LOG.replace("\"eni-a\"", "\"i-a\""), "\"i-a\"", "flow_log \"fl-a\".resource", "is an instance");
+    rejects(
+        &FLOW_LOG.replace("\"ALL\"", "\"all\""),
+        "\"all\"",
+        "flow_log \"fl-a\".traffic_type",
+        "ACCEPT, REJECT or ALL",
+    );
+    rejects(
+        &FLOW_LOG.replace("flows/a.log", ""),
+        "destination",
+        "flow_log \"fl-a\".destination",
+        "needs a destination",
+    );
+    let fmt = format!("{FLOW_LOG}log_format = \"${{version}} ${{nope}}\"\n");
+    rejects(&fmt, "log_format", "flow_log \"fl-a\".log_format", "`nope` is not a flow log field");
+    let interval = format!("{FLOW_LOG}max_aggregation_interval = 601\n");
+    rejects(&interval, "max_aggregation", "flow_log \"fl-a\".max_aggregation_interval", "1 to 600");
+    let acct = format!("{FLOW_LOG}account_id = \"12\"\n");
+    rejects(&acct, "account_id", "flow_log \"fl-a\".account_id", "twelve digits");
+    let twice = format!("{FLOW_LOG}{}", FLOW_LOG.replace("fl-a", "fl-b"));
+    rejects(&twice, "flows/a.log", "flow_log \"fl-b\".destination", "flow log `fl-a` already writes");
+    let dup = format!("{FLOW_LOG}{}", FLOW_LOG.replace("flows/a.log", "b.log"));
+    rejects(&dup, "id = \"fl-a\"", "flow_log \"fl-a\".id", "duplicate id");
+    let unknown = format!("{FLOW_LOG}color = \"red\"\n");
+    let ps = problems(&unknown);
+    assert!(ps[0].field.starts_with("flow_log \"fl-a\"") && ps[0].message.contains("unknown field"), "{:?}", ps);
+}

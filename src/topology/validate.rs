@@ -35,6 +35,7 @@ use crate::model::{
 };
 use crate::packet::IpProto;
 
+mod flow_logs;
 mod mirror;
 
 /// AWS's per-direction quota of security group rules.
@@ -66,6 +67,7 @@ enum Kind {
     TrafficMirrorTarget,
     TrafficMirrorFilter,
     TrafficMirrorSession,
+    FlowLog,
 }
 
 impl Kind {
@@ -87,6 +89,7 @@ impl Kind {
             Kind::TrafficMirrorTarget => "a traffic mirror target",
             Kind::TrafficMirrorFilter => "a traffic mirror filter",
             Kind::TrafficMirrorSession => "a traffic mirror session",
+            Kind::FlowLog => "a flow log",
         }
     }
 
@@ -108,6 +111,7 @@ impl Kind {
             Kind::TrafficMirrorTarget => "traffic_mirror_target",
             Kind::TrafficMirrorFilter => "traffic_mirror_filter",
             Kind::TrafficMirrorSession => "traffic_mirror_session",
+            Kind::FlowLog => "flow_log",
         }
     }
 }
@@ -451,6 +455,7 @@ fn declared_ids(raw: &RawFile) -> Vec<(&Spanned<String>, Kind, usize)> {
     all.extend(raw.traffic_mirror_target.iter().enumerate().map(|(i, x)| (&x.id, Kind::TrafficMirrorTarget, i)));
     all.extend(raw.traffic_mirror_filter.iter().enumerate().map(|(i, x)| (&x.id, Kind::TrafficMirrorFilter, i)));
     all.extend(raw.traffic_mirror_session.iter().enumerate().map(|(i, x)| (&x.id, Kind::TrafficMirrorSession, i)));
+    all.extend(raw.flow_log.iter().enumerate().map(|(i, x)| (&x.id, Kind::FlowLog, i)));
     if let Some(internet) = &raw.internet {
         all.extend(internet.hosts.iter().enumerate().map(|(i, x)| (&x.id, Kind::InternetHost, i)));
     }
@@ -508,6 +513,7 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
     let hosts = internet_hosts(&mut c, raw, &vpcs, &mut addresses);
     let uplink = uplink(&mut c, raw, &vpcs);
     let mirrors = mirror::traffic_mirroring(&mut c, raw);
+    let flow_logs = flow_logs::flow_logs(&mut c, raw);
     if !c.problems.is_empty() {
         return Err(c.problems);
     }
@@ -530,7 +536,11 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
         mirrors,
     };
     // Every value was checked above, so a `None` here is a bug in this module.
-    sections.model(raw).ok_or_else(|| {
+    let model = sections.model(raw).and_then(|mut m| {
+        m.flow_logs = flow_logs.into_iter().collect::<Option<Vec<_>>>()?;
+        Some(m)
+    });
+    model.ok_or_else(|| {
         vec![Problem {
             file: file.to_string(),
             line: 0,
@@ -1927,6 +1937,7 @@ impl Sections {
             traffic_mirror_targets: self.mirrors.targets(raw)?,
             traffic_mirror_filters: self.mirrors.filters(raw)?,
             traffic_mirror_sessions: self.mirrors.sessions(raw)?,
+            flow_logs: Vec::new(),
         })
     }
 

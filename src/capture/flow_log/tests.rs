@@ -1,0 +1,284 @@
+use std::net::Ipv4Addr;
+
+use crossbeam_channel::Receiver;
+
+use super::format::*;
+use super::*;
+use crate::capture::Seen;
+use crate::model::{EniIdx, Mac, Model};
+use crate::packet::{build, TcpFlags};
+use crate::pipeline::{DropReason, Verdict};
+use crate::topology;
+
+const WEB: usize = 0; // eni-web, 10.0.1.10 (secondary 10.0.1.11)
+const APP: usize = 1; // eni-app, 10.0.2.10
+
+fn lab(flow_logs: &str) -> Model {
+    let text = format!("{}\n{flow_logs}", topology::DEFAULT_TOPOLOGY);
+    topology::parse(&text, "flows.toml").unwrap()
+}
+
+fn ip(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+/// Flow logs of `m` in a data plane whose clock says `now`, with their records' queue.
+fn flow_logs(m: &Model, now: u64) -> (FlowLogs, Receiver<Msg>, Vec<String>) {
+    let (tx, rx) = crossbeam_channel::bounded(64);
+    let mut f = FlowLogs::default();
+    f.set_sink(tx);
+    let mut ports: Vec<String> = m.enis.iter().map(|e| e.id.clone()).collect();
+    ports.push("internet".into());
+    f.configure(FlowLogConfig::new(m), &ports, now);
+    (f, rx, ports)
+}
+
+fn lines(rx: &Receiver<Msg>) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Ok(Msg::Batch(b)) = rx.try_recv() {
+        out.extend(b.iter().map(Record::line));
+    }
+    out
+}
+
+fn tcp(src: &str, dst: &str, sport: u16, dport: u16, flags: TcpFlags, payload: &[u8]) -> Vec<u8> {
+    build::tcp(Mac([2; 6]), Mac([4; 6]), ip(src), ip(dst), sport, dport, flags, payload)
+}
+
+fn udp(src: &str, dst: &str, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    build::udp(Mac([2; 6]), Mac([4; 6]), ip(src), ip(dst), sport, dport, payload)
+}
+
+/// One frame read from `from` with `verdict`, the same bytes as read and as written.
+fn feed(f: &mut FlowLogs, ports: &[String], from: usize, verdict: Verdict, frame: &[u8], now: u64) {
+    let seen = Seen { from, verdict, input: frame, output: frame, input_len: frame.len() };
+    f.record(&seen, ports.len() - 1, now);
+}
+
+const ALL_FIELDS: &str = "${version} ${interface-id} ${srcaddr} ${dstaddr} ${srcport} ${dstport} ${protocol} \
+${packets} ${bytes} ${start} ${end} ${action} ${log-status} ${vpc-id} ${subnet-id} ${instance-id} ${tcp-flags} \
+${type} ${pkt-srcaddr} ${pkt-dstaddr} ${region} ${az-id} ${sublocation-type} ${sublocation-id} \
+${pkt-src-aws-service} ${pkt-dst-aws-service} ${flow-direction} ${traffic-path}";
+
+#[test]
+fn formats_parse_and_name_their_version() {
+    assert_eq!(header(DEFAULT_FORMAT), "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status");
+    assert_eq!(format_version(DEFAULT_FORMAT), 2);
+    let f = parse_format("${version} ${vpc-id}").unwrap();
+    assert_eq!(format_version(&f), 3);
+    assert_eq!(format_version(&parse_format("${az-id}").unwrap()), 4);
+    assert_eq!(format_version(&parse_format(ALL_FIELDS).unwrap()), 5);
+    assert_eq!(parse_format(ALL_FIELDS).unwrap().len(), Field::ALL.len() - 1, "all but account-id");
+    assert!(parse_format("${nope}").unwrap_err().contains("`nope` is not a flow log field"));
+    assert!(parse_format("version").unwrap_err().contains("${name}"));
+    assert!(parse_format("${action} ${action}").unwrap_err().contains("twice"));
+    assert!(parse_format("  ").unwrap_err().contains("at least one"));
+    assert!(parse_format(&"${action} ".repeat(1000)).unwrap_err().contains("at most"));
+}
+
+#[test]
+fn tcp_flags_follow_aws() {
+    assert_eq!(aws_tcp_flags(0x02), 2, "SYN");
+    assert_eq!(aws_tcp_flags(0x12), 18, "SYN-ACK");
+    assert_eq!(aws_tcp_flags(0x10), 0, "ACK alone");
+    assert_eq!(aws_tcp_flags(0x18), 0, "PSH-ACK");
+    assert_eq!(aws_tcp_flags(0x11), 1, "FIN-ACK");
+    assert_eq!(aws_tcp_flags(0x14), 4, "RST-ACK");
+}
+
+#[test]
+fn zones_give_region_and_zone_id() {
+    assert_eq!(region_of("us-east-1a").as_deref(), Some("us-east-1"));
+    assert_eq!(az_id_of("us-east-1a").as_deref(), Some("use1-az1"));
+    assert_eq!(az_id_of("eu-west-2c").as_deref(), Some("euw2-az3"));
+    assert_eq!(region_of("az-a"), None);
+}
+
+#[test]
+fn a_flow_is_one_record_per_interval_with_counts_and_nodata_for_the_quiet() {
+    let m = lab(r#"
+[[flow_log]]
+id = "fl-vpc"
+resource = "vpc-main"
+traffic_type = "ALL"
+destination = "flows.log"
+max_aggregation_interval = 60
+"#);
+    let t0 = 1_700_000_040; // a multiple of 60
+    let (mut f, rx, ports) = flow_logs(&m, t0 + 1);
+    let a = udp("10.0.1.10", "10.0.2.10", 4000, 5000, &[0; 10]);
+    let b = udp("10.0.1.10", "10.0.2.10", 4000, 5000, &[0; 100]);
+    feed(&mut f, &ports, WEB, Verdict::Forward(EniIdx(APP as u32)), &a, t0 + 5);
+    feed(&mut f, &ports, WEB, Verdict::Forward(EniIdx(APP as u32)), &b, t0 + 9);
+    f.tick(t0 + 30);
+    assert!(lines(&rx).is_empty(), "nothing before the interval closes");
+    f.tick(t0 + 60);
+    let mut got = lines(&rx);
+    got.sort();
+    let ip_bytes = (a.len() - 14 + b.len() - 14) as u64;
+    let want_app =
+        format!("2 123456789012 eni-app 10.0.1.10 10.0.2.10 4000 5000 17 2 {ip_bytes} {} {} ACCEPT OK", t0 + 5, t0 + 9);
+    let want_web =
+        format!("2 123456789012 eni-web 10.0.1.10 10.0.2.10 4000 5000 17 2 {ip_bytes} {} {} ACCEPT OK", t0 + 5, t0 + 9);
+    assert!(got.contains(&want_app), "{got:#?}");
+    assert!(got.contains(&want_web), "{got:#?}");
+    let nodata = format!("2 123456789012 eni-standby - - - - - - - {t0} {} - NODATA", t0 + 60);
+    assert!(got.contains(&nodata), "{got:#?}");
+    // Every other ENI of the VPC had no traffic.
+    assert_eq!(got.iter().filter(|l| l.ends_with("NODATA")).count(), m.enis.len() - 2, "{got:#?}");
+    // The next interval starts empty: only NODATA.
+    f.tick(t0 + 120);
+    assert!(lines(&rx).iter().all(|l| l.ends_with("NODATA")));
+}
+
+#[test]
+fn refused_traffic_is_reject_and_a_flow_with_both_gets_one_record_of_each() {
+    let m = lab(r#"
+[[flow_log]]
+id = "fl-app"
+resource = "eni-app"
+traffic_type = "ALL"
+destination = "app.log"
+log_format = "${interface-id} ${srcaddr} ${dstport} ${packets} ${action} ${tcp-flags} ${flow-direction} ${traffic-path}"
+max_aggregation_interval = 1
+"#);
+    let (mut f, rx, ports) = flow_logs(&m, 100);
+    let syn = tcp("10.0.1.10", "10.0.2.10", 40000, 22, TcpFlags::SYN, &[]);
+    let to_app = EniIdx(APP as u32);
+    feed(&mut f, &ports, WEB, Verdict::DropAt(DropReason::SecurityGroupIngress, to_app), &syn, 100);
+    feed(&mut f, &ports, WEB, Verdict::DropAt(DropReason::SecurityGroupIngress, to_app), &syn, 100);
+    feed(&mut f, &ports, WEB, Verdict::Forward(to_app), &syn, 100);
+    // The answer leaves app: egress, same VPC.
+    let synack = tcp("10.0.2.10", "10.0.1.10", 22, 40000, TcpFlags::SYN | TcpFlags::ACK, &[]);
+    feed(&mut f, &ports, APP, Verdict::Forward(EniIdx(WEB as u32)), &synack, 100);
+    // Sent by app, refused by its own group.
+    let out = udp("10.0.2.10", "198.51.100.10", 5, 53, &[1]);
+    feed(&mut f, &ports, APP, Verdict::Drop(DropReason::SecurityGroupEgress), &out, 100);
+    // Dropped for another reason: not logged.
+    feed(&mut f, &ports, APP, Verdict::Drop(DropReason::NoRoute), &udp("10.0.2.10", "8.8.8.8", 5, 6, &[]), 100);
+    f.tick(101);
+    let mut got = lines(&rx);
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            "eni-app 10.0.1.10 22 1 ACCEPT 2 ingress -",
+            "eni-app 10.0.1.10 22 2 REJECT 2 ingress -",
+            "eni-app 10.0.2.10 40000 1 ACCEPT 18 egress 1",
+            "eni-app 10.0.2.10 53 1 REJECT 0 egress -",
+        ]
+    );
+}
+
+#[test]
+fn secondary_addresses_show_as_the_primary_and_pkt_fields_as_sent() {
+    let m = lab(r#"
+[[flow_log]]
+id = "fl-web"
+resource = "eni-web"
+traffic_type = "ACCEPT"
+destination = "web.log"
+log_format = "${version} ${srcaddr} ${dstaddr} ${pkt-srcaddr} ${pkt-dstaddr} ${flow-direction} ${vpc-id} ${subnet-id} ${instance-id} ${type} ${region} ${sublocation-id}"
+max_aggregation_interval = 1
+"#);
+    let (mut f, rx, ports) = flow_logs(&m, 100);
+    let out = udp("10.0.1.11", "10.0.2.10", 7, 8, &[]);
+    feed(&mut f, &ports, WEB, Verdict::Forward(EniIdx(APP as u32)), &out, 100);
+    let back = udp("10.0.2.10", "10.0.1.11", 8, 7, &[]);
+    feed(&mut f, &ports, APP, Verdict::Forward(EniIdx(WEB as u32)), &back, 100);
+    // REJECT is not kept by an ACCEPT flow log.
+    feed(&mut f, &ports, APP, Verdict::DropAt(DropReason::NetworkAclIngress, EniIdx(WEB as u32)), &back, 100);
+    f.tick(102);
+    let mut got = lines(&rx);
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            "5 10.0.1.10 10.0.2.10 10.0.1.11 10.0.2.10 egress vpc-main subnet-public web IPv4 - -",
+            "5 10.0.2.10 10.0.1.10 10.0.2.10 10.0.1.11 ingress vpc-main subnet-public web IPv4 - -",
+        ]
+    );
+}
+
+#[test]
+fn the_fabric_s_own_services_are_not_logged() {
+    let m = lab(r#"
+[[flow_log]]
+id = "fl-web"
+resource = "eni-web"
+traffic_type = "ALL"
+destination = "web.log"
+max_aggregation_interval = 1
+"#);
+    let (mut f, rx, ports) = flow_logs(&m, 100);
+    for dst in ["10.0.0.2", "10.0.1.1", "10.0.1.2", "169.254.169.254", "169.254.169.123"] {
+        feed(&mut f, &ports, WEB, Verdict::ToInternet, &udp("10.0.1.10", dst, 5, 53, &[]), 100);
+    }
+    feed(&mut f, &ports, WEB, Verdict::ToInternet, &udp("10.0.1.10", "198.51.100.10", 68, 67, &[]), 100);
+    f.tick(101);
+    let got = lines(&rx);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].ends_with("NODATA"), "{got:?}");
+}
+
+#[test]
+fn a_full_table_gives_skipdata_and_every_record_is_written_at_the_end() {
+    let m = lab(r#"
+[[flow_log]]
+id = "fl-web"
+resource = "eni-web"
+traffic_type = "ALL"
+destination = "web.log"
+log_format = "${interface-id} ${srcport} ${log-status}"
+"#);
+    let (mut f, rx, ports) = flow_logs(&m, 600);
+    for p in 0..=MAX_FLOWS as u32 {
+        let frame = udp("10.0.1.10", "198.51.100.10", (p % 60000) as u16, 1 + (p / 60000) as u16, &[]);
+        feed(&mut f, &ports, WEB, Verdict::ToInternet, &frame, 601);
+    }
+    f.close_all(700);
+    let got = lines(&rx);
+    assert_eq!(got.len(), MAX_FLOWS + 1, "every flow that fitted, and one SKIPDATA");
+    assert_eq!(got.iter().filter(|l| l.ends_with("SKIPDATA")).count(), 1);
+    assert!(got.contains(&"eni-web - SKIPDATA".to_string()));
+}
+
+#[test]
+fn a_live_change_keeps_flow_logs_by_id_and_writes_the_removed_ones() {
+    let one = r#"
+[[flow_log]]
+id = "fl-web"
+resource = "eni-web"
+traffic_type = "ALL"
+destination = "web.log"
+log_format = "${interface-id} ${packets} ${log-status}"
+max_aggregation_interval = 60
+"#;
+    let two = r#"
+[[flow_log]]
+id = "fl-app"
+resource = "eni-app"
+traffic_type = "ALL"
+destination = "app.log"
+log_format = "${interface-id} ${packets} ${log-status}"
+max_aggregation_interval = 60
+"#;
+    let (mut f, rx, ports) = flow_logs(&lab(&format!("{one}{two}")), 60);
+    let frame = udp("10.0.1.10", "10.0.2.10", 1, 2, &[]);
+    feed(&mut f, &ports, WEB, Verdict::Forward(EniIdx(APP as u32)), &frame, 61);
+    // fl-app goes: its flow is written now; fl-web keeps counting the same flow.
+    f.configure(FlowLogConfig::new(&lab(one)), &ports, 62);
+    assert_eq!(lines(&rx), vec!["eni-app 1 OK"]);
+    feed(&mut f, &ports, WEB, Verdict::Forward(EniIdx(APP as u32)), &frame, 63);
+    f.tick(120);
+    assert_eq!(lines(&rx), vec!["eni-web 2 OK"]);
+    // Ports reordered by a swap: coverage follows the ENI id.
+    let mut moved = ports.clone();
+    moved.swap(WEB, APP);
+    f.rekey_ports(&moved);
+    assert!(f.watches(APP) && !f.watches(WEB));
+    // No flow log left: inactive, and the interval in progress is written.
+    f.configure(FlowLogConfig::new(&lab("")), &moved, 130);
+    assert!(!f.is_active());
+    assert_eq!(lines(&rx), vec!["eni-web - NODATA"]);
+}

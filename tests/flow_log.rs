@@ -1,0 +1,244 @@
+//! VPC Flow Logs on a real lab: real traffic (ping, UDP from a secondary address, a TCP connect
+//! refused by a group), records checked field by field, files read back with the Python package
+//! `flowlogs-reader` (installed in `.venv` by scripts/install-deps.sh), a live flow log added by
+//! `apply`, and the records of a long interval written at `down`.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+/// eni-b1 refuses everything but ICMP and UDP 5000 from the VPC.
+const GROUP: &str = r#"
+[[security_group]]
+id = "sg-b1"
+vpc = "vpc-test"
+ingress = [
+  { protocol = "icmp", source = "10.0.0.0/16" },
+  { protocol = "udp", ports = "5000", source = "10.0.0.0/16" },
+]
+"#;
+
+const CUSTOM: &str = "${version} ${interface-id} ${srcaddr} ${dstaddr} ${srcport} ${dstport} ${protocol} ${packets} \
+${bytes} ${start} ${end} ${action} ${log-status} ${vpc-id} ${subnet-id} ${instance-id} ${tcp-flags} ${type} \
+${pkt-srcaddr} ${pkt-dstaddr} ${flow-direction} ${traffic-path}";
+
+fn flow_logs(dir: &str) -> String {
+    format!(
+        r#"
+[[flow_log]]
+id = "fl-b1"
+resource = "eni-b1"
+traffic_type = "ALL"
+destination = "{dir}/b1.log"
+max_aggregation_interval = 1
+account_id = "111122223333"
+
+[[flow_log]]
+id = "fl-subnet-a"
+resource = "subnet-a"
+traffic_type = "ALL"
+destination = "{dir}/a.log"
+log_format = "{CUSTOM}"
+max_aggregation_interval = 1
+
+[[flow_log]]
+id = "fl-long"
+resource = "eni-b1"
+traffic_type = "ACCEPT"
+destination = "{dir}/long.log"
+max_aggregation_interval = 600
+"#
+    )
+}
+
+fn topology(dir: &str) -> String {
+    let enis =
+        TWO_SUBNETS.replace("private_ip = \"10.0.2.10\"", "private_ip = \"10.0.2.10\"\nsecurity_groups = [\"sg-b1\"]");
+    format!("{enis}{GROUP}{}", flow_logs(dir))
+}
+
+/// The record lines of a flow log file (the header left out).
+fn records(path: &Path) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines().skip(1).map(|l| l.split(' ').map(str::to_string).collect()).collect()
+}
+
+/// Sum of `packets` (or any numeric column) over the records matching `keep`.
+fn sum(recs: &[Vec<String>], col: usize, keep: impl Fn(&[String]) -> bool) -> u64 {
+    recs.iter().filter(|r| keep(r)).map(|r| r[col].parse::<u64>().unwrap_or(0)).sum()
+}
+
+/// Reads a file with flowlogs-reader's `FlowRecord`: the header names the fields, as its S3
+/// reader does; each record comes back as JSON.
+fn read_with_flowlogs_reader(path: &Path) -> Vec<serde_json::Value> {
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(python.exists(), "run scripts/install-deps.sh: it installs flowlogs-reader in .venv");
+    let script = r#"
+import json, sys
+from flowlogs_reader import FlowRecord
+lines = open(sys.argv[1]).read().splitlines()
+fields = [f.replace('-', '_') for f in lines[0].split()]
+out = []
+for line in lines[1:]:
+    r = FlowRecord(dict(zip(fields, line.split())))
+    if fields[:14] == ['version', 'account_id', 'interface_id', 'srcaddr', 'dstaddr', 'srcport', 'dstport',
+                       'protocol', 'packets', 'bytes', 'start', 'end', 'action', 'log_status']:
+        assert FlowRecord.from_cwl_event({'message': line}) == r
+    d = r.to_dict()
+    d['start'] = int(d['start'].timestamp()) if 'start' in d else None
+    d['end'] = int(d['end'].timestamp()) if 'end' in d else None
+    out.append(d)
+print(json.dumps(out))
+"#;
+    let out = Command::new(python).args(["-c", script, path.to_str().unwrap()]).output().expect("python runs");
+    assert!(out.status.success(), "flowlogs-reader failed: {}", text(&out));
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
+#[test]
+fn flow_logs_record_real_traffic_as_aws_writes_it() {
+    require_root();
+    let dir = format!("{}-flows", lab_name("fl"));
+    let abs_dir = std::env::temp_dir().join(&dir);
+    let _ = std::fs::remove_dir_all(&abs_dir);
+    let lab = TestLab::up("fl", &topology(&dir));
+    let (b1_log, a_log, long_log) = (abs_dir.join("b1.log"), abs_dir.join("a.log"), abs_dir.join("long.log"));
+
+    // ICMP: three echoes a1 -> b1 and their replies.
+    let ping = lab.exec("a1", &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.2.10"]);
+    assert!(ping.status.success(), "{}", text(&ping));
+    // UDP: four datagrams of 100 bytes from a1's secondary address, one flow.
+    in_ns(&lab.ns("a1"), || {
+        let s = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, 11), 40500)).unwrap();
+        for _ in 0..4 {
+            s.send_to(&[7u8; 100], SocketAddrV4::new(Ipv4Addr::new(10, 0, 2, 10), 5000)).unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+    // TCP to port 22: refused by sg-b1, the SYN is retransmitted until the connect gives up.
+    let refused = tcp_connect(&lab.ns("a1"), SocketAddrV4::new(Ipv4Addr::new(10, 0, 2, 10), 22), 2);
+    assert!(refused.is_err(), "sg-b1 allows no TCP");
+
+    // Default format, b1's side: ICMP in and out, UDP in (as delivered), the refused SYNs.
+    let b1_has_all = || {
+        let r = records(&b1_log);
+        let icmp_in = sum(&r, 8, |x| x[7] == "1" && x[3] == "10.0.1.10" && x[12] == "ACCEPT");
+        let icmp_out = sum(&r, 8, |x| x[7] == "1" && x[4] == "10.0.1.10" && x[12] == "ACCEPT");
+        let udp_in = sum(&r, 8, |x| x[7] == "17" && x[6] == "5000");
+        let rejected = sum(&r, 8, |x| x[7] == "6" && x[12] == "REJECT");
+        icmp_in == 3 && icmp_out == 3 && udp_in == 4 && rejected >= 1
+    };
+    assert!(eventually(20, b1_has_all), "b1.log:\n{}", std::fs::read_to_string(&b1_log).unwrap_or_default());
+    let text_b1 = std::fs::read_to_string(&b1_log).unwrap();
+    assert_eq!(
+        text_b1.lines().next().unwrap(),
+        "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status"
+    );
+    let r = records(&b1_log);
+    for rec in &r {
+        assert_eq!(rec.len(), 14, "{rec:?}");
+        assert_eq!((rec[0].as_str(), rec[1].as_str(), rec[2].as_str()), ("2", "111122223333", "eni-b1"));
+        assert!(["OK", "NODATA"].contains(&rec[13].as_str()), "{rec:?}");
+    }
+    let udp = r.iter().find(|x| x[7] == "17" && x[6] == "5000").unwrap();
+    assert_eq!(
+        &udp[3..7],
+        ["10.0.1.11", "10.0.2.10", "40500", "5000"],
+        "the sender's secondary, as delivered: {udp:?}"
+    );
+    assert_eq!(sum(&r, 9, |x| x[7] == "17" && x[6] == "5000"), 4 * 128, "bytes are IP packets: 20 + 8 + 100");
+    let syn = r.iter().find(|x| x[7] == "6" && x[12] == "REJECT").unwrap();
+    assert_eq!((syn[3].as_str(), syn[4].as_str(), syn[6].as_str()), ("10.0.1.10", "10.0.2.10", "22"), "{syn:?}");
+    let (start, end): (u64, u64) = (syn[10].parse().unwrap(), syn[11].parse().unwrap());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert!(start <= end && end <= now && now - start < 120, "start {start} end {end} now {now}");
+    // The group let no TCP through, either way.
+    assert!(!r.iter().any(|x| x[7] == "6" && x[12] == "ACCEPT"), "{r:?}");
+
+    // Custom format, subnet A: a1's side shows its primary address with the packet's own in
+    // pkt-srcaddr, version 5 fields, and NODATA for the idle a2.
+    let a_has_all = || {
+        let r = records(&a_log);
+        let udp = sum(&r, 7, |x| x[1] == "eni-a1" && x[6] == "17" && x[5] == "5000");
+        let tcp = sum(&r, 7, |x| x[1] == "eni-a1" && x[6] == "6" && x[5] == "22");
+        let nodata = r.iter().any(|x| x[1] == "eni-a2" && x[12] == "NODATA");
+        udp == 4 && tcp >= 1 && nodata
+    };
+    assert!(eventually(20, a_has_all), "a.log:\n{}", std::fs::read_to_string(&a_log).unwrap_or_default());
+    let r = records(&a_log);
+    let udp = r.iter().find(|x| x[1] == "eni-a1" && x[6] == "17" && x[5] == "5000").unwrap();
+    assert_eq!(udp[0], "5", "version: the highest among the fields");
+    assert_eq!(&udp[2..5], ["10.0.1.10", "10.0.2.10", "40500"], "srcaddr is the primary: {udp:?}");
+    assert_eq!(&udp[13..16], ["vpc-test", "subnet-a", "a1"]);
+    assert_eq!(&udp[16..22], ["0", "IPv4", "10.0.1.11", "10.0.2.10", "egress", "1"], "{udp:?}");
+    let syn = r.iter().find(|x| x[1] == "eni-a1" && x[6] == "6").unwrap();
+    assert_eq!((syn[11].as_str(), syn[16].as_str()), ("ACCEPT", "2"), "the SYN left a1; tcp-flags SYN: {syn:?}");
+    let nodata = r.iter().find(|x| x[1] == "eni-a2").unwrap();
+    assert_eq!(&nodata[2..9], ["-", "-", "-", "-", "-", "-", "-"], "{nodata:?}");
+    assert_eq!((nodata[11].as_str(), nodata[12].as_str()), ("-", "NODATA"));
+    assert!(!r.iter().any(|x| x[1] == "eni-b1"), "subnet A's flow log covers subnet A only");
+
+    // flowlogs-reader reads both files (a snapshot of each: NODATA lines keep coming).
+    let snapshot = |p: &Path| {
+        let copy = p.with_extension("snapshot");
+        std::fs::copy(p, &copy).unwrap();
+        copy
+    };
+    let b1_copy = snapshot(&b1_log);
+    let parsed = read_with_flowlogs_reader(&b1_copy);
+    assert_eq!(parsed.len(), records(&b1_copy).len());
+    let rej = parsed.iter().find(|p| p["action"] == "REJECT").unwrap();
+    assert_eq!((rej["dstport"].as_u64(), rej["protocol"].as_u64()), (Some(22), Some(6)), "{rej}");
+    assert_eq!(rej["interface_id"], "eni-b1");
+    let parsed = read_with_flowlogs_reader(&snapshot(&a_log));
+    let u = parsed.iter().find(|p| p["protocol"] == 17 && p["dstport"] == 5000).unwrap();
+    assert_eq!((u["pkt_srcaddr"].as_str(), u["srcaddr"].as_str()), (Some("10.0.1.11"), Some("10.0.1.10")), "{u}");
+    assert_eq!(
+        (u["flow_direction"].as_str(), u["traffic_path"].as_u64(), u["version"].as_u64()),
+        (Some("egress"), Some(1), Some(5))
+    );
+    assert!(parsed.iter().any(|p| p["log_status"] == "NODATA" && p["interface_id"] == "eni-a2"));
+
+    // Live: a flow log added by `apply` records a2's ping; changing one in place is refused.
+    let live = format!(
+        "name = \"{}\"\n{}\n[[flow_log]]\nid = \"fl-a2\"\nresource = \"eni-a2\"\ntraffic_type = \"ACCEPT\"\ndestination = \"{dir}/a2.log\"\nmax_aggregation_interval = 1\n",
+        lab.name,
+        topology(&dir)
+    );
+    let live_file = std::env::temp_dir().join(format!("{}-live.toml", lab.name));
+    std::fs::write(&live_file, &live).unwrap();
+    let applied = vpclab(&["apply", live_file.to_str().unwrap(), "--lab", &lab.name]);
+    assert!(applied.status.success(), "{}", text(&applied));
+    assert!(text(&applied).contains("CreateFlowLogs fl-a2"), "{}", text(&applied));
+    assert!(lab.ping("a2", "10.0.1.10").status.success());
+    let a2_log = abs_dir.join("a2.log");
+    let a2_pings = || sum(&records(&a2_log), 8, |x| x[7] == "1" && x[3] == "10.0.1.20") == 2;
+    assert!(eventually(20, a2_pings), "a2.log:\n{}", std::fs::read_to_string(&a2_log).unwrap_or_default());
+    let changed =
+        live.replace("traffic_type = \"ACCEPT\"\ndestination = \"", "traffic_type = \"ALL\"\ndestination = \"");
+    std::fs::write(&live_file, changed).unwrap();
+    let refused = vpclab(&["apply", live_file.to_str().unwrap(), "--lab", &lab.name]);
+    assert!(
+        !refused.status.success() && text(&refused).contains("flow log fl-a2 cannot be changed in place"),
+        "{}",
+        text(&refused)
+    );
+    let _ = std::fs::remove_file(&live_file);
+
+    // The 600 s interval has not closed: its records are written at `down`, none lost.
+    assert!(records(&long_log).is_empty(), "{:?}", records(&long_log));
+    let down = vpclab(&["down", &lab.name]);
+    assert!(down.status.success(), "{}", text(&down));
+    let r = records(&long_log);
+    assert_eq!(sum(&r, 8, |x| x[7] == "17" && x[6] == "5000"), 4, "{r:?}");
+    assert_eq!(sum(&r, 8, |x| x[7] == "1" && x[3] == "10.0.1.10"), 3, "three echoes in: {r:?}");
+    assert_eq!(sum(&r, 8, |x| x[7] == "1" && x[4] == "10.0.1.10"), 3, "three replies out: {r:?}");
+    assert!(!r.iter().any(|x| x[12] == "REJECT"), "an ACCEPT flow log keeps no REJECT: {r:?}");
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&abs_dir);
+}

@@ -230,6 +230,23 @@ fn flow_logs_record_real_traffic_as_aws_writes_it() {
     );
     let _ = std::fs::remove_file(&live_file);
 
+    // `status` and `metrics` count what each flow log wrote: at least the lines read above.
+    let written = |id: &str| -> u64 {
+        let s = lab.status();
+        let f = s["flow_logs"].as_array().unwrap().iter().find(|f| f["id"] == id).cloned().expect("flow log in status");
+        assert_eq!(f["dropped"].as_u64(), Some(0), "{f}");
+        f["written"].as_u64().unwrap()
+    };
+    assert!(written("fl-a2") >= 2, "status: {}", lab.status());
+    let metrics = text(&vpclab(&["metrics", "--lab", &lab.name]));
+    assert!(
+        metrics.lines().any(|l| l.starts_with(&format!(
+            "vpclab_flow_log_records_written_total{{lab=\"{}\",flow_log=\"fl-a2\"}} ",
+            lab.name
+        ))),
+        "{metrics}"
+    );
+
     // The 600 s interval has not closed: its records are written at `down`, none lost.
     assert!(records(&long_log).is_empty(), "{:?}", records(&long_log));
     let down = vpclab(&["down", &lab.name]);

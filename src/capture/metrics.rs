@@ -328,6 +328,13 @@ impl Collector for Snapshot {
                 (format!("vpclab_nat_gateway_{suffix}"), format!("CloudWatch AWS/NATGateway {aws}: {what}"));
             family(&mut encoder, &name, kind, &help, samples)?;
         }
+        let per_log = |get: fn(&crate::capture::flow_log::FlowLogStats) -> u64| {
+            status.flow_logs.iter().map(move |f| (vec![("lab", lab), ("flow_log", f.id.as_str())], get(f)))
+        };
+        let help = "flow log records written to the flow log's file";
+        family(&mut encoder, "vpclab_flow_log_records_written", MetricType::Counter, help, per_log(|f| f.written))?;
+        let help = "flow log records lost (the writer's queue was full, or the file could not be written)";
+        family(&mut encoder, "vpclab_flow_log_records_dropped", MetricType::Counter, help, per_log(|f| f.dropped))?;
         Ok(())
     }
 }
@@ -493,6 +500,7 @@ mod tests {
                 ports: "1024-65535".into(),
             }],
             traffic_mirror_sessions: vec![],
+            flow_logs: vec![crate::capture::flow_log::FlowLogStats { id: "fl-web".into(), written: 12, dropped: 1 }],
         };
         let stats = PipelineStats {
             conntrack: vec![TableSize { entries: 3, max_entries: 10 }, TableSize { entries: 0, max_entries: 65536 }],
@@ -539,6 +547,8 @@ mod tests {
             (r#"vpclab_nat_gateway_active_connection_count{lab="demo",nat_gateway="nat-main"}"#.into(), 2),
             (r#"vpclab_nat_gateway_bytes_out_to_destination_total{lab="demo",nat_gateway="nat-main"}"#.into(), 1234),
             (r#"vpclab_nat_gateway_idle_timeout_count_total{lab="demo",nat_gateway="nat-main"}"#.into(), 0),
+            (r#"vpclab_flow_log_records_written_total{lab="demo",flow_log="fl-web"}"#.into(), 12),
+            (r#"vpclab_flow_log_records_dropped_total{lab="demo",flow_log="fl-web"}"#.into(), 1),
         ] {
             assert_eq!(line_of(&text, &format!("{prefix} ")), format!("{prefix} {value}"));
         }

@@ -170,6 +170,9 @@ pub struct LabStatus {
     /// Every traffic mirror session with its copies mirrored and refused.
     #[serde(default)]
     pub traffic_mirror_sessions: Vec<crate::capture::mirror::SessionStats>,
+    /// What each flow log wrote and lost (empty when the lab has none).
+    #[serde(default)]
+    pub flow_logs: Vec<crate::capture::flow_log::FlowLogStats>,
 }
 
 /// A NAT gateway as `status` shows it.
@@ -326,6 +329,7 @@ impl LabStatus {
             routes: route_status(model),
             nat_gateways,
             traffic_mirror_sessions: Vec::new(),
+            flow_logs: Vec::new(),
         }
     }
 }
@@ -366,6 +370,9 @@ pub fn status_of(model: &Model, handle: &Handle) -> std::io::Result<LabStatus> {
     add_kernel_drops(model, &mut status);
     if !model.traffic_mirror_sessions.is_empty() {
         status.traffic_mirror_sessions = handle.ask(Duration::from_secs(5), Command::MirrorStats)?;
+    }
+    if !model.flow_logs.is_empty() {
+        status.flow_logs = handle.ask(Duration::from_secs(5), Command::FlowLogStats)?;
     }
     Ok(status)
 }

@@ -172,6 +172,8 @@ pub enum Command<P = Tap> {
         /// Answered when it is stopped.
         done: Sender<()>,
     },
+    /// Send back what each flow log wrote and lost.
+    FlowLogStats(Sender<Vec<crate::capture::flow_log::FlowLogStats>>),
     /// Send back what each traffic mirror session did (in the model's order).
     MirrorStats(Sender<Vec<SessionStats>>),
     /// Take the lab's flow logs (at start, and after each live change); see [`FlowLogs::configure`].
@@ -393,6 +395,7 @@ impl<P: Port> Dataplane<P> {
                     let _ = done.send(());
                 }
                 Command::MirrorStats(reply) => drop(reply.send(self.mirrors.stats())),
+                Command::FlowLogStats(reply) => drop(reply.send(self.flow_logs.stats())),
                 Command::FlowLogs(config) => {
                     self.flow_logs.configure(*config, &self.pipeline.port_ids(), unix_now());
                 }

@@ -128,6 +128,17 @@ impl EniCtx {
     }
 }
 
+/// What one flow log wrote and lost, for `status` and `metrics`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FlowLogStats {
+    /// The flow log's id.
+    pub id: String,
+    /// Records written to its file.
+    pub written: u64,
+    /// Records lost (the writer's queue was full, or the file could not be written).
+    pub dropped: u64,
+}
+
 /// Every flow log of a model, compiled, with the ENIs each covers.
 #[derive(Debug, Default)]
 pub struct FlowLogConfig {
@@ -306,6 +317,18 @@ impl FlowLogs {
     /// Batches lost because the writer's queue was full.
     pub fn lost_batches(&self) -> u64 {
         self.lost_batches
+    }
+
+    /// What each flow log wrote and lost so far.
+    pub fn stats(&self) -> Vec<FlowLogStats> {
+        self.logs
+            .iter()
+            .map(|l| FlowLogStats {
+                id: l.spec.id.clone(),
+                written: l.spec.written.load(Ordering::Relaxed),
+                dropped: l.spec.dropped.load(Ordering::Relaxed),
+            })
+            .collect()
     }
 
     /// Takes a new configuration (a live change): flow logs that stay (same id, same settings)

@@ -197,8 +197,11 @@ struct Names {
     nats: Vec<String>,
 }
 
-/// The pipeline observer used while captures run: keeps each stage's line (reusing its
-/// strings, so a steady capture does not allocate for them) and the NAT gateway crossed.
+/// The pipeline observer used while captures run: keeps the lines a forwarded frame's comment
+/// needs (the translations, the fabric's answers), reusing their strings, and the NAT gateway
+/// crossed. Other stages' words are not even formatted: a dropped frame is explained afterwards
+/// by a `trace` of it ([`CaptureObserver::explain`]), so a steady capture of forwarded traffic
+/// pays for no text it does not write.
 #[derive(Debug, Default)]
 pub struct CaptureObserver {
     lines: Vec<(Stage, String)>,
@@ -218,8 +221,19 @@ impl CaptureObserver {
     }
 }
 
+impl CaptureObserver {
+    /// Takes a trace's full account of the frame (for a drop: where, why, which rule).
+    pub fn explain(&mut self, rec: crate::pipeline::Recorder) {
+        self.lines = rec.lines;
+        self.used = self.lines.len();
+    }
+}
+
 impl Observer for CaptureObserver {
     fn record(&mut self, stage: Stage, detail: fmt::Arguments<'_>) {
+        if !matches!(stage, Stage::NatGateway | Stage::InternetGateway | Stage::ArpReply) {
+            return;
+        }
         if self.used == self.lines.len() {
             self.lines.push((stage, String::new()));
         }

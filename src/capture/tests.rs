@@ -89,8 +89,17 @@ fn a_forwarded_frame_is_seen_leaving_one_eni_and_reaching_the_other() {
 fn a_drop_says_where_why_in_the_stage_s_words_and_its_code() {
     let (t, rx) = tap(&["eni-b"], 8, true);
     let mut c = captures(t);
-    c.observer.record(Stage::SgEgress, format_args!("new flow allowed by sg-a"));
+    // Forwarding formats no stage's words but the translations' ...
     c.observer.record(Stage::SgIngress, format_args!("drop: no rule of eni-b's security groups allows tcp 22"));
+    assert_eq!(c.observer.lines().count(), 0);
+    // ... a drop is explained by a trace of it, as the data plane does.
+    let rec = crate::pipeline::Recorder {
+        lines: vec![
+            (Stage::SgEgress, "new flow allowed by sg-a".into()),
+            (Stage::SgIngress, "drop: no rule of eni-b's security groups allows tcp 22".into()),
+        ],
+    };
+    c.observer.explain(rec);
     let frame = [0u8; 10];
     let verdict = Verdict::DropAt(DropReason::SecurityGroupIngress, EniIdx(1));
     c.record(&Seen { from: 0, verdict, input: &[], output: &frame, input_len: 10 }, 2);

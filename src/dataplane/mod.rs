@@ -48,6 +48,9 @@ use crate::pipeline::{ConnectionView, DropReason, EniCounters, NoObserver, Obser
 pub use port::{MemPort, Port};
 use tap::{Tap, MAX_FRAME, VNET_HDR_LEN};
 
+/// The largest frame a capture copies to explain it should it be dropped (a jumbo frame).
+const EXPLAINED_FRAME: usize = 9216;
+
 /// Frames read from one TAP before the loop turns to the others.
 pub const BURST: usize = 64;
 
@@ -535,7 +538,9 @@ impl<P: Port> Dataplane<P> {
     #[cold]
     fn handle_captured_frame(&mut self, port: usize, n: usize) {
         let capturing = !self.captures.is_empty();
-        let keep_input = (capturing && self.captures.wants_input(port))
+        // A capture explains a drop with a trace of the frame as read, so it keeps every frame
+        // small enough to copy cheaply (TSO superframes only for a captured sender).
+        let keep_input = (capturing && (n - VNET_HDR_LEN <= EXPLAINED_FRAME || self.captures.wants_input(port)))
             || self.mirrors.is_source(port)
             || self.flow_logs.watches(port);
         self.capture_input.clear();
@@ -548,6 +553,9 @@ impl<P: Port> Dataplane<P> {
             obs.clear();
             let verdict = self.decide(port, n, &mut obs);
             self.captures.observer = obs;
+            if verdict.drop_reason().is_some() && !self.capture_input.is_empty() {
+                self.explain_drop(port);
+            }
             verdict
         } else {
             self.decide(port, n, &mut NoObserver)
@@ -573,6 +581,21 @@ impl<P: Port> Dataplane<P> {
         if self.flow_logs.is_active() {
             self.flow_logs.record(&seen, internet, unix_now());
         }
+    }
+
+    /// Puts a trace's account of the dropped frame as read (kept in `capture_input`) into the
+    /// capture observer: the stage, rule and words that a capture's comment quotes. Trace is
+    /// read-only, and a drop changed nothing it reads, so it tells the same story.
+    #[cold]
+    fn explain_drop(&mut self, port: usize) {
+        let now = self.start.elapsed();
+        let mut frame = self.capture_input.clone();
+        let (_, rec) = if port == self.ports.len() - 1 {
+            self.pipeline.trace_internet(now, &mut frame)
+        } else {
+            self.pipeline.trace(now, EniIdx(port as u32), &mut frame)
+        };
+        self.captures.observer.explain(rec);
     }
 
     /// Sends closed flow log records to `writer` (the forwarder's writer thread).

@@ -947,6 +947,14 @@ fn remove_eni(m: &mut Model, e: EniIdx) {
     for t in &mut m.traffic_mirror_targets {
         t.eni = shift(t.eni);
     }
+    // A flow log of the ENI goes with it (nothing is left for it to log); the others keep
+    // their ENI, whose index shifts.
+    m.flow_logs.retain(|f| f.resource != FlowLogResource::Eni(e));
+    for f in &mut m.flow_logs {
+        if let FlowLogResource::Eni(x) = f.resource {
+            f.resource = FlowLogResource::Eni(shift(x));
+        }
+    }
     for s in &mut m.traffic_mirror_sessions {
         s.source = shift(s.source);
     }

@@ -390,3 +390,26 @@ fn flow_log_refusals_carry_aws_codes() {
     assert_eq!(edit(&with, &delete(&[])).unwrap_err().code, "MissingParameter");
     assert_eq!(code(delete(&["fl-a"])), "InvalidFlowLogId.NotFound");
 }
+
+#[test]
+fn a_terminated_enis_flow_log_goes_with_it_and_the_others_keep_their_eni() {
+    let old = default_lab();
+    let m = edit(&old, &create_flow_log("NetworkInterface", "eni-standby", "s.log", Some("fl-s"))).unwrap().model;
+    let m = edit(&m, &create_flow_log("NetworkInterface", "eni-app-float", "f.log", Some("fl-f"))).unwrap().model;
+    let with = validated(&m).unwrap();
+    let covers = |m: &Model, id: &str| {
+        m.flow_logs.iter().find(|f| f.id == id).map(|f| m.flow_log_resource_id(f.resource).to_string())
+    };
+    // eni-app goes: the indices after it shift, the flow logs still cover their own ENIs.
+    let gone =
+        validated(&edit(&with, &Operation::TerminateInstances { instance_ids: vec!["app".into()] }).unwrap().model)
+            .unwrap();
+    assert_eq!(covers(&gone, "fl-s").as_deref(), Some("eni-standby"));
+    assert_eq!(covers(&gone, "fl-f").as_deref(), Some("eni-app-float"));
+    // eni-standby goes: its flow log with it.
+    let op = Operation::TerminateInstances { instance_ids: vec!["standby".into()] };
+    let gone = validated(&edit(&with, &op).unwrap().model).unwrap();
+    assert_eq!(covers(&gone, "fl-s"), None);
+    assert_eq!(covers(&gone, "fl-f").as_deref(), Some("eni-app-float"));
+    assert!(diff(&with, &gone).unwrap().steps.contains(&"DeleteFlowLogs fl-s".to_string()));
+}

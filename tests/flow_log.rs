@@ -259,3 +259,146 @@ fn flow_logs_record_real_traffic_as_aws_writes_it() {
     drop(lab);
     let _ = std::fs::remove_dir_all(&abs_dir);
 }
+
+/// `vpclab ARGS...` run from `dir` (a relative `--log-destination` is taken from there).
+fn vpclab_in(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).current_dir(dir).output().expect("vpclab runs")
+}
+
+/// The AWS CLI's refusal line, exit 254.
+fn assert_refused(out: &std::process::Output, code: &str, action: &str) {
+    let head = format!("An error occurred ({code}) when calling the {action} operation: ");
+    assert!(
+        out.status.code() == Some(254) && String::from_utf8_lossy(&out.stderr).contains(&head),
+        "expected `{head}`, exit 254:\n{}",
+        text(out)
+    );
+}
+
+#[test]
+fn flow_log_verbs_create_and_delete_flow_logs_live() {
+    require_root();
+    let lab = TestLab::up("flverbs", TWO_SUBNETS);
+    let dir = std::env::temp_dir().join(format!("{}-flows", lab.name));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a1_log, b_log) = (dir.join("a1.log"), dir.join("b.log"));
+    let flow_log_ids = || -> Vec<String> {
+        let s = lab.status();
+        s["flow_logs"].as_array().map_or(vec![], |a| a.iter().map(|f| f["id"].as_str().unwrap().to_string()).collect())
+    };
+    let create = |args: &[&str]| {
+        let mut all = vec!["create-flow-logs", "--lab", &lab.name, "--log-destination-type", "file"];
+        all.extend_from_slice(args);
+        vpclab_in(&dir, &all)
+    };
+
+    // eni-a1, every second, to a path relative to the CLI's directory; the id is generated.
+    let out = create(&[
+        "--resource-ids",
+        "eni-a1",
+        "--resource-type",
+        "NetworkInterface",
+        "--traffic-type",
+        "ALL",
+        "--log-destination",
+        "a1.log",
+        "--max-aggregation-interval",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let id = stdout.lines().find_map(|l| l.strip_prefix("FlowLogIds: ")).expect("FlowLogIds line").to_string();
+    assert!(id.starts_with("fl-") && id.len() == 20, "{stdout}");
+    assert!(
+        stdout.contains(&format!("CreateFlowLogs {id} eni-a1 ALL -> {} every 1 s", a1_log.display())),
+        "the destination is made absolute against the CLI's directory:\n{stdout}"
+    );
+    // subnet B, with an id of our own: the witness that records go on being written.
+    let out = create(&[
+        "--resource-ids",
+        "subnet-b",
+        "--resource-type",
+        "Subnet",
+        "--traffic-type",
+        "ACCEPT",
+        "--log-destination",
+        b_log.to_str().unwrap(),
+        "--max-aggregation-interval",
+        "1",
+        "--flow-log-id",
+        "fl-witness",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("FlowLogIds: fl-witness"), "{}", text(&out));
+    assert_eq!(flow_log_ids(), [id.clone(), "fl-witness".to_string()]);
+
+    // Real traffic is recorded on both sides.
+    assert!(lab.ping("a1", "10.0.2.10").status.success());
+    let a1_pings = || sum(&records(&a1_log), 8, |x| x[7] == "1" && x[3] == "10.0.1.10" && x[12] == "ACCEPT") == 2;
+    assert!(eventually(20, a1_pings), "a1.log:\n{}", std::fs::read_to_string(&a1_log).unwrap_or_default());
+    let b1_pings = || sum(&records(&b_log), 8, |x| x[7] == "1" && x[2] == "eni-b1" && x[3] == "10.0.1.10") == 2;
+    assert!(eventually(20, b1_pings), "b.log:\n{}", std::fs::read_to_string(&b_log).unwrap_or_default());
+
+    // Refusals, each with AWS's code, leave the lab as it was.
+    let export = || text(&vpclab(&["export", &lab.name]));
+    let before = export();
+    assert!(before.contains(&format!("id = \"{id}\"")) && before.contains(&a1_log.display().to_string()), "{before}");
+    let abs = |f: &str| dir.join(f).display().to_string();
+    let (x_log, b_path) = (abs("x.log"), b_log.display().to_string());
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--resource-ids", "eni-nope", "--resource-type", "NetworkInterface"],
+            "InvalidNetworkInterfaceID.NotFound",
+        ),
+        (vec!["--resource-ids", "subnet-nope", "--resource-type", "Subnet"], "InvalidSubnetID.NotFound"),
+        (vec!["--resource-ids", "eni-a2", "--resource-type", "VPC"], "InvalidVpcID.NotFound"),
+        (
+            vec!["--resource-ids", "eni-a2", "--resource-type", "NetworkInterface", "--log-format", "${nope}"],
+            "InvalidParameterValue",
+        ),
+        (
+            vec!["--resource-ids", "eni-a2", "--resource-type", "NetworkInterface", "--flow-log-id", "fl-witness"],
+            "FlowLogAlreadyExists",
+        ),
+    ];
+    for (args, code) in &cases {
+        let mut all = args.clone();
+        all.extend_from_slice(&["--traffic-type", "ALL", "--log-destination", &x_log]);
+        assert_refused(&create(&all), code, "CreateFlowLogs");
+        assert_eq!(export(), before, "{args:?} changed the lab");
+    }
+    let a2 = ["--resource-ids", "eni-a2", "--resource-type", "NetworkInterface"];
+    let bad_traffic = [&a2[..], &["--traffic-type", "all", "--log-destination", &x_log]].concat();
+    assert_refused(&create(&bad_traffic), "InvalidParameterValue", "CreateFlowLogs");
+    let same_file = [&a2[..], &["--traffic-type", "ALL", "--log-destination", &b_path]].concat();
+    assert_refused(&create(&same_file), "FlowLogAlreadyExists", "CreateFlowLogs");
+    let s3 = ["--resource-ids", "eni-a2", "--resource-type", "NetworkInterface", "--traffic-type", "ALL"];
+    let s3 = [&s3[..], &["--log-destination-type", "s3", "--log-destination", "arn:aws:s3:::bucket"]].concat();
+    let mut all = vec!["create-flow-logs", "--lab", &lab.name];
+    all.extend_from_slice(&s3);
+    let out = vpclab(&all);
+    assert_refused(&out, "InvalidParameterValue", "CreateFlowLogs");
+    assert!(text(&out).contains("use `file`"), "{}", text(&out));
+    // One unknown id refuses the whole deletion: the known one stays.
+    let out = vpclab(&["delete-flow-logs", "--lab", &lab.name, "--flow-log-ids", &id, "fl-nope"]);
+    assert_refused(&out, "InvalidFlowLogId.NotFound", "DeleteFlowLogs");
+    assert_eq!(export(), before, "refusals changed the lab");
+    assert_eq!(flow_log_ids(), [id.clone(), "fl-witness".to_string()]);
+    assert!(!dir.join("x.log").exists(), "a refused flow log opened its file");
+
+    // Deleted: a1's next flow is not recorded, while the witness records it at b1.
+    let out = vpclab(&["delete-flow-logs", "--lab", &lab.name, "--flow-log-ids", &id]);
+    assert!(out.status.success() && text(&out).contains(&format!("DeleteFlowLogs {id}")), "{}", text(&out));
+    assert_eq!(flow_log_ids(), ["fl-witness"]);
+    assert!(!export().contains(&id));
+    udp_send(&lab.ns("a1"), None, SocketAddrV4::new(Ipv4Addr::new(10, 0, 2, 10), 6000), &[1u8; 64]);
+    let witnessed = || sum(&records(&b_log), 8, |x| x[7] == "17" && x[6] == "6000") == 1;
+    assert!(eventually(20, witnessed), "b.log:\n{}", std::fs::read_to_string(&b_log).unwrap_or_default());
+    let r = records(&a1_log);
+    assert!(!r.iter().any(|x| x[6] == "6000"), "a deleted flow log wrote a record: {r:?}");
+    assert_eq!(sum(&r, 8, |x| x[7] == "1" && x[3] == "10.0.1.10"), 2, "{r:?}");
+
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -416,6 +416,21 @@ fn control_seeds() -> Vec<(String, String)> {
         },
     ));
     reqs.push(op("stop", Operation::StopInstances { instance_ids: vec!["app".into(), "standby".into()] }));
+    reqs.push(op(
+        "create-flow-logs",
+        Operation::CreateFlowLogs {
+            resource_ids: vec!["subnet-private".into()],
+            resource_type: "Subnet".into(),
+            traffic_type: "REJECT".into(),
+            log_destination_type: "file".into(),
+            log_destination: "/tmp/vpclab-fuzz/private.log".into(),
+            log_format: Some("${version} ${interface-id} ${tcp-flags} ${action}".into()),
+            max_aggregation_interval: Some(60),
+            flow_log_id: Some("fl-private".into()),
+            account_id: None,
+        },
+    ));
+    reqs.push(op("delete-flow-logs", Operation::DeleteFlowLogs { flow_log_ids: vec!["fl-private".into()] }));
     reqs.into_iter()
         .map(|(n, r)| {
             let mut line = serde_json::to_string(&r).unwrap();

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{parse_ip, AwsError};
 use crate::model::{
-    AclAction, AclRule, Cidr, EniIdx, InstanceIdx, InstanceState, Model, PortMatch, PortRange, Protocol, Route,
-    RouteTarget, SgIdx, SgPeer, SgRule,
+    AclAction, AclRule, Cidr, EniIdx, FlowLog, FlowLogResource, InstanceIdx, InstanceState, Model, PortMatch,
+    PortRange, Protocol, Route, RouteTarget, SgIdx, SgPeer, SgRule, SubnetIdx, TrafficType, VpcIdx,
 };
 use crate::packet::IpProto;
 use crate::topology;
@@ -215,6 +215,47 @@ pub enum Operation {
         /// Instances.
         instance_ids: Vec<String>,
     },
+    /// `create-flow-logs`: one flow log, written to a file.
+    CreateFlowLogs {
+        /// What it covers: one ENI, subnet or VPC id (AWS takes several; here each flow log
+        /// writes its own file).
+        resource_ids: Vec<String>,
+        /// `NetworkInterface`, `Subnet` or `VPC`.
+        resource_type: String,
+        /// `ACCEPT`, `REJECT` or `ALL`.
+        traffic_type: String,
+        /// Only `file` (a lab extension: AWS's are `cloud-watch-logs`, `s3`,
+        /// `kinesis-data-firehose`).
+        log_destination_type: String,
+        /// The file, an absolute path.
+        log_destination: String,
+        /// AWS's `${field}` format (default: version 2).
+        log_format: Option<String>,
+        /// Seconds per aggregation interval (default 600).
+        max_aggregation_interval: Option<u32>,
+        /// The flow log's id (a lab extension; default a generated `fl-<hex>`).
+        flow_log_id: Option<String>,
+        /// The account id written in records.
+        account_id: Option<String>,
+    },
+    /// `delete-flow-logs`.
+    DeleteFlowLogs {
+        /// Flow logs.
+        flow_log_ids: Vec<String>,
+    },
+}
+
+/// `create-flow-logs`' parameters, borrowed from the operation.
+struct FlowLogSpec<'a> {
+    resource_ids: &'a [String],
+    resource_type: &'a str,
+    traffic_type: &'a str,
+    log_destination_type: &'a str,
+    log_destination: &'a str,
+    log_format: Option<&'a str>,
+    max_aggregation_interval: Option<u32>,
+    flow_log_id: Option<&'a str>,
+    account_id: Option<&'a str>,
 }
 
 /// An operation's result: the edited model (not yet validated) and the instances to reboot (a
@@ -328,6 +369,45 @@ pub fn edit(model: &Model, op: &Operation) -> Result<Edit, AwsError> {
             for id in instance_ids {
                 terminate(&mut m, id);
             }
+        }
+        Operation::CreateFlowLogs {
+            resource_ids,
+            resource_type,
+            traffic_type,
+            log_destination_type,
+            log_destination,
+            log_format,
+            max_aggregation_interval,
+            flow_log_id,
+            account_id,
+        } => create_flow_log(
+            &mut m,
+            &FlowLogSpec {
+                resource_ids,
+                resource_type,
+                traffic_type,
+                log_destination_type,
+                log_destination,
+                log_format: log_format.as_deref(),
+                max_aggregation_interval: *max_aggregation_interval,
+                flow_log_id: flow_log_id.as_deref(),
+                account_id: account_id.as_deref(),
+            },
+        )?,
+        Operation::DeleteFlowLogs { flow_log_ids } => {
+            if flow_log_ids.is_empty() {
+                return Err(AwsError::new("MissingParameter", "give at least one flow log id"));
+            }
+            // All or nothing: one unknown id refuses the whole change.
+            for id in flow_log_ids {
+                if !m.flow_logs.iter().any(|f| &f.id == id) {
+                    return Err(AwsError::new(
+                        "InvalidFlowLogId.NotFound",
+                        format!("the flow log ID '{id}' does not exist"),
+                    ));
+                }
+            }
+            m.flow_logs.retain(|f| !flow_log_ids.contains(&f.id));
         }
     }
     Ok(Edit { model: m, reboot })
@@ -867,10 +947,108 @@ fn remove_eni(m: &mut Model, e: EniIdx) {
     for t in &mut m.traffic_mirror_targets {
         t.eni = shift(t.eni);
     }
+    // A flow log of the ENI goes with it (nothing is left for it to log); the others keep
+    // their ENI, whose index shifts.
+    m.flow_logs.retain(|f| f.resource != FlowLogResource::Eni(e));
+    for f in &mut m.flow_logs {
+        if let FlowLogResource::Eni(x) = f.resource {
+            f.resource = FlowLogResource::Eni(shift(x));
+        }
+    }
     for s in &mut m.traffic_mirror_sessions {
         s.source = shift(s.source);
     }
     m.enis.remove(e.index());
+}
+
+/// Adds one flow log. What AWS's API checks first is checked here (the resource exists as the
+/// type named, the values are ones AWS takes, no flow log has this id or file); the rest (the
+/// format's fields, the interval's range, the account id) is the topology validation's.
+fn create_flow_log(m: &mut Model, spec: &FlowLogSpec<'_>) -> Result<(), AwsError> {
+    let resource_id = match spec.resource_ids {
+        [one] => one.as_str(),
+        [] => return Err(AwsError::new("MissingParameter", "give the resource to log with --resource-ids")),
+        _ => {
+            return Err(AwsError::invalid(
+                "one resource per flow log in vpclab: each flow log writes its own file (call once per resource)",
+            ))
+        }
+    };
+    if spec.log_destination_type != "file" {
+        return Err(AwsError::invalid(format!(
+            "log destination type `{}` is not supported: vpclab writes flow logs to files only (use `file`)",
+            spec.log_destination_type
+        )));
+    }
+    let resource = match spec.resource_type {
+        "NetworkInterface" => FlowLogResource::Eni(eni(m, resource_id)?),
+        "Subnet" => FlowLogResource::Subnet(m.subnets.iter().position(|s| s.id == resource_id).map_or_else(
+            || Err(AwsError::new("InvalidSubnetID.NotFound", format!("the subnet ID '{resource_id}' does not exist"))),
+            |i| Ok(SubnetIdx(i as u32)),
+        )?),
+        "VPC" => FlowLogResource::Vpc(m.vpcs.iter().position(|v| v.id == resource_id).map_or_else(
+            || Err(AwsError::new("InvalidVpcID.NotFound", format!("the vpc ID '{resource_id}' does not exist"))),
+            |i| Ok(VpcIdx(i as u32)),
+        )?),
+        other => {
+            return Err(AwsError::invalid(format!(
+                "resource type `{other}` is not supported: use NetworkInterface, Subnet or VPC"
+            )))
+        }
+    };
+    let traffic_type = match spec.traffic_type {
+        "ACCEPT" => TrafficType::Accept,
+        "REJECT" => TrafficType::Reject,
+        "ALL" => TrafficType::All,
+        other => return Err(AwsError::invalid(format!("`{other}` is not a traffic type: use ACCEPT, REJECT or ALL"))),
+    };
+    let destination = spec.log_destination;
+    if !std::path::Path::new(destination).is_absolute() {
+        return Err(AwsError::invalid(format!(
+            "log destination `{destination}` is not an absolute path: the lab has no current directory of yours"
+        )));
+    }
+    if let Some(other) = m.flow_logs.iter().find(|f| f.destination == destination) {
+        return Err(AwsError::new(
+            "FlowLogAlreadyExists",
+            format!("flow log {} already writes to `{destination}`: give each flow log its own file", other.id),
+        ));
+    }
+    let id = match spec.flow_log_id {
+        Some(id) if m.flow_logs.iter().any(|f| f.id == id) => {
+            return Err(AwsError::new("FlowLogAlreadyExists", format!("flow log {id} already exists")));
+        }
+        Some(id) => id.to_string(),
+        None => generated_flow_log_id(m, resource_id, destination),
+    };
+    m.flow_logs.push(FlowLog {
+        id,
+        resource,
+        traffic_type,
+        destination: destination.to_string(),
+        log_format: spec.log_format.map(str::to_string),
+        max_aggregation_interval: spec.max_aggregation_interval.unwrap_or(FlowLog::DEFAULT_INTERVAL),
+        account_id: spec.account_id.map(str::to_string),
+    });
+    Ok(())
+}
+
+/// An id like AWS's (`fl-` and 17 hex digits), derived from what the flow log covers and where
+/// it writes (stable, so a plan reads the same twice), never one the lab already uses.
+fn generated_flow_log_id(m: &Model, resource_id: &str, destination: &str) -> String {
+    let file = topology::export(m);
+    let taken = |id: &str| file.contains(&format!("\"{id}\""));
+    (0u32..)
+        .map(|salt| {
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            for b in resource_id.bytes().chain([0]).chain(destination.bytes()).chain(salt.to_le_bytes()) {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+            format!("fl-{:017x}", u128::from(h) << 4 | u128::from(salt & 0xf))
+        })
+        .find(|id| !taken(id))
+        .expect("an unused id")
 }
 
 /// The private IPs of an ENI, for messages.

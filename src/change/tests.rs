@@ -275,3 +275,141 @@ fn flow_logs_are_created_and_deleted_never_modified() {
     let e = diff(&with, &changed).unwrap_err();
     assert!(e.to_string().contains("flow log fl-web cannot be changed in place"), "{e}");
 }
+
+/// A `create-flow-logs` operation with one field changed.
+macro_rules! with {
+    ($op:expr, $field:ident = $v:expr) => {{
+        let mut op = $op;
+        if let Operation::CreateFlowLogs { ref mut $field, .. } = op {
+            *$field = $v;
+        }
+        op
+    }};
+}
+
+/// `create-flow-logs` for `resource` of `kind`, to `/var/log/vpclab/<file>`, as the CLI sends it.
+fn create_flow_log(kind: &str, resource: &str, file: &str, id: Option<&str>) -> Operation {
+    Operation::CreateFlowLogs {
+        resource_ids: vec![resource.into()],
+        resource_type: kind.into(),
+        traffic_type: "ALL".into(),
+        log_destination_type: "file".into(),
+        log_destination: format!("/var/log/vpclab/{file}"),
+        log_format: None,
+        max_aggregation_interval: None,
+        flow_log_id: id.map(str::to_string),
+        account_id: None,
+    }
+}
+
+#[test]
+fn create_flow_logs_plans_the_same_step_as_a_file() {
+    let op = create_flow_log("NetworkInterface", "eni-web", "web.log", Some("fl-web"));
+    let op = with!(op, log_format = Some("${version} ${interface-id} ${action}".into()));
+    let op = with!(op, max_aggregation_interval = Some(60));
+    let op = with!(op, account_id = Some("111122223333".into()));
+    let op = with!(op, traffic_type = "REJECT".into());
+    assert_eq!(
+        plan_of(op),
+        ["CreateFlowLogs fl-web eni-web REJECT -> /var/log/vpclab/web.log every 60 s format `${version} \
+             ${interface-id} ${action}` account 111122223333"]
+    );
+    assert_eq!(
+        plan_of(create_flow_log("Subnet", "subnet-private", "p.log", Some("fl-p"))),
+        ["CreateFlowLogs fl-p subnet-private ALL -> /var/log/vpclab/p.log every 600 s"]
+    );
+    // Without --flow-log-id: an id like AWS's, stable for the same request.
+    let plan = plan_of(create_flow_log("VPC", "vpc-main", "vpc.log", None));
+    let id = plan[0].split(' ').nth(1).unwrap().to_string();
+    assert!(id.len() == 20 && id.starts_with("fl-") && id[3..].bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+    assert_eq!(plan, [format!("CreateFlowLogs {id} vpc-main ALL -> /var/log/vpclab/vpc.log every 600 s")]);
+    assert_eq!(plan_of(create_flow_log("VPC", "vpc-main", "vpc.log", None)), plan);
+
+    // The same model as the file saying it, and deleted again by id.
+    let old = default_lab();
+    let with =
+        validated(&edit(&old, &create_flow_log("VPC", "vpc-main", "vpc.log", Some("fl-vpc"))).unwrap().model).unwrap();
+    let fl = "\n[[flow_log]]\nid = \"fl-vpc\"\nresource = \"vpc-main\"\ntraffic_type = \"ALL\"\ndestination = \
+              \"/var/log/vpclab/vpc.log\"\n";
+    let json = |m: &Model| serde_json::to_value(m).unwrap();
+    let file = topology::parse(&format!("{}{fl}", topology::DEFAULT_TOPOLOGY), "f.toml").unwrap();
+    assert_eq!(json(&with), json(&file));
+    let delete = Operation::DeleteFlowLogs { flow_log_ids: vec!["fl-vpc".into()] };
+    let without = validated(&edit(&with, &delete).unwrap().model).unwrap();
+    assert_eq!(diff(&with, &without).unwrap().steps, ["DeleteFlowLogs fl-vpc"]);
+    assert_eq!(json(&without), json(&old));
+}
+
+#[test]
+fn flow_log_refusals_carry_aws_codes() {
+    let code = |op| refusal(op).code;
+    assert_eq!(
+        code(create_flow_log("NetworkInterface", "eni-nope", "a.log", None)),
+        "InvalidNetworkInterfaceID.NotFound"
+    );
+    assert_eq!(code(create_flow_log("Subnet", "subnet-nope", "a.log", None)), "InvalidSubnetID.NotFound");
+    assert_eq!(code(create_flow_log("Subnet", "eni-web", "a.log", None)), "InvalidSubnetID.NotFound", "not a subnet");
+    assert_eq!(code(create_flow_log("VPC", "vpc-nope", "a.log", None)), "InvalidVpcID.NotFound");
+    let e = refusal(create_flow_log("TransitGateway", "tgw-1", "a.log", None));
+    assert_eq!(e.code, "InvalidParameterValue");
+    assert!(e.message.contains("NetworkInterface, Subnet or VPC"), "{e}");
+    let base = || create_flow_log("NetworkInterface", "eni-web", "a.log", Some("fl-a"));
+    let e = refusal(with!(base(), log_destination_type = "s3".into()));
+    assert_eq!(e.code, "InvalidParameterValue");
+    assert!(e.message.contains("`s3` is not supported") && e.message.contains("use `file`"), "{e}");
+    let e = refusal(with!(base(), traffic_type = "all".into()));
+    assert_eq!(e.code, "InvalidParameterValue");
+    assert!(e.message.contains("ACCEPT, REJECT or ALL"), "{e}");
+    // What the topology validation judges is worded with the file's field.
+    let e = refusal(with!(base(), log_format = Some("${version} ${nope}".into())));
+    assert_eq!(e.code, "InvalidParameterValue");
+    assert!(e.message.contains("flow_log \"fl-a\".log_format") && e.message.contains("`nope`"), "{e}");
+    let e = refusal(with!(base(), max_aggregation_interval = Some(601)));
+    assert!(e.code == "InvalidParameterValue" && e.message.contains("max_aggregation_interval"), "{e}");
+    let e = refusal(with!(base(), account_id = Some("12".into())));
+    assert!(e.code == "InvalidParameterValue" && e.message.contains("account_id"), "{e}");
+    let e = refusal(with!(base(), flow_log_id = Some("eni-app".into())));
+    assert!(e.code == "InvalidParameterValue" && e.message.contains("duplicate id `eni-app`"), "{e}");
+    let e = refusal(with!(base(), log_destination = "flows/a.log".into()));
+    assert!(e.code == "InvalidParameterValue" && e.message.contains("not an absolute path"), "{e}");
+    let two = with!(base(), resource_ids = vec!["eni-web".into(), "eni-app".into()]);
+    assert_eq!(code(two), "InvalidParameterValue");
+
+    // A second flow log with the same id or the same file: AWS's duplicate.
+    let old = default_lab();
+    let with = validated(&edit(&old, &base()).unwrap().model).unwrap();
+    let same_id = create_flow_log("Subnet", "subnet-public", "b.log", Some("fl-a"));
+    assert_eq!(edit(&with, &same_id).unwrap_err().code, "FlowLogAlreadyExists");
+    let same_file = create_flow_log("Subnet", "subnet-public", "a.log", Some("fl-b"));
+    let e = edit(&with, &same_file).unwrap_err();
+    assert!(e.code == "FlowLogAlreadyExists" && e.message.contains("fl-a"), "{e}");
+
+    // Deleting: one unknown id refuses the whole change.
+    let delete = |ids: &[&str]| Operation::DeleteFlowLogs { flow_log_ids: ids.iter().map(|s| s.to_string()).collect() };
+    assert_eq!(edit(&with, &delete(&["fl-a", "fl-nope"])).unwrap_err().code, "InvalidFlowLogId.NotFound");
+    assert_eq!(edit(&with, &delete(&[])).unwrap_err().code, "MissingParameter");
+    assert_eq!(code(delete(&["fl-a"])), "InvalidFlowLogId.NotFound");
+}
+
+#[test]
+fn a_terminated_enis_flow_log_goes_with_it_and_the_others_keep_their_eni() {
+    let old = default_lab();
+    let m = edit(&old, &create_flow_log("NetworkInterface", "eni-standby", "s.log", Some("fl-s"))).unwrap().model;
+    let m = edit(&m, &create_flow_log("NetworkInterface", "eni-app-float", "f.log", Some("fl-f"))).unwrap().model;
+    let with = validated(&m).unwrap();
+    let covers = |m: &Model, id: &str| {
+        m.flow_logs.iter().find(|f| f.id == id).map(|f| m.flow_log_resource_id(f.resource).to_string())
+    };
+    // eni-app goes: the indices after it shift, the flow logs still cover their own ENIs.
+    let gone =
+        validated(&edit(&with, &Operation::TerminateInstances { instance_ids: vec!["app".into()] }).unwrap().model)
+            .unwrap();
+    assert_eq!(covers(&gone, "fl-s").as_deref(), Some("eni-standby"));
+    assert_eq!(covers(&gone, "fl-f").as_deref(), Some("eni-app-float"));
+    // eni-standby goes: its flow log with it.
+    let op = Operation::TerminateInstances { instance_ids: vec!["standby".into()] };
+    let gone = validated(&edit(&with, &op).unwrap().model).unwrap();
+    assert_eq!(covers(&gone, "fl-s"), None);
+    assert_eq!(covers(&gone, "fl-f").as_deref(), Some("eni-app-float"));
+    assert!(diff(&with, &gone).unwrap().steps.contains(&"DeleteFlowLogs fl-s".to_string()));
+}

@@ -166,7 +166,12 @@ pub fn run<W: Write>(
     w.finish(&lost)
 }
 
-fn pump<W: Write>(w: &mut Writer<W>, records: &Receiver<Captured>, limits: Limits, stop: &AtomicBool) -> io::Result<()> {
+fn pump<W: Write>(
+    w: &mut Writer<W>,
+    records: &Receiver<Captured>,
+    limits: Limits,
+    stop: &AtomicBool,
+) -> io::Result<()> {
     let deadline = limits.duration.map(|d| Instant::now() + d);
     let mut unflushed = false;
     loop {

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{EniIdx, Model, NatIdx};
@@ -32,6 +32,10 @@ use crate::pipeline::{Observer, Stage, Verdict, INTERNET_PORT};
 /// Records queued between the data plane and one capture's writer; past it frames are lost
 /// (counted per interface) rather than slowing forwarding.
 pub const QUEUE: usize = 8192;
+
+/// Written records kept for refilling, per capture: enough for what the writer drains between two
+/// naps at a few hundred thousand frames a second.
+const SPARE: usize = 1024;
 
 /// The largest snapshot length (a TSO superframe is up to 64 KiB of IP plus Ethernet).
 pub const MAX_SNAPLEN: u32 = 65_549;
@@ -112,7 +116,7 @@ pub fn interfaces(model: &Model, targets: &[String]) -> Result<Vec<Interface>, S
 }
 
 /// A frame seen at a captured interface, on its way to the writer.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Captured {
     /// The interface's index in the capture.
     pub interface: u32,
@@ -132,6 +136,48 @@ pub struct Captured {
 /// Frames lost per interface because the queue was full (`isb_ifdrop`).
 pub type Lost = Arc<Vec<AtomicU64>>;
 
+/// The data plane's end of one capture's queue: records go to the writer without waiting, and
+/// come back once written to be filled again, so a steady capture allocates nothing per frame
+/// (allocating in one thread and freeing in another was the forwarder's largest cost).
+#[derive(Debug)]
+pub struct Feed {
+    records: Sender<Captured>,
+    spare: Receiver<Captured>,
+}
+
+/// The writer's end of one capture's queue.
+#[derive(Debug)]
+pub struct Drain {
+    records: Receiver<Captured>,
+    spare: Sender<Captured>,
+}
+
+/// A queue of `depth` records between the data plane and a capture's writer.
+pub fn queue(depth: usize) -> (Feed, Drain) {
+    let (tx, rx) = crossbeam_channel::bounded(depth);
+    let (spare_tx, spare_rx) = crossbeam_channel::bounded(SPARE);
+    (Feed { records: tx, spare: spare_rx }, Drain { records: rx, spare: spare_tx })
+}
+
+impl Feed {
+    /// A written record to fill again, or a new one.
+    fn blank(&self) -> Captured {
+        self.spare.try_recv().unwrap_or_default()
+    }
+}
+
+impl Drain {
+    /// The next record, without waiting.
+    pub fn try_recv(&self) -> Result<Captured, TryRecvError> {
+        self.records.try_recv()
+    }
+
+    /// Hands a written record back to be refilled (dropped when enough are spare).
+    pub fn give_back(&self, r: Captured) {
+        let _ = self.spare.try_send(r);
+    }
+}
+
 /// A capture as the data plane runs it.
 #[derive(Debug)]
 pub struct CaptureTap {
@@ -144,7 +190,7 @@ pub struct CaptureTap {
     /// Only frames the fabric dropped.
     pub drops_only: bool,
     /// Where records go (bounded: [`QUEUE`]).
-    pub queue: Sender<Captured>,
+    pub queue: Feed,
     /// Per interface, frames that did not fit in the queue.
     pub lost: Lost,
 }
@@ -177,7 +223,7 @@ impl Active {
     /// Queues a record without waiting; counts it as lost when the queue is full.
     fn offer(&self, record: Captured) {
         let interface = record.interface as usize;
-        match self.tap.queue.try_send(record) {
+        match self.tap.queue.records.try_send(record) {
             Ok(()) | Err(TrySendError::Disconnected(_)) => {}
             Err(TrySendError::Full(_)) => {
                 if let Some(n) = self.tap.lost.get(interface) {
@@ -256,7 +302,8 @@ pub struct Seen<'a> {
     pub from: usize,
     /// What the pipeline decided.
     pub verdict: Verdict,
-    /// The frame as read (empty unless [`Captures::wants_input`] said so).
+    /// The frame as read: whole when small enough to trace, else at least what the captures of its
+    /// sender keep ([`Captures::input_snaplen`]); empty when nobody needs it.
     pub input: &'a [u8],
     /// The frame as written (rewritten, or the fabric's answer); for a drop, as the pipeline
     /// left it.
@@ -302,9 +349,12 @@ impl Captures {
         }
     }
 
-    /// Whether the frame read from `port` must be copied before the pipeline rewrites it.
-    pub fn wants_input(&self, port: usize) -> bool {
-        self.active.iter().any(|a| a.by_port.get(port).copied().flatten().is_some())
+    /// How many bytes of a frame read from `port` the captures keep as sent (the longest
+    /// snapshot length of those watching `port`; 0 when none does): what must be copied before
+    /// the pipeline rewrites it.
+    pub fn input_snaplen(&self, port: usize) -> usize {
+        let watching = self.active.iter().filter(|a| a.by_port.get(port).copied().flatten().is_some());
+        watching.map(|a| a.tap.snaplen as usize).max().unwrap_or(0)
     }
 
     /// Turns one handled frame into records for every capture that watches where it went.
@@ -322,27 +372,27 @@ impl Captures {
             if a.tap.drops_only && !dropped {
                 continue;
             }
-            let snap = |data: &[u8]| data[..data.len().min(a.tap.snaplen as usize)].to_vec();
-            let record = |interface: u32, outbound: bool, data: &[u8], len: usize, comment: String| Captured {
-                interface,
-                outbound,
-                at,
-                original_len: len as u32,
-                data: snap(data),
-                comment,
+            let record = |interface: u32, outbound: bool, data: &[u8], len: usize, words: &dyn Fn(&mut String)| {
+                let mut r = a.tap.queue.blank();
+                (r.interface, r.outbound, r.at, r.original_len) = (interface, outbound, at, len as u32);
+                r.data.clear();
+                r.data.extend_from_slice(&data[..data.len().min(a.tap.snaplen as usize)]);
+                r.comment.clear();
+                words(&mut r.comment);
+                a.offer(r);
             };
             if let Some(i) = a.by_port.get(seen.from).copied().flatten() {
-                a.offer(record(i, true, seen.input, seen.input_len, text.sent()));
+                record(i, true, seen.input, seen.input_len, &|s| text.sent(s));
             }
             if let Some(q) = to {
                 if let Some(i) = a.by_port.get(q).copied().flatten() {
-                    a.offer(record(i, false, seen.output, seen.output.len(), text.received()));
+                    record(i, false, seen.output, seen.output.len(), &|s| text.received(s));
                 }
             }
             if let Some(n) = self.observer.nat {
                 if let Some(i) = a.by_nat.get(n.index()).copied().flatten() {
                     let outbound = seen.verdict == Verdict::ToInternet;
-                    a.offer(record(i, outbound, seen.output, seen.output.len(), text.at_nat()));
+                    record(i, outbound, seen.output, seen.output.len(), &|s| text.at_nat(s));
                 }
             }
         }
@@ -367,73 +417,83 @@ impl<'a> Explained<'a> {
 
     /// `dropped at eni-app: security_group_ingress: no rule of ... [ENI_SG_RULES_MISMATCH]`:
     /// where, why, the deciding stage's own words and the explanation code, as `trace` says it.
-    fn drop_text(&self) -> Option<String> {
+    /// False when the frame was not dropped.
+    fn drop_text(&self, out: &mut String) -> bool {
         let (reason, at) = match self.seen.verdict {
             Verdict::Drop(r) => (r, self.seen.from),
             Verdict::DropAt(r, e) => (r, e.index()),
-            _ => return None,
+            _ => return false,
         };
-        let detail = self.obs.lines().last().map(|(_, d)| d.strip_prefix("drop: ").unwrap_or(d));
-        let mut s = format!("dropped at {}: {}", self.port(at), reason.name());
-        if let Some(d) = detail {
-            let _ = write!(s, ": {d}");
+        let _ = write!(out, "dropped at {}: {}", self.port(at), reason.name());
+        if let Some((_, d)) = self.obs.lines().last() {
+            let _ = write!(out, ": {}", d.strip_prefix("drop: ").unwrap_or(d));
         }
-        let _ = write!(s, " [{}]", reason.explanation_code());
-        Some(s)
+        let _ = write!(out, " [{}]", reason.explanation_code());
+        true
     }
 
     /// `: ` and the last stage's words (what an answer answered), or nothing.
-    fn last_words(&self) -> String {
-        self.obs.lines().last().map(|(_, d)| format!(": {d}")).unwrap_or_default()
+    fn last_words(&self, out: &mut String) {
+        if let Some((_, d)) = self.obs.lines().last() {
+            let _ = write!(out, ": {d}");
+        }
     }
 
     /// The translations the frame went through (`nat-main: source 10.0.2.10:40000 -> ...`).
-    fn rewrites(&self) -> String {
-        let mut s = String::new();
+    fn rewrites(&self, out: &mut String) {
         for (stage, d) in self.obs.lines() {
             if matches!(stage, Stage::NatGateway | Stage::InternetGateway) && d.contains(" -> ") {
-                let _ = write!(s, "; {d}");
+                let _ = write!(out, "; {d}");
             }
         }
-        s
     }
 
     /// For the interface that sent it.
-    fn sent(&self) -> String {
-        if let Some(d) = self.drop_text() {
-            return d;
+    fn sent(&self, out: &mut String) {
+        if self.drop_text(out) {
+            return;
         }
-        let head = match self.seen.verdict {
-            Verdict::Forward(e) => format!("forwarded to {}", self.port(e.index())),
-            Verdict::ToInternet => "forwarded to the internet".to_string(),
-            _ => return format!("answered by the fabric{}", self.last_words()),
-        };
-        head + &self.rewrites()
+        match self.seen.verdict {
+            Verdict::Forward(e) => {
+                let _ = write!(out, "forwarded to {}", self.port(e.index()));
+            }
+            Verdict::ToInternet => out.push_str("forwarded to the internet"),
+            _ => {
+                out.push_str("answered by the fabric");
+                return self.last_words(out);
+            }
+        }
+        self.rewrites(out);
     }
 
     /// For the interface it was delivered to (or refused at).
-    fn received(&self) -> String {
-        if let Some(d) = self.drop_text() {
-            return d;
+    fn received(&self, out: &mut String) {
+        if self.drop_text(out) {
+            return;
         }
-        let head = match self.seen.verdict {
-            Verdict::Reply | Verdict::ReplyWith(_) => return format!("the fabric's answer{}", self.last_words()),
-            _ if self.port(self.seen.from) == INTERNET_PORT => "delivered from the internet".to_string(),
-            _ => format!("delivered from {}", self.port(self.seen.from)),
-        };
-        head + &self.rewrites()
+        match self.seen.verdict {
+            Verdict::Reply | Verdict::ReplyWith(_) => {
+                out.push_str("the fabric's answer");
+                return self.last_words(out);
+            }
+            _ if self.port(self.seen.from) == INTERNET_PORT => out.push_str("delivered from the internet"),
+            _ => {
+                let _ = write!(out, "delivered from {}", self.port(self.seen.from));
+            }
+        }
+        self.rewrites(out);
     }
 
     /// For a NAT gateway it crossed.
-    fn at_nat(&self) -> String {
-        if let Some(d) = self.drop_text() {
-            return d;
+    fn at_nat(&self, out: &mut String) {
+        if self.drop_text(out) {
+            return;
         }
-        let head = match self.seen.verdict {
-            Verdict::ToInternet => "translated towards the internet".to_string(),
-            _ => "translated back".to_string(),
-        };
-        head + &self.rewrites()
+        out.push_str(match self.seen.verdict {
+            Verdict::ToInternet => "translated towards the internet",
+            _ => "translated back",
+        });
+        self.rewrites(out);
     }
 }
 

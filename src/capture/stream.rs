@@ -13,14 +13,14 @@ use std::io::{self, BufWriter, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{Receiver, TryRecvError};
+use crossbeam_channel::TryRecvError;
 use pcap_file::pcapng::blocks::enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption};
 use pcap_file::pcapng::blocks::interface_description::{InterfaceDescriptionBlock, InterfaceDescriptionOption};
 use pcap_file::pcapng::blocks::interface_statistics::{InterfaceStatisticsBlock, InterfaceStatisticsOption};
 use pcap_file::pcapng::PcapNgWriter;
 use pcap_file::{DataLink, PcapError};
 
-use super::{Captured, Interface, Lost};
+use super::{Captured, Drain, Interface, Lost};
 
 /// pcapng `epb_flags` direction bits (RFC draft, section 4.3.1): inbound and outbound.
 const EPB_INBOUND: u32 = 0b01;
@@ -91,14 +91,14 @@ impl<W: Write> Writer<W> {
     }
 
     /// Writes one record (not flushed).
-    pub fn packet(&mut self, r: Captured) -> io::Result<()> {
+    pub fn packet(&mut self, r: &Captured) -> io::Result<()> {
         let flags = if r.outbound { EPB_OUTBOUND } else { EPB_INBOUND };
         let epb = EnhancedPacketBlock {
             interface_id: r.interface,
             timestamp: r.at,
             original_len: r.original_len,
-            data: Cow::Owned(r.data),
-            options: vec![EnhancedPacketOption::Comment(Cow::Owned(r.comment)), EnhancedPacketOption::Flags(flags)],
+            data: Cow::Borrowed(&r.data),
+            options: vec![EnhancedPacketOption::Comment(Cow::Borrowed(&r.comment)), EnhancedPacketOption::Flags(flags)],
         };
         self.out.write_pcapng_block(epb).map_err(io_error)?;
         if let Some(n) = self.written.get_mut(r.interface as usize) {
@@ -146,7 +146,7 @@ impl<W: Write> Writer<W> {
 /// after `detach`.
 pub fn run<W: Write>(
     mut w: Writer<W>,
-    records: &Receiver<Captured>,
+    records: &Drain,
     lost: &Lost,
     limits: Limits,
     stop: &AtomicBool,
@@ -160,18 +160,13 @@ pub fn run<W: Write>(
         if !room(&w) {
             break;
         }
-        w.packet(r)?;
+        w.packet(&r)?;
     }
     let lost: Vec<u64> = lost.iter().map(|n| n.load(Ordering::Relaxed)).collect();
     w.finish(&lost)
 }
 
-fn pump<W: Write>(
-    w: &mut Writer<W>,
-    records: &Receiver<Captured>,
-    limits: Limits,
-    stop: &AtomicBool,
-) -> io::Result<()> {
+fn pump<W: Write>(w: &mut Writer<W>, records: &Drain, limits: Limits, stop: &AtomicBool) -> io::Result<()> {
     let deadline = limits.duration.map(|d| Instant::now() + d);
     let mut unflushed = false;
     loop {
@@ -186,7 +181,8 @@ fn pump<W: Write>(
         // frame); a reader at the end of a pipe sees each frame within a nap.
         match records.try_recv() {
             Ok(r) => {
-                w.packet(r)?;
+                w.packet(&r)?;
+                records.give_back(r);
                 unflushed = true;
             }
             Err(TryRecvError::Empty) => {

@@ -447,7 +447,7 @@ struct StartedCapture {
     id: u64,
     interfaces: Vec<crate::capture::Interface>,
     snaplen: u32,
-    records: crossbeam_channel::Receiver<crate::capture::Captured>,
+    records: crate::capture::Drain,
     lost: crate::capture::Lost,
 }
 
@@ -466,7 +466,7 @@ fn start_capture(
     };
     let interfaces = crate::capture::interfaces(&model, targets)?;
     let snaplen = snaplen.clamp(1, MAX_SNAPLEN);
-    let (queue, records) = crossbeam_channel::bounded(QUEUE);
+    let (queue, records) = crate::capture::queue(QUEUE);
     let lost: crate::capture::Lost = Arc::new(interfaces.iter().map(|_| Default::default()).collect());
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let points = interfaces.iter().map(|i| i.point.clone()).collect();

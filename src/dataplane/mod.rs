@@ -538,23 +538,28 @@ impl<P: Port> Dataplane<P> {
     #[cold]
     fn handle_captured_frame(&mut self, port: usize, n: usize) {
         let capturing = !self.captures.is_empty();
-        // A capture explains a drop with a trace of the frame as read, so it keeps every frame
-        // small enough to copy cheaply (TSO superframes only for a captured sender).
-        let keep_input = (capturing && (n - VNET_HDR_LEN <= EXPLAINED_FRAME || self.captures.wants_input(port)))
-            || self.mirrors.is_source(port)
-            || self.flow_logs.watches(port);
+        let len = n - VNET_HDR_LEN;
+        // Mirror sessions and flow logs read the whole frame as sent; a capture explains a drop
+        // with a trace of it, so it keeps every frame small enough to copy cheaply whole, and of
+        // a larger one (a TSO superframe) only what its captures of the sender write.
+        let keep =
+            if self.mirrors.is_source(port) || self.flow_logs.watches(port) || (capturing && len <= EXPLAINED_FRAME) {
+                len
+            } else if capturing {
+                len.min(self.captures.input_snaplen(port))
+            } else {
+                0
+            };
         self.capture_input.clear();
-        if keep_input {
-            self.capture_input.extend_from_slice(&self.buf[VNET_HDR_LEN..n]);
-        }
+        self.capture_input.extend_from_slice(&self.buf[VNET_HDR_LEN..VNET_HDR_LEN + keep]);
         let csum_partial = tap::offload(&self.buf[..VNET_HDR_LEN]).csum_partial;
         let verdict = if capturing {
             let mut obs = std::mem::take(&mut self.captures.observer);
             obs.clear();
             let verdict = self.decide(port, n, &mut obs);
             self.captures.observer = obs;
-            if verdict.drop_reason().is_some() && !self.capture_input.is_empty() {
-                self.explain_drop(port);
+            if verdict.drop_reason().is_some() {
+                self.explain_drop(port, len);
             }
             verdict
         } else {
@@ -586,8 +591,13 @@ impl<P: Port> Dataplane<P> {
     /// Puts a trace's account of the dropped frame as read (kept in `capture_input`) into the
     /// capture observer: the stage, rule and words that a capture's comment quotes. Trace is
     /// read-only, and a drop changed nothing it reads, so it tells the same story.
+    /// A frame kept only in part (a superframe) is not traced: its drop is named without the
+    /// deciding stage's words.
     #[cold]
-    fn explain_drop(&mut self, port: usize) {
+    fn explain_drop(&mut self, port: usize, len: usize) {
+        if self.capture_input.len() != len {
+            return self.captures.observer.explain(crate::pipeline::Recorder::default());
+        }
         let now = self.start.elapsed();
         let mut frame = self.capture_input.clone();
         let (_, rec) = if port == self.ports.len() - 1 {

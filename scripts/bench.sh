@@ -53,6 +53,7 @@ echo "# ceiling rows ($shared/bench/ceiling.sh $secs)"
 "$shared/bench/ceiling.sh" "$secs" | tee "$work/ceiling.txt"
 
 "$bin" up "$work/bench.toml" >/dev/null
+pid=$("$bin" status "$lab" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
 x() { "$bin" exec --lab "$lab" "$@"; }
 ip=10.0.2.10
 # Sets tcp, udp and rtt: one iperf3 TCP stream, iperf3 UDP with 64-byte payloads, ping.
@@ -64,9 +65,25 @@ measure() {
   udp=$(x client -- timeout $((secs + 10)) iperf3 -c "$ip" -u -b 0 -l 64 -t "$secs" -J | python3 -c \
     'import json,sys; s=json.load(sys.stdin)["end"]["sum"]; print(round((s["packets"]-s["lost_packets"])/s["seconds"]/1e3, 1))')
   rtt=$(x client -- ping -c 50 -i 0.01 -q "$ip" | awk -F/ '/rtt/ {printf "%d", $5*1000}')
+  cpu=$(cpu_per_packet)
+}
+pid=
+# Nanoseconds of forwarder CPU (every thread of the daemon: forwarding, capture writers, control)
+# per datagram of a 64-byte UDP stream at a fixed 50 kpps, below every row's ceiling: what the
+# work costs, less swayed by a busy machine than a rate is.
+daemon_cpu_ns() { local t=0 ns; for f in /proc/"$pid"/task/*/schedstat; do read -r ns _ <"$f" && t=$((t + ns)); done; echo "$t"; }
+cpu_per_packet() {
+  x server -- iperf3 -s -D -1 -I "$work/s3.pid" >/dev/null; sleep 0.3
+  local before after
+  before=$(daemon_cpu_ns)
+  x client -- timeout $((secs + 10)) iperf3 -c "$ip" -u -b 25.6M -l 64 -t "$secs" -J >"$work/fixed.json"
+  after=$(daemon_cpu_ns)
+  python3 -c 'import json,sys; s=json.load(open(sys.argv[1]))["end"]["sum"]; print(round((int(sys.argv[3])-int(sys.argv[2]))/s["packets"]))' \
+    "$work/fixed.json" "$before" "$after"
 }
 measure
 row="vpclab tcp_gbps=$tcp udp64_kpps=$udp rtt_us=$rtt"
+cpu_plain=$cpu
 echo "# vpclab (two instances in two subnets, routed by the forwarder)"
 echo "$row"
 # The same while `vpclab capture all --snaplen 128 -w FILE` runs: what capturing costs forwarding.
@@ -77,6 +94,7 @@ measure
 kill -INT "$capture"; wait "$capture" || true
 echo "# vpclab while capturing both ENIs (snaplen 128, to a file): $(cat "$work/cap.err")"
 echo "vpclab+capture tcp_gbps=$tcp udp64_kpps=$udp rtt_us=$rtt"
+echo "# forwarder CPU per 64-byte datagram at 50 kpps: ${cpu_plain} ns; while capturing: ${cpu} ns"
 echo "# ratios: vpclab / ceiling row (tcp and udp: higher is better; rtt: lower is better)"
 python3 - "$work/ceiling.txt" "$row" <<'PY'
 import sys

@@ -109,6 +109,41 @@ pub fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
+/// `ip:port` from an address written as text.
+pub fn addr(ip: &str, port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(ip.parse().unwrap(), port)
+}
+
+/// Whether one ping from `instance` to `dst` is answered within a second.
+pub fn pings(lab: &TestLab, instance: &str, dst: &str) -> bool {
+    lab.exec(instance, &["ping", "-c", "1", "-W", "1", dst]).status.success()
+}
+
+/// The same from any namespace of the lab (the internet's included), by `ip netns exec`.
+pub fn ns_pings(ns: &str, dst: &str) -> bool {
+    Command::new("ip")
+        .args(["netns", "exec", ns, "ping", "-c", "1", "-W", "1", dst])
+        .output()
+        .expect("ip netns exec runs")
+        .status
+        .success()
+}
+
+/// A trace (`vpclab trace --json`) that ends in a drop by `reason`, explained by `code`, at `at`.
+pub fn assert_dropped(t: &serde_json::Value, reason: &str, code: &str, at: &str) {
+    assert_eq!(t["verdict"], "dropped", "trace: {t:#}");
+    assert_eq!(t["drop_reason"], reason, "trace: {t:#}");
+    assert_eq!(t["explanation_code"], code, "trace: {t:#}");
+    assert_eq!(t["dropped_at"], at, "trace: {t:#}");
+}
+
+/// A trace that ends delivered to `to`.
+pub fn assert_delivered(t: &serde_json::Value, to: &str) {
+    assert_eq!(t["verdict"], "delivered", "trace: {t:#}");
+    assert_eq!(t["delivered_to"], to, "trace: {t:#}");
+    assert!(t["drop_reason"].is_null(), "trace: {t:#}");
+}
+
 /// A running lab; dropping it runs `vpclab down` and removes the topology file.
 pub struct TestLab {
     pub name: String,

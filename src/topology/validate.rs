@@ -284,7 +284,6 @@ impl Checker<'_> {
         }
     }
 
-    /// An integer within `range`, else a problem naming AWS's range.
     /// A numbered rule's number (1 to [`MAX_ACL_RULE`]) and whether it is the first use of it in
     /// its direction `dname` (`seen`: the line of each number used so far, updated).
     fn rule_number(
@@ -305,6 +304,7 @@ impl Checker<'_> {
         (number, true)
     }
 
+    /// An integer within `range`, else a problem naming AWS's range.
     fn int_in(&mut self, v: &Spanned<i64>, field: &str, range: Range<i64>, what: &str) -> Option<i64> {
         let n = *v.get_ref();
         if range.contains(&n) {

@@ -436,22 +436,31 @@ impl Drop for TopologyFile {
     }
 }
 
+/// An AF_PACKET socket for every protocol, in the calling thread's namespace, and a link-layer
+/// address naming `ifname` (its family and index set, the rest zero) to bind or send to. The
+/// caller closes the socket.
+pub fn packet_socket(ifname: &str) -> (libc::c_int, libc::sockaddr_ll) {
+    let proto = (libc::ETH_P_ALL as u16).to_be();
+    // SAFETY: plain socket(2) call; the result is checked.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, libc::c_int::from(proto)) };
+    assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+    let name = std::ffi::CString::new(ifname).unwrap();
+    // SAFETY: if_nametoindex reads a NUL-terminated string that outlives the call.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    assert!(ifindex > 0, "no interface {ifname}");
+    // SAFETY: sockaddr_ll is a plain C struct; all-zero is valid.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_ifindex = ifindex as i32;
+    (fd, sll)
+}
+
 /// Sends raw Ethernet frames out of `ifname` inside `ns` through an AF_PACKET socket, so they
 /// reach the forwarder exactly as written (bad ones included).
 pub fn inject_frames(ns: &str, ifname: &str, frames: Vec<Vec<u8>>) {
-    let ifname = std::ffi::CString::new(ifname).unwrap();
+    let ifname = ifname.to_string();
     in_ns(ns, move || {
-        let proto = (libc::ETH_P_ALL as u16).to_be() as libc::c_int;
-        // SAFETY: plain socket(2) call; the result is checked.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto) };
-        assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
-        // SAFETY: if_nametoindex reads a NUL-terminated string that outlives the call.
-        let ifindex = unsafe { libc::if_nametoindex(ifname.as_ptr()) };
-        assert!(ifindex > 0, "no interface {ifname:?}");
-        // SAFETY: sockaddr_ll is a plain C struct; all-zero is valid.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_ifindex = ifindex as i32;
+        let (fd, mut sll) = packet_socket(&ifname);
         sll.sll_halen = 6;
         for f in frames {
             // SAFETY: f and sll are valid for the lengths given, for the duration of the call.

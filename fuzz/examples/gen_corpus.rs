@@ -336,12 +336,8 @@ fn raw_seeds(seeds: &mut Seeds) {
             tcp_flags: SYN_ACK,
             ..Spec::default()
         };
-        s.raw("eni-web", &raw_frame("eni-web", syn, false), F_FIX_CSUM | F_TRACE, 0).raw(
-            INET,
-            &raw_frame(INET, synack, false),
-            F_FIX_CSUM | F_TRACE,
-            0,
-        );
+        s.raw("eni-web", &raw_frame("eni-web", syn, false), F_FIX_CSUM | F_TRACE, 0);
+        s.raw(INET, &raw_frame(INET, synack, false), F_FIX_CSUM | F_TRACE, 0);
     });
     seeds.add("raw-nat", |s| {
         let nat = Spec { dst: addr("8.8.8.8"), kind: UDP, sport: 40000, dport: 53, payload8: 4, ..Spec::default() };
@@ -353,12 +349,8 @@ fn raw_seeds(seeds: &mut Seeds) {
             dport: 1024,
             ..Spec::default()
         };
-        s.raw("eni-app", &raw_frame("eni-app", nat, true), F_FIX_CSUM | F_CSUM_PARTIAL, 0).raw(
-            INET,
-            &raw_frame(INET, back, false),
-            F_FIX_CSUM | F_TRACE,
-            0,
-        );
+        s.raw("eni-app", &raw_frame("eni-app", nat, true), F_FIX_CSUM | F_CSUM_PARTIAL, 0);
+        s.raw(INET, &raw_frame(INET, back, false), F_FIX_CSUM | F_TRACE, 0);
     });
     seeds.add("raw-misc", |s| {
         let m = model();

@@ -4,15 +4,11 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::Ipv4Addr;
 
 use common::*;
 use serde_json::Value;
 use vpclab::packet::IpProto;
-
-fn addr(ip: &str, port: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(ip.parse().unwrap(), port)
-}
 
 const EXAMPLE: &str = "198.51.100.7";
 const OTHER: &str = "198.51.100.8";
@@ -124,19 +120,6 @@ hosts = [
     )
 }
 
-fn assert_dropped(t: &Value, reason: &str, code: &str, at: &str) {
-    assert_eq!(t["verdict"], "dropped", "trace: {t:#}");
-    assert_eq!(t["drop_reason"], reason, "trace: {t:#}");
-    assert_eq!(t["explanation_code"], code, "trace: {t:#}");
-    assert_eq!(t["dropped_at"], at, "trace: {t:#}");
-}
-
-fn assert_delivered(t: &Value, to: &str) {
-    assert_eq!(t["verdict"], "delivered", "trace: {t:#}");
-    assert_eq!(t["delivered_to"], to, "trace: {t:#}");
-    assert!(t["drop_reason"].is_null(), "trace: {t:#}");
-}
-
 /// The details of every stage named `stage`, in order.
 fn stages<'a>(t: &'a Value, stage: &str) -> Vec<&'a str> {
     t["stages"]
@@ -156,20 +139,6 @@ fn stage_at(t: &Value, stage: &str) -> usize {
         .iter()
         .position(|s| s["stage"] == stage)
         .unwrap_or_else(|| panic!("no {stage}: {t:#}"))
-}
-
-fn pings(lab: &TestLab, instance: &str, dst: &str) -> bool {
-    lab.exec(instance, &["ping", "-c", "1", "-W", "1", dst]).status.success()
-}
-
-/// Ping from a namespace of the lab (the internet's included) by `ip netns exec`.
-fn ns_pings(ns: &str, dst: &str) -> bool {
-    std::process::Command::new("ip")
-        .args(["netns", "exec", ns, "ping", "-c", "1", "-W", "1", dst])
-        .output()
-        .expect("ip netns exec runs")
-        .status
-        .success()
 }
 
 /// NAT gateway translations (conntrack entries whose `eni` is the NAT gateway).

@@ -108,6 +108,19 @@ fn flow_logs_record_real_traffic_as_aws_writes_it() {
     let lab = TestLab::up("fl", &topology(&dir));
     let (b1_log, a_log, long_log) = (abs_dir.join("b1.log"), abs_dir.join("a.log"), abs_dir.join("long.log"));
 
+    send_traffic(&lab);
+    default_format_records_b1s_side(&b1_log);
+    custom_format_records_subnet_a_with_nodata(&a_log);
+    flowlogs_reader_reads_both(&b1_log, &a_log);
+    a_flow_log_applied_live_records_and_cannot_change_in_place(&lab, &dir, &abs_dir);
+    long_interval_is_written_whole_at_down(&lab, &long_log);
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&abs_dir);
+}
+
+/// a1 -> b1: three pings, four UDP datagrams from a1's secondary address, a TCP connect that
+/// sg-b1 refuses.
+fn send_traffic(lab: &TestLab) {
     // ICMP: three echoes a1 -> b1 and their replies.
     let ping = lab.exec("a1", &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.2.10"]);
     assert!(ping.status.success(), "{}", text(&ping));
@@ -123,23 +136,25 @@ fn flow_logs_record_real_traffic_as_aws_writes_it() {
     // TCP to port 22: refused by sg-b1, the SYN is retransmitted until the connect gives up.
     let refused = tcp_connect(&lab.ns("a1"), SocketAddrV4::new(Ipv4Addr::new(10, 0, 2, 10), 22), 2);
     assert!(refused.is_err(), "sg-b1 allows no TCP");
+}
 
-    // Default format, b1's side: ICMP in and out, UDP in (as delivered), the refused SYNs.
+/// Default format, b1's side: ICMP in and out, UDP in (as delivered), the refused SYNs.
+fn default_format_records_b1s_side(b1_log: &Path) {
     let b1_has_all = || {
-        let r = records(&b1_log);
+        let r = records(b1_log);
         let icmp_in = sum(&r, 8, |x| x[7] == "1" && x[3] == "10.0.1.10" && x[12] == "ACCEPT");
         let icmp_out = sum(&r, 8, |x| x[7] == "1" && x[4] == "10.0.1.10" && x[12] == "ACCEPT");
         let udp_in = sum(&r, 8, |x| x[7] == "17" && x[6] == "5000");
         let rejected = sum(&r, 8, |x| x[7] == "6" && x[12] == "REJECT");
         icmp_in == 3 && icmp_out == 3 && udp_in == 4 && rejected >= 1
     };
-    assert!(eventually(20, b1_has_all), "b1.log:\n{}", std::fs::read_to_string(&b1_log).unwrap_or_default());
-    let text_b1 = std::fs::read_to_string(&b1_log).unwrap();
+    assert!(eventually(20, b1_has_all), "b1.log:\n{}", std::fs::read_to_string(b1_log).unwrap_or_default());
+    let text_b1 = std::fs::read_to_string(b1_log).unwrap();
     assert_eq!(
         text_b1.lines().next().unwrap(),
         "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status"
     );
-    let r = records(&b1_log);
+    let r = records(b1_log);
     for rec in &r {
         assert_eq!(rec.len(), 14, "{rec:?}");
         assert_eq!((rec[0].as_str(), rec[1].as_str(), rec[2].as_str()), ("2", "111122223333", "eni-b1"));
@@ -159,18 +174,20 @@ fn flow_logs_record_real_traffic_as_aws_writes_it() {
     assert!(start <= end && end <= now && now - start < 120, "start {start} end {end} now {now}");
     // The group let no TCP through, either way.
     assert!(!r.iter().any(|x| x[7] == "6" && x[12] == "ACCEPT"), "{r:?}");
+}
 
-    // Custom format, subnet A: a1's side shows its primary address with the packet's own in
-    // pkt-srcaddr, version 5 fields, and NODATA for the idle a2.
+/// Custom format, subnet A: a1's side shows its primary address with the packet's own in
+/// pkt-srcaddr, version 5 fields, and NODATA for the idle a2.
+fn custom_format_records_subnet_a_with_nodata(a_log: &Path) {
     let a_has_all = || {
-        let r = records(&a_log);
+        let r = records(a_log);
         let udp = sum(&r, 7, |x| x[1] == "eni-a1" && x[6] == "17" && x[5] == "5000");
         let tcp = sum(&r, 7, |x| x[1] == "eni-a1" && x[6] == "6" && x[5] == "22");
         let nodata = r.iter().any(|x| x[1] == "eni-a2" && x[12] == "NODATA");
         udp == 4 && tcp >= 1 && nodata
     };
-    assert!(eventually(20, a_has_all), "a.log:\n{}", std::fs::read_to_string(&a_log).unwrap_or_default());
-    let r = records(&a_log);
+    assert!(eventually(20, a_has_all), "a.log:\n{}", std::fs::read_to_string(a_log).unwrap_or_default());
+    let r = records(a_log);
     let udp = r.iter().find(|x| x[1] == "eni-a1" && x[6] == "17" && x[5] == "5000").unwrap();
     assert_eq!(udp[0], "5", "version: the highest among the fields");
     assert_eq!(&udp[2..5], ["10.0.1.10", "10.0.2.10", "40500"], "srcaddr is the primary: {udp:?}");
@@ -182,20 +199,22 @@ fn flow_logs_record_real_traffic_as_aws_writes_it() {
     assert_eq!(&nodata[2..9], ["-", "-", "-", "-", "-", "-", "-"], "{nodata:?}");
     assert_eq!((nodata[11].as_str(), nodata[12].as_str()), ("-", "NODATA"));
     assert!(!r.iter().any(|x| x[1] == "eni-b1"), "subnet A's flow log covers subnet A only");
+}
 
-    // flowlogs-reader reads both files (a snapshot of each: NODATA lines keep coming).
+/// flowlogs-reader reads both files (a snapshot of each: NODATA lines keep coming).
+fn flowlogs_reader_reads_both(b1_log: &Path, a_log: &Path) {
     let snapshot = |p: &Path| {
         let copy = p.with_extension("snapshot");
         std::fs::copy(p, &copy).unwrap();
         copy
     };
-    let b1_copy = snapshot(&b1_log);
+    let b1_copy = snapshot(b1_log);
     let parsed = read_with_flowlogs_reader(&b1_copy);
     assert_eq!(parsed.len(), records(&b1_copy).len());
     let rej = parsed.iter().find(|p| p["action"] == "REJECT").unwrap();
     assert_eq!((rej["dstport"].as_u64(), rej["protocol"].as_u64()), (Some(22), Some(6)), "{rej}");
     assert_eq!(rej["interface_id"], "eni-b1");
-    let parsed = read_with_flowlogs_reader(&snapshot(&a_log));
+    let parsed = read_with_flowlogs_reader(&snapshot(a_log));
     let u = parsed.iter().find(|p| p["protocol"] == 17 && p["dstport"] == 5000).unwrap();
     assert_eq!((u["pkt_srcaddr"].as_str(), u["srcaddr"].as_str()), (Some("10.0.1.11"), Some("10.0.1.10")), "{u}");
     assert_eq!(
@@ -203,12 +222,15 @@ fn flow_logs_record_real_traffic_as_aws_writes_it() {
         (Some("egress"), Some(1), Some(5))
     );
     assert!(parsed.iter().any(|p| p["log_status"] == "NODATA" && p["interface_id"] == "eni-a2"));
+}
 
-    // Live: a flow log added by `apply` records a2's ping; changing one in place is refused.
+/// Live: a flow log added by `apply` records a2's ping; changing one in place is refused;
+/// `status` and `metrics` count what it wrote.
+fn a_flow_log_applied_live_records_and_cannot_change_in_place(lab: &TestLab, dir: &str, abs_dir: &Path) {
     let live = format!(
         "name = \"{}\"\n{}\n[[flow_log]]\nid = \"fl-a2\"\nresource = \"eni-a2\"\ntraffic_type = \"ACCEPT\"\ndestination = \"{dir}/a2.log\"\nmax_aggregation_interval = 1\n",
         lab.name,
-        topology(&dir)
+        topology(dir)
     );
     let live_file = std::env::temp_dir().join(format!("{}-live.toml", lab.name));
     std::fs::write(&live_file, &live).unwrap();
@@ -246,18 +268,18 @@ fn flow_logs_record_real_traffic_as_aws_writes_it() {
         ))),
         "{metrics}"
     );
+}
 
-    // The 600 s interval has not closed: its records are written at `down`, none lost.
-    assert!(records(&long_log).is_empty(), "{:?}", records(&long_log));
+/// The 600 s interval has not closed: its records are written at `down`, none lost.
+fn long_interval_is_written_whole_at_down(lab: &TestLab, long_log: &Path) {
+    assert!(records(long_log).is_empty(), "{:?}", records(long_log));
     let down = vpclab(&["down", &lab.name]);
     assert!(down.status.success(), "{}", text(&down));
-    let r = records(&long_log);
+    let r = records(long_log);
     assert_eq!(sum(&r, 8, |x| x[7] == "17" && x[6] == "5000"), 4, "{r:?}");
     assert_eq!(sum(&r, 8, |x| x[7] == "1" && x[3] == "10.0.1.10"), 3, "three echoes in: {r:?}");
     assert_eq!(sum(&r, 8, |x| x[7] == "1" && x[4] == "10.0.1.10"), 3, "three replies out: {r:?}");
     assert!(!r.iter().any(|x| x[12] == "REJECT"), "an ACCEPT flow log keeps no REJECT: {r:?}");
-    drop(lab);
-    let _ = std::fs::remove_dir_all(&abs_dir);
 }
 
 /// `vpclab ARGS...` run from `dir` (a relative `--log-destination` is taken from there).

@@ -16,10 +16,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-fn addr(ip: &str, port: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(ip.parse().unwrap(), port)
-}
-
 const FLOAT: &str = "10.0.2.50";
 const FLOAT_MAC: &str = "02:00:00:00:02:50";
 const EXAMPLE: &str = "198.51.100.7";
@@ -347,20 +343,6 @@ fn ns_state(ns: &str) -> Value {
 }
 
 /// One ping from an instance, one second to answer.
-fn pings(lab: &TestLab, instance: &str, dst: &str) -> bool {
-    lab.exec(instance, &["ping", "-c", "1", "-W", "1", dst]).status.success()
-}
-
-/// Ping from any namespace of the lab (the internet's included).
-fn ns_pings(ns: &str, dst: &str) -> bool {
-    Command::new("ip")
-        .args(["netns", "exec", ns, "ping", "-c", "1", "-W", "1", dst])
-        .output()
-        .expect("ip netns exec runs")
-        .status
-        .success()
-}
-
 /// Pids of processes in a namespace whose command is `comm`.
 fn procs_in(ns: &str, comm: &str) -> Vec<u32> {
     let out = Command::new("ip").args(["netns", "pids", ns]).output().expect("ip runs");

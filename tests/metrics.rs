@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+use std::net::TcpStream;
 use std::process::{Command, Stdio};
 
 use common::*;
@@ -91,14 +91,10 @@ attachment = { instance = "app", device_index = 0 }
 hosts = [ { id = "example", ip = "198.51.100.7" } ]
 "#;
 
-fn addr(ip: &str, port: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(ip.parse::<Ipv4Addr>().unwrap(), port)
-}
-
 /// Parses OpenMetrics text with `prometheus_client.openmetrics.parser` (which refuses anything
 /// that is not valid OpenMetrics, `# EOF` included) into `{"types": {family: type}, "samples":
 /// [[name, labels, value], ...]}`. Fails loudly when the parser is missing.
-fn parse_openmetrics(text: &str) -> Value {
+fn parse_openmetrics(metrics: &str) -> Value {
     const SCRIPT: &str = r#"
 import json, sys
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
@@ -121,14 +117,10 @@ print(json.dumps({"types": types, "samples": samples}))
         .stderr(Stdio::piped())
         .spawn()
         .expect("python runs");
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "the OpenMetrics parser refused the text: {}\n{text}", text_of(&out));
+    assert!(out.status.success(), "the OpenMetrics parser refused the text: {}\n{metrics}", text(&out));
     serde_json::from_slice(&out.stdout).expect("the parser's JSON")
-}
-
-fn text_of(o: &std::process::Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 /// The one sample named `name` whose labels include `labels`.
@@ -204,11 +196,7 @@ fn vpclab_metrics_parses_as_openmetrics_and_matches_status() {
     assert_eq!(udp_roundtrip(&lab.ns("app"), None, addr(EXAMPLE, 53), b"udp").unwrap(), b"udp");
     usrv.join().unwrap();
     assert!(lab.ping("app", EXAMPLE).status.success());
-    let unsolicited = Command::new("ip")
-        .args(["netns", "exec", &inet, "ping", "-c", "1", "-W", "1", NAT_EIP])
-        .output()
-        .expect("ip netns exec runs");
-    assert!(!unsolicited.status.success(), "the NAT gateway must not answer ping");
+    assert!(!ns_pings(&inet, NAT_EIP), "the NAT gateway must not answer ping");
 
     let before = lab.status();
     let text = metrics_text(&lab);

@@ -100,19 +100,8 @@ fn ip_n(ns: &str, args: &[&str]) {
 fn frames_on(ns: &str, ifname: &'static str, want: usize, secs: u64) -> std::thread::JoinHandle<Vec<Vec<u8>>> {
     let (tx, rx) = std::sync::mpsc::channel();
     let h = in_ns(ns, move || {
-        let proto = (libc::ETH_P_ALL as u16).to_be();
-        // SAFETY: plain socket(2) call; the result is checked.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, libc::c_int::from(proto)) };
-        assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
-        let name = std::ffi::CString::new(ifname).unwrap();
-        // SAFETY: a NUL-terminated name.
-        let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        assert!(index > 0, "{ifname} exists");
-        // SAFETY: sockaddr_ll is plain data; zero is a valid start.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = proto;
-        sll.sll_ifindex = index as i32;
+        let (fd, mut sll) = packet_socket(ifname);
+        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
         // SAFETY: a valid sockaddr_ll of the size given.
         let r = unsafe {
             libc::bind(fd, (&sll as *const libc::sockaddr_ll).cast(), std::mem::size_of::<libc::sockaddr_ll>() as u32)

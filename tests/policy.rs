@@ -10,10 +10,6 @@ use common::*;
 use serde_json::Value;
 use vpclab::packet::IpProto;
 
-fn addr(ip: &str, port: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(ip.parse().unwrap(), port)
-}
-
 const VPC: &str = r#"
 [[vpc]]
 id = "vpc-test"
@@ -32,19 +28,6 @@ fn eni(id: &str, subnet: &str, ip: &str, instance: &str, device: u8, extra: &str
         "{inst}\n[[network_interface]]\nid = \"{id}\"\nsubnet = \"{subnet}\"\nprivate_ip = \"{ip}\"\n{extra}\n\
          attachment = {{ instance = \"{instance}\", device_index = {device} }}\n"
     )
-}
-
-fn assert_dropped(t: &Value, reason: &str, code: &str, at: &str) {
-    assert_eq!(t["verdict"], "dropped", "trace: {t:#}");
-    assert_eq!(t["drop_reason"], reason, "trace: {t:#}");
-    assert_eq!(t["explanation_code"], code, "trace: {t:#}");
-    assert_eq!(t["dropped_at"], at, "trace: {t:#}");
-}
-
-fn assert_delivered(t: &Value, to: &str) {
-    assert_eq!(t["verdict"], "delivered", "trace: {t:#}");
-    assert_eq!(t["delivered_to"], to, "trace: {t:#}");
-    assert!(t["drop_reason"].is_null(), "trace: {t:#}");
 }
 
 /// The detail of the first stage named `stage`.

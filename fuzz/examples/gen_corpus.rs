@@ -91,227 +91,287 @@ const FIN_ACK: u8 = TcpFlags::FIN.union(TcpFlags::ACK).0;
 const INET: &str = "internet";
 const HOST: &str = "198.51.100.7";
 
-fn pipeline_seeds() -> Vec<(String, Vec<u8>)> {
-    let mut out: Vec<(String, Seed)> = Vec::new();
-    let mut add = |name: &str, s: &mut Seed| out.push((name.to_string(), std::mem::replace(s, Seed::new())));
+/// The pipeline seeds in the order they are written, each a named scenario.
+#[derive(Default)]
+struct Seeds(Vec<(String, Vec<u8>)>);
 
+impl Seeds {
+    /// Adds the scenario that `build` writes into a fresh seed, as `name`.
+    fn add(&mut self, name: &str, build: impl FnOnce(&mut Seed)) {
+        let mut s = Seed::new();
+        build(&mut s);
+        self.0.push((name.to_string(), s.data));
+    }
+}
+
+fn pipeline_seeds() -> Vec<(String, Vec<u8>)> {
+    let mut seeds = Seeds::default();
+    internet_gateway_seeds(&mut seeds);
+    nat_gateway_seeds(&mut seeds);
+    eni_to_eni_seeds(&mut seeds);
+    arp_seeds(&mut seeds);
+    limit_and_offload_seeds(&mut seeds);
+    drop_seeds(&mut seeds);
+    raw_seeds(&mut seeds);
+    seeds.0
+}
+
+/// The internet gateway: an Elastic IP's connections out and in.
+fn internet_gateway_seeds(seeds: &mut Seeds) {
     // A TCP connection from the web ENI (an Elastic IP) to the internet and back, then closed.
-    let mut s = Seed::new();
-    s.frame("eni-web", None, HOST, TCP, (40000, 80), SYN, F_TRACE, 0)
-        .frame(INET, Some(HOST), "203.0.113.20", TCP, (80, 40000), SYN_ACK, F_TRACE, 0)
-        .frame("eni-web", None, HOST, TCP, (40000, 80), ACK, 0, 65)
-        .frame("eni-web", None, HOST, TCP, (40000, 80), FIN_ACK, 0, 1)
-        .frame(INET, Some(HOST), "203.0.113.20", TCP, (80, 40000), FIN_ACK, 0, 1);
-    add("web-internet-tcp", &mut s);
+    seeds.add("web-internet-tcp", |s| {
+        s.frame("eni-web", None, HOST, TCP, (40000, 80), SYN, F_TRACE, 0)
+            .frame(INET, Some(HOST), "203.0.113.20", TCP, (80, 40000), SYN_ACK, F_TRACE, 0)
+            .frame("eni-web", None, HOST, TCP, (40000, 80), ACK, 0, 65)
+            .frame("eni-web", None, HOST, TCP, (40000, 80), FIN_ACK, 0, 1)
+            .frame(INET, Some(HOST), "203.0.113.20", TCP, (80, 40000), FIN_ACK, 0, 1);
+    });
 
     // The internet reaches the web server, on its secondary address's Elastic IP too.
-    s.frame(INET, Some(HOST), "203.0.113.20", TCP, (50000, 80), SYN, F_TRACE, 0)
-        .frame("eni-web", None, HOST, TCP, (80, 50000), SYN_ACK, F_TRACE, 0)
-        .frame(INET, Some(HOST), "203.0.113.21", TCP, (50001, 443), SYN, 0, 0)
-        .frame(INET, Some("198.51.100.66"), "203.0.113.20", TCP, (50002, 80), SYN, 0, 0)
-        .frame(INET, Some(HOST), "203.0.113.30", UDP, (5000, 5000), 0, 0, 0);
-    add("internet-to-web", &mut s);
+    seeds.add("internet-to-web", |s| {
+        s.frame(INET, Some(HOST), "203.0.113.20", TCP, (50000, 80), SYN, F_TRACE, 0)
+            .frame("eni-web", None, HOST, TCP, (80, 50000), SYN_ACK, F_TRACE, 0)
+            .frame(INET, Some(HOST), "203.0.113.21", TCP, (50001, 443), SYN, 0, 0)
+            .frame(INET, Some("198.51.100.66"), "203.0.113.20", TCP, (50002, 80), SYN, 0, 0)
+            .frame(INET, Some(HOST), "203.0.113.30", UDP, (5000, 5000), 0, 0, 0);
+    });
+}
 
+/// The NAT gateway: running out of ports, a translation timing out, ICMP through it.
+fn nat_gateway_seeds(seeds: &mut Seeds) {
     // The private app through the NAT gateway: four ports, a fifth flow to the same destination
     // finds none; replies come back.
-    for sport in 40000..40005 {
-        s.frame("eni-app", None, "8.8.8.8", UDP, (sport, 53), 0, 0, 0);
-    }
-    s.frame(INET, Some("8.8.8.8"), "203.0.113.10", UDP, (53, 1024), 0, F_TRACE, 0)
-        .frame(INET, Some("8.8.8.8"), "203.0.113.10", UDP, (53, 1027), 0, 0, 0)
-        .frame(INET, Some("8.8.8.8"), "203.0.113.10", UDP, (53, 2000), 0, 0, 0);
-    add("nat-udp-ports", &mut s);
+    seeds.add("nat-udp-ports", |s| {
+        for sport in 40000..40005 {
+            s.frame("eni-app", None, "8.8.8.8", UDP, (sport, 53), 0, 0, 0);
+        }
+        s.frame(INET, Some("8.8.8.8"), "203.0.113.10", UDP, (53, 1024), 0, F_TRACE, 0)
+            .frame(INET, Some("8.8.8.8"), "203.0.113.10", UDP, (53, 1027), 0, 0, 0)
+            .frame(INET, Some("8.8.8.8"), "203.0.113.10", UDP, (53, 2000), 0, 0, 0);
+    });
 
     // A NAT'd TCP connection whose translation times out: the next segment gets a RST.
-    s.frame("eni-app", None, HOST, TCP, (41000, 443), SYN, 0, 0)
-        .frame(INET, Some(HOST), "203.0.113.10", TCP, (443, 1024), SYN_ACK, 0, 0)
-        .frame("eni-app", None, HOST, TCP, (41000, 443), ACK, 0, 0)
-        .frame("eni-app", None, HOST, TCP, (41000, 443), ACK, F_TIMEOUT | F_TRACE, 0x80 | 7);
-    add("nat-tcp-timeout", &mut s);
+    seeds.add("nat-tcp-timeout", |s| {
+        s.frame("eni-app", None, HOST, TCP, (41000, 443), SYN, 0, 0)
+            .frame(INET, Some(HOST), "203.0.113.10", TCP, (443, 1024), SYN_ACK, 0, 0)
+            .frame("eni-app", None, HOST, TCP, (41000, 443), ACK, 0, 0)
+            .frame("eni-app", None, HOST, TCP, (41000, 443), ACK, F_TIMEOUT | F_TRACE, 0x80 | 7);
+    });
 
     // Pings out through the NAT gateway and back, and an ICMP error about a NAT'd flow.
-    s.frame("eni-app", None, HOST, ECHO, (7, 0), 0, 0, 0)
-        .frame(INET, Some(HOST), "203.0.113.10", ECHO_REPLY, (1024, 0), 0, F_TRACE, 0)
-        .frame("eni-app", None, HOST, UDP, (42000, 33434), 0, 0, 0)
-        .frame(INET, Some(HOST), "203.0.113.10", ICMP_ERR_UDP, (33434, 1025), 0, F_TRACE, 0);
-    add("nat-icmp", &mut s);
+    seeds.add("nat-icmp", |s| {
+        s.frame("eni-app", None, HOST, ECHO, (7, 0), 0, 0, 0)
+            .frame(INET, Some(HOST), "203.0.113.10", ECHO_REPLY, (1024, 0), 0, F_TRACE, 0)
+            .frame("eni-app", None, HOST, UDP, (42000, 33434), 0, 0, 0)
+            .frame(INET, Some(HOST), "203.0.113.10", ICMP_ERR_UDP, (33434, 1025), 0, F_TRACE, 0);
+    });
+}
 
+/// ENI to ENI: group references within a VPC, the peering, an appliance.
+fn eni_to_eni_seeds(seeds: &mut Seeds) {
     // Security group references within the VPC: web -> app on 8080, the reply, and app -> web.
-    s.frame("eni-web", None, "10.0.2.10", TCP, (40000, 8080), SYN, F_TRACE, 0)
-        .frame("eni-app", None, "10.0.1.10", TCP, (8080, 40000), SYN_ACK, F_TRACE, 0)
-        .frame("eni-web", None, "10.0.2.10", TCP, (40000, 8080), ACK, F_TRACE, 0)
-        .frame("eni-web", None, "10.0.2.10", TCP, (40000, 8080), ACK, F_TRACE, 0)
-        .frame("eni-app", None, "10.0.1.10", TCP, (8080, 40000), ACK, F_TRACE, 0)
-        .frame("eni-web", None, "10.0.2.10", UDP, (40001, 53), 0, 0, 0)
-        .frame("eni-app", None, "10.0.1.10", UDP, (53, 40001), 0, 0, 0)
-        .frame("eni-web", None, "10.0.2.10", TCP, (40002, 25), SYN, 0, 0);
-    add("sg-references", &mut s);
+    seeds.add("sg-references", |s| {
+        s.frame("eni-web", None, "10.0.2.10", TCP, (40000, 8080), SYN, F_TRACE, 0)
+            .frame("eni-app", None, "10.0.1.10", TCP, (8080, 40000), SYN_ACK, F_TRACE, 0)
+            .frame("eni-web", None, "10.0.2.10", TCP, (40000, 8080), ACK, F_TRACE, 0)
+            .frame("eni-web", None, "10.0.2.10", TCP, (40000, 8080), ACK, F_TRACE, 0)
+            .frame("eni-app", None, "10.0.1.10", TCP, (8080, 40000), ACK, F_TRACE, 0)
+            .frame("eni-web", None, "10.0.2.10", UDP, (40001, 53), 0, 0, 0)
+            .frame("eni-app", None, "10.0.1.10", UDP, (53, 40001), 0, 0, 0)
+            .frame("eni-web", None, "10.0.2.10", TCP, (40002, 25), SYN, 0, 0);
+    });
 
     // Across the peering: web -> b1 ssh (a group of the other VPC), app -> b1 whose replies its
     // ACL denies, pings both ways.
-    s.frame("eni-web", None, "10.1.1.10", TCP, (40000, 22), SYN, F_TRACE, 0)
-        .frame("eni-b1", None, "10.0.1.10", TCP, (22, 40000), SYN_ACK, F_TRACE, 0)
-        .frame("eni-app", None, "10.1.1.10", TCP, (40010, 22), SYN, 0, 0)
-        .frame("eni-b1", None, "10.0.2.10", TCP, (22, 40010), SYN_ACK, 0, 0)
-        .frame("eni-web", None, "10.1.1.10", ECHO, (9, 0), 0, F_TRACE, 0)
-        .frame("eni-b1", None, "10.0.1.10", ECHO_REPLY, (9, 0), 0, F_TRACE, 0)
-        .frame("eni-b1", None, "10.0.1.10", UDP, (40020, 53), 0, 0, 0)
-        .frame("eni-b1", None, "10.1.1.20", UDP, (40021, 53), 0, 0, 0);
-    add("peering", &mut s);
+    seeds.add("peering", |s| {
+        s.frame("eni-web", None, "10.1.1.10", TCP, (40000, 22), SYN, F_TRACE, 0)
+            .frame("eni-b1", None, "10.0.1.10", TCP, (22, 40000), SYN_ACK, F_TRACE, 0)
+            .frame("eni-app", None, "10.1.1.10", TCP, (40010, 22), SYN, 0, 0)
+            .frame("eni-b1", None, "10.0.2.10", TCP, (22, 40010), SYN_ACK, 0, 0)
+            .frame("eni-web", None, "10.1.1.10", ECHO, (9, 0), 0, F_TRACE, 0)
+            .frame("eni-b1", None, "10.0.1.10", ECHO_REPLY, (9, 0), 0, F_TRACE, 0)
+            .frame("eni-b1", None, "10.0.1.10", UDP, (40020, 53), 0, 0, 0)
+            .frame("eni-b1", None, "10.1.1.20", UDP, (40021, 53), 0, 0, 0);
+    });
 
     // The appliance: app -> the upper half of the public subnet goes to the appliance ENI, which
     // forwards it with the app's source address (its check is off).
-    s.frame("eni-app", None, "10.0.1.200", TCP, (40000, 8080), SYN, F_TRACE, 0)
-        .frame("eni-appl", Some("10.0.2.10"), "10.0.1.200", TCP, (40000, 8080), SYN, F_TRACE, 0)
-        .frame("eni-app-pub", None, "10.0.2.10", TCP, (8080, 40000), SYN_ACK, F_TRACE, 0)
-        .frame("eni-appl", Some("10.0.1.200"), "10.0.2.10", TCP, (8080, 40000), SYN_ACK, F_TRACE, 0)
-        .frame("eni-appl", Some("8.8.8.8"), "10.0.1.10", UDP, (5000, 5001), 0, 0, 0);
-    add("appliance", &mut s);
+    seeds.add("appliance", |s| {
+        s.frame("eni-app", None, "10.0.1.200", TCP, (40000, 8080), SYN, F_TRACE, 0)
+            .frame("eni-appl", Some("10.0.2.10"), "10.0.1.200", TCP, (40000, 8080), SYN, F_TRACE, 0)
+            .frame("eni-app-pub", None, "10.0.2.10", TCP, (8080, 40000), SYN_ACK, F_TRACE, 0)
+            .frame("eni-appl", Some("10.0.1.200"), "10.0.2.10", TCP, (8080, 40000), SYN_ACK, F_TRACE, 0)
+            .frame("eni-appl", Some("8.8.8.8"), "10.0.1.10", UDP, (5000, 5001), 0, 0, 0);
+    });
+}
 
-    // ARP from every ENI for its router and a neighbour; the internet asks for its gateway.
-    let m = model();
-    for e in &m.enis {
-        let router = m.subnets[e.subnet.index()].cidr.router().to_string();
-        s.frame(&e.id, None, &router, ARP, (0, 0), 0, 0, 0);
-    }
-    s.frame("eni-web", None, "10.0.1.200", ARP, (0, 0), 0, 0, 0)
-        .frame("eni-web", None, "10.0.1.100", ARP, (0, 0), 0, 0, 0)
-        .frame(INET, Some(HOST), "169.254.0.1", ARP, (0, 0), 0, F_TRACE, 0)
-        .frame(INET, Some(HOST), "203.0.113.20", ARP, (0, 0), 0, 0, 0);
-    add("arp", &mut s);
+/// ARP from every ENI for its router and a neighbour; the internet asks for its gateway.
+fn arp_seeds(seeds: &mut Seeds) {
+    seeds.add("arp", |s| {
+        let m = model();
+        for e in &m.enis {
+            let router = m.subnets[e.subnet.index()].cidr.router().to_string();
+            s.frame(&e.id, None, &router, ARP, (0, 0), 0, 0, 0);
+        }
+        s.frame("eni-web", None, "10.0.1.200", ARP, (0, 0), 0, 0, 0)
+            .frame("eni-web", None, "10.0.1.100", ARP, (0, 0), 0, 0, 0)
+            .frame(INET, Some(HOST), "169.254.0.1", ARP, (0, 0), 0, F_TRACE, 0)
+            .frame(INET, Some(HOST), "203.0.113.20", ARP, (0, 0), 0, 0, 0);
+    });
+}
 
+/// The bounds and the offloads: the MTU and TSO, a full connection table, partial checksums.
+fn limit_and_offload_seeds(seeds: &mut Seeds) {
     // The MTU towards the internet: with DF a big packet is answered (fragmentation needed),
     // without DF it is dropped; a TSO superframe is judged by its segments.
-    let big = |ip_bits: u8| Spec {
-        dst: addr(HOST),
-        kind: UDP,
-        sport: 5000,
-        dport: 5001,
-        payload8: 200,
-        ip_bits,
-        ..Spec::default()
-    };
-    s.spec("eni-web", big(1), F_TRACE, 0, 0).spec("eni-web", big(0), 0, 0, 0).spec("eni-app", big(1), F_TRACE, 0, 0);
-    let tso = Spec {
-        dst: addr(HOST),
-        kind: TCP,
-        sport: 40000,
-        dport: 80,
-        tcp_flags: ACK,
-        payload8: 250,
-        ip_bits: 1,
-        ..Spec::default()
-    };
-    s.frame("eni-web", None, HOST, TCP, (40000, 80), SYN, 0, 0)
-        .spec("eni-web", tso, F_GSO | F_CSUM_PARTIAL, 1448, 0)
-        .spec("eni-web", tso, F_GSO | F_CSUM_PARTIAL | F_TRACE, 8948, 0);
-    add("mtu-and-gso", &mut s);
-
-    // The web ENI's table holds four connections: the fifth new flow is refused; time frees it.
-    for sport in 0..6u16 {
-        s.frame("eni-web", None, HOST, UDP, (6000 + sport, 5000), 0, 0, 0);
-    }
-    s.frame("eni-web", None, HOST, UDP, (6010, 5000), 0, F_TIMEOUT | F_TRACE, 0x40 | 61)
-        .frame("eni-app-pub", None, "10.0.1.10", TCP, (6020, 80), SYN, 0, 0)
-        .frame("eni-app-pub", None, "10.0.1.10", TCP, (6021, 80), SYN, 0, 0)
-        .frame("eni-app-pub", None, "10.0.1.10", TCP, (6022, 80), SYN, F_TRACE, 0);
-    add("conntrack-full", &mut s);
-
-    // Checksum offload: partial checksums through the NAT gateway and the Elastic IP mapping.
-    s.frame("eni-app", None, HOST, TCP, (43000, 80), SYN, F_CSUM_PARTIAL, 0)
-        .frame(INET, Some(HOST), "203.0.113.10", TCP, (80, 1024), SYN_ACK, F_CSUM_PARTIAL, 0)
-        .frame("eni-web", None, HOST, UDP, (43001, 53), 0, F_CSUM_PARTIAL, 0)
-        .frame(INET, Some(HOST), "203.0.113.20", UDP, (53, 43001), 0, F_CSUM_PARTIAL, 0);
-    add("csum-partial", &mut s);
-
-    // Routes that drop: blackhole, a detached ENI, no route, nobody, a stopped instance, and
-    // fragments at the NAT gateway; ICMP errors about tracked flows.
-    s.frame("eni-app", None, "192.0.2.5", UDP, (1, 2), 0, 0, 0)
-        .frame("eni-app", None, "198.18.0.1", UDP, (1, 2), 0, F_TRACE, 0)
-        .frame("eni-b1", None, "10.2.0.1", UDP, (1, 2), 0, 0, 0)
-        .frame("eni-web", None, "10.0.9.9", UDP, (1, 2), 0, 0, 0)
-        .frame("eni-web", None, "10.1.1.20", TCP, (1, 22), SYN, F_TRACE, 0)
-        .frame("eni-b2", None, "10.1.1.10", UDP, (1, 2), 0, 0, 0)
-        .spec(
+    seeds.add("mtu-and-gso", |s| {
+        let big = |ip_bits: u8| Spec {
+            dst: addr(HOST),
+            kind: UDP,
+            sport: 5000,
+            dport: 5001,
+            payload8: 200,
+            ip_bits,
+            ..Spec::default()
+        };
+        s.spec("eni-web", big(1), F_TRACE, 0, 0).spec("eni-web", big(0), 0, 0, 0).spec(
             "eni-app",
-            Spec { dst: addr(HOST), kind: UDP, sport: 7, dport: 7, ip_bits: 2, ..Spec::default() },
-            0,
-            0,
-            0,
-        )
-        .frame("eni-web", None, "10.0.2.10", UDP, (44000, 53), 0, 0, 0)
-        .frame("eni-app", None, "10.0.1.10", ICMP_ERR_UDP, (53, 44000), 0, F_TRACE, 0)
-        .frame("eni-web", None, HOST, TCP, (44001, 80), SYN, 0, 0)
-        .frame(INET, Some(HOST), "203.0.113.20", ICMP_ERR_TCP, (80, 44001), SYN, F_TRACE, 0);
-    add("drops-and-errors", &mut s);
-
-    // Spoofing: another ENI's MAC or address; the source check on and off.
-    let spoof = Spec {
-        dst: addr("10.0.2.10"),
-        kind: UDP,
-        sport: 1,
-        dport: 53,
-        src_mac: mac_of(m.enis[1].mac),
-        ..Spec::default()
-    };
-    s.spec("eni-web", spoof, 0, 0, 0).frame("eni-web", Some("10.0.1.200"), "10.0.2.10", UDP, (1, 53), 0, 0, 0).frame(
-        "eni-appl",
-        Some("10.0.1.200"),
-        "10.0.2.10",
-        UDP,
-        (1, 53),
-        0,
-        0,
-        0,
-    );
-    add("spoofing", &mut s);
-
-    // The same frames as raw bytes, for the byte mutations (checksums fixed before sending).
-    let raw = |from: &str, spec: Spec, partial: bool| {
-        let e = m.eni_by_id(from);
-        build_frame(m, e, &spec, partial)
-    };
-    let syn = Spec { dst: addr(HOST), kind: TCP, sport: 40000, dport: 80, tcp_flags: SYN, ..Spec::default() };
-    let synack = Spec {
-        src: addr(HOST),
-        dst: addr("203.0.113.20"),
-        kind: TCP,
-        sport: 80,
-        dport: 40000,
-        tcp_flags: SYN_ACK,
-        ..Spec::default()
-    };
-    s.raw("eni-web", &raw("eni-web", syn, false), F_FIX_CSUM | F_TRACE, 0).raw(
-        INET,
-        &raw(INET, synack, false),
-        F_FIX_CSUM | F_TRACE,
-        0,
-    );
-    add("raw-web-internet", &mut s);
-    let nat = Spec { dst: addr("8.8.8.8"), kind: UDP, sport: 40000, dport: 53, payload8: 4, ..Spec::default() };
-    let back =
-        Spec { src: addr("8.8.8.8"), dst: addr("203.0.113.10"), kind: UDP, sport: 53, dport: 1024, ..Spec::default() };
-    s.raw("eni-app", &raw("eni-app", nat, true), F_FIX_CSUM | F_CSUM_PARTIAL, 0).raw(
-        INET,
-        &raw(INET, back, false),
-        F_FIX_CSUM | F_TRACE,
-        0,
-    );
-    add("raw-nat", &mut s);
-    let peer = Spec { dst: addr("10.1.1.10"), kind: ECHO, sport: 5, ..Spec::default() };
-    let err =
-        Spec { src: addr("10.0.2.10"), dst: addr(HOST), kind: ICMP_ERR_UDP, sport: 53, dport: 1024, ..Spec::default() };
-    s.raw("eni-web", &raw("eni-web", peer, false), F_TRACE, 0)
-        .raw("eni-app", &raw("eni-app", err, false), F_FIX_CSUM, 0)
-        .raw(
-            "eni-web",
-            &vpclab::packet::build::arp_request(m.enis[0].mac, m.enis[0].private_ip, "10.0.1.1".parse().unwrap()),
+            big(1),
             F_TRACE,
             0,
+            0,
         );
-    add("raw-misc", &mut s);
+        let tso = Spec {
+            dst: addr(HOST),
+            kind: TCP,
+            sport: 40000,
+            dport: 80,
+            tcp_flags: ACK,
+            payload8: 250,
+            ip_bits: 1,
+            ..Spec::default()
+        };
+        s.frame("eni-web", None, HOST, TCP, (40000, 80), SYN, 0, 0)
+            .spec("eni-web", tso, F_GSO | F_CSUM_PARTIAL, 1448, 0)
+            .spec("eni-web", tso, F_GSO | F_CSUM_PARTIAL | F_TRACE, 8948, 0);
+    });
 
-    out.into_iter().map(|(n, s)| (n, s.data)).collect()
+    // The web ENI's table holds four connections: the fifth new flow is refused; time frees it.
+    seeds.add("conntrack-full", |s| {
+        for sport in 0..6u16 {
+            s.frame("eni-web", None, HOST, UDP, (6000 + sport, 5000), 0, 0, 0);
+        }
+        s.frame("eni-web", None, HOST, UDP, (6010, 5000), 0, F_TIMEOUT | F_TRACE, 0x40 | 61)
+            .frame("eni-app-pub", None, "10.0.1.10", TCP, (6020, 80), SYN, 0, 0)
+            .frame("eni-app-pub", None, "10.0.1.10", TCP, (6021, 80), SYN, 0, 0)
+            .frame("eni-app-pub", None, "10.0.1.10", TCP, (6022, 80), SYN, F_TRACE, 0);
+    });
+
+    // Checksum offload: partial checksums through the NAT gateway and the Elastic IP mapping.
+    seeds.add("csum-partial", |s| {
+        s.frame("eni-app", None, HOST, TCP, (43000, 80), SYN, F_CSUM_PARTIAL, 0)
+            .frame(INET, Some(HOST), "203.0.113.10", TCP, (80, 1024), SYN_ACK, F_CSUM_PARTIAL, 0)
+            .frame("eni-web", None, HOST, UDP, (43001, 53), 0, F_CSUM_PARTIAL, 0)
+            .frame(INET, Some(HOST), "203.0.113.20", UDP, (53, 43001), 0, F_CSUM_PARTIAL, 0);
+    });
+}
+
+/// What the pipeline drops or answers with an error: routes that drop, ICMP errors, spoofing.
+fn drop_seeds(seeds: &mut Seeds) {
+    // Routes that drop: blackhole, a detached ENI, no route, nobody, a stopped instance, and
+    // fragments at the NAT gateway; ICMP errors about tracked flows.
+    seeds.add("drops-and-errors", |s| {
+        s.frame("eni-app", None, "192.0.2.5", UDP, (1, 2), 0, 0, 0)
+            .frame("eni-app", None, "198.18.0.1", UDP, (1, 2), 0, F_TRACE, 0)
+            .frame("eni-b1", None, "10.2.0.1", UDP, (1, 2), 0, 0, 0)
+            .frame("eni-web", None, "10.0.9.9", UDP, (1, 2), 0, 0, 0)
+            .frame("eni-web", None, "10.1.1.20", TCP, (1, 22), SYN, F_TRACE, 0)
+            .frame("eni-b2", None, "10.1.1.10", UDP, (1, 2), 0, 0, 0)
+            .spec(
+                "eni-app",
+                Spec { dst: addr(HOST), kind: UDP, sport: 7, dport: 7, ip_bits: 2, ..Spec::default() },
+                0,
+                0,
+                0,
+            )
+            .frame("eni-web", None, "10.0.2.10", UDP, (44000, 53), 0, 0, 0)
+            .frame("eni-app", None, "10.0.1.10", ICMP_ERR_UDP, (53, 44000), 0, F_TRACE, 0)
+            .frame("eni-web", None, HOST, TCP, (44001, 80), SYN, 0, 0)
+            .frame(INET, Some(HOST), "203.0.113.20", ICMP_ERR_TCP, (80, 44001), SYN, F_TRACE, 0);
+    });
+
+    // Spoofing: another ENI's MAC or address; the source check on and off.
+    seeds.add("spoofing", |s| {
+        let spoof = Spec {
+            dst: addr("10.0.2.10"),
+            kind: UDP,
+            sport: 1,
+            dport: 53,
+            src_mac: mac_of(model().enis[1].mac),
+            ..Spec::default()
+        };
+        s.spec("eni-web", spoof, 0, 0, 0)
+            .frame("eni-web", Some("10.0.1.200"), "10.0.2.10", UDP, (1, 53), 0, 0, 0)
+            .frame("eni-appl", Some("10.0.1.200"), "10.0.2.10", UDP, (1, 53), 0, 0, 0);
+    });
+}
+
+/// A frame built from `spec` as the ENI (or the internet) `from` sends it.
+fn raw_frame(from: &str, spec: Spec, partial: bool) -> Vec<u8> {
+    let m = model();
+    build_frame(m, m.eni_by_id(from), &spec, partial)
+}
+
+/// Frames of the scenarios above as raw bytes, for the byte mutations (checksums fixed before
+/// sending).
+fn raw_seeds(seeds: &mut Seeds) {
+    seeds.add("raw-web-internet", |s| {
+        let syn = Spec { dst: addr(HOST), kind: TCP, sport: 40000, dport: 80, tcp_flags: SYN, ..Spec::default() };
+        let synack = Spec {
+            src: addr(HOST),
+            dst: addr("203.0.113.20"),
+            kind: TCP,
+            sport: 80,
+            dport: 40000,
+            tcp_flags: SYN_ACK,
+            ..Spec::default()
+        };
+        s.raw("eni-web", &raw_frame("eni-web", syn, false), F_FIX_CSUM | F_TRACE, 0);
+        s.raw(INET, &raw_frame(INET, synack, false), F_FIX_CSUM | F_TRACE, 0);
+    });
+    seeds.add("raw-nat", |s| {
+        let nat = Spec { dst: addr("8.8.8.8"), kind: UDP, sport: 40000, dport: 53, payload8: 4, ..Spec::default() };
+        let back = Spec {
+            src: addr("8.8.8.8"),
+            dst: addr("203.0.113.10"),
+            kind: UDP,
+            sport: 53,
+            dport: 1024,
+            ..Spec::default()
+        };
+        s.raw("eni-app", &raw_frame("eni-app", nat, true), F_FIX_CSUM | F_CSUM_PARTIAL, 0);
+        s.raw(INET, &raw_frame(INET, back, false), F_FIX_CSUM | F_TRACE, 0);
+    });
+    seeds.add("raw-misc", |s| {
+        let m = model();
+        let peer = Spec { dst: addr("10.1.1.10"), kind: ECHO, sport: 5, ..Spec::default() };
+        let err = Spec {
+            src: addr("10.0.2.10"),
+            dst: addr(HOST),
+            kind: ICMP_ERR_UDP,
+            sport: 53,
+            dport: 1024,
+            ..Spec::default()
+        };
+        s.raw("eni-web", &raw_frame("eni-web", peer, false), F_TRACE, 0)
+            .raw("eni-app", &raw_frame("eni-app", err, false), F_FIX_CSUM, 0)
+            .raw(
+                "eni-web",
+                &vpclab::packet::build::arp_request(m.enis[0].mac, m.enis[0].private_ip, "10.0.1.1".parse().unwrap()),
+                F_TRACE,
+                0,
+            );
+    });
 }
 
 fn control_seeds() -> Vec<(String, String)> {

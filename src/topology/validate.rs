@@ -284,7 +284,6 @@ impl Checker<'_> {
         }
     }
 
-    /// An integer within `range`, else a problem naming AWS's range.
     /// A numbered rule's number (1 to [`MAX_ACL_RULE`]) and whether it is the first use of it in
     /// its direction `dname` (`seen`: the line of each number used so far, updated).
     fn rule_number(
@@ -305,6 +304,7 @@ impl Checker<'_> {
         (number, true)
     }
 
+    /// An integer within `range`, else a problem naming AWS's range.
     fn int_in(&mut self, v: &Spanned<i64>, field: &str, range: Range<i64>, what: &str) -> Option<i64> {
         let n = *v.get_ref();
         if range.contains(&n) {
@@ -1611,26 +1611,43 @@ fn network_acls(c: &mut Checker<'_>, raw: &RawFile) -> Vec<Rules<AclRule>> {
 /// One direction of ACL `id`'s rules: at most [`ACL_RULES_PER_DIRECTION`], each rule number once;
 /// sorted by rule number, the order they are evaluated in.
 fn acl_rules(c: &mut Checker<'_>, id: &str, list: &Spanned<Vec<RawAclRule>>, dname: &str) -> Option<Vec<AclRule>> {
-    let mut ok = true;
-    if list.get_ref().len() > ACL_RULES_PER_DIRECTION {
+    let within_quota = list.get_ref().len() <= ACL_RULES_PER_DIRECTION;
+    if !within_quota {
         let msg = format!(
             "a network ACL holds at most {ACL_RULES_PER_DIRECTION} {dname} rules; this one has {}",
             list.get_ref().len()
         );
         c.err(list.span(), path(Kind::NetworkAcl, id, dname), msg);
-        ok = false;
     }
+    let rules = numbered_rules(c, Kind::NetworkAcl, id, list.get_ref(), dname, acl_rule, |r| r.number);
+    rules.filter(|_| within_quota)
+}
+
+/// One direction `dname` of a numbered rule list (a network ACL's entries, a traffic mirror
+/// filter's rules) of the `kind` named `id`: each rule checked by `check`, which gets the rule's
+/// path and the numbers `seen` so far in this direction; then sorted by number, the order AWS
+/// evaluates them in. `None` if any rule failed its check.
+fn numbered_rules<R, T>(
+    c: &mut Checker<'_>,
+    kind: Kind,
+    id: &str,
+    list: &[R],
+    dname: &str,
+    check: impl Fn(&mut Checker<'_>, &str, &R, &str, &mut HashMap<i64, usize>) -> Option<T>,
+    number: impl Fn(&T) -> u16,
+) -> Option<Vec<T>> {
     // The line of each rule number used so far.
     let mut seen: HashMap<i64, usize> = HashMap::new();
     let mut out = Vec::new();
-    for (k, r) in list.get_ref().iter().enumerate() {
-        let base = path(Kind::NetworkAcl, id, &format!("{dname}[{k}]"));
-        match acl_rule(c, &base, r, dname, &mut seen) {
+    let mut ok = true;
+    for (k, r) in list.iter().enumerate() {
+        let base = path(kind, id, &format!("{dname}[{k}]"));
+        match check(c, &base, r, dname, &mut seen) {
             Some(rule) => out.push(rule),
             None => ok = false,
         }
     }
-    out.sort_by_key(|r| r.number);
+    out.sort_by_key(number);
     ok.then_some(out)
 }
 

@@ -109,6 +109,41 @@ pub fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
+/// `ip:port` from an address written as text.
+pub fn addr(ip: &str, port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(ip.parse().unwrap(), port)
+}
+
+/// Whether one ping from `instance` to `dst` is answered within a second.
+pub fn pings(lab: &TestLab, instance: &str, dst: &str) -> bool {
+    lab.exec(instance, &["ping", "-c", "1", "-W", "1", dst]).status.success()
+}
+
+/// The same from any namespace of the lab (the internet's included), by `ip netns exec`.
+pub fn ns_pings(ns: &str, dst: &str) -> bool {
+    Command::new("ip")
+        .args(["netns", "exec", ns, "ping", "-c", "1", "-W", "1", dst])
+        .output()
+        .expect("ip netns exec runs")
+        .status
+        .success()
+}
+
+/// A trace (`vpclab trace --json`) that ends in a drop by `reason`, explained by `code`, at `at`.
+pub fn assert_dropped(t: &serde_json::Value, reason: &str, code: &str, at: &str) {
+    assert_eq!(t["verdict"], "dropped", "trace: {t:#}");
+    assert_eq!(t["drop_reason"], reason, "trace: {t:#}");
+    assert_eq!(t["explanation_code"], code, "trace: {t:#}");
+    assert_eq!(t["dropped_at"], at, "trace: {t:#}");
+}
+
+/// A trace that ends delivered to `to`.
+pub fn assert_delivered(t: &serde_json::Value, to: &str) {
+    assert_eq!(t["verdict"], "delivered", "trace: {t:#}");
+    assert_eq!(t["delivered_to"], to, "trace: {t:#}");
+    assert!(t["drop_reason"].is_null(), "trace: {t:#}");
+}
+
 /// A running lab; dropping it runs `vpclab down` and removes the topology file.
 pub struct TestLab {
     pub name: String,
@@ -401,22 +436,31 @@ impl Drop for TopologyFile {
     }
 }
 
+/// An AF_PACKET socket for every protocol, in the calling thread's namespace, and a link-layer
+/// address naming `ifname` (its family and index set, the rest zero) to bind or send to. The
+/// caller closes the socket.
+pub fn packet_socket(ifname: &str) -> (libc::c_int, libc::sockaddr_ll) {
+    let proto = (libc::ETH_P_ALL as u16).to_be();
+    // SAFETY: plain socket(2) call; the result is checked.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, libc::c_int::from(proto)) };
+    assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+    let name = std::ffi::CString::new(ifname).unwrap();
+    // SAFETY: if_nametoindex reads a NUL-terminated string that outlives the call.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    assert!(ifindex > 0, "no interface {ifname}");
+    // SAFETY: sockaddr_ll is a plain C struct; all-zero is valid.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_ifindex = ifindex as i32;
+    (fd, sll)
+}
+
 /// Sends raw Ethernet frames out of `ifname` inside `ns` through an AF_PACKET socket, so they
 /// reach the forwarder exactly as written (bad ones included).
 pub fn inject_frames(ns: &str, ifname: &str, frames: Vec<Vec<u8>>) {
-    let ifname = std::ffi::CString::new(ifname).unwrap();
+    let ifname = ifname.to_string();
     in_ns(ns, move || {
-        let proto = (libc::ETH_P_ALL as u16).to_be() as libc::c_int;
-        // SAFETY: plain socket(2) call; the result is checked.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto) };
-        assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
-        // SAFETY: if_nametoindex reads a NUL-terminated string that outlives the call.
-        let ifindex = unsafe { libc::if_nametoindex(ifname.as_ptr()) };
-        assert!(ifindex > 0, "no interface {ifname:?}");
-        // SAFETY: sockaddr_ll is a plain C struct; all-zero is valid.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_ifindex = ifindex as i32;
+        let (fd, mut sll) = packet_socket(&ifname);
         sll.sll_halen = 6;
         for f in frames {
             // SAFETY: f and sll are valid for the lengths given, for the duration of the call.

@@ -18,6 +18,22 @@ fn lab(flow_logs: &str) -> Model {
     topology::parse(&text, "flows.toml").unwrap()
 }
 
+/// A `[[flow_log]]` table for ENI `eni-{name}`: id `fl-{name}`, file `{name}.log`; the format
+/// and the interval are the defaults (AWS's version 2 fields, 600 s) where `None`.
+fn eni_flow_log(name: &str, traffic_type: &str, log_format: Option<&str>, interval: Option<u32>) -> String {
+    let mut table = format!(
+        "\n[[flow_log]]\nid = \"fl-{name}\"\nresource = \"eni-{name}\"\ntraffic_type = \"{traffic_type}\"\n\
+         destination = \"{name}.log\"\n"
+    );
+    if let Some(f) = log_format {
+        table += &format!("log_format = \"{f}\"\n");
+    }
+    if let Some(i) = interval {
+        table += &format!("max_aggregation_interval = {i}\n");
+    }
+    table
+}
+
 fn ip(s: &str) -> Ipv4Addr {
     s.parse().unwrap()
 }
@@ -39,6 +55,13 @@ fn lines(rx: &Receiver<Msg>) -> Vec<String> {
         out.extend(b.iter().map(Record::line));
     }
     out
+}
+
+/// The lines written so far, sorted.
+fn sorted_lines(rx: &Receiver<Msg>) -> Vec<String> {
+    let mut got = lines(rx);
+    got.sort();
+    got
 }
 
 fn tcp(src: &str, dst: &str, sport: u16, dport: u16, flags: TcpFlags, payload: &[u8]) -> Vec<u8> {
@@ -113,8 +136,7 @@ max_aggregation_interval = 60
     f.tick(t0 + 30);
     assert!(lines(&rx).is_empty(), "nothing before the interval closes");
     f.tick(t0 + 60);
-    let mut got = lines(&rx);
-    got.sort();
+    let got = sorted_lines(&rx);
     let ip_bytes = (a.len() - 14 + b.len() - 14) as u64;
     let want_app =
         format!("2 123456789012 eni-app 10.0.1.10 10.0.2.10 4000 5000 17 2 {ip_bytes} {} {} ACCEPT OK", t0 + 5, t0 + 9);
@@ -133,16 +155,9 @@ max_aggregation_interval = 60
 
 #[test]
 fn refused_traffic_is_reject_and_a_flow_with_both_gets_one_record_of_each() {
-    let m = lab(r#"
-[[flow_log]]
-id = "fl-app"
-resource = "eni-app"
-traffic_type = "ALL"
-destination = "app.log"
-log_format = "${interface-id} ${srcaddr} ${dstport} ${packets} ${action} ${tcp-flags} ${flow-direction} ${traffic-path}"
-max_aggregation_interval = 1
-"#);
-    let (mut f, rx, ports) = flow_logs(&m, 100);
+    let format =
+        "${interface-id} ${srcaddr} ${dstport} ${packets} ${action} ${tcp-flags} ${flow-direction} ${traffic-path}";
+    let (mut f, rx, ports) = flow_logs(&lab(&eni_flow_log("app", "ALL", Some(format), Some(1))), 100);
     let syn = tcp("10.0.1.10", "10.0.2.10", 40000, 22, TcpFlags::SYN, &[]);
     let to_app = EniIdx(APP as u32);
     feed(&mut f, &ports, WEB, Verdict::DropAt(DropReason::SecurityGroupIngress, to_app), &syn, 100);
@@ -157,8 +172,7 @@ max_aggregation_interval = 1
     // Dropped for another reason: not logged.
     feed(&mut f, &ports, APP, Verdict::Drop(DropReason::NoRoute), &udp("10.0.2.10", "8.8.8.8", 5, 6, &[]), 100);
     f.tick(101);
-    let mut got = lines(&rx);
-    got.sort();
+    let got = sorted_lines(&rx);
     assert_eq!(
         got,
         vec![
@@ -172,16 +186,8 @@ max_aggregation_interval = 1
 
 #[test]
 fn secondary_addresses_show_as_the_primary_and_pkt_fields_as_sent() {
-    let m = lab(r#"
-[[flow_log]]
-id = "fl-web"
-resource = "eni-web"
-traffic_type = "ACCEPT"
-destination = "web.log"
-log_format = "${version} ${srcaddr} ${dstaddr} ${pkt-srcaddr} ${pkt-dstaddr} ${flow-direction} ${vpc-id} ${subnet-id} ${instance-id} ${type} ${region} ${sublocation-id}"
-max_aggregation_interval = 1
-"#);
-    let (mut f, rx, ports) = flow_logs(&m, 100);
+    let format = "${version} ${srcaddr} ${dstaddr} ${pkt-srcaddr} ${pkt-dstaddr} ${flow-direction} ${vpc-id} ${subnet-id} ${instance-id} ${type} ${region} ${sublocation-id}";
+    let (mut f, rx, ports) = flow_logs(&lab(&eni_flow_log("web", "ACCEPT", Some(format), Some(1))), 100);
     let out = udp("10.0.1.11", "10.0.2.10", 7, 8, &[]);
     feed(&mut f, &ports, WEB, Verdict::Forward(EniIdx(APP as u32)), &out, 100);
     let back = udp("10.0.2.10", "10.0.1.11", 8, 7, &[]);
@@ -189,8 +195,7 @@ max_aggregation_interval = 1
     // REJECT is not kept by an ACCEPT flow log.
     feed(&mut f, &ports, APP, Verdict::DropAt(DropReason::NetworkAclIngress, EniIdx(WEB as u32)), &back, 100);
     f.tick(102);
-    let mut got = lines(&rx);
-    got.sort();
+    let got = sorted_lines(&rx);
     assert_eq!(
         got,
         vec![
@@ -202,15 +207,7 @@ max_aggregation_interval = 1
 
 #[test]
 fn the_fabric_s_own_services_are_not_logged() {
-    let m = lab(r#"
-[[flow_log]]
-id = "fl-web"
-resource = "eni-web"
-traffic_type = "ALL"
-destination = "web.log"
-max_aggregation_interval = 1
-"#);
-    let (mut f, rx, ports) = flow_logs(&m, 100);
+    let (mut f, rx, ports) = flow_logs(&lab(&eni_flow_log("web", "ALL", None, Some(1))), 100);
     for dst in ["10.0.0.2", "10.0.1.1", "10.0.1.2", "169.254.169.254", "169.254.169.123"] {
         feed(&mut f, &ports, WEB, Verdict::ToInternet, &udp("10.0.1.10", dst, 5, 53, &[]), 100);
     }
@@ -223,15 +220,8 @@ max_aggregation_interval = 1
 
 #[test]
 fn a_full_table_gives_skipdata_and_every_record_is_written_at_the_end() {
-    let m = lab(r#"
-[[flow_log]]
-id = "fl-web"
-resource = "eni-web"
-traffic_type = "ALL"
-destination = "web.log"
-log_format = "${interface-id} ${srcport} ${log-status}"
-"#);
-    let (mut f, rx, ports) = flow_logs(&m, 600);
+    let format = "${interface-id} ${srcport} ${log-status}";
+    let (mut f, rx, ports) = flow_logs(&lab(&eni_flow_log("web", "ALL", Some(format), None)), 600);
     for p in 0..=MAX_FLOWS as u32 {
         let frame = udp("10.0.1.10", "198.51.100.10", (p % 60000) as u16, 1 + (p / 60000) as u16, &[]);
         feed(&mut f, &ports, WEB, Verdict::ToInternet, &frame, 601);
@@ -245,29 +235,14 @@ log_format = "${interface-id} ${srcport} ${log-status}"
 
 #[test]
 fn a_live_change_keeps_flow_logs_by_id_and_writes_the_removed_ones() {
-    let one = r#"
-[[flow_log]]
-id = "fl-web"
-resource = "eni-web"
-traffic_type = "ALL"
-destination = "web.log"
-log_format = "${interface-id} ${packets} ${log-status}"
-max_aggregation_interval = 60
-"#;
-    let two = r#"
-[[flow_log]]
-id = "fl-app"
-resource = "eni-app"
-traffic_type = "ALL"
-destination = "app.log"
-log_format = "${interface-id} ${packets} ${log-status}"
-max_aggregation_interval = 60
-"#;
+    let format = "${interface-id} ${packets} ${log-status}";
+    let one = eni_flow_log("web", "ALL", Some(format), Some(60));
+    let two = eni_flow_log("app", "ALL", Some(format), Some(60));
     let (mut f, rx, ports) = flow_logs(&lab(&format!("{one}{two}")), 60);
     let frame = udp("10.0.1.10", "10.0.2.10", 1, 2, &[]);
     feed(&mut f, &ports, WEB, Verdict::Forward(EniIdx(APP as u32)), &frame, 61);
     // fl-app goes: its flow is written now; fl-web keeps counting the same flow.
-    f.configure(FlowLogConfig::new(&lab(one)), &ports, 62);
+    f.configure(FlowLogConfig::new(&lab(&one)), &ports, 62);
     assert_eq!(lines(&rx), vec!["eni-app 1 OK"]);
     feed(&mut f, &ports, WEB, Verdict::Forward(EniIdx(APP as u32)), &frame, 63);
     f.tick(120);

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use toml::Spanned;
 
-use super::{idx, path, Checker, Kind};
+use super::{idx, numbered_rules, path, Checker, Kind};
 use crate::model::{
     EniIdx, MirrorAction, MirrorRule, PortRange, Protocol, TmfIdx, TmtIdx, TrafficMirrorFilter, TrafficMirrorSession,
     TrafficMirrorTarget,
@@ -79,18 +79,7 @@ pub(super) fn traffic_mirroring(c: &mut Checker<'_>, raw: &RawFile) -> Mirroring
 
 /// One direction of filter `id`'s rules, sorted by number.
 fn rules(c: &mut Checker<'_>, id: &str, list: &[RawMirrorRule], dname: &str) -> Option<Vec<MirrorRule>> {
-    let mut seen: HashMap<i64, usize> = HashMap::new();
-    let mut out = Vec::new();
-    let mut ok = true;
-    for (k, r) in list.iter().enumerate() {
-        let base = path(Kind::TrafficMirrorFilter, id, &format!("{dname}[{k}]"));
-        match rule(c, &base, r, dname, &mut seen) {
-            Some(rule) => out.push(rule),
-            None => ok = false,
-        }
-    }
-    out.sort_by_key(|r| r.number);
-    ok.then_some(out)
+    numbered_rules(c, Kind::TrafficMirrorFilter, id, list, dname, rule, |r| r.number)
 }
 
 /// One filter rule: a number not yet `seen` in its direction, an action, a protocol (all when

@@ -67,7 +67,6 @@ measure() {
   rtt=$(x client -- ping -c 50 -i 0.01 -q "$ip" | awk -F/ '/rtt/ {printf "%d", $5*1000}')
   cpu=$(cpu_per_packet)
 }
-pid=
 # Nanoseconds of forwarder CPU (every thread of the daemon: forwarding, capture writers, control)
 # per datagram of a 64-byte UDP stream at a fixed 50 kpps, below every row's ceiling: what the
 # work costs, less swayed by a busy machine than a rate is.

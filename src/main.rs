@@ -574,10 +574,12 @@ fn trace(
 fn capture(named: Option<&str>, req: &Request, file: Option<&Path>) -> anyhow::Result<ExitCode> {
     let lab = lab::resolve_lab(named, false)?;
     request_possible(&lab)?;
+    use std::os::fd::AsFd;
+    let socket = lab::socket_path(&lab);
     let summary = match file {
         Some(path) => {
-            let mut f = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-            vpclab::capture::client::capture(&lab::socket_path(&lab), req, &mut f)?
+            let f = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+            vpclab::capture::client::capture(&socket, req, f.as_fd())?
         }
         None => {
             if std::io::stdout().is_terminal() {
@@ -585,7 +587,7 @@ fn capture(named: Option<&str>, req: &Request, file: Option<&Path>) -> anyhow::R
                     "pcapng is binary: write it to a file (-w FILE) or pipe it (| wireshark -k -i -, | tcpdump -r -)"
                 );
             }
-            vpclab::capture::client::capture(&lab::socket_path(&lab), req, &mut std::io::stdout().lock())?
+            vpclab::capture::client::capture(&socket, req, std::io::stdout().as_fd())?
         }
     };
     let lost: u64 = summary.lost.iter().sum();

@@ -1,21 +1,20 @@
-//! `vpclab capture`'s end of a capture: sends the request, then passes the forwarder's pcapng
-//! through to a file or standard output block by block (parsing each, so the counts of frames
-//! written and lost can be told at the end), flushing as it goes so `| wireshark -k -i -` and
-//! `| tcpdump -r -` see frames at once. Ctrl-C (SIGINT) or SIGTERM half-closes the socket: the
-//! forwarder then ends the file properly (statistics blocks), and the copy runs to its end.
+//! `vpclab capture`'s end of a capture: sends the request with its output (a file, or standard
+//! output: a pipe to `wireshark -k -i -` or `tcpdump -r -`) passed along as a file descriptor,
+//! so the forwarder's writer writes the pcapng there itself, with no copy through this process;
+//! then waits for the end and its counts. Ctrl-C (SIGINT) or SIGTERM half-closes the socket:
+//! the forwarder then ends the file properly (statistics blocks) and answers with the counts.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, IoSlice, Write};
 use std::net::Shutdown;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, Context};
-use pcap_file::pcapng::{Block, PcapNgParser};
-use pcap_file::PcapError;
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
 
 use crate::control::{Request, Response};
-
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
@@ -48,115 +47,61 @@ pub struct Summary {
     pub lost: Vec<u64>,
 }
 
-/// Runs the capture `request` (a [`Request::Capture`]) against the lab's socket, writing the
-/// pcapng to `out`.
-pub fn capture(socket: &Path, request: &Request, out: &mut dyn Write) -> anyhow::Result<Summary> {
+/// Runs the capture `request` (a [`Request::Capture`]) against the lab's socket; the forwarder
+/// writes the pcapng to `out`.
+pub fn capture(socket: &Path, request: &Request, out: BorrowedFd<'_>) -> anyhow::Result<Summary> {
     let conn = UnixStream::connect(socket)
         .with_context(|| format!("cannot reach the lab's forwarder at {}", socket.display()))?;
     let mut line = serde_json::to_string(request)?;
     line.push('\n');
-    (&conn).write_all(line.as_bytes())?;
-    let mut input = BufReader::with_capacity(1 << 16, &conn);
-    let mut first = String::new();
-    input.read_line(&mut first).context("the forwarder closed the connection")?;
-    match serde_json::from_str::<Response>(&first) {
-        Ok(Response::Capturing) => {}
-        Ok(Response::Error { message }) => bail!("{message}"),
-        Ok(other) => bail!("unexpected answer to a capture: {other:?}"),
-        Err(e) => bail!("unreadable answer from the forwarder ({e}): {first}"),
-    }
+    let fds = [out.as_raw_fd()];
+    let sent = sendmsg::<UnixAddr>(
+        conn.as_raw_fd(),
+        &[IoSlice::new(line.as_bytes())],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .context("sending the capture request")?;
+    (&conn).write_all(&line.as_bytes()[sent..])?;
     catch_signals();
-    // Wake up now and then, so a Ctrl-C during a quiet spell is acted on.
-    conn.set_read_timeout(Some(std::time::Duration::from_millis(200)))?;
-    pass_through(&mut input, &conn, out)
+    let mut answers = BufReader::new(&conn);
+    match next_answer(&mut answers, &conn)? {
+        Response::Capturing => {}
+        Response::Error { message } => bail!("{message}"),
+        other => bail!("unexpected answer to a capture: {other:?}"),
+    }
+    match next_answer(&mut answers, &conn)? {
+        Response::CaptureEnded { interfaces, written, lost } => {
+            Ok(Summary { interfaces, packets: written.iter().sum(), lost })
+        }
+        Response::Error { message } => bail!("{message}"),
+        other => bail!("unexpected end of a capture: {other:?}"),
+    }
 }
 
-fn pass_through(input: &mut impl Read, conn: &UnixStream, out: &mut dyn Write) -> anyhow::Result<Summary> {
-    let mut summary = Summary::default();
-    let mut pending: Vec<u8> = Vec::new();
-    let mut parser: Option<PcapNgParser> = None;
-    let mut buf = vec![0u8; 1 << 16];
-    let mut asked_to_end = false;
+/// Waits for the forwarder's next answer line; a Ctrl-C meanwhile half-closes the connection
+/// (once), which asks the forwarder to end the capture.
+fn next_answer(answers: &mut BufReader<&UnixStream>, conn: &UnixStream) -> anyhow::Result<Response> {
+    // Wake up now and then, so a Ctrl-C during a quiet spell is acted on.
+    conn.set_read_timeout(Some(std::time::Duration::from_millis(200)))?;
+    let mut line = Vec::new();
     loop {
-        if INTERRUPTED.load(Ordering::SeqCst) && !asked_to_end {
-            // The forwarder sees our end and finishes the file; we read on until it closes.
+        if INTERRUPTED.load(Ordering::SeqCst) {
             let _ = conn.shutdown(Shutdown::Write);
-            asked_to_end = true;
         }
-        let n = match input.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
+        match answers.read_until(b'\n', &mut line) {
+            Ok(0) => bail!("the forwarder closed the connection"),
+            Ok(_) if line.ends_with(b"\n") => break,
+            Ok(_) => continue,
             Err(e)
                 if matches!(
                     e.kind(),
                     io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue
-            }
-            Err(e) => return Err(e).context("reading the capture from the forwarder"),
-        };
-        pending.extend_from_slice(&buf[..n]);
-        let used = blocks(&pending, &mut parser, &mut summary)?;
-        out.write_all(&pending[..used])?;
-        out.flush()?;
-        pending.drain(..used);
-    }
-    if !pending.is_empty() {
-        bail!("the capture ended in the middle of a block ({} bytes left over)", pending.len());
-    }
-    Ok(summary)
-}
-
-/// Parses the complete blocks at the start of `src`; returns how many bytes they span.
-pub(crate) fn blocks(src: &[u8], parser: &mut Option<PcapNgParser>, summary: &mut Summary) -> anyhow::Result<usize> {
-    let mut rest = src;
-    if parser.is_none() {
-        match PcapNgParser::new(rest) {
-            Ok((r, p)) => {
-                rest = r;
-                *parser = Some(p);
-            }
-            Err(PcapError::IncompleteBuffer) => return Ok(0),
-            Err(e) => bail!("the forwarder sent no pcapng: {e}"),
+                ) => {}
+            Err(e) => return Err(e).context("reading the forwarder's answer"),
         }
     }
-    let p = parser.as_mut().expect("set above");
-    loop {
-        match p.next_block(rest) {
-            Ok((r, block)) => {
-                note(&block, summary);
-                rest = r;
-            }
-            Err(PcapError::IncompleteBuffer) => break,
-            Err(e) => bail!("bad pcapng from the forwarder: {e}"),
-        }
-    }
-    Ok(src.len() - rest.len())
-}
-
-fn note(block: &Block<'_>, summary: &mut Summary) {
-    use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
-    use pcap_file::pcapng::blocks::interface_statistics::InterfaceStatisticsOption;
-    match block {
-        Block::InterfaceDescription(idb) => {
-            let name = idb.options.iter().find_map(|o| match o {
-                InterfaceDescriptionOption::IfName(n) => Some(n.to_string()),
-                _ => None,
-            });
-            summary.interfaces.push(name.unwrap_or_default());
-            summary.lost.push(0);
-        }
-        Block::EnhancedPacket(_) => summary.packets += 1,
-        Block::InterfaceStatistics(isb) => {
-            let dropped = isb.options.iter().find_map(|o| match o {
-                InterfaceStatisticsOption::IsbIfDrop(n) => Some(*n),
-                _ => None,
-            });
-            if let (Some(slot), Some(n)) = (summary.lost.get_mut(isb.interface_id as usize), dropped) {
-                *slot = n;
-            }
-        }
-        _ => {}
-    }
+    serde_json::from_slice(&line)
+        .with_context(|| format!("unreadable answer from the forwarder: {}", String::from_utf8_lossy(&line)))
 }

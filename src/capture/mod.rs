@@ -5,10 +5,12 @@
 //! queued without blocking, and what does not fit is counted as lost.
 //!
 //! - [`Captures`] is the data plane's side: the running captures, which ports and NAT gateways
-//!   each watches, and how a frame seen at one of them becomes a [`Captured`] record.
-//! - [`stream`] runs in the forwarder, one thread per capture: records in, pcapng out to the
-//!   client's socket.
-//! - [`client`] is `vpclab capture`'s end: pcapng from the socket to a file or standard output.
+//!   each watches, and how a frame seen at one of them becomes a [`Record`], encoded as a
+//!   pcapng block into the capture's [`queue`] (a ring of bytes).
+//! - [`stream`] runs in the forwarder, one thread per capture: blocks from the ring to the file
+//!   or pipe the client passed, between the file's header and its statistics.
+//! - [`client`] is `vpclab capture`'s end: passes its file or standard output with the request,
+//!   waits, and reports what was written and lost.
 //! - [`metrics`] renders every counter in the OpenMetrics text format, and serves it over HTTP.
 //! - [`mirror`] is traffic mirroring: VXLAN copies of a source ENI's frames to a target ENI.
 
@@ -16,26 +18,20 @@ pub mod client;
 pub mod flow_log;
 pub mod metrics;
 pub mod mirror;
+pub mod queue;
 pub mod stream;
+
+pub use queue::{queue, Drain, Feed, Record, QUEUE_BYTES};
 
 use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{EniIdx, Model, NatIdx};
 use crate::pipeline::{Observer, Stage, Verdict, INTERNET_PORT};
-
-/// Records queued between the data plane and one capture's writer; past it frames are lost
-/// (counted per interface) rather than slowing forwarding.
-pub const QUEUE: usize = 8192;
-
-/// Written records kept for refilling, per capture: enough for what the writer drains between two
-/// naps at a few hundred thousand frames a second.
-const SPARE: usize = 1024;
 
 /// The largest snapshot length (a TSO superframe is up to 64 KiB of IP plus Ethernet).
 pub const MAX_SNAPLEN: u32 = 65_549;
@@ -115,68 +111,8 @@ pub fn interfaces(model: &Model, targets: &[String]) -> Result<Vec<Interface>, S
     Ok(out)
 }
 
-/// A frame seen at a captured interface, on its way to the writer.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Captured {
-    /// The interface's index in the capture.
-    pub interface: u32,
-    /// From the instance's point of view: sent by it (true) or delivered to it. For the
-    /// internet: sent by the internet. For a NAT gateway: leaving towards the internet.
-    pub outbound: bool,
-    /// When the data plane read it, since the Unix epoch.
-    pub at: Duration,
-    /// The frame's length on the wire.
-    pub original_len: u32,
-    /// The frame, cut to the snapshot length.
-    pub data: Vec<u8>,
-    /// What the fabric did, in words (pcapng `opt_comment`).
-    pub comment: String,
-}
-
 /// Frames lost per interface because the queue was full (`isb_ifdrop`).
 pub type Lost = Arc<Vec<AtomicU64>>;
-
-/// The data plane's end of one capture's queue: records go to the writer without waiting, and
-/// come back once written to be filled again, so a steady capture allocates nothing per frame
-/// (allocating in one thread and freeing in another was the forwarder's largest cost).
-#[derive(Debug)]
-pub struct Feed {
-    records: Sender<Captured>,
-    spare: Receiver<Captured>,
-}
-
-/// The writer's end of one capture's queue.
-#[derive(Debug)]
-pub struct Drain {
-    records: Receiver<Captured>,
-    spare: Sender<Captured>,
-}
-
-/// A queue of `depth` records between the data plane and a capture's writer.
-pub fn queue(depth: usize) -> (Feed, Drain) {
-    let (tx, rx) = crossbeam_channel::bounded(depth);
-    let (spare_tx, spare_rx) = crossbeam_channel::bounded(SPARE);
-    (Feed { records: tx, spare: spare_rx }, Drain { records: rx, spare: spare_tx })
-}
-
-impl Feed {
-    /// A written record to fill again, or a new one.
-    fn blank(&self) -> Captured {
-        self.spare.try_recv().unwrap_or_default()
-    }
-}
-
-impl Drain {
-    /// The next record, without waiting.
-    pub fn try_recv(&self) -> Result<Captured, TryRecvError> {
-        self.records.try_recv()
-    }
-
-    /// Hands a written record back to be refilled (dropped when enough are spare).
-    pub fn give_back(&self, r: Captured) {
-        let _ = self.spare.try_send(r);
-    }
-}
 
 /// A capture as the data plane runs it.
 #[derive(Debug)]
@@ -189,7 +125,7 @@ pub struct CaptureTap {
     pub snaplen: u32,
     /// Only frames the fabric dropped.
     pub drops_only: bool,
-    /// Where records go (bounded: [`QUEUE`]).
+    /// Where records go (bounded: [`QUEUE_BYTES`]).
     pub queue: Feed,
     /// Per interface, frames that did not fit in the queue.
     pub lost: Lost,
@@ -221,14 +157,10 @@ impl Active {
     }
 
     /// Queues a record without waiting; counts it as lost when the queue is full.
-    fn offer(&self, record: Captured) {
-        let interface = record.interface as usize;
-        match self.tap.queue.records.try_send(record) {
-            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
-            Err(TrySendError::Full(_)) => {
-                if let Some(n) = self.tap.lost.get(interface) {
-                    n.fetch_add(1, Ordering::Relaxed);
-                }
+    fn offer(&mut self, record: &Record<'_>) {
+        if !self.tap.queue.offer(record) {
+            if let Some(n) = self.tap.lost.get(record.interface as usize) {
+                n.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -319,6 +251,8 @@ pub struct Captures {
     names: Names,
     /// The observer the next captured frame is walked with.
     pub observer: CaptureObserver,
+    /// The comment being written (its buffer reused).
+    comment: String,
 }
 
 impl Captures {
@@ -367,33 +301,31 @@ impl Captures {
             Verdict::Reply | Verdict::ReplyWith(_) => Some(seen.from),
             Verdict::Drop(_) => None,
         };
-        let text = Explained::new(&self.names, &self.observer, seen);
-        for a in &self.active {
+        let Captures { active, names, observer, comment } = self;
+        let text = Explained::new(names, observer, seen);
+        for a in active {
             if a.tap.drops_only && !dropped {
                 continue;
             }
-            let record = |interface: u32, outbound: bool, data: &[u8], len: usize, words: &dyn Fn(&mut String)| {
-                let mut r = a.tap.queue.blank();
-                (r.interface, r.outbound, r.at, r.original_len) = (interface, outbound, at, len as u32);
-                r.data.clear();
-                r.data.extend_from_slice(&data[..data.len().min(a.tap.snaplen as usize)]);
-                r.comment.clear();
-                words(&mut r.comment);
-                a.offer(r);
+            let sender = a.by_port.get(seen.from).copied().flatten();
+            let receiver = to.and_then(|q| a.by_port.get(q).copied().flatten());
+            let nat = observer.nat.and_then(|n| a.by_nat.get(n.index()).copied().flatten());
+            let snaplen = a.tap.snaplen as usize;
+            let mut record = |interface: u32, outbound: bool, data: &[u8], len: usize, words: &dyn Fn(&mut String)| {
+                comment.clear();
+                words(comment);
+                let data = &data[..data.len().min(snaplen)];
+                a.offer(&Record { interface, outbound, at, original_len: len as u32, data, comment });
             };
-            if let Some(i) = a.by_port.get(seen.from).copied().flatten() {
+            if let Some(i) = sender {
                 record(i, true, seen.input, seen.input_len, &|s| text.sent(s));
             }
-            if let Some(q) = to {
-                if let Some(i) = a.by_port.get(q).copied().flatten() {
-                    record(i, false, seen.output, seen.output.len(), &|s| text.received(s));
-                }
+            if let Some(i) = receiver {
+                record(i, false, seen.output, seen.output.len(), &|s| text.received(s));
             }
-            if let Some(n) = self.observer.nat {
-                if let Some(i) = a.by_nat.get(n.index()).copied().flatten() {
-                    let outbound = seen.verdict == Verdict::ToInternet;
-                    record(i, outbound, seen.output, seen.output.len(), &|s| text.at_nat(s));
-                }
+            if let Some(i) = nat {
+                let outbound = seen.verdict == Verdict::ToInternet;
+                record(i, outbound, seen.output, seen.output.len(), &|s| text.at_nat(s));
             }
         }
     }

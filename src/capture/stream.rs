@@ -1,38 +1,94 @@
-//! One capture's writer, in the forwarder: records from the data plane's queue in, pcapng out.
+//! One capture's writer, in the forwarder: blocks from the data plane's queue in, pcapng out.
 //!
 //! The file is a section header, one interface description block per captured point (named by
 //! its id, described with instance and device, Ethernet, nanosecond timestamps), one enhanced
-//! packet block per record (direction in the flags word, the fabric's verdict in the comment),
-//! and at the end one interface statistics block per interface with `isb_ifrecv` (frames seen)
-//! and `isb_ifdrop` (frames lost because the queue was full). Output is flushed whenever the
-//! queue runs empty (looked at every millisecond), so a reader at the other end of a pipe sees
-//! each frame within about a millisecond.
+//! packet block per frame (direction in the flags word, the fabric's verdict in the comment;
+//! encoded by the data plane, see [`super::queue`]), and at the end one interface statistics
+//! block per interface with `isb_ifrecv` (frames seen) and `isb_ifdrop` (frames lost because
+//! the queue was full). Output is written whenever the queue runs empty (looked at every
+//! millisecond), so a reader at the other end of a pipe sees each frame within about a
+//! millisecond.
 
 use std::borrow::Cow;
 use std::io::{self, BufWriter, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::TryRecvError;
-use pcap_file::pcapng::blocks::enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption};
 use pcap_file::pcapng::blocks::interface_description::{InterfaceDescriptionBlock, InterfaceDescriptionOption};
 use pcap_file::pcapng::blocks::interface_statistics::{InterfaceStatisticsBlock, InterfaceStatisticsOption};
 use pcap_file::pcapng::PcapNgWriter;
 use pcap_file::{DataLink, PcapError};
 
-use super::{Captured, Drain, Interface, Lost};
-
-/// pcapng `epb_flags` direction bits (RFC draft, section 4.3.1): inbound and outbound.
-const EPB_INBOUND: u32 = 0b01;
-const EPB_OUTBOUND: u32 = 0b10;
+use super::{Drain, Interface, Lost};
 
 /// `if_tsresol` 9: timestamps in nanoseconds.
 const TSRESOL_NANOS: u8 = 9;
 
 /// How long the writer naps when its queue is empty (it also looks at its stop conditions then).
-/// At most this is added to a frame's way to the file or pipe; the queue (8,192 records) absorbs
-/// several million frames a second meanwhile.
+/// At most this is added to a frame's way to the file or pipe; the queue absorbs several million
+/// frames a second meanwhile.
 const NAP: Duration = Duration::from_millis(1);
+
+/// The writer's buffer: one system call (and one wake-up of the client) per this many bytes.
+const BUFFER: usize = 1 << 16;
+
+/// How long in all a write waits for a reader who stopped reading before the capture ends.
+const STALL: Duration = Duration::from_secs(30);
+
+/// A capture's output as its client passed it: a file, or a pipe to Wireshark or tcpdump. The
+/// writer writes to it directly (no copy through the client). Made non-blocking, so that a
+/// reader who stops reading cannot hold the writer forever: a write waits for room at most
+/// [`STALL`], then fails and ends the capture. Its flags are restored when it is dropped.
+#[derive(Debug)]
+pub struct Output {
+    file: std::fs::File,
+    flags: Option<nix::fcntl::OFlag>,
+}
+
+impl Output {
+    /// Takes over `fd`.
+    pub fn new(fd: std::os::fd::OwnedFd) -> Self {
+        use nix::fcntl::{fcntl, FcntlArg, OFlag};
+        let flags = fcntl(&fd, FcntlArg::F_GETFL).ok().map(OFlag::from_bits_truncate);
+        if let Some(f) = flags {
+            let _ = fcntl(&fd, FcntlArg::F_SETFL(f | OFlag::O_NONBLOCK));
+        }
+        Output { file: fd.into(), flags }
+    }
+}
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let deadline = Instant::now() + STALL;
+        loop {
+            match self.file.write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if Instant::now() >= deadline {
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, "the reader stopped reading"));
+                    }
+                    let mut fds = [PollFd::new(self.file.as_fd(), PollFlags::POLLOUT)];
+                    let _ = poll(&mut fds, PollTimeout::from(100u16));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                done => return done,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        if let Some(f) = self.flags {
+            let _ = nix::fcntl::fcntl(&self.file, nix::fcntl::FcntlArg::F_SETFL(f));
+        }
+    }
+}
 
 /// When a capture ends by itself.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -73,7 +129,7 @@ fn since_epoch() -> Duration {
 impl<W: Write> Writer<W> {
     /// Writes the section header and one interface description per interface.
     pub fn new(out: W, interfaces: &[Interface], snaplen: u32) -> io::Result<Self> {
-        let mut out = PcapNgWriter::new(BufWriter::new(out)).map_err(io_error)?;
+        let mut out = PcapNgWriter::new(BufWriter::with_capacity(BUFFER, out)).map_err(io_error)?;
         for i in interfaces {
             let idb = InterfaceDescriptionBlock {
                 linktype: DataLink::ETHERNET,
@@ -90,21 +146,15 @@ impl<W: Write> Writer<W> {
         Ok(Writer { out, written: vec![0; interfaces.len()], started: since_epoch() })
     }
 
-    /// Writes one record (not flushed).
-    pub fn packet(&mut self, r: &Captured) -> io::Result<()> {
-        let flags = if r.outbound { EPB_OUTBOUND } else { EPB_INBOUND };
-        let epb = EnhancedPacketBlock {
-            interface_id: r.interface,
-            timestamp: r.at,
-            original_len: r.original_len,
-            data: Cow::Borrowed(&r.data),
-            options: vec![EnhancedPacketOption::Comment(Cow::Borrowed(&r.comment)), EnhancedPacketOption::Flags(flags)],
-        };
-        self.out.write_pcapng_block(epb).map_err(io_error)?;
-        if let Some(n) = self.written.get_mut(r.interface as usize) {
-            *n += 1;
-        }
-        Ok(())
+    /// Writes what is queued in `records` (not flushed), within `limits`' count.
+    pub fn blocks(&mut self, records: &mut Drain, limits: Limits) -> io::Result<u64> {
+        let room = limits.count.map_or(u64::MAX, |c| c.saturating_sub(self.count()));
+        let written = &mut self.written;
+        records.pass_to(self.out.get_mut(), room, |i| {
+            if let Some(n) = written.get_mut(i as usize) {
+                *n += 1;
+            }
+        })
     }
 
     /// Frames written so far.
@@ -139,60 +189,54 @@ impl<W: Write> Writer<W> {
     }
 }
 
-/// Runs one capture to its end: writes records from `records` until `limits` are reached,
-/// `stop` is set (the client went away or asked to end) or the queue's sender is gone; then
-/// calls `detach` (which must stop the data plane feeding the queue), writes what was still
-/// queued (within the count) and the statistics. A write error (the client gone) ends it too,
-/// after `detach`.
+/// Runs one capture to its end: writes blocks from `records` until `limits` are reached,
+/// `asked_to_stop` says so (the client went away or asked to end; it is asked whenever the queue
+/// runs empty) or the data plane let go of the queue; then calls `detach` (which must stop the
+/// data plane feeding the queue), writes what was still queued (within the count) and the
+/// statistics. A write error (the reader gone) ends it too, after `detach`.
 pub fn run<W: Write>(
     mut w: Writer<W>,
-    records: &Drain,
+    records: &mut Drain,
     lost: &Lost,
     limits: Limits,
-    stop: &AtomicBool,
+    asked_to_stop: impl FnMut() -> bool,
     detach: impl FnOnce(),
 ) -> io::Result<Totals> {
-    let pumped = pump(&mut w, records, limits, stop);
+    let pumped = pump(&mut w, records, limits, asked_to_stop);
     detach();
     pumped?;
-    let room = |w: &Writer<W>| limits.count.is_none_or(|c| w.count() < c);
-    while let Ok(r) = records.try_recv() {
-        if !room(&w) {
-            break;
-        }
-        w.packet(&r)?;
-    }
+    w.blocks(records, limits)?;
     let lost: Vec<u64> = lost.iter().map(|n| n.load(Ordering::Relaxed)).collect();
     w.finish(&lost)
 }
 
-fn pump<W: Write>(w: &mut Writer<W>, records: &Drain, limits: Limits, stop: &AtomicBool) -> io::Result<()> {
+fn pump<W: Write>(
+    w: &mut Writer<W>,
+    records: &mut Drain,
+    limits: Limits,
+    mut asked_to_stop: impl FnMut() -> bool,
+) -> io::Result<()> {
     let deadline = limits.duration.map(|d| Instant::now() + d);
-    let mut unflushed = false;
     loop {
-        if stop.load(Ordering::Relaxed) || limits.count.is_some_and(|c| w.count() >= c) {
+        if limits.count.is_some_and(|c| w.count() >= c) {
             return Ok(());
         }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Ok(());
-        }
-        // Drain what is queued, then flush once and nap: the writer never blocks in the queue,
-        // so the data plane's sends never have a sleeping receiver to wake (a system call per
+        // Write what is queued; when nothing was, flush and nap: the writer never blocks on the
+        // queue, so the data plane never has a sleeping writer to wake (a system call per
         // frame); a reader at the end of a pipe sees each frame within a nap.
-        match records.try_recv() {
-            Ok(r) => {
-                w.packet(&r)?;
-                records.give_back(r);
-                unflushed = true;
-            }
-            Err(TryRecvError::Empty) => {
-                if unflushed {
-                    w.flush()?;
-                    unflushed = false;
-                }
-                std::thread::sleep(NAP);
-            }
-            Err(TryRecvError::Disconnected) => return Ok(()),
+        let written = w.blocks(records, limits)?;
+        if written == 0 {
+            w.flush()?;
         }
+        if asked_to_stop() || deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(());
+        }
+        if written > 0 {
+            continue;
+        }
+        if records.is_abandoned() {
+            return Ok(());
+        }
+        std::thread::sleep(NAP);
     }
 }

@@ -1,5 +1,4 @@
 use std::borrow::Cow;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
@@ -45,9 +44,9 @@ fn targets_resolve_to_interfaces_once_each() {
     assert!(interfaces(&m, &[]).is_err());
 }
 
-/// A capture of `points` with room for `queue` records.
-fn tap(points: &[&str], depth: usize, drops_only: bool) -> (CaptureTap, Drain) {
-    let (tx, rx) = queue(depth);
+/// A capture of `points` with room for `bytes` of blocks.
+fn tap(points: &[&str], bytes: usize, drops_only: bool) -> (CaptureTap, Drain) {
+    let (tx, rx) = queue(bytes, points.len());
     let points: Vec<Point> = points
         .iter()
         .map(|p| match p.strip_prefix("nat:") {
@@ -67,46 +66,26 @@ fn captures(t: CaptureTap) -> Captures {
 
 #[test]
 fn a_forwarded_frame_is_seen_leaving_one_eni_and_reaching_the_other() {
-    let (t, rx) = tap(&["eni-a", "eni-b"], 8, false);
+    let (t, mut rx) = tap(&["eni-a", "eni-b"], 4096, false);
     let mut c = captures(t);
     assert_eq!([c.input_snaplen(0), c.input_snaplen(1), c.input_snaplen(2)], [20, 20, 0]);
     let input = [1u8; 30];
     let output = [2u8; 30];
     let seen = Seen { from: 0, verdict: Verdict::Forward(EniIdx(1)), input: &input, output: &output, input_len: 30 };
     c.record(&seen, 2);
-    let sent = rx.try_recv().unwrap();
+    let [sent, got] = <[_; 2]>::try_from(rx.decode()).expect("two records");
     assert_eq!((sent.interface, sent.outbound, sent.original_len), (0, true, 30));
     assert_eq!(sent.data, vec![1u8; 20], "the frame as read, cut to the snapshot length");
     assert_eq!(sent.comment, "forwarded to eni-b");
-    let got = rx.try_recv().unwrap();
     assert_eq!((got.interface, got.outbound), (1, false));
     assert_eq!(got.data, vec![2u8; 20], "the frame as written");
     assert_eq!(got.comment, "delivered from eni-a");
-    assert!(rx.try_recv().is_err());
-}
-
-#[test]
-fn written_records_are_filled_again_not_allocated_anew() {
-    let (t, rx) = tap(&["eni-a", "eni-b"], 8, false);
-    let mut c = captures(t);
-    let (input, output) = ([1u8; 30], [2u8; 30]);
-    let seen = Seen { from: 0, verdict: Verdict::Forward(EniIdx(1)), input: &input, output: &output, input_len: 30 };
-    c.record(&seen, 2);
-    let (a, b) = (rx.try_recv().unwrap(), rx.try_recv().unwrap());
-    let buffers = |r: &Captured| (r.data.as_ptr(), r.comment.as_ptr());
-    let given = [buffers(&a), buffers(&b)];
-    rx.give_back(a);
-    rx.give_back(b);
-    c.record(&seen, 2);
-    let (a, b) = (rx.try_recv().unwrap(), rx.try_recv().unwrap());
-    assert_eq!([buffers(&a), buffers(&b)], given, "the same buffers, in order");
-    assert_eq!((a.comment.as_str(), b.comment.as_str()), ("forwarded to eni-b", "delivered from eni-a"));
-    assert_eq!((a.data, b.data), (vec![1u8; 20], vec![2u8; 20]), "refilled, not appended to");
+    assert!(rx.decode().is_empty());
 }
 
 #[test]
 fn a_drop_says_where_why_in_the_stage_s_words_and_its_code() {
-    let (t, rx) = tap(&["eni-b"], 8, true);
+    let (t, mut rx) = tap(&["eni-b"], 4096, true);
     let mut c = captures(t);
     // Forwarding formats no stage's words but the translations' ...
     c.observer.record(Stage::SgIngress, format_args!("drop: no rule of eni-b's security groups allows tcp 22"));
@@ -122,7 +101,7 @@ fn a_drop_says_where_why_in_the_stage_s_words_and_its_code() {
     let frame = [0u8; 10];
     let verdict = Verdict::DropAt(DropReason::SecurityGroupIngress, EniIdx(1));
     c.record(&Seen { from: 0, verdict, input: &[], output: &frame, input_len: 10 }, 2);
-    let r = rx.try_recv().unwrap();
+    let r = rx.decode().remove(0);
     assert_eq!((r.interface, r.outbound), (0, false));
     assert_eq!(
         r.comment,
@@ -131,18 +110,18 @@ fn a_drop_says_where_why_in_the_stage_s_words_and_its_code() {
     // --drops-only: a forwarded frame is not captured.
     c.observer.clear();
     c.record(&Seen { from: 0, verdict: Verdict::Forward(EniIdx(1)), input: &[], output: &frame, input_len: 10 }, 2);
-    assert!(rx.try_recv().is_err());
+    assert!(rx.decode().is_empty());
 }
 
 #[test]
 fn a_nat_gateway_sees_what_it_translated_with_the_rewrite() {
-    let (t, rx) = tap(&["nat:nat-x", "internet"], 8, false);
+    let (t, mut rx) = tap(&["nat:nat-x", "internet"], 4096, false);
     let mut c = captures(t);
     c.observer.nat_gateway(NatIdx(0));
     c.observer.record(Stage::NatGateway, format_args!("nat-x: source 10.0.2.10:40000 -> 10.0.1.100:1024"));
     let frame = [0u8; 10];
     c.record(&Seen { from: 0, verdict: Verdict::ToInternet, input: &[], output: &frame, input_len: 10 }, 2);
-    let mut both = [rx.try_recv().unwrap(), rx.try_recv().unwrap()];
+    let mut both = rx.decode();
     both.sort_by_key(|r| r.interface);
     let (at_nat, at_internet) = (both[0].clone(), both[1].clone());
     assert_eq!((at_nat.interface, at_nat.outbound), (0, true));
@@ -153,7 +132,8 @@ fn a_nat_gateway_sees_what_it_translated_with_the_rewrite() {
 
 #[test]
 fn a_full_queue_loses_frames_and_counts_them_per_interface() {
-    let (t, rx) = tap(&["eni-a", "eni-b"], 1, false);
+    // Room for one block of this size.
+    let (t, mut rx) = tap(&["eni-a", "eni-b"], 100, false);
     let lost = Arc::clone(&t.lost);
     let mut c = captures(t);
     let frame = [0u8; 10];
@@ -163,14 +143,14 @@ fn a_full_queue_loses_frames_and_counts_them_per_interface() {
             2,
         );
     }
-    assert_eq!(rx.records.len(), 1);
+    assert_eq!(rx.decode().len(), 1);
     assert_eq!(lost[0].load(Ordering::Relaxed), 2);
     assert_eq!(lost[1].load(Ordering::Relaxed), 3);
 }
 
 #[test]
 fn after_a_swap_points_follow_their_ids() {
-    let (t, rx) = tap(&["eni-b"], 8, false);
+    let (t, mut rx) = tap(&["eni-b"], 4096, false);
     let mut c = captures(t);
     c.rekey(targets(&["eni-b", "eni-a", "internet"]), Vec::new());
     let frame = [0u8; 10];
@@ -184,21 +164,15 @@ fn after_a_swap_points_follow_their_ids() {
         },
         2,
     );
-    let r = rx.try_recv().unwrap();
+    let r = rx.decode().remove(0);
     assert!(r.outbound && r.comment.starts_with("dropped at eni-b: source_check"), "{r:?}");
     c.remove(1);
     assert!(c.is_empty());
 }
 
-fn record(interface: u32, outbound: bool, comment: &str) -> Captured {
-    Captured {
-        interface,
-        outbound,
-        at: Duration::from_secs(1_700_000_000),
-        original_len: 60,
-        data: vec![0xab; 60],
-        comment: comment.into(),
-    }
+/// A 60-byte frame record at a fixed time.
+fn record(interface: u32, outbound: bool, comment: &str) -> (u32, bool, &str) {
+    (interface, outbound, comment)
 }
 
 fn ifaces() -> Vec<Interface> {
@@ -206,18 +180,19 @@ fn ifaces() -> Vec<Interface> {
     vec![i("eni-a", "a eth0"), i("eni-b", "b eth0")]
 }
 
-/// Writes `records` through a capture run with `limits`; returns the file.
-fn write_file(records: Vec<Captured>, limits: Limits, lost: [u64; 2]) -> (Vec<u8>, stream::Totals) {
-    let (tx, rx) = queue(64);
-    for r in records {
-        tx.records.send(r).unwrap();
+/// Queues `records` and writes them through a capture run with `limits`; returns the file.
+fn write_file(records: Vec<(u32, bool, &str)>, limits: Limits, lost: [u64; 2]) -> (Vec<u8>, stream::Totals) {
+    let (mut tx, mut rx) = queue(1 << 12, 2);
+    let (at, data) = (Duration::from_secs(1_700_000_000), [0xab; 60]);
+    for (interface, outbound, comment) in records {
+        assert!(tx.offer(&Record { interface, outbound, at, original_len: 60, data: &data, comment }));
     }
     drop(tx);
     let lost: Lost = Arc::new(lost.iter().map(|&n| AtomicU64::new(n)).collect());
     let mut out = Vec::new();
     let w = Writer::new(&mut out, &ifaces(), 1500).unwrap();
     let mut detached = false;
-    let totals = stream::run(w, &rx, &lost, limits, &AtomicBool::new(false), || detached = true).unwrap();
+    let totals = stream::run(w, &mut rx, &lost, limits, || false, || detached = true).unwrap();
     assert!(detached, "the data plane is always told to stop");
     (out, totals)
 }
@@ -274,22 +249,4 @@ fn a_count_ends_the_capture_even_with_frames_queued() {
     let records = (0..5).map(|_| record(0, true, "x")).collect();
     let (_, totals) = write_file(records, Limits { count: Some(3), duration: None }, [0, 0]);
     assert_eq!(totals.written, vec![3, 0]);
-}
-
-#[test]
-fn the_client_passes_blocks_through_whole_however_the_bytes_arrive() {
-    let records = vec![record(0, true, "a"), record(1, false, "b"), record(1, true, "c")];
-    let (file, _) = write_file(records, Limits::default(), [2, 1]);
-    let (mut parser, mut summary, mut passed, mut pending) = (None, client::Summary::default(), Vec::new(), Vec::new());
-    for chunk in file.chunks(7) {
-        pending.extend_from_slice(chunk);
-        let used = client::blocks(&pending, &mut parser, &mut summary).unwrap();
-        passed.extend_from_slice(&pending[..used]);
-        pending.drain(..used);
-    }
-    assert!(pending.is_empty());
-    assert_eq!(passed, file, "every byte passed through, in order");
-    assert_eq!(summary.interfaces, vec!["eni-a", "eni-b"]);
-    assert_eq!(summary.packets, 3);
-    assert_eq!(summary.lost, vec![2, 1]);
 }

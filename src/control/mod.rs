@@ -3,7 +3,7 @@
 //! through its [`Handle`] (a channel and a waker), so the packet path never takes a lock.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::net::Ipv4Addr;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
@@ -64,8 +64,9 @@ pub enum Request {
     },
     /// The running lab as a topology file.
     Export,
-    /// Capture what the fabric does at some points: answered [`Response::Capturing`], then the
-    /// connection carries pcapng until the capture ends (the client half-closes to end it).
+    /// Capture what the fabric does at some points, writing pcapng to the file or pipe passed
+    /// with the request (`SCM_RIGHTS`): answered [`Response::Capturing`] at once, and
+    /// [`Response::CaptureEnded`] when the capture ends (the client half-closes to end it).
     Capture {
         /// ENI ids, instance ids, NAT gateway ids, `internet` or `all`.
         targets: Vec<String>,
@@ -106,8 +107,17 @@ pub enum Response {
         /// The topology file.
         text: String,
     },
-    /// Answer to [`Request::Capture`]: pcapng follows on this connection.
+    /// First answer to [`Request::Capture`]: the capture runs.
     Capturing,
+    /// Last answer to [`Request::Capture`]: it ended; frames written and lost per interface.
+    CaptureEnded {
+        /// Interface names, in the file's order.
+        interfaces: Vec<String>,
+        /// Frames written, per interface.
+        written: Vec<u64>,
+        /// Frames lost because the queue was full, per interface (`isb_ifdrop`).
+        lost: Vec<u64>,
+    },
     /// Answer to [`Request::Metrics`].
     Metrics {
         /// OpenMetrics text, ending in `# EOF`.
@@ -410,18 +420,18 @@ fn serve_one(conn: UnixStream, live: &Mutex<LiveLab>) {
     // A client sends its one line at once; an idle one gives its place up soon.
     let _ = conn.set_read_timeout(Some(REQUEST_TIMEOUT));
     let _ = conn.set_write_timeout(Some(CLIENT_TIMEOUT));
-    let mut line = Vec::new();
-    // Bounded: a topology file given to `apply` is the largest request.
-    if BufReader::new((&conn).take(MAX_REQUEST)).read_until(b'\n', &mut line).is_err() {
-        return;
-    }
+    let Ok((line, passed)) = read_request(&conn) else { return };
     let response = match parse_request(&line) {
         Err(message) => Response::Error { message },
         Ok(Request::Capture { targets, snaplen, drops_only, count, duration_ms }) => {
             let limits = crate::capture::stream::Limits { count, duration: duration_ms.map(Duration::from_millis) };
-            match start_capture(live, &targets, snaplen, drops_only) {
-                Ok(started) => return started.stream(conn, limits),
-                Err(message) => Response::Error { message },
+            match (passed, start_capture(live, &targets, snaplen, drops_only)) {
+                (Some(out), Ok(started)) => return started.stream(conn, out, limits),
+                (None, Ok(started)) => {
+                    started.detach();
+                    Response::Error { message: "a capture needs the file to write to, passed with the request".into() }
+                }
+                (_, Err(message)) => Response::Error { message },
             }
         }
         Ok(req) => {
@@ -430,6 +440,36 @@ fn serve_one(conn: UnixStream, live: &Mutex<LiveLab>) {
         }
     };
     reply(&conn, &response);
+}
+
+/// Reads one request line (bounded: a topology file given to `apply` is the largest request) and
+/// the file descriptor passed with it, if any (`SCM_RIGHTS`: a capture's output); any further
+/// descriptors are closed.
+fn read_request(conn: &UnixStream) -> io::Result<(Vec<u8>, Option<std::os::fd::OwnedFd>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let (mut line, mut passed) = (Vec::new(), None);
+    let mut buf = vec![0u8; 1 << 16];
+    while line.last() != Some(&b'\n') && (line.len() as u64) < MAX_REQUEST {
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        let mut iov = [io::IoSliceMut::new(&mut buf)];
+        let msg = recvmsg::<UnixAddr>(conn.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
+        let n = msg.bytes;
+        for cmsg in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                // SAFETY: the kernel just installed these descriptors in this process for us.
+                let fds = fds.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+                fds.for_each(|fd| passed = passed.take().or(Some(fd)));
+            }
+        }
+        if n == 0 {
+            break;
+        }
+        let room = (MAX_REQUEST as usize).saturating_sub(line.len());
+        let upto = buf[..n].iter().position(|&b| b == b'\n').map_or(n, |i| i + 1).min(room);
+        line.extend_from_slice(&buf[..upto]);
+    }
+    Ok((line, passed))
 }
 
 /// One request line as the client sent it; why it is not a request otherwise.
@@ -458,7 +498,7 @@ fn start_capture(
     snaplen: u32,
     drops_only: bool,
 ) -> Result<StartedCapture, String> {
-    use crate::capture::{CaptureTap, MAX_SNAPLEN, QUEUE};
+    use crate::capture::{CaptureTap, MAX_SNAPLEN, QUEUE_BYTES};
     static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let (model, handle) = {
         let live = live.lock().unwrap_or_else(|p| p.into_inner());
@@ -466,7 +506,7 @@ fn start_capture(
     };
     let interfaces = crate::capture::interfaces(&model, targets)?;
     let snaplen = snaplen.clamp(1, MAX_SNAPLEN);
-    let (queue, records) = crate::capture::queue(QUEUE);
+    let (queue, records) = crate::capture::queue(QUEUE_BYTES, interfaces.len());
     let lost: crate::capture::Lost = Arc::new(interfaces.iter().map(|_| Default::default()).collect());
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let points = interfaces.iter().map(|i| i.point.clone()).collect();
@@ -476,44 +516,63 @@ fn start_capture(
 }
 
 impl StartedCapture {
-    /// Answers `capturing`, then writes pcapng to the client until the capture ends: its
-    /// limits, the client half-closing (Ctrl-C) or going away, or the forwarder stopping.
-    fn stream(self, conn: UnixStream, limits: crate::capture::stream::Limits) {
+    /// Stops the data plane feeding this capture.
+    fn detach(&self) {
+        detach_capture(&self.handle, self.id);
+    }
+
+    /// Answers `capturing`, then writes pcapng to `out` (the client's file or pipe) until the
+    /// capture ends: its limits, the client half-closing (Ctrl-C) or going away, or the
+    /// forwarder stopping; then tells the client what was written and lost.
+    fn stream(self, conn: UnixStream, out: std::os::fd::OwnedFd, limits: crate::capture::stream::Limits) {
         use crate::capture::stream;
-        let detach = || {
-            let _ = self.handle.ask(Duration::from_secs(5), |done| Command::StopCapture { id: self.id, done });
-        };
-        let _ = conn.set_read_timeout(None);
-        // A client that stops reading for this long ends its capture (frames meanwhile are lost).
-        let _ = conn.set_write_timeout(Some(Duration::from_secs(30)));
+        let StartedCapture { handle, id, interfaces, snaplen, mut records, lost } = self;
         reply(&conn, &Response::Capturing);
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        if let Ok(watch) = conn.try_clone() {
-            let stop = Arc::clone(&stop);
-            // The client sends nothing more: end of input (or an error) means it wants to stop.
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut (&watch).take(1 << 10), &mut std::io::sink());
-                stop.store(true, Ordering::Relaxed);
-            });
-        }
-        let totals = match stream::Writer::new(&conn, &self.interfaces, self.snaplen) {
-            Ok(w) => stream::run(w, &self.records, &self.lost, limits, &stop, detach),
+        let detach = || detach_capture(&handle, id);
+        let totals = match stream::Writer::new(stream::Output::new(out), &interfaces, snaplen) {
+            Ok(w) => stream::run(w, &mut records, &lost, limits, || client_ended(&conn), detach),
             Err(e) => {
                 detach();
                 Err(e)
             }
         };
-        match totals {
-            Ok(t) => crate::log!(
-                "capture {} of {} ended: {} frames written, {} lost",
-                self.id,
-                self.interfaces.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(" "),
-                t.written.iter().sum::<u64>(),
-                t.lost.iter().sum::<u64>()
-            ),
-            Err(e) => crate::log!("capture {} ended: {e}", self.id),
-        }
-        let _ = conn.shutdown(std::net::Shutdown::Both);
+        let names: Vec<String> = interfaces.into_iter().map(|i| i.name).collect();
+        let response = match totals {
+            Ok(t) => {
+                let (written, lost) = (t.written.iter().sum::<u64>(), t.lost.iter().sum::<u64>());
+                crate::log!("capture {id} of {} ended: {written} frames written, {lost} lost", names.join(" "));
+                Response::CaptureEnded { interfaces: names, written: t.written, lost: t.lost }
+            }
+            Err(e) => {
+                crate::log!("capture {id} ended: {e}");
+                Response::Error { message: format!("writing the capture: {e}") }
+            }
+        };
+        let _ = conn.set_write_timeout(Some(CLIENT_TIMEOUT));
+        reply(&conn, &response);
+    }
+}
+
+fn detach_capture(handle: &Handle, id: u64) {
+    let _ = handle.ask(Duration::from_secs(5), |done| Command::StopCapture { id, done });
+}
+
+/// Whether a capture's client half-closed its end (Ctrl-C) or went away: it sends nothing after
+/// its request, so end of input or an error means it wants to stop. Looked at without waiting,
+/// by the writer itself (a thread blocked reading the socket would be woken by every read of
+/// the client at the other end).
+fn client_ended(conn: &UnixStream) -> bool {
+    let mut buf = [0u8; 64];
+    let fd = std::os::fd::AsRawFd::as_raw_fd(conn);
+    // SAFETY: `buf` is valid for writes of its length; MSG_DONTWAIT keeps the call from blocking.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    match n {
+        0 => true,
+        n if n > 0 => false,
+        _ => !matches!(
+            std::io::Error::last_os_error().kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+        ),
     }
 }
 

@@ -435,7 +435,7 @@ fn a_port_whose_other_end_closed_is_no_longer_read_and_the_others_go_on() {
 /// Starts a capture of `eni` keeping `snaplen` bytes; returns its writer's end.
 fn capture(rig: &Rig, eni: &str, snaplen: u32) -> crate::capture::Drain {
     use crate::capture::{queue, CaptureTap, Point};
-    let (feed, drain) = queue(16);
+    let (feed, drain) = queue(1 << 16, 1);
     let lost = std::sync::Arc::new(vec![Default::default()]);
     let points = vec![Point::Port(eni.to_string())];
     let tap = CaptureTap { id: 7, points, snaplen, drops_only: false, queue: feed, lost };
@@ -444,10 +444,10 @@ fn capture(rig: &Rig, eni: &str, snaplen: u32) -> crate::capture::Drain {
 }
 
 /// The next capture record, waiting for it.
-fn next_record(drain: &crate::capture::Drain) -> crate::capture::Captured {
+fn next_record(drain: &mut crate::capture::Drain) -> crate::capture::queue::Decoded {
     let deadline = Instant::now() + PATIENCE;
     loop {
-        if let Ok(r) = drain.try_recv() {
+        if let Some(r) = drain.decode().pop() {
             return r;
         }
         assert!(Instant::now() < deadline, "no capture record came");
@@ -459,11 +459,11 @@ fn next_record(drain: &crate::capture::Drain) -> crate::capture::Captured {
 fn a_captured_drop_is_explained_in_the_stage_s_words_unless_too_large_to_trace() {
     let rig = Rig::start(LAB);
     let router = rig.model.vpcs[0].router_mac;
-    let drain = capture(&rig, "eni-a", 64);
+    let mut drain = capture(&rig, "eni-a", 64);
 
     let denied = rig.udp("eni-a", router, rig.ip("eni-c"), 54);
     rig.send("eni-a", &denied);
-    let r = next_record(&drain);
+    let r = next_record(&mut drain);
     assert!(r.outbound && r.data == denied, "the frame as sent, whole: {r:?}");
     assert!(r.comment.starts_with("dropped at eni-c: security_group_ingress: no rule of"), "{}", r.comment);
     assert!(r.comment.ends_with("[ENI_SG_RULES_MISMATCH]"), "{}", r.comment);
@@ -472,7 +472,7 @@ fn a_captured_drop_is_explained_in_the_stage_s_words_unless_too_large_to_trace()
     let payload = vec![0u8; EXPLAINED_FRAME];
     let jumbo = build::udp(router, rig.mac("eni-a"), rig.ip("eni-a"), rig.ip("eni-c"), 40000, 53, &payload);
     rig.send("eni-a", &jumbo);
-    let r = next_record(&drain);
+    let r = next_record(&mut drain);
     assert_eq!((r.data.len(), r.original_len as usize), (64, jumbo.len()), "cut to the snapshot length");
     assert_eq!(r.comment, "dropped at eni-a: mtu_exceeded [MTU_EXCEEDED]");
 }

@@ -6,7 +6,7 @@
 //!
 //! - [`Captures`] is the data plane's side: the running captures, which ports and NAT gateways
 //!   each watches, and how a frame seen at one of them becomes a [`Record`], encoded as a
-//!   pcapng block into the capture's [`queue`] (a ring of bytes).
+//!   pcapng block into the capture's [`queue`](mod@queue) (a ring of bytes).
 //! - [`stream`] runs in the forwarder, one thread per capture: blocks from the ring to the file
 //!   or pipe the client passed, between the file's header and its statistics.
 //! - [`client`] is `vpclab capture`'s end: passes its file or standard output with the request,

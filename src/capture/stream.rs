@@ -38,7 +38,7 @@ const STALL: Duration = Duration::from_secs(30);
 /// A capture's output as its client passed it: a file, or a pipe to Wireshark or tcpdump. The
 /// writer writes to it directly (no copy through the client). Made non-blocking, so that a
 /// reader who stops reading cannot hold the writer forever: a write waits for room at most
-/// [`STALL`], then fails and ends the capture. Its flags are restored when it is dropped.
+/// 30 s, then fails and ends the capture. Its flags are restored when it is dropped.
 #[derive(Debug)]
 pub struct Output {
     file: std::fs::File,

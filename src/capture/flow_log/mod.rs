@@ -1,5 +1,5 @@
 //! VPC Flow Logs: one record per ENI per flow (5-tuple and direction) per aggregation interval,
-//! written to a file as AWS writes them ([`format`]).
+//! written to a file as AWS writes them ([`format`](mod@format)).
 //!
 //! - [`FlowLogConfig`] is compiled from a model off the packet path (at start and after every
 //!   live change) and handed to the data plane, which keeps the state by flow log id and ENI id.

@@ -3,7 +3,7 @@
 //! The file is a section header, one interface description block per captured point (named by
 //! its id, described with instance and device, Ethernet, nanosecond timestamps), one enhanced
 //! packet block per frame (direction in the flags word, the fabric's verdict in the comment;
-//! encoded by the data plane, see [`super::queue`]), and at the end one interface statistics
+//! encoded by the data plane, see [`super::queue`](mod@super::queue)), and at the end one interface statistics
 //! block per interface with `isb_ifrecv` (frames seen) and `isb_ifdrop` (frames lost because
 //! the queue was full). Output is written whenever the queue runs empty (looked at every
 //! millisecond), so a reader at the other end of a pipe sees each frame within about a

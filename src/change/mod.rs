@@ -4,7 +4,7 @@
 //! 1. An [`Operation`] edits a copy of the checked model ([`ops`]), or `apply` parses a whole new
 //!    file; either way the new model goes through the same validation as `vpclab check` (the copy
 //!    is exported as a topology file and parsed again), so a refusal names the field.
-//! 2. [`diff`] compares the old and new models by id into a [`Plan`]: one line per step, named like
+//! 2. [`diff()`] compares the old and new models by id into a [`Plan`]: one line per step, named like
 //!    the EC2 action it mirrors. What AWS cannot change in place is refused there.
 //! 3. [`live`] applies the plan: namespaces and links first (each step with its undo), then the
 //!    forwarder swaps in a freshly compiled lab, then what cannot be undone (processes killed,

@@ -64,6 +64,10 @@ measure() {
   x server -- iperf3 -s -D -1 -I "$work/s2.pid" >/dev/null; sleep 0.3
   udp=$(x client -- timeout $((secs + 10)) iperf3 -c "$ip" -u -b 0 -l 64 -t "$secs" -J | python3 -c \
     'import json,sys; s=json.load(sys.stdin)["end"]["sum"]; print(round((s["packets"]-s["lost_packets"])/s["seconds"]/1e3, 1))')
+  # The same datagrams offered at 100 kpps (51.2 Mbit/s of 64-byte payloads): what arrives.
+  x server -- iperf3 -s -D -1 -I "$work/s4.pid" >/dev/null; sleep 0.3
+  udp100=$(x client -- timeout $((secs + 10)) iperf3 -c "$ip" -u -b 51.2M -l 64 -t "$secs" -J | python3 -c \
+    'import json,sys; s=json.load(sys.stdin)["end"]["sum"]; print(round((s["packets"]-s["lost_packets"])/s["seconds"]/1e3, 1))')
   rtt=$(x client -- ping -c 50 -i 0.01 -q "$ip" | awk -F/ '/rtt/ {printf "%d", $5*1000}')
   cpu=$(cpu_per_packet)
 }
@@ -82,7 +86,7 @@ cpu_per_packet() {
 }
 measure
 row="vpclab tcp_gbps=$tcp udp64_kpps=$udp rtt_us=$rtt"
-cpu_plain=$cpu
+cpu_plain=$cpu udp100_plain=$udp100
 echo "# vpclab (two instances in two subnets, routed by the forwarder)"
 echo "$row"
 # The same while `vpclab capture all --snaplen 128 -w FILE` runs: what capturing costs forwarding.
@@ -93,6 +97,7 @@ measure
 kill -INT "$capture"; wait "$capture" || true
 echo "# vpclab while capturing both ENIs (snaplen 128, to a file): $(cat "$work/cap.err")"
 echo "vpclab+capture tcp_gbps=$tcp udp64_kpps=$udp rtt_us=$rtt"
+echo "# 64-byte datagrams offered at 100 kpps, delivered: ${udp100_plain} kpps; while capturing: ${udp100} kpps"
 echo "# forwarder CPU per 64-byte datagram at 50 kpps: ${cpu_plain} ns; while capturing: ${cpu} ns"
 echo "# ratios: vpclab / ceiling row (tcp and udp: higher is better; rtt: lower is better)"
 python3 - "$work/ceiling.txt" "$row" <<'PY'

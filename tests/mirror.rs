@@ -1,7 +1,7 @@
 //! Traffic mirroring against a real lab: a Linux `vxlan` device in the target instance decodes
 //! the copies; the filter is honoured (what it does not accept is not mirrored), `packet_length`
 //! cuts each copy, and a target whose groups do not allow UDP 4789 gets nothing (the copies are
-//! counted as refused).
+//! counted as refused). A TCP superframe (TSO) is mirrored as the wire packets it becomes.
 
 mod common;
 
@@ -88,6 +88,20 @@ filter = "tmf-7000"
 session_number = 1
 virtual_network_id = 77
 packet_length = 100
+
+[[traffic_mirror_filter]]
+id = "tmf-7100"
+ingress = [
+  { rule = 100, action = "accept", protocol = "tcp", destination_ports = "7100", source_cidr = "0.0.0.0/0", destination_cidr = "0.0.0.0/0" },
+]
+
+[[traffic_mirror_session]]
+id = "tms-web-tcp"
+source = "eni-web"
+target = "tmt-ids"
+filter = "tmf-7100"
+session_number = 2
+virtual_network_id = 78
 "#;
 
 fn ip_n(ns: &str, args: &[&str]) {
@@ -220,4 +234,42 @@ fn a_vxlan_device_in_the_target_decodes_filtered_truncated_copies_and_its_groups
     let s = session(&lab);
     assert_eq!(s["mirrored"].as_u64(), Some(6), "{s}");
     assert_eq!(s["dropped"]["security_group_ingress"].as_u64(), Some(4), "{s}");
+}
+
+/// The inner TCP packets (IP header on) of the VXLAN datagrams in `frames`, as seen on the
+/// target's own interface (each outer datagram carries one copy: the TAP does no GRO).
+fn inner_tcp(frames: &[Vec<u8>]) -> Vec<&[u8]> {
+    const INNER_IP: usize = 14 + 20 + 8 + 8 + 14;
+    frames
+        .iter()
+        .filter(|f| f.len() > INNER_IP + 40 && udp_ports(f).is_some_and(|p| p.1 == 4789) && f[INNER_IP + 9] == 6)
+        .map(|f| &f[INNER_IP..])
+        .collect()
+}
+
+#[test]
+fn a_tso_superframe_is_mirrored_as_the_wire_packets_it_becomes() {
+    let lab = TestLab::up("mirrortso", LAB);
+    let reader = frames_on(&lab.ns("ids"), "eth0", 30, 20);
+    let web = SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, 10), 7100);
+    let echo = tcp_echo_all(tcp_listen(&lab.ns("web"), web), 1, 20);
+    let data: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+    let mut s = tcp_connect(&lab.ns("client"), web, 5).expect("connects");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(echo_over(&mut s, &data).expect("echoed"), data);
+    drop(s);
+    echo.join().unwrap();
+    let frames = reader.join().unwrap();
+    let mut payload_by_seq = std::collections::BTreeMap::new();
+    for ip in inner_tcp(&frames) {
+        let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+        assert!(total <= 9001, "a wire packet's length, not a superframe's: {total}");
+        let ihl = usize::from(ip[0] & 0x0f) * 4;
+        let doff = usize::from(ip[ihl + 12] >> 4) * 4;
+        let seq = u32::from_be_bytes([ip[ihl + 4], ip[ihl + 5], ip[ihl + 6], ip[ihl + 7]]);
+        payload_by_seq.insert(seq, total - ihl - doff);
+    }
+    let mirrored: usize = payload_by_seq.values().sum();
+    assert_eq!(mirrored, data.len(), "every byte the client sent, in wire packets ({} copies)", payload_by_seq.len());
+    assert!(payload_by_seq.len() >= data.len() / 8949, "at least as many packets as the MTU allows");
 }

@@ -20,11 +20,11 @@
 //!   the target's groups must allow UDP 4789 from the source's address.
 //! - A frame whose transport checksum the kernel left to the device (virtio NEEDS_CSUM) gets it
 //!   completed in the copy, when the copy holds the whole packet.
-//! - An offloaded TCP superframe (up to 64 KiB) is mirrored as one copy of its first bytes, cut
-//!   to what fits the VPC's MTU of 9001 with the encapsulation (8965 bytes of inner frame), as a
-//!   target with a small MTU truncates on AWS: the inner headers are the superframe's, so the
-//!   inner IP total length says more than the copy holds (tcpdump shows it truncated), and the
-//!   target's kernel takes the VXLAN packet as any other.
+//! - An offloaded TCP superframe (up to 64 KiB, TSO) is mirrored as the wire packets it is on
+//!   EC2: cut into its segments first (`packet::segment`), each copied on its own, with complete
+//!   checksums. A copy longer than the VPC's MTU of 9001 allows with the encapsulation (8965
+//!   bytes of inner frame; a full 9001-byte packet is one) is cut to that, as a target with too
+//!   small an MTU truncates on AWS.
 
 use std::net::Ipv4Addr;
 

@@ -246,6 +246,8 @@ pub struct Dataplane<P = Tap> {
     /// A frame as read, kept while the pipeline rewrites it, for captures and mirror sessions
     /// of its sender.
     capture_input: Vec<u8>,
+    /// One wire packet of a superframe being mirrored (its buffer reused).
+    segment: Vec<u8>,
     /// The lab's traffic mirror sessions; inactive (one branch per frame) when it has none.
     mirrors: Mirrors,
     /// Captures run, the lab mirrors traffic or logs flows: frames take the observed path. One
@@ -293,6 +295,7 @@ impl<P: Port> Dataplane<P> {
             start: Instant::now(),
             captures: Captures::default(),
             capture_input: Vec::new(),
+            segment: Vec::new(),
             observed: mirrors.active(),
             mirrors,
             flow_logs: FlowLogs::default(),
@@ -552,7 +555,7 @@ impl<P: Port> Dataplane<P> {
             };
         self.capture_input.clear();
         self.capture_input.extend_from_slice(&self.buf[VNET_HDR_LEN..VNET_HDR_LEN + keep]);
-        let csum_partial = tap::offload(&self.buf[..VNET_HDR_LEN]).csum_partial;
+        let off = tap::offload(&self.buf[..VNET_HDR_LEN]);
         let verdict = if capturing {
             let mut obs = std::mem::take(&mut self.captures.observer);
             obs.clear();
@@ -567,7 +570,7 @@ impl<P: Port> Dataplane<P> {
         };
         let written = self.carry_out(port, n, verdict);
         if self.mirrors.active() {
-            self.mirror(port, verdict, written, csum_partial);
+            self.mirror(port, verdict, written, off);
         }
         if !capturing && !self.flow_logs.is_active() {
             return;
@@ -616,7 +619,7 @@ impl<P: Port> Dataplane<P> {
     /// Sends the traffic mirror copies of the frame just handled: of the frame as read when its
     /// sender is a source and the fabric carried it past the sender's own checks, and of the
     /// frame as written when it was delivered to a source (see `capture::mirror`).
-    fn mirror(&mut self, port: usize, verdict: Verdict, written: usize, csum_partial: bool) {
+    fn mirror(&mut self, port: usize, verdict: Verdict, written: usize, off: crate::pipeline::Offload) {
         let carried = match verdict {
             Verdict::Forward(_) | Verdict::ToInternet => true,
             Verdict::DropAt(_, e) => e.index() != port,
@@ -625,7 +628,7 @@ impl<P: Port> Dataplane<P> {
         if carried {
             if let Some(c) = self.mirrors.choose(port, false, &self.capture_input) {
                 let input = std::mem::take(&mut self.capture_input);
-                self.send_copy(c, &input, csum_partial);
+                self.send_mirrored(c, &input, off);
                 self.capture_input = input;
             }
         }
@@ -634,11 +637,25 @@ impl<P: Port> Dataplane<P> {
                 let frame = &self.buf[VNET_HDR_LEN..VNET_HDR_LEN.max(written)];
                 if let Some(c) = self.mirrors.choose(to.index(), true, frame) {
                     let out = std::mem::take(&mut self.buf);
-                    self.send_copy(c, &out[VNET_HDR_LEN..VNET_HDR_LEN.max(written)], csum_partial);
+                    self.send_mirrored(c, &out[VNET_HDR_LEN..VNET_HDR_LEN.max(written)], off);
                     self.buf = out;
                 }
             }
         }
+    }
+
+    /// Sends session `c`'s copies of `frame`: one per wire packet it is on EC2 (a TSO superframe
+    /// is cut into its segments first, see `packet::segment`), else one of the frame itself.
+    fn send_mirrored(&mut self, c: crate::capture::mirror::Chosen, frame: &[u8], off: crate::pipeline::Offload) {
+        let Some(superframe) = off.gso_size.and_then(|mss| crate::packet::segment::Superframe::new(frame, mss)) else {
+            return self.send_copy(c, frame, off.csum_partial);
+        };
+        let mut segment = std::mem::take(&mut self.segment);
+        for k in 0..superframe.count() {
+            superframe.write(k, &mut segment);
+            self.send_copy(c, &segment, false);
+        }
+        self.segment = segment;
     }
 
     /// Encapsulates `frame` for session `c`, has the pipeline route and judge the copy, and

@@ -27,6 +27,7 @@ use etherparse::{ArpPacketSlice, Ethernet2Slice, Icmpv4Slice, Ipv4HeaderSlice, T
 use crate::model::Mac;
 
 pub mod rewrite;
+pub mod segment;
 
 /// EtherType of IPv4.
 pub const ETHERTYPE_IPV4: u16 = 0x0800;

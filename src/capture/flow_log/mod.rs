@@ -317,6 +317,8 @@ pub struct FlowLogs {
     by_port: Vec<Vec<(u16, u16)>>,
     /// By NAT gateway index: the (flow log, slot) pairs covering its interface.
     by_nat: Vec<Vec<(u16, u16)>>,
+    /// Some NAT gateway's interface is covered (asked of every frame: kept, not searched).
+    nat_watched: bool,
     /// By port index: the ENI's VPC.
     vpc_by_port: Vec<Option<u32>>,
     vpc_of: Vec<(String, u32)>,
@@ -389,8 +391,9 @@ impl FlowLogs {
 
     /// Whether a flow log covers a NAT gateway's interface: then every frame is walked with an
     /// observer that notes the NAT gateway, and kept as read (its way in is logged from it).
+    #[inline]
     pub fn watches_nat_gateways(&self) -> bool {
-        self.by_nat.iter().any(|v| !v.is_empty())
+        self.nat_watched
     }
 
     /// The (flow log, slot) pairs covering `at`.
@@ -498,6 +501,7 @@ impl FlowLogs {
                 }
             }
         }
+        self.nat_watched = self.by_nat.iter().any(|v| !v.is_empty());
         self.vpc_by_port = vec![None; port_ids.len()];
         for (id, vpc) in &self.vpc_of {
             if let Some(&p) = index.get(id.as_str()) {

@@ -671,10 +671,16 @@ fn print_status(s: &LabStatus) {
         );
     }
     if !s.nat_gateways.is_empty() {
-        println!("\n{:<16} {:<18} {:<16} {:<16} PORTS", "NAT GATEWAY", "SUBNET", "PRIVATE IP", "ELASTIC IP");
+        println!(
+            "\n{:<16} {:<18} {:<20} {:<16} {:<16} PORTS",
+            "NAT GATEWAY", "SUBNET", "INTERFACE", "PRIVATE IP", "ELASTIC IP"
+        );
         for n in &s.nat_gateways {
             let eip = n.elastic_ip.map_or("- (private)".to_string(), |e| e.to_string());
-            println!("{:<16} {:<18} {:<16} {:<16} {}", n.id, n.subnet, n.private_ip, eip, n.ports);
+            println!(
+                "{:<16} {:<18} {:<20} {:<16} {:<16} {}",
+                n.id, n.subnet, n.network_interface_id, n.private_ip, eip, n.ports
+            );
         }
     }
     println!("\n{:<18} {:<28} {:<18} {:<18} STATE", "ROUTE TABLE", "SUBNETS", "DESTINATION", "TARGET");

@@ -577,6 +577,20 @@ pub struct NatGateway {
 impl NatGateway {
     /// The source ports AWS's NAT gateway uses.
     pub const AWS_PORTS: PortRange = PortRange { from: 1024, to: 65535 };
+
+    /// The id of the network interface a NAT gateway with id `nat_id` has in its subnet:
+    /// `eni-` and the NAT gateway's whole id (`nat-main` -> `eni-nat-main`). AWS gives this
+    /// requester-managed interface an unrelated random id; the lab derives it, so it is stable
+    /// for the life of the lab and says whose it is. The one place the derivation is made: flow
+    /// logs, validation and `status` all call this.
+    pub fn interface_id_of(nat_id: &str) -> String {
+        format!("eni-{nat_id}")
+    }
+
+    /// The id of its network interface ([`NatGateway::interface_id_of`]).
+    pub fn interface_id(&self) -> String {
+        NatGateway::interface_id_of(&self.id)
+    }
 }
 
 /// A VPC peering connection.
@@ -756,11 +770,14 @@ impl TrafficMirrorSession {
     }
 }
 
-/// What a flow log covers: one ENI, every ENI of a subnet, or every ENI of a VPC.
+/// What a flow log covers: one ENI, every ENI of a subnet, or every ENI of a VPC. A NAT
+/// gateway's network interface counts as an ENI of its subnet and VPC, as on AWS.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum FlowLogResource {
     /// One ENI.
     Eni(EniIdx),
+    /// One NAT gateway's network interface.
+    NatInterface(NatIdx),
     /// The ENIs of a subnet.
     Subnet(SubnetIdx),
     /// The ENIs of a VPC.
@@ -821,18 +838,36 @@ impl Model {
             .map(EniIdx)
             .filter(|&e| match resource {
                 FlowLogResource::Eni(x) => x == e,
+                FlowLogResource::NatInterface(_) => false,
                 FlowLogResource::Subnet(s) => self.enis[e.index()].subnet == s,
                 FlowLogResource::Vpc(v) => self.vpc_of(e) == v,
             })
             .collect()
     }
 
+    /// The NAT gateways whose network interface a flow log covers, in model order.
+    pub fn flow_log_nat_gateways(&self, resource: FlowLogResource) -> Vec<NatIdx> {
+        (0..self.nat_gateways.len() as u32)
+            .map(NatIdx)
+            .filter(|&n| {
+                let subnet = self.nat_gateways[n.index()].subnet;
+                match resource {
+                    FlowLogResource::Eni(_) => false,
+                    FlowLogResource::NatInterface(x) => x == n,
+                    FlowLogResource::Subnet(s) => subnet == s,
+                    FlowLogResource::Vpc(v) => self.subnets[subnet.index()].vpc == v,
+                }
+            })
+            .collect()
+    }
+
     /// The id of what a flow log covers.
-    pub fn flow_log_resource_id(&self, resource: FlowLogResource) -> &str {
+    pub fn flow_log_resource_id(&self, resource: FlowLogResource) -> String {
         match resource {
-            FlowLogResource::Eni(e) => &self.enis[e.index()].id,
-            FlowLogResource::Subnet(s) => &self.subnets[s.index()].id,
-            FlowLogResource::Vpc(v) => &self.vpcs[v.index()].id,
+            FlowLogResource::Eni(e) => self.enis[e.index()].id.clone(),
+            FlowLogResource::NatInterface(n) => self.nat_gateways[n.index()].interface_id(),
+            FlowLogResource::Subnet(s) => self.subnets[s.index()].id.clone(),
+            FlowLogResource::Vpc(v) => self.vpcs[v.index()].id.clone(),
         }
     }
 }

@@ -424,3 +424,159 @@ fn flow_log_verbs_create_and_delete_flow_logs_live() {
     drop(lab);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A private instance `app` (10.0.2.10) behind NAT gateway `nat-test` (10.0.1.100, Elastic IP
+/// 203.0.113.10) in subnet-pub, the internet host `example` (198.51.100.7), and a flow log of
+/// subnet-pub in a format after AWS's NAT gateway example.
+fn nat_topology(dir: &str) -> String {
+    format!(
+        r#"
+[[vpc]]
+id = "vpc-test"
+cidr = "10.0.0.0/16"
+
+[[subnet]]
+id = "subnet-pub"
+vpc = "vpc-test"
+cidr = "10.0.1.0/24"
+route_table = "rtb-pub"
+
+[[subnet]]
+id = "subnet-priv"
+vpc = "vpc-test"
+cidr = "10.0.2.0/24"
+route_table = "rtb-priv"
+
+[[internet_gateway]]
+id = "igw-test"
+vpc = "vpc-test"
+
+[[elastic_ip]]
+id = "eipalloc-nat"
+public_ip = "203.0.113.10"
+
+[[nat_gateway]]
+id = "nat-test"
+subnet = "subnet-pub"
+private_ip = "10.0.1.100"
+elastic_ip = "eipalloc-nat"
+
+[[route_table]]
+id = "rtb-pub"
+vpc = "vpc-test"
+routes = [ {{ destination = "0.0.0.0/0", target = "igw-test" }} ]
+
+[[route_table]]
+id = "rtb-priv"
+vpc = "vpc-test"
+routes = [ {{ destination = "0.0.0.0/0", target = "nat-test" }} ]
+
+[[instance]]
+id = "app"
+
+[[network_interface]]
+id = "eni-app"
+subnet = "subnet-priv"
+private_ip = "10.0.2.10"
+attachment = {{ instance = "app", device_index = 0 }}
+
+[internet]
+hosts = [ {{ id = "example", ip = "198.51.100.7" }} ]
+
+[[flow_log]]
+id = "fl-pub"
+resource = "subnet-pub"
+traffic_type = "ALL"
+destination = "{dir}/pub.log"
+log_format = "{NAT_FORMAT}"
+max_aggregation_interval = 1
+"#
+    )
+}
+
+/// AWS's example fields, then ports, counts and where the traffic went.
+const NAT_FORMAT: &str = "${version} ${instance-id} ${interface-id} ${srcaddr} ${dstaddr} ${pkt-srcaddr} \
+${pkt-dstaddr} ${srcport} ${dstport} ${protocol} ${packets} ${action} ${flow-direction} ${traffic-path} ${log-status}";
+
+/// Columns of [`NAT_FORMAT`].
+const INSTANCE: usize = 1;
+const IFACE: usize = 2;
+const PROTO: usize = 9;
+const PACKETS: usize = 10;
+
+#[test]
+fn a_nat_gateway_s_interface_logs_traffic_through_it_as_aws_s_example() {
+    require_root();
+    let dir = format!("{}-flows", lab_name("flnat"));
+    let abs_dir = std::env::temp_dir().join(&dir);
+    let _ = std::fs::remove_dir_all(&abs_dir);
+    let lab = TestLab::up("flnat", &nat_topology(&dir));
+    let pub_log = abs_dir.join("pub.log");
+    assert_eq!(lab.status()["nat_gateways"][0]["network_interface_id"], "eni-nat-test");
+
+    // Three echoes app -> example and back; one UDP datagram from app's port 40600 and its echo.
+    let ping = lab.exec("app", &["ping", "-c", "3", "-i", "0.2", "-W", "2", "198.51.100.7"]);
+    assert!(ping.status.success(), "{}", text(&ping));
+    let server = udp_peer_server(&lab.ns("internet"), addr("198.51.100.7", 5300));
+    let echoed = in_ns(&lab.ns("app"), || {
+        let s = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::new(10, 0, 2, 10), 40600)).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(3))).unwrap();
+        s.send_to(&[9u8; 50], addr("198.51.100.7", 5300)).unwrap();
+        s.recv(&mut [0u8; 100]).is_ok()
+    });
+    assert!(echoed.join().unwrap(), "the echo came back through the NAT gateway");
+    let nat_port = server.join().unwrap().expect("example got the datagram").port().to_string();
+
+    // The four legs of each flow, summed over intervals: (srcaddr, dstaddr, pkt-srcaddr,
+    // pkt-dstaddr, direction, traffic-path).
+    let legs = [
+        ["10.0.2.10", "10.0.1.100", "10.0.2.10", "198.51.100.7", "ingress", "-"],
+        ["10.0.1.100", "198.51.100.7", "10.0.1.100", "198.51.100.7", "egress", "2"],
+        ["198.51.100.7", "10.0.1.100", "198.51.100.7", "10.0.1.100", "ingress", "-"],
+        ["10.0.1.100", "10.0.2.10", "198.51.100.7", "10.0.2.10", "egress", "1"],
+    ];
+    let packets = |r: &[Vec<String>], proto: &str, leg: &[&str; 6]| {
+        sum(r, PACKETS, |x| x[PROTO] == proto && x[3..7] == leg[..4] && x[12] == leg[4] && x[13] == leg[5])
+    };
+    let all_logged = || {
+        let r = records(&pub_log);
+        legs.iter().all(|leg| packets(&r, "1", leg) == 3 && packets(&r, "17", leg) == 1)
+    };
+    assert!(eventually(20, all_logged), "pub.log:\n{}", std::fs::read_to_string(&pub_log).unwrap_or_default());
+
+    let r = records(&pub_log);
+    for rec in r.iter().filter(|x| x[IFACE] == "eni-nat-test") {
+        assert_eq!((rec[0].as_str(), rec[INSTANCE].as_str()), ("5", "-"), "requester-managed: {rec:?}");
+        assert!(rec[11] == "ACCEPT" || rec[14] == "NODATA", "{rec:?}");
+        assert!(!rec.contains(&"203.0.113.10".to_string()), "the Elastic IP is beyond the interface: {rec:?}");
+    }
+    assert!(r.iter().all(|x| x[IFACE] == "eni-nat-test"), "subnet-pub has no other interface: {r:?}");
+    // Ports: the instance's own on its side, the NAT gateway's on the internet's.
+    let udp = |leg: &[&str; 6]| r.iter().find(|x| x[PROTO] == "17" && x[3..7] == leg[..4]).unwrap().clone();
+    assert_eq!(udp(&legs[0])[7..9], ["40600", "5300"]);
+    assert_eq!(udp(&legs[1])[7..9], [nat_port.as_str(), "5300"]);
+    assert_eq!(udp(&legs[2])[7..9], ["5300", nat_port.as_str()]);
+    assert_eq!(udp(&legs[3])[7..9], ["5300", "40600"]);
+    print_records_for_the_readme(&r);
+
+    // flowlogs-reader reads them (a snapshot: NODATA lines keep coming).
+    let copy = pub_log.with_extension("snapshot");
+    std::fs::copy(&pub_log, &copy).unwrap();
+    let parsed = read_with_flowlogs_reader(&copy);
+    assert_eq!(parsed.len(), records(&copy).len());
+    let out = parsed
+        .iter()
+        .find(|p| p["protocol"] == 17 && p["flow_direction"] == "egress" && p["dstaddr"] == "10.0.2.10")
+        .expect("the answer leaving towards app");
+    assert_eq!((out["srcaddr"].as_str(), out["pkt_srcaddr"].as_str()), (Some("10.0.1.100"), Some("198.51.100.7")));
+    assert_eq!((out["interface_id"].as_str(), out["traffic_path"].as_u64()), (Some("eni-nat-test"), Some(1)));
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&abs_dir);
+}
+
+/// The run's records, for the README's example (shown with `--nocapture`).
+fn print_records_for_the_readme(r: &[Vec<String>]) {
+    for rec in r.iter().filter(|x| x[14] == "OK") {
+        println!("{}", rec.join(" "));
+    }
+}

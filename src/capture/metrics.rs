@@ -495,6 +495,7 @@ mod tests {
             nat_gateways: vec![NatStatus {
                 id: "nat-main".into(),
                 subnet: "subnet-public".into(),
+                network_interface_id: "eni-nat-main".into(),
                 private_ip: "10.0.1.100".parse().unwrap(),
                 elastic_ip: None,
                 ports: "1024-65535".into(),

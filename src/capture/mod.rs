@@ -194,6 +194,11 @@ impl CaptureObserver {
         self.nat = None;
     }
 
+    /// The NAT gateway the last frame reached, if any.
+    pub fn nat(&self) -> Option<NatIdx> {
+        self.nat
+    }
+
     fn lines(&self) -> impl Iterator<Item = &(Stage, String)> {
         self.lines[..self.used].iter()
     }
@@ -242,6 +247,8 @@ pub struct Seen<'a> {
     pub output: &'a [u8],
     /// The length the frame had on the wire when read.
     pub input_len: usize,
+    /// The NAT gateway whose interface it reached, when captures or flow logs asked.
+    pub nat: Option<NatIdx>,
 }
 
 /// Every running capture of the data plane.
@@ -309,7 +316,7 @@ impl Captures {
             }
             let sender = a.by_port.get(seen.from).copied().flatten();
             let receiver = to.and_then(|q| a.by_port.get(q).copied().flatten());
-            let nat = observer.nat.and_then(|n| a.by_nat.get(n.index()).copied().flatten());
+            let nat = seen.nat.and_then(|n| a.by_nat.get(n.index()).copied().flatten());
             let snaplen = a.tap.snaplen as usize;
             let mut record = |interface: u32, outbound: bool, data: &[u8], len: usize, words: &dyn Fn(&mut String)| {
                 comment.clear();

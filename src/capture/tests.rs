@@ -71,7 +71,14 @@ fn a_forwarded_frame_is_seen_leaving_one_eni_and_reaching_the_other() {
     assert_eq!([c.input_snaplen(0), c.input_snaplen(1), c.input_snaplen(2)], [20, 20, 0]);
     let input = [1u8; 30];
     let output = [2u8; 30];
-    let seen = Seen { from: 0, verdict: Verdict::Forward(EniIdx(1)), input: &input, output: &output, input_len: 30 };
+    let seen = Seen {
+        from: 0,
+        verdict: Verdict::Forward(EniIdx(1)),
+        input: &input,
+        output: &output,
+        input_len: 30,
+        nat: None,
+    };
     c.record(&seen, 2);
     let [sent, got] = <[_; 2]>::try_from(rx.decode()).expect("two records");
     assert_eq!((sent.interface, sent.outbound, sent.original_len), (0, true, 30));
@@ -100,7 +107,7 @@ fn a_drop_says_where_why_in_the_stage_s_words_and_its_code() {
     c.observer.explain(rec);
     let frame = [0u8; 10];
     let verdict = Verdict::DropAt(DropReason::SecurityGroupIngress, EniIdx(1));
-    c.record(&Seen { from: 0, verdict, input: &[], output: &frame, input_len: 10 }, 2);
+    c.record(&Seen { from: 0, verdict, input: &[], output: &frame, input_len: 10, nat: None }, 2);
     let r = rx.decode().remove(0);
     assert_eq!((r.interface, r.outbound), (0, false));
     assert_eq!(
@@ -109,7 +116,10 @@ fn a_drop_says_where_why_in_the_stage_s_words_and_its_code() {
     );
     // --drops-only: a forwarded frame is not captured.
     c.observer.clear();
-    c.record(&Seen { from: 0, verdict: Verdict::Forward(EniIdx(1)), input: &[], output: &frame, input_len: 10 }, 2);
+    c.record(
+        &Seen { from: 0, verdict: Verdict::Forward(EniIdx(1)), input: &[], output: &frame, input_len: 10, nat: None },
+        2,
+    );
     assert!(rx.decode().is_empty());
 }
 
@@ -120,7 +130,8 @@ fn a_nat_gateway_sees_what_it_translated_with_the_rewrite() {
     c.observer.nat_gateway(NatIdx(0));
     c.observer.record(Stage::NatGateway, format_args!("nat-x: source 10.0.2.10:40000 -> 10.0.1.100:1024"));
     let frame = [0u8; 10];
-    c.record(&Seen { from: 0, verdict: Verdict::ToInternet, input: &[], output: &frame, input_len: 10 }, 2);
+    let nat = c.observer.nat();
+    c.record(&Seen { from: 0, verdict: Verdict::ToInternet, input: &[], output: &frame, input_len: 10, nat }, 2);
     let mut both = rx.decode();
     both.sort_by_key(|r| r.interface);
     let (at_nat, at_internet) = (both[0].clone(), both[1].clone());
@@ -139,7 +150,14 @@ fn a_full_queue_loses_frames_and_counts_them_per_interface() {
     let frame = [0u8; 10];
     for _ in 0..3 {
         c.record(
-            &Seen { from: 0, verdict: Verdict::Forward(EniIdx(1)), input: &frame, output: &frame, input_len: 10 },
+            &Seen {
+                from: 0,
+                verdict: Verdict::Forward(EniIdx(1)),
+                input: &frame,
+                output: &frame,
+                input_len: 10,
+                nat: None,
+            },
             2,
         );
     }
@@ -161,6 +179,7 @@ fn after_a_swap_points_follow_their_ids() {
             input: &frame,
             output: &frame,
             input_len: 10,
+            nat: None,
         },
         2,
     );

@@ -981,7 +981,11 @@ fn create_flow_log(m: &mut Model, spec: &FlowLogSpec<'_>) -> Result<(), AwsError
         )));
     }
     let resource = match spec.resource_type {
-        "NetworkInterface" => FlowLogResource::Eni(eni(m, resource_id)?),
+        "NetworkInterface" => match m.nat_gateways.iter().position(|n| n.interface_id() == resource_id) {
+            // A NAT gateway's interface is a network interface to flow logs, as on AWS.
+            Some(n) => FlowLogResource::NatInterface(crate::model::NatIdx(n as u32)),
+            None => FlowLogResource::Eni(eni(m, resource_id)?),
+        },
         "Subnet" => FlowLogResource::Subnet(m.subnets.iter().position(|s| s.id == resource_id).map_or_else(
             || Err(AwsError::new("InvalidSubnetID.NotFound", format!("the subnet ID '{resource_id}' does not exist"))),
             |i| Ok(SubnetIdx(i as u32)),

@@ -392,6 +392,17 @@ fn flow_log_refusals_carry_aws_codes() {
 }
 
 #[test]
+fn create_flow_logs_takes_a_nat_gateway_s_interface_as_a_network_interface() {
+    let old = default_lab();
+    let m = edit(&old, &create_flow_log("NetworkInterface", "eni-nat-main", "n.log", Some("fl-n"))).unwrap().model;
+    // Written to the file and read back: the derived id resolves to the NAT gateway's interface.
+    let with = validated(&m).unwrap();
+    let f = &with.flow_logs[0];
+    assert_eq!(f.resource, crate::model::FlowLogResource::NatInterface(crate::model::NatIdx(0)));
+    assert!(diff(&old, &with).unwrap().steps.iter().any(|s| s.starts_with("CreateFlowLogs fl-n eni-nat-main ALL")));
+}
+
+#[test]
 fn a_terminated_enis_flow_log_goes_with_it_and_the_others_keep_their_eni() {
     let old = default_lab();
     let m = edit(&old, &create_flow_log("NetworkInterface", "eni-standby", "s.log", Some("fl-s"))).unwrap().model;

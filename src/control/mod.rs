@@ -192,6 +192,9 @@ pub struct NatStatus {
     pub id: String,
     /// Its subnet.
     pub subnet: String,
+    /// Its network interface in the subnet (the id flow logs name it by).
+    #[serde(default)]
+    pub network_interface_id: String,
     /// Its private IP.
     pub private_ip: Ipv4Addr,
     /// Its Elastic IP (none: a private NAT gateway).
@@ -327,6 +330,7 @@ impl LabStatus {
             .map(|n| NatStatus {
                 id: n.id.clone(),
                 subnet: model.subnets[n.subnet.index()].id.clone(),
+                network_interface_id: n.interface_id(),
                 private_ip: n.private_ip,
                 elastic_ip: n.elastic_ip.map(|e| model.elastic_ips[e.index()].public_ip),
                 ports: format!("{}-{}", n.ports.from, n.ports.to),

@@ -44,7 +44,9 @@ use crate::capture::flow_log::{FlowLogConfig, FlowLogs};
 use crate::capture::mirror::{Mirrors, SessionStats};
 use crate::capture::{CaptureTap, Captures, Seen};
 use crate::model::EniIdx;
-use crate::pipeline::{ConnectionView, DropReason, EniCounters, NoObserver, Observer, Pipeline, Recorder, Verdict};
+use crate::pipeline::{
+    ConnectionView, DropReason, EniCounters, NatReached, NoObserver, Observer, Pipeline, Recorder, Verdict,
+};
 pub use port::{MemPort, Port};
 use tap::{Tap, MAX_FRAME, VNET_HDR_LEN};
 
@@ -403,7 +405,8 @@ impl<P: Port> Dataplane<P> {
                 Command::MirrorStats(reply) => drop(reply.send(self.mirrors.stats())),
                 Command::FlowLogStats(reply) => drop(reply.send(self.flow_logs.stats())),
                 Command::FlowLogs(config) => {
-                    self.flow_logs.configure(*config, &self.pipeline.port_ids(), unix_now());
+                    let (ports, nats) = (self.pipeline.port_ids(), self.pipeline.nat_ids());
+                    self.flow_logs.configure(*config, &ports, &nats, unix_now());
                 }
                 Command::Shutdown => {
                     // Nothing is lost: the intervals in progress are written as they stand.
@@ -471,7 +474,7 @@ impl<P: Port> Dataplane<P> {
         }
         self.mirrors = Mirrors::new(self.pipeline.model(), Some(&self.mirrors));
         if self.flow_logs.is_active() {
-            self.flow_logs.rekey_ports(&new_ids);
+            self.flow_logs.rekey(&new_ids, &self.pipeline.nat_ids());
         }
 
         let done = SwapDone { retired, previous, generation: self.pipeline.generation(), stalled: started.elapsed() };
@@ -536,8 +539,10 @@ impl<P: Port> Dataplane<P> {
     }
 
     /// [`handle_frame`](Self::handle_frame) while captures run, the lab mirrors traffic or logs
-    /// flows: the frame as read is kept for captures, mirror sessions and flow logs of its sender, the walk is
-    /// observed (for captures), and what was done is offered to them.
+    /// flows: the frame as read is kept for captures, mirror sessions and flow logs of its sender
+    /// (every frame, when a flow log covers a NAT gateway's interface: whether it crosses one is
+    /// known only after), the walk is observed (for captures, or only for the NAT gateway it
+    /// reaches), and what was done is offered to them.
     #[cold]
     fn handle_captured_frame(&mut self, port: usize, n: usize) {
         let capturing = !self.captures.is_empty();
@@ -545,28 +550,33 @@ impl<P: Port> Dataplane<P> {
         // Mirror sessions and flow logs read the whole frame as sent; a capture explains a drop
         // with a trace of it, so it keeps every frame small enough to copy cheaply whole, and of
         // a larger one (a TSO superframe) only what its captures of the sender write.
-        let keep =
-            if self.mirrors.is_source(port) || self.flow_logs.watches(port) || (capturing && len <= EXPLAINED_FRAME) {
-                len
-            } else if capturing {
-                len.min(self.captures.input_snaplen(port))
-            } else {
-                0
-            };
+        let logged = self.flow_logs.watches(port) || self.flow_logs.watches_nat_gateways();
+        let keep = if self.mirrors.is_source(port) || logged || (capturing && len <= EXPLAINED_FRAME) {
+            len
+        } else if capturing {
+            len.min(self.captures.input_snaplen(port))
+        } else {
+            0
+        };
         self.capture_input.clear();
         self.capture_input.extend_from_slice(&self.buf[VNET_HDR_LEN..VNET_HDR_LEN + keep]);
         let off = tap::offload(&self.buf[..VNET_HDR_LEN]);
-        let verdict = if capturing {
+        let (verdict, nat) = if capturing {
             let mut obs = std::mem::take(&mut self.captures.observer);
             obs.clear();
             let verdict = self.decide(port, n, &mut obs);
+            let nat = obs.nat();
             self.captures.observer = obs;
             if verdict.drop_reason().is_some() {
                 self.explain_drop(port, len);
             }
-            verdict
+            (verdict, nat)
+        } else if self.flow_logs.watches_nat_gateways() {
+            // A flow log of a NAT gateway's interface needs the NAT gateway the frame reached.
+            let mut obs = NatReached::default();
+            (self.decide(port, n, &mut obs), obs.0)
         } else {
-            self.decide(port, n, &mut NoObserver)
+            (self.decide(port, n, &mut NoObserver), None)
         };
         let written = self.carry_out(port, n, verdict);
         if self.mirrors.active() {
@@ -581,6 +591,7 @@ impl<P: Port> Dataplane<P> {
             input: &self.capture_input,
             output: &self.buf[VNET_HDR_LEN..VNET_HDR_LEN.max(written)],
             input_len: n - VNET_HDR_LEN,
+            nat,
         };
         let internet = self.ports.len() - 1;
         if capturing {

@@ -121,9 +121,25 @@ pub trait Observer {
     /// Stage `stage` ran and decided `detail`.
     fn record(&mut self, stage: Stage, detail: fmt::Arguments<'_>);
 
-    /// The packet reached NAT gateway `n` (captures of a NAT gateway want to know).
+    /// The packet reached NAT gateway `n`'s interface (captures and flow logs of a NAT gateway
+    /// want to know): past the sender's subnet, before the NAT gateway's subnet ACL.
     #[inline(always)]
     fn nat_gateway(&mut self, _n: NatIdx) {}
+}
+
+/// The observer of a frame whose NAT gateway a flow log wants: notes the NAT gateway the packet
+/// reached and formats nothing, so forwarding pays one store.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NatReached(pub Option<NatIdx>);
+
+impl Observer for NatReached {
+    #[inline(always)]
+    fn record(&mut self, _: Stage, _: fmt::Arguments<'_>) {}
+
+    #[inline(always)]
+    fn nat_gateway(&mut self, n: NatIdx) {
+        self.0 = Some(n);
+    }
 }
 
 /// The observer of the forwarding path: records nothing.
@@ -921,7 +937,6 @@ impl Pipeline {
         obs: &mut O,
         commit: bool,
     ) -> Step<Verdict> {
-        obs.nat_gateway(n);
         let model = std::sync::Arc::clone(&self.model);
         let nat = &model.nat_gateways[n.index()];
         let nat_subnet = &model.subnets[nat.subnet.index()];
@@ -929,6 +944,11 @@ impl Pipeline {
         let (src_subnet, src_acl, vpc) = (port.subnet, port.acl, port.vpc);
         if src_subnet != nat.subnet {
             self.network_acl(src_acl, Direction::Egress, info, None, obs)?;
+        }
+        // Past the sender's subnet: the packet reaches the NAT gateway's interface, where its
+        // subnet's ACL may still refuse it (a flow log of the interface logs that as REJECT).
+        obs.nat_gateway(n);
+        if src_subnet != nat.subnet {
             self.network_acl(nat_subnet.network_acl, Direction::Ingress, info, None, obs)?;
         }
         if commit {

@@ -1069,3 +1069,44 @@ fn flow_log_mistakes_name_their_field() {
     let ps = problems(&unknown);
     assert!(ps[0].field.starts_with("flow_log \"fl-a\"") && ps[0].message.contains("unknown field"), "{:?}", ps);
 }
+
+/// A NAT gateway in subnet-a: its network interface is `eni-nat-a`.
+const NAT_A: &str = "\n[[nat_gateway]]\nid = \"nat-a\"\nsubnet = \"subnet-a\"\n";
+
+#[test]
+fn a_flow_log_may_name_a_nat_gateway_s_interface_and_its_subnet_covers_it() {
+    use crate::model::{FlowLogResource, NatIdx};
+    let m = ok(&format!("{NAT_A}{}", FLOW_LOG.replace("\"eni-a\"", "\"eni-nat-a\"")));
+    assert_eq!(m.nat_gateways[0].interface_id(), "eni-nat-a");
+    let resource = m.flow_logs[0].resource;
+    assert_eq!(resource, FlowLogResource::NatInterface(NatIdx(0)));
+    assert_eq!((m.flow_log_nat_gateways(resource), m.flow_log_enis(resource)), (vec![NatIdx(0)], vec![]));
+    assert_eq!(m.flow_log_resource_id(resource), "eni-nat-a", "exported and planned by its id");
+    for covering in ["\"subnet-a\"", "\"vpc-a\""] {
+        let m = ok(&format!("{NAT_A}{}", FLOW_LOG.replace("\"eni-a\"", covering)));
+        let resource = m.flow_logs[0].resource;
+        assert_eq!((m.flow_log_nat_gateways(resource), m.flow_log_enis(resource).len()), (vec![NatIdx(0)], 1));
+    }
+    let only_eni = ok(&format!("{NAT_A}{FLOW_LOG}"));
+    assert!(only_eni.flow_log_nat_gateways(only_eni.flow_logs[0].resource).is_empty());
+}
+
+#[test]
+fn an_id_that_is_a_nat_gateway_s_interface_is_refused_wherever_it_stands() {
+    let eni = "\n[[network_interface]]\nid = \"eni-nat-a\"\nsubnet = \"subnet-a\"\nprivate_ip = \"10.0.1.20\"\n";
+    for file in [format!("{NAT_A}{eni}"), format!("{eni}{NAT_A}")] {
+        rejects(
+            &file,
+            "id = \"eni-nat-a\"",
+            "network_interface \"eni-nat-a\".id",
+            "`eni-nat-a` is the id of NAT gateway `nat-a`'s network interface (line ",
+        );
+    }
+    let group = "\n[[security_group]]\nid = \"eni-nat-a\"\nvpc = \"vpc-a\"\n";
+    rejects(
+        &format!("{NAT_A}{group}"),
+        "id = \"eni-nat-a\"",
+        "security_group \"eni-nat-a\".id",
+        "give a security group",
+    );
+}

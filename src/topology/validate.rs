@@ -57,6 +57,8 @@ enum Kind {
     InternetGateway,
     ElasticIp,
     NatGateway,
+    /// A NAT gateway's own network interface: implicit, its id derived from the gateway's.
+    NatInterface,
     VpcPeering,
     RouteTable,
     NetworkAcl,
@@ -79,6 +81,7 @@ impl Kind {
             Kind::InternetGateway => "an internet gateway",
             Kind::ElasticIp => "an Elastic IP",
             Kind::NatGateway => "a NAT gateway",
+            Kind::NatInterface => "a NAT gateway's network interface",
             Kind::VpcPeering => "a VPC peering connection",
             Kind::RouteTable => "a route table",
             Kind::NetworkAcl => "a network ACL",
@@ -100,7 +103,7 @@ impl Kind {
             Kind::Subnet => "subnet",
             Kind::InternetGateway => "internet_gateway",
             Kind::ElasticIp => "elastic_ip",
-            Kind::NatGateway => "nat_gateway",
+            Kind::NatGateway | Kind::NatInterface => "nat_gateway",
             Kind::VpcPeering => "vpc_peering",
             Kind::RouteTable => "route_table",
             Kind::NetworkAcl => "network_acl",
@@ -492,6 +495,7 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
     let mut c = Checker { file, lines, problems: Vec::new(), ids: HashMap::new() };
     let name = lab_name(&mut c, raw);
     declare_ids(&mut c, raw);
+    declare_nat_interfaces(&mut c, raw);
     let implicit_main = declare_implicit_objects(&mut c, raw);
     let vpc_of = VpcOf::resolve(&mut c, raw);
     let vpcs = vpcs(&mut c, raw, implicit_main);
@@ -595,6 +599,31 @@ fn declare_ids(c: &mut Checker<'_>, raw: &RawFile) {
                 c.ids.insert(id.get_ref().clone(), IdEntry { kind, index, line, vpc: None });
             }
         }
+    }
+}
+
+/// Adds each NAT gateway's network interface to the id table under its derived id
+/// ([`NatGateway::interface_id_of`]), so a flow log can name it. An object the file declares
+/// with that id is refused at its own `id`: the two would be one id for two things.
+fn declare_nat_interfaces(c: &mut Checker<'_>, raw: &RawFile) {
+    for (index, n) in raw.nat_gateway.iter().enumerate() {
+        let nat_id = n.id.get_ref();
+        // A NAT gateway whose own id was refused (unusable, or another's) has no interface to name.
+        if !c.ids.get(nat_id.as_str()).is_some_and(|e| e.kind == Kind::NatGateway && e.index == index) {
+            continue;
+        }
+        let interface = NatGateway::interface_id_of(nat_id);
+        let line = c.line(n.id.span());
+        if let Some(clash) = declared_ids(raw).into_iter().find(|(id, _, _)| *id.get_ref() == interface) {
+            let (id, kind, _) = clash;
+            let msg = format!(
+                "`{interface}` is the id of NAT gateway `{nat_id}`'s network interface (line {line}): give {} another id",
+                kind.a()
+            );
+            c.err(id.span(), path(kind, &interface, "id"), msg);
+            continue;
+        }
+        c.ids.insert(interface, IdEntry { kind: Kind::NatInterface, index, line, vpc: None });
     }
 }
 

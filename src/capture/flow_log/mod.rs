@@ -1,6 +1,12 @@
 //! VPC Flow Logs: one record per ENI per flow (5-tuple and direction) per aggregation interval,
 //! written to a file as AWS writes them ([`format`](mod@format)).
 //!
+//! A NAT gateway's network interface is one more covered interface (an [`EniCtx`] like an
+//! ENI's): the data plane names the NAT gateway a frame reached ([`Seen::nat`]), and the
+//! interface logs the packet arriving (as its sender addressed it, `dstaddr` its private IP) and
+//! leaving translated (`srcaddr` its private IP), as AWS's example "traffic through a NAT
+//! gateway" shows. The Elastic IP never appears: the internet gateway maps it beyond.
+//!
 //! - [`FlowLogConfig`] is compiled from a model off the packet path (at start and after every
 //!   live change) and handed to the data plane, which keeps the state by flow log id and ENI id.
 //! - [`FlowLogs`] is the data plane's side: which ports are covered, and a bounded aggregation
@@ -32,7 +38,7 @@ use hashbrown::HashMap;
 
 use self::format::{aws_tcp_flags, az_id_of, parse_format, region_of, Action, EniInfo, Field, FlowData, RecordKind};
 use super::Seen;
-use crate::model::{Cidr, EniIdx, Model, TrafficType};
+use crate::model::{Cidr, EniIdx, Model, NatIdx, TrafficType};
 use crate::packet::{self, IpProto, L3Meta};
 use crate::pipeline::{DropReason, Verdict};
 
@@ -86,6 +92,8 @@ pub struct EniCtx {
     vpc: Cidr,
     /// Public addresses associated with it (egress through them: traffic path 2).
     eips: Vec<Ipv4Addr>,
+    /// The NAT gateway (by id) whose interface this is; `None` for an ENI.
+    nat_gateway: Option<String>,
 }
 
 impl EniCtx {
@@ -112,6 +120,31 @@ impl EniCtx {
                 .filter(|x| x.association.is_some_and(|(a, _)| a == e))
                 .map(|x| x.public_ip)
                 .collect(),
+            nat_gateway: None,
+        }
+    }
+
+    /// NAT gateway `n`'s network interface: requester-managed, so no instance; its primary IP
+    /// is the NAT gateway's private IP.
+    fn of_nat(m: &Model, n: NatIdx) -> EniCtx {
+        let nat = &m.nat_gateways[n.index()];
+        let subnet = &m.subnets[nat.subnet.index()];
+        let vpc = &m.vpcs[subnet.vpc.index()];
+        let az = subnet.availability_zone.as_deref();
+        EniCtx {
+            info: EniInfo {
+                id: nat.interface_id(),
+                primary: nat.private_ip,
+                vpc_id: vpc.id.clone(),
+                subnet_id: subnet.id.clone(),
+                instance_id: None,
+                region: az.and_then(region_of),
+                az_id: az.and_then(az_id_of),
+            },
+            subnet: subnet.cidr,
+            vpc: vpc.cidr,
+            eips: Vec::new(),
+            nat_gateway: Some(nat.id.clone()),
         }
     }
 
@@ -139,7 +172,7 @@ pub struct FlowLogStats {
     pub dropped: u64,
 }
 
-/// Every flow log of a model, compiled, with the ENIs each covers.
+/// Every flow log of a model, compiled, with the ENIs (and NAT gateway interfaces) each covers.
 #[derive(Debug, Default)]
 pub struct FlowLogConfig {
     logs: Vec<(Arc<Spec>, Vec<Arc<EniCtx>>)>,
@@ -152,6 +185,8 @@ impl FlowLogConfig {
     pub fn new(model: &Model) -> FlowLogConfig {
         let ctx: Vec<Arc<EniCtx>> =
             (0..model.enis.len()).map(|e| Arc::new(EniCtx::new(model, EniIdx(e as u32)))).collect();
+        let nat_ctx: Vec<Arc<EniCtx>> =
+            (0..model.nat_gateways.len()).map(|n| Arc::new(EniCtx::of_nat(model, NatIdx(n as u32)))).collect();
         let logs = model
             .flow_logs
             .iter()
@@ -171,7 +206,9 @@ impl FlowLogConfig {
                     written: AtomicU64::new(0),
                     dropped: AtomicU64::new(0),
                 };
-                let enis = model.flow_log_enis(f.resource).into_iter().map(|e| Arc::clone(&ctx[e.index()])).collect();
+                let enis = model.flow_log_enis(f.resource).into_iter().map(|e| Arc::clone(&ctx[e.index()]));
+                let nats = model.flow_log_nat_gateways(f.resource).into_iter().map(|n| Arc::clone(&nat_ctx[n.index()]));
+                let enis = enis.chain(nats).collect();
                 (Arc::new(spec), enis)
             })
             .collect();
@@ -278,12 +315,55 @@ pub struct FlowLogs {
     logs: Vec<LogState>,
     /// By port index: the (flow log, slot) pairs covering it.
     by_port: Vec<Vec<(u16, u16)>>,
+    /// By NAT gateway index: the (flow log, slot) pairs covering its interface.
+    by_nat: Vec<Vec<(u16, u16)>>,
+    /// Some NAT gateway's interface is covered (asked of every frame: kept, not searched).
+    nat_watched: bool,
     /// By port index: the ENI's VPC.
     vpc_by_port: Vec<Option<u32>>,
     vpc_of: Vec<(String, u32)>,
     table: HashMap<Key, Agg>,
     /// Batches lost because the writer's queue was full.
     lost_batches: u64,
+}
+
+/// Where a frame is accounted: an ENI's port, or a NAT gateway's interface (by index).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Covered {
+    Port(usize),
+    Nat(usize),
+}
+
+/// An address the interface saw other than the frame's: the internet gateway's 1:1 translation
+/// of a NAT gateway's Elastic IP happens beyond its interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Readdress {
+    AsIs,
+    Source(Ipv4Addr),
+    Destination(Ipv4Addr),
+}
+
+/// What a NAT gateway's interface logs of a frame that reached it: whether it arrived (ACCEPT,
+/// or REJECT when the NAT gateway's subnet ACL refused it on the way in), and whether it left
+/// translated (ACCEPT with its traffic path, or REJECT when that ACL refused it on the way out).
+/// As `refused()` says for ENIs, only an ACL makes REJECT (a NAT gateway has no security group):
+/// what the NAT gateway itself refuses (unsolicited inbound, no free port, a protocol it does
+/// not translate) arrived, ACCEPT, and never left, as AWS logs it.
+fn at_nat(verdict: Verdict, from: usize, outbound: bool) -> (Option<Action>, Option<(Action, Option<u8>)>) {
+    // Outbound, the pipeline finds the NAT gateway's own ACLs after the sender's subnet ACL
+    // (before the NAT gateway is reached), so an ACL drop seen here is the NAT subnet's.
+    let left_path = if matches!(verdict, Verdict::ToInternet) { Some(2) } else { Some(1) };
+    match verdict {
+        Verdict::Drop(DropReason::NetworkAclIngress) => (Some(Action::Reject), None),
+        Verdict::Drop(DropReason::NetworkAclEgress) => (Some(Action::Accept), Some((Action::Reject, None))),
+        // The sender's own connection table refused it: it never left the sender.
+        Verdict::DropAt(_, e) if outbound && e.index() == from => (None, None),
+        // Left towards the internet, or towards the instance (which may still refuse it).
+        Verdict::ToInternet | Verdict::Forward(_) | Verdict::DropAt(..) => {
+            (Some(Action::Accept), Some((Action::Accept, left_path)))
+        }
+        Verdict::Drop(_) | Verdict::Reply | Verdict::ReplyWith(_) => (Some(Action::Accept), None),
+    }
 }
 
 /// Drops a flow log reports as REJECT: what a group or a network ACL refused.
@@ -307,6 +387,22 @@ impl FlowLogs {
     /// Whether a flow log covers `port` (the frame it reads must be kept as read).
     pub fn watches(&self, port: usize) -> bool {
         self.by_port.get(port).is_some_and(|v| !v.is_empty())
+    }
+
+    /// Whether a flow log covers a NAT gateway's interface: then every frame is walked with an
+    /// observer that notes the NAT gateway, and kept as read (its way in is logged from it).
+    #[inline]
+    pub fn watches_nat_gateways(&self) -> bool {
+        self.nat_watched
+    }
+
+    /// The (flow log, slot) pairs covering `at`.
+    fn slots(&self, at: Covered) -> &[(u16, u16)] {
+        let v = match at {
+            Covered::Port(p) => self.by_port.get(p),
+            Covered::Nat(n) => self.by_nat.get(n),
+        };
+        v.map_or(&[], Vec::as_slice)
     }
 
     /// Where closed records go.
@@ -334,7 +430,7 @@ impl FlowLogs {
     /// Takes a new configuration (a live change): flow logs that stay (same id, same settings)
     /// keep their interval and flows, re-keyed by ENI id; those removed or changed, and flows
     /// of ENIs no longer covered, are written now.
-    pub fn configure(&mut self, config: FlowLogConfig, port_ids: &[String], now: u64) {
+    pub fn configure(&mut self, config: FlowLogConfig, port_ids: &[String], nat_ids: &[String], now: u64) {
         let old_logs = std::mem::take(&mut self.logs);
         let mut remap: HashMap<(u16, u16), (u16, u16)> = HashMap::new();
         let mut kept_old = vec![false; old_logs.len()];
@@ -383,21 +479,29 @@ impl FlowLogs {
             }
         }
         self.vpc_of = config.vpc_of;
-        self.rekey_ports(port_ids);
+        self.rekey(port_ids, nat_ids);
         self.emit(out);
     }
 
-    /// Ports were added, removed or reordered (a swap): resolve coverage by ENI id again.
-    pub fn rekey_ports(&mut self, port_ids: &[String]) {
+    /// Ports or NAT gateways were added, removed or reordered (a swap): resolve coverage by ENI
+    /// id and NAT gateway id again.
+    pub fn rekey(&mut self, port_ids: &[String], nat_ids: &[String]) {
         let index: HashMap<&str, usize> = port_ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+        let nat_index: HashMap<&str, usize> = nat_ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
         self.by_port = vec![Vec::new(); port_ids.len()];
+        self.by_nat = vec![Vec::new(); nat_ids.len()];
         for (l, log) in self.logs.iter().enumerate() {
             for (s, slot) in log.enis.iter().enumerate() {
-                if let Some(&p) = index.get(slot.ctx.info.id.as_str()) {
-                    self.by_port[p].push((l as u16, s as u16));
+                let at = match &slot.ctx.nat_gateway {
+                    Some(nat) => nat_index.get(nat.as_str()).map(|&n| &mut self.by_nat[n]),
+                    None => index.get(slot.ctx.info.id.as_str()).map(|&p| &mut self.by_port[p]),
+                };
+                if let Some(at) = at {
+                    at.push((l as u16, s as u16));
                 }
             }
         }
+        self.nat_watched = self.by_nat.iter().any(|v| !v.is_empty());
         self.vpc_by_port = vec![None; port_ids.len()];
         for (id, vpc) in &self.vpc_of {
             if let Some(&p) = index.get(id.as_str()) {
@@ -407,8 +511,14 @@ impl FlowLogs {
     }
 
     /// Accounts one handled frame: the sender's side with the frame as read, the receiver's
-    /// with the frame as delivered (or as refused). `now` is Unix seconds.
+    /// with the frame as delivered (or as refused), and the interface of the NAT gateway it
+    /// reached, both ways. `now` is Unix seconds.
     pub fn record(&mut self, seen: &Seen<'_>, internet: usize, now: u64) {
+        if let Some(n) = seen.nat {
+            if !self.slots(Covered::Nat(n.index())).is_empty() {
+                self.record_at_nat(n, seen, internet, now);
+            }
+        }
         let from = seen.from;
         if from != internet && self.watches(from) {
             let action = match seen.verdict {
@@ -436,7 +546,7 @@ impl FlowLogs {
             };
             if let Some(action) = action {
                 let path = if action == Action::Accept { path } else { None };
-                self.account(from, seen.input, true, action, path, now);
+                self.account(Covered::Port(from), seen.input, true, action, path, Readdress::AsIs, now);
             }
         }
         let to = match seen.verdict {
@@ -450,8 +560,28 @@ impl FlowLogs {
                 _ => None,
             };
             if let Some(action) = action {
-                self.account(to, seen.output, false, action, None, now);
+                self.account(Covered::Port(to), seen.output, false, action, None, Readdress::AsIs, now);
             }
+        }
+    }
+
+    /// NAT gateway `n`'s interface: the packet arriving, then leaving translated (see
+    /// [`at_nat`]). Outbound it leaves with the NAT gateway's private IP as source (the
+    /// internet gateway maps it to the Elastic IP beyond); inbound it arrived at that private IP
+    /// (the internet gateway mapped the Elastic IP to it).
+    fn record_at_nat(&mut self, n: NatIdx, seen: &Seen<'_>, internet: usize, now: u64) {
+        let at = Covered::Nat(n.index());
+        let Some(&(l, s)) = self.slots(at).first() else { return };
+        let own = self.logs[usize::from(l)].enis[usize::from(s)].ctx.info.primary;
+        let outbound = seen.from != internet;
+        let (arrived, left) = at_nat(seen.verdict, seen.from, outbound);
+        if let Some(action) = arrived {
+            let addressed = if outbound { Readdress::AsIs } else { Readdress::Destination(own) };
+            self.account(at, seen.input, false, action, None, addressed, now);
+        }
+        if let Some((action, path)) = left {
+            let addressed = if outbound { Readdress::Source(own) } else { Readdress::AsIs };
+            self.account(at, seen.output, true, action, path, addressed, now);
         }
     }
 
@@ -460,17 +590,33 @@ impl FlowLogs {
         Some(&self.logs[usize::from(l)].enis[usize::from(s)].ctx)
     }
 
-    /// Adds one frame to every flow log covering `port`.
-    fn account(&mut self, port: usize, frame: &[u8], egress: bool, action: Action, path: Option<u8>, now: u64) {
+    /// Adds one frame to every flow log covering `at`, with its addresses as that interface saw
+    /// them.
+    #[allow(clippy::too_many_arguments)]
+    fn account(
+        &mut self,
+        at: Covered,
+        frame: &[u8],
+        egress: bool,
+        action: Action,
+        path: Option<u8>,
+        addressed: Readdress,
+        now: u64,
+    ) {
         let Ok(meta) = packet::parse(frame) else { return };
         let L3Meta::Ipv4(ip) = meta.l3 else { return };
-        let flow = ip.flow;
+        let mut flow = ip.flow;
+        match addressed {
+            Readdress::AsIs => {}
+            Readdress::Source(a) => flow.src = a,
+            Readdress::Destination(a) => flow.dst = a,
+        }
         let (src_port, dst_port) = if flow.proto.has_ports() { (flow.l4.src_port, flow.l4.dst_port) } else { (0, 0) };
         let tcp = if flow.proto == IpProto::TCP { aws_tcp_flags(flow.l4.tcp_flags.0) } else { 0 };
         let bytes = u64::from(ip.total_len);
         let peer = if egress { flow.dst } else { flow.src };
-        for i in 0..self.by_port.get(port).map_or(0, Vec::len) {
-            let (l, s) = self.by_port[port][i];
+        for i in 0..self.slots(at).len() {
+            let (l, s) = self.slots(at)[i];
             let (li, si) = (usize::from(l), usize::from(s));
             if self.logs[li].enis[si].ctx.not_logged(peer, flow.proto, src_port, dst_port) {
                 continue;

@@ -5,7 +5,7 @@ use crossbeam_channel::Receiver;
 use super::format::*;
 use super::*;
 use crate::capture::Seen;
-use crate::model::{EniIdx, Mac, Model};
+use crate::model::{EniIdx, Mac, Model, NatIdx};
 use crate::packet::{build, TcpFlags};
 use crate::pipeline::{DropReason, Verdict};
 use crate::topology;
@@ -45,8 +45,12 @@ fn flow_logs(m: &Model, now: u64) -> (FlowLogs, Receiver<Msg>, Vec<String>) {
     f.set_sink(tx);
     let mut ports: Vec<String> = m.enis.iter().map(|e| e.id.clone()).collect();
     ports.push("internet".into());
-    f.configure(FlowLogConfig::new(m), &ports, now);
+    f.configure(FlowLogConfig::new(m), &ports, &nat_ids(m), now);
     (f, rx, ports)
+}
+
+fn nat_ids(m: &Model) -> Vec<String> {
+    m.nat_gateways.iter().map(|n| n.id.clone()).collect()
 }
 
 fn lines(rx: &Receiver<Msg>) -> Vec<String> {
@@ -74,7 +78,7 @@ fn udp(src: &str, dst: &str, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> 
 
 /// One frame read from `from` with `verdict`, the same bytes as read and as written.
 fn feed(f: &mut FlowLogs, ports: &[String], from: usize, verdict: Verdict, frame: &[u8], now: u64) {
-    let seen = Seen { from, verdict, input: frame, output: frame, input_len: frame.len() };
+    let seen = Seen { from, verdict, input: frame, output: frame, input_len: frame.len(), nat: None };
     f.record(&seen, ports.len() - 1, now);
 }
 
@@ -146,8 +150,10 @@ max_aggregation_interval = 60
     assert!(got.contains(&want_web), "{got:#?}");
     let nodata = format!("2 123456789012 eni-standby - - - - - - - {t0} {} - NODATA", t0 + 60);
     assert!(got.contains(&nodata), "{got:#?}");
-    // Every other ENI of the VPC had no traffic.
-    assert_eq!(got.iter().filter(|l| l.ends_with("NODATA")).count(), m.enis.len() - 2, "{got:#?}");
+    // Every other ENI of the VPC had no traffic, nor had the NAT gateway's interface.
+    let nat_nodata = format!("2 123456789012 eni-nat-main - - - - - - - {t0} {} - NODATA", t0 + 60);
+    assert!(got.contains(&nat_nodata), "{got:#?}");
+    assert_eq!(got.iter().filter(|l| l.ends_with("NODATA")).count(), m.enis.len() - 2 + 1, "{got:#?}");
     // The next interval starts empty: only NODATA.
     f.tick(t0 + 120);
     assert!(lines(&rx).iter().all(|l| l.ends_with("NODATA")));
@@ -238,11 +244,12 @@ fn a_live_change_keeps_flow_logs_by_id_and_writes_the_removed_ones() {
     let format = "${interface-id} ${packets} ${log-status}";
     let one = eni_flow_log("web", "ALL", Some(format), Some(60));
     let two = eni_flow_log("app", "ALL", Some(format), Some(60));
-    let (mut f, rx, ports) = flow_logs(&lab(&format!("{one}{two}")), 60);
+    let m = lab(&format!("{one}{two}"));
+    let (mut f, rx, ports) = flow_logs(&m, 60);
     let frame = udp("10.0.1.10", "10.0.2.10", 1, 2, &[]);
     feed(&mut f, &ports, WEB, Verdict::Forward(EniIdx(APP as u32)), &frame, 61);
     // fl-app goes: its flow is written now; fl-web keeps counting the same flow.
-    f.configure(FlowLogConfig::new(&lab(&one)), &ports, 62);
+    f.configure(FlowLogConfig::new(&lab(&one)), &ports, &nat_ids(&m), 62);
     assert_eq!(lines(&rx), vec!["eni-app 1 OK"]);
     feed(&mut f, &ports, WEB, Verdict::Forward(EniIdx(APP as u32)), &frame, 63);
     f.tick(120);
@@ -250,10 +257,153 @@ fn a_live_change_keeps_flow_logs_by_id_and_writes_the_removed_ones() {
     // Ports reordered by a swap: coverage follows the ENI id.
     let mut moved = ports.clone();
     moved.swap(WEB, APP);
-    f.rekey_ports(&moved);
+    f.rekey(&moved, &nat_ids(&m));
     assert!(f.watches(APP) && !f.watches(WEB));
     // No flow log left: inactive, and the interval in progress is written.
-    f.configure(FlowLogConfig::new(&lab("")), &moved, 130);
+    f.configure(FlowLogConfig::new(&lab("")), &moved, &nat_ids(&m), 130);
     assert!(!f.is_active());
     assert_eq!(lines(&rx), vec!["eni-web - NODATA"]);
+}
+
+// A NAT gateway's interface: app (10.0.2.10) reaches example (198.51.100.7) through nat-main
+// (10.0.1.100, Elastic IP 203.0.113.10), which translates app's port 40000 to its port 1024.
+
+const NAT: NatIdx = NatIdx(0);
+
+/// One frame that reached nat-main, read from `from` as `input` and written as `output`.
+fn feed_nat(f: &mut FlowLogs, ports: &[String], from: usize, verdict: Verdict, io: (&[u8], &[u8]), now: u64) {
+    let (input, output) = io;
+    let seen = Seen { from, verdict, input, output, input_len: input.len(), nat: Some(NAT) };
+    f.record(&seen, ports.len() - 1, now);
+}
+
+/// app's datagram out through nat-main and the answer back, both translated: (out as app sent
+/// it, out as the internet gets it, back as the internet sent it, back as app gets it).
+fn nat_round_trip() -> [Vec<u8>; 4] {
+    [
+        udp("10.0.2.10", "198.51.100.7", 40000, 53, &[0; 20]),
+        udp("203.0.113.10", "198.51.100.7", 1024, 53, &[0; 20]),
+        udp("198.51.100.7", "203.0.113.10", 53, 1024, &[0; 40]),
+        udp("198.51.100.7", "10.0.2.10", 53, 40000, &[0; 40]),
+    ]
+}
+
+fn feed_round_trip(f: &mut FlowLogs, ports: &[String], now: u64) {
+    let [out_sent, out_translated, back_sent, back_translated] = nat_round_trip();
+    let internet = ports.len() - 1;
+    feed_nat(f, ports, APP, Verdict::ToInternet, (&out_sent, &out_translated), now);
+    feed_nat(f, ports, internet, Verdict::Forward(EniIdx(APP as u32)), (&back_sent, &back_translated), now);
+}
+
+/// A `[[flow_log]]` of `resource` writing `name.log` every second in `format`.
+fn flow_log_on(resource: &str, name: &str, format: Option<&str>) -> String {
+    let format = format.map_or(String::new(), |f| format!("log_format = \"{f}\"\n"));
+    format!(
+        "\n[[flow_log]]\nid = \"fl-{name}\"\nresource = \"{resource}\"\ntraffic_type = \"ALL\"\n\
+         destination = \"{name}.log\"\nmax_aggregation_interval = 1\n{format}"
+    )
+}
+
+#[test]
+fn a_nat_gateway_s_interface_logs_both_legs_both_ways_as_aws_s_example() {
+    // AWS's example format, then what else the interface's records say.
+    let format = "${instance-id} ${interface-id} ${srcaddr} ${dstaddr} ${pkt-srcaddr} ${pkt-dstaddr} ${srcport} \
+${dstport} ${protocol} ${packets} ${action} ${flow-direction} ${traffic-path} ${vpc-id} ${subnet-id} ${log-status}";
+    let m = lab(&flow_log_on("eni-nat-main", "nat", Some(format)));
+    let (mut f, rx, ports) = flow_logs(&m, 100);
+    assert!(f.watches_nat_gateways() && !f.watches(APP), "the NAT gateway's interface only");
+    feed_round_trip(&mut f, &ports, 100);
+    f.tick(101);
+    let got = sorted_lines(&rx);
+    let tail = "vpc-main subnet-public OK";
+    assert_eq!(
+        got,
+        vec![
+            // Back from the host: arrives at the private IP (the IGW mapped the Elastic IP)...
+            format!("- eni-nat-main 10.0.1.100 10.0.2.10 198.51.100.7 10.0.2.10 53 40000 17 1 ACCEPT egress 1 {tail}"),
+            // ... and leaves to the instance, the host as pkt-srcaddr.
+            format!(
+                "- eni-nat-main 10.0.1.100 198.51.100.7 10.0.1.100 198.51.100.7 1024 53 17 1 ACCEPT egress 2 {tail}"
+            ),
+            // The instance's datagram arrives: dstaddr the NAT's private IP, pkt-dstaddr the host.
+            format!("- eni-nat-main 10.0.2.10 10.0.1.100 10.0.2.10 198.51.100.7 40000 53 17 1 ACCEPT ingress - {tail}"),
+            format!(
+                "- eni-nat-main 198.51.100.7 10.0.1.100 198.51.100.7 10.0.1.100 53 1024 17 1 ACCEPT ingress - {tail}"
+            ),
+        ]
+    );
+    assert!(!got.iter().any(|l| l.contains("203.0.113.10")), "the Elastic IP is beyond the interface");
+}
+
+#[test]
+fn a_subnet_flow_log_covers_its_nat_gateway_in_the_default_format_with_nodata() {
+    let m = lab(&flow_log_on("subnet-public", "public", None));
+    let (mut f, rx, ports) = flow_logs(&m, 200);
+    feed_round_trip(&mut f, &ports, 200);
+    f.tick(201);
+    let got = sorted_lines(&rx);
+    let (out_bytes, back_bytes) = (20 + 8 + 20, 20 + 8 + 40);
+    let rec = |fields: &str, bytes: u32| format!("2 123456789012 eni-nat-main {fields} 17 1 {bytes} 200 200 ACCEPT OK");
+    assert_eq!(
+        got,
+        vec![
+            rec("10.0.1.100 10.0.2.10 53 40000", back_bytes),
+            rec("10.0.1.100 198.51.100.7 1024 53", out_bytes),
+            rec("10.0.2.10 10.0.1.100 40000 53", out_bytes),
+            rec("198.51.100.7 10.0.1.100 53 1024", back_bytes),
+            "2 123456789012 eni-web - - - - - - - 200 201 - NODATA".to_string(),
+        ]
+    );
+    // Quiet next second: NODATA for the NAT gateway's interface too.
+    f.tick(202);
+    assert!(sorted_lines(&rx).contains(&"2 123456789012 eni-nat-main - - - - - - - 201 202 - NODATA".to_string()));
+}
+
+#[test]
+fn at_a_nat_gateway_only_its_subnet_acl_rejects_and_its_own_refusals_arrive_accepted() {
+    let format = "${srcaddr} ${dstaddr} ${pkt-srcaddr} ${srcport} ${action} ${flow-direction}";
+    let m = lab(&flow_log_on("subnet-public", "public", Some(format)));
+    let (mut f, rx, ports) = flow_logs(&m, 300);
+    let internet = ports.len() - 1;
+    let [out_sent, out_translated, back_sent, _] = nat_round_trip();
+    let unsolicited = udp("198.51.100.9", "203.0.113.10", 7, 2000, &[]);
+    let drop = |r| Verdict::Drop(r);
+    // Unsolicited inbound: the ACL let it in, the NAT gateway had no translation for it.
+    feed_nat(&mut f, &ports, internet, drop(DropReason::NatNoMapping), (&unsolicited, &unsolicited), 300);
+    // The NAT gateway's subnet ACL refused the answer on its way in.
+    feed_nat(&mut f, &ports, internet, drop(DropReason::NetworkAclIngress), (&back_sent, &back_sent), 300);
+    // No free port: arrived, never left.
+    let other = udp("10.0.2.10", "198.51.100.8", 40001, 53, &[]);
+    feed_nat(&mut f, &ports, APP, drop(DropReason::NatPortAllocation), (&other, &other), 300);
+    // Its subnet ACL refused it on the way out (the ACL is checked before a port is taken).
+    feed_nat(&mut f, &ports, APP, drop(DropReason::NetworkAclEgress), (&out_sent, &out_sent), 300);
+    // Accepted both ways, for contrast.
+    feed_nat(&mut f, &ports, APP, Verdict::ToInternet, (&out_sent, &out_translated), 300);
+    // app's own table was full: the datagram never left app, nothing at the NAT gateway.
+    let full = udp("10.0.2.10", "198.51.100.8", 40002, 53, &[]);
+    feed_nat(&mut f, &ports, APP, Verdict::DropAt(DropReason::ConntrackFull, EniIdx(APP as u32)), (&full, &full), 300);
+    f.tick(301);
+    assert_eq!(
+        sorted_lines(&rx),
+        vec![
+            "- - - - - -", // eni-web's NODATA
+            "10.0.1.100 198.51.100.7 10.0.1.100 1024 ACCEPT egress",
+            "10.0.1.100 198.51.100.7 10.0.1.100 40000 REJECT egress",
+            "10.0.2.10 10.0.1.100 10.0.2.10 40000 ACCEPT ingress",
+            "10.0.2.10 10.0.1.100 10.0.2.10 40001 ACCEPT ingress",
+            "198.51.100.7 10.0.1.100 198.51.100.7 53 REJECT ingress",
+            "198.51.100.9 10.0.1.100 198.51.100.9 7 ACCEPT ingress",
+        ]
+    );
+}
+
+#[test]
+fn nat_gateway_coverage_follows_its_id_across_a_swap_and_costs_nothing_without_it() {
+    let m = lab(&flow_log_on("subnet-public", "public", None));
+    let (mut f, _rx, ports) = flow_logs(&m, 100);
+    assert!(f.watches_nat_gateways());
+    f.rekey(&ports, &["nat-new".to_string(), "nat-main".to_string()]);
+    assert_eq!((f.slots(Covered::Nat(0)).len(), f.slots(Covered::Nat(1)).len()), (0, 1));
+    let (f, _rx, _) = flow_logs(&lab(&eni_flow_log("web", "ALL", None, None)), 100);
+    assert!(!f.watches_nat_gateways(), "an ENI's flow log leaves NAT gateways unobserved");
 }

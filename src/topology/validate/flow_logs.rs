@@ -1,10 +1,11 @@
-//! `[[flow_log]]`: what a flow log covers, which traffic it keeps, where and how it writes.
+//! `[[flow_log]]`: what a flow log covers (an ENI, a NAT gateway's network interface, a subnet
+//! or a VPC), which traffic it keeps, where and how it writes.
 
 use std::collections::HashMap;
 
 use super::{path, Checker, Kind};
 use crate::capture::flow_log::format::parse_format;
-use crate::model::{EniIdx, FlowLog, FlowLogResource, SubnetIdx, TrafficType, VpcIdx};
+use crate::model::{EniIdx, FlowLog, FlowLogResource, NatIdx, SubnetIdx, TrafficType, VpcIdx};
 use crate::topology::raw::{RawFile, RawFlowLog};
 
 /// The longest destination path accepted.
@@ -27,15 +28,21 @@ fn flow_log<'r>(
         let r = f.resource.get_ref();
         match c.ids.get(r.as_str()).copied() {
             Some(e) if e.kind == Kind::NetworkInterface => Some(FlowLogResource::Eni(EniIdx(e.index as u32))),
+            Some(e) if e.kind == Kind::NatInterface => Some(FlowLogResource::NatInterface(NatIdx(e.index as u32))),
             Some(e) if e.kind == Kind::Subnet => Some(FlowLogResource::Subnet(SubnetIdx(e.index as u32))),
             Some(e) if e.kind == Kind::Vpc => Some(FlowLogResource::Vpc(VpcIdx(e.index as u32))),
             Some(e) => {
-                let msg = format!("`{r}` is {}: a flow log covers a network interface, a subnet or a VPC", e.kind.a());
+                let msg = format!(
+                    "`{r}` is {}: a flow log covers a network interface (an ENI or a NAT gateway's), a subnet or a VPC",
+                    e.kind.a()
+                );
                 c.err(f.resource.span(), field("resource"), msg);
                 None
             }
             None => {
-                let msg = format!("`{r}` does not exist: no network interface, subnet or VPC has this id");
+                let msg = format!(
+                    "`{r}` does not exist: no network interface (an ENI or a NAT gateway's), subnet or VPC has this id"
+                );
                 c.err(f.resource.span(), field("resource"), msg);
                 None
             }

@@ -16,6 +16,8 @@ pub mod network_acl;
 pub mod route_table;
 pub mod security_group;
 
+use std::fmt;
+
 use crate::model::{PortMatch, Protocol};
 use crate::packet::{Flow, IpProto};
 
@@ -50,20 +52,21 @@ pub fn rule_matches(protocol: Protocol, ports: PortMatch, flow: &Flow) -> bool {
 
 /// A rule's protocol and ports as `trace` prints them: `all`, `tcp 80`, `udp 1024-65535`, `icmp`,
 /// `icmp type 8`, `icmp type 3 code 4`, `proto 47`.
-pub fn describe_match(protocol: Protocol, ports: PortMatch) -> String {
-    let n = match protocol {
-        Protocol::All => return "all".to_string(),
-        Protocol::Number(n) => n,
-    };
-    // `tcp`, `udp`, `icmp` or `proto N`: IpProto prints as rules name it.
-    let name = n.to_string();
-    match ports {
-        PortMatch::Any => name,
-        PortMatch::Ports(r) if r.from == r.to => format!("{name} {}", r.from),
-        PortMatch::Ports(r) => format!("{name} {}-{}", r.from, r.to),
-        PortMatch::Icmp { icmp_type: None, icmp_code: None } => name,
-        PortMatch::Icmp { icmp_type: Some(t), icmp_code: None } => format!("{name} type {t}"),
-        PortMatch::Icmp { icmp_type: Some(t), icmp_code: Some(c) } => format!("{name} type {t} code {c}"),
-        PortMatch::Icmp { icmp_type: None, icmp_code: Some(c) } => format!("{name} code {c}"),
-    }
+pub fn describe_match(protocol: Protocol, ports: PortMatch) -> impl fmt::Display {
+    fmt::from_fn(move |f| {
+        let n = match protocol {
+            Protocol::All => return f.write_str("all"),
+            Protocol::Number(n) => n,
+        };
+        // `tcp`, `udp`, `icmp` or `proto N`: IpProto prints as rules name it.
+        match ports {
+            PortMatch::Any => write!(f, "{n}"),
+            PortMatch::Ports(r) if r.from == r.to => write!(f, "{n} {}", r.from),
+            PortMatch::Ports(r) => write!(f, "{n} {}-{}", r.from, r.to),
+            PortMatch::Icmp { icmp_type: None, icmp_code: None } => write!(f, "{n}"),
+            PortMatch::Icmp { icmp_type: Some(t), icmp_code: None } => write!(f, "{n} type {t}"),
+            PortMatch::Icmp { icmp_type: Some(t), icmp_code: Some(c) } => write!(f, "{n} type {t} code {c}"),
+            PortMatch::Icmp { icmp_type: None, icmp_code: Some(c) } => write!(f, "{n} code {c}"),
+        }
+    })
 }

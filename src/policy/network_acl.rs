@@ -6,6 +6,8 @@
 //! The model keeps each direction's rules sorted by number, so evaluation is one linear scan with
 //! no allocation. Nothing here panics on any input.
 
+use std::fmt;
+
 use super::{describe_match, rule_matches, Direction};
 use crate::model::{AclAction, AclRule, NetworkAcl};
 use crate::packet::Flow;
@@ -52,29 +54,33 @@ pub fn evaluate(acl: &NetworkAcl, dir: Direction, flow: &Flow) -> AclDecision {
 
 /// A decision as `trace` prints it, e.g. `acl-public ingress rule 100: allow tcp 80 from 0.0.0.0/0`
 /// or `acl-x egress rule *: deny all`.
-pub fn describe(acl: &NetworkAcl, dir: Direction, d: AclDecision) -> String {
-    let (dir_name, preposition) = match dir {
-        Direction::Ingress => ("ingress", "from"),
-        Direction::Egress => ("egress", "to"),
-    };
-    let action = |a: AclAction| match a {
-        AclAction::Allow => "allow",
-        AclAction::Deny => "deny",
-    };
-    let Some(number) = d.rule else {
-        return format!("{} {dir_name} rule *: {} all", acl.id, action(d.action));
-    };
-    match rules(acl, dir).iter().find(|r| r.number == number) {
-        Some(r) => format!(
-            "{} {dir_name} rule {number}: {} {} {preposition} {}",
-            acl.id,
-            action(r.action),
-            describe_match(r.protocol, r.ports),
-            r.cidr
-        ),
-        // A decision kept from before the ACL changed (ACL changes apply on the next packet).
-        None => format!("{} {dir_name} rule {number}: {} (rule no longer present)", acl.id, action(d.action)),
-    }
+/// Written only when shown: the forwarding path passes it to an observer that ignores it.
+pub fn describe(acl: &NetworkAcl, dir: Direction, d: AclDecision) -> impl fmt::Display + '_ {
+    fmt::from_fn(move |f| {
+        let (dir_name, preposition) = match dir {
+            Direction::Ingress => ("ingress", "from"),
+            Direction::Egress => ("egress", "to"),
+        };
+        let action = |a: AclAction| match a {
+            AclAction::Allow => "allow",
+            AclAction::Deny => "deny",
+        };
+        let Some(number) = d.rule else {
+            return write!(f, "{} {dir_name} rule *: {} all", acl.id, action(d.action));
+        };
+        match rules(acl, dir).iter().find(|r| r.number == number) {
+            Some(r) => write!(
+                f,
+                "{} {dir_name} rule {number}: {} {} {preposition} {}",
+                acl.id,
+                action(r.action),
+                describe_match(r.protocol, r.ports),
+                r.cidr
+            ),
+            // A decision kept from before the ACL changed (ACL changes apply on the next packet).
+            None => write!(f, "{} {dir_name} rule {number}: {} (rule no longer present)", acl.id, action(d.action)),
+        }
+    })
 }
 
 #[cfg(test)]
@@ -281,19 +287,37 @@ ingress = [
         let a = acl(&m, "acl-public");
         let x = acl(&m, "acl-x");
         let ing = Direction::Ingress;
-        assert_eq!(describe(a, ing, allow(110)), "acl-public ingress rule 110: allow tcp 80 from 0.0.0.0/0");
-        assert_eq!(describe(a, ing, allow(120)), "acl-public ingress rule 120: allow tcp 1024-65535 from 0.0.0.0/0");
-        assert_eq!(describe(a, ing, deny(90)), "acl-public ingress rule 90: deny tcp 22 from 192.0.2.0/24");
         assert_eq!(
-            describe(a, ing, allow(130)),
+            describe(a, ing, allow(110)).to_string(),
+            "acl-public ingress rule 110: allow tcp 80 from 0.0.0.0/0"
+        );
+        assert_eq!(
+            describe(a, ing, allow(120)).to_string(),
+            "acl-public ingress rule 120: allow tcp 1024-65535 from 0.0.0.0/0"
+        );
+        assert_eq!(describe(a, ing, deny(90)).to_string(), "acl-public ingress rule 90: deny tcp 22 from 192.0.2.0/24");
+        assert_eq!(
+            describe(a, ing, allow(130)).to_string(),
             "acl-public ingress rule 130: allow icmp type 3 code 4 from 0.0.0.0/0"
         );
-        assert_eq!(describe(a, ing, allow(140)), "acl-public ingress rule 140: allow icmp type 8 from 10.0.0.0/16");
-        assert_eq!(describe(a, ing, allow(150)), "acl-public ingress rule 150: allow proto 47 from 198.51.100.0/24");
-        assert_eq!(describe(a, Direction::Egress, allow(50)), "acl-public egress rule 50: allow all to 0.0.0.0/0");
-        assert_eq!(describe(x, Direction::Egress, AclDecision::DEFAULT_DENY), "acl-x egress rule *: deny all");
-        assert_eq!(describe(x, ing, deny(100)), "acl-x ingress rule 100: deny udp 0-65535 from 0.0.0.0/0");
+        assert_eq!(
+            describe(a, ing, allow(140)).to_string(),
+            "acl-public ingress rule 140: allow icmp type 8 from 10.0.0.0/16"
+        );
+        assert_eq!(
+            describe(a, ing, allow(150)).to_string(),
+            "acl-public ingress rule 150: allow proto 47 from 198.51.100.0/24"
+        );
+        assert_eq!(
+            describe(a, Direction::Egress, allow(50)).to_string(),
+            "acl-public egress rule 50: allow all to 0.0.0.0/0"
+        );
+        assert_eq!(
+            describe(x, Direction::Egress, AclDecision::DEFAULT_DENY).to_string(),
+            "acl-x egress rule *: deny all"
+        );
+        assert_eq!(describe(x, ing, deny(100)).to_string(), "acl-x ingress rule 100: deny udp 0-65535 from 0.0.0.0/0");
         // A stale decision does not panic.
-        assert_eq!(describe(x, ing, allow(7)), "acl-x ingress rule 7: allow (rule no longer present)");
+        assert_eq!(describe(x, ing, allow(7)).to_string(), "acl-x ingress rule 7: allow (rule no longer present)");
     }
 }

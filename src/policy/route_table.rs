@@ -101,12 +101,20 @@ pub fn unusable(model: &Model, target: RouteTarget) -> Option<String> {
 
 /// One line for `trace`: `rtb-private: 0.0.0.0/0 -> nat-main` for a hit, `rtb-x: no route to
 /// 192.0.2.1` for a miss. `dst` is the address looked up (only printed on a miss).
-pub fn describe(model: &Model, rtb: RtbIdx, dst: Ipv4Addr, hit: Option<(Cidr, RouteTarget)>) -> String {
-    let table = model.route_tables.get(rtb.index()).map_or("<unknown route table>", |t| t.id.as_str());
-    match hit {
-        Some((cidr, target)) => format!("{table}: {cidr} -> {}", target_name(model, target)),
-        None => format!("{table}: no route to {dst}"),
-    }
+/// Written only when shown, like the other stages' words.
+pub fn describe(
+    model: &Model,
+    rtb: RtbIdx,
+    dst: Ipv4Addr,
+    hit: Option<(Cidr, RouteTarget)>,
+) -> impl std::fmt::Display + '_ {
+    std::fmt::from_fn(move |f| {
+        let table = model.route_tables.get(rtb.index()).map_or("<unknown route table>", |t| t.id.as_str());
+        match hit {
+            Some((cidr, target)) => write!(f, "{table}: {cidr} -> {}", target_name(model, target)),
+            None => write!(f, "{table}: no route to {dst}"),
+        }
+    })
 }
 
 #[cfg(test)]
@@ -249,18 +257,24 @@ routes = [
         let public = RtbIdx(m.route_tables.iter().position(|t| t.id == "rtb-public").unwrap() as u32);
         let rt = &all[private.index()];
         let d = ip("198.51.100.7");
-        assert_eq!(describe(&m, private, d, rt.lookup(d)), "rtb-private: 0.0.0.0/0 -> nat-main");
+        assert_eq!(describe(&m, private, d, rt.lookup(d)).to_string(), "rtb-private: 0.0.0.0/0 -> nat-main");
         let d = ip("10.0.1.10");
-        assert_eq!(describe(&m, private, d, rt.lookup(d)), "rtb-private: 10.0.0.0/16 -> local");
+        assert_eq!(describe(&m, private, d, rt.lookup(d)).to_string(), "rtb-private: 10.0.0.0/16 -> local");
         let d = ip("192.0.2.1");
-        assert_eq!(describe(&m, private, d, rt.lookup(d)), "rtb-private: 192.0.2.0/24 -> blackhole");
+        assert_eq!(describe(&m, private, d, rt.lookup(d)).to_string(), "rtb-private: 192.0.2.0/24 -> blackhole");
         let d = ip("8.8.8.8");
-        assert_eq!(describe(&m, public, d, all[public.index()].lookup(d)), "rtb-public: 0.0.0.0/0 -> igw-main");
+        assert_eq!(
+            describe(&m, public, d, all[public.index()].lookup(d)).to_string(),
+            "rtb-public: 0.0.0.0/0 -> igw-main"
+        );
         // The VPC's implicit main table holds only the local route.
         let main = m.vpcs[0].main_route_table;
         let d = ip("192.0.2.1");
         assert_eq!(all[main.index()].lookup(d), None);
-        assert_eq!(describe(&m, main, d, None), format!("{}: no route to 192.0.2.1", m.route_tables[main.index()].id));
+        assert_eq!(
+            describe(&m, main, d, None).to_string(),
+            format!("{}: no route to 192.0.2.1", m.route_tables[main.index()].id)
+        );
     }
 
     #[test]

@@ -169,26 +169,30 @@ impl SecurityGroups {
 
     /// A match as `trace` prints it, e.g. `sg-web ingress rule 1: tcp 80 from 0.0.0.0/0`; rules are
     /// numbered from 1 in the order of the group's declaration.
-    pub fn describe(&self, m: SgMatch, dir: Direction) -> String {
-        let Some(group) = self.groups.get(m.group.index()) else {
-            return format!("unknown security group #{}", m.group.0);
-        };
-        let (name, rules, preposition) = match dir {
-            Direction::Ingress => ("ingress", &group.ingress, "from"),
-            Direction::Egress => ("egress", &group.egress, "to"),
-        };
-        let number = m.rule.saturating_add(1);
-        let Some(rule) = rules.get(m.rule) else {
-            return format!("{} {name} rule {number}: (rule no longer present)", group.id);
-        };
-        let peer = match rule.peer {
-            SgPeer::Cidr(c) => c.to_string(),
-            SgPeer::Group(g) => match self.groups.get(g.index()) {
-                Some(p) => p.id.clone(),
-                None => format!("unknown security group #{}", g.0),
-            },
-        };
-        format!("{} {name} rule {number}: {} {preposition} {peer}", group.id, describe_match(rule.protocol, rule.ports))
+    /// Written only when shown, like the other stages' words.
+    pub fn describe(&self, m: SgMatch, dir: Direction) -> impl std::fmt::Display + '_ {
+        std::fmt::from_fn(move |f| {
+            let Some(group) = self.groups.get(m.group.index()) else {
+                return write!(f, "unknown security group #{}", m.group.0);
+            };
+            let (name, rules, preposition) = match dir {
+                Direction::Ingress => ("ingress", &group.ingress, "from"),
+                Direction::Egress => ("egress", &group.egress, "to"),
+            };
+            let number = m.rule.saturating_add(1);
+            let Some(rule) = rules.get(m.rule) else {
+                return write!(f, "{} {name} rule {number}: (rule no longer present)", group.id);
+            };
+            let protocol = describe_match(rule.protocol, rule.ports);
+            write!(f, "{} {name} rule {number}: {protocol} {preposition} ", group.id)?;
+            match rule.peer {
+                SgPeer::Cidr(c) => write!(f, "{c}"),
+                SgPeer::Group(g) => match self.groups.get(g.index()) {
+                    Some(p) => f.write_str(&p.id),
+                    None => write!(f, "unknown security group #{}", g.0),
+                },
+            }
+        })
     }
 }
 
@@ -467,11 +471,11 @@ security_groups = ["sg-allin"]
         assert_eq!(l.allows("eni-def", Ingress, tcp("10.0.1.10", "10.0.1.40", 40000, 22)), None);
         assert_eq!(l.allows("eni-def", Egress, udp("10.0.1.40", "198.51.100.7", 40000, 53)), hit);
         assert_eq!(
-            l.sgs.describe(SgMatch { group: default, rule: 0 }, Ingress),
+            l.sgs.describe(SgMatch { group: default, rule: 0 }, Ingress).to_string(),
             "vpc-a/default ingress rule 1: all from vpc-a/default"
         );
         assert_eq!(
-            l.sgs.describe(SgMatch { group: default, rule: 0 }, Egress),
+            l.sgs.describe(SgMatch { group: default, rule: 0 }, Egress).to_string(),
             "vpc-a/default egress rule 1: all to 0.0.0.0/0"
         );
     }
@@ -495,9 +499,12 @@ security_groups = ["sg-allin"]
         let f = tcp("198.51.100.7", "10.0.1.10", 40000, 80);
         assert_eq!(l.sgs.allows(EniIdx(999), Ingress, &f), None);
         assert!(!l.sgs.is_untracked(EniIdx(999), Ingress, &f));
-        assert_eq!(l.sgs.describe(SgMatch { group: SgIdx(999), rule: 0 }, Ingress), "unknown security group #999");
         assert_eq!(
-            l.sgs.describe(SgMatch { group: l.sg("sg-ssh"), rule: 5 }, Ingress),
+            l.sgs.describe(SgMatch { group: SgIdx(999), rule: 0 }, Ingress).to_string(),
+            "unknown security group #999"
+        );
+        assert_eq!(
+            l.sgs.describe(SgMatch { group: l.sg("sg-ssh"), rule: 5 }, Ingress).to_string(),
             "sg-ssh ingress rule 6: (rule no longer present)"
         );
     }
@@ -538,7 +545,8 @@ security_groups = ["sg-allin"]
     #[test]
     fn describe_texts() {
         let l = Lab::new();
-        let d = |g: &str, rule: usize, dir: Direction| l.sgs.describe(SgMatch { group: l.sg(g), rule }, dir);
+        let d =
+            |g: &str, rule: usize, dir: Direction| l.sgs.describe(SgMatch { group: l.sg(g), rule }, dir).to_string();
         assert_eq!(d("sg-web", 0, Ingress), "sg-web ingress rule 1: tcp 80 from 0.0.0.0/0");
         assert_eq!(d("sg-web", 1, Ingress), "sg-web ingress rule 2: icmp type 8 from 10.0.0.0/16");
         assert_eq!(d("sg-web", 2, Ingress), "sg-web ingress rule 3: icmp type 3 code 4 from 0.0.0.0/0");

@@ -249,6 +249,8 @@ pub struct Seen<'a> {
     pub input_len: usize,
     /// The NAT gateway whose interface it reached, when captures or flow logs asked.
     pub nat: Option<NatIdx>,
+    /// The segment size, when it is a TCP superframe (TSO): it stands for that many wire packets.
+    pub gso_size: Option<u16>,
 }
 
 /// Every running capture of the data plane.

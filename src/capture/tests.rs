@@ -78,6 +78,7 @@ fn a_forwarded_frame_is_seen_leaving_one_eni_and_reaching_the_other() {
         output: &output,
         input_len: 30,
         nat: None,
+        gso_size: None,
     };
     c.record(&seen, 2);
     let [sent, got] = <[_; 2]>::try_from(rx.decode()).expect("two records");
@@ -107,7 +108,7 @@ fn a_drop_says_where_why_in_the_stage_s_words_and_its_code() {
     c.observer.explain(rec);
     let frame = [0u8; 10];
     let verdict = Verdict::DropAt(DropReason::SecurityGroupIngress, EniIdx(1));
-    c.record(&Seen { from: 0, verdict, input: &[], output: &frame, input_len: 10, nat: None }, 2);
+    c.record(&Seen { from: 0, verdict, input: &[], output: &frame, input_len: 10, nat: None, gso_size: None }, 2);
     let r = rx.decode().remove(0);
     assert_eq!((r.interface, r.outbound), (0, false));
     assert_eq!(
@@ -117,7 +118,15 @@ fn a_drop_says_where_why_in_the_stage_s_words_and_its_code() {
     // --drops-only: a forwarded frame is not captured.
     c.observer.clear();
     c.record(
-        &Seen { from: 0, verdict: Verdict::Forward(EniIdx(1)), input: &[], output: &frame, input_len: 10, nat: None },
+        &Seen {
+            from: 0,
+            verdict: Verdict::Forward(EniIdx(1)),
+            input: &[],
+            output: &frame,
+            input_len: 10,
+            nat: None,
+            gso_size: None,
+        },
         2,
     );
     assert!(rx.decode().is_empty());
@@ -131,7 +140,10 @@ fn a_nat_gateway_sees_what_it_translated_with_the_rewrite() {
     c.observer.record(Stage::NatGateway, format_args!("nat-x: source 10.0.2.10:40000 -> 10.0.1.100:1024"));
     let frame = [0u8; 10];
     let nat = c.observer.nat();
-    c.record(&Seen { from: 0, verdict: Verdict::ToInternet, input: &[], output: &frame, input_len: 10, nat }, 2);
+    c.record(
+        &Seen { from: 0, verdict: Verdict::ToInternet, input: &[], output: &frame, input_len: 10, nat, gso_size: None },
+        2,
+    );
     let mut both = rx.decode();
     both.sort_by_key(|r| r.interface);
     let (at_nat, at_internet) = (both[0].clone(), both[1].clone());
@@ -157,6 +169,7 @@ fn a_full_queue_loses_frames_and_counts_them_per_interface() {
                 output: &frame,
                 input_len: 10,
                 nat: None,
+                gso_size: None,
             },
             2,
         );
@@ -180,6 +193,7 @@ fn after_a_swap_points_follow_their_ids() {
             output: &frame,
             input_len: 10,
             nat: None,
+            gso_size: None,
         },
         2,
     );

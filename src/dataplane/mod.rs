@@ -592,6 +592,7 @@ impl<P: Port> Dataplane<P> {
             output: &self.buf[VNET_HDR_LEN..VNET_HDR_LEN.max(written)],
             input_len: n - VNET_HDR_LEN,
             nat,
+            gso_size: off.gso_size,
         };
         let internet = self.ports.len() - 1;
         if capturing {

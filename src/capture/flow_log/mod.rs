@@ -366,6 +366,33 @@ fn at_nat(verdict: Verdict, from: usize, outbound: bool) -> (Option<Action>, Opt
     }
 }
 
+/// A frame as one interface saw it.
+#[derive(Clone, Copy)]
+struct Sighting<'a> {
+    frame: &'a [u8],
+    /// The segment size when the frame is a TCP superframe (TSO).
+    gso_size: Option<u16>,
+}
+
+impl<'a> Sighting<'a> {
+    fn input(seen: &Seen<'a>) -> Self {
+        Sighting { frame: seen.input, gso_size: seen.gso_size }
+    }
+
+    fn output(seen: &Seen<'a>) -> Self {
+        Sighting { frame: seen.output, gso_size: seen.gso_size }
+    }
+
+    /// Packets and IP bytes on the wire: a TSO superframe counts as the segments the device cuts
+    /// it into on EC2, each with its own headers, as AWS counts them.
+    fn wire(&self, total_len: u16) -> (u64, u64) {
+        match self.gso_size.and_then(|mss| packet::segment::Superframe::new(self.frame, mss)) {
+            Some(s) => (s.count() as u64, s.ip_bytes()),
+            None => (1, u64::from(total_len)),
+        }
+    }
+}
+
 /// Drops a flow log reports as REJECT: what a group or a network ACL refused.
 fn refused(r: DropReason) -> bool {
     matches!(
@@ -546,7 +573,7 @@ impl FlowLogs {
             };
             if let Some(action) = action {
                 let path = if action == Action::Accept { path } else { None };
-                self.account(Covered::Port(from), seen.input, true, action, path, Readdress::AsIs, now);
+                self.account(Covered::Port(from), Sighting::input(seen), true, action, path, Readdress::AsIs, now);
             }
         }
         let to = match seen.verdict {
@@ -560,7 +587,7 @@ impl FlowLogs {
                 _ => None,
             };
             if let Some(action) = action {
-                self.account(Covered::Port(to), seen.output, false, action, None, Readdress::AsIs, now);
+                self.account(Covered::Port(to), Sighting::output(seen), false, action, None, Readdress::AsIs, now);
             }
         }
     }
@@ -577,11 +604,11 @@ impl FlowLogs {
         let (arrived, left) = at_nat(seen.verdict, seen.from, outbound);
         if let Some(action) = arrived {
             let addressed = if outbound { Readdress::AsIs } else { Readdress::Destination(own) };
-            self.account(at, seen.input, false, action, None, addressed, now);
+            self.account(at, Sighting::input(seen), false, action, None, addressed, now);
         }
         if let Some((action, path)) = left {
             let addressed = if outbound { Readdress::Source(own) } else { Readdress::AsIs };
-            self.account(at, seen.output, true, action, path, addressed, now);
+            self.account(at, Sighting::output(seen), true, action, path, addressed, now);
         }
     }
 
@@ -596,15 +623,16 @@ impl FlowLogs {
     fn account(
         &mut self,
         at: Covered,
-        frame: &[u8],
+        sighting: Sighting<'_>,
         egress: bool,
         action: Action,
         path: Option<u8>,
         addressed: Readdress,
         now: u64,
     ) {
-        let Ok(meta) = packet::parse(frame) else { return };
+        let Ok(meta) = packet::parse(sighting.frame) else { return };
         let L3Meta::Ipv4(ip) = meta.l3 else { return };
+        let (packets, bytes) = sighting.wire(ip.total_len);
         let mut flow = ip.flow;
         match addressed {
             Readdress::AsIs => {}
@@ -613,7 +641,6 @@ impl FlowLogs {
         }
         let (src_port, dst_port) = if flow.proto.has_ports() { (flow.l4.src_port, flow.l4.dst_port) } else { (0, 0) };
         let tcp = if flow.proto == IpProto::TCP { aws_tcp_flags(flow.l4.tcp_flags.0) } else { 0 };
-        let bytes = u64::from(ip.total_len);
         let peer = if egress { flow.dst } else { flow.src };
         for i in 0..self.slots(at).len() {
             let (l, s) = self.slots(at)[i];
@@ -648,14 +675,14 @@ impl FlowLogs {
             let full = self.table.len() >= MAX_FLOWS;
             match self.table.get_mut(&key) {
                 Some(a) => {
-                    a.packets += 1;
+                    a.packets += packets;
                     a.bytes += bytes;
                     a.last = now;
                     a.tcp_flags |= tcp;
                 }
                 None if full => log.enis[si].skipped += 1,
                 None => {
-                    let agg = Agg { packets: 1, bytes, first: now, last: now, tcp_flags: tcp, traffic_path: path };
+                    let agg = Agg { packets, bytes, first: now, last: now, tcp_flags: tcp, traffic_path: path };
                     self.table.insert(key, agg);
                 }
             }

@@ -78,7 +78,7 @@ fn udp(src: &str, dst: &str, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> 
 
 /// One frame read from `from` with `verdict`, the same bytes as read and as written.
 fn feed(f: &mut FlowLogs, ports: &[String], from: usize, verdict: Verdict, frame: &[u8], now: u64) {
-    let seen = Seen { from, verdict, input: frame, output: frame, input_len: frame.len(), nat: None };
+    let seen = Seen { from, verdict, input: frame, output: frame, input_len: frame.len(), nat: None, gso_size: None };
     f.record(&seen, ports.len() - 1, now);
 }
 
@@ -273,7 +273,7 @@ const NAT: NatIdx = NatIdx(0);
 /// One frame that reached nat-main, read from `from` as `input` and written as `output`.
 fn feed_nat(f: &mut FlowLogs, ports: &[String], from: usize, verdict: Verdict, io: (&[u8], &[u8]), now: u64) {
     let (input, output) = io;
-    let seen = Seen { from, verdict, input, output, input_len: input.len(), nat: Some(NAT) };
+    let seen = Seen { from, verdict, input, output, input_len: input.len(), nat: Some(NAT), gso_size: None };
     f.record(&seen, ports.len() - 1, now);
 }
 
@@ -406,4 +406,24 @@ fn nat_gateway_coverage_follows_its_id_across_a_swap_and_costs_nothing_without_i
     assert_eq!((f.slots(Covered::Nat(0)).len(), f.slots(Covered::Nat(1)).len()), (0, 1));
     let (f, _rx, _) = flow_logs(&lab(&eni_flow_log("web", "ALL", None, None)), 100);
     assert!(!f.watches_nat_gateways(), "an ENI's flow log leaves NAT gateways unobserved");
+}
+
+#[test]
+fn a_tso_superframe_counts_as_the_wire_packets_it_becomes() {
+    let format = "${interface-id} ${flow-direction} ${packets} ${bytes}";
+    let (mut f, rx, ports) = flow_logs(&lab(&eni_flow_log("app", "ALL", Some(format), Some(1))), 100);
+    let superframe = tcp("10.0.1.10", "10.0.2.10", 40000, 22, TcpFlags::ACK, &[7; 3000]);
+    let seen = Seen {
+        from: WEB,
+        verdict: Verdict::Forward(EniIdx(APP as u32)),
+        input: &superframe,
+        output: &superframe,
+        input_len: superframe.len(),
+        nat: None,
+        gso_size: Some(1448),
+    };
+    f.record(&seen, ports.len() - 1, 100);
+    f.tick(101);
+    // Three segments of 1448, 1448 and 104 payload bytes, each with 40 bytes of headers.
+    assert_eq!(lines(&rx), vec!["eni-app ingress 3 3120".to_string()]);
 }

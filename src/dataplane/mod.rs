@@ -571,8 +571,10 @@ impl<P: Port> Dataplane<P> {
                 self.explain_drop(port, len);
             }
             (verdict, nat)
-        } else if self.flow_logs.watches_nat_gateways() {
-            // A flow log of a NAT gateway's interface needs the NAT gateway the frame reached.
+        } else if self.flow_logs.is_active() {
+            // Flow logs need the NAT gateway the frame reached: for its interface's records, and
+            // to tell a packet that left its sender (refused beyond, at the NAT gateway's subnet)
+            // from one its sender's own checks refused. Costs a store: stages' words are lazy.
             let mut obs = NatReached::default();
             (self.decide(port, n, &mut obs), obs.0)
         } else {

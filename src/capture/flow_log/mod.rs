@@ -553,6 +553,8 @@ impl FlowLogs {
                 Verdict::DropAt(r, e) if e.index() == from => refused(r).then_some(Action::Reject),
                 // Let out by the sender, refused at the receiver.
                 Verdict::DropAt(..) => Some(Action::Accept),
+                // Let out by the sender, refused at the NAT gateway's interface (its subnet's ACL).
+                Verdict::Drop(_) if seen.nat.is_some() => Some(Action::Accept),
                 Verdict::Drop(r) => refused(r).then_some(Action::Reject),
                 Verdict::Reply | Verdict::ReplyWith(_) => None,
             };

@@ -427,3 +427,16 @@ fn a_tso_superframe_counts_as_the_wire_packets_it_becomes() {
     // Three segments of 1448, 1448 and 104 payload bytes, each with 40 bytes of headers.
     assert_eq!(lines(&rx), vec!["eni-app ingress 3 3120".to_string()]);
 }
+
+#[test]
+fn a_packet_refused_beyond_its_sender_at_the_nat_gateway_left_the_sender_accepted() {
+    let format = "${interface-id} ${flow-direction} ${action}";
+    let (mut f, rx, ports) = flow_logs(&lab(&eni_flow_log("app", "ALL", Some(format), Some(1))), 100);
+    let [out_sent, ..] = nat_round_trip();
+    // Past app's own group and subnet ACL, refused by nat-main's subnet ACL.
+    feed_nat(&mut f, &ports, APP, Verdict::Drop(DropReason::NetworkAclIngress), (&out_sent, &out_sent), 100);
+    // Refused by app's own subnet ACL: it never reached the NAT gateway.
+    feed(&mut f, &ports, APP, Verdict::Drop(DropReason::NetworkAclEgress), &out_sent, 100);
+    f.tick(101);
+    assert_eq!(sorted_lines(&rx), vec!["eni-app egress ACCEPT", "eni-app egress REJECT"]);
+}

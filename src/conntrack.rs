@@ -521,6 +521,13 @@ impl<D> ConnTable<D> {
         }
     }
 
+    /// Bytes the table has allocated: the map's buckets (slots and control bytes, at its current
+    /// capacity, not its length) and the expiry queue's capacity. What the table costs in memory,
+    /// whatever the allocator then does with it. O(1).
+    pub fn heap_bytes(&self) -> usize {
+        self.map.allocation_size() + self.queue.capacity() * std::mem::size_of::<Reverse<(Duration, ConnKey)>>()
+    }
+
     /// Number of entries held (some may have expired and await reclaiming).
     pub fn len(&self) -> usize {
         self.map.len()

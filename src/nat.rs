@@ -638,6 +638,17 @@ impl NatTable {
         self.map.values().map(|s| &s.m)
     }
 
+    /// Bytes the table has allocated: its maps' buckets at their current capacity, the expiry
+    /// queue's and the tombstone queue's capacities. O(1).
+    pub fn heap_bytes(&self) -> usize {
+        self.map.allocation_size()
+            + self.by_outside.allocation_size()
+            + self.dests.allocation_size()
+            + self.tombstones.allocation_size()
+            + self.queue.capacity() * std::mem::size_of::<Reverse<(Duration, FlowKey)>>()
+            + self.tomb_order.capacity() * std::mem::size_of::<(Duration, FlowKey)>()
+    }
+
     /// Number of mappings held.
     pub fn len(&self) -> usize {
         self.map.len()
@@ -683,6 +694,27 @@ impl NatTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The bytes one translated flow costs, from `size_of` (the README's "Connection tables at
+    /// scale" quotes these; `--nocapture` shows them): a slot in `map` and one in `by_outside`
+    /// (hashbrown: the pair plus a control byte, at most 7/8 of the buckets full), an expiry-queue
+    /// item, and per destination a slot in `dests`. An expired TCP flow leaves a tombstone (a slot
+    /// in `tombstones` and an item in `tomb_order`) for `TOMBSTONE_TTL`, at most `TOMBSTONE_CAP`.
+    #[test]
+    fn translation_sizes() {
+        use std::mem::size_of;
+        let map = size_of::<(FlowKey, Slot)>();
+        let by_outside = size_of::<((Dest, u16), FlowKey)>();
+        let item = size_of::<Reverse<(Duration, FlowKey)>>();
+        let dest = size_of::<(Dest, DestState)>();
+        let tomb = (size_of::<(FlowKey, Duration)>(), size_of::<(Duration, FlowKey)>());
+        println!("FlowKey {} B; map slot {map} B, by_outside slot {by_outside} B (+1 control byte each), queue item {item} B; per destination {dest} B; tombstone {tomb:?} B", size_of::<FlowKey>());
+        assert_eq!(
+            (map, by_outside, item, dest, tomb),
+            (72, 24, 32, 24, (32, 32)),
+            "update the README's per-entry table"
+        );
+    }
 
     const TCP: IpProto = IpProto::TCP;
     const UDP: IpProto = IpProto::UDP;

@@ -583,6 +583,13 @@ impl Pipeline {
         }
     }
 
+    /// Bytes the state tables have allocated: `(connection tables, NAT gateway tables)`, summed
+    /// over ENIs and NAT gateways (see [`ConnTable::heap_bytes`], [`NatTable::heap_bytes`]). What
+    /// the benchmark counts per flow; O(ENIs + NAT gateways).
+    pub fn table_bytes(&self) -> (usize, usize) {
+        (self.conntrack.iter().map(ConnTable::heap_bytes).sum(), self.nats.iter().map(NatTable::heap_bytes).sum())
+    }
+
     /// What metrics read besides the data plane's port counters: each ENI's connection table
     /// (entries held, bound) and each NAT gateway's counters, by model index. O(ENIs + NAT
     /// gateways): no table is scanned.

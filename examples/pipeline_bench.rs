@@ -11,6 +11,7 @@
 //! | `nat` | the next datagram of an established flow app -> internet host through the NAT gateway |
 //! | `igw` | the next datagram of an established flow web (Elastic IP) -> internet host through the internet gateway |
 //! | `drop` | web -> app on a port app's security group does not allow, dropped at app's group |
+//! | `table` | (only with `--case table --flows N`) N established flows web -> app held at once, then the next datagram of one chosen at random among them |
 //!
 //! The pipeline rewrites frames in place, so every packet starts with a copy of its template
 //! (a 106-byte `copy_from_slice`); the `copy` case measures that alone.
@@ -26,6 +27,18 @@
 //! what `scripts/pipeline-bench.sh` runs under callgrind, counting only what happens inside
 //! [`run_batch`] (`--toggle-collect`), so setup and the untimed reset between batches of new
 //! flows are left out of the instruction counts just as they are left out of the timings.
+//!
+//! `--case table --flows N` measures the connection tables at scale instead (issue 10): it fills
+//! them with N established flows, then times packets of flows picked at random (so cache misses
+//! show) against packets of one flow with the same per-packet work, and reads the process's
+//! resident memory (`/proc/self/status`) and the tables' own allocation
+//! ([`Pipeline::table_bytes`]) before filling, after filling and after every flow expired. Each
+//! flow is tracked on both ENIs (two entries). Run one N per process, so one N's leftovers do not
+//! colour the next's memory figures:
+//!
+//! ```text
+//! for n in 10000 100000 1000000; do cargo run --release --example pipeline_bench -- --case table --flows $n; done
+//! ```
 
 use std::hint::black_box;
 use std::net::Ipv4Addr;
@@ -33,7 +46,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use vpclab::model::{EniIdx, Model};
+use vpclab::model::{ConntrackConfig, EniIdx, Model};
 use vpclab::packet::rewrite::{self, L4Csum};
 use vpclab::packet::{build, parse, Ipv4Meta, L3Meta};
 use vpclab::pipeline::{DropReason, NoObserver, Offload, Pipeline, Verdict};
@@ -170,6 +183,8 @@ enum Case {
     Nat,
     Igw,
     Drop,
+    /// Connection tables at scale: not in [`Case::ALL`], run with `--flows`.
+    Table,
 }
 
 impl Case {
@@ -183,6 +198,7 @@ impl Case {
             Case::Nat => "nat",
             Case::Igw => "igw",
             Case::Drop => "drop",
+            Case::Table => "table",
         }
     }
 
@@ -194,6 +210,7 @@ impl Case {
             Case::Nat => "established UDP flow, NAT gateway to the internet",
             Case::Igw => "established UDP flow, Elastic IP to the internet",
             Case::Drop => "UDP to a port the receiver's group refuses",
+            Case::Table => "established UDP flow chosen at random among --flows held at once",
         }
     }
 }
@@ -211,6 +228,10 @@ struct Args {
     /// Runs per case; the median is reported.
     #[arg(long, default_value_t = 7)]
     runs: usize,
+    /// `--case table`: concurrent flows to hold (each ENI's `max_connections` is raised to this
+    /// in the benchmark's lab when it is above the default).
+    #[arg(long, default_value_t = 100_000)]
+    flows: u64,
 }
 
 /// One case, ready to run: a pipeline whose flow is primed, the frame to send and what must
@@ -240,7 +261,19 @@ struct Lab {
 
 impl Lab {
     fn new() -> Lab {
-        let model = vpclab::topology::parse(TOPOLOGY, "pipeline_bench.rs").expect("the benchmark lab is valid");
+        Lab::from_topology(TOPOLOGY)
+    }
+
+    /// The lab with both ENIs' connection-table bound (`connection_tracking.max_connections`,
+    /// the topology's setting) at least `max_connections`.
+    fn with_max_connections(max_connections: u64) -> Lab {
+        let max = max_connections.max(u64::from(ConntrackConfig::DEFAULT_MAX_CONNECTIONS));
+        let setting = format!("connection_tracking = {{ max_connections = {max} }}\nattachment = {{");
+        Lab::from_topology(&TOPOLOGY.replace("attachment = {", &setting))
+    }
+
+    fn from_topology(text: &str) -> Lab {
+        let model = vpclab::topology::parse(text, "pipeline_bench.rs").expect("the benchmark lab is valid");
         let web = model.eni_by_id("eni-web").expect("eni-web");
         let app = model.eni_by_id("eni-app").expect("eni-app");
         Lab { model, web, app }
@@ -278,6 +311,8 @@ impl Lab {
             ),
             Case::Nat => (self.app, self.udp_from(self.app, HOST, SPORT, DPORT), Verdict::ToInternet),
             Case::Igw => (self.web, self.udp_from(self.web, HOST, SPORT, DPORT), Verdict::ToInternet),
+            // `main` sends `table` to `table_case` before any scenario is built.
+            Case::Table => unreachable!("the table case has no single-flow scenario"),
         };
         if matches!(case, Case::Fast | Case::Nat | Case::Igw) {
             self.prime(&mut pipeline, now, from, &template, expected);
@@ -414,11 +449,183 @@ fn median(sorted: &[f64]) -> f64 {
     }
 }
 
+/// Source ports the `table` case's flows take (all unprivileged ones); flow `i` goes from port
+/// `1024 + i % TABLE_PORTS` to app's UDP port `5000 + i / TABLE_PORTS`, inside the 5000-5999
+/// app's group opens, so up to 64,512,000 distinct flows.
+const TABLE_PORTS: u64 = 65_536 - 1024;
+
+/// The `table` case: N flows web -> app, each primed like the `fast` case's one (first packet,
+/// reply, second packet), held at once.
+struct Table {
+    pipeline: Pipeline,
+    now: Duration,
+    web: EniIdx,
+    app: EniIdx,
+    /// A datagram web -> app and app's reply, whose ports each packet rewrites.
+    out: (Vec<u8>, Ipv4Meta),
+    back: (Vec<u8>, Ipv4Meta),
+    flows: u64,
+}
+
+/// The ports of flow `i`: (web's, app's).
+fn table_ports(i: u64) -> (u16, u16) {
+    ((1024 + i % TABLE_PORTS) as u16, (5000 + i / TABLE_PORTS) as u16)
+}
+
+fn ipv4(frame: &[u8]) -> Ipv4Meta {
+    match parse(frame).expect("the template parses").l3 {
+        L3Meta::Ipv4(ip) => ip,
+        other => panic!("the template is not IPv4: {other:?}"),
+    }
+}
+
+impl Table {
+    fn new(lab: &Lab, flows: u64) -> Table {
+        assert!(flows <= 1000 * TABLE_PORTS, "at most {} flows", 1000 * TABLE_PORTS);
+        let out = lab.udp_from(lab.web, lab.ip(lab.app), SPORT, DPORT);
+        let back = lab.udp_from(lab.app, lab.ip(lab.web), DPORT, SPORT);
+        Table {
+            pipeline: Pipeline::new(&lab.model),
+            now: Duration::from_secs(1),
+            web: lab.web,
+            app: lab.app,
+            out: (out.clone(), ipv4(&out)),
+            back: (back.clone(), ipv4(&back)),
+            flows,
+        }
+    }
+
+    /// Sends flow `i`'s next datagram web -> app (`reply`: app -> web) through the pipeline.
+    fn send(&mut self, buf: &mut [u8], i: u64, reply: bool) -> Verdict {
+        let (web_port, app_port) = table_ports(i);
+        let ((template, meta), from, sport, dport) =
+            if reply { (&self.back, self.app, app_port, web_port) } else { (&self.out, self.web, web_port, app_port) };
+        buf.copy_from_slice(template);
+        rewrite::set_src_port(buf, meta, sport, L4Csum::Full);
+        rewrite::set_dst_port(buf, meta, dport, L4Csum::Full);
+        self.pipeline.process(self.now, from, black_box(buf), &mut NoObserver)
+    }
+
+    /// Makes every flow established and two-way, as [`Lab::prime`] does for one.
+    fn fill(&mut self, buf: &mut [u8]) {
+        let (web, app) = (self.web, self.app);
+        for i in 0..self.flows {
+            assert_eq!(self.send(buf, i, false), Verdict::Forward(app), "flow {i}'s first packet");
+            assert_eq!(self.send(buf, i, true), Verdict::Forward(web), "flow {i}'s reply");
+            assert_eq!(self.send(buf, i, false), Verdict::Forward(app), "flow {i}'s second packet");
+        }
+        let held = self.pipeline.stats().conntrack;
+        assert!(held.iter().all(|t| t.entries == self.flows), "every flow is held on both ENIs: {held:?}");
+    }
+
+    /// Empties the tables as [`Scenario::expire_all`] does; returns the `handle_timeout` calls it took.
+    fn expire_all(&mut self) -> u64 {
+        self.now += Duration::from_secs(3600);
+        for calls in 1..=1_000_000 {
+            self.pipeline.handle_timeout(self.now);
+            if self.pipeline.stats().conntrack.iter().all(|t| t.entries == 0) {
+                return calls;
+            }
+        }
+        panic!("the connection tables did not empty");
+    }
+}
+
+/// The `table` case's measured loop: `count` datagrams web -> app of flows picked by an
+/// xorshift generator among the first `among` (1: always the same flow, with the same work per
+/// packet). Returns how many verdicts were not `Forward(app)`.
+#[inline(never)]
+fn run_table_batch(t: &mut Table, buf: &mut [u8], rng: &mut u64, among: u64, count: u64) -> u64 {
+    let mut wrong = 0;
+    for _ in 0..count {
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        let v = t.send(buf, *rng % among, false);
+        wrong += u64::from(black_box(v) != Verdict::Forward(t.app));
+    }
+    wrong
+}
+
+/// Nanoseconds per packet, median of `runs` runs of `packets` packets, after a warm-up.
+fn time_table(t: &mut Table, buf: &mut [u8], among: u64, packets: u64, runs: usize) -> f64 {
+    let mut rng = 0x9e37_79b9_7f4a_7c15;
+    assert_eq!(run_table_batch(t, buf, &mut rng, among, WARMUP), 0);
+    let mut ns: Vec<f64> = (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            let wrong = run_table_batch(t, buf, &mut rng, among, packets);
+            let spent = start.elapsed();
+            assert_eq!(wrong, 0, "{wrong} packet(s) not forwarded to app");
+            spent.as_nanos() as f64 / packets as f64
+        })
+        .collect();
+    ns.sort_by(f64::total_cmp);
+    median(&ns)
+}
+
+/// The process's resident memory now and at its peak, in bytes (`VmRSS`, `VmHWM`).
+fn rss() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kb = |field: &str| -> u64 {
+        let line = status.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("no {field}"));
+        line[field.len()..].trim().trim_end_matches("kB").trim().parse::<u64>().expect("a number of kB") * 1024
+    };
+    (kb("VmRSS:"), kb("VmHWM:"))
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// The `table` case: one line for `flows` concurrent flows.
+fn table_case(flows: u64, packets: u64, runs: usize) {
+    let lab = Lab::with_max_connections(flows);
+    let mut t = Table::new(&lab, flows);
+    let mut buf = t.out.0.clone();
+    let (rss0, _) = rss();
+    let (ct0, _) = t.pipeline.table_bytes();
+    let start = Instant::now();
+    t.fill(&mut buf);
+    let fill = start.elapsed();
+    let (rss1, peak) = rss();
+    let (ct1, _) = t.pipeline.table_bytes();
+    let ns_random = time_table(&mut t, &mut buf, flows, packets, runs);
+    let ns_one = time_table(&mut t, &mut buf, 1, packets, runs);
+    let calls = t.expire_all();
+    let (rss2, _) = rss();
+    let (ct2, _) = t.pipeline.table_bytes();
+    let per_flow = |b: u64| b as f64 / flows as f64;
+    println!(
+        "case=table flows={flows} packets={packets} runs={runs} ns_random={ns_random:.1} ns_one_flow={ns_one:.1} \
+         fill_s={:.2} rss_bytes_per_flow={:.0} table_bytes_per_flow={:.0} rss_mib={:.1}->{:.1}->{:.1} peak_rss_mib={:.1} \
+         table_mib={:.1}->{:.1}->{:.1} expiry_calls={calls}",
+        fill.as_secs_f64(),
+        per_flow(rss1.saturating_sub(rss0)),
+        per_flow(ct1 as u64),
+        mib(rss0),
+        mib(rss1),
+        mib(rss2),
+        mib(peak),
+        mib(ct0 as u64),
+        mib(ct1 as u64),
+        mib(ct2 as u64),
+    );
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     if args.packets == 0 || args.runs == 0 {
         eprintln!("--packets and --runs must be at least 1");
         return ExitCode::FAILURE;
+    }
+    if args.case == Some(Case::Table) {
+        if args.flows == 0 {
+            eprintln!("--flows must be at least 1");
+            return ExitCode::FAILURE;
+        }
+        table_case(args.flows, args.packets, args.runs);
+        return ExitCode::SUCCESS;
     }
     let lab = Lab::new();
     if let Some(case) = args.case {

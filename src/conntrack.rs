@@ -519,6 +519,22 @@ impl<D> ConnTable<D> {
             }
             // Otherwise a stale extra item: the entry's own item is still pending.
         }
+        self.maybe_shrink();
+    }
+
+    /// Gives memory back once most entries are gone: a map holding at most a quarter of its
+    /// capacity, and few enough entries that moving them is brief (at most [`PRESIZE_CAP`]),
+    /// shrinks to twice what it holds, never below its pre-size; the expiry queue likewise.
+    /// Bounded work, once per large drop (after it, the capacity is within the threshold).
+    fn maybe_shrink(&mut self) {
+        let presize = self.max_entries.min(PRESIZE_CAP);
+        let len = self.map.len();
+        let keep = len.saturating_mul(2).max(presize);
+        if len <= PRESIZE_CAP && self.map.capacity() > keep.saturating_mul(2) {
+            self.map.shrink_to(keep);
+            self.maybe_compact();
+            self.queue.shrink_to(keep.saturating_mul(2).max(self.queue.len()));
+        }
     }
 
     /// Bytes the table has allocated: the map's buckets (slots and control bytes, at its current
@@ -860,6 +876,31 @@ mod tests {
         assert_eq!(t.poll_timeout(), Some(secs(50)));
         drain(&mut t, secs(50));
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn memory_comes_back_once_the_flows_expired() {
+        let mut t: ConnTable<u32> = ConnTable::new(ConntrackConfig::default(), 1_000_000);
+        let empty = t.heap_bytes();
+        let pkt = |i: u32| udp(A, B, (i % 60_000) as u16, 53 + (i / 60_000) as u16);
+        for i in 0..200_000 {
+            t.insert(secs(0), &pkt(i), i, 0).unwrap();
+        }
+        let full = t.heap_bytes();
+        assert!(full > 4 * empty, "{full} bytes for 200,000 entries, {empty} empty");
+        // Half of them stay busy: too many to move at once, nothing is given back yet.
+        for i in 0..100_000 {
+            t.lookup(secs(20), &pkt(i)).unwrap();
+        }
+        drain(&mut t, secs(30));
+        assert_eq!((t.len(), t.heap_bytes()), (100_000, full));
+        // All gone: back to about the pre-sized table's size.
+        drain(&mut t, secs(50));
+        assert!(t.is_empty());
+        assert!(t.heap_bytes() <= 2 * empty, "{} bytes left, {empty} when new", t.heap_bytes());
+        // Still a working table.
+        t.insert(secs(51), &pkt(7), 7, 0).unwrap();
+        assert!(t.lookup(secs(52), &pkt(7)).is_some());
     }
 
     #[test]

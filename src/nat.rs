@@ -64,6 +64,12 @@ pub const TOMBSTONE_CAP: usize = 65_536;
 /// it prunes), so one call never stalls the packet loop.
 pub const HANDLE_TIMEOUT_BUDGET: usize = 4096;
 
+/// Mappings a table may hold and still shrink after a large expiry (the re-hash is brief).
+const SHRINK_BELOW: usize = 1 << 14;
+
+/// What a shrunk table keeps room for, at least.
+const SHRINK_FLOOR: usize = 1 << 10;
+
 /// Stale queue items tolerated beyond twice the mapping count before the queue is rebuilt.
 const COMPACT_SLACK: usize = 1024;
 
@@ -631,6 +637,26 @@ impl NatTable {
                 _ => break,
             }
         }
+        self.maybe_shrink();
+    }
+
+    /// Gives memory back once most mappings are gone, as the connection tables do: when the
+    /// mappings fill at most a quarter of the map's capacity and number at most [`SHRINK_BELOW`]
+    /// (so moving them is brief), every index shrinks to twice what it holds (at least
+    /// [`SHRINK_FLOOR`]). Bounded work, once per large drop.
+    fn maybe_shrink(&mut self) {
+        let len = self.map.len();
+        let keep = len.saturating_mul(2).max(SHRINK_FLOOR);
+        if len > SHRINK_BELOW || self.map.capacity() <= keep.saturating_mul(2) {
+            return;
+        }
+        self.maybe_compact();
+        self.map.shrink_to(keep);
+        self.by_outside.shrink_to(keep);
+        self.dests.shrink_to(self.dests.len().saturating_mul(2).max(SHRINK_FLOOR));
+        self.queue.shrink_to(keep.saturating_mul(2).max(self.queue.len()));
+        self.tombstones.shrink_to(self.tombstones.len().saturating_mul(2).max(SHRINK_FLOOR));
+        self.tomb_order.shrink_to(self.tomb_order.len().saturating_mul(2).max(SHRINK_FLOOR));
     }
 
     /// All mappings held, in no particular order (expired ones awaiting reclaim included).
@@ -745,6 +771,26 @@ mod tests {
             assert!(calls < 1000, "handle_timeout makes no progress");
         }
         calls
+    }
+
+    #[test]
+    fn memory_comes_back_once_the_mappings_expired() {
+        let mut t = NatTable::new(NAT, 1024..=65535, AWS_MAX_PER_DESTINATION, AWS_IDLE_TIMEOUT);
+        let empty = t.heap_bytes();
+        for i in 0..100_000u32 {
+            let (inside, host) = (Ipv4Addr::from(0x0a00_0000 + i), Ipv4Addr::from(0xc633_6400 + i % 16));
+            t.outbound(secs(0), UDP, (inside, 5000), (host, 53)).unwrap();
+        }
+        let full = t.heap_bytes();
+        assert!(full > 1 << 20, "{full} bytes for 100,000 mappings");
+        let later = AWS_IDLE_TIMEOUT + secs(1);
+        while t.poll_timeout().is_some_and(|d| d <= later) {
+            t.handle_timeout(later);
+        }
+        assert!(t.is_empty());
+        assert!(t.heap_bytes() < full / 20, "{} bytes left of {full} ({empty} when new)", t.heap_bytes());
+        t.outbound(later, UDP, (A, 5000), (D1, 53)).unwrap();
+        assert_eq!(t.len(), 1, "still a working table");
     }
 
     #[test]

@@ -307,6 +307,38 @@ fn tcp_next(s: ConnState, p: &Flow, reply: bool) -> ConnState {
     }
 }
 
+/// Updates `e` for packet `p` of its connection: state machine, `last_seen`, `packets`; queues
+/// its deadline again when it moved earlier (a shorter state), as the pending item would fire too
+/// late.
+fn touch<D>(
+    t: Timeouts,
+    queue: &mut BinaryHeap<Reverse<(Duration, ConnKey)>>,
+    e: &mut Entry<D>,
+    now: Duration,
+    p: &Flow,
+    reply: bool,
+) {
+    e.state = match e.state {
+        s @ (ConnState::UdpSingle | ConnState::UdpStream) => {
+            if !reply && e.seen_reply {
+                ConnState::UdpStream
+            } else {
+                s
+            }
+        }
+        ConnState::Icmp | ConnState::Other => e.state,
+        s => tcp_next(s, p, reply),
+    };
+    e.seen_reply |= reply;
+    e.last_seen = e.last_seen.max(now);
+    e.packets = e.packets.saturating_add(1);
+    let deadline = t.deadline(e);
+    if deadline < e.queued {
+        e.queued = deadline;
+        queue.push(Reverse((deadline, e.key)));
+    }
+}
+
 /// One ENI's connection table. `D` is the caller's cached decision for a flow.
 #[derive(Debug)]
 pub struct ConnTable<D> {
@@ -385,27 +417,29 @@ impl<D> ConnTable<D> {
             return None;
         }
         let e = occ.into_mut();
-        e.state = match e.state {
-            s @ (ConnState::UdpSingle | ConnState::UdpStream) => {
-                if !reply && e.seen_reply {
-                    ConnState::UdpStream
-                } else {
-                    s
-                }
-            }
-            ConnState::Icmp | ConnState::Other => e.state,
-            s => tcp_next(s, p, reply),
-        };
-        e.seen_reply |= reply;
-        e.last_seen = e.last_seen.max(now);
-        e.packets = e.packets.saturating_add(1);
-        let deadline = t.deadline(e);
-        if deadline < e.queued {
-            // The deadline moved earlier (a shorter state): the pending item would fire too late.
-            e.queued = deadline;
-            self.queue.push(Reverse((deadline, key)));
-        }
+        touch(t, &mut self.queue, e, now, p, reply);
         Some((e, reply))
+    }
+
+    /// The fast path's lookup, one probe: the live entry of this packet's connection is shown to
+    /// `go` (with whether the packet goes in the reply direction) and updated for the packet, as
+    /// [`lookup`](Self::lookup) does, only if `go` answers `Some`. An expired entry, or one this
+    /// packet would replace, is not shown and not touched (the caller's full walk deals with it).
+    pub fn lookup_if<R>(
+        &mut self,
+        now: Duration,
+        p: &Flow,
+        go: impl FnOnce(&Entry<D>, bool) -> Option<R>,
+    ) -> Option<R> {
+        let t = self.timeouts;
+        let e = self.map.get_mut(&ConnKey::of(p))?;
+        if t.expired(now, e) || reopens(e, p) {
+            return None;
+        }
+        let reply = e.is_reply(p);
+        let answer = go(e, reply)?;
+        touch(t, &mut self.queue, e, now, p, reply);
+        Some(answer)
     }
 
     /// Read-only lookup (for `trace`, and to look before touching): the live entry of this packet's connection and whether the

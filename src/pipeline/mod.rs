@@ -1251,28 +1251,33 @@ impl Pipeline {
         if info.proto == IpProto::ICMP {
             return None;
         }
-        // Look before touching: a packet that falls back to the full walk must update each
-        // entry once, there, or TCP state would see its flags twice.
-        let hop = match self.conntrack[from.index()].peek(now, info) {
-            Some((e, reply)) if e.generation == self.generation => e.decision[usize::from(reply)]?,
-            _ => return None,
-        };
-        debug_assert!(hop.to.index() < self.ports.len(), "a hop of the current generation names a port");
-        // The hop was cached for frames to the router's MAC (routed) or to the receiver's own
-        // (layer 2): a frame of the flow sent to any other MAC takes another walk, which may drop
-        // it (an unknown MAC) or route it. A frame parsed as IPv4 holds its Ethernet header.
-        let dst_mac = &frame[..6];
-        let cached_for = if hop.routed { self.ports[from.index()].router_mac } else { self.ports[hop.to.index()].mac };
-        if dst_mac != cached_for.0 {
-            return None;
-        }
-        // The receiver's lookup both refreshes its entry and proves it is still there (it may
-        // have expired on its own, with shorter timeouts): without it, judge afresh, with the
-        // sender's entry still untouched.
-        if hop.to != from && self.conntrack[hop.to.index()].lookup(now, info).is_none() {
-            return None;
-        }
-        self.conntrack[from.index()].lookup(now, info);
+        // One probe per table. Touch nothing unless the packet goes this way: a packet that
+        // falls back to the full walk must update each entry once, there, or TCP state would see
+        // its flags twice. So the sender's entry is updated only after the receiver's lookup
+        // succeeded, which both refreshes that entry and proves it is still there (it may have
+        // expired on its own, with shorter timeouts).
+        let (generation, ports) = (self.generation, &self.ports);
+        let (before, rest) = self.conntrack.split_at_mut(from.index());
+        let (sender, after) = rest.split_first_mut()?;
+        let hop = sender.lookup_if(now, info, |e, reply| {
+            let hop = if e.generation == generation { e.decision[usize::from(reply)]? } else { return None };
+            debug_assert!(hop.to.index() < ports.len(), "a hop of the current generation names a port");
+            // The hop was cached for frames to the router's MAC (routed) or to the receiver's
+            // own (layer 2): a frame of the flow sent to any other MAC takes another walk, which
+            // may drop it (an unknown MAC) or route it. A frame parsed as IPv4 holds its
+            // Ethernet header.
+            let cached_for = if hop.routed { ports[from.index()].router_mac } else { ports[hop.to.index()].mac };
+            if frame[..6] != cached_for.0 {
+                return None;
+            }
+            let to = hop.to.index();
+            let receiver = match to.cmp(&from.index()) {
+                std::cmp::Ordering::Less => before.get_mut(to),
+                std::cmp::Ordering::Greater => after.get_mut(to - from.index() - 1),
+                std::cmp::Ordering::Equal => return Some(hop),
+            };
+            receiver?.lookup(now, info).map(|_| hop)
+        })?;
         self.deliver(hop, frame, &mut NoObserver);
         Some(Verdict::Forward(hop.to))
     }

@@ -12,10 +12,13 @@ instances probed every 1 ms, and one rule authorized while it runs: the time the
 how long forwarding paused for the swap, and how many probes of the established flow were lost
 (target: none).
 
+biglab: issue 10's lab size, 500 instances with one ENI each: how long `up` and `down` take
+(targets: under 10 s and under 5 s).
+
 drill: the README's failover walkthrough (an ENI, a floating IP, an Elastic IP), probes every
 10 ms, printing each command, the outage seen by the probe, and `vpclab events`.
 
-Usage: failover.py VPCLAB_BINARY [failover|bigchange|drill]...
+Usage: failover.py VPCLAB_BINARY [failover|bigchange|biglab|drill]...
 """
 
 import os
@@ -220,6 +223,33 @@ def bigchange():
         os.unlink(path)
 
 
+def biglab():
+    """Issue 10's lab size: 500 instances with one ENI each, brought up and taken down."""
+    lab = f"many{os.getpid()}"
+    lines = [f'name = "{lab}"', '[[vpc]]', 'id = "vpc-many"', 'cidr = "10.0.0.0/16"']
+    for s in range(4):
+        lines += ['[[subnet]]', f'id = "subnet-{s}"', 'vpc = "vpc-many"', f'cidr = "10.0.{s}.0/24"']
+    for i in range(500):
+        s, host = divmod(i, 125)
+        lines += ['[[instance]]', f'id = "i{i}"', '[[network_interface]]', f'id = "eni-{i}"',
+                  f'subnet = "subnet-{s}"', f'private_ip = "10.0.{s}.{10 + host}"',
+                  f'attachment = {{ instance = "i{i}", device_index = 0 }}']
+    with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
+        f.write("\n".join(lines) + "\n")
+        path = f.name
+    try:
+        t = time.monotonic()
+        vpclab("up", path)
+        up_ms = (time.monotonic() - t) * 1000
+        t = time.monotonic()
+        vpclab("down", lab)
+        down_ms = (time.monotonic() - t) * 1000
+        print(f"biglab     instances=500 up_ms={up_ms:.0f} down_ms={down_ms:.0f} (target: up under 10 s, down under 5 s)")
+    finally:
+        vpclab("down", lab, check=False)
+        os.unlink(path)
+
+
 def shown(*args):
     """Runs a vpclab command as the README shows it, printing command and output."""
     print("$ vpclab " + " ".join(a for a in args if not a.startswith("--lab=")))
@@ -305,5 +335,5 @@ def drill():
 
 
 if __name__ == "__main__":
-    for what in sys.argv[2:] or ["failover", "bigchange"]:
-        {"failover": failover, "bigchange": bigchange, "drill": drill}[what]()
+    for what in sys.argv[2:] or ["failover", "bigchange", "biglab"]:
+        {"failover": failover, "bigchange": bigchange, "biglab": biglab, "drill": drill}[what]()

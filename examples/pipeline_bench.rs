@@ -12,6 +12,7 @@
 //! | `igw` | the next datagram of an established flow web (Elastic IP) -> internet host through the internet gateway |
 //! | `drop` | web -> app on a port app's security group does not allow, dropped at app's group |
 //! | `table` | (only with `--case table --flows N`) N established flows web -> app held at once, then the next datagram of one chosen at random among them |
+//! | `sweep` | (only with `--case sweep`) `new-flow` in a lab with N extra rules and routes, N = 0, 10, 100, 1000 (or `--rules N`) |
 //!
 //! The pipeline rewrites frames in place, so every packet starts with a copy of its template
 //! (a 106-byte `copy_from_slice`); the `copy` case measures that alone.
@@ -39,6 +40,12 @@
 //! ```text
 //! for n in 10000 100000 1000000; do cargo run --release --example pipeline_bench -- --case table --flows $n; done
 //! ```
+//!
+//! `--case sweep` measures the new-flow cost against the rule count (issue 10, "Scale"): the
+//! `new-flow` case in the lab of [`Lab::with_rules`], which has N non-matching ingress rules
+//! ahead of the one that allows the flow on app's group, 40 rules per direction in the subnets'
+//! network ACL (the allowing one last) and N more routes in web's route table. It prints one line
+//! for the unchanged lab (`rules=base`), then one per N.
 
 use std::hint::black_box;
 use std::net::Ipv4Addr;
@@ -46,7 +53,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use vpclab::model::{ConntrackConfig, EniIdx, Model};
+use vpclab::model::{
+    AclAction, AclRule, Cidr, ConntrackConfig, EniIdx, Model, PortMatch, PortRange, Protocol, Route, SgPeer, SgRule,
+};
 use vpclab::packet::rewrite::{self, L4Csum};
 use vpclab::packet::{build, parse, Ipv4Meta, L3Meta};
 use vpclab::pipeline::{DropReason, NoObserver, Offload, Pipeline, Verdict};
@@ -185,6 +194,8 @@ enum Case {
     Drop,
     /// Connection tables at scale: not in [`Case::ALL`], run with `--flows`.
     Table,
+    /// New flows against the rule count: not in [`Case::ALL`], optionally with `--rules`.
+    Sweep,
 }
 
 impl Case {
@@ -199,6 +210,7 @@ impl Case {
             Case::Igw => "igw",
             Case::Drop => "drop",
             Case::Table => "table",
+            Case::Sweep => "sweep",
         }
     }
 
@@ -211,6 +223,7 @@ impl Case {
             Case::Igw => "established UDP flow, Elastic IP to the internet",
             Case::Drop => "UDP to a port the receiver's group refuses",
             Case::Table => "established UDP flow chosen at random among --flows held at once",
+            Case::Sweep => "new UDP flow, ENI to ENI, with N extra rules and routes",
         }
     }
 }
@@ -232,6 +245,10 @@ struct Args {
     /// in the benchmark's lab when it is above the default).
     #[arg(long, default_value_t = 100_000)]
     flows: u64,
+    /// `--case sweep`: only this N (extra security group rules, and extra routes); 0, 10, 100 and
+    /// 1000 when left out.
+    #[arg(long)]
+    rules: Option<usize>,
 }
 
 /// One case, ready to run: a pipeline whose flow is primed, the frame to send and what must
@@ -272,6 +289,64 @@ impl Lab {
         Lab::from_topology(&TOPOLOGY.replace("attachment = {", &setting))
     }
 
+    /// The lab at scale, for `--case sweep`: app's group (the receiver's) gets `n` ingress rules
+    /// that do not match the benchmark's datagrams ahead of its own, so the one that allows them
+    /// is the last of `n + 3` (a group's rules are scanned in order, first match wins); the
+    /// subnets' ACL (both subnets share it) gets 40 rules per direction, 39 that do not match
+    /// then the allowing one at 32766, the highest number below the default `*`; web's route
+    /// table (the sender's) gets `n` routes, /24s in 172.16.0.0/12, none covering app.
+    ///
+    /// These go into the parsed model, past the topology's validation: the validator keeps AWS's
+    /// default quotas (60 rules per group and direction, 5 groups per ENI, 20 ACL rules per
+    /// direction, 50 routes per table), which refuse a lab this size; AWS lets them be raised
+    /// (1,000 group rules per ENI, 40 ACL rules, 1,000 routes), and the pipeline compiles a model
+    /// without looking at quotas.
+    fn with_rules(n: usize) -> Lab {
+        let mut lab = Lab::new();
+        let m = &mut lab.model;
+        let sg = m.security_groups.iter_mut().find(|g| g.id == "sg-app").expect("sg-app");
+        // UDP from web's whole VPC, so each rule's peer matches and its port is compared too.
+        let vpc = Cidr::new(Ipv4Addr::new(10, 0, 0, 0), 16);
+        assert!(n <= 59_000, "the extra rules' ports stay in 6000-64999, away from DPORT");
+        let extra = (0..n).map(|i| SgRule {
+            protocol: Protocol::UDP,
+            ports: PortMatch::Ports(PortRange { from: 6000 + i as u16, to: 6000 + i as u16 }),
+            peer: SgPeer::Cidr(vpc),
+        });
+        sg.ingress.splice(0..0, extra);
+        let acl = m.network_acls.iter_mut().find(|a| a.id == "acl-bench").expect("acl-bench");
+        let anywhere = Cidr::new(Ipv4Addr::UNSPECIFIED, 0);
+        let acl_rules = || {
+            let mut v: Vec<AclRule> = (0..39u16)
+                .map(|i| AclRule {
+                    number: 100 + 10 * i,
+                    protocol: Protocol::TCP,
+                    ports: PortMatch::Ports(PortRange { from: 6000 + i, to: 6000 + i }),
+                    cidr: anywhere,
+                    action: AclAction::Deny,
+                })
+                .collect();
+            v.push(AclRule {
+                number: 32766,
+                protocol: Protocol::All,
+                ports: PortMatch::Any,
+                cidr: anywhere,
+                action: AclAction::Allow,
+            });
+            v
+        };
+        acl.ingress = acl_rules();
+        acl.egress = acl_rules();
+        let rtb = m.route_tables.iter_mut().find(|r| r.id == "rtb-public").expect("rtb-public");
+        let igw = rtb.routes.iter().find(|r| r.destination.prefix == 0).expect("the default route").target;
+        assert!(n <= 4096, "at most 4096 /24s in 172.16.0.0/12");
+        let base = u32::from(Ipv4Addr::new(172, 16, 0, 0));
+        rtb.routes.extend(
+            (0..n as u32).map(|i| Route { destination: Cidr::new(Ipv4Addr::from(base + (i << 8)), 24), target: igw }),
+        );
+        lab
+    }
+
     fn from_topology(text: &str) -> Lab {
         let model = vpclab::topology::parse(text, "pipeline_bench.rs").expect("the benchmark lab is valid");
         let web = model.eni_by_id("eni-web").expect("eni-web");
@@ -301,7 +376,7 @@ impl Lab {
         let mut pipeline = Pipeline::new(&self.model);
         let now = Duration::from_secs(1);
         let (from, template, expected) = match case {
-            Case::Copy | Case::Fast | Case::NewFlow => {
+            Case::Copy | Case::Fast | Case::NewFlow | Case::Sweep => {
                 (self.web, self.udp_from(self.web, self.ip(self.app), SPORT, DPORT), Verdict::Forward(self.app))
             }
             Case::Drop => (
@@ -328,7 +403,7 @@ impl Lab {
             template,
             meta,
             expected,
-            new_source_ports: case == Case::NewFlow,
+            new_source_ports: matches!(case, Case::NewFlow | Case::Sweep),
             sent: 0,
             copy_only: case == Case::Copy,
         }
@@ -613,6 +688,30 @@ fn table_case(flows: u64, packets: u64, runs: usize) {
     );
 }
 
+/// The `sweep` case: one line for the unchanged lab, then one per N.
+fn sweep_case(rules: Option<usize>, packets: u64, runs: usize) {
+    let line = |label: String, lab: &Lab| {
+        let ns = measure(lab, Case::Sweep, packets, runs);
+        let (sg, acl, routes) = (
+            lab.model.security_groups.iter().find(|g| g.id == "sg-app").map_or(0, |g| g.ingress.len()),
+            lab.model.network_acls.iter().find(|a| a.id == "acl-bench").map_or(0, |a| a.ingress.len()),
+            lab.model.route_tables.iter().find(|r| r.id == "rtb-public").map_or(0, |r| r.routes.len()),
+        );
+        println!(
+            "case=sweep rules={label} sg_app_ingress_rules={sg} acl_rules_per_direction={acl} rtb_public_routes={routes} \
+             packets={packets} runs={runs} ns_per_packet={:.1} min={:.1} max={:.1}",
+            median(&ns),
+            ns[0],
+            ns[ns.len() - 1],
+        );
+    };
+    line("base".to_string(), &Lab::new());
+    let ns: Vec<usize> = rules.map_or_else(|| vec![0, 10, 100, 1000], |n| vec![n]);
+    for n in ns {
+        line(n.to_string(), &Lab::with_rules(n));
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     if args.packets == 0 || args.runs == 0 {
@@ -625,6 +724,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
         table_case(args.flows, args.packets, args.runs);
+        return ExitCode::SUCCESS;
+    }
+    if args.case == Some(Case::Sweep) {
+        sweep_case(args.rules, args.packets, args.runs);
         return ExitCode::SUCCESS;
     }
     let lab = Lab::new();

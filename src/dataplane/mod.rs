@@ -482,6 +482,12 @@ impl<P: Port> Dataplane<P> {
         let _ = reply.try_send(done);
     }
 
+    /// Takes the ports out of a stopped data plane, so that the caller decides when they close
+    /// (after the namespaces went: the kernel then removes their devices in one batch).
+    pub fn take_ports(&mut self) -> Vec<Option<P>> {
+        std::mem::take(&mut self.ports)
+    }
+
     /// Reads up to a burst from one TAP; true if it may hold more.
     fn drain(&mut self, port: usize) -> bool {
         for _ in 0..BURST {

@@ -131,7 +131,7 @@ capture=$!
 for _ in $(seq 100); do [ -s "$work/cap.pcapng" ] && break; sleep 0.05; done
 measure
 kill -INT "$capture"; wait "$capture" || true
-echo "# vpclab while capturing both ENIs (snaplen 128, to a file): $(cat "$work/cap.err")"
+echo "# vpclab while capturing all (both ENIs and the internet side; snaplen 128, to a file): $(cat "$work/cap.err")"
 echo "vpclab+capture tcp_gbps=$tcp udp64_kpps=$udp rtt_us=$rtt"
 echo "# 64-byte datagrams offered at 100 kpps, delivered: ${udp100_plain} kpps; while capturing: ${udp100} kpps"
 echo "# forwarder CPU per 64-byte datagram at 50 kpps: ${cpu_plain} ns; while capturing: ${cpu} ns"

@@ -469,6 +469,26 @@ impl NatTable {
         port
     }
 
+    /// The fast path's [`plan_outbound`](Self::plan_outbound) + [`apply`](Self::apply) for a flow
+    /// whose live mapping is known to exist: refreshes it and returns its port, in one probe;
+    /// `None` (nothing changed) when the mapping is gone or has expired.
+    pub fn refresh_outbound(
+        &mut self,
+        now: Duration,
+        protocol: IpProto,
+        inside: (Ipv4Addr, u16),
+        remote: (Ipv4Addr, u16),
+    ) -> Option<u16> {
+        let idle_timeout = self.idle_timeout;
+        let slot = self.map.get_mut(&FlowKey { protocol, inside, remote })?;
+        if now >= slot.m.last_seen.saturating_add(idle_timeout) {
+            return None;
+        }
+        slot.m.last_seen = slot.m.last_seen.max(now);
+        slot.m.packets += 1;
+        Some(slot.m.outside_port)
+    }
+
     /// Counts a new flow refused for want of a port (a plan that failed, its packet dropped).
     pub fn count_refusal(&mut self) {
         self.counters.port_allocation_errors += 1;

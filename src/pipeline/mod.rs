@@ -164,18 +164,47 @@ impl Observer for Recorder {
     }
 }
 
-/// Where an ENI's own packets of a tracked flow go: cached on its connection entry.
+/// Where the packets of a tracked flow go, cached on the connection entry of the ENI whose table
+/// holds it: for the ENI's own packets, the next ENI or gateway; for packets the gateways bring
+/// in, that they are delivered to this ENI. Each variant is followed only from the side it was
+/// cached for (an ENI's port, or the internet's), so a packet never takes a hop meant for the
+/// other side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Hop {
-    /// The destination ENI.
-    pub to: EniIdx,
-    /// Sent to the router MAC (rewrite MACs) rather than delivered at layer 2 (unchanged).
-    pub routed: bool,
+pub enum Hop {
+    /// To another ENI (or the sender itself, an appliance).
+    Eni {
+        /// The destination ENI.
+        to: EniIdx,
+        /// Sent to the router MAC (rewrite MACs) rather than delivered at layer 2 (unchanged).
+        routed: bool,
+    },
+    /// Out through the internet gateway, the source becoming `public` (the sender's Elastic IP).
+    Internet {
+        /// The sender's Elastic IP.
+        public: Ipv4Addr,
+    },
+    /// Out through a NAT gateway (its translation is refreshed, and must still be live).
+    Nat(NatIdx),
+    /// In from the internet through the internet gateway, to this ENI.
+    FromInternet,
+    /// In from the internet through a NAT gateway's translation, to this ENI.
+    FromNat(NatIdx),
 }
 
-/// The hops an ENI's packets of one connection take, per direction: `[original, reply]`. Both
-/// directions may be the ENI's own: an appliance forwards a flow's packets both ways.
 type Hops = [Option<Hop>; 2];
+
+/// What the fast path found for a packet: where it goes, with what its rewrite needs.
+#[derive(Clone, Copy, Debug)]
+enum Fast {
+    /// To an ENI, routed or at layer 2.
+    Eni(EniIdx, bool),
+    /// Out through the internet gateway as this Elastic IP.
+    Internet(Ipv4Addr),
+    /// Out through a NAT gateway as its Elastic IP and this port.
+    Nat(NatIdx, Ipv4Addr, u16),
+    /// In through the internet gateway or a NAT gateway to an ENI (after the rewrite).
+    Inbound(EniIdx),
+}
 
 /// What the pipeline knows about one ENI, compiled from the model.
 #[derive(Clone, Debug)]
@@ -258,8 +287,8 @@ enum Source {
     Eni(EniIdx, SgOutcome),
     /// The internet, through the internet gateway.
     Internet,
-    /// The internet, translated back by a NAT gateway in this subnet.
-    Nat(SubnetIdx),
+    /// The internet, translated back by this NAT gateway in this subnet.
+    Nat(SubnetIdx, NatIdx),
     /// A traffic mirror copy made for this source ENI: sent from its address, not judged by its
     /// groups, and tracking nothing on its side.
     Mirror(EniIdx),
@@ -306,6 +335,8 @@ pub struct Pipeline {
     conntrack: Vec<ConnTable<Hops>>,
     igw: IgwMap,
     nats: Vec<NatTable>,
+    /// By NAT gateway index: its Elastic IP, the source its traffic leaves with.
+    nat_public: Vec<Option<Ipv4Addr>>,
     /// The internet side: the MAC the lab sends from, the MAC it sends to (the emulated
     /// internet's interface, or the uplink's gateway, learned by ARP), the uplink's gateway.
     inet_own_mac: Mac,
@@ -339,6 +370,7 @@ impl Pipeline {
             acls: Vec::new(),
             conntrack,
             igw: IgwMap::new(model),
+            nat_public: Vec::new(),
             nats: model
                 .nat_gateways
                 .iter()
@@ -513,6 +545,11 @@ impl Pipeline {
         self.acls = model.network_acls.clone();
         self.routes = route_table::compile_all(model);
         self.igw = IgwMap::new(model);
+        self.nat_public = model
+            .nat_gateways
+            .iter()
+            .map(|n| self.igw.public_of(model.subnets[n.subnet.index()].vpc, n.private_ip))
+            .collect();
         self.model = std::sync::Arc::new(model.clone());
     }
 
@@ -701,7 +738,7 @@ impl Pipeline {
         within_vpc_mtu(&ip, frame, off, obs)?;
         let info = ip.flow;
         if commit {
-            if let Some(v) = self.fast_path(now, from, &info, frame) {
+            if let Some(v) = self.fast_path(now, from, &ip, frame, off, obs) {
                 return Ok(v);
             }
         }
@@ -770,7 +807,7 @@ impl Pipeline {
         let (dst_subnet, dst_acl) = (dst_port.subnet, dst_port.acl);
         let src_subnet = match source {
             Source::Eni(e, _) => Some(self.ports[e.index()].subnet),
-            Source::Nat(s) => Some(s),
+            Source::Nat(s, _) => Some(s),
             Source::Mirror(e) => Some(self.ports[e.index()].subnet),
             Source::Internet => None,
         };
@@ -807,14 +844,19 @@ impl Pipeline {
             self.room(now, from, egress, Stage::SgEgress, obs)?;
         }
         self.room(now, to, ingress, Stage::SgIngress, obs)?;
-        let hop = Hop { to, routed };
         if commit {
             if let Source::Eni(from, egress) = source {
-                self.commit(now, from, egress, info, Some(hop))?;
+                self.commit(now, from, egress, info, Some(Hop::Eni { to, routed }))?;
             }
-            self.commit(now, to, ingress, info, None)?;
+            // What the gateways bring in is cached on the receiver's entry: it has no sender's.
+            let inbound = match source {
+                Source::Internet => Some(Hop::FromInternet),
+                Source::Nat(_, n) => Some(Hop::FromNat(n)),
+                Source::Eni(..) | Source::Mirror(_) => None,
+            };
+            self.commit(now, to, ingress, info, inbound)?;
         }
-        self.deliver(hop, frame, obs);
+        self.deliver(to, routed, frame, obs);
         Ok(Verdict::Forward(to))
     }
 
@@ -867,7 +909,7 @@ impl Pipeline {
         self.check_mtu(from, ip, frame, off, obs)?;
         self.room(now, from, egress, Stage::SgEgress, obs)?;
         if commit {
-            self.commit(now, from, egress, info, None)?;
+            self.commit(now, from, egress, info, Some(Hop::Internet { public }))?;
         }
         obs.record(Stage::InternetGateway, format_args!("source {} -> {public} (its Elastic IP)", ip.flow.src));
         if let Some(q) = packet::icmp_quoted(frame, ip) {
@@ -1041,7 +1083,7 @@ impl Pipeline {
             }
         };
         if commit {
-            self.commit(now, from, egress, info, None)?;
+            self.commit(now, from, egress, info, Some(Hop::Nat(n)))?;
             let t = &mut self.nats[n.index()];
             t.apply(now, plan);
             let c = t.counters_mut();
@@ -1111,6 +1153,11 @@ impl Pipeline {
             L3Meta::Other(_) => return Err(Verdict::Drop(DropReason::UnsupportedEthertype)),
         };
         within_vpc_mtu(&ip, frame, off, obs)?;
+        if commit {
+            if let Some(v) = self.fast_from_internet(now, &ip, frame, off, obs) {
+                return Ok(v);
+            }
+        }
         let quoted = packet::icmp_quoted(frame, &ip);
         if let Some((eni, private)) = self.igw.private_of(ip.flow.dst) {
             let vpc = self.ports[eni.index()].vpc;
@@ -1220,7 +1267,7 @@ impl Pipeline {
             }
         }
         let info = inside.flow;
-        let verdict = self.arrive(now, Source::Nat(nat.subnet), to, true, &inside, &info, frame, obs, commit)?;
+        let verdict = self.arrive(now, Source::Nat(nat.subnet, n), to, true, &inside, &info, frame, obs, commit)?;
         if commit {
             let c = self.nats[n.index()].counters_mut();
             c.packets_out_to_source += 1;
@@ -1237,14 +1284,26 @@ impl Pipeline {
     }
 
     /// A tracked flow whose sender-side entry caches a hop made under the current generation
-    /// goes straight there; both connection entries are refreshed. `None`: take the full walk.
+    /// goes straight there: to an ENI (both connection entries refreshed), or out through the
+    /// internet gateway or a NAT gateway (the translation refreshed), with no route lookup and
+    /// no ACL or rule scan. `None`: take the full walk.
     ///
-    /// The generation check is what makes a hop safe to follow: a hop names its ENI by index,
-    /// which after a swap may be another ENI's or none. Every entry carried over by
+    /// The generation check is what makes a hop safe to follow: a hop names its ENI or NAT
+    /// gateway by index, which after a swap may be another's or none, and the ACLs, routes and
+    /// addresses it was decided under may have changed. Every entry carried over by
     /// [`take_state_from`](Pipeline::take_state_from) is of an older generation than the new
     /// pipeline's, so its hops are never followed, and [`commit`](Self::commit) clears them
     /// before caching a hop of the current generation.
-    fn fast_path(&mut self, now: Duration, from: EniIdx, info: &Flow, frame: &mut [u8]) -> Option<Verdict> {
+    fn fast_path<O: Observer>(
+        &mut self,
+        now: Duration,
+        from: EniIdx,
+        ip: &Ipv4Meta,
+        frame: &mut [u8],
+        off: Offload,
+        obs: &mut O,
+    ) -> Option<Verdict> {
+        let info = &ip.flow;
         // ICMP never: network ACLs match ICMP type and code, which the connection key does not
         // hold (one entry stands for every non-echo ICMP between two addresses, and echo request
         // and reply share one), so the cached hop would skip the ACLs for a type they deny.
@@ -1253,38 +1312,143 @@ impl Pipeline {
         }
         // One probe per table. Touch nothing unless the packet goes this way: a packet that
         // falls back to the full walk must update each entry once, there, or TCP state would see
-        // its flags twice. So the sender's entry is updated only after the receiver's lookup
-        // succeeded, which both refreshes that entry and proves it is still there (it may have
-        // expired on its own, with shorter timeouts).
-        let (generation, ports) = (self.generation, &self.ports);
+        // its flags twice. So the sender's entry is updated only after the receiver's lookup (or
+        // the NAT translation's refresh) succeeded, which also proves it is still there (it may
+        // have expired on its own, with shorter timeouts).
+        let (generation, ports, nats, nat_public) = (self.generation, &self.ports, &mut self.nats, &self.nat_public);
         let (before, rest) = self.conntrack.split_at_mut(from.index());
         let (sender, after) = rest.split_first_mut()?;
-        let hop = sender.lookup_if(now, info, |e, reply| {
+        let router_mac = ports[from.index()].router_mac;
+        let fast = sender.lookup_if(now, info, |e, reply| {
             let hop = if e.generation == generation { e.decision[usize::from(reply)]? } else { return None };
-            debug_assert!(hop.to.index() < ports.len(), "a hop of the current generation names a port");
             // The hop was cached for frames to the router's MAC (routed) or to the receiver's
             // own (layer 2): a frame of the flow sent to any other MAC takes another walk, which
             // may drop it (an unknown MAC) or route it. A frame parsed as IPv4 holds its
             // Ethernet header.
-            let cached_for = if hop.routed { ports[from.index()].router_mac } else { ports[hop.to.index()].mac };
-            if frame[..6] != cached_for.0 {
-                return None;
+            let to_router = frame[..6] == router_mac.0;
+            // Towards the internet only what fits its MTU: the rest needs the full walk's answer.
+            let fits_internet = to_router && wire_size(ip, frame, off) <= INTERNET_MTU;
+            match hop {
+                Hop::Eni { to, routed } => {
+                    debug_assert!(to.index() < ports.len(), "a hop of the current generation names a port");
+                    let cached_for = if routed { router_mac } else { ports[to.index()].mac };
+                    if frame[..6] != cached_for.0 {
+                        return None;
+                    }
+                    let receiver = match to.index().cmp(&from.index()) {
+                        std::cmp::Ordering::Less => before.get_mut(to.index()),
+                        std::cmp::Ordering::Greater => after.get_mut(to.index() - from.index() - 1),
+                        std::cmp::Ordering::Equal => return Some(Fast::Eni(to, routed)),
+                    };
+                    receiver?.lookup(now, info).map(|_| Fast::Eni(to, routed))
+                }
+                Hop::Internet { public } => fits_internet.then_some(Fast::Internet(public)),
+                Hop::Nat(n) if fits_internet && !ip.fragment => {
+                    let public = (*nat_public.get(n.index())?)?;
+                    let (inside, remote) = ((info.src, info.l4.src_port), (info.dst, info.l4.dst_port));
+                    let port = nats.get_mut(n.index())?.refresh_outbound(now, info.proto, inside, remote)?;
+                    Some(Fast::Nat(n, public, port))
+                }
+                Hop::Nat(_) | Hop::FromInternet | Hop::FromNat(_) => None,
             }
-            let to = hop.to.index();
-            let receiver = match to.cmp(&from.index()) {
-                std::cmp::Ordering::Less => before.get_mut(to),
-                std::cmp::Ordering::Greater => after.get_mut(to - from.index() - 1),
-                std::cmp::Ordering::Equal => return Some(hop),
-            };
-            receiver?.lookup(now, info).map(|_| hop)
         })?;
-        self.deliver(hop, frame, &mut NoObserver);
-        Some(Verdict::Forward(hop.to))
+        Some(self.take_fast(fast, ip, frame, off, obs))
     }
 
-    fn deliver<O: Observer>(&self, hop: Hop, frame: &mut [u8], obs: &mut O) {
-        let dst = &self.ports[hop.to.index()];
-        if hop.routed {
+    /// A packet from the internet of a flow whose receiving ENI's entry says the internet
+    /// gateway or that NAT gateway brought the flow's packets in under the current generation:
+    /// translated back (the NAT's translation refreshed) and delivered with no route lookup and
+    /// no ACL or rule scan. `None`: take the full walk. ICMP never, as on the ENI fast path.
+    fn fast_from_internet<O: Observer>(
+        &mut self,
+        now: Duration,
+        ip: &Ipv4Meta,
+        frame: &mut [u8],
+        off: Offload,
+        obs: &mut O,
+    ) -> Option<Verdict> {
+        if ip.flow.proto == IpProto::ICMP {
+            return None;
+        }
+        let mut inside = *ip;
+        let (to, want) = if let Some((eni, private)) = self.igw.private_of(ip.flow.dst) {
+            inside.flow.dst = private;
+            (eni, Hop::FromInternet)
+        } else {
+            let (n, _) = self.igw.nat_of(ip.flow.dst)?;
+            // Looked up without refreshing: a packet that falls back refreshes it in the walk.
+            let remote = (ip.flow.src, ip.flow.l4.src_port);
+            let (private, port) = self.nats[n.index()].peek_inbound(now, ip.flow.proto, remote, ip.flow.l4.dst_port)?;
+            inside.flow.dst = private;
+            inside.flow.l4.dst_port = port;
+            let vpc = self.model.subnets[self.model.nat_gateways[n.index()].subnet.index()].vpc;
+            (*self.owner_by_ip.get(&(vpc, private))?, Hop::FromNat(n))
+        };
+        let generation = self.generation;
+        let table = self.conntrack.get_mut(to.index())?;
+        table.lookup_if(now, &inside.flow, |e, reply| {
+            (e.generation == generation && e.decision[usize::from(reply)] == Some(want)).then_some(())
+        })?;
+        if let Hop::FromNat(n) = want {
+            obs.nat_gateway(n);
+            let t = &mut self.nats[n.index()];
+            let remote = (ip.flow.src, ip.flow.l4.src_port);
+            t.inbound(now, ip.flow.proto, remote, ip.flow.l4.dst_port);
+            let c = t.counters_mut();
+            let len = frame.len() as u64;
+            c.packets_in_from_destination += 1;
+            c.bytes_in_from_destination += len;
+            c.packets_out_to_source += 1;
+            c.bytes_out_to_source += len;
+            rewrite::set_dst_port(frame, ip, inside.flow.l4.dst_port, off.csum());
+        }
+        rewrite::set_dst_ip(frame, ip, inside.flow.dst, off.csum());
+        Some(self.take_fast(Fast::Inbound(to), ip, frame, off, obs))
+    }
+
+    /// Carries out what [`fast_path`](Self::fast_path) found: the rewrites the full walk made
+    /// for the flow's first packet, and its counters.
+    fn take_fast<O: Observer>(
+        &mut self,
+        fast: Fast,
+        ip: &Ipv4Meta,
+        frame: &mut [u8],
+        off: Offload,
+        obs: &mut O,
+    ) -> Verdict {
+        match fast {
+            Fast::Eni(to, routed) => {
+                self.deliver(to, routed, frame, &mut NoObserver);
+                Verdict::Forward(to)
+            }
+            Fast::Inbound(to) => {
+                self.deliver(to, true, frame, &mut NoObserver);
+                Verdict::Forward(to)
+            }
+            Fast::Internet(public) => {
+                rewrite::set_src_ip(frame, ip, public, off.csum());
+                packet::set_macs(frame, self.inet_peer_mac, self.inet_own_mac);
+                Verdict::ToInternet
+            }
+            Fast::Nat(n, public, port) => {
+                obs.nat_gateway(n);
+                let c = self.nats[n.index()].counters_mut();
+                let len = frame.len() as u64;
+                c.packets_in_from_source += 1;
+                c.bytes_in_from_source += len;
+                c.packets_out_to_destination += 1;
+                c.bytes_out_to_destination += len;
+                rewrite::set_src_ip(frame, ip, public, off.csum());
+                rewrite::set_src_port(frame, ip, port, off.csum());
+                packet::set_macs(frame, self.inet_peer_mac, self.inet_own_mac);
+                Verdict::ToInternet
+            }
+        }
+    }
+
+    fn deliver<O: Observer>(&self, to: EniIdx, routed: bool, frame: &mut [u8], obs: &mut O) {
+        let dst = &self.ports[to.index()];
+        if routed {
             // The receiver's own VPC router sends it (across a peering, that is the peer's).
             packet::set_macs(frame, dst.mac, dst.router_mac);
             obs.record(Stage::Deliver, format_args!("to {} as {} from router {}", dst.id, dst.mac, dst.router_mac));

@@ -1552,3 +1552,122 @@ fn connection_entry_sizes() {
     );
     assert_eq!((key, entry, slot, item), (14, 88, 104, 32), "update the README's per-entry table");
 }
+
+impl Policy {
+    /// A TCP segment from the internet host to `dst`, traced on a copy first, then forwarded
+    /// with a recorder: the verdict, the forwarded frame, and whether the full walk ran (it
+    /// records stages; the fast path records none).
+    fn inbound_twice(&mut self, dst: Ipv4Addr, sport: u16, dport: u16) -> (Verdict, Vec<u8>, bool) {
+        let (gw, host) = (self.model.internet_gateway_mac(), self.model.internet_host_mac());
+        let mut f = build::tcp(gw, host, HOST, dst, sport, dport, ACK, b"data");
+        let mut traced = f.clone();
+        let (v_traced, _) = self.pipeline.trace_internet(self.now, &mut traced);
+        let mut rec = Recorder::default();
+        let v = self.pipeline.process_internet(self.now, &mut f, Offload::default(), &mut rec);
+        assert_eq!((v, &f), (v_traced, &traced), "the fast path forwards as the full walk traces");
+        (v, f, !rec.lines.is_empty())
+    }
+
+    /// [`inbound_twice`](Self::inbound_twice) for a segment from `from` to the internet host.
+    fn outbound_twice(&mut self, from: &str, sport: u16, dport: u16) -> (Verdict, Vec<u8>, bool) {
+        let eni = &self.model.enis[self.eni(from).index()];
+        let router = self.model.vpcs[0].router_mac;
+        let mut f = build::tcp(router, eni.mac, eni.private_ip, HOST, sport, dport, ACK, b"data");
+        let mut traced = f.clone();
+        let (v_traced, _) = self.pipeline.trace(self.now, self.eni(from), &mut traced);
+        let mut rec = Recorder::default();
+        let v = self.pipeline.process(self.now, self.eni(from), &mut f, &mut rec);
+        assert_eq!((v, &f), (v_traced, &traced), "the fast path forwards as the full walk traces");
+        // Port security is recorded before the fast path is tried.
+        (v, f, rec.lines.len() > 1)
+    }
+}
+
+#[test]
+fn gateway_flows_take_the_fast_path_both_ways_and_rewrite_as_the_full_walk() {
+    let mut p = default_lab();
+    let nat = |p: &Policy| p.pipeline.stats().nat_gateways[0];
+    for (from, public) in [("eni-web", Ipv4Addr::new(203, 0, 113, 20)), ("eni-app", Ipv4Addr::new(203, 0, 113, 10))] {
+        let eni = p.eni(from);
+        let (v, out) = p.outbound(from, 40000, 80, SYN);
+        assert_eq!(v, Verdict::ToInternet, "{from}");
+        let port = ipv4(&out).flow.l4.src_port;
+        assert_eq!(p.inbound(public, 80, port, SYN_ACK).0, Verdict::Forward(eni), "{from}");
+        // From here on both directions are cached: no stage runs, the frames are the walk's.
+        for _ in 0..3 {
+            let (v, out, walked) = p.outbound_twice(from, 40000, 80);
+            assert_eq!((v, walked), (Verdict::ToInternet, false), "{from} out");
+            let ip = ipv4(&out);
+            assert_eq!((ip.flow.src, ip.flow.l4.src_port), (public, port), "{from}");
+            assert!(crate::packet::rewrite::verify(&out), "{from}: checksums");
+            let (v, back, walked) = p.inbound_twice(public, 80, port);
+            assert_eq!((v, walked), (Verdict::Forward(eni), false), "{from} in");
+            let b = ipv4(&back);
+            assert_eq!((b.flow.dst, b.flow.l4.dst_port), (p.model.enis[eni.index()].private_ip, 40000), "{from}");
+            assert!(crate::packet::rewrite::verify(&back), "{from}: checksums");
+        }
+    }
+    // The NAT gateway counted every fast packet as the walk counts them: SYN, SYN-ACK, 3 each way.
+    let c = nat(&p);
+    assert_eq!((c.packets_in_from_source, c.packets_out_to_destination), (4, 4));
+    assert_eq!((c.packets_in_from_destination, c.packets_out_to_source), (4, 4));
+    // Fast packets keep the translation alive: 300 s apart, past its 350 s idle timeout in all.
+    for step in 1..=3 {
+        p.now = Duration::from_secs(300 * step);
+        p.pipeline.handle_timeout(p.now);
+        let (v, _, walked) = p.outbound_twice("eni-app", 40000, 80);
+        assert_eq!((v, walked), (Verdict::ToInternet, false), "at {:?}", p.now);
+        let port = p.pipeline.connections(p.now, None).iter().find_map(|c| c.translated).expect("translated").1;
+        let (v, _, walked) = p.inbound_twice(Ipv4Addr::new(203, 0, 113, 10), 80, port);
+        assert_eq!((v, walked), (Verdict::Forward(p.eni("eni-app")), false), "at {:?}", p.now);
+    }
+}
+
+#[test]
+fn a_changed_acl_or_an_expired_translation_stops_the_gateway_fast_path() {
+    let mut p = default_lab();
+    let (web_public, nat_public) = (Ipv4Addr::new(203, 0, 113, 20), Ipv4Addr::new(203, 0, 113, 10));
+    for (from, public) in [("eni-web", web_public), ("eni-app", nat_public)] {
+        let port = ipv4(&p.outbound(from, 40000, 80, SYN).1).flow.l4.src_port;
+        assert_eq!(p.inbound(public, 80, port, SYN_ACK).0, Verdict::Forward(p.eni(from)));
+        assert!(!p.outbound_twice(from, 40000, 80).2, "{from}: cached");
+    }
+    // Deny the host in both subnets' ACLs, both ways: the next packet of each flow is judged
+    // again, as on AWS (network ACLs are stateless), though its connection is tracked.
+    let mut changed = p.model.clone();
+    for acl in &mut changed.network_acls {
+        for rules in [&mut acl.ingress, &mut acl.egress] {
+            let deny = crate::model::AclRule {
+                number: 1,
+                protocol: crate::model::Protocol::All,
+                ports: crate::model::PortMatch::Any,
+                cidr: Cidr::new(HOST, 32),
+                action: crate::model::AclAction::Deny,
+            };
+            rules.insert(0, deny);
+        }
+    }
+    let original = p.model.clone();
+    p.swap_to(changed);
+    for (from, public) in [("eni-web", web_public), ("eni-app", nat_public)] {
+        let (v, _, walked) = p.outbound_twice(from, 40000, 80);
+        assert!(walked && matches!(v, Verdict::Drop(_) | Verdict::DropAt(..)), "{from} out: {v:?}");
+        let port = if from == "eni-app" {
+            p.pipeline.connections(p.now, None).iter().find_map(|c| c.translated).expect("translated").1
+        } else {
+            40000
+        };
+        let (v, _, walked) = p.inbound_twice(public, 80, port);
+        assert!(walked && matches!(v, Verdict::Drop(_) | Verdict::DropAt(..)), "{from} in: {v:?}");
+    }
+    // Allowed again: judged once more, then fast.
+    p.swap_to(original);
+    assert_eq!(p.outbound_twice("eni-app", 40000, 80).0, Verdict::ToInternet);
+    assert!(!p.outbound_twice("eni-app", 40000, 80).2, "fast again");
+    // The translation dies at its idle timeout while eni-app's connection lives on: the next
+    // segment takes the walk, which answers it with a reset, as AWS does.
+    p.now = Duration::from_secs(351);
+    p.pipeline.handle_timeout(p.now);
+    let (v, _, walked) = p.outbound_twice("eni-app", 40000, 80);
+    assert!(walked && matches!(v, Verdict::ReplyWith(_)), "{v:?}");
+}

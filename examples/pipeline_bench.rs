@@ -10,6 +10,8 @@
 //! | `new-flow` | a datagram from a new source port each time, web -> app: a new connection on both ENIs |
 //! | `nat` | the next datagram of an established flow app -> internet host through the NAT gateway |
 //! | `igw` | the next datagram of an established flow web (Elastic IP) -> internet host through the internet gateway |
+//! | `nat-in` | the next reply of the `nat` flow, internet host -> app, translated back by the NAT gateway |
+//! | `igw-in` | the next reply of the `igw` flow, internet host -> web's Elastic IP |
 //! | `drop` | web -> app on a port app's security group does not allow, dropped at app's group |
 //! | `table` | (only with `--case table --flows N`) N established flows web -> app held at once, then the next datagram of one chosen at random among them |
 //! | `sweep` | (only with `--case sweep`) `new-flow` in a lab with N extra rules and routes, N = 0, 10, 100, 1000 (or `--rules N`) |
@@ -191,6 +193,8 @@ enum Case {
     NewFlow,
     Nat,
     Igw,
+    NatIn,
+    IgwIn,
     Drop,
     /// Connection tables at scale: not in [`Case::ALL`], run with `--flows`.
     Table,
@@ -199,7 +203,8 @@ enum Case {
 }
 
 impl Case {
-    const ALL: [Case; 6] = [Case::Copy, Case::Fast, Case::NewFlow, Case::Nat, Case::Igw, Case::Drop];
+    const ALL: [Case; 8] =
+        [Case::Copy, Case::Fast, Case::NewFlow, Case::Nat, Case::Igw, Case::NatIn, Case::IgwIn, Case::Drop];
 
     fn name(self) -> &'static str {
         match self {
@@ -208,6 +213,8 @@ impl Case {
             Case::NewFlow => "new-flow",
             Case::Nat => "nat",
             Case::Igw => "igw",
+            Case::NatIn => "nat-in",
+            Case::IgwIn => "igw-in",
             Case::Drop => "drop",
             Case::Table => "table",
             Case::Sweep => "sweep",
@@ -221,6 +228,8 @@ impl Case {
             Case::NewFlow => "new UDP flow (new source port), ENI to ENI",
             Case::Nat => "established UDP flow, NAT gateway to the internet",
             Case::Igw => "established UDP flow, Elastic IP to the internet",
+            Case::NatIn => "established UDP flow, internet to NAT gateway to ENI",
+            Case::IgwIn => "established UDP flow, internet to Elastic IP",
             Case::Drop => "UDP to a port the receiver's group refuses",
             Case::Table => "established UDP flow chosen at random among --flows held at once",
             Case::Sweep => "new UDP flow, ENI to ENI, with N extra rules and routes",
@@ -256,7 +265,8 @@ struct Args {
 struct Scenario {
     pipeline: Pipeline,
     now: Duration,
-    from: EniIdx,
+    /// The sending ENI; `None`: the internet.
+    from: Option<EniIdx>,
     template: Vec<u8>,
     /// The template's parsed header, for rewriting its source port.
     meta: Ipv4Meta,
@@ -384,14 +394,22 @@ impl Lab {
                 self.udp_from(self.web, self.ip(self.app), SPORT, REFUSED_PORT),
                 Verdict::DropAt(DropReason::SecurityGroupIngress, self.app),
             ),
-            Case::Nat => (self.app, self.udp_from(self.app, HOST, SPORT, DPORT), Verdict::ToInternet),
-            Case::Igw => (self.web, self.udp_from(self.web, HOST, SPORT, DPORT), Verdict::ToInternet),
+            Case::Nat | Case::NatIn => (self.app, self.udp_from(self.app, HOST, SPORT, DPORT), Verdict::ToInternet),
+            Case::Igw | Case::IgwIn => (self.web, self.udp_from(self.web, HOST, SPORT, DPORT), Verdict::ToInternet),
             // `main` sends `table` to `table_case` before any scenario is built.
             Case::Table => unreachable!("the table case has no single-flow scenario"),
         };
-        if matches!(case, Case::Fast | Case::Nat | Case::Igw) {
-            self.prime(&mut pipeline, now, from, &template, expected);
-        }
+        let (from, template, expected) = match case {
+            Case::Fast | Case::Nat | Case::Igw => {
+                self.prime(&mut pipeline, now, from, &template, expected);
+                (Some(from), template, expected)
+            }
+            Case::NatIn | Case::IgwIn => {
+                let reply = self.prime(&mut pipeline, now, from, &template, expected);
+                (None, reply, Verdict::Forward(from))
+            }
+            _ => (Some(from), template, expected),
+        };
         let meta = match parse(&template).expect("the template parses").l3 {
             L3Meta::Ipv4(ip) => ip,
             other => panic!("the template is not IPv4: {other:?}"),
@@ -411,8 +429,8 @@ impl Lab {
 
     /// Makes the template's flow established and two-way: its first packet (the full walk, which
     /// creates the connection entries and caches the hop), the peer's reply, then a second
-    /// packet, so what is measured is the flow's steady state.
-    fn prime(&self, p: &mut Pipeline, now: Duration, from: EniIdx, template: &[u8], expected: Verdict) {
+    /// packet, so what is measured is the flow's steady state. Returns the reply as it was sent.
+    fn prime(&self, p: &mut Pipeline, now: Duration, from: EniIdx, template: &[u8], expected: Verdict) -> Vec<u8> {
         let mut f = template.to_vec();
         assert_eq!(p.process(now, from, &mut f, &mut NoObserver), expected, "the flow's first packet");
         // `f` is now as it left: its source is what the peer answers to.
@@ -420,23 +438,23 @@ impl Lab {
             L3Meta::Ipv4(ip) => ip.flow,
             other => panic!("not IPv4: {other:?}"),
         };
-        let mut reply = match expected {
+        let reply = match expected {
             Verdict::Forward(to) => {
-                let mut r = self.udp_from(to, out.src, out.l4.dst_port, out.l4.src_port);
-                let v = p.process(now, to, &mut r, &mut NoObserver);
+                let r = self.udp_from(to, out.src, out.l4.dst_port, out.l4.src_port);
+                let v = p.process(now, to, &mut r.clone(), &mut NoObserver);
                 assert_eq!(v, Verdict::Forward(from), "the reply");
                 r
             }
             _ => {
-                let mut r = self.udp_from_internet(out.src, out.l4.dst_port, out.l4.src_port);
-                let v = p.process_internet(now, &mut r, Offload::default(), &mut NoObserver);
+                let r = self.udp_from_internet(out.src, out.l4.dst_port, out.l4.src_port);
+                let v = p.process_internet(now, &mut r.clone(), Offload::default(), &mut NoObserver);
                 assert_eq!(v, Verdict::Forward(from), "the reply from the internet");
                 r
             }
         };
-        black_box(&mut reply);
         let mut f = template.to_vec();
         assert_eq!(p.process(now, from, &mut f, &mut NoObserver), expected, "the flow's second packet");
+        reply
     }
 }
 
@@ -473,7 +491,11 @@ fn run_batch(s: &mut Scenario, buf: &mut [u8], count: u64) -> u64 {
             black_box(&mut *buf);
             continue;
         }
-        let v = s.pipeline.process(s.now, s.from, black_box(&mut *buf), &mut NoObserver);
+        let frame = black_box(&mut *buf);
+        let v = match s.from {
+            Some(from) => s.pipeline.process(s.now, from, frame, &mut NoObserver),
+            None => s.pipeline.process_internet(s.now, frame, Offload::default(), &mut NoObserver),
+        };
         wrong += u64::from(black_box(v) != s.expected);
     }
     wrong

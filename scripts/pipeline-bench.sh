@@ -33,7 +33,7 @@ while [ $# -gt 0 ]; do
         *) cases+=("$1"); shift ;;
     esac
 done
-[ ${#cases[@]} -gt 0 ] || cases=(copy fast new-flow nat igw drop)
+[ ${#cases[@]} -gt 0 ] || cases=(copy fast new-flow nat igw nat-in igw-in drop)
 small=${PBENCH_SMALL:-20000}
 big=${PBENCH_BIG:-120000}
 tolerance=${PBENCH_TOLERANCE:-5}

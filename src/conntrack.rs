@@ -123,6 +123,7 @@ pub struct ConnKey {
 
 impl ConnKey {
     /// The key of a packet's connection; a packet and its reply give the same key.
+    #[inline]
     pub fn of(p: &Flow) -> ConnKey {
         let (s, d) = endpoints(p);
         let (lo, hi) = if s <= d { (s, d) } else { (d, s) };
@@ -425,6 +426,7 @@ impl<D> ConnTable<D> {
     /// `go` (with whether the packet goes in the reply direction) and updated for the packet, as
     /// [`lookup`](Self::lookup) does, only if `go` answers `Some`. An expired entry, or one this
     /// packet would replace, is not shown and not touched (the caller's full walk deals with it).
+    #[inline]
     pub fn lookup_if<R>(
         &mut self,
         now: Duration,

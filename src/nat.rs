@@ -566,6 +566,30 @@ impl NatTable {
         Some(slot.m.inside)
     }
 
+    /// [`inbound`](Self::inbound) for the fast path: `go` gets the inside endpoint of the live
+    /// mapping, and the mapping is refreshed only when `go` answers (a packet that goes on to
+    /// the full walk is refreshed there, once). `None` when no live mapping answers or `go` did not.
+    pub fn inbound_if<R>(
+        &mut self,
+        now: Duration,
+        protocol: IpProto,
+        remote: (Ipv4Addr, u16),
+        outside_port: u16,
+        go: impl FnOnce((Ipv4Addr, u16)) -> Option<R>,
+    ) -> Option<R> {
+        let key = self.inbound_key(now, protocol, remote, outside_port)?;
+        let slot = self.map.get_mut(&key)?;
+        let answer = go(slot.m.inside)?;
+        slot.m.last_seen = slot.m.last_seen.max(now);
+        slot.m.packets += 1;
+        // The fast path follows only flows that were answered already.
+        if !slot.m.answered {
+            slot.m.answered = true;
+            self.counters.connections_established += 1;
+        }
+        Some(answer)
+    }
+
     /// [`inbound`](Self::inbound) without refreshing anything, for `trace`.
     pub fn peek_inbound(
         &self,

@@ -193,6 +193,15 @@ pub enum Hop {
 
 type Hops = [Option<Hop>; 2];
 
+/// A NAT gateway as its fast paths see it.
+#[derive(Clone, Copy, Debug)]
+struct NatEdge {
+    /// The VPC of its subnet, where the inside addresses it translates back to live.
+    vpc: VpcIdx,
+    /// Its Elastic IP, the source its traffic leaves with.
+    public: Option<Ipv4Addr>,
+}
+
 /// What the fast path found for a packet: where it goes, with what its rewrite needs.
 #[derive(Clone, Copy, Debug)]
 enum Fast {
@@ -335,8 +344,8 @@ pub struct Pipeline {
     conntrack: Vec<ConnTable<Hops>>,
     igw: IgwMap,
     nats: Vec<NatTable>,
-    /// By NAT gateway index: its Elastic IP, the source its traffic leaves with.
-    nat_public: Vec<Option<Ipv4Addr>>,
+    /// By NAT gateway index: what its fast paths need.
+    nat_edges: Vec<NatEdge>,
     /// The internet side: the MAC the lab sends from, the MAC it sends to (the emulated
     /// internet's interface, or the uplink's gateway, learned by ARP), the uplink's gateway.
     inet_own_mac: Mac,
@@ -370,7 +379,7 @@ impl Pipeline {
             acls: Vec::new(),
             conntrack,
             igw: IgwMap::new(model),
-            nat_public: Vec::new(),
+            nat_edges: Vec::new(),
             nats: model
                 .nat_gateways
                 .iter()
@@ -545,10 +554,13 @@ impl Pipeline {
         self.acls = model.network_acls.clone();
         self.routes = route_table::compile_all(model);
         self.igw = IgwMap::new(model);
-        self.nat_public = model
+        self.nat_edges = model
             .nat_gateways
             .iter()
-            .map(|n| self.igw.public_of(model.subnets[n.subnet.index()].vpc, n.private_ip))
+            .map(|n| {
+                let vpc = model.subnets[n.subnet.index()].vpc;
+                NatEdge { vpc, public: self.igw.public_of(vpc, n.private_ip) }
+            })
             .collect();
         self.model = std::sync::Arc::new(model.clone());
     }
@@ -1315,7 +1327,7 @@ impl Pipeline {
         // its flags twice. So the sender's entry is updated only after the receiver's lookup (or
         // the NAT translation's refresh) succeeded, which also proves it is still there (it may
         // have expired on its own, with shorter timeouts).
-        let (generation, ports, nats, nat_public) = (self.generation, &self.ports, &mut self.nats, &self.nat_public);
+        let (generation, ports, nats, nat_edges) = (self.generation, &self.ports, &mut self.nats, &self.nat_edges);
         let (before, rest) = self.conntrack.split_at_mut(from.index());
         let (sender, after) = rest.split_first_mut()?;
         let router_mac = ports[from.index()].router_mac;
@@ -1325,9 +1337,8 @@ impl Pipeline {
             // own (layer 2): a frame of the flow sent to any other MAC takes another walk, which
             // may drop it (an unknown MAC) or route it. A frame parsed as IPv4 holds its
             // Ethernet header.
-            let to_router = frame[..6] == router_mac.0;
             // Towards the internet only what fits its MTU: the rest needs the full walk's answer.
-            let fits_internet = to_router && wire_size(ip, frame, off) <= INTERNET_MTU;
+            let fits_internet = || frame[..6] == router_mac.0 && wire_size(ip, frame, off) <= INTERNET_MTU;
             match hop {
                 Hop::Eni { to, routed } => {
                     debug_assert!(to.index() < ports.len(), "a hop of the current generation names a port");
@@ -1342,9 +1353,9 @@ impl Pipeline {
                     };
                     receiver?.lookup(now, info).map(|_| Fast::Eni(to, routed))
                 }
-                Hop::Internet { public } => fits_internet.then_some(Fast::Internet(public)),
-                Hop::Nat(n) if fits_internet && !ip.fragment => {
-                    let public = (*nat_public.get(n.index())?)?;
+                Hop::Internet { public } => fits_internet().then_some(Fast::Internet(public)),
+                Hop::Nat(n) if !ip.fragment && fits_internet() => {
+                    let public = nat_edges.get(n.index())?.public?;
                     let (inside, remote) = ((info.src, info.l4.src_port), (info.dst, info.l4.dst_port));
                     let port = nats.get_mut(n.index())?.refresh_outbound(now, info.proto, inside, remote)?;
                     Some(Fast::Nat(n, public, port))
@@ -1352,6 +1363,11 @@ impl Pipeline {
                 Hop::Nat(_) | Hop::FromInternet | Hop::FromNat(_) => None,
             }
         })?;
+        if let Fast::Eni(to, routed) = fast {
+            // The common case, kept in line.
+            self.deliver(to, routed, frame, &mut NoObserver);
+            return Some(Verdict::Forward(to));
+        }
         Some(self.take_fast(fast, ip, frame, off, obs))
     }
 
@@ -1370,38 +1386,45 @@ impl Pipeline {
         if ip.flow.proto == IpProto::ICMP {
             return None;
         }
-        let mut inside = *ip;
-        let (to, want) = if let Some((eni, private)) = self.igw.private_of(ip.flow.dst) {
-            inside.flow.dst = private;
-            (eni, Hop::FromInternet)
-        } else {
-            let (n, _) = self.igw.nat_of(ip.flow.dst)?;
-            // Looked up without refreshing: a packet that falls back refreshes it in the walk.
-            let remote = (ip.flow.src, ip.flow.l4.src_port);
-            let (private, port) = self.nats[n.index()].peek_inbound(now, ip.flow.proto, remote, ip.flow.l4.dst_port)?;
-            inside.flow.dst = private;
-            inside.flow.l4.dst_port = port;
-            let vpc = self.model.subnets[self.model.nat_gateways[n.index()].subnet.index()].vpc;
-            (*self.owner_by_ip.get(&(vpc, private))?, Hop::FromNat(n))
-        };
         let generation = self.generation;
-        let table = self.conntrack.get_mut(to.index())?;
-        table.lookup_if(now, &inside.flow, |e, reply| {
+        let is_cached = |e: &crate::conntrack::Entry<Hops>, reply: bool, want: Hop| {
             (e.generation == generation && e.decision[usize::from(reply)] == Some(want)).then_some(())
-        })?;
-        if let Hop::FromNat(n) = want {
-            obs.nat_gateway(n);
-            let t = &mut self.nats[n.index()];
-            let remote = (ip.flow.src, ip.flow.l4.src_port);
-            t.inbound(now, ip.flow.proto, remote, ip.flow.l4.dst_port);
-            let c = t.counters_mut();
-            let len = frame.len() as u64;
-            c.packets_in_from_destination += 1;
-            c.bytes_in_from_destination += len;
-            c.packets_out_to_source += 1;
-            c.bytes_out_to_source += len;
-            rewrite::set_dst_port(frame, ip, inside.flow.l4.dst_port, off.csum());
+        };
+        let mut inside = *ip;
+        if let Some((to, private)) = self.igw.private_of(ip.flow.dst) {
+            inside.flow.dst = private;
+            let table = self.conntrack.get_mut(to.index())?;
+            table.lookup_if(now, &inside.flow, |e, reply| is_cached(e, reply, Hop::FromInternet))?;
+            rewrite::set_dst_ip(frame, ip, private, off.csum());
+            return Some(self.take_fast(Fast::Inbound(to), ip, frame, off, obs));
         }
+        let (n, _) = self.igw.nat_of(ip.flow.dst)?;
+        let vpc = self.nat_edges.get(n.index())?.vpc;
+        let (conntrack, owner_by_ip) = (&mut self.conntrack, &self.owner_by_ip);
+        let remote = (ip.flow.src, ip.flow.l4.src_port);
+        let to = self.nats.get_mut(n.index())?.inbound_if(
+            now,
+            ip.flow.proto,
+            remote,
+            ip.flow.l4.dst_port,
+            |(addr, port)| {
+                inside.flow.dst = addr;
+                inside.flow.l4.dst_port = port;
+                let to = *owner_by_ip.get(&(vpc, addr))?;
+                conntrack
+                    .get_mut(to.index())?
+                    .lookup_if(now, &inside.flow, |e, reply| is_cached(e, reply, Hop::FromNat(n)))?;
+                Some(to)
+            },
+        )?;
+        obs.nat_gateway(n);
+        let c = self.nats[n.index()].counters_mut();
+        let len = frame.len() as u64;
+        c.packets_in_from_destination += 1;
+        c.bytes_in_from_destination += len;
+        c.packets_out_to_source += 1;
+        c.bytes_out_to_source += len;
+        rewrite::set_dst_port(frame, ip, inside.flow.l4.dst_port, off.csum());
         rewrite::set_dst_ip(frame, ip, inside.flow.dst, off.csum());
         Some(self.take_fast(Fast::Inbound(to), ip, frame, off, obs))
     }

@@ -20,21 +20,23 @@
 #   biglab    a lab of 500 instances: `up` and `down` times (scripts/failover.py biglab).
 #   live      an ENI failover's outage; a change to a big lab (scripts/failover.py).
 #
-#   scripts/bench.sh [--secs S] [--only SECTION,...] [--quick] [--up-args "ARGS"] [SECONDS]
+#   scripts/bench.sh [--secs S] [--only SECTION,...] [--runs N] [--quick] [--pktgen-mode M] [--up-args "ARGS"] [SECONDS]
 #     --secs S / SECONDS  seconds per measurement (default 5)
 #     --only            the sections to run, comma-separated (default: all, in the order above)
+#     --runs N          gen: measure the ceiling and each path N times, print the medians (default 1)
 #     --quick           2 s per measurement, sections gen and newflows
 #     --up-args         extra arguments for every `vpclab up` of the lab rows (e.g. for a worker count)
 #     --pktgen-mode M   pktgen's send mode for the gen and newflows rows: sendmmsg (default) or ring
 #
 # A step that fails stops the run with its error (set -e; every measurement checks its output).
 set -euo pipefail
-secs=5 only="" up_args="" pktgen_mode=sendmmsg
+secs=5 runs=1 only="" up_args="" pktgen_mode=sendmmsg
 all_sections="iperf gen newflows tables sweep biglab live"
 while [ $# -gt 0 ]; do
   case $1 in
     --secs) secs=$2; shift 2 ;;
     --only) only=$2; shift 2 ;;
+    --runs) runs=$2; shift 2 ;;
     --quick) secs=2; only=${only:-gen,newflows}; shift ;;
     --up-args) up_args=$2; shift 2 ;;
     --pktgen-mode) pktgen_mode=$2; shift 2 ;;
@@ -69,6 +71,7 @@ cleanup() {
 }
 trap cleanup EXIT
 fail() { echo "bench: $*" >&2; exit 1; }
+median() { python3 -c "import statistics, sys; print(f'{statistics.median(map(float, sys.argv[1:])):g}')" "$@"; }
 ratio() { python3 -c "import sys; a, b = float(sys.argv[1]), float(sys.argv[2]); print(f'{a / b:.2f}' if b else 'n/a')" "$1" "$2"; }
 
 # The lab every row uses: client (10.0.1.10, Elastic IP 203.0.113.20) in a public subnet, server
@@ -298,12 +301,17 @@ gen_ceiling() {
     done
   done
   pktgen_mode=$keep
-  gen_run "$a" tba 10.9.0.2 "$b" tbb "$bp"
-  bridge_kpps=$g_kpps
-  gen_run "$a" tba 10.9.0.2 "$b" tbb "$bp" --rate 50000
-  bridge_cpu_ns=$g_cpu_ns
-  echo "# ceiling (mode $pktgen_mode): udp64_kpps delivered flat out; cpu_ns: the copier's CPU per packet at 50 kpps"
-  echo "gen bridge udp64_kpps=$bridge_kpps cpu_ns=$bridge_cpu_ns"
+  local kpps="" flat="" cpu="" _
+  for _ in $(seq "$runs"); do
+    gen_run "$a" tba 10.9.0.2 "$b" tbb "$bp"
+    kpps+=" $g_kpps" flat+=" $g_cpu_ns"
+    gen_run "$a" tba 10.9.0.2 "$b" tbb "$bp" --rate 50000
+    cpu+=" $g_cpu_ns"
+  done
+  bridge_kpps=$(median $kpps) bridge_cpu_ns=$(median $cpu)
+  echo "# ceiling (mode $pktgen_mode; median of $runs run(s), [all runs]): udp64_kpps delivered flat out;"
+  echo "# cpu_ns: the copier's CPU per delivered packet at 50 kpps; flat_cpu_ns: the same flat out"
+  echo "gen bridge udp64_kpps=$bridge_kpps [$kpps ] cpu_ns=$bridge_cpu_ns [$cpu ] flat_cpu_ns=$(median $flat) [$flat ]"
   kill "$bp"; wait "$bp" 2>/dev/null || true; bp=""
   ip netns del "$a"; ip netns del "$b"
 }
@@ -320,22 +328,31 @@ path_of() {
 section_gen() {
   lab_up "bgen$$" 65536
   quiet_receiver "$lab-server"; quiet_receiver "$lab-internet"
-  echo "# pktgen through vpclab: udp64_kpps delivered flat out (one flow; vs the bridge row);"
-  echo "# cpu_ns: forwarder CPU per packet at 50 kpps (vs bridge: target <= 1.2x for eni; igw, nat vs eni: target <= 1.1x); flat_cpu_ns: the same flat out"
-  local path src dst rx kpps cpu eni_cpu="" verdict
+  echo "# pktgen through vpclab (median of $runs run(s), paths alternating, [all runs]): udp64_kpps delivered flat out"
+  echo "# (one flow; vs the bridge row); cpu_ns: forwarder CPU per delivered packet at 50 kpps (targets: eni <= 1.2x"
+  echo "# bridge; igw, nat <= 1.1x eni); flat_cpu_ns: the same flat out"
+  local path src dst rx _
+  declare -A kpps=() sent=() cpu=() flat=()
+  for _ in $(seq "$runs"); do
+    for path in eni igw nat; do
+      read -r src dst rx < <(path_of "$path")
+      gen_run "$src" eth0 "$dst" "$rx" eth0 "$pid" --sport 10000 --dport 5001
+      kpps[$path]+=" $g_kpps" sent[$path]+=" $g_sent_kpps" flat[$path]+=" $g_cpu_ns"
+      gen_run "$src" eth0 "$dst" "$rx" eth0 "$pid" --sport 10000 --dport 5001 --rate 50000
+      cpu[$path]+=" $g_cpu_ns"
+    done
+  done
+  local eni_cpu k c verdict
+  eni_cpu=$(median ${cpu[eni]})
   for path in eni igw nat; do
-    read -r src dst rx < <(path_of "$path")
-    gen_run "$src" eth0 "$dst" "$rx" eth0 "$pid" --sport 10000 --dport 5001
-    kpps=$g_kpps sent=$g_sent_kpps flat_cpu=$g_cpu_ns
-    gen_run "$src" eth0 "$dst" "$rx" eth0 "$pid" --sport 10000 --dport 5001 --rate 50000
-    cpu=$g_cpu_ns
+    k=$(median ${kpps[$path]}) c=$(median ${cpu[$path]})
     if [ "$path" = eni ]; then
-      eni_cpu=$cpu
-      verdict=$(python3 -c "import sys; r=$cpu/$bridge_cpu_ns; print(f'{r:.2f}x bridge, target <= 1.20x: ' + ('met' if r <= 1.2 else 'NOT met'))")
+      verdict="$(ratio "$c" "$bridge_cpu_ns")x bridge, target <= 1.20x: $(python3 -c "print('met' if $c <= 1.2 * $bridge_cpu_ns else 'NOT met')")"
     else
-      verdict=$(python3 -c "import sys; r=$cpu/$eni_cpu; print(f'{$cpu/$bridge_cpu_ns:.2f}x bridge, {r:.2f}x eni, target <= 1.10x eni: ' + ('met' if r <= 1.1 else 'NOT met'))")
+      verdict="$(ratio "$c" "$bridge_cpu_ns")x bridge, $(ratio "$c" "$eni_cpu")x eni, target <= 1.10x eni: $(python3 -c "print('met' if $c <= 1.1 * $eni_cpu else 'NOT met')")"
     fi
-    echo "gen path=$path udp64_kpps=$kpps ($(ratio "$kpps" "$bridge_kpps")x bridge; sent $sent kpps) cpu_ns=$cpu ($verdict) flat_cpu_ns=$flat_cpu"
+    echo "gen path=$path udp64_kpps=$k ($(ratio "$k" "$bridge_kpps")x bridge) [${kpps[$path]} ] sent_kpps=$(median ${sent[$path]})" \
+      "cpu_ns=$c ($verdict) [${cpu[$path]} ] flat_cpu_ns=$(median ${flat[$path]}) [${flat[$path]} ]"
   done
   lab_down
 }
@@ -379,6 +396,6 @@ section_live() {
   python3 scripts/failover.py "$bin" failover bigchange
 }
 
-echo "# vpclab bench $(date -u '+%Y-%m-%d %H:%M UTC') commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'): sections $sections; $secs s per measurement${up_args:+; up $up_args}"
+echo "# vpclab bench $(date -u '+%Y-%m-%d %H:%M UTC') commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'): sections $sections; $secs s per measurement; $runs run(s); load $(cut -d' ' -f1-3 /proc/loadavg)${up_args:+; up $up_args}"
 if want gen || want newflows; then gen_ceiling; fi
 for s in $sections; do "section_$s"; done

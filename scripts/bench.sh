@@ -279,14 +279,17 @@ PY
 }
 
 # The `bridge` ceiling: tapbridge (no processing, a read and a write per frame) between two
-# namespaces, loaded by pktgen like vpclab's paths. Sets bridge_kpps and bridge_cpu_ns.
+# namespaces, loaded by pktgen like vpclab's paths. Sets bridge_kpps and bridge_cpu_ns; run once,
+# by the first section that needs it.
 gen_ceiling() {
   gcc -O2 -o "$work/tapbridge" "$shared/bench/tapbridge.c"
   local a="gen$$a" b="gen$$b"
   ip netns add "$a"; ip netns add "$b"
   "$work/tapbridge" 0 2>/dev/null & bp=$!
   for _ in $(seq 100); do ip link show tbb >/dev/null 2>&1 && break; sleep 0.05; done
-  ip link set tba netns "$a" || fail "tapbridge did not create its TAPs (is another ceiling run using tba/tbb?)"
+  # tapbridge exits if its TAP names are taken (another ceiling run): then tba/tbb are not ours.
+  kill -0 "$bp" 2>/dev/null || fail "tapbridge could not create its TAPs tba/tbb (is another ceiling run using them?)"
+  ip link set tba netns "$a"
   ip link set tbb netns "$b"
   ip -n "$a" addr add 10.9.0.1/24 dev tba; ip -n "$a" link set tba up
   ip -n "$b" addr add 10.9.0.2/24 dev tbb; ip -n "$b" link set tbb up
@@ -326,6 +329,7 @@ path_of() {
 }
 
 section_gen() {
+  [ -n "${bridge_kpps:-}" ] || gen_ceiling
   lab_up "bgen$$" 65536
   quiet_receiver "$lab-server"; quiet_receiver "$lab-internet"
   echo "# pktgen through vpclab (median of $runs run(s), paths alternating, [all runs]): udp64_kpps delivered flat out"
@@ -358,6 +362,7 @@ section_gen() {
 }
 
 section_newflows() {
+  [ -n "${bridge_kpps:-}" ] || gen_ceiling
   echo "# new flows per second through real TAPs: pktgen sends a new connection per packet (ports stepped:"
   echo "# destination 5000-5999, source 1024-65535), flat out, each path in a fresh lab whose ENIs track up to"
   echo "# 4,000,000 connections; every delivered packet opened a connection (target: >= 200,000/s)"
@@ -397,5 +402,4 @@ section_live() {
 }
 
 echo "# vpclab bench $(date -u '+%Y-%m-%d %H:%M UTC') commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'): sections $sections; $secs s per measurement; $runs run(s); load $(cut -d' ' -f1-3 /proc/loadavg)${up_args:+; up $up_args}"
-if want gen || want newflows; then gen_ceiling; fi
 for s in $sections; do "section_$s"; done

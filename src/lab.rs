@@ -7,10 +7,12 @@
 //!   win, and a dead owner's lock is released by the kernel.
 //! - `<run dir>/<lab>/record.json` is written (atomically) before anything is created.
 //! - Every namespace is `<lab>-<instance>`, and lab names hold no `-`, so `<lab>-*` finds all of a
-//!   lab's namespaces even without its record. TAPs are born in the host namespace under a short
-//!   temporary name (see [`tap_temp_name`]) and moved into their instance as `eth<device_index>`;
-//!   a TAP is deleted by the kernel when the forwarder's descriptor closes, so a dead forwarder
-//!   leaves no device behind.
+//!   lab's namespaces even without its record. `up` makes the TAPs of running instances inside
+//!   their namespaces as `eth<device_index>`; every other TAP is born in the host namespace under
+//!   a short temporary name (see [`tap_temp_name`]) and moved into an instance when it is placed.
+//!   TAPs are persistent while the forwarder holds them (a dead forwarder leaves its instances'
+//!   networks for `resume`); one it lets go is removed, by itself in the host namespace, with its
+//!   namespace otherwise.
 //! - A failed or interrupted build deletes whatever it created before returning the error.
 
 use std::fs;

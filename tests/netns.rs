@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use vpclab::model::{Cidr, Mac};
 use vpclab::netns::{
-    create_netns, delete_netns, list_netns, netns_exists, run_in_netns, set_sysctl, LinkConfig, Netlink, NetnsError,
-    RouteSpec,
+    create_netns, create_netns_with, delete_netns, list_netns, netns_exists, run_in_netns, set_sysctl, set_sysctl_here,
+    LinkConfig, Netlink, NetnsError, RouteSpec,
 };
 
 fn root_or_skip(test: &str) -> bool {
@@ -145,6 +145,48 @@ fn namespaces_are_created_listed_and_deleted() {
     assert!(!list_netns().contains(&ns));
     delete_netns(&ns).expect("deleting an absent namespace is fine");
     assert!(matches!(run_in_netns(&ns, || ()), Err(NetnsError::NotFound { .. })));
+}
+
+#[test]
+fn a_namespace_is_dressed_from_inside_by_the_thread_that_made_it() {
+    if !root_or_skip("a_namespace_is_dressed_from_inside_by_the_thread_that_made_it") {
+        return;
+    }
+    let mut guard = Cleanup::default();
+    let ns = ns_name("d");
+    guard.namespaces.push(ns.clone());
+
+    let own = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
+    let (inside, tap) = create_netns_with(&ns, || {
+        set_sysctl_here("net.ipv6.conf.default.disable_ipv6", "1").unwrap();
+        // Made inside, the TAP is born in the namespace: no move from the host.
+        let tap = open_tap("eth0");
+        (std::fs::read_link("/proc/thread-self/ns/net").unwrap(), tap)
+    })
+    .unwrap();
+    assert_ne!(own, inside);
+    assert_eq!(own, std::fs::read_link("/proc/thread-self/ns/net").unwrap(), "the caller stayed where it was");
+    let named = run_in_netns(&ns, || std::fs::read_link("/proc/thread-self/ns/net").unwrap()).unwrap();
+    assert_eq!(named, inside, "the closure ran in the namespace that got the name");
+    let link = &ip_json(&ns, &["link", "show", "eth0"])[0];
+    assert_eq!(link["ifname"], "eth0", "{link}");
+    let lo = &ip_json(&ns, &["link", "show", "lo"])[0];
+    assert!(lo["flags"].as_array().unwrap().iter().any(|f| f == "UP"), "lo not up: {lo}");
+    let v6 = run_in_netns(&ns, || std::fs::read_to_string("/proc/sys/net/ipv6/conf/eth0/disable_ipv6").unwrap());
+    assert_eq!(v6.unwrap().trim(), "1", "eth0 took the namespace's default set before it was made");
+
+    // A name that is taken runs nothing; a closure that fails leaves the namespace to the caller.
+    let ran = std::sync::atomic::AtomicBool::new(false);
+    let taken = create_netns_with(&ns, || ran.store(true, std::sync::atomic::Ordering::Relaxed));
+    assert!(matches!(taken, Err(NetnsError::Exists { .. })), "{taken:?}");
+    assert!(!ran.load(std::sync::atomic::Ordering::Relaxed));
+    let failing = ns_name("e");
+    guard.namespaces.push(failing.clone());
+    let result = create_netns_with(&failing, || set_sysctl_here("net.ipv4.no_such_key", "1")).unwrap();
+    let err = result.unwrap_err();
+    assert!(err.to_string().contains("net.ipv4.no_such_key"), "{err}");
+    assert!(netns_exists(&failing), "the caller removes it");
+    drop(tap);
 }
 
 #[test]

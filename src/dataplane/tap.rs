@@ -101,6 +101,13 @@ impl Tap {
         self.persistent = true;
     }
 
+    /// Leaves the device to the namespace it is in, which is going away: dropping the TAP then
+    /// only closes the descriptor, and the kernel removes the device with its namespace, in one
+    /// batch with the others, instead of unregistering it on its own (about 20 ms each here).
+    pub fn leave_to_namespace(&mut self) {
+        self.persistent = false;
+    }
+
     fn open(name: &str) -> Result<Tap, TapError> {
         let cname = CString::new(name).map_err(|_| TapError::BadName(name.into()))?;
         if name.is_empty() || cname.as_bytes().len() >= libc::IFNAMSIZ {

@@ -194,6 +194,16 @@ fn prepare_run_dir() -> Result<(), NetnsError> {
 /// Fails with [`NetnsError::Exists`] if the name is taken. On any later failure the half-made
 /// namespace is removed again.
 pub fn create_netns(name: &str) -> Result<(), NetnsError> {
+    create_netns_with(name, || ())
+}
+
+/// Creates the named namespace as [`create_netns`] does, then runs `f` inside it, on the thread
+/// that made it, and returns its result: what an instance needs from inside (sysctls written
+/// with [`set_sysctl_here`], TAPs opened, a netlink socket) costs no further thread or `setns`.
+///
+/// If creating fails, nothing is left behind; once `f` runs the namespace exists, whatever `f`
+/// returns, and removing it is the caller's business.
+pub fn create_netns_with<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {
     let path = netns_path(name)?;
     prepare_run_dir()?;
     // The mount target: an empty file, created exclusively so two creators cannot share a name.
@@ -202,14 +212,15 @@ pub fn create_netns(name: &str) -> Result<(), NetnsError> {
         _ => NetnsError::Sys { op: format!("create {}", path.display()), errno: errno_of(&e) },
     })?;
     let made = std::thread::scope(|s| {
-        s.spawn(|| -> Result<(), NetnsError> {
+        s.spawn(|| -> Result<T, NetnsError> {
             // This thread alone moves into a new namespace; it ends with the scope.
             unshare(CloneFlags::CLONE_NEWNET).map_err(sys(format!("unshare a new network namespace for `{name}`")))?;
             // `/proc/self` would name the thread-group leader's namespace: use this thread's.
             mount(Some("/proc/thread-self/ns/net"), &path, Some("none"), MsFlags::MS_BIND, None::<&str>)
                 .map_err(sys(format!("bind-mount the new namespace on {}", path.display())))?;
             let mut nl = Netlink::open_labelled(format!("namespace `{name}`"))?;
-            nl.set_link("lo", &LinkConfig { up: true, ..LinkConfig::default() })
+            nl.set_link("lo", &LinkConfig { up: true, ..LinkConfig::default() })?;
+            Ok(f())
         })
         .join()
         .unwrap_or_else(|p| std::panic::resume_unwind(p))
@@ -321,9 +332,17 @@ fn sysctl_path(key: &str) -> Result<PathBuf, NetnsError> {
 /// The write happens on a thread inside the namespace: `/proc/sys/net` shows the namespace of the
 /// thread that opens it.
 pub fn set_sysctl(netns: &str, key: &str, value: &str) -> Result<(), NetnsError> {
+    run_in_netns(netns, || set_sysctl_here(key, value))?.map_err(|e| match e {
+        NetnsError::Sys { op, errno } => NetnsError::Sys { op: format!("{op} in namespace `{netns}`"), errno },
+        other => other,
+    })
+}
+
+/// Sets a sysctl of the calling thread's namespace (a thread inside a namespace, such as the
+/// closure of [`create_netns_with`], writes its sysctls with no thread of its own).
+pub fn set_sysctl_here(key: &str, value: &str) -> Result<(), NetnsError> {
     let path = sysctl_path(key)?;
-    run_in_netns(netns, || fs::write(&path, value))?
-        .map_err(sys_io(format!("set sysctl {key}={value} in namespace `{netns}`")))
+    fs::write(&path, value).map_err(sys_io(format!("set sysctl {key}={value}")))
 }
 
 #[cfg(test)]

@@ -87,7 +87,9 @@ impl Netlink {
         super::run_in_netns(netns, || Netlink::open_labelled(format!("namespace `{netns}`")))?
     }
 
-    pub(super) fn open_labelled(netns: String) -> Result<Netlink, NetnsError> {
+    /// Opens a socket in the calling thread's current namespace, named `netns` in its errors
+    /// (for a thread inside a namespace, such as the closure of [`super::create_netns_with`]).
+    pub fn open_labelled(netns: String) -> Result<Netlink, NetnsError> {
         let op = |what: &str| format!("{what} a netlink socket in {netns}");
         let mut socket = Socket::new(NETLINK_ROUTE).map_err(|e| sys_err(op("open"), &e))?;
         socket.bind_auto().map_err(|e| sys_err(op("bind"), &e))?;

@@ -617,15 +617,15 @@ impl Pipeline {
                     continue;
                 }
                 let (a, b) = e.key.endpoints();
-                let responder = if a == e.initiator { b } else { a };
+                let responder = if a == e.initiator() { b } else { a };
                 out.push(ConnectionView {
                     translated: None,
                     eni: self.ports[i].id.clone(),
                     protocol: e.key.protocol(),
-                    initiator: e.initiator,
+                    initiator: e.initiator(),
                     responder,
                     state: format!("{:?}", e.state),
-                    packets: e.packets,
+                    packets: e.packets(),
                     expires_in_secs: remaining.as_secs(),
                 });
             }

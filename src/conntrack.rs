@@ -520,6 +520,9 @@ impl<D> ConnTable<D> {
     /// connection in TIME_WAIT or CLOSED: the old entry is removed so the new connection is judged
     /// afresh by the caller and inserted.
     pub fn lookup(&mut self, now: Duration, p: &Flow) -> Option<(&mut Entry<D>, bool)> {
+        if self.len == 0 {
+            return None; // no key to hash (as hashbrown's maps do)
+        }
         let key = ConnKey::of(p);
         let (s, hash) = self.shard_of(&key);
         let (now, t) = (self.tick(now), self.timeouts);
@@ -548,6 +551,9 @@ impl<D> ConnTable<D> {
         p: &Flow,
         go: impl FnOnce(&Entry<D>, bool) -> Option<R>,
     ) -> Option<R> {
+        if self.len == 0 {
+            return None;
+        }
         let key = ConnKey::of(p);
         let (s, hash) = self.shard_of(&key);
         let (now, t) = (self.tick(now), self.timeouts);
@@ -567,6 +573,9 @@ impl<D> ConnTable<D> {
     /// packet's connection and whether the packet goes in the reply direction. Changes nothing,
     /// not even an expired entry.
     pub fn peek(&self, now: Duration, p: &Flow) -> Option<(&Entry<D>, bool)> {
+        if self.len == 0 {
+            return None;
+        }
         let key = ConnKey::of(p);
         let (s, hash) = self.shard_of(&key);
         let e = self.shards[s].find(hash, |e| e.key == key)?;

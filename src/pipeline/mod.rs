@@ -448,7 +448,7 @@ impl Pipeline {
     /// is followed: each flow's next packet takes the full walk.
     ///
     /// Cost: O(ENIs + NAT gateways), plus O(entries) for a table whose timeouts changed (its
-    /// expiry queue is rebuilt).
+    /// earliest deadline is recomputed).
     pub fn take_state_from(&mut self, old: &mut Pipeline) {
         let old_enis: HashMap<&str, usize> = old.ports.iter().enumerate().map(|(i, p)| (p.id.as_str(), i)).collect();
         for i in 0..self.ports.len() {

@@ -64,8 +64,8 @@ const ICMP_ECHO_REQUEST: u8 = 8;
 pub const PRESIZE_CAP: usize = 1 << 14;
 
 /// Most buckets one [`ConnTable::handle_timeout`] call examines, so one call never stalls the
-/// packet loop (a bucket is a control byte and, when full, a deadline to compare: about 0.1 ms
-/// for the whole budget here); when more work is due, [`ConnTable::poll_timeout`] is `<= now`.
+/// packet loop (a bucket is a control byte and, when full, a deadline to compare, read in
+/// order); when more work is due, [`ConnTable::poll_timeout`] is `<= now`.
 pub const HANDLE_TIMEOUT_BUDGET: usize = 1 << 15;
 
 /// Entries per shard at the configured bound: a table has `max_entries / SHARD_ENTRIES` shards

@@ -19,25 +19,38 @@
 //! established, UDP stream and UDP single use the ENI's configured [`ConntrackConfig`]; states AWS
 //! does not document follow Linux `nf_conntrack` defaults ([`FIXED_TIMEOUTS`]).
 //!
+//! Memory. An entry is 48 bytes with the pipeline's cached hops (`connection_entry_sizes` in the
+//! pipeline's tests pins it): the key is stored once (a hashbrown `HashTable`, not a map that
+//! repeats it), times are `u32` milliseconds since the table's epoch, and there is no expiry
+//! queue: expired entries are found by an incremental sweep of the buckets. The entries are spread
+//! over shards (independent hash tables, chosen by hash bits hashbrown does not use), so a table
+//! grows and shrinks one shard at a time: no moment holds two copies of the whole table, and no
+//! re-hash moves more than one shard's entries.
+//!
 //! Invariants.
-//! - An entry is live iff `now < last_seen + timeout(state)`; an expired entry is never returned by
-//!   [`ConnTable::lookup`], [`ConnTable::peek`] or [`ConnTable::related`], even before it is
-//!   reclaimed. `last_seen` never moves backwards.
-//! - Expiry queue: every entry has one pending queue item `(queued, key)` with
-//!   `queued <= its deadline`; items of removed or since-touched entries are stale and are dropped
-//!   or re-queued lazily when they come up, so reclaiming never scans the whole table. The queue is
-//!   compacted (rebuilt from live entries, O(n)) when stale items outnumber entries, so its memory is
-//!   O(entries).
+//! - An entry is live iff `now < last_seen + timeout(state)`, in whole milliseconds; an expired
+//!   entry is never returned by [`ConnTable::lookup`], [`ConnTable::peek`] or
+//!   [`ConnTable::related`], even before it is reclaimed. `last_seen` never moves backwards.
+//! - Reclaiming is a sweep: each [`ConnTable::handle_timeout`] call examines at most
+//!   [`HANDLE_TIMEOUT_BUDGET`] buckets from where the last one stopped and removes the expired
+//!   entries there; a full pass over every shard is a cycle. `earliest` is a lower bound of every
+//!   entry's deadline (lowered by every insert and touch, raised to the smallest deadline seen at
+//!   the end of a cycle), so [`ConnTable::poll_timeout`] is never late and `handle_timeout` does
+//!   nothing before it. A shard re-hashed while the sweep is inside it is swept again from its
+//!   start, as its entries moved.
+//! - Time is kept as `u32` milliseconds since `epoch`. Before the count could overflow
+//!   (2^31 ms, 24.8 days after the epoch), `handle_timeout` moves the epoch forward past the
+//!   oldest instant a live entry can have been seen, dropping the entries older than that (all
+//!   expired) and shifting the rest: one O(n) pass every 24 days of the caller's clock.
 //! - The table never holds more than `max_entries` entries; a new flow beyond that is refused with
 //!   [`ConntrackFull`] (AWS's `conntrack_allowance_exceeded`) while existing entries keep working.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::hash::BuildHasher;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use hashbrown::hash_map::Entry as MapEntry;
-use hashbrown::HashMap;
+use hashbrown::hash_table::Entry as SlotEntry;
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 use crate::model::ConntrackConfig;
 use crate::packet::{Flow, IpProto, TcpFlags};
@@ -45,16 +58,40 @@ use crate::packet::{Flow, IpProto, TcpFlags};
 const ICMP_ECHO_REPLY: u8 = 0;
 const ICMP_ECHO_REQUEST: u8 = 8;
 
-/// Most entries pre-allocated by [`ConnTable::new`]; a larger `max_entries` still works, the map
-/// grows past this on demand. Keeps an absurd limit from allocating (or aborting) up front.
+/// Most entries pre-allocated by [`ConnTable::new`] (over all shards); a larger `max_entries`
+/// still works, the shards grow past this on demand. Keeps an absurd limit from allocating (or
+/// aborting) up front.
 pub const PRESIZE_CAP: usize = 1 << 14;
 
-/// Most expiry-queue items one [`ConnTable::handle_timeout`] call examines, so one call never
-/// stalls the packet loop; when more work is due, [`ConnTable::poll_timeout`] is already `<= now`.
-pub const HANDLE_TIMEOUT_BUDGET: usize = 4096;
+/// Most buckets one [`ConnTable::handle_timeout`] call examines, so one call never stalls the
+/// packet loop (a bucket is a control byte and, when full, a deadline to compare, read in
+/// order); when more work is due, [`ConnTable::poll_timeout`] is `<= now`.
+pub const HANDLE_TIMEOUT_BUDGET: usize = 1 << 15;
 
-/// Stale queue items tolerated beyond twice the entry count before the queue is rebuilt.
-const COMPACT_SLACK: usize = 1024;
+/// Entries per shard at the configured bound: a table has `max_entries / SHARD_ENTRIES` shards
+/// (rounded up to a power of two, at most [`MAX_SHARDS`]), so growing one shard copies at most
+/// about this many entries.
+const SHARD_ENTRIES: usize = 1 << 14;
+
+/// Most shards of one table (for bounds above 4 M entries, shards grow past `SHARD_ENTRIES`).
+const MAX_SHARDS: usize = 1 << 8;
+
+/// Milliseconds since a table's epoch.
+type Tick = u32;
+
+/// The tick count past which [`ConnTable::handle_timeout`] moves the epoch forward: half the
+/// range, so a caller that calls it at least every 24 days never sees the count saturate.
+const REBASE_AT: Tick = 1 << 31;
+
+/// `d` in whole milliseconds, saturating.
+const fn millis(d: Duration) -> Tick {
+    let ms = d.as_secs().saturating_mul(1000).saturating_add(d.subsec_millis() as u64);
+    if ms > Tick::MAX as u64 {
+        Tick::MAX
+    } else {
+        ms as Tick
+    }
+}
 
 /// Idle timeouts AWS does not document (TCP handshake and closing states, ICMP) and the one it
 /// documents but does not make configurable (other protocols).
@@ -114,11 +151,22 @@ fn has(p: &Flow, flag: TcpFlags) -> bool {
 }
 
 /// A direction-independent connection key: protocol and the two endpoints, lower one first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ConnKey {
     protocol: IpProto,
     lo: (Ipv4Addr, u16),
     hi: (Ipv4Addr, u16),
+}
+
+/// The key's 13 bytes as two words: two writes to the hasher instead of the derived five (it is
+/// hashed on every packet).
+impl std::hash::Hash for ConnKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let addrs = u64::from(self.lo.0.to_bits()) << 32 | u64::from(self.hi.0.to_bits());
+        let rest = u64::from(self.lo.1) << 24 | u64::from(self.hi.1) << 8 | u64::from(self.protocol.0);
+        state.write_u64(addrs);
+        state.write_u64(rest);
+    }
 }
 
 impl ConnKey {
@@ -178,37 +226,55 @@ fn reopens<D>(e: &Entry<D>, p: &Flow) -> bool {
         && p.l4.tcp_flags.is_bare_syn()
 }
 
-/// One tracked connection.
+/// `Entry::flags`: a packet in the reply direction has been seen.
+const SEEN_REPLY: u8 = 1;
+/// `Entry::flags`: the initiator is the key's higher endpoint.
+const INITIATOR_IS_HI: u8 = 2;
+
+/// One tracked connection. 48 bytes with the pipeline's decision: fields are ordered by the
+/// compiler, times and counts are 32-bit.
 #[derive(Clone, Debug)]
 pub struct Entry<D> {
     /// Its key.
     pub key: ConnKey,
-    /// The endpoint that sent the first packet (port as in [`ConnKey::endpoints`]).
-    pub initiator: (Ipv4Addr, u16),
     /// Current state.
     pub state: ConnState,
-    /// Time of the last packet (never moves backwards).
-    pub last_seen: Duration,
-    /// Packets seen, both directions, the first included.
-    pub packets: u64,
-    /// The decision cached for the flow's first packet; opaque to this module.
-    pub decision: D,
+    /// [`SEEN_REPLY`], [`INITIATOR_IS_HI`].
+    flags: u8,
+    /// Time of the last packet, in ticks of the table (never moves backwards).
+    last_seen: Tick,
+    /// Packets seen, both directions, the first included; saturates.
+    packets: u32,
     /// Configuration generation `decision` was made under.
     pub generation: u64,
-    /// A packet in the reply direction has been seen.
-    seen_reply: bool,
-    /// Deadline of this entry's pending expiry-queue item (`<=` its real deadline).
-    queued: Duration,
+    /// The decision cached for the flow's first packet; opaque to this module.
+    pub decision: D,
 }
 
 impl<D> Entry<D> {
     /// Whether a packet in the reply direction (from the non-initiator) has been seen.
     pub fn seen_reply(&self) -> bool {
-        self.seen_reply
+        self.flags & SEEN_REPLY != 0
+    }
+
+    /// The endpoint that sent the first packet (port as in [`ConnKey::endpoints`]).
+    pub fn initiator(&self) -> (Ipv4Addr, u16) {
+        if self.flags & INITIATOR_IS_HI != 0 {
+            self.key.hi
+        } else {
+            self.key.lo
+        }
+    }
+
+    /// Packets seen, both directions, the first included. A 32-bit count that stops at
+    /// 4,294,967,295 (an hour of a flow at a million packets a second): it is shown, never
+    /// decided on.
+    pub fn packets(&self) -> u64 {
+        u64::from(self.packets)
     }
 
     fn is_reply(&self, p: &Flow) -> bool {
-        endpoints(p).0 != self.initiator
+        endpoints(p).0 != self.initiator()
     }
 }
 
@@ -217,48 +283,57 @@ impl<D> Entry<D> {
 #[error("connection table full")]
 pub struct ConntrackFull;
 
-/// Idle timeouts in effect, as durations.
+/// Idle timeouts in effect, in ticks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Timeouts {
-    tcp_established: Duration,
-    udp_stream: Duration,
-    udp: Duration,
+    tcp_established: Tick,
+    udp_stream: Tick,
+    udp: Tick,
 }
 
 impl From<ConntrackConfig> for Timeouts {
     fn from(t: ConntrackConfig) -> Self {
-        Timeouts {
-            tcp_established: Duration::from_secs(u64::from(t.tcp_established)),
-            udp_stream: Duration::from_secs(u64::from(t.udp_stream)),
-            udp: Duration::from_secs(u64::from(t.udp)),
-        }
+        let ms = |secs: u32| millis(Duration::from_secs(u64::from(secs)));
+        Timeouts { tcp_established: ms(t.tcp_established), udp_stream: ms(t.udp_stream), udp: ms(t.udp) }
     }
 }
 
 impl Timeouts {
-    fn of(&self, s: ConnState) -> Duration {
+    fn of(&self, s: ConnState) -> Tick {
         let f = &FIXED_TIMEOUTS;
         match s {
-            ConnState::TcpSynSent => f.tcp_syn_sent,
-            ConnState::TcpSynReceived => f.tcp_syn_received,
+            ConnState::TcpSynSent => millis(f.tcp_syn_sent),
+            ConnState::TcpSynReceived => millis(f.tcp_syn_received),
             ConnState::TcpEstablished => self.tcp_established,
-            ConnState::TcpFinWait => f.tcp_fin_wait,
-            ConnState::TcpCloseWait => f.tcp_close_wait,
-            ConnState::TcpLastAck => f.tcp_last_ack,
-            ConnState::TcpTimeWait => f.tcp_time_wait,
-            ConnState::TcpClosed => f.tcp_closed,
+            ConnState::TcpFinWait => millis(f.tcp_fin_wait),
+            ConnState::TcpCloseWait => millis(f.tcp_close_wait),
+            ConnState::TcpLastAck => millis(f.tcp_last_ack),
+            ConnState::TcpTimeWait => millis(f.tcp_time_wait),
+            ConnState::TcpClosed => millis(f.tcp_closed),
             ConnState::UdpSingle => self.udp,
             ConnState::UdpStream => self.udp_stream,
-            ConnState::Icmp => f.icmp,
-            ConnState::Other => f.other,
+            ConnState::Icmp => millis(f.icmp),
+            ConnState::Other => millis(f.other),
         }
     }
 
-    fn deadline<D>(&self, e: &Entry<D>) -> Duration {
+    /// The longest timeout of any state: an entry last seen longer ago than this has expired.
+    fn longest(&self) -> Tick {
+        let f = &FIXED_TIMEOUTS;
+        [f.tcp_syn_sent, f.tcp_syn_received, f.tcp_fin_wait, f.tcp_close_wait, f.tcp_last_ack]
+            .into_iter()
+            .chain([f.tcp_time_wait, f.tcp_closed, f.icmp, f.other])
+            .map(millis)
+            .chain([self.tcp_established, self.udp_stream, self.udp])
+            .max()
+            .unwrap_or(Tick::MAX)
+    }
+
+    fn deadline<D>(&self, e: &Entry<D>) -> Tick {
         e.last_seen.saturating_add(self.of(e.state))
     }
 
-    fn expired<D>(&self, now: Duration, e: &Entry<D>) -> bool {
+    fn expired<D>(&self, now: Tick, e: &Entry<D>) -> bool {
         now >= self.deadline(e)
     }
 }
@@ -308,20 +383,12 @@ fn tcp_next(s: ConnState, p: &Flow, reply: bool) -> ConnState {
     }
 }
 
-/// Updates `e` for packet `p` of its connection: state machine, `last_seen`, `packets`; queues
-/// its deadline again when it moved earlier (a shorter state), as the pending item would fire too
-/// late.
-fn touch<D>(
-    t: Timeouts,
-    queue: &mut BinaryHeap<Reverse<(Duration, ConnKey)>>,
-    e: &mut Entry<D>,
-    now: Duration,
-    p: &Flow,
-    reply: bool,
-) {
+/// Updates `e` for packet `p` of its connection: state machine, `last_seen`, `packets`. Returns
+/// its new deadline.
+fn touch<D>(t: Timeouts, e: &mut Entry<D>, now: Tick, p: &Flow, reply: bool) -> Tick {
     e.state = match e.state {
         s @ (ConnState::UdpSingle | ConnState::UdpStream) => {
-            if !reply && e.seen_reply {
+            if !reply && e.seen_reply() {
                 ConnState::UdpStream
             } else {
                 s
@@ -330,38 +397,75 @@ fn touch<D>(
         ConnState::Icmp | ConnState::Other => e.state,
         s => tcp_next(s, p, reply),
     };
-    e.seen_reply |= reply;
+    if reply {
+        e.flags |= SEEN_REPLY;
+    }
     e.last_seen = e.last_seen.max(now);
     e.packets = e.packets.saturating_add(1);
-    let deadline = t.deadline(e);
-    if deadline < e.queued {
-        e.queued = deadline;
-        queue.push(Reverse((deadline, e.key)));
+    t.deadline(e)
+}
+
+/// Where the sweep is, and what it knows about deadlines (see the module invariants).
+#[derive(Clone, Copy, Debug)]
+struct Expiry {
+    /// A lower bound of every entry's deadline (`Tick::MAX` when there were none).
+    earliest: Tick,
+    /// The smallest deadline seen in the current cycle: of the entries swept, inserted or
+    /// touched since it began. Becomes `earliest` when the cycle ends.
+    cycle_min: Tick,
+    /// The shard being swept, and the next bucket in it.
+    shard: usize,
+    bucket: usize,
+}
+
+impl Expiry {
+    const START: Expiry = Expiry { earliest: Tick::MAX, cycle_min: Tick::MAX, shard: 0, bucket: 0 };
+
+    /// The deadline of the entry in bucket `at` (shard, bucket) was set. The cycle's minimum
+    /// takes it only if the sweep has passed that bucket: an entry ahead of it is seen when
+    /// swept, or is gone by then.
+    fn note(&mut self, deadline: Tick, at: (usize, usize)) {
+        self.earliest = self.earliest.min(deadline);
+        if at < (self.shard, self.bucket) {
+            self.cycle_min = self.cycle_min.min(deadline);
+        }
     }
 }
 
 /// One ENI's connection table. `D` is the caller's cached decision for a flow.
 #[derive(Debug)]
 pub struct ConnTable<D> {
-    map: HashMap<ConnKey, Entry<D>>,
-    /// Min-heap of `(deadline, key)`; see the module invariants.
-    queue: BinaryHeap<Reverse<(Duration, ConnKey)>>,
+    /// The entries, in a power-of-two number of shards; see [`ConnTable::shard_of`].
+    shards: Box<[HashTable<Entry<D>>]>,
+    hasher: DefaultHashBuilder,
+    /// Entries over all shards (expired ones awaiting reclaim included).
+    len: usize,
     timeouts: Timeouts,
     config: ConntrackConfig,
     max_entries: usize,
+    /// Entries each shard is pre-sized for, and never shrinks below.
+    shard_presize: usize,
+    /// The instant tick 0 stands for.
+    epoch: Duration,
+    expiry: Expiry,
 }
 
 impl<D> ConnTable<D> {
-    /// An empty table refusing new connections beyond `max_entries`. The map and the expiry queue
-    /// are pre-sized (up to [`PRESIZE_CAP`] entries) so growth does not stall the packet loop.
+    /// An empty table refusing new connections beyond `max_entries`. Its shards are pre-sized
+    /// (up to [`PRESIZE_CAP`] entries in all) so growth does not stall the packet loop.
     pub fn new(timeouts: ConntrackConfig, max_entries: usize) -> Self {
-        let presize = max_entries.min(PRESIZE_CAP);
+        let count = (max_entries / SHARD_ENTRIES).next_power_of_two().min(MAX_SHARDS);
+        let shard_presize = max_entries.min(PRESIZE_CAP).div_ceil(count);
         ConnTable {
-            map: HashMap::with_capacity(presize),
-            queue: BinaryHeap::with_capacity(presize.saturating_mul(2)),
+            shards: (0..count).map(|_| HashTable::with_capacity(shard_presize)).collect(),
+            hasher: DefaultHashBuilder::default(),
+            len: 0,
             timeouts: timeouts.into(),
             config: timeouts,
             max_entries,
+            shard_presize,
+            epoch: Duration::ZERO,
+            expiry: Expiry::START,
         }
     }
 
@@ -372,14 +476,17 @@ impl<D> ConnTable<D> {
 
     /// Changes the idle timeouts (an ENI's `connection_tracking` modified). Existing entries take
     /// the new timeouts at once, measured from their last packet. O(n) when a timeout changed
-    /// (the expiry queue is rebuilt, so a shortened timeout reclaims on time); O(1) otherwise.
-    /// `timeouts.max_connections` is only recorded: the bound is [`set_max_entries`](Self::set_max_entries).
+    /// (the earliest deadline is recomputed, so a shortened timeout reclaims on time); O(1)
+    /// otherwise. `timeouts.max_connections` is only recorded: the bound is
+    /// [`set_max_entries`](Self::set_max_entries).
     pub fn set_timeouts(&mut self, timeouts: ConntrackConfig) {
         self.config = timeouts;
         let t = Timeouts::from(timeouts);
         if t != self.timeouts {
             self.timeouts = t;
-            self.rebuild_queue();
+            let earliest = self.iter().map(|e| t.deadline(e)).min().unwrap_or(Tick::MAX);
+            self.expiry.earliest = earliest;
+            self.expiry.cycle_min = self.expiry.cycle_min.min(earliest);
         }
     }
 
@@ -390,9 +497,21 @@ impl<D> ConnTable<D> {
 
     /// Changes the connection limit (an ENI's `max_connections` modified). O(1). Entries above a
     /// lowered limit stay until they expire or close; meanwhile every new connection is refused
-    /// with [`ConntrackFull`]. A raised limit grows the map on demand past its pre-sized capacity.
+    /// with [`ConntrackFull`]. A raised limit grows the shards on demand past their pre-size.
     pub fn set_max_entries(&mut self, max_entries: usize) {
         self.max_entries = max_entries;
+    }
+
+    /// `now` in ticks since the epoch (0 before it, `Tick::MAX` past the range).
+    fn tick(&self, now: Duration) -> Tick {
+        millis(now.saturating_sub(self.epoch))
+    }
+
+    /// The hash of `key` and the shard it lives in. hashbrown places an entry by the hash's low
+    /// bits and tags it with the top seven, so the shard is chosen by bits in between.
+    fn shard_of(&self, key: &ConnKey) -> (usize, u64) {
+        let hash = self.hasher.hash_one(key);
+        ((hash >> 40) as usize & (self.shards.len() - 1), hash)
     }
 
     /// The live entry of this packet's connection (either direction), updated for the packet:
@@ -402,23 +521,24 @@ impl<D> ConnTable<D> {
     /// connection in TIME_WAIT or CLOSED: the old entry is removed so the new connection is judged
     /// afresh by the caller and inserted.
     pub fn lookup(&mut self, now: Duration, p: &Flow) -> Option<(&mut Entry<D>, bool)> {
+        if self.len == 0 {
+            return None; // no key to hash (as hashbrown's maps do)
+        }
         let key = ConnKey::of(p);
-        let MapEntry::Occupied(occ) = self.map.entry(key) else {
+        let (s, hash) = self.shard_of(&key);
+        let (now, t) = (self.tick(now), self.timeouts);
+        let Ok(slot) = self.shards[s].find_entry(hash, |e| e.key == key) else {
             return None;
         };
-        let t = self.timeouts;
-        let e = occ.get();
-        if t.expired(now, e) {
-            occ.remove();
+        let e = slot.get();
+        if t.expired(now, e) || reopens(e, p) {
+            slot.remove();
+            self.len -= 1;
             return None;
         }
-        let reply = e.is_reply(p);
-        if reopens(e, p) {
-            occ.remove();
-            return None;
-        }
-        let e = occ.into_mut();
-        touch(t, &mut self.queue, e, now, p, reply);
+        let (reply, at) = (e.is_reply(p), (s, slot.bucket_index()));
+        let e = slot.into_mut();
+        self.expiry.note(touch(t, e, now, p, reply), at);
         Some((e, reply))
     }
 
@@ -433,23 +553,36 @@ impl<D> ConnTable<D> {
         p: &Flow,
         go: impl FnOnce(&Entry<D>, bool) -> Option<R>,
     ) -> Option<R> {
-        let t = self.timeouts;
-        let e = self.map.get_mut(&ConnKey::of(p))?;
+        if self.len == 0 {
+            return None;
+        }
+        let key = ConnKey::of(p);
+        let (s, hash) = self.shard_of(&key);
+        let (now, t) = (self.tick(now), self.timeouts);
+        let mut slot = self.shards[s].find_entry(hash, |e| e.key == key).ok()?;
+        let e = slot.get();
         if t.expired(now, e) || reopens(e, p) {
             return None;
         }
         let reply = e.is_reply(p);
         let answer = go(e, reply)?;
-        touch(t, &mut self.queue, e, now, p, reply);
+        let at = (s, slot.bucket_index());
+        self.expiry.note(touch(t, slot.get_mut(), now, p, reply), at);
         Some(answer)
     }
 
-    /// Read-only lookup (for `trace`, and to look before touching): the live entry of this packet's connection and whether the
-    /// packet goes in the reply direction. Changes nothing, not even an expired entry.
+    /// Read-only lookup (for `trace`, and to look before touching): the live entry of this
+    /// packet's connection and whether the packet goes in the reply direction. Changes nothing,
+    /// not even an expired entry.
     pub fn peek(&self, now: Duration, p: &Flow) -> Option<(&Entry<D>, bool)> {
-        let e = self.map.get(&ConnKey::of(p))?;
+        if self.len == 0 {
+            return None;
+        }
+        let key = ConnKey::of(p);
+        let (s, hash) = self.shard_of(&key);
+        let e = self.shards[s].find(hash, |e| e.key == key)?;
         // As `lookup` sees it: an expired entry, or one this packet replaces, is no connection.
-        if self.timeouts.expired(now, e) || reopens(e, p) {
+        if self.timeouts.expired(self.tick(now), e) || reopens(e, p) {
             return None;
         }
         Some((e, e.is_reply(p)))
@@ -459,16 +592,17 @@ impl<D> ConnTable<D> {
     /// after expired ones are reclaimed (bounded work, as in [`handle_timeout`](Self::handle_timeout)).
     /// Lets a caller refuse before committing anything elsewhere, and `trace` report the refusal.
     pub fn is_full(&mut self, now: Duration) -> bool {
-        if self.map.len() >= self.max_entries {
+        if self.len >= self.max_entries {
             self.handle_timeout(now);
         }
-        self.map.len() >= self.max_entries
+        self.len >= self.max_entries
     }
 
     /// Creates the entry for the first packet of a new connection, with the caller's `decision`
     /// made under configuration `generation`. An entry already under that key (live or not) is
     /// replaced. `Err(ConntrackFull)` when the table holds `max_entries` entries after expired ones
-    /// are reclaimed (the caller drops the packet and counts it); existing entries keep working.
+    /// are reclaimed (bounded work, as in [`handle_timeout`](Self::handle_timeout); the caller
+    /// drops the packet and counts it); existing entries keep working.
     pub fn insert(
         &mut self,
         now: Duration,
@@ -477,34 +611,35 @@ impl<D> ConnTable<D> {
         generation: u64,
     ) -> Result<&mut Entry<D>, ConntrackFull> {
         let key = ConnKey::of(p);
-        if !self.map.contains_key(&key) && self.map.len() >= self.max_entries {
+        let (s, hash) = self.shard_of(&key);
+        if self.len >= self.max_entries && self.shards[s].find(hash, |e| e.key == key).is_none() {
             self.handle_timeout(now);
-            if self.map.len() >= self.max_entries {
+            if self.len >= self.max_entries {
                 return Err(ConntrackFull);
             }
         }
-        self.maybe_compact();
-        let state = initial_state(p);
-        let mut e = Entry {
-            key,
-            initiator: endpoints(p).0,
-            state,
-            last_seen: now,
-            packets: 1,
-            decision,
-            generation,
-            seen_reply: false,
-            queued: Duration::ZERO,
-        };
-        e.queued = self.timeouts.deadline(&e);
-        self.queue.push(Reverse((e.queued, key)));
-        Ok(match self.map.entry(key) {
-            MapEntry::Occupied(mut occ) => {
-                occ.insert(e);
-                occ.into_mut()
+        let flags = if endpoints(p).0 == key.lo { 0 } else { INITIATOR_IS_HI };
+        let last_seen = self.tick(now);
+        let e = Entry { key, state: initial_state(p), flags, last_seen, packets: 1, generation, decision };
+        let deadline = self.timeouts.deadline(&e);
+        let (shard, hasher) = (&mut self.shards[s], &self.hasher);
+        // A shard with no room left re-hashes on a new entry: its entries move, so a sweep
+        // inside it starts it again.
+        if shard.len() == shard.capacity() && self.expiry.shard == s {
+            self.expiry.bucket = 0;
+        }
+        let slot = match shard.entry(hash, |x| x.key == key, |x| hasher.hash_one(x.key)) {
+            SlotEntry::Occupied(mut slot) => {
+                *slot.get_mut() = e;
+                slot
             }
-            MapEntry::Vacant(v) => v.insert(e),
-        })
+            SlotEntry::Vacant(slot) => {
+                self.len += 1;
+                slot.insert(e)
+            }
+        };
+        self.expiry.note(deadline, (s, slot.bucket_index()));
+        Ok(slot.into_mut())
     }
 
     /// For an ICMP error: the live entry of the connection quoted inside it. `inner` describes the
@@ -516,109 +651,129 @@ impl<D> ConnTable<D> {
 
     /// Idle time left before `e` expires (zero once expired).
     pub fn remaining(&self, now: Duration, e: &Entry<D>) -> Duration {
-        self.timeouts.deadline(e).saturating_sub(now)
+        Duration::from_millis(u64::from(self.timeouts.deadline(e).saturating_sub(self.tick(now))))
     }
 
-    /// The earliest instant [`handle_timeout`](Self::handle_timeout) has work, `None` when the
-    /// table is empty of queue items. It may be early (an entry touched since was queued at its
-    /// older deadline); the call then just re-queues it.
+    /// When `e` saw its last packet (to the millisecond).
+    pub fn last_seen(&self, e: &Entry<D>) -> Duration {
+        self.epoch.saturating_add(Duration::from_millis(u64::from(e.last_seen)))
+    }
+
+    /// The earliest instant [`handle_timeout`](Self::handle_timeout) may have work, `None` when
+    /// the table is empty. It may be early (entries touched since the last sweep cycle, or a cycle
+    /// still under way); calls at that instant then sweep on and move it.
     pub fn poll_timeout(&self) -> Option<Duration> {
-        self.queue.peek().map(|Reverse((d, _))| *d)
+        let earliest = Duration::from_millis(u64::from(self.expiry.earliest));
+        (self.len > 0).then(|| self.epoch.saturating_add(earliest))
     }
 
-    /// Reclaims entries expired at `now`, examining at most [`HANDLE_TIMEOUT_BUDGET`] queue items:
-    /// never a scan of the table. Entries touched since they were queued are re-queued at their
-    /// current deadline. If work remains, [`poll_timeout`](Self::poll_timeout) is `<= now`.
+    /// Reclaims entries expired at `now`, examining at most [`HANDLE_TIMEOUT_BUDGET`] buckets from
+    /// where the last call stopped: never a scan of the table (but once every 24 days of the
+    /// caller's clock, when the epoch moves). Nothing before [`poll_timeout`](Self::poll_timeout).
+    /// If work remains, `poll_timeout` is `<= now`.
     pub fn handle_timeout(&mut self, now: Duration) {
-        self.maybe_compact();
+        self.maybe_rebase(now);
+        let now = self.tick(now);
+        if now >= self.expiry.earliest {
+            self.sweep(now);
+        }
+    }
+
+    /// One slice of the sweep: see the module invariants. A shard swept to its end is shrunk if
+    /// mostly empty; the end of the last shard ends the cycle (and the call).
+    fn sweep(&mut self, now: Tick) {
         let t = self.timeouts;
-        for _ in 0..HANDLE_TIMEOUT_BUDGET {
-            let Some(&Reverse((d, key))) = self.queue.peek() else {
-                break;
-            };
-            if d > now {
-                break;
+        let mut budget = HANDLE_TIMEOUT_BUDGET;
+        while budget > 0 {
+            let x = &mut self.expiry;
+            let shard = &mut self.shards[x.shard];
+            let end = shard.num_buckets().min(x.bucket.saturating_add(budget));
+            for i in x.bucket..end {
+                if let Ok(slot) = shard.get_bucket_entry(i) {
+                    let deadline = t.deadline(slot.get());
+                    if now >= deadline {
+                        slot.remove();
+                        self.len -= 1;
+                    } else {
+                        x.cycle_min = x.cycle_min.min(deadline);
+                    }
+                }
             }
-            self.queue.pop();
-            let MapEntry::Occupied(mut occ) = self.map.entry(key) else {
-                continue; // stale: the entry was removed
-            };
-            if t.expired(now, occ.get()) {
-                occ.remove();
-                continue;
+            budget = budget.saturating_sub((end - x.bucket).max(1));
+            x.bucket = end;
+            if end < shard.num_buckets() {
+                return;
             }
-            let e = occ.get_mut();
-            if e.queued == d {
-                // The entry's own item, but it was touched since: queue its real deadline (> now).
-                e.queued = t.deadline(e);
-                self.queue.push(Reverse((e.queued, key)));
+            let done = x.shard;
+            (x.shard, x.bucket) = ((done + 1) % self.shards.len(), 0);
+            if x.shard == 0 {
+                (x.earliest, x.cycle_min) = (x.cycle_min, Tick::MAX);
             }
-            // Otherwise a stale extra item: the entry's own item is still pending.
-        }
-        self.maybe_shrink();
-    }
-
-    /// Gives memory back once most entries are gone: a map holding at most a quarter of its
-    /// capacity, and few enough entries that moving them is brief (at most [`PRESIZE_CAP`]),
-    /// shrinks to twice what it holds, never below its pre-size; the expiry queue likewise.
-    /// Bounded work, once per large drop (after it, the capacity is within the threshold).
-    fn maybe_shrink(&mut self) {
-        let presize = self.max_entries.min(PRESIZE_CAP);
-        let len = self.map.len();
-        let keep = len.saturating_mul(2).max(presize);
-        if len <= PRESIZE_CAP && self.map.capacity() > keep.saturating_mul(2) {
-            self.map.shrink_to(keep);
-            self.maybe_compact();
-            self.queue.shrink_to(keep.saturating_mul(2).max(self.queue.len()));
+            self.maybe_shrink(done);
+            if self.expiry.shard == 0 {
+                return;
+            }
         }
     }
 
-    /// Bytes the table has allocated: the map's buckets (slots and control bytes, at its current
-    /// capacity, not its length) and the expiry queue's capacity. What the table costs in memory,
-    /// whatever the allocator then does with it. O(1).
+    /// Gives a shard's memory back once most of its entries are gone: a shard with room for more
+    /// than four times what it holds shrinks to twice that, never below its pre-size. Called for a
+    /// shard the sweep has just finished, so the entries it moves are already swept.
+    fn maybe_shrink(&mut self, s: usize) {
+        let (shard, hasher) = (&mut self.shards[s], &self.hasher);
+        let keep = shard.len().saturating_mul(2).max(self.shard_presize);
+        if shard.capacity() > keep.saturating_mul(2) {
+            shard.shrink_to(keep, |e| hasher.hash_one(e.key));
+        }
+    }
+
+    /// Moves the epoch forward when the tick count nears its end (see the module invariants):
+    /// entries last seen before the new epoch have expired and go, the others are shifted.
+    fn maybe_rebase(&mut self, now: Duration) {
+        let shift = self.tick(now).saturating_sub(self.timeouts.longest());
+        if self.tick(now) < REBASE_AT || shift == 0 {
+            return;
+        }
+        for shard in self.shards.iter_mut() {
+            shard.retain(|e| {
+                e.last_seen = e.last_seen.saturating_sub(shift);
+                e.last_seen > 0
+            });
+        }
+        self.len = self.shards.iter().map(HashTable::len).sum();
+        self.epoch = self.epoch.saturating_add(Duration::from_millis(u64::from(shift)));
+        self.expiry.earliest = self.expiry.earliest.saturating_sub(shift);
+        self.expiry.cycle_min = self.expiry.cycle_min.saturating_sub(shift);
+    }
+
+    /// Bytes the table has allocated: every shard's buckets (slots and control bytes, at its
+    /// current capacity, not its length) and the shard array. What the table costs in memory,
+    /// whatever the allocator then does with it. O(shards).
     pub fn heap_bytes(&self) -> usize {
-        self.map.allocation_size() + self.queue.capacity() * std::mem::size_of::<Reverse<(Duration, ConnKey)>>()
+        let shards = self.shards.len() * std::mem::size_of::<HashTable<Entry<D>>>();
+        shards + self.shards.iter().map(HashTable::allocation_size).sum::<usize>()
     }
 
     /// Number of entries held (some may have expired and await reclaiming).
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.len
     }
 
     /// No entries held.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len == 0
     }
 
     /// All entries held, in no particular order (expired ones awaiting reclaim included).
     pub fn iter(&self) -> impl Iterator<Item = &Entry<D>> {
-        self.map.values()
+        self.shards.iter().flat_map(HashTable::iter)
     }
 
     /// Removes every entry (capacity is kept).
     pub fn clear(&mut self) {
-        self.map.clear();
-        self.queue.clear();
-    }
-
-    /// Rebuilds the queue when stale items outnumber entries: amortized O(1) per item pushed.
-    fn maybe_compact(&mut self) {
-        let limit = self.map.len().saturating_mul(2).saturating_add(COMPACT_SLACK);
-        if self.queue.len() > limit {
-            self.rebuild_queue();
-        }
-    }
-
-    /// One item per entry at its real deadline. O(n), reusing the queue's allocation.
-    fn rebuild_queue(&mut self) {
-        let t = self.timeouts;
-        let mut items = std::mem::take(&mut self.queue).into_vec();
-        items.clear();
-        for e in self.map.values_mut() {
-            e.queued = t.deadline(e);
-            items.push(Reverse((e.queued, e.key)));
-        }
-        self.queue = BinaryHeap::from(items);
+        self.shards.iter_mut().for_each(HashTable::clear);
+        self.len = 0;
+        self.expiry = Expiry::START;
     }
 }
 
@@ -682,8 +837,8 @@ mod tests {
         t.insert(secs(0), &out, 7, 3).unwrap();
         let (e, reply) = t.lookup(secs(1), &back).unwrap();
         assert!(reply);
-        assert_eq!((e.decision, e.generation, e.packets), (7, 3, 2));
-        assert_eq!(e.initiator, (A, 40000));
+        assert_eq!((e.decision, e.generation, e.packets()), (7, 3, 2));
+        assert_eq!(e.initiator(), (A, 40000));
         let (_, reply) = t.lookup(secs(2), &out).unwrap();
         assert!(!reply);
         assert_eq!(t.len(), 1);
@@ -891,24 +1046,26 @@ mod tests {
 
     #[test]
     fn handle_timeout_reclaims_only_idle_with_bounded_work() {
-        let mut t: ConnTable<u32> = ConnTable::new(ConntrackConfig::default(), 20_000);
+        let mut t: ConnTable<u32> = ConnTable::new(ConntrackConfig::default(), 200_000);
         let pkt = |i: u32| udp(A, B, (i % 60_000) as u16, 53 + (i / 60_000) as u16);
-        for i in 0..10_000 {
+        for i in 0..100_000 {
             t.insert(secs(0), &pkt(i), i, 0).unwrap();
         }
-        for i in (0..10_000).step_by(2) {
+        for i in (0..100_000).step_by(2) {
             t.lookup(secs(20), &pkt(i)).unwrap();
         }
         // Nothing is due before 30 s.
         t.handle_timeout(secs(29));
-        assert_eq!(t.len(), 10_000);
-        // One call does bounded work; repeated calls finish the job.
+        assert_eq!(t.len(), 100_000);
+        // One call does bounded work (50,000 are due, more than one call's buckets hold);
+        // repeated calls finish the job.
         t.handle_timeout(secs(30));
-        assert!(t.len() >= 10_000 - HANDLE_TIMEOUT_BUDGET);
+        assert!(t.len() >= 100_000 - HANDLE_TIMEOUT_BUDGET, "{} left", t.len());
+        assert!(t.poll_timeout().is_some_and(|d| d <= secs(30)), "more work is due");
         let calls = drain(&mut t, secs(30));
         assert!(calls >= 1);
-        assert_eq!(t.len(), 5_000);
-        assert!(t.iter().all(|e| e.decision % 2 == 0 && e.packets == 2));
+        assert_eq!(t.len(), 50_000);
+        assert!(t.iter().all(|e| e.decision % 2 == 0 && e.packets() == 2));
         assert_eq!(t.poll_timeout(), Some(secs(50)));
         drain(&mut t, secs(50));
         assert!(t.is_empty());
@@ -924,19 +1081,27 @@ mod tests {
         }
         let full = t.heap_bytes();
         assert!(full > 4 * empty, "{full} bytes for 200,000 entries, {empty} empty");
-        // Half of them stay busy: too many to move at once, nothing is given back yet.
+        // Half of them stay busy: every shard is still more than a quarter full, nothing moves.
         for i in 0..100_000 {
             t.lookup(secs(20), &pkt(i)).unwrap();
         }
         drain(&mut t, secs(30));
         assert_eq!((t.len(), t.heap_bytes()), (100_000, full));
-        // All gone: back to about the pre-sized table's size.
+        // A tenth stays busy: the shards shrink one by one around the 20,000 live entries.
+        for i in 0..20_000 {
+            t.lookup(secs(40), &pkt(i)).unwrap();
+        }
         drain(&mut t, secs(50));
+        assert_eq!(t.len(), 20_000);
+        assert!(t.heap_bytes() < full / 2, "{} bytes for 20,000 entries, {full} for 200,000", t.heap_bytes());
+        assert!((0..20_000).all(|i| t.peek(secs(50), &pkt(i)).is_some_and(|(e, _)| e.decision == i)));
+        // All gone: back to about the pre-sized table's size.
+        drain(&mut t, secs(70));
         assert!(t.is_empty());
         assert!(t.heap_bytes() <= 2 * empty, "{} bytes left, {empty} when new", t.heap_bytes());
         // Still a working table.
-        t.insert(secs(51), &pkt(7), 7, 0).unwrap();
-        assert!(t.lookup(secs(52), &pkt(7)).is_some());
+        t.insert(secs(71), &pkt(7), 7, 0).unwrap();
+        assert!(t.lookup(secs(72), &pkt(7)).is_some());
     }
 
     #[test]
@@ -950,7 +1115,7 @@ mod tests {
         assert!(t.lookup(secs(2), &udp(A, B, 2, 53)).is_some());
         // Re-inserting an existing key replaces it; no room needed.
         let e = t.insert(secs(3), &udp(A, B, 2, 53), 9, 1).unwrap();
-        assert_eq!((e.decision, e.packets), (9, 1));
+        assert_eq!((e.decision, e.packets()), (9, 1));
         // Entry 1 was last seen at 2 s: expired at 32 s, its slot is reclaimed by insert itself.
         assert_eq!(t.insert(secs(31), &udp(A, B, 3, 53), 0, 0).unwrap_err(), ConntrackFull);
         t.insert(secs(32), &udp(A, B, 3, 53), 0, 0).unwrap();
@@ -1011,7 +1176,7 @@ mod tests {
         let syn_ack = tcp(B, A, 80, 40000, TcpFlags::SYN | TcpFlags::ACK);
         let (e, reply) = t.peek(secs(5), &syn_ack).unwrap();
         assert!(reply);
-        assert_eq!((e.state, e.packets, e.last_seen), (ConnState::TcpSynSent, 1, secs(0)));
+        assert_eq!((e.state, e.packets(), t.last_seen(e)), (ConnState::TcpSynSent, 1, secs(0)));
         assert!(!e.seen_reply());
         // An expired entry is not returned, and not removed either.
         assert!(t.peek(secs(500), &p).is_none());
@@ -1043,8 +1208,9 @@ mod tests {
         assert!(t.lookup(Duration::MAX, &p).is_none(), "saturated deadline: expired");
         t.insert(secs(10), &p, 0, 0).unwrap();
         // Time going backwards: last_seen does not move back.
-        let (e, reply) = t.lookup(secs(5), &p).unwrap();
-        assert_eq!((e.last_seen, reply), (secs(10), false));
+        let (_, reply) = t.lookup(secs(5), &p).unwrap();
+        let (e, _) = t.peek(secs(5), &p).unwrap();
+        assert_eq!((t.last_seen(e), reply), (secs(10), false));
         t.handle_timeout(Duration::MAX);
         assert!(t.is_empty());
         t.clear();
@@ -1052,21 +1218,54 @@ mod tests {
     }
 
     #[test]
-    fn queue_stays_bounded_by_compaction() {
-        let mut t = table();
-        // Long connections reset after their queue item moved to the far deadline leave stale
-        // far items behind; compaction keeps the queue O(entries).
-        for i in 0..5_000u16 {
-            let now = secs(u64::from(i) * 100);
-            let fwd = |f| tcp(A, B, i, 80, f);
-            t.insert(now, &fwd(TcpFlags::SYN), 0, 0).unwrap();
-            step(&mut t, now, &tcp(B, A, 80, i, TcpFlags::SYN | TcpFlags::ACK));
-            step(&mut t, now, &fwd(TcpFlags::ACK));
-            t.handle_timeout(now + secs(61)); // re-queued at the established deadline
-            step(&mut t, now + secs(62), &fwd(TcpFlags::RST));
-            drain(&mut t, now + secs(72));
-            assert!(t.queue.len() <= 2 * t.len() + COMPACT_SLACK + 2, "queue {}", t.queue.len());
+    fn a_shard_rehashed_under_the_sweep_is_swept_again() {
+        // One shard (the bound at construction is small), raised so it grows past what one
+        // call sweeps.
+        let mut t: ConnTable<u32> = ConnTable::new(ConntrackConfig::default(), 1000);
+        t.set_max_entries(200_000);
+        assert_eq!(t.shards.len(), 1);
+        let pkt = |i: u32| udp(A, B, (i % 60_000) as u16, 53 + (i / 60_000) as u16);
+        // Even flows are due at 30 s, odd ones at 40 s.
+        for i in 0..30_000 {
+            t.insert(secs(u64::from(i % 2) * 10), &pkt(i), i, 0).unwrap();
         }
-        assert!(t.is_empty());
+        t.handle_timeout(secs(30));
+        assert!(t.expiry.bucket > 0 && t.expiry.bucket < t.shards[0].num_buckets(), "stopped inside the shard");
+        // New flows until the shard re-hashes: its entries move, some behind where the sweep was.
+        let buckets = t.shards[0].num_buckets();
+        let mut i = 30_000;
+        while t.shards[0].num_buckets() == buckets {
+            t.insert(secs(30), &pkt(i), i, 0).unwrap();
+            i += 1;
+        }
+        assert_eq!(t.expiry.bucket, 0, "the sweep starts the shard again");
+        // The cycle still finds every due entry, and the bound it sets is the true earliest.
+        drain(&mut t, secs(30));
+        assert_eq!(t.len(), 15_000 + (i - 30_000) as usize);
+        assert!(t.iter().all(|e| e.decision % 2 == 1 || e.decision >= 30_000));
+        assert_eq!(t.poll_timeout(), Some(secs(40)));
+    }
+
+    #[test]
+    fn the_epoch_moves_on_before_the_milliseconds_run_out() {
+        let mut t = table();
+        let day = |d: u64| secs(d * 86_400);
+        let (ssh, dns) = (tcp(A, B, 1, 22, TcpFlags::ACK), udp(A, B, 2, 53));
+        t.insert(day(21), &ssh, 1, 0).unwrap();
+        t.insert(day(21), &dns, 2, 0).unwrap();
+        // 25 days is past 2^31 ms: the epoch moves on. The DNS flow expired long ago and goes.
+        t.handle_timeout(day(25));
+        assert!(t.epoch > Duration::ZERO);
+        assert_eq!(t.len(), 1);
+        let e = t.peek(day(25), &ssh).unwrap().0;
+        assert_eq!((t.last_seen(e), t.remaining(day(25), e)), (day(21), day(1)));
+        // Kept busy (the established timeout is 5 days) well past 2^32 ms (49.7 days).
+        for d in (25..=100).step_by(3) {
+            assert!(t.lookup(day(d), &ssh).is_some(), "day {d}");
+            t.handle_timeout(day(d));
+        }
+        let e = t.peek(day(100), &ssh).unwrap().0;
+        assert_eq!((t.last_seen(e), t.remaining(day(100), e)), (day(100), secs(432_000)));
+        assert!(t.peek(day(105), &ssh).is_none());
     }
 }

@@ -489,7 +489,7 @@ impl Pipeline {
     /// is followed: each flow's next packet takes the full walk.
     ///
     /// Cost: O(ENIs + NAT gateways), plus O(entries) for a table whose timeouts changed (its
-    /// expiry queue is rebuilt).
+    /// earliest deadline is recomputed).
     pub fn take_state_from(&mut self, old: &mut Pipeline) {
         let old_enis: HashMap<&str, usize> = old.ports.iter().enumerate().map(|(i, p)| (p.id.as_str(), i)).collect();
         for i in 0..self.ports.len() {
@@ -666,15 +666,15 @@ impl Pipeline {
                     continue;
                 }
                 let (a, b) = e.key.endpoints();
-                let responder = if a == e.initiator { b } else { a };
+                let responder = if a == e.initiator() { b } else { a };
                 out.push(ConnectionView {
                     translated: None,
                     eni: self.ports[i].id.clone(),
                     protocol: e.key.protocol(),
-                    initiator: e.initiator,
+                    initiator: e.initiator(),
                     responder,
                     state: format!("{:?}", e.state),
-                    packets: e.packets,
+                    packets: e.packets(),
                     expires_in_secs: remaining.as_secs(),
                 });
             }

@@ -1534,23 +1534,16 @@ attachment = { instance = "server", device_index = 0 }
 }
 
 /// The bytes one tracked connection costs, from `size_of` (the README's "Connection tables at
-/// scale" table quotes these; run with `--nocapture` to see them). A hashbrown slot is the
-/// `(key, value)` pair plus one control byte; the map keeps at most 7/8 of its power-of-two bucket
-/// count full. The expiry queue holds one `(deadline, key)` item per entry (more while stale
-/// items wait for compaction).
+/// scale" table quotes these; run with `--nocapture` to see them). An entry is a hashbrown
+/// `HashTable` slot plus one control byte; a shard keeps at most 7/8 of its power-of-two bucket
+/// count full. There is no expiry queue (the sweep reads the buckets).
 #[test]
 fn connection_entry_sizes() {
-    use std::cmp::Reverse;
     use std::mem::size_of;
     let key = size_of::<crate::conntrack::ConnKey>();
     let entry = size_of::<crate::conntrack::Entry<Hops>>();
-    let slot = size_of::<(crate::conntrack::ConnKey, crate::conntrack::Entry<Hops>)>();
-    let item = size_of::<Reverse<(Duration, crate::conntrack::ConnKey)>>();
-    println!(
-        "ConnKey {key} B, Entry<Hops> {entry} B (Hops {} B), map slot {slot} B + 1 control byte, queue item {item} B",
-        size_of::<Hops>()
-    );
-    assert_eq!((key, entry, slot, item), (14, 88, 104, 32), "update the README's per-entry table");
+    println!("ConnKey {key} B, Entry<Hops> {entry} B (Hops {} B) + 1 control byte", size_of::<Hops>());
+    assert_eq!((key, entry), (14, 48), "update the README's per-entry table");
 }
 
 impl Policy {

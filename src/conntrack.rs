@@ -161,6 +161,7 @@ pub struct ConnKey {
 /// The key's 13 bytes as two words: two writes to the hasher instead of the derived five (it is
 /// hashed on every packet).
 impl std::hash::Hash for ConnKey {
+    #[inline]
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         let addrs = u64::from(self.lo.0.to_bits()) << 32 | u64::from(self.hi.0.to_bits());
         let rest = u64::from(self.lo.1) << 24 | u64::from(self.hi.1) << 8 | u64::from(self.protocol.0);

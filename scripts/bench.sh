@@ -12,6 +12,10 @@
 #             the `bridge` copier (../shared/bench/tapbridge.c) measured the same way as ceiling:
 #             delivered rate flat out, and CPU per packet at 50 kpps (the copier's / the forwarder's
 #             own CPU time over the packets the receiver counted); the send modes compared.
+#   copier    examples/tap_copier (no decisions, the forwarder's TAP flags) loaded by pktgen like the
+#             gen rows, its I/O done as the forwarder does it (epoll, a read and a write per frame)
+#             and with io_uring (reads in flight, submissions batched): delivered rate flat out
+#             and CPU per packet at 50 kpps, beside the bridge copier.
 #   newflows  a new connection per packet (ports stepped), flat out, each path in a fresh lab:
 #             new flows per second delivered (issue 10: at least 200,000).
 #   tables    connection tables holding 100 k and 1 M flows: memory and lookup cost
@@ -31,7 +35,7 @@
 # A step that fails stops the run with its error (set -e; every measurement checks its output).
 set -euo pipefail
 secs=5 runs=1 only="" up_args="" pktgen_mode=sendmmsg
-all_sections="iperf gen newflows tables sweep biglab live"
+all_sections="iperf gen copier newflows tables sweep biglab live"
 while [ $# -gt 0 ]; do
   case $1 in
     --secs) secs=$2; shift 2 ;;
@@ -57,7 +61,7 @@ shared=${VPCLAB_SHARED:-../shared}
 [ -x "$shared/bench/ceiling.sh" ] || { echo "bench: $shared/bench/ceiling.sh not found (set VPCLAB_SHARED)" >&2; exit 1; }
 scripts/install-deps.sh
 cargo build --release --locked -q
-cargo build --release --locked -q --example pktgen --example pipeline_bench
+cargo build --release --locked -q --example pktgen --example pipeline_bench --example tap_copier
 bin=$PWD/target/release/vpclab
 pktgen=$PWD/target/release/examples/pktgen
 work=$(mktemp -d)
@@ -359,6 +363,46 @@ section_gen() {
       "cpu_ns=$c ($verdict) [${cpu[$path]} ] flat_cpu_ns=$(median ${flat[$path]}) [${flat[$path]} ]"
   done
   lab_down
+}
+
+# examples/tap_copier in mode $1 between TAPs moved into two fresh namespaces, loaded by pktgen as
+# the bridge row is: sets c_kpps (delivered flat out) and c_cpu_ns (its CPU per packet at 50 kpps).
+copier_run() {
+  local a="gen$$a" b="gen$$b"
+  ip netns add "$a"; ip netns add "$b"
+  target/release/examples/tap_copier --a "tca$$" --b "tcb$$" --mode "$1" >"$work/copier.out" 2>&1 & bp=$!
+  for _ in $(seq 100); do grep -q ready "$work/copier.out" && break; sleep 0.05; done
+  kill -0 "$bp" 2>/dev/null || fail "tap_copier did not start: $(cat "$work/copier.out")"
+  ip link set "tca$$" netns "$a"; ip link set "tcb$$" netns "$b"
+  ip -n "$a" addr add 10.9.0.1/24 dev "tca$$"; ip -n "$a" link set "tca$$" up
+  ip -n "$b" addr add 10.9.0.2/24 dev "tcb$$"; ip -n "$b" link set "tcb$$" up
+  quiet_receiver "$b"
+  gen_run "$a" "tca$$" 10.9.0.2 "$b" "tcb$$" "$bp"
+  c_kpps=$g_kpps
+  gen_run "$a" "tca$$" 10.9.0.2 "$b" "tcb$$" "$bp" --rate 50000
+  c_cpu_ns=$g_cpu_ns
+  kill "$bp"; wait "$bp" || fail "tap_copier failed: $(cat "$work/copier.out")"; bp=""
+  ip netns del "$a"; ip netns del "$b"
+}
+
+section_copier() {
+  [ -n "${bridge_kpps:-}" ] || gen_ceiling
+  echo "# examples/tap_copier (the forwarder's TAP flags, no decisions; median of $runs run(s), modes alternating,"
+  echo "# [all runs]): udp64_kpps delivered flat out; cpu_ns: its CPU per packet at 50 kpps"
+  local mode _
+  declare -A kpps=() cpu=()
+  for _ in $(seq "$runs"); do
+    for mode in epoll uring; do
+      copier_run "$mode"
+      kpps[$mode]+=" $c_kpps" cpu[$mode]+=" $c_cpu_ns"
+    done
+  done
+  local epoll_cpu c
+  epoll_cpu=$(median ${cpu[epoll]})
+  for mode in epoll uring; do
+    c=$(median ${cpu[$mode]})
+    echo "copier mode=$mode udp64_kpps=$(median ${kpps[$mode]}) [${kpps[$mode]} ] cpu_ns=$c ($(ratio "$c" "$bridge_cpu_ns")x bridge, $(ratio "$c" "$epoll_cpu")x epoll) [${cpu[$mode]} ]"
+  done
 }
 
 section_newflows() {

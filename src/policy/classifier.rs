@@ -3,26 +3,30 @@
 //! a network ACL's rules (in number order) ask the same question under the same matching rules
 //! ([`rule_matches`](super::rule_matches)), so both compile to a [`Classifier`].
 //!
-//! Shape. A rule matches a flow when its protocol, its range of the flow's 16-bit *key* and its
-//! peer all do. The key is the destination port for TCP and UDP, `type << 8 | code` for ICMP, and
-//! 0 for any other protocol (whose rules cover the whole key space). For each protocol some rule
-//! names, and one more for the protocols none names, a [`KeyTree`] cuts the key space into
-//! elementary intervals at every rule's range ends and stores each rule in the nodes of a
-//! segment tree that cover its range exactly (at most two per tree level). Each node keeps a
-//! [`PeerSet`]: per prefix length, masked address -> lowest rule index, and group -> lowest rule
-//! index. Protocol `all` rules cover every key of every tree.
+//! Shape. A rule matches a flow when its protocol, its peer and its range of the flow's 16-bit
+//! *key* all do. The key is the destination port for TCP and UDP, `type << 8 | code` for ICMP,
+//! and 0 for any other protocol (whose rules cover the whole key space). Per protocol some rule
+//! names (and one more for the protocols none names), a [`PeerIndex`] maps each peer to the rules
+//! that name it: per prefix length, network address -> [`KeyTree`], and per group -> [`KeyTree`].
+//! A key tree cuts the key space into elementary intervals at its rules' range ends and keeps a
+//! segment tree on them whose nodes hold the lowest index of a rule covering the node's range
+//! exactly (a rule sits in at most two nodes per level). Protocol `all` rules are in every
+//! protocol's index, covering every key.
 //!
-//! Cost of a lookup: a binary search for the key's interval, then one leaf-to-root walk (at most
-//! `log2(2n + 1) + 1` nodes for `n` rules: 12 for 1,000), probing each non-empty node once per
-//! prefix length and once per group of the peer address it holds. Rules are never scanned, so the
-//! cost grows with the logarithm of the rule count at most, never linearly.
+//! Cost of a lookup: one hash probe per prefix length the protocol's rules use (at most 33) and
+//! one per group of the peer address, then, for each peer that matched, a binary search for the
+//! key's interval and a leaf-to-root walk of array reads (`log2(2r + 1) + 1` nodes for `r` rules
+//! of that peer: 12 for 1,000). The answer is the lowest index seen. Rules are never scanned:
+//! the cost is bounded by the prefix lengths and groups in use, and grows with the logarithm of
+//! the rule count at most.
 //!
-//! Size: a rule's range is stored in at most `2 * (log2(leaves) + 1)` nodes, so a classifier holds
-//! O(n log n) entries whatever the rules are: nested wide port ranges cannot blow it up (an
-//! elementary-interval table that copied each interval's rules would hold O(n^2)). The one rule
-//! that is more than one range, ICMP code `c` of every type (which validation refuses, but a
-//! hand-built model may hold), is 256 ranges. Compiling 1,000 rules takes about a millisecond
-//! (`examples/pipeline_bench.rs --case sweep` prints it), off the packet path.
+//! Size: a key tree of `r` rule ranges has at most `2r + 1` intervals and twice that many nodes,
+//! so a classifier is linear in its rules (times the protocols an `all` rule is copied into):
+//! nested wide port ranges cannot blow it up (a table of elementary intervals each holding its
+//! rules would be quadratic). The one rule that is more than one range, ICMP code `c` of every
+//! type (which validation refuses, but a hand-built model may hold), is 256 ranges. Compiling
+//! 1,000 rules takes under a millisecond (`examples/pipeline_bench.rs --case sweep` prints the
+//! compile time), off the packet path.
 
 use std::net::Ipv4Addr;
 
@@ -47,13 +51,16 @@ pub struct ClassRule {
 /// An inclusive range of keys.
 type KeyRange = (u16, u16);
 
+/// The key ranges of one peer's rules, each with its rule index, in index order.
+type RuleRanges = Vec<(u32, KeyRange)>;
+
 /// The rules of one list, compiled for first-match lookups. Immutable once built.
 #[derive(Clone, Debug, Default)]
 pub struct Classifier {
-    /// One tree per protocol some rule names, sorted by protocol.
-    by_proto: Vec<(IpProto, KeyTree)>,
+    /// One index per protocol some rule names, sorted by protocol.
+    by_proto: Vec<(IpProto, PeerIndex)>,
     /// Flows of a protocol no rule names: only `all` rules can match them.
-    others: KeyTree,
+    others: PeerIndex,
     /// Whether any rule's peer is a group (so a lookup needs the peer's groups).
     has_groups: bool,
 }
@@ -71,10 +78,10 @@ impl Classifier {
             .collect();
         protos.sort_unstable();
         protos.dedup();
-        let by_proto = protos.iter().map(|&p| (p, KeyTree::new(rules, Protocol::Number(p)))).collect();
+        let by_proto = protos.iter().map(|&p| (p, PeerIndex::new(rules, Protocol::Number(p)))).collect();
         Classifier {
             by_proto,
-            others: KeyTree::new(rules, Protocol::All),
+            others: PeerIndex::new(rules, Protocol::All),
             has_groups: rules.iter().any(|r| matches!(r.peer, SgPeer::Group(_))),
         }
     }
@@ -88,16 +95,16 @@ impl Classifier {
     /// The index of the first rule that matches `flow` with `peer` as the address its rules look
     /// at, `peer_groups` being the groups that address is a member of.
     pub fn first_match(&self, flow: &Flow, peer: Ipv4Addr, peer_groups: &[SgIdx]) -> Option<usize> {
-        let tree = match self.by_proto.binary_search_by_key(&flow.proto, |(p, _)| *p) {
+        let index = match self.by_proto.binary_search_by_key(&flow.proto, |(p, _)| *p) {
             Ok(i) => &self.by_proto[i].1,
             Err(_) => &self.others,
         };
-        tree.first_match(flow_key(flow), u32::from(peer), peer_groups).map(|i| i as usize)
+        index.first_match(flow_key(flow), u32::from(peer), peer_groups).map(|i| i as usize)
     }
 
-    /// Entries stored (rule-in-node placements), for size bounds in tests and benchmarks.
-    pub fn entries(&self) -> usize {
-        self.by_proto.iter().map(|(_, t)| t.entries()).sum::<usize>() + self.others.entries()
+    /// Segment tree nodes held, all trees together: the compiled size, for bounds in tests.
+    pub fn nodes(&self) -> usize {
+        self.by_proto.iter().map(|(_, t)| t.nodes()).sum::<usize>() + self.others.nodes()
     }
 }
 
@@ -110,7 +117,7 @@ fn flow_key(flow: &Flow) -> u16 {
     }
 }
 
-/// The key ranges a rule matches in the tree of `proto` (`Protocol::All` for the tree of the
+/// The key ranges a rule matches in the index of `proto` (`Protocol::All` for the index of the
 /// protocols no rule names); empty if it matches nothing there. Mirrors `rule_matches`.
 fn key_ranges(rule: &ClassRule, proto: Protocol) -> Vec<KeyRange> {
     const FULL: KeyRange = (0, u16::MAX);
@@ -139,50 +146,99 @@ fn key_ranges(rule: &ClassRule, proto: Protocol) -> Vec<KeyRange> {
     }
 }
 
-/// The rules of one protocol over the key space: elementary intervals and a segment tree on them.
+/// The rules that can match one protocol, by peer.
+#[derive(Clone, Debug, Default)]
+struct PeerIndex {
+    /// Per prefix length in use: (netmask, network address -> that peer's rules).
+    prefixes: Vec<(u32, HashMap<u32, KeyTree>)>,
+    /// Group -> the rules whose peer is that group.
+    groups: HashMap<SgIdx, KeyTree>,
+}
+
+impl PeerIndex {
+    fn new(rules: &[ClassRule], proto: Protocol) -> PeerIndex {
+        let mut by_prefix: Vec<(u32, HashMap<u32, RuleRanges>)> = Vec::new();
+        let mut by_group: HashMap<SgIdx, RuleRanges> = HashMap::new();
+        for (i, rule) in rules.iter().enumerate() {
+            let ranges = key_ranges(rule, proto);
+            if ranges.is_empty() {
+                continue;
+            }
+            let list = match rule.peer {
+                SgPeer::Cidr(c) => {
+                    let mask = c.mask();
+                    let at = match by_prefix.iter().position(|(m, _)| *m == mask) {
+                        Some(at) => at,
+                        None => {
+                            by_prefix.push((mask, HashMap::new()));
+                            by_prefix.len() - 1
+                        }
+                    };
+                    // The address as given: one with host bits set never equals a masked address,
+                    // so it matches nothing, as `Cidr::contains` says.
+                    by_prefix[at].1.entry(u32::from(c.addr)).or_default()
+                }
+                SgPeer::Group(g) => by_group.entry(g).or_default(),
+            };
+            list.extend(ranges.into_iter().map(|r| (i as u32, r)));
+        }
+        PeerIndex {
+            prefixes: by_prefix
+                .into_iter()
+                .map(|(mask, m)| (mask, m.into_iter().map(|(a, l)| (a, KeyTree::new(&l))).collect()))
+                .collect(),
+            groups: by_group.into_iter().map(|(g, l)| (g, KeyTree::new(&l))).collect(),
+        }
+    }
+
+    fn first_match(&self, key: u16, peer: u32, peer_groups: &[SgIdx]) -> Option<u32> {
+        let by_prefix = self.prefixes.iter().filter_map(|(mask, m)| m.get(&(peer & mask)));
+        let by_group = peer_groups.iter().filter_map(|g| self.groups.get(g));
+        by_prefix.chain(by_group).filter_map(|t| t.first_match(key)).min()
+    }
+
+    fn nodes(&self) -> usize {
+        let trees = self.prefixes.iter().flat_map(|(_, m)| m.values()).chain(self.groups.values());
+        trees.map(|t| t.first.len()).sum()
+    }
+}
+
+/// The rules of one peer over the key space: elementary intervals and a segment tree on them.
 #[derive(Clone, Debug, Default)]
 struct KeyTree {
     /// First key of each elementary interval, ascending; the first is 0.
     starts: Vec<u16>,
     /// Bottom-up segment tree: node 1 is the root, node `i` has children `2i` and `2i + 1`, the
-    /// leaf of interval `j` is node `starts.len() + j`; node 0 is unused.
-    nodes: Vec<PeerSet>,
+    /// leaf of interval `j` is node `starts.len() + j`; node 0 is unused. Each node holds the
+    /// lowest index of a rule stored there, `u32::MAX` for none.
+    first: Vec<u32>,
 }
 
 impl KeyTree {
-    /// The tree of the rules that can match protocol `proto`, inserted in index order so that
-    /// each node keeps the lowest index per peer.
-    fn new(rules: &[ClassRule], proto: Protocol) -> KeyTree {
-        let ranges: Vec<(u32, ClassRule, Vec<KeyRange>)> = rules
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (i as u32, *r, key_ranges(r, proto)))
-            .filter(|(_, _, k)| !k.is_empty())
-            .collect();
+    /// The tree of `(rule index, key range)` pairs.
+    fn new(ranges: &[(u32, KeyRange)]) -> KeyTree {
         let mut starts = vec![0u16];
-        for (from, to) in ranges.iter().flat_map(|(_, _, k)| k.iter().copied()) {
+        for &(_, (from, to)) in ranges {
             starts.push(from);
             starts.extend(to.checked_add(1));
         }
         starts.sort_unstable();
         starts.dedup();
         let leaves = starts.len();
-        let mut tree = KeyTree { starts, nodes: vec![PeerSet::default(); 2 * leaves] };
-        for (index, rule, keys) in &ranges {
-            for &(from, to) in keys {
-                let (mut l, mut r) = (tree.leaf(from) + leaves, tree.leaf(to) + 1 + leaves);
-                while l < r {
-                    if l % 2 == 1 {
-                        tree.nodes[l].insert(rule.peer, *index);
-                        l += 1;
-                    }
-                    if r % 2 == 1 {
-                        r -= 1;
-                        tree.nodes[r].insert(rule.peer, *index);
-                    }
-                    l /= 2;
-                    r /= 2;
+        let mut tree = KeyTree { starts, first: vec![u32::MAX; 2 * leaves] };
+        for &(index, (from, to)) in ranges {
+            let (mut l, mut r) = (tree.leaf(from) + leaves, tree.leaf(to) + 1 + leaves);
+            while l < r {
+                if l % 2 == 1 {
+                    tree.first[l] = tree.first[l].min(index);
+                    l += 1;
                 }
+                if r % 2 == 1 {
+                    r -= 1;
+                    tree.first[r] = tree.first[r].min(index);
+                }
+                l /= 2;
+                r /= 2;
             }
         }
         tree
@@ -193,64 +249,15 @@ impl KeyTree {
         self.starts.partition_point(|&s| s <= key).saturating_sub(1)
     }
 
-    fn first_match(&self, key: u16, peer: u32, peer_groups: &[SgIdx]) -> Option<u32> {
+    /// The lowest index of a rule whose range holds `key`.
+    fn first_match(&self, key: u16) -> Option<u32> {
         let mut node = self.leaf(key) + self.starts.len();
-        let mut best: Option<u32> = None;
+        let mut best = u32::MAX;
         while node > 0 {
-            if let Some(found) = self.nodes.get(node).and_then(|n| n.first_match(peer, peer_groups)) {
-                best = Some(best.map_or(found, |b| b.min(found)));
-            }
+            best = best.min(self.first.get(node).copied().unwrap_or(u32::MAX));
             node /= 2;
         }
-        best
-    }
-
-    fn entries(&self) -> usize {
-        self.nodes.iter().map(PeerSet::entries).sum()
-    }
-}
-
-/// The rules stored in one tree node, by peer.
-#[derive(Clone, Debug, Default)]
-struct PeerSet {
-    /// Per prefix length present: (netmask, network address -> lowest rule index).
-    prefixes: Vec<(u32, HashMap<u32, u32>)>,
-    /// Group -> lowest index of a rule whose peer is that group.
-    groups: HashMap<SgIdx, u32>,
-}
-
-impl PeerSet {
-    /// Adds rule `index`; rules come in ascending index order, so a peer already present keeps
-    /// its (lower) index.
-    fn insert(&mut self, peer: SgPeer, index: u32) {
-        match peer {
-            SgPeer::Cidr(c) => {
-                let mask = c.mask();
-                let at = match self.prefixes.iter().position(|(m, _)| *m == mask) {
-                    Some(at) => at,
-                    None => {
-                        self.prefixes.push((mask, HashMap::new()));
-                        self.prefixes.len() - 1
-                    }
-                };
-                // The address as given: one with host bits set never equals a masked address, so
-                // it matches nothing, as `Cidr::contains` says.
-                self.prefixes[at].1.entry(u32::from(c.addr)).or_insert(index);
-            }
-            SgPeer::Group(g) => {
-                self.groups.entry(g).or_insert(index);
-            }
-        }
-    }
-
-    fn first_match(&self, peer: u32, peer_groups: &[SgIdx]) -> Option<u32> {
-        let by_prefix = self.prefixes.iter().filter_map(|(mask, m)| m.get(&(peer & mask)).copied());
-        let by_group = peer_groups.iter().filter_map(|g| self.groups.get(g).copied());
-        by_prefix.chain(by_group).min()
-    }
-
-    fn entries(&self) -> usize {
-        self.prefixes.iter().map(|(_, m)| m.len()).sum::<usize>() + self.groups.len()
+        (best != u32::MAX).then_some(best)
     }
 }
 
@@ -370,32 +377,27 @@ mod tests {
             tcp(0, 65535, SgPeer::Cidr(Cidr { addr: ip("10.0.0.0"), prefix: 40 })),
             tcp(0, 65535, SgPeer::Cidr(Cidr { addr: ip("10.0.0.1"), prefix: 24 })),
         ]);
-        // Only the prefix with host bits set is stored, and it matches nothing.
-        assert_eq!(c.entries(), 1);
+        // Only the prefix with host bits set is stored (one interval: two nodes); it matches nothing.
+        assert_eq!(c.nodes(), 2);
         assert_eq!(c.first_match(&flow(IpProto::TCP, 85), ip("10.0.0.1"), &[]), None);
         assert_eq!(c.first_match(&icmp_flow(8, 0), ip("10.0.0.1"), &[]), None);
     }
 
-    /// Nested wide ranges, the shape that makes a table of elementary intervals quadratic: each
-    /// rule is stored in at most two nodes per tree level.
+    /// Nested wide ranges, the shape that makes a table of elementary intervals quadratic, innermost
+    /// first so that each key's first match is a different rule: the tree stays linear.
     #[test]
-    fn nested_ranges_stay_n_log_n() {
+    fn nested_ranges_stay_linear() {
         let n: u16 = 1000;
-        let rules: Vec<ClassRule> = (0..n)
-            .map(|i| {
-                tcp(30 * i, 65535 - 30 * i, SgPeer::Cidr(Cidr::new(Ipv4Addr::from(0x0a00_0000 + u32::from(i)), 32)))
-            })
-            .collect();
+        let depth = |i: u16| 30 * (n - 1 - i);
+        let rules: Vec<ClassRule> = (0..n).map(|i| tcp(depth(i), 65535 - depth(i), cidr("10.0.0.0/8"))).collect();
         let c = Classifier::new(&rules);
-        let levels = (2 * usize::from(n) + 1).ilog2() as usize + 1;
-        assert!(c.entries() <= usize::from(n) * 2 * levels, "{} entries", c.entries());
-        for i in [0u16, 1, 500, 999] {
-            let peer = Ipv4Addr::from(0x0a00_0000 + u32::from(i));
-            assert_eq!(c.first_match(&flow(IpProto::TCP, 30 * i), peer, &[]), Some(usize::from(i)));
-            assert_eq!(c.first_match(&flow(IpProto::TCP, 65535 - 30 * i), peer, &[]), Some(usize::from(i)));
-            if i > 0 {
-                assert_eq!(c.first_match(&flow(IpProto::TCP, 30 * i - 1), peer, &[]), None);
-            }
+        assert!(c.nodes() <= 2 * (2 * usize::from(n) + 1), "{} nodes", c.nodes());
+        let first = |port| c.first_match(&flow(IpProto::TCP, port), ip("10.1.2.3"), &[]);
+        for i in [0u16, 1, 500, 998, 999] {
+            assert_eq!(first(depth(i)), Some(usize::from(i)));
+            assert_eq!(first(65535 - depth(i)), Some(usize::from(i)));
         }
+        assert_eq!(first(depth(0) + 1), Some(0));
+        assert_eq!(c.first_match(&flow(IpProto::TCP, 0), ip("11.0.0.1"), &[]), None);
     }
 }

@@ -45,7 +45,9 @@
 //! `new-flow` case in the lab of [`Lab::with_rules`], which has N non-matching ingress rules
 //! ahead of the one that allows the flow on app's group, 40 rules per direction in the subnets'
 //! network ACL (the allowing one last) and N more routes in web's route table. It prints one line
-//! for the unchanged lab (`rules=base`), then one per N.
+//! for the unchanged lab (`rules=base`), then one per N (only N's with `--rules N`), each with the
+//! time `Pipeline::new` takes to compile the lab. `--shape nested` makes the N rules the hardest
+//! for the compiled lookup (see [`Shape`]).
 
 use std::hint::black_box;
 use std::net::Ipv4Addr;
@@ -307,8 +309,8 @@ impl Lab {
     }
 
     /// The lab at scale, for `--case sweep`: app's group (the receiver's) gets `n` ingress rules
-    /// that do not match the benchmark's datagrams ahead of its own, so the one that allows them
-    /// is the last of `n + 3` (a group's rules are scanned in order, first match wins); the
+    /// of `shape` that do not match the benchmark's datagrams ahead of its own, so the one that
+    /// allows them is the last of `n + 3` (a scan would take them all); the
     /// subnets' ACL (both subnets share it) gets 40 rules per direction, 39 that do not match
     /// then the allowing one at 32766, the highest number below the default `*`; web's route
     /// table (the sender's) gets `n` routes, /24s in 172.16.0.0/12, none covering app.

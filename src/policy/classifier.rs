@@ -151,6 +151,8 @@ fn key_ranges(rule: &ClassRule, proto: Protocol) -> Vec<KeyRange> {
 struct PeerIndex {
     /// Per prefix length in use: (netmask, network address -> that peer's rules).
     prefixes: Vec<(u32, HashMap<u32, KeyTree>)>,
+    /// The rules whose peer is 0.0.0.0/0, the commonest: every address is in it, so no probe.
+    anywhere: Option<KeyTree>,
     /// Group -> the rules whose peer is that group.
     groups: HashMap<SgIdx, KeyTree>,
 }
@@ -182,11 +184,14 @@ impl PeerIndex {
             };
             list.extend(ranges.into_iter().map(|r| (i as u32, r)));
         }
+        let anywhere = by_prefix.iter_mut().find(|(mask, _)| *mask == 0).and_then(|(_, m)| m.remove(&0));
+        by_prefix.retain(|(_, m)| !m.is_empty());
         PeerIndex {
             prefixes: by_prefix
                 .into_iter()
                 .map(|(mask, m)| (mask, m.into_iter().map(|(a, l)| (a, KeyTree::new(&l))).collect()))
                 .collect(),
+            anywhere: anywhere.map(|l| KeyTree::new(&l)),
             groups: by_group.into_iter().map(|(g, l)| (g, KeyTree::new(&l))).collect(),
         }
     }
@@ -194,11 +199,12 @@ impl PeerIndex {
     fn first_match(&self, key: u16, peer: u32, peer_groups: &[SgIdx]) -> Option<u32> {
         let by_prefix = self.prefixes.iter().filter_map(|(mask, m)| m.get(&(peer & mask)));
         let by_group = peer_groups.iter().filter_map(|g| self.groups.get(g));
-        by_prefix.chain(by_group).filter_map(|t| t.first_match(key)).min()
+        self.anywhere.iter().chain(by_prefix).chain(by_group).filter_map(|t| t.first_match(key)).min()
     }
 
     fn nodes(&self) -> usize {
-        let trees = self.prefixes.iter().flat_map(|(_, m)| m.values()).chain(self.groups.values());
+        let trees =
+            self.prefixes.iter().flat_map(|(_, m)| m.values()).chain(&self.anywhere).chain(self.groups.values());
         trees.map(|t| t.first.len()).sum()
     }
 }

@@ -47,7 +47,9 @@
 //! `new-flow` case in the lab of [`Lab::with_rules`], which has N non-matching ingress rules
 //! ahead of the one that allows the flow on app's group, 40 rules per direction in the subnets'
 //! network ACL (the allowing one last) and N more routes in web's route table. It prints one line
-//! for the unchanged lab (`rules=base`), then one per N.
+//! for the unchanged lab (`rules=base`), then one per N (only N's with `--rules N`), each with the
+//! time `Pipeline::new` takes to compile the lab. `--shape nested` makes the N rules the hardest
+//! for the compiled lookup (see [`Shape`]).
 
 use std::hint::black_box;
 use std::net::Ipv4Addr;
@@ -254,10 +256,27 @@ struct Args {
     /// in the benchmark's lab when it is above the default).
     #[arg(long, default_value_t = 100_000)]
     flows: u64,
-    /// `--case sweep`: only this N (extra security group rules, and extra routes); 0, 10, 100 and
-    /// 1000 when left out.
+    /// `--case sweep`: only this N (extra security group rules, and extra routes), without the
+    /// `rules=base` line (so callgrind counts one lab); base, 0, 10, 100 and 1000 when left out.
     #[arg(long)]
     rules: Option<usize>,
+    /// `--case sweep`: the shape of the N extra security group rules.
+    #[arg(long, value_enum, default_value_t = Shape::Ports)]
+    shape: Shape,
+}
+
+/// The shape of the sweep's extra security group rules (all UDP ingress on app's group, none
+/// matching the benchmark's datagrams).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Shape {
+    /// Rule `i`: port `6000 + i` from web's whole VPC (10.0.0.0/16): the peer matches, the port
+    /// does not.
+    Ports,
+    /// Rule `i`: ports `i`..=`65535 - i` (nested ranges, all covering the datagrams' port) from a
+    /// prefix in 172.16.0.0/12 of length `8 + i % 25` (25 lengths, none covering web): the port
+    /// matches, the peer does not. The hardest shape for a compiled lookup: every tree node on
+    /// the port's path holds rules, under many prefix lengths.
+    Nested,
 }
 
 /// One case, ready to run: a pipeline whose flow is primed, the frame to send and what must
@@ -300,8 +319,8 @@ impl Lab {
     }
 
     /// The lab at scale, for `--case sweep`: app's group (the receiver's) gets `n` ingress rules
-    /// that do not match the benchmark's datagrams ahead of its own, so the one that allows them
-    /// is the last of `n + 3` (a group's rules are scanned in order, first match wins); the
+    /// of `shape` that do not match the benchmark's datagrams ahead of its own, so the one that
+    /// allows them is the last of `n + 3` (a scan would take them all); the
     /// subnets' ACL (both subnets share it) gets 40 rules per direction, 39 that do not match
     /// then the allowing one at 32766, the highest number below the default `*`; web's route
     /// table (the sender's) gets `n` routes, /24s in 172.16.0.0/12, none covering app.
@@ -311,19 +330,11 @@ impl Lab {
     /// direction, 50 routes per table), which refuse a lab this size; AWS lets them be raised
     /// (1,000 group rules per ENI, 40 ACL rules, 1,000 routes), and the pipeline compiles a model
     /// without looking at quotas.
-    fn with_rules(n: usize) -> Lab {
+    fn with_rules(n: usize, shape: Shape) -> Lab {
         let mut lab = Lab::new();
         let m = &mut lab.model;
         let sg = m.security_groups.iter_mut().find(|g| g.id == "sg-app").expect("sg-app");
-        // UDP from web's whole VPC, so each rule's peer matches and its port is compared too.
-        let vpc = Cidr::new(Ipv4Addr::new(10, 0, 0, 0), 16);
-        assert!(n <= 59_000, "the extra rules' ports stay in 6000-64999, away from DPORT");
-        let extra = (0..n).map(|i| SgRule {
-            protocol: Protocol::UDP,
-            ports: PortMatch::Ports(PortRange { from: 6000 + i as u16, to: 6000 + i as u16 }),
-            peer: SgPeer::Cidr(vpc),
-        });
-        sg.ingress.splice(0..0, extra);
+        sg.ingress.splice(0..0, (0..n).map(|i| extra_rule(i, shape)));
         let acl = m.network_acls.iter_mut().find(|a| a.id == "acl-bench").expect("acl-bench");
         let anywhere = Cidr::new(Ipv4Addr::UNSPECIFIED, 0);
         let acl_rules = || {
@@ -710,8 +721,46 @@ fn table_case(flows: u64, packets: u64, runs: usize) {
     );
 }
 
-/// The `sweep` case: one line for the unchanged lab, then one per N.
-fn sweep_case(rules: Option<usize>, packets: u64, runs: usize) {
+/// Extra rule `i` of the sweep's lab (see [`Shape`]): it never matches the benchmark's datagrams.
+fn extra_rule(i: usize, shape: Shape) -> SgRule {
+    match shape {
+        Shape::Ports => {
+            assert!(i < 59_000, "the extra rules' ports stay in 6000-64999, away from DPORT");
+            let port = 6000 + i as u16;
+            SgRule {
+                protocol: Protocol::UDP,
+                ports: PortMatch::Ports(PortRange { from: port, to: port }),
+                peer: SgPeer::Cidr(Cidr::new(Ipv4Addr::new(10, 0, 0, 0), 16)),
+            }
+        }
+        Shape::Nested => {
+            assert!(i <= usize::from(DPORT), "the nested ranges all cover DPORT");
+            let addr = Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 16, 0, 0)) + ((i as u32) << 4));
+            SgRule {
+                protocol: Protocol::UDP,
+                ports: PortMatch::Ports(PortRange { from: i as u16, to: 65535 - i as u16 }),
+                peer: SgPeer::Cidr(Cidr::new(addr, 8 + (i % 25) as u8)),
+            }
+        }
+    }
+}
+
+/// Microseconds `Pipeline::new` takes to compile `lab` (median of 5): the compile is off the
+/// packet path, but it is what a topology change costs the control thread.
+fn compile_us(lab: &Lab) -> f64 {
+    let mut us: Vec<f64> = (0..5)
+        .map(|_| {
+            let start = Instant::now();
+            black_box(Pipeline::new(black_box(&lab.model)));
+            start.elapsed().as_nanos() as f64 / 1000.0
+        })
+        .collect();
+    us.sort_by(f64::total_cmp);
+    median(&us)
+}
+
+/// The `sweep` case: one line for the unchanged lab, then one per N; only N's line with `--rules`.
+fn sweep_case(rules: Option<usize>, shape: Shape, packets: u64, runs: usize) {
     let line = |label: String, lab: &Lab| {
         let ns = measure(lab, Case::Sweep, packets, runs);
         let (sg, acl, routes) = (
@@ -720,17 +769,22 @@ fn sweep_case(rules: Option<usize>, packets: u64, runs: usize) {
             lab.model.route_tables.iter().find(|r| r.id == "rtb-public").map_or(0, |r| r.routes.len()),
         );
         println!(
-            "case=sweep rules={label} sg_app_ingress_rules={sg} acl_rules_per_direction={acl} rtb_public_routes={routes} \
-             packets={packets} runs={runs} ns_per_packet={:.1} min={:.1} max={:.1}",
+            "case=sweep shape={} rules={label} sg_app_ingress_rules={sg} acl_rules_per_direction={acl} \
+             rtb_public_routes={routes} packets={packets} runs={runs} ns_per_packet={:.1} min={:.1} max={:.1} \
+             compile_us={:.0}",
+            shape.to_possible_value().expect("no skipped variant").get_name(),
             median(&ns),
             ns[0],
             ns[ns.len() - 1],
+            compile_us(lab),
         );
     };
-    line("base".to_string(), &Lab::new());
+    if rules.is_none() {
+        line("base".to_string(), &Lab::new());
+    }
     let ns: Vec<usize> = rules.map_or_else(|| vec![0, 10, 100, 1000], |n| vec![n]);
     for n in ns {
-        line(n.to_string(), &Lab::with_rules(n));
+        line(n.to_string(), &Lab::with_rules(n, shape));
     }
 }
 
@@ -749,7 +803,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if args.case == Some(Case::Sweep) {
-        sweep_case(args.rules, args.packets, args.runs);
+        sweep_case(args.rules, args.shape, args.packets, args.runs);
         return ExitCode::SUCCESS;
     }
     let lab = Lab::new();

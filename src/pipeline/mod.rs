@@ -48,14 +48,15 @@ pub use verdict::{DropReason, EniCounters, Verdict};
 
 use crate::conntrack::{ConnTable, ConntrackFull};
 use crate::model::{
-    AclIdx, Cidr, EniIdx, InstanceState, Mac, Model, NatIdx, NetworkAcl, RouteTarget, SubnetIdx, VpcIdx,
-    INTERNET_GATEWAY_IP, INTERNET_MTU,
+    AclIdx, Cidr, EniIdx, InstanceState, Mac, Model, NatIdx, RouteTarget, SubnetIdx, VpcIdx, INTERNET_GATEWAY_IP,
+    INTERNET_MTU,
 };
 use crate::nat::{IgwMap, NatError, NatTable};
 use crate::packet::rewrite::{self, L4Csum};
 use crate::packet::{self, build, ArpMeta, Flow, IpProto, Ipv4Meta, L3Meta, TcpFlags, ARP_REQUEST, ETH_HEADER_LEN};
+use crate::policy::network_acl::{self, CompiledAcl};
 use crate::policy::route_table::{self, CompiledRoutes};
-use crate::policy::{network_acl, security_group::SecurityGroups, Direction};
+use crate::policy::{security_group::SecurityGroups, Direction};
 
 /// The MTU inside a VPC, as on AWS.
 pub const VPC_MTU: u16 = 9001;
@@ -340,7 +341,7 @@ pub struct Pipeline {
     owner_by_ip: HashMap<(VpcIdx, Ipv4Addr), EniIdx>,
     owner_by_mac: HashMap<Mac, EniIdx>,
     groups: SecurityGroups,
-    acls: Vec<NetworkAcl>,
+    acls: Vec<CompiledAcl>,
     conntrack: Vec<ConnTable<Hops>>,
     igw: IgwMap,
     nats: Vec<NatTable>,
@@ -551,7 +552,7 @@ impl Pipeline {
         self.owner_by_ip = owner_by_ip;
         self.owner_by_mac = owner_by_mac;
         self.vpc_cidrs = model.vpcs.iter().map(|v| v.cidr).collect();
-        self.acls = model.network_acls.clone();
+        self.acls = model.network_acls.iter().map(CompiledAcl::new).collect();
         self.routes = route_table::compile_all(model);
         self.igw = IgwMap::new(model);
         self.nat_edges = model
@@ -1571,8 +1572,8 @@ impl Pipeline {
         obs: &mut O,
     ) -> Step<()> {
         let acl = &self.acls[acl.index()];
-        let d = network_acl::evaluate(acl, dir, flow);
-        let text = network_acl::describe(acl, dir, d);
+        let d = acl.evaluate(dir, flow);
+        let text = network_acl::describe(acl.acl(), dir, d);
         let stage = if dir == Direction::Egress { Stage::NaclEgress } else { Stage::NaclIngress };
         if d.allows() {
             obs.record(stage, format_args!("{text}"));

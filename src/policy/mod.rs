@@ -12,7 +12,10 @@ pub enum Direction {
     Egress,
 }
 
+pub mod classifier;
 pub mod network_acl;
+#[cfg(test)]
+mod reference;
 pub mod route_table;
 pub mod security_group;
 

@@ -26,6 +26,7 @@
 //! failover): with none armed they cost one branch per frame written; one that fires is removed
 //! and sent without blocking.
 
+pub mod owner;
 pub mod port;
 pub mod tap;
 pub mod uplink;

@@ -346,6 +346,8 @@ fn kill_processes_in_all(namespaces: &[String]) {
 pub struct Lab {
     pub(crate) namespaces: Vec<String>,
     taps: Vec<Option<Tap>>,
+    /// By port: the TAP's further queues, one per worker after the first (`up --workers N`).
+    queues: Vec<Vec<Tap>>,
     /// The uplink gateway's MAC, when the internet side is an uplink.
     pub uplink_gateway_mac: Option<crate::model::Mac>,
 }
@@ -356,16 +358,20 @@ impl Lab {
     /// that is not in a running instance keeps its TAP, down, in the host namespace under its
     /// temporary name, ready to be attached live.
     /// `interrupted` is asked before each instance; when it says yes, the build stops.
-    pub fn build(model: &Model, interrupted: &dyn Fn() -> bool) -> anyhow::Result<Lab> {
+    /// Every TAP gets a queue per worker (`workers`).
+    pub fn build(model: &Model, workers: usize, interrupted: &dyn Fn() -> bool) -> anyhow::Result<Lab> {
         let mut lab = Lab {
             namespaces: Vec::new(),
             taps: (0..=model.enis.len()).map(|_| None).collect(),
+            queues: (0..=model.enis.len()).map(|_| Vec::new()).collect(),
             uplink_gateway_mac: None,
         };
         let mut host = Netlink::open().context("opening netlink in the host namespace")?;
         for (i, eni) in model.enis.iter().enumerate() {
             let temp = tap_temp_name(&model.name, &eni.id);
-            lab.taps[i] = Some(Tap::create(&temp).with_context(|| format!("creating the TAP of {}", eni.id))?);
+            let queues =
+                Tap::create_queues(&temp, workers).with_context(|| format!("creating the TAP of {}", eni.id))?;
+            lab.set_queues(i, queues);
         }
         for i in 0..model.instances.len() {
             if interrupted() {
@@ -396,9 +402,17 @@ impl Lab {
             let ns = model.internet_netns();
             netns::create_netns(&ns).with_context(|| format!("creating namespace {ns}"))?;
             lab.namespaces.push(ns.clone());
-            lab.taps[model.enis.len()] = Some(plumb_internet(model, &ns, &mut host)?);
+            let queues = plumb_internet(model, &ns, &mut host, workers)?;
+            lab.set_queues(model.enis.len(), queues);
         }
         Ok(lab)
+    }
+
+    /// Port `port`'s TAP: its first queue, and the others.
+    fn set_queues(&mut self, port: usize, queues: Vec<Tap>) {
+        let mut queues = queues.into_iter();
+        self.taps[port] = queues.next();
+        self.queues[port] = queues.collect();
     }
 
     /// Attaches to the persistent TAPs a dead forwarder of `model`'s lab left behind, wherever
@@ -432,19 +446,44 @@ impl Lab {
         for tap in taps.iter_mut().flatten() {
             tap.adopt();
         }
-        Ok(Lab { namespaces, taps, uplink_gateway_mac })
+        let queues = taps.iter().map(|_| Vec::new()).collect();
+        Ok(Lab { namespaces, taps, queues, uplink_gateway_mac })
     }
 
     /// Hands the TAPs to the data plane: indexed like the model's ENIs, then the internet's.
     pub fn take_taps(&mut self) -> Vec<Option<Tap>> {
         std::mem::take(&mut self.taps)
     }
+
+    /// Hands the TAPs' queues to `workers` workers: by worker, each indexed like
+    /// [`take_taps`](Self::take_taps). The uplink's packet socket has one queue: every worker
+    /// gets a descriptor of it. A TAP with fewer queues (one re-attached by `resume`) is read by
+    /// worker 0 only.
+    pub fn take_queues(&mut self, workers: usize) -> anyhow::Result<Vec<Vec<Option<Tap>>>> {
+        let first = self.take_taps();
+        let mut more = std::mem::take(&mut self.queues);
+        let uplink = first.last().and_then(|p| p.as_ref()).filter(|_| self.uplink_gateway_mac.is_some());
+        let mut all = Vec::with_capacity(workers);
+        for _ in 1..workers {
+            let mut ports = Vec::with_capacity(first.len());
+            for (i, queues) in more.iter_mut().enumerate() {
+                let port = match uplink {
+                    Some(u) if i + 1 == first.len() => Some(u.duplicate().context("sharing the uplink's socket")?),
+                    _ => (!queues.is_empty()).then(|| queues.remove(0)),
+                };
+                ports.push(port);
+            }
+            all.push(ports);
+        }
+        all.insert(0, first);
+        Ok(all)
+    }
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
         // The namespaces first, the TAPs after: see `close_after_teardown`.
-        let taps = std::mem::take(&mut self.taps);
+        let taps = vec![(std::mem::take(&mut self.taps), std::mem::take(&mut self.queues))];
         close_after_teardown(&self.namespaces, taps);
     }
 }
@@ -642,11 +681,11 @@ pub(crate) fn lift_eni(
 /// The emulated internet: one TAP, `eth0` in `<lab>-internet`, MTU 1500, holding every
 /// `[internet]` host's address (/32, so everything else is reached through the gateway) and a
 /// default route via [`INTERNET_GATEWAY_IP`], which the forwarder answers for.
-fn plumb_internet(model: &Model, ns: &str, host: &mut Netlink) -> anyhow::Result<Tap> {
+fn plumb_internet(model: &Model, ns: &str, host: &mut Netlink, workers: usize) -> anyhow::Result<Vec<Tap>> {
     disable_ipv6(ns)?;
     // Ids cannot hold `/`, so no ENI's temporary name can be this one.
     let temp = tap_temp_name(&model.name, "/internet");
-    let tap = Tap::create(&temp).context("creating the internet's TAP")?;
+    let tap = Tap::create_queues(&temp, workers).context("creating the internet's TAP")?;
     host.move_link(&temp, ns, "eth0").with_context(|| format!("moving the internet's TAP into {ns}"))?;
     let mut nl = Netlink::open_in(ns).with_context(|| format!("opening netlink in {ns}"))?;
     let cfg = LinkConfig {
@@ -756,10 +795,12 @@ impl Drop for Claim {
 /// SIGINT or SIGHUP), then tears it down. `on_ready` runs once the data plane is about to poll.
 /// With `metrics`, `http://ADDR/metrics` serves the lab's counters (bound before anything is
 /// built, so an address in use fails the start and leaves nothing behind).
+/// `workers` threads forward (`up --workers N`; see `dataplane::workers`).
 pub fn run_forwarder(
     model: Model,
     topology: &str,
     metrics: Option<SocketAddr>,
+    workers: usize,
     on_ready: impl FnOnce(&Model),
 ) -> anyhow::Result<()> {
     // Signals are caught from the start: one that arrives while the lab is being built stops the
@@ -772,8 +813,8 @@ pub fn run_forwarder(
     let signals = signal_hook::iterator::Signals::new(STOP_SIGNALS).context("installing signal handlers")?;
     let claim = Claim::take(&model, topology)?;
     let metrics = bind_metrics(metrics)?;
-    let lab = Lab::build(&model, &|| stop.load(Ordering::Relaxed))?;
-    forward(model, lab, claim, topology, signals, metrics, on_ready)
+    let lab = Lab::build(&model, workers, &|| stop.load(Ordering::Relaxed))?;
+    forward(model, lab, claim, topology, signals, metrics, workers, on_ready)
 }
 
 /// Re-adopts lab `lab` whose forwarder died: its namespaces, instances, processes and
@@ -792,7 +833,8 @@ pub fn resume_forwarder(lab: &str, metrics: Option<SocketAddr>, on_ready: impl F
     let adopted = Lab::adopt(&model)?;
     crate::log!("lab `{lab}` resumed by a new forwarder: instances untouched, connection tables empty");
     claim.remove_dir = true;
-    forward(model, adopted, claim, &topology, signals, metrics, on_ready)
+    // One worker: the TAPs are re-attached with one queue each.
+    forward(model, adopted, claim, &topology, signals, metrics, 1, on_ready)
 }
 
 /// The listener of `up --metrics ADDR`, if asked for.
@@ -801,6 +843,7 @@ fn bind_metrics(addr: Option<SocketAddr>) -> anyhow::Result<Option<TcpListener>>
 }
 
 /// Runs the forwarder over a built or adopted lab until told to stop, then tears it down.
+#[allow(clippy::too_many_arguments)]
 fn forward(
     model: Model,
     mut lab: Lab,
@@ -808,6 +851,7 @@ fn forward(
     topology: &str,
     mut signals: signal_hook::iterator::Signals,
     metrics: Option<TcpListener>,
+    workers: usize,
     on_ready: impl FnOnce(&Model),
 ) -> anyhow::Result<()> {
     let listener = UnixListener::bind(socket_path(&model.name)).context("binding the control socket")?;
@@ -816,10 +860,12 @@ fn forward(
         pipeline.set_uplink_gateway_mac(mac);
     }
     let (fired_tx, fired) = crossbeam_channel::unbounded::<crate::dataplane::FiredWatch>();
-    let (mut dataplane, handle) = Dataplane::new(pipeline, lab.take_taps(), fired_tx)?;
+    let (mut planes, handle) = Dataplane::workers(pipeline, lab.take_queues(workers)?, fired_tx)?;
     // VPC Flow Logs: records are appended to their files by a writer thread of their own.
     let flow_writer = crate::capture::flow_log::writer::Writer::spawn().context("starting the flow log writer")?;
-    dataplane.set_flow_log_sink(flow_writer.sender());
+    for dataplane in &mut planes {
+        dataplane.set_flow_log_sink(flow_writer.sender());
+    }
     let flow_config = crate::capture::flow_log::FlowLogConfig::new(&model);
     if !flow_config.is_empty() {
         handle.send(Command::FlowLogs(Box::new(flow_config))).context("configuring flow logs")?;
@@ -860,9 +906,24 @@ fn forward(
         std::process::id()
     );
     on_ready(&ready_model);
+    let mut dataplane = planes.remove(0);
+    let others: Vec<_> = planes
+        .into_iter()
+        .map(|mut dp| {
+            std::thread::spawn(move || {
+                if let Err(e) = dp.run() {
+                    crate::log!("a forwarding worker failed: {e}");
+                }
+                dp.take_ports()
+            })
+        })
+        .collect();
     let result = dataplane.run();
+    // Worker 0 stopped: so do the others (they have had the shutdown already, unless worker 0 failed).
+    let _ = handle.send(Command::Shutdown);
     // The TAPs stay open until their namespaces are gone (`close_after_teardown`).
-    let taps = dataplane.take_ports();
+    let mut taps = vec![dataplane.take_ports()];
+    taps.extend(others.into_iter().filter_map(|t| t.join().ok()));
     drop(dataplane);
     // The data plane wrote its last intervals as it stopped: append them before going.
     flow_writer.finish();

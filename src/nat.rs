@@ -181,6 +181,26 @@ pub struct NatCounters {
     pub active_tcp_connections: u64,
 }
 
+/// Counters of several workers' shards of one NAT gateway, added up.
+impl std::ops::AddAssign for NatCounters {
+    fn add_assign(&mut self, o: NatCounters) {
+        self.connection_attempts += o.connection_attempts;
+        self.connections_established += o.connections_established;
+        self.port_allocation_errors += o.port_allocation_errors;
+        self.idle_timeouts += o.idle_timeouts;
+        self.packets_dropped += o.packets_dropped;
+        self.packets_in_from_source += o.packets_in_from_source;
+        self.bytes_in_from_source += o.bytes_in_from_source;
+        self.packets_out_to_destination += o.packets_out_to_destination;
+        self.bytes_out_to_destination += o.bytes_out_to_destination;
+        self.packets_in_from_destination += o.packets_in_from_destination;
+        self.bytes_in_from_destination += o.bytes_in_from_destination;
+        self.packets_out_to_source += o.packets_out_to_source;
+        self.bytes_out_to_source += o.bytes_out_to_source;
+        self.active_tcp_connections += o.active_tcp_connections;
+    }
+}
+
 /// One translation of a NAT gateway.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NatMapping {

@@ -515,7 +515,10 @@ fn start_capture(
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let points = interfaces.iter().map(|i| i.point.clone()).collect();
     let tap = CaptureTap { id, points, snaplen, drops_only, queue, lost: Arc::clone(&lost) };
-    handle.send(Command::Capture(Box::new(tap))).map_err(|e| format!("forwarder dead: {e}"))?;
+    handle.send(Command::Capture(Box::new(tap))).map_err(|e| match e.kind() {
+        std::io::ErrorKind::Unsupported => e.to_string(),
+        _ => format!("forwarder dead: {e}"),
+    })?;
     Ok(StartedCapture { handle, id, interfaces, snaplen, records, lost })
 }
 

@@ -74,10 +74,10 @@ impl Crew {
         let n = wakers.len();
         let mut outgoing: Vec<Vec<Option<Producer<u8>>>> = (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
         let mut incoming: Vec<Vec<Consumer<u8>>> = (0..n).map(|_| Vec::new()).collect();
-        for from in 0..n {
-            for to in (0..n).filter(|&to| to != from) {
+        for (from, rings) in outgoing.iter_mut().enumerate() {
+            for (to, ring) in rings.iter_mut().enumerate().filter(|&(to, _)| to != from) {
                 let (tx, rx) = RingBuffer::new(HANDOFF_BYTES);
-                outgoing[from][to] = Some(tx);
+                *ring = Some(tx);
                 incoming[to].push(rx);
             }
         }
@@ -149,9 +149,8 @@ impl Crew {
         let Ok(chunk) = ring.read_chunk(RECORD_HEADER) else { return Taken::Empty };
         let mut header = [0u8; RECORD_HEADER];
         let (head, tail) = chunk.as_slices();
-        read_at(head, tail, 0, &mut header);
         // Not committed: the header is read again with its frame below.
-        drop(chunk);
+        read_at(head, tail, 0, &mut header);
         let len = u32::from_ne_bytes([header[0], header[1], header[2], header[3]]) as usize;
         let port = u32::from_ne_bytes([header[4], header[5], header[6], header[7]]) as usize;
         let made_under = u64::from_ne_bytes(header[8..].try_into().unwrap_or_default());

@@ -628,3 +628,65 @@ fn the_connection_limit_of_an_eni_holds_over_both_workers() {
     let stats = crew.handle.ask(PATIENCE, Command::Stats).expect("the workers answer");
     assert_eq!((stats.conntrack[b].entries, stats.conntrack[b].max_entries), (3, 3));
 }
+
+/// A source port from 40000 up whose query from eni-a to eni-b (UDP 53) worker `w` owns.
+fn sport_owned_by(crew: &Crew2, w: usize) -> u16 {
+    let owners = owner::Owners::new(&crew.model, 2);
+    (40000..).find(|&p| owners.of(&crew.udp("eni-a", "eni-b", p, 53)) == Some(w)).expect("some port hashes there")
+}
+
+#[test]
+fn trace_reads_the_connection_state_of_the_flows_owner() {
+    let crew = Crew2::start(LAB);
+    let a = crew.model.eni_by_id("eni-a").unwrap().index();
+    for w in 0..2 {
+        let sport = sport_owned_by(&crew, w);
+        // The query goes in on the other worker's queue: handed to `w`, which tracks it.
+        crew.send("eni-a", 1 - w, &crew.udp("eni-a", "eni-b", sport, 53));
+        crew.recv("eni-b");
+        let answer = crew.udp("eni-b", "eni-a", 53, sport);
+        let from = crew.model.eni_by_id("eni-b");
+        let (verdict, _) = crew
+            .handle
+            .ask(PATIENCE, |reply| Command::Trace { from, frame: answer, reply })
+            .expect("the owner answers");
+        assert_eq!(verdict, Verdict::Forward(EniIdx(a as u32)), "the answer of a flow of worker {w} is its reply");
+    }
+}
+
+#[test]
+fn a_swap_reaches_both_workers_and_new_taps_give_each_its_queue() {
+    let mut crew = Crew2::start(LAB);
+    let m2 = crate::topology::parse(&lab_with_new_first_eni(), "loop.toml").expect("the new lab is valid");
+    let (mut new_taps, mut peers) = (Vec::new(), Vec::new());
+    for _ in 0..2 {
+        let (port, peer) = MemPort::pair("eni-n").expect("a socket pair");
+        new_taps.push(("eni-n".to_string(), port));
+        peers.push(peer);
+    }
+    let (reply, done) = crossbeam_channel::bounded(1);
+    let swap = Swap { pipeline: Pipeline::new(&m2), new_taps, watches: Vec::new(), reply };
+    crew.handle.send(Command::Swap(Box::new(swap))).expect("the workers run");
+    let done = done.recv_timeout(PATIENCE).expect("the swap is answered once, for both workers");
+    assert!(done.retired.is_empty(), "each worker used its queue: {:?}", done.retired);
+    assert_eq!(done.generation, 1);
+    crew.model = m2;
+    crew.queues.insert("eni-n".into(), peers);
+    // Flows owned by each worker, read on each queue, under the new port indexes: eni-n's
+    // queries to b, and b's answers, which eni-n's group admits only as replies.
+    let owners = owner::Owners::new(&crew.model, 2);
+    let mut seen = [false; 2];
+    for sport in 30000..30016 {
+        let q = usize::from(sport % 2);
+        let query = crew.udp("eni-n", "eni-b", sport, 53);
+        seen[owners.of(&query).expect("owned")] = true;
+        crew.send("eni-n", q, &query);
+        assert_eq!(&crew.recv("eni-b")[VNET_HDR_LEN..], &query[..]);
+        crew.send("eni-b", 1 - q, &crew.udp("eni-b", "eni-n", 53, sport));
+        crew.recv("eni-n");
+    }
+    assert_eq!(seen, [true, true], "both workers owned some of the flows");
+    let n = crew.model.eni_by_id("eni-n").unwrap().index();
+    let c = crew.wait_for("16 answers delivered to eni-n", |c| c[n].tx_packets == 16);
+    assert_eq!(c[n].rx_packets, 16);
+}

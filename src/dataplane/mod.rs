@@ -248,6 +248,15 @@ impl<P: Send + 'static> Handle<P> {
         self.links.len()
     }
 
+    /// Queues a command for worker `worker` alone (a capture's queue of that worker); with one
+    /// worker, [`send`](Self::send).
+    pub fn send_to(&self, worker: usize, command: Command<P>) -> io::Result<()> {
+        match self.links.get(worker) {
+            Some(link) => link.send(command),
+            None => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("no worker {worker}"))),
+        }
+    }
+
     /// Sends the command `make` builds around a reply channel and waits (at most `timeout`).
     pub fn ask<T>(&self, timeout: Duration, make: impl FnOnce(Sender<T>) -> Command<P>) -> io::Result<T> {
         let (tx, rx) = crossbeam_channel::bounded(1);

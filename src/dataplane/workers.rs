@@ -12,8 +12,9 @@
 //!
 //! The control side's [`Handle`] fans commands out: a swap reaches every worker (each gets its
 //! own compiled pipeline and carries its own state over), `trace` goes to the traced flow's
-//! owner, counters, statistics and listings are gathered from every worker and summed. A
-//! capture or traffic mirroring is refused with more than one worker (see [`Unsupported`]).
+//! owner, counters, statistics and listings are gathered from every worker and summed; a
+//! capture gets one queue per worker. Traffic mirroring is refused with more than one worker
+//! (see [`Unsupported`]).
 
 use std::collections::BTreeMap;
 use std::io;
@@ -192,8 +193,6 @@ fn read_at(head: &[u8], tail: &[u8], at: usize, out: &mut [u8]) {
 /// Why a command cannot be carried out with several workers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unsupported {
-    /// `vpclab capture`: one queue per capture is fed by one worker.
-    Capture,
     /// Traffic mirror sessions: a copy is judged by the target's connection table, on the
     /// worker that happened to mirror it.
     TrafficMirroring,
@@ -203,7 +202,6 @@ impl Unsupported {
     /// The error a person reads.
     pub fn error(self) -> io::Error {
         let what = match self {
-            Unsupported::Capture => "packet capture",
             Unsupported::TrafficMirroring => "traffic mirroring",
         };
         io::Error::new(
@@ -273,11 +271,13 @@ impl<P: Send + 'static> Handle<P> {
                 Ok(())
             }
             Command::Swap(swap) => self.fan_out_swap(*swap, fanout),
-            Command::Capture(_) => Err(Unsupported::Capture.error()),
-            // No capture can have started: nothing to stop.
-            Command::StopCapture { done, .. } => {
-                let _ = done.send(());
-                Ok(())
+            // Each worker feeds a queue of its own: see `Handle::send_to`.
+            Command::Capture(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "with several workers a capture is given to each worker (Handle::send_to)",
+            )),
+            Command::StopCapture { id, done } => {
+                self.gather(done, move |tx| Command::StopCapture { id, done: tx }, |_| ())
             }
             Command::WorkerSwap(..) => unreachable!("only the fan-out makes a worker's swap"),
             Command::Shutdown => {

@@ -44,7 +44,7 @@ enum Cmd {
         #[arg(long, value_name = "ADDR")]
         metrics: Option<std::net::SocketAddr>,
         /// Forwarding threads, each reading its own queue of every (multiqueue) TAP. More than
-        /// one refuses traffic mirror sessions and packet capture (not supported yet).
+        /// one refuses a lab with traffic mirror sessions (not supported yet).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
         workers: u16,
     },

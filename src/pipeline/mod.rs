@@ -424,6 +424,8 @@ impl Pipeline {
         }
     }
 
+    #[cold]
+    #[inline(never)]
     /// With a shard: takes one of ENI `eni`'s connection slots, counted over every worker;
     /// false when all are taken (after this worker reclaimed its own expired entries).
     fn reserve(&mut self, now: Duration, eni: usize) -> bool {
@@ -444,6 +446,8 @@ impl Pipeline {
     /// With a shard: whether ENI `eni` has no connection slot left over every worker, after
     /// this worker reclaimed its own expired entries. Entries expired on another worker free
     /// their slot at that worker's next housekeeping (at most a second later).
+    #[cold]
+    #[inline(never)]
     fn shard_full(&mut self, now: Duration, eni: usize) -> bool {
         use std::sync::atomic::Ordering;
         let Some(shard) = &self.shard else { return false };
@@ -908,9 +912,9 @@ impl Pipeline {
         let hop = Hop { to, routed };
         if commit {
             if let Source::Eni(from, egress) = source {
-                self.commit(now, from, egress, info, Some(hop))?;
+                self.commit_either(now, from, egress, info, Some(hop))?;
             }
-            self.commit(now, to, ingress, info, None)?;
+            self.commit_either(now, to, ingress, info, None)?;
         }
         self.deliver(hop, frame, obs);
         Ok(Verdict::Forward(to))
@@ -931,7 +935,7 @@ impl Pipeline {
                 None => self.conntrack[eni.index()].is_full(now),
                 Some(_) => self.shard_full(now, eni.index()),
             };
-        if new && full {
+        if full {
             let port = &self.ports[eni.index()];
             let max = self.conntrack[eni.index()].max_entries();
             obs.record(stage, format_args!("drop: {}'s connection table is full ({max} connections)", port.id));
@@ -971,7 +975,7 @@ impl Pipeline {
         self.check_mtu(from, ip, frame, off, obs)?;
         self.room(now, from, egress, Stage::SgEgress, obs)?;
         if commit {
-            self.commit(now, from, egress, info, None)?;
+            self.commit_either(now, from, egress, info, None)?;
         }
         obs.record(Stage::InternetGateway, format_args!("source {} -> {public} (its Elastic IP)", ip.flow.src));
         if let Some(q) = packet::icmp_quoted(frame, ip) {
@@ -1145,7 +1149,7 @@ impl Pipeline {
             }
         };
         if commit {
-            self.commit(now, from, egress, info, None)?;
+            self.commit_either(now, from, egress, info, None)?;
             let t = &mut self.nats[n.index()];
             t.apply(now, plan);
             let c = t.counters_mut();
@@ -1397,30 +1401,48 @@ impl Pipeline {
         }
     }
 
-    /// [`commit`](Self::commit) of a new tracked flow with a shard: the slot is taken from the
-    /// count shared by every worker first (another worker may have taken the last one since
-    /// `room` looked), then the entry inserted and the count settled (an insert that replaced an
-    /// entry of the same key added none).
-    fn commit_shared(&mut self, now: Duration, eni: EniIdx, info: &Flow, hop: Option<Hop>) -> Step<()> {
-        if !self.reserve(now, eni.index()) {
+    /// [`commit`](Self::commit), and with a shard, [`commit_shared`](Self::commit_shared).
+    #[inline(always)]
+    fn commit_either(
+        &mut self,
+        now: Duration,
+        eni: EniIdx,
+        outcome: SgOutcome,
+        info: &Flow,
+        hop: Option<Hop>,
+    ) -> Step<()> {
+        if self.shard.is_some() {
+            return self.commit_shared(now, eni, outcome, info, hop);
+        }
+        self.commit(now, eni, outcome, info, hop)
+    }
+
+    /// [`commit`](Self::commit) with a shard: a new flow's slot is taken from the count every
+    /// worker shares first (another worker may have taken the last one since `room` looked), and
+    /// the count is settled after (an insert that replaced an entry of the same key added none).
+    /// Apart from `commit`, so that one worker's `commit` is compiled as it was.
+    #[cold]
+    #[inline(never)]
+    fn commit_shared(
+        &mut self,
+        now: Duration,
+        eni: EniIdx,
+        outcome: SgOutcome,
+        info: &Flow,
+        hop: Option<Hop>,
+    ) -> Step<()> {
+        if outcome == (SgOutcome::NewFlow { tracked: true }) && !self.reserve(now, eni.index()) {
             return Err(Verdict::DropAt(DropReason::ConntrackFull, eni));
         }
-        let inserted = self.conntrack[eni.index()].insert(now, info, [hop, None], self.generation).is_ok();
+        let done = self.commit(now, eni, outcome, info, hop);
         self.settle(eni.index());
-        if inserted {
-            Ok(())
-        } else {
-            Err(Verdict::DropAt(DropReason::ConntrackFull, eni))
-        }
+        done
     }
 
     /// Creates the connection entry a delivered packet's new flow needs on one side, and caches
     /// the sender's hop on the sender's entry.
     fn commit(&mut self, now: Duration, eni: EniIdx, outcome: SgOutcome, info: &Flow, hop: Option<Hop>) -> Step<()> {
         let generation = self.generation;
-        if outcome == (SgOutcome::NewFlow { tracked: true }) && self.shard.is_some() {
-            return self.commit_shared(now, eni, info, hop);
-        }
         let table = &mut self.conntrack[eni.index()];
         match outcome {
             // The first packet goes in the original direction.

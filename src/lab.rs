@@ -348,6 +348,8 @@ fn kill_processes_in_all(namespaces: &[String]) {
 pub struct Lab {
     pub(crate) namespaces: Vec<String>,
     taps: Vec<Option<Tap>>,
+    /// By port: the TAP's further queues, one per worker after the first (`up --workers N`).
+    queues: Vec<Vec<Tap>>,
     /// The uplink gateway's MAC, when the internet side is an uplink.
     pub uplink_gateway_mac: Option<crate::model::Mac>,
 }
@@ -358,13 +360,15 @@ impl Lab {
     /// that is not in a running instance keeps its TAP, down, in the host namespace under its
     /// temporary name, ready to be attached live.
     /// `interrupted` is asked before each instance; when it says yes, the build stops.
-    pub fn build(model: &Model, interrupted: &dyn Fn() -> bool) -> anyhow::Result<Lab> {
+    /// Every TAP gets a queue per worker (`workers`).
+    pub fn build(model: &Model, workers: usize, interrupted: &dyn Fn() -> bool) -> anyhow::Result<Lab> {
         let mut lab = Lab {
             namespaces: Vec::new(),
             taps: (0..=model.enis.len()).map(|_| None).collect(),
+            queues: (0..=model.enis.len()).map(|_| Vec::new()).collect(),
             uplink_gateway_mac: None,
         };
-        if let Err(e) = lab.fill(model, interrupted) {
+        if let Err(e) = lab.fill(model, workers, interrupted) {
             // Dropping the lab deletes its namespaces, and the TAPs inside go with them.
             leave_placed_taps(model, &mut lab.taps);
             return Err(e);
@@ -372,11 +376,13 @@ impl Lab {
         Ok(lab)
     }
 
-    fn fill(&mut self, model: &Model, interrupted: &dyn Fn() -> bool) -> anyhow::Result<()> {
+    fn fill(&mut self, model: &Model, workers: usize, interrupted: &dyn Fn() -> bool) -> anyhow::Result<()> {
         for (i, eni) in model.enis.iter().enumerate() {
             if placement(model, EniIdx(i as u32)).is_none() {
                 let temp = tap_temp_name(&model.name, &eni.id);
-                self.taps[i] = Some(Tap::create(&temp).with_context(|| format!("creating the TAP of {}", eni.id))?);
+                let queues =
+                    Tap::create_queues(&temp, workers).with_context(|| format!("creating the TAP of {}", eni.id))?;
+                self.set_queues(i, queues);
             }
         }
         for i in 0..model.instances.len() {
@@ -385,11 +391,11 @@ impl Lab {
             }
             let inst = InstanceIdx(i as u32);
             let ns = model.netns_name(inst);
-            let dressed = netns::create_netns_with(&ns, || dress_instance(model, inst, &ns))
+            let dressed = netns::create_netns_with(&ns, || dress_instance(model, inst, &ns, workers))
                 .with_context(|| format!("creating namespace {ns}"))?;
             self.namespaces.push(ns);
-            for (eni, tap) in dressed? {
-                self.taps[eni.index()] = Some(tap);
+            for (eni, queues) in dressed? {
+                self.set_queues(eni.index(), queues);
             }
         }
         if let Some(u) = &model.uplink {
@@ -402,12 +408,19 @@ impl Lab {
                 bail!("interrupted by a signal while building the lab");
             }
             let ns = model.internet_netns();
-            let plumbed = netns::create_netns_with(&ns, || plumb_internet(model, &ns))
+            let plumbed = netns::create_netns_with(&ns, || plumb_internet(model, &ns, workers))
                 .with_context(|| format!("creating namespace {ns}"))?;
             self.namespaces.push(ns);
-            self.taps[model.enis.len()] = Some(plumbed?);
+            self.set_queues(model.enis.len(), plumbed?);
         }
         Ok(())
+    }
+
+    /// Port `port`'s TAP: its first queue, and the others.
+    fn set_queues(&mut self, port: usize, queues: Vec<Tap>) {
+        let mut queues = queues.into_iter();
+        self.taps[port] = queues.next();
+        self.queues[port] = queues.collect();
     }
 
     /// Attaches to the persistent TAPs a dead forwarder of `model`'s lab left behind, wherever
@@ -441,19 +454,44 @@ impl Lab {
         for tap in taps.iter_mut().flatten() {
             tap.adopt();
         }
-        Ok(Lab { namespaces, taps, uplink_gateway_mac })
+        let queues = taps.iter().map(|_| Vec::new()).collect();
+        Ok(Lab { namespaces, taps, queues, uplink_gateway_mac })
     }
 
     /// Hands the TAPs to the data plane: indexed like the model's ENIs, then the internet's.
     pub fn take_taps(&mut self) -> Vec<Option<Tap>> {
         std::mem::take(&mut self.taps)
     }
+
+    /// Hands the TAPs' queues to `workers` workers: by worker, each indexed like
+    /// [`take_taps`](Self::take_taps). The uplink's packet socket has one queue: every worker
+    /// gets a descriptor of it. A TAP with fewer queues (one re-attached by `resume`) is read by
+    /// worker 0 only.
+    pub fn take_queues(&mut self, workers: usize) -> anyhow::Result<Vec<Vec<Option<Tap>>>> {
+        let first = self.take_taps();
+        let mut more = std::mem::take(&mut self.queues);
+        let uplink = first.last().and_then(|p| p.as_ref()).filter(|_| self.uplink_gateway_mac.is_some());
+        let mut all = Vec::with_capacity(workers);
+        for _ in 1..workers {
+            let mut ports = Vec::with_capacity(first.len());
+            for (i, queues) in more.iter_mut().enumerate() {
+                let port = match uplink {
+                    Some(u) if i + 1 == first.len() => Some(u.duplicate().context("sharing the uplink's socket")?),
+                    _ => (!queues.is_empty()).then(|| queues.remove(0)),
+                };
+                ports.push(port);
+            }
+            all.push(ports);
+        }
+        all.insert(0, first);
+        Ok(all)
+    }
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
         // The namespaces first, the TAPs after: see `close_after_teardown`.
-        let taps = std::mem::take(&mut self.taps);
+        let taps = vec![(std::mem::take(&mut self.taps), std::mem::take(&mut self.queues))];
         close_after_teardown(&self.namespaces, taps);
     }
 }
@@ -537,7 +575,12 @@ fn disable_ipv6_here(ns: &str) -> anyhow::Result<()> {
 /// if it runs, a TAP made right there as `eth<N>` for each of its ENIs, configured by
 /// [`configure_eni`]. Made inside, a TAP needs no move from the host namespace, which costs the
 /// kernel 15-20 ms per move here (10 s for 500 instances).
-fn dress_instance(model: &Model, inst: InstanceIdx, ns: &str) -> anyhow::Result<Vec<(EniIdx, Tap)>> {
+fn dress_instance(
+    model: &Model,
+    inst: InstanceIdx,
+    ns: &str,
+    workers: usize,
+) -> anyhow::Result<Vec<(EniIdx, Vec<Tap>)>> {
     disable_ipv6_here(ns)?;
     if model.instances[inst.index()].state != InstanceState::Running {
         return Ok(Vec::new());
@@ -548,9 +591,9 @@ fn dress_instance(model: &Model, inst: InstanceIdx, ns: &str) -> anyhow::Result<
     for eni in model.enis_of(inst) {
         let device_index = placement(model, eni).expect("the ENIs of a running instance are placed");
         let ifname = format!("eth{device_index}");
-        let tap = Tap::create(&ifname)
+        let queues = Tap::create_queues(&ifname, workers)
             .with_context(|| format!("creating the TAP of {} in {ns}", model.enis[eni.index()].id))?;
-        taps.push((eni, tap));
+        taps.push((eni, queues));
         configure_eni(model, eni, ns, &mut nl)?;
     }
     Ok(taps)
@@ -705,10 +748,10 @@ pub(crate) fn lift_eni(
 /// The emulated internet: one TAP, `eth0` in `<lab>-internet`, MTU 1500, holding every
 /// `[internet]` host's address (/32, so everything else is reached through the gateway) and a
 /// default route via [`INTERNET_GATEWAY_IP`], which the forwarder answers for. Runs inside `ns`
-/// (on the thread that made it), so the TAP is born there.
-fn plumb_internet(model: &Model, ns: &str) -> anyhow::Result<Tap> {
+/// (on the thread that made it), so the TAP (a queue per worker) is born there.
+fn plumb_internet(model: &Model, ns: &str, workers: usize) -> anyhow::Result<Vec<Tap>> {
     disable_ipv6_here(ns)?;
-    let tap = Tap::create("eth0").context("creating the internet's TAP")?;
+    let queues = Tap::create_queues("eth0", workers).context("creating the internet's TAP")?;
     let mut nl =
         Netlink::open_labelled(format!("namespace `{ns}`")).with_context(|| format!("opening netlink in {ns}"))?;
     let cfg = LinkConfig {
@@ -740,7 +783,7 @@ fn plumb_internet(model: &Model, ns: &str) -> anyhow::Result<Tap> {
         source: None,
     };
     nl.add_route(&default).with_context(ctx)?;
-    Ok(tap)
+    Ok(queues)
 }
 
 /// Writes `<run dir>/<lab>/record.json` atomically (a temporary file renamed over it).
@@ -818,10 +861,12 @@ impl Drop for Claim {
 /// SIGINT or SIGHUP), then tears it down. `on_ready` runs once the data plane is about to poll.
 /// With `metrics`, `http://ADDR/metrics` serves the lab's counters (bound before anything is
 /// built, so an address in use fails the start and leaves nothing behind).
+/// `workers` threads forward (`up --workers N`; see `dataplane::workers`).
 pub fn run_forwarder(
     model: Model,
     topology: &str,
     metrics: Option<SocketAddr>,
+    workers: usize,
     on_ready: impl FnOnce(&Model),
 ) -> anyhow::Result<()> {
     // Signals are caught from the start: one that arrives while the lab is being built stops the
@@ -834,8 +879,8 @@ pub fn run_forwarder(
     let signals = signal_hook::iterator::Signals::new(STOP_SIGNALS).context("installing signal handlers")?;
     let claim = Claim::take(&model, topology)?;
     let metrics = bind_metrics(metrics)?;
-    let lab = Lab::build(&model, &|| stop.load(Ordering::Relaxed))?;
-    forward(model, lab, claim, topology, signals, metrics, on_ready)
+    let lab = Lab::build(&model, workers, &|| stop.load(Ordering::Relaxed))?;
+    forward(model, lab, claim, topology, signals, metrics, workers, on_ready)
 }
 
 /// Re-adopts lab `lab` whose forwarder died: its namespaces, instances, processes and
@@ -854,7 +899,8 @@ pub fn resume_forwarder(lab: &str, metrics: Option<SocketAddr>, on_ready: impl F
     let adopted = Lab::adopt(&model)?;
     crate::log!("lab `{lab}` resumed by a new forwarder: instances untouched, connection tables empty");
     claim.remove_dir = true;
-    forward(model, adopted, claim, &topology, signals, metrics, on_ready)
+    // One worker: the TAPs are re-attached with one queue each.
+    forward(model, adopted, claim, &topology, signals, metrics, 1, on_ready)
 }
 
 /// The listener of `up --metrics ADDR`, if asked for.
@@ -863,6 +909,7 @@ fn bind_metrics(addr: Option<SocketAddr>) -> anyhow::Result<Option<TcpListener>>
 }
 
 /// Runs the forwarder over a built or adopted lab until told to stop, then tears it down.
+#[allow(clippy::too_many_arguments)]
 fn forward(
     model: Model,
     mut lab: Lab,
@@ -870,6 +917,7 @@ fn forward(
     topology: &str,
     mut signals: signal_hook::iterator::Signals,
     metrics: Option<TcpListener>,
+    workers: usize,
     on_ready: impl FnOnce(&Model),
 ) -> anyhow::Result<()> {
     let listener = UnixListener::bind(socket_path(&model.name)).context("binding the control socket")?;
@@ -878,10 +926,12 @@ fn forward(
         pipeline.set_uplink_gateway_mac(mac);
     }
     let (fired_tx, fired) = crossbeam_channel::unbounded::<crate::dataplane::FiredWatch>();
-    let (mut dataplane, handle) = Dataplane::new(pipeline, lab.take_taps(), fired_tx)?;
+    let (mut planes, handle) = Dataplane::workers(pipeline, lab.take_queues(workers)?, fired_tx)?;
     // VPC Flow Logs: records are appended to their files by a writer thread of their own.
     let flow_writer = crate::capture::flow_log::writer::Writer::spawn().context("starting the flow log writer")?;
-    dataplane.set_flow_log_sink(flow_writer.sender());
+    for dataplane in &mut planes {
+        dataplane.set_flow_log_sink(flow_writer.sender());
+    }
     let flow_config = crate::capture::flow_log::FlowLogConfig::new(&model);
     if !flow_config.is_empty() {
         handle.send(Command::FlowLogs(Box::new(flow_config))).context("configuring flow logs")?;
@@ -922,9 +972,24 @@ fn forward(
         std::process::id()
     );
     on_ready(&ready_model);
+    let mut dataplane = planes.remove(0);
+    let others: Vec<_> = planes
+        .into_iter()
+        .map(|mut dp| {
+            std::thread::spawn(move || {
+                if let Err(e) = dp.run() {
+                    crate::log!("a forwarding worker failed: {e}");
+                }
+                dp.take_ports()
+            })
+        })
+        .collect();
     let result = dataplane.run();
+    // Worker 0 stopped: so do the others (they have had the shutdown already, unless worker 0 failed).
+    let _ = handle.send(Command::Shutdown);
     // The TAPs stay open until their namespaces are gone (`close_after_teardown`).
-    let mut taps = dataplane.take_ports();
+    let mut taps = vec![dataplane.take_ports()];
+    taps.extend(others.into_iter().filter_map(|t| t.join().ok()));
     drop(dataplane);
     // The data plane wrote its last intervals as it stopped: append them before going.
     flow_writer.finish();
@@ -933,7 +998,8 @@ fn forward(
         let mut live = live.lock().unwrap_or_else(|p| p.into_inner());
         (live.take_namespaces(), live.model())
     };
-    leave_placed_taps(&model, &mut taps);
+    // Worker 0 holds every TAP's first queue, the one that keeps its device.
+    leave_placed_taps(&model, &mut taps[0]);
     close_after_teardown(&namespaces, taps);
     drop(claim);
     match &result {

@@ -43,6 +43,10 @@ enum Cmd {
         /// Serve every counter for Prometheus on http://ADDR/metrics (e.g. 127.0.0.1:9464).
         #[arg(long, value_name = "ADDR")]
         metrics: Option<std::net::SocketAddr>,
+        /// Forwarding threads, each reading its own queue of every (multiqueue) TAP. More than
+        /// one refuses a lab with traffic mirror sessions (not supported yet).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+        workers: u16,
     },
     /// Stop a lab's forwarder and remove every namespace and device it created.
     Down {
@@ -156,6 +160,9 @@ enum Cmd {
         /// Serve metrics on http://ADDR/metrics.
         #[arg(long)]
         metrics: Option<std::net::SocketAddr>,
+        /// Forwarding threads.
+        #[arg(long, default_value_t = 1)]
+        workers: u16,
     },
     /// Re-adopt a lab whose forwarder died: its instances, processes and interfaces stay as they
     /// are, a new forwarder attaches to the TAPs; connection tables start empty.
@@ -189,7 +196,7 @@ fn main() -> ExitCode {
 
 fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
     match cmd {
-        Cmd::Up { topology, foreground, name, metrics } => up(topology, foreground, name, metrics),
+        Cmd::Up { topology, foreground, name, metrics, workers } => up(topology, foreground, name, metrics, workers),
         Cmd::Down { lab } => down(lab.as_deref()),
         Cmd::Status { lab, json } => status(lab.as_deref(), json),
         Cmd::Exec { lab, instance, command } => exec(lab.as_deref(), &instance, &command),
@@ -219,7 +226,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Daemon { topology, name, resume, metrics } => daemon(topology, name, resume, metrics),
+        Cmd::Daemon { topology, name, resume, metrics, workers } => daemon(topology, name, resume, metrics, workers),
         Cmd::Resume { lab, metrics } => resume(lab.as_deref(), metrics),
         Cmd::Change(verb) => verbs::run(verb),
     }
@@ -257,12 +264,16 @@ fn up(
     foreground: bool,
     name: Option<String>,
     metrics: Option<std::net::SocketAddr>,
+    workers: u16,
 ) -> anyhow::Result<ExitCode> {
     let model = load(path.as_ref(), name.as_deref())?;
+    if workers > 1 && !model.traffic_mirror_sessions.is_empty() {
+        bail!("--workers {workers}: traffic mirroring is not supported with several workers yet (this lab has mirror sessions); use --workers 1");
+    }
     need_root()?;
     let label = topology_label(path.as_ref());
     if foreground {
-        lab::run_forwarder(model, &label, metrics, |m| {
+        lab::run_forwarder(model, &label, metrics, usize::from(workers), |m| {
             print_lab(m, std::process::id());
             println!("forwarding in the foreground; Ctrl-C stops the lab and removes it");
         })?;
@@ -275,6 +286,7 @@ fn up(
     if let Some(a) = metrics {
         args.extend(["--metrics".into(), a.to_string().into()]);
     }
+    args.extend(["--workers".into(), workers.to_string().into()]);
     if let Some(p) = &path {
         args.push(std::fs::canonicalize(p)?.into_os_string());
     }
@@ -352,6 +364,7 @@ fn daemon(
     name: Option<String>,
     resume: bool,
     metrics: Option<std::net::SocketAddr>,
+    workers: u16,
 ) -> anyhow::Result<ExitCode> {
     let mut stdout = std::io::stdout();
     let ready = |_: &Model| {
@@ -367,7 +380,7 @@ fn daemon(
         (true, None) => Err(anyhow::anyhow!("--resume needs --name")),
         (false, _) => load(path.as_ref(), name.as_deref()).and_then(|model| {
             let label = topology_label(path.as_ref());
-            lab::run_forwarder(model, &label, metrics, ready)
+            lab::run_forwarder(model, &label, metrics, usize::from(workers.max(1)), ready)
         }),
     };
     if let Err(e) = &result {

@@ -181,6 +181,26 @@ pub struct NatCounters {
     pub active_tcp_connections: u64,
 }
 
+/// Counters of several workers' shards of one NAT gateway, added up.
+impl std::ops::AddAssign for NatCounters {
+    fn add_assign(&mut self, o: NatCounters) {
+        self.connection_attempts += o.connection_attempts;
+        self.connections_established += o.connections_established;
+        self.port_allocation_errors += o.port_allocation_errors;
+        self.idle_timeouts += o.idle_timeouts;
+        self.packets_dropped += o.packets_dropped;
+        self.packets_in_from_source += o.packets_in_from_source;
+        self.bytes_in_from_source += o.bytes_in_from_source;
+        self.packets_out_to_destination += o.packets_out_to_destination;
+        self.bytes_out_to_destination += o.bytes_out_to_destination;
+        self.packets_in_from_destination += o.packets_in_from_destination;
+        self.bytes_in_from_destination += o.bytes_in_from_destination;
+        self.packets_out_to_source += o.packets_out_to_source;
+        self.bytes_out_to_source += o.bytes_out_to_source;
+        self.active_tcp_connections += o.active_tcp_connections;
+    }
+}
+
 /// One translation of a NAT gateway.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NatMapping {
@@ -280,6 +300,9 @@ pub struct NatTable {
     /// Counted here and by the pipeline ([`NatTable::counters_mut`]); `active_tcp_connections`
     /// is kept as mappings come and go.
     counters: NatCounters,
+    /// `(class, of)`: new translations get only ports `p` with `p % of == class`, the share of
+    /// one of `of` forwarding workers (`(0, 1)`: every port); see [`NatTable::set_share`].
+    share: (u16, u16),
 }
 
 impl NatTable {
@@ -309,7 +332,17 @@ impl NatTable {
             tombstones: HashMap::new(),
             tomb_order: VecDeque::new(),
             counters: NatCounters::default(),
+            share: (0, 1),
         }
+    }
+
+    /// Makes this table worker `class`'s of `of` forwarding workers (`dataplane::owner`): new
+    /// translations get only ports (and echo ids) `p` with `p % of == class`, so replies, which
+    /// are owned by their port, come back to the worker holding the mapping; and the
+    /// per-destination limit is shared out (each worker allows `max_per_destination / of`), so
+    /// the workers together never exceed it. Existing translations keep their ports.
+    pub fn set_share(&mut self, class: u16, of: u16) {
+        self.share = (class % of.max(1), of.max(1));
     }
 
     /// The address translations use as source.
@@ -394,7 +427,8 @@ impl NatTable {
             }
         }
         let dest = key.dest();
-        let capacity = self.max_per_destination.min(self.range_len);
+        let (class, of) = self.share;
+        let capacity = (self.max_per_destination / usize::from(of)).min(self.range_len);
         let full = |t: &NatTable| t.dests.get(&dest).map_or(0, |d| d.used) >= capacity;
         if full(self) {
             self.handle_timeout(now);
@@ -406,17 +440,17 @@ impl NatTable {
             None => true,
             Some(holder) => self.map.get(holder).is_none_or(|slot| !self.live(now, &slot.m)),
         };
-        let in_range = |port: u16| (self.first..=self.last).contains(&port);
-        if in_range(inside.1) && usable(inside.1) {
+        let ours = |port: u16| (self.first..=self.last).contains(&port) && port % of == class;
+        if ours(inside.1) && usable(inside.1) {
             return Ok(NatPlan { key, port: inside.1, new: Some(None) });
         }
         let mut port = self.dests.get(&dest).map_or(self.first, |d| d.cursor);
         for _ in 0..self.range_len {
-            if !in_range(port) {
+            if !(self.first..=self.last).contains(&port) {
                 port = self.first;
             }
             let next = if port == self.last { self.first } else { port + 1 };
-            if usable(port) {
+            if ours(port) && usable(port) {
                 return Ok(NatPlan { key, port, new: Some(Some(next)) });
             }
             port = next;
@@ -801,6 +835,19 @@ mod tests {
 
     fn aws() -> NatTable {
         NatTable::new(NAT, AWS_PORTS, AWS_MAX_PER_DESTINATION, AWS_IDLE_TIMEOUT)
+    }
+
+    #[test]
+    fn a_workers_share_gets_its_residue_class_and_its_part_of_the_destination_limit() {
+        let mut t = NatTable::new(NAT, 1024..=1033, 6, AWS_IDLE_TIMEOUT);
+        t.set_share(1, 3);
+        // Port 1030 is ours (1030 % 3 == 1) and kept; 1029 is not: the first of ours is given.
+        assert_eq!(t.outbound(secs(0), UDP, (A, 1030), (D1, 53)), Ok(1030));
+        assert_eq!(t.outbound(secs(0), UDP, (A, 1029), (D1, 53)), Ok(1024));
+        assert_eq!(t.outbound(secs(0), UDP, (B, 1029), (D2, 53)), Ok(1024));
+        assert_eq!(t.outbound(secs(0), UDP, (B, 1030), (D2, 53)), Ok(1030));
+        // 6 per destination over 3 workers: 2 each; D1 has had its 2.
+        assert_eq!(t.outbound(secs(0), UDP, (B, 7), (D1, 53)), Err(NatError::PortAllocation));
     }
 
     fn small() -> NatTable {

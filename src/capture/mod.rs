@@ -21,7 +21,7 @@ pub mod mirror;
 pub mod queue;
 pub mod stream;
 
-pub use queue::{queue, Drain, Feed, Record, QUEUE_BYTES};
+pub use queue::{queue, queues, Drain, Feed, Record, QUEUE_BYTES};
 
 use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -60,21 +60,33 @@ impl std::fmt::Debug for Feed {
     }
 }
 
-/// The writer's end.
+/// The writer's end: one ring per forwarding worker (each feeds its own).
 #[derive(Debug)]
 pub struct Drain {
-    ring: Consumer<u8>,
+    rings: Vec<Consumer<u8>>,
 }
 
 /// A queue of `bytes` for a capture of `interfaces` interfaces.
 pub fn queue(bytes: usize, interfaces: usize) -> (Feed, Drain) {
-    let (ring, drain) = RingBuffer::new(bytes);
-    let mut encoder = PcapNgWriter::new(Vec::with_capacity(1 << 12)).expect("writing to memory does not fail");
-    for _ in 0..interfaces {
-        let idb = InterfaceDescriptionBlock { linktype: DataLink::ETHERNET, snaplen: 0, options: vec![] };
-        encoder.write_pcapng_block(idb).expect("writing to memory does not fail");
+    let (mut feeds, drain) = queues(bytes, interfaces, 1);
+    (feeds.remove(0), drain)
+}
+
+/// `feeds` queues of `bytes` each (one per forwarding worker), drained by one writer.
+pub fn queues(bytes: usize, interfaces: usize, feeds: usize) -> (Vec<Feed>, Drain) {
+    let mut all = Vec::with_capacity(feeds);
+    let mut rings = Vec::with_capacity(feeds);
+    for _ in 0..feeds.max(1) {
+        let (ring, drain) = RingBuffer::new(bytes);
+        let mut encoder = PcapNgWriter::new(Vec::with_capacity(1 << 12)).expect("writing to memory does not fail");
+        for _ in 0..interfaces {
+            let idb = InterfaceDescriptionBlock { linktype: DataLink::ETHERNET, snaplen: 0, options: vec![] };
+            encoder.write_pcapng_block(idb).expect("writing to memory does not fail");
+        }
+        all.push(Feed { ring, encoder });
+        rings.push(drain);
     }
-    (Feed { ring, encoder }, Drain { ring: drain })
+    (all, Drain { rings })
 }
 
 impl Feed {
@@ -97,34 +109,49 @@ impl Feed {
 }
 
 impl Drain {
-    /// Whether the data plane let go of its end (the capture was stopped there).
+    /// Whether the data plane let go of its ends (the capture was stopped there).
     pub fn is_abandoned(&self) -> bool {
-        self.ring.is_abandoned()
+        self.rings.iter().all(Consumer::is_abandoned)
     }
 
     /// Writes the queued blocks to `out`, at most `max` of them, calling `counted` with each
-    /// one's interface; returns how many were written.
+    /// one's interface; returns how many were written. Rings are taken in turn: with several
+    /// workers, blocks are in each worker's order, not all in time order (pcapng allows it).
     pub fn pass_to(&mut self, out: &mut impl Write, max: u64, mut counted: impl FnMut(u32)) -> io::Result<u64> {
-        let queued = self.ring.slots();
-        let Ok(chunk) = self.ring.read_chunk(queued) else { return Ok(0) };
-        let (head, tail) = chunk.as_slices();
-        let word = |at: usize| {
-            let byte = |i: usize| if i < head.len() { head[i] } else { tail[i - head.len()] };
-            u32::from_ne_bytes([byte(at), byte(at + 1), byte(at + 2), byte(at + 3)])
-        };
-        // The data plane commits whole blocks only: every block here is complete.
-        let (mut end, mut blocks) = (0, 0);
-        while end < queued && blocks < max {
-            counted(word(end + 8));
-            end += (word(end + 4) as usize).max(12);
-            blocks += 1;
+        let mut written = 0;
+        for ring in &mut self.rings {
+            written += pass_ring(ring, out, max - written, &mut counted)?;
         }
-        let split = end.min(head.len());
-        out.write_all(&head[..split])?;
-        out.write_all(&tail[..end - split])?;
-        chunk.commit(end);
-        Ok(blocks)
+        Ok(written)
     }
+}
+
+/// [`Drain::pass_to`] for one ring.
+fn pass_ring(
+    ring: &mut Consumer<u8>,
+    out: &mut impl Write,
+    max: u64,
+    counted: &mut impl FnMut(u32),
+) -> io::Result<u64> {
+    let queued = ring.slots();
+    let Ok(chunk) = ring.read_chunk(queued) else { return Ok(0) };
+    let (head, tail) = chunk.as_slices();
+    let word = |at: usize| {
+        let byte = |i: usize| if i < head.len() { head[i] } else { tail[i - head.len()] };
+        u32::from_ne_bytes([byte(at), byte(at + 1), byte(at + 2), byte(at + 3)])
+    };
+    // The data plane commits whole blocks only: every block here is complete.
+    let (mut end, mut blocks) = (0, 0);
+    while end < queued && blocks < max {
+        counted(word(end + 8));
+        end += (word(end + 4) as usize).max(12);
+        blocks += 1;
+    }
+    let split = end.min(head.len());
+    out.write_all(&head[..split])?;
+    out.write_all(&tail[..end - split])?;
+    chunk.commit(end);
+    Ok(blocks)
 }
 
 /// A queued block read back, for tests.

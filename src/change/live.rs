@@ -236,8 +236,10 @@ impl LiveLab {
             if old.eni_by_id(&eni.id).is_none() {
                 self.step(journal)?;
                 let temp = lab::tap_temp_name(&new.name, &eni.id);
-                let tap = Tap::create(&temp).with_context(|| format!("creating the TAP of {}", eni.id))?;
-                new_taps.push((eni.id.clone(), tap));
+                // One queue per forwarding worker: the k-th of an id is worker k's.
+                let queues = Tap::create_queues(&temp, self.handle.workers())
+                    .with_context(|| format!("creating the TAP of {}", eni.id))?;
+                new_taps.extend(queues.into_iter().map(|tap| (eni.id.clone(), tap)));
             }
         }
         let rebooted = |m: &Model, at: Option<(InstanceIdx, u32)>| {

@@ -510,12 +510,16 @@ fn start_capture(
     };
     let interfaces = crate::capture::interfaces(&model, targets)?;
     let snaplen = snaplen.clamp(1, MAX_SNAPLEN);
-    let (queue, records) = crate::capture::queue(QUEUE_BYTES, interfaces.len());
+    // One queue per forwarding worker: each feeds its own, the writer drains them all.
+    let (feeds, records) = crate::capture::queues(QUEUE_BYTES, interfaces.len(), handle.workers());
     let lost: crate::capture::Lost = Arc::new(interfaces.iter().map(|_| Default::default()).collect());
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    let points = interfaces.iter().map(|i| i.point.clone()).collect();
-    let tap = CaptureTap { id, points, snaplen, drops_only, queue, lost: Arc::clone(&lost) };
-    handle.send(Command::Capture(Box::new(tap))).map_err(|e| format!("forwarder dead: {e}"))?;
+    let points: Vec<_> = interfaces.iter().map(|i| i.point.clone()).collect();
+    for (worker, queue) in feeds.into_iter().enumerate() {
+        let points = points.clone();
+        let tap = CaptureTap { id, points, snaplen, drops_only, queue, lost: Arc::clone(&lost) };
+        handle.send_to(worker, Command::Capture(Box::new(tap))).map_err(|e| format!("forwarder dead: {e}"))?;
+    }
     Ok(StartedCapture { handle, id, interfaces, snaplen, records, lost })
 }
 

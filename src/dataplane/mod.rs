@@ -26,13 +26,16 @@
 //! failover): with none armed they cost one branch per frame written; one that fires is removed
 //! and sent without blocking.
 
+pub mod owner;
 pub mod port;
 pub mod tap;
 pub mod uplink;
+pub mod workers;
 
 use std::io;
 use std::net::Ipv4Addr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -146,6 +149,8 @@ struct Armed {
     port: usize,
     dst_ip: Option<Ipv4Addr>,
     label: String,
+    /// Set by the first worker that reports it (several workers share one).
+    once: Arc<AtomicBool>,
 }
 
 /// A request from the control side to the data plane.
@@ -183,6 +188,9 @@ pub enum Command<P = Tap> {
     MirrorStats(Sender<Vec<SessionStats>>),
     /// Take the lab's flow logs (at start, and after each live change); see [`FlowLogs::configure`].
     FlowLogs(Box<FlowLogConfig>),
+    /// One worker's part of a swap when several forward: made by the handle's fan-out (see
+    /// `workers`), with one flag per watch shared by every worker so each is reported once.
+    WorkerSwap(Box<Swap<P>>, Vec<Arc<AtomicBool>>),
     /// Stop the loop; `run` returns.
     Shutdown,
 }
@@ -198,9 +206,19 @@ enum AfterCommands {
     Stop,
 }
 
-/// The control side's end: sends commands and wakes the loop.
+/// The control side's end: sends commands and wakes the loop (every worker's, with several:
+/// see [`workers`]).
 #[derive(Debug)]
 pub struct Handle<P = Tap> {
+    /// By worker.
+    links: Vec<Link<P>>,
+    /// With several workers: what the fan-out keeps; `None` with one.
+    fanout: Option<Arc<Mutex<workers::Fanout>>>,
+}
+
+/// One worker's command queue and waker.
+#[derive(Debug)]
+struct Link<P> {
     commands: Sender<Command<P>>,
     waker: Arc<Waker>,
 }
@@ -208,17 +226,35 @@ pub struct Handle<P = Tap> {
 // Not derived: a derive would ask for `P: Clone`, and a handle clones without cloning ports.
 impl<P> Clone for Handle<P> {
     fn clone(&self) -> Self {
-        Handle { commands: self.commands.clone(), waker: Arc::clone(&self.waker) }
+        let links =
+            self.links.iter().map(|l| Link { commands: l.commands.clone(), waker: Arc::clone(&l.waker) }).collect();
+        Handle { links, fanout: self.fanout.clone() }
     }
 }
 
-impl<P> Handle<P> {
-    /// Queues a command and wakes the loop. Fails only when the loop has ended.
+impl<P: Send + 'static> Handle<P> {
+    /// Queues a command and wakes the loop (with several workers, those it concerns). Fails
+    /// when the loop has ended, or when several workers cannot do what it asks
+    /// ([`workers::Unsupported`]).
     pub fn send(&self, command: Command<P>) -> io::Result<()> {
-        self.commands
-            .send(command)
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the data plane has stopped"))?;
-        self.waker.wake()
+        match self.links.as_slice() {
+            [one] => one.send(command),
+            _ => self.fan_out(command),
+        }
+    }
+
+    /// How many workers forward.
+    pub fn workers(&self) -> usize {
+        self.links.len()
+    }
+
+    /// Queues a command for worker `worker` alone (a capture's queue of that worker); with one
+    /// worker, [`send`](Self::send).
+    pub fn send_to(&self, worker: usize, command: Command<P>) -> io::Result<()> {
+        match self.links.get(worker) {
+            Some(link) => link.send(command),
+            None => Err(io::Error::new(io::ErrorKind::InvalidInput, format!("no worker {worker}"))),
+        }
     }
 
     /// Sends the command `make` builds around a reply channel and waits (at most `timeout`).
@@ -257,6 +293,9 @@ pub struct Dataplane<P = Tap> {
     observed: bool,
     /// VPC Flow Logs; inactive (one branch per frame) when the lab has none.
     flow_logs: FlowLogs,
+    /// With several workers: the other workers and the rings to them; `None` (one branch per
+    /// frame) with one.
+    crew: Option<Box<workers::Crew>>,
 }
 
 impl<P: Port> Dataplane<P> {
@@ -301,8 +340,44 @@ impl<P: Port> Dataplane<P> {
             observed: mirrors.active(),
             mirrors,
             flow_logs: FlowLogs::default(),
+            crew: None,
         };
-        Ok((dp, Handle { commands: tx, waker }))
+        Ok((dp, Handle { links: vec![Link { commands: tx, waker }], fanout: None }))
+    }
+
+    /// `queues.len()` workers (at least one), worker `w` reading `queues[w]` (its queue of each
+    /// port, indexed like the pipeline's ports; see [`Dataplane::new`]), each with its own
+    /// pipeline: `pipeline` for worker 0, the others compiled from its model. One handle
+    /// reaches them all. Each worker's [`run`](Self::run) is meant for a thread of its own.
+    pub fn workers(
+        pipeline: Pipeline,
+        queues: Vec<Vec<Option<P>>>,
+        events: Sender<FiredWatch>,
+    ) -> io::Result<(Vec<Dataplane<P>>, Handle<P>)> {
+        let n = queues.len();
+        if n <= 1 {
+            let taps = queues.into_iter().next().unwrap_or_default();
+            let (dp, handle) = Dataplane::new(pipeline, taps, events)?;
+            return Ok((vec![dp], handle));
+        }
+        if !pipeline.model().traffic_mirror_sessions.is_empty() {
+            return Err(workers::Unsupported::TrafficMirroring.error());
+        }
+        let owners = owner::Owners::new(pipeline.model(), n);
+        let mut fanout = workers::Fanout::new(owners.clone());
+        let pipelines = workers::shard(pipeline, n, &mut fanout);
+        let mut planes = Vec::with_capacity(n);
+        let mut links = Vec::with_capacity(n);
+        for (pipeline, taps) in pipelines.into_iter().zip(queues) {
+            let (dp, handle) = Dataplane::new(pipeline, taps, events.clone())?;
+            planes.push(dp);
+            links.extend(handle.links);
+        }
+        let wakers: Vec<Arc<Waker>> = links.iter().map(|l| Arc::clone(&l.waker)).collect();
+        for (dp, crew) in planes.iter_mut().zip(workers::Crew::team(&owners, &wakers)) {
+            dp.crew = Some(Box::new(crew));
+        }
+        Ok((planes, Handle { links, fanout: Some(Arc::new(Mutex::new(fanout))) }))
     }
 
     /// Forwards until a [`Command::Shutdown`] arrives.
@@ -313,6 +388,8 @@ impl<P: Port> Dataplane<P> {
         let mut still_ready: Vec<usize> = Vec::with_capacity(self.ports.len());
         let mut queued = vec![false; self.ports.len()];
         let mut next_housekeeping = HOUSEKEEPING;
+        // With several workers: frames handed to this one may still be queued.
+        let mut handed = false;
         loop {
             let now = self.start.elapsed();
             if now >= next_housekeeping {
@@ -322,7 +399,8 @@ impl<P: Port> Dataplane<P> {
                 }
                 next_housekeeping = now + HOUSEKEEPING;
             }
-            let timeout = if ready.is_empty() { next_housekeeping.saturating_sub(now) } else { Duration::ZERO };
+            let idle = ready.is_empty() && !handed;
+            let timeout = if idle { next_housekeeping.saturating_sub(now) } else { Duration::ZERO };
             let timeout = Some(timeout);
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
@@ -366,7 +444,39 @@ impl<P: Port> Dataplane<P> {
             }
             ready.clear();
             std::mem::swap(&mut ready, &mut still_ready);
+            if self.crew.is_some() {
+                handed = self.take_handoffs();
+            }
         }
+    }
+
+    /// With several workers: judges up to a burst of the frames each other worker handed this
+    /// one, then wakes the workers this turn handed frames to. True if a ring may hold more.
+    fn take_handoffs(&mut self) -> bool {
+        let Some(mut crew) = self.crew.take() else { return false };
+        let generation = self.pipeline.generation();
+        let mut more = false;
+        for from in 0..crew.incoming() {
+            let mut budget = BURST;
+            loop {
+                if budget == 0 {
+                    more = true;
+                    break;
+                }
+                budget -= 1;
+                match crew.take(from, generation, &mut self.buf) {
+                    workers::Taken::Empty => break,
+                    workers::Taken::Frame { port, len } if port < self.ports.len() => self.handle_owned(port, len),
+                    workers::Taken::Frame { .. } | workers::Taken::Stale => {
+                        let internet = self.ports.len() - 1;
+                        self.counters[internet].count_drop(DropReason::HandoffLost);
+                    }
+                }
+            }
+        }
+        crew.wake_peers();
+        self.crew = Some(crew);
+        more
     }
 
     /// Answers queued commands.
@@ -392,7 +502,12 @@ impl<P: Port> Dataplane<P> {
                     drop(reply.send(self.pipeline.connections(self.start.elapsed(), eni)));
                 }
                 Command::Swap(swap) => {
-                    self.swap(*swap);
+                    let once = swap.watches.iter().map(|_| Arc::default()).collect();
+                    self.swap(*swap, once);
+                    after = AfterCommands::Swapped;
+                }
+                Command::WorkerSwap(swap, once) => {
+                    self.swap(*swap, once);
                     after = AfterCommands::Swapped;
                 }
                 Command::Capture(tap) => {
@@ -422,7 +537,7 @@ impl<P: Port> Dataplane<P> {
     /// Swaps in a freshly compiled lab: its pipeline takes the old one's state, TAPs and counters
     /// follow their port id, TAPs at a new index are registered under their new token, watches
     /// are replaced; what is left over goes back with the reply.
-    fn swap(&mut self, swap: Swap<P>) {
+    fn swap(&mut self, swap: Swap<P>, once: Vec<Arc<AtomicBool>>) {
         let started = Instant::now();
         let Swap { pipeline: mut new, new_taps, watches, reply } = swap;
         new.take_state_from(&mut self.pipeline);
@@ -463,11 +578,15 @@ impl<P: Port> Dataplane<P> {
 
         self.watches = watches
             .into_iter()
-            .filter_map(|w| {
+            .zip(once)
+            .filter_map(|(w, once)| {
                 let port = new_ids.iter().position(|id| *id == w.port)?;
-                Some(Armed { port, dst_ip: w.dst_ip, label: w.label })
+                Some(Armed { port, dst_ip: w.dst_ip, label: w.label, once })
             })
             .collect();
+        if let Some(crew) = &mut self.crew {
+            crew.set_owners(owner::Owners::new(self.pipeline.model(), crew.workers()));
+        }
 
         if !self.captures.is_empty() {
             self.captures.rekey(new_ids.clone(), self.pipeline.nat_ids());
@@ -517,6 +636,21 @@ impl<P: Port> Dataplane<P> {
     }
 
     fn handle_frame(&mut self, port: usize, n: usize) {
+        if let Some(crew) = &mut self.crew {
+            if n > VNET_HDR_LEN {
+                if let Some(owner) = crew.owner_elsewhere(&self.buf[VNET_HDR_LEN..n]) {
+                    if !crew.hand_off(owner, port, self.pipeline.generation(), &self.buf[..n]) {
+                        self.counters[port].count_drop(DropReason::HandoffLost);
+                    }
+                    return;
+                }
+            }
+        }
+        self.handle_owned(port, n);
+    }
+
+    /// Judges and carries out a frame this worker owns (every frame, with one worker).
+    fn handle_owned(&mut self, port: usize, n: usize) {
         let counters = &mut self.counters[port];
         if n < VNET_HDR_LEN {
             counters.count_drop(DropReason::Malformed);
@@ -759,8 +893,11 @@ impl<P: Port> Dataplane<P> {
             // A watch without an address waits for traffic (IPv4), not the fabric's ARP answers.
             if w.port == to && w.dst_ip.map_or(dst.is_some(), |ip| Some(ip) == dst) {
                 let w = self.watches.swap_remove(i);
-                // Never wait on the listener; a report it has no room for is lost.
-                let _ = self.events.try_send(FiredWatch { at: SystemTime::now(), label: w.label });
+                // Another worker may have seen it first. Never wait on the listener; a report it
+                // has no room for is lost.
+                if !w.once.swap(true, Ordering::Relaxed) {
+                    let _ = self.events.try_send(FiredWatch { at: SystemTime::now(), label: w.label });
+                }
             } else {
                 i += 1;
             }

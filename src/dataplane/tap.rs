@@ -83,7 +83,30 @@ impl Drop for Tap {
 impl Tap {
     /// Creates TAP `name` in the calling thread's network namespace, persistent.
     pub fn create(name: &str) -> Result<Tap, TapError> {
-        Tap::open(name)
+        Tap::open(name, false)
+    }
+
+    /// Creates TAP `name` with `queues` queues (`IFF_MULTI_QUEUE`), one per forwarding worker;
+    /// with one queue, exactly [`Tap::create`] (no multiqueue flag). The first queue holds the
+    /// device's persistence; the device goes when the last queue closes.
+    pub fn create_queues(name: &str, queues: usize) -> Result<Vec<Tap>, TapError> {
+        if queues <= 1 {
+            return Ok(vec![Tap::create(name)?]);
+        }
+        let mut all = vec![Tap::open(name, true)?];
+        for _ in 1..queues {
+            let mut queue = Tap::open(name, true)?;
+            // Clearing the flag once, as the first queue closes, is enough.
+            queue.persistent = false;
+            all.push(queue);
+        }
+        Ok(all)
+    }
+
+    /// Another descriptor of the same port (the uplink's packet socket, shared by the workers:
+    /// each frame is read by one of them).
+    pub fn duplicate(&self) -> io::Result<Tap> {
+        Ok(Tap { fd: self.fd.try_clone()?, name: self.name.clone(), persistent: false })
     }
 
     /// Attaches to the persistent TAP `name` a dead forwarder left in the calling thread's
@@ -91,7 +114,13 @@ impl Tap {
     /// Until [`Tap::adopt`], dropping it leaves the device as it was, so a resume that fails half
     /// way destroys nothing.
     pub fn attach(name: &str) -> Result<Tap, TapError> {
-        let mut tap = Tap::open(name)?;
+        // A TAP made for several workers must be attached as a queue (TUNSETIFF says EINVAL).
+        let mut tap = match Tap::open(name, false) {
+            Err(TapError::Ioctl { op: "TUNSETIFF", source, .. }) if source.raw_os_error() == Some(libc::EINVAL) => {
+                Tap::open(name, true)?
+            }
+            other => other?,
+        };
         tap.persistent = false;
         Ok(tap)
     }
@@ -108,7 +137,7 @@ impl Tap {
         self.persistent = false;
     }
 
-    fn open(name: &str) -> Result<Tap, TapError> {
+    fn open(name: &str, multi_queue: bool) -> Result<Tap, TapError> {
         let cname = CString::new(name).map_err(|_| TapError::BadName(name.into()))?;
         if name.is_empty() || cname.as_bytes().len() >= libc::IFNAMSIZ {
             return Err(TapError::BadName(name.into()));
@@ -127,7 +156,8 @@ impl Tap {
         for (dst, src) in ifr.ifr_name.iter_mut().zip(cname.as_bytes()) {
             *dst = *src as libc::c_char;
         }
-        ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
+        let queues = if multi_queue { libc::IFF_MULTI_QUEUE } else { 0 };
+        ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR | queues) as libc::c_short;
         // SAFETY: TUNSETIFF reads and writes a `struct ifreq`, which `ifr` is; fd is a tun fd.
         tap.check("TUNSETIFF", unsafe { libc::ioctl(tap.raw(), libc::TUNSETIFF, &mut ifr) })?;
 

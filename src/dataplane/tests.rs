@@ -476,3 +476,217 @@ fn a_captured_drop_is_explained_in_the_stage_s_words_unless_too_large_to_trace()
     assert_eq!((r.data.len(), r.original_len as usize), (64, jumbo.len()), "cut to the snapshot length");
     assert_eq!(r.comment, "dropped at eni-a: mtu_exceeded [MTU_EXCEEDED]");
 }
+
+// ---- Several workers, on in-memory multiqueue ports: each ENI has one port pair per worker. ----
+
+/// A loop of two workers; the instance end of each ENI's queue, by ENI id then worker.
+struct Crew2 {
+    model: Model,
+    queues: HashMap<String, Vec<MemPort>>,
+    handle: Handle<MemPort>,
+    threads: Vec<std::thread::JoinHandle<io::Result<()>>>,
+}
+
+impl Crew2 {
+    fn start(topology: &str) -> Crew2 {
+        const WORKERS: usize = 2;
+        let model = crate::topology::parse(topology, "loop.toml").expect("the test lab is valid");
+        let mut queues: HashMap<String, Vec<MemPort>> = HashMap::new();
+        let mut by_worker: Vec<Vec<Option<MemPort>>> = (0..WORKERS).map(|_| Vec::new()).collect();
+        for eni in &model.enis {
+            for ports in by_worker.iter_mut() {
+                let (port, peer) = MemPort::pair(&eni.id).expect("a socket pair");
+                ports.push(Some(port));
+                queues.entry(eni.id.clone()).or_default().push(peer);
+            }
+        }
+        for ports in by_worker.iter_mut() {
+            ports.push(None); // the lab has no internet
+        }
+        let (events, _) = crossbeam_channel::unbounded();
+        let (planes, handle) =
+            Dataplane::workers(Pipeline::new(&model), by_worker, events).expect("the data plane starts");
+        let threads = planes.into_iter().map(|mut dp| std::thread::spawn(move || dp.run())).collect();
+        Crew2 { model, queues, handle, threads }
+    }
+
+    fn eni(&self, id: &str) -> &crate::model::Eni {
+        &self.model.enis[self.model.eni_by_id(id).expect("known ENI").index()]
+    }
+
+    /// A UDP datagram from the instance behind `from` to the one behind `to` (same subnet).
+    fn udp(&self, from: &str, to: &str, sport: u16, dport: u16) -> Vec<u8> {
+        let (f, t) = (self.eni(from), self.eni(to));
+        build::udp(t.mac, f.mac, f.private_ip, t.private_ip, sport, dport, b"query")
+    }
+
+    /// The instance behind `from` sends `frame` into its TAP's queue `queue`.
+    fn send(&self, from: &str, queue: usize, frame: &[u8]) {
+        self.queues[from][queue].send_frame(frame).expect("the socket takes the frame");
+    }
+
+    /// What the instance behind `at` receives next, on whichever queue; fails if nothing comes.
+    fn recv(&self, at: &str) -> Vec<u8> {
+        let mut buf = vec![0u8; MAX_FRAME];
+        let deadline = Instant::now() + PATIENCE;
+        while Instant::now() < deadline {
+            for q in &self.queues[at] {
+                if let Ok(Some(n)) = q.recv_timeout(&mut buf, Duration::from_millis(5)) {
+                    return buf[..n].to_vec();
+                }
+            }
+        }
+        panic!("nothing arrived at {at}")
+    }
+
+    fn counters(&self) -> Vec<EniCounters> {
+        self.handle.ask(PATIENCE, Command::Counters).expect("the workers answer")
+    }
+
+    /// Waits until `done` holds for the summed counters; fails with them if it does not.
+    fn wait_for(&self, what: &str, done: impl Fn(&[EniCounters]) -> bool) -> Vec<EniCounters> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let c = self.counters();
+            if done(&c) {
+                return c;
+            }
+            assert!(Instant::now() < deadline, "{what}: counters {c:?}");
+            std::thread::yield_now();
+        }
+    }
+}
+
+impl Drop for Crew2 {
+    fn drop(&mut self) {
+        let _ = self.handle.send(Command::Shutdown);
+        if std::thread::panicking() {
+            return;
+        }
+        for t in self.threads.drain(..) {
+            t.join().expect("a worker did not panic").expect("a worker ends cleanly");
+        }
+    }
+}
+
+#[test]
+fn a_reply_read_by_the_other_worker_is_judged_by_its_connection() {
+    let crew = Crew2::start(LAB);
+    let (a, b) = (crew.model.eni_by_id("eni-a").unwrap().index(), crew.model.eni_by_id("eni-b").unwrap().index());
+    // a's group lets in only UDP to port 53: b's answer from port 53 to port 40000 passes only as
+    // the reply of a's query. Query into queue 0, answer into queue 1: one of the two workers
+    // reads a frame it does not own.
+    let query = crew.udp("eni-a", "eni-b", 40000, 53);
+    crew.send("eni-a", 0, &query);
+    assert_eq!(&crew.recv("eni-b")[VNET_HDR_LEN..], &query[..], "the query is delivered as sent");
+    let answer = crew.udp("eni-b", "eni-a", 53, 40000);
+    crew.send("eni-b", 1, &answer);
+    assert_eq!(&crew.recv("eni-a")[VNET_HDR_LEN..], &answer[..], "the answer is delivered: the connection is known");
+    // And the other way round: a second flow's query into queue 1, its answer into queue 0.
+    let query = crew.udp("eni-a", "eni-b", 40001, 53);
+    crew.send("eni-a", 1, &query);
+    crew.recv("eni-b");
+    crew.send("eni-b", 0, &crew.udp("eni-b", "eni-a", 53, 40001));
+    crew.recv("eni-a");
+    // The same datagram without a query before it is refused, on either queue.
+    for q in 0..2 {
+        crew.send("eni-b", q, &crew.udp("eni-b", "eni-a", 53, 41000 + q as u16));
+    }
+    let c = crew.wait_for("two unsolicited answers refused", |c| c[a].dropped(DropReason::SecurityGroupIngress) == 2);
+    assert_eq!((c[a].tx_packets, c[b].tx_packets, c[a].rx_packets, c[b].rx_packets), (2, 2, 2, 4));
+    assert_eq!(c.iter().map(|c| c.dropped(DropReason::HandoffLost)).sum::<u64>(), 0);
+}
+
+#[test]
+fn the_connection_limit_of_an_eni_holds_over_both_workers() {
+    let lab = LAB.replace(
+        "attachment = { instance = \"b\", device_index = 0 }",
+        "attachment = { instance = \"b\", device_index = 0 }\nconnection_tracking = { max_connections = 3 }",
+    );
+    let crew = Crew2::start(&lab);
+    let b = crew.model.eni_by_id("eni-b").unwrap().index();
+    // Eight new flows to b, owned by both workers (four each), read from alternating queues.
+    let owners = owner::Owners::new(&crew.model, 2);
+    let mut flows = Vec::new();
+    let mut per_owner = [0; 2];
+    for sport in 20000.. {
+        let frame = crew.udp("eni-a", "eni-b", sport, 53);
+        let w = owners.of(&frame).expect("a UDP frame has an owner");
+        if per_owner[w] < 4 {
+            per_owner[w] += 1;
+            flows.push(frame);
+        }
+        if flows.len() == 8 {
+            break;
+        }
+    }
+    for (i, frame) in flows.iter().enumerate() {
+        crew.send("eni-a", i % 2, frame);
+    }
+    let c = crew.wait_for("eight flows judged", |c| c[b].tx_packets + c[b].dropped(DropReason::ConntrackFull) == 8);
+    assert_eq!((c[b].tx_packets, c[b].dropped(DropReason::ConntrackFull)), (3, 5), "exactly the limit is admitted");
+    let stats = crew.handle.ask(PATIENCE, Command::Stats).expect("the workers answer");
+    assert_eq!((stats.conntrack[b].entries, stats.conntrack[b].max_entries), (3, 3));
+}
+
+/// A source port from 40000 up whose query from eni-a to eni-b (UDP 53) worker `w` owns.
+fn sport_owned_by(crew: &Crew2, w: usize) -> u16 {
+    let owners = owner::Owners::new(&crew.model, 2);
+    (40000..).find(|&p| owners.of(&crew.udp("eni-a", "eni-b", p, 53)) == Some(w)).expect("some port hashes there")
+}
+
+#[test]
+fn trace_reads_the_connection_state_of_the_flows_owner() {
+    let crew = Crew2::start(LAB);
+    let a = crew.model.eni_by_id("eni-a").unwrap().index();
+    for w in 0..2 {
+        let sport = sport_owned_by(&crew, w);
+        // The query goes in on the other worker's queue: handed to `w`, which tracks it.
+        crew.send("eni-a", 1 - w, &crew.udp("eni-a", "eni-b", sport, 53));
+        crew.recv("eni-b");
+        let answer = crew.udp("eni-b", "eni-a", 53, sport);
+        let from = crew.model.eni_by_id("eni-b");
+        let (verdict, _) = crew
+            .handle
+            .ask(PATIENCE, |reply| Command::Trace { from, frame: answer, reply })
+            .expect("the owner answers");
+        assert_eq!(verdict, Verdict::Forward(EniIdx(a as u32)), "the answer of a flow of worker {w} is its reply");
+    }
+}
+
+#[test]
+fn a_swap_reaches_both_workers_and_new_taps_give_each_its_queue() {
+    let mut crew = Crew2::start(LAB);
+    let m2 = crate::topology::parse(&lab_with_new_first_eni(), "loop.toml").expect("the new lab is valid");
+    let (mut new_taps, mut peers) = (Vec::new(), Vec::new());
+    for _ in 0..2 {
+        let (port, peer) = MemPort::pair("eni-n").expect("a socket pair");
+        new_taps.push(("eni-n".to_string(), port));
+        peers.push(peer);
+    }
+    let (reply, done) = crossbeam_channel::bounded(1);
+    let swap = Swap { pipeline: Pipeline::new(&m2), new_taps, watches: Vec::new(), reply };
+    crew.handle.send(Command::Swap(Box::new(swap))).expect("the workers run");
+    let done = done.recv_timeout(PATIENCE).expect("the swap is answered once, for both workers");
+    assert!(done.retired.is_empty(), "each worker used its queue: {:?}", done.retired);
+    assert_eq!(done.generation, 1);
+    crew.model = m2;
+    crew.queues.insert("eni-n".into(), peers);
+    // Flows owned by each worker, read on each queue, under the new port indexes: eni-n's
+    // queries to b, and b's answers, which eni-n's group admits only as replies.
+    let owners = owner::Owners::new(&crew.model, 2);
+    let mut seen = [false; 2];
+    for sport in 30000..30016 {
+        let q = usize::from(sport % 2);
+        let query = crew.udp("eni-n", "eni-b", sport, 53);
+        seen[owners.of(&query).expect("owned")] = true;
+        crew.send("eni-n", q, &query);
+        assert_eq!(&crew.recv("eni-b")[VNET_HDR_LEN..], &query[..]);
+        crew.send("eni-b", 1 - q, &crew.udp("eni-b", "eni-n", 53, sport));
+        crew.recv("eni-n");
+    }
+    assert_eq!(seen, [true, true], "both workers owned some of the flows");
+    let n = crew.model.eni_by_id("eni-n").unwrap().index();
+    let c = crew.wait_for("16 answers delivered to eni-n", |c| c[n].tx_packets == 16);
+    assert_eq!(c[n].rx_packets, 16);
+}

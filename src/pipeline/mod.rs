@@ -353,6 +353,20 @@ pub struct Pipeline {
     inet_peer_mac: Mac,
     uplink_gateway: Option<Ipv4Addr>,
     generation: u64,
+    /// This pipeline's part when several workers forward the lab; `None` with one worker.
+    shard: Option<Box<Shard>>,
+}
+
+/// A worker's part of a lab forwarded by several workers (`dataplane::owner` says which worker
+/// judges which frame): its NAT tables allocate its residue class of ports, and its connection
+/// tables count their entries in totals shared by every worker, so each ENI's
+/// `max_connections` bounds the sum of the workers' tables exactly.
+#[derive(Debug)]
+struct Shard {
+    /// Per ENI (by index): tracked connections over every worker's table.
+    counts: Vec<std::sync::Arc<std::sync::atomic::AtomicU32>>,
+    /// Per ENI: what this worker's table has added to `counts` (its length when last settled).
+    published: Vec<u32>,
 }
 
 /// Continue to the next stage, or stop with a verdict.
@@ -397,6 +411,7 @@ impl Pipeline {
             inet_peer_mac: model.internet_host_mac(),
             uplink_gateway: model.uplink.as_ref().map(|u| u.gateway),
             generation: 0,
+            shard: None,
         };
         if model.uplink.is_some() {
             // Unknown until `set_uplink_gateway_mac`; broadcast meanwhile rather than nothing.
@@ -410,6 +425,81 @@ impl Pipeline {
     /// last port is always the internet's, even in a lab without an internet side).
     pub fn port_ids(&self) -> Vec<String> {
         self.ports.iter().map(|p| p.id.clone()).chain(std::iter::once(INTERNET_PORT.to_string())).collect()
+    }
+
+    /// A pipeline compiled from the same model, with empty tables and the uplink gateway's MAC
+    /// learnt so far: another worker's.
+    pub fn replica(&self) -> Pipeline {
+        let mut p = Pipeline::new(&self.model);
+        p.inet_peer_mac = self.inet_peer_mac;
+        p
+    }
+
+    /// Makes this pipeline worker `worker`'s of `workers` (see [`Shard`]): `counts` holds, per ENI
+    /// of the model by index, the connections tracked for it by every worker, shared by all of
+    /// them. Called before the pipeline forwards or takes state over.
+    pub fn set_shard(
+        &mut self,
+        worker: usize,
+        workers: usize,
+        counts: Vec<std::sync::Arc<std::sync::atomic::AtomicU32>>,
+    ) {
+        assert_eq!(counts.len(), self.conntrack.len(), "one shared count per ENI");
+        let (worker, workers) = (worker as u16, workers.max(1) as u16);
+        for t in &mut self.nats {
+            t.set_share(worker, workers);
+        }
+        let published = vec![0; counts.len()];
+        self.shard = Some(Box::new(Shard { counts, published }));
+    }
+
+    /// With a shard: brings ENI `eni`'s shared count up to date with its table's length.
+    fn settle(&mut self, eni: usize) {
+        let Some(shard) = &mut self.shard else { return };
+        let len = self.conntrack[eni].len() as u32;
+        let was = std::mem::replace(&mut shard.published[eni], len);
+        let count = &shard.counts[eni];
+        if len < was {
+            count.fetch_sub(was - len, std::sync::atomic::Ordering::Relaxed);
+        } else if len > was {
+            count.fetch_add(len - was, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    /// With a shard: takes one of ENI `eni`'s connection slots, counted over every worker;
+    /// false when all are taken (after this worker reclaimed its own expired entries).
+    fn reserve(&mut self, now: Duration, eni: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.shard_full(now, eni) {
+            return false;
+        }
+        let Some(shard) = &mut self.shard else { return true };
+        let max = self.conntrack[eni].max_entries() as u32;
+        let count = &shard.counts[eni];
+        let taken = count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| (c < max).then_some(c + 1)).is_ok();
+        if taken {
+            shard.published[eni] += 1;
+        }
+        taken
+    }
+
+    /// With a shard: whether ENI `eni` has no connection slot left over every worker, after
+    /// this worker reclaimed its own expired entries. Entries expired on another worker free
+    /// their slot at that worker's next housekeeping (at most a second later).
+    #[cold]
+    #[inline(never)]
+    fn shard_full(&mut self, now: Duration, eni: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        let Some(shard) = &self.shard else { return false };
+        let max = self.conntrack[eni].max_entries() as u32;
+        if shard.counts[eni].load(Ordering::Relaxed) < max {
+            return false;
+        }
+        self.conntrack[eni].handle_timeout(now);
+        self.settle(eni);
+        self.shard.as_ref().is_some_and(|s| s.counts[eni].load(Ordering::Relaxed) >= max)
     }
 
     /// The model this pipeline was compiled from.
@@ -492,6 +582,9 @@ impl Pipeline {
     /// Cost: O(ENIs + NAT gateways), plus O(entries) for a table whose timeouts changed (its
     /// earliest deadline is recomputed).
     pub fn take_state_from(&mut self, old: &mut Pipeline) {
+        for j in 0..old.conntrack.len() {
+            old.settle(j);
+        }
         let old_enis: HashMap<&str, usize> = old.ports.iter().enumerate().map(|(i, p)| (p.id.as_str(), i)).collect();
         for i in 0..self.ports.len() {
             let Some(&j) = old_enis.get(self.ports[i].id.as_str()) else { continue };
@@ -500,6 +593,14 @@ impl Pipeline {
             let table = &mut self.conntrack[i];
             table.set_timeouts(config);
             table.set_max_entries(config.max_connections as usize);
+            // Its entries are counted already: the shared count of an ENI id is the same one.
+            let len = table.len() as u32;
+            if let Some(shard) = &mut self.shard {
+                shard.published[i] = len;
+            }
+            if let Some(shard) = &mut old.shard {
+                shard.published[j] = 0;
+            }
         }
         let old_nats: HashMap<&str, usize> =
             old.model.nat_gateways.iter().enumerate().map(|(i, n)| (n.id.as_str(), i)).collect();
@@ -625,8 +726,9 @@ impl Pipeline {
 
     /// Reclaims expired connection entries (bounded work per table).
     pub fn handle_timeout(&mut self, now: Duration) {
-        for t in &mut self.conntrack {
-            t.handle_timeout(now);
+        for i in 0..self.conntrack.len() {
+            self.conntrack[i].handle_timeout(now);
+            self.settle(i);
         }
         for t in &mut self.nats {
             t.handle_timeout(now);
@@ -859,7 +961,7 @@ impl Pipeline {
         self.room(now, to, ingress, Stage::SgIngress, obs)?;
         if commit {
             if let Source::Eni(from, egress) = source {
-                self.commit(now, from, egress, info, Some(Hop::Eni { to, routed }))?;
+                self.commit_either(now, from, egress, info, Some(Hop::Eni { to, routed }))?;
             }
             // What the gateways bring in is cached on the receiver's entry: it has no sender's.
             let inbound = match source {
@@ -867,7 +969,7 @@ impl Pipeline {
                 Source::Nat(_, n) => Some(Hop::FromNat(n)),
                 Source::Eni(..) | Source::Mirror(_) => None,
             };
-            self.commit(now, to, ingress, info, inbound)?;
+            self.commit_either(now, to, ingress, info, inbound)?;
         }
         self.deliver(to, routed, frame, obs);
         Ok(Verdict::Forward(to))
@@ -882,7 +984,13 @@ impl Pipeline {
         stage: Stage,
         obs: &mut O,
     ) -> Step<()> {
-        if outcome == (SgOutcome::NewFlow { tracked: true }) && self.conntrack[eni.index()].is_full(now) {
+        let new = outcome == (SgOutcome::NewFlow { tracked: true });
+        let full = new
+            && match self.shard {
+                None => self.conntrack[eni.index()].is_full(now),
+                Some(_) => self.shard_full(now, eni.index()),
+            };
+        if full {
             let port = &self.ports[eni.index()];
             let max = self.conntrack[eni.index()].max_entries();
             obs.record(stage, format_args!("drop: {}'s connection table is full ({max} connections)", port.id));
@@ -922,7 +1030,7 @@ impl Pipeline {
         self.check_mtu(from, ip, frame, off, obs)?;
         self.room(now, from, egress, Stage::SgEgress, obs)?;
         if commit {
-            self.commit(now, from, egress, info, Some(Hop::Internet { public }))?;
+            self.commit_either(now, from, egress, info, Some(Hop::Internet { public }))?;
         }
         obs.record(Stage::InternetGateway, format_args!("source {} -> {public} (its Elastic IP)", ip.flow.src));
         if let Some(q) = packet::icmp_quoted(frame, ip) {
@@ -1096,7 +1204,7 @@ impl Pipeline {
             }
         };
         if commit {
-            self.commit(now, from, egress, info, Some(Hop::Nat(n)))?;
+            self.commit_either(now, from, egress, info, Some(Hop::Nat(n)))?;
             let t = &mut self.nats[n.index()];
             t.apply(now, plan);
             let c = t.counters_mut();
@@ -1479,6 +1587,44 @@ impl Pipeline {
         } else {
             obs.record(Stage::Deliver, format_args!("to {}, frame unchanged", dst.id));
         }
+    }
+
+    /// [`commit`](Self::commit), and with a shard, [`commit_shared`](Self::commit_shared).
+    #[inline(always)]
+    fn commit_either(
+        &mut self,
+        now: Duration,
+        eni: EniIdx,
+        outcome: SgOutcome,
+        info: &Flow,
+        hop: Option<Hop>,
+    ) -> Step<()> {
+        if self.shard.is_some() {
+            return self.commit_shared(now, eni, outcome, info, hop);
+        }
+        self.commit(now, eni, outcome, info, hop)
+    }
+
+    /// [`commit`](Self::commit) with a shard: a new flow's slot is taken from the count every
+    /// worker shares first (another worker may have taken the last one since `room` looked), and
+    /// the count is settled after (an insert that replaced an entry of the same key added none).
+    /// Apart from `commit`, so that one worker's `commit` is compiled as it was.
+    #[cold]
+    #[inline(never)]
+    fn commit_shared(
+        &mut self,
+        now: Duration,
+        eni: EniIdx,
+        outcome: SgOutcome,
+        info: &Flow,
+        hop: Option<Hop>,
+    ) -> Step<()> {
+        if outcome == (SgOutcome::NewFlow { tracked: true }) && !self.reserve(now, eni.index()) {
+            return Err(Verdict::DropAt(DropReason::ConntrackFull, eni));
+        }
+        let done = self.commit(now, eni, outcome, info, hop);
+        self.settle(eni.index());
+        done
     }
 
     /// Creates the connection entry a delivered packet's new flow needs on one side, and caches

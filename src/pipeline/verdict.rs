@@ -122,6 +122,9 @@ drop_reasons! {
     NatNoMapping = "nat_no_translation", "NAT_UNSOLICITED_INBOUND",
     /// The ENI's connection table is full (AWS's `conntrack_allowance_exceeded`).
     ConntrackFull = "conntrack_allowance_exceeded", "CONNTRACK_ALLOWANCE_EXCEEDED",
+    /// With several workers: a frame read by one worker could not be handed to its owner (the
+    /// ring between them was full, or a configuration swap came in between).
+    HandoffLost = "worker_handoff_lost", "WORKER_HANDOFF_LOST",
 }
 
 /// Counters of one ENI, as seen from the fabric: `rx` is what the instance sent into the fabric,

@@ -155,13 +155,20 @@ impl TestLab {
     /// Writes `name = "<unique>"` + `body` to a file and brings it up; panics with vpclab's
     /// output if that fails.
     pub fn up(tag: &str, body: &str) -> TestLab {
+        TestLab::up_with(tag, body, &[])
+    }
+
+    /// [`TestLab::up`] with more arguments for `vpclab up` (`--workers 2`, say).
+    pub fn up_with(tag: &str, body: &str, args: &[&str]) -> TestLab {
         require_root();
         let name = lab_name(tag);
         let file = std::env::temp_dir().join(format!("{name}.toml"));
         std::fs::write(&file, format!("name = \"{name}\"\n{body}")).unwrap();
         // Guard first, so a half-started lab is removed too.
         let mut lab = TestLab { name, file, up_output: String::new() };
-        let out = vpclab(&["up", lab.file.to_str().unwrap()]);
+        let mut all = vec!["up", lab.file.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let out = vpclab(&all);
         lab.up_output = text(&out);
         assert!(out.status.success(), "vpclab up failed:\n{}", lab.up_output);
         lab

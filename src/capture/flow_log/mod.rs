@@ -173,7 +173,7 @@ pub struct FlowLogStats {
 }
 
 /// Every flow log of a model, compiled, with the ENIs (and NAT gateway interfaces) each covers.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct FlowLogConfig {
     logs: Vec<(Arc<Spec>, Vec<Arc<EniCtx>>)>,
     /// Every ENI's VPC (by ENI id), for `traffic-path`.

@@ -23,6 +23,8 @@
 #   sweep     new-flow cost against the rule count (examples/pipeline_bench --case sweep).
 #   biglab    a lab of 500 instances: `up` and `down` times (scripts/failover.py biglab).
 #   live      an ENI failover's outage; a change to a big lab (scripts/failover.py).
+#   workers   worker scaling: 4 instance pairs of 64-byte UDP at once, delivered rate and forwarder
+#             CPU per datagram with `up --workers 1` and `--workers 2` (scripts/workers-bench.sh).
 #
 #   scripts/bench.sh [--secs S] [--only SECTION,...] [--runs N] [--quick] [--pktgen-mode M] [--up-args "ARGS"] [SECONDS]
 #     --secs S / SECONDS  seconds per measurement (default 5)
@@ -35,7 +37,7 @@
 # A step that fails stops the run with its error (set -e; every measurement checks its output).
 set -euo pipefail
 secs=5 runs=1 only="" up_args="" pktgen_mode=sendmmsg
-all_sections="iperf gen copier newflows tables sweep biglab live"
+all_sections="iperf gen copier newflows tables sweep biglab live workers"
 while [ $# -gt 0 ]; do
   case $1 in
     --secs) secs=$2; shift 2 ;;
@@ -439,6 +441,10 @@ section_sweep() {
 section_biglab() {
   echo "# a lab of 500 instances, up and down"
   python3 scripts/failover.py "$bin" biglab
+}
+section_workers() {
+  echo "# worker scaling: 4 pairs of 64-byte UDP (iperf3) at once, up --workers 1 and 2"
+  scripts/workers-bench.sh "$secs" 4 1 2
 }
 section_live() {
   echo "# live changes: an ENI moved under probes every 1 ms; one rule added to a lab of 200 ENIs and 1,000 rules"

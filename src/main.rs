@@ -43,8 +43,8 @@ enum Cmd {
         /// Serve every counter for Prometheus on http://ADDR/metrics (e.g. 127.0.0.1:9464).
         #[arg(long, value_name = "ADDR")]
         metrics: Option<std::net::SocketAddr>,
-        /// Forwarding threads, each reading its own queue of every (multiqueue) TAP. More than
-        /// one refuses a lab with traffic mirror sessions (not supported yet).
+        /// Forwarding threads, each reading its own queue of every (multiqueue) TAP; a frame (or
+        /// traffic mirror copy) is judged by the worker that owns its flow.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
         workers: u16,
     },
@@ -267,9 +267,6 @@ fn up(
     workers: u16,
 ) -> anyhow::Result<ExitCode> {
     let model = load(path.as_ref(), name.as_deref())?;
-    if workers > 1 && !model.traffic_mirror_sessions.is_empty() {
-        bail!("--workers {workers}: traffic mirroring is not supported with several workers yet (this lab has mirror sessions); use --workers 1");
-    }
     need_root()?;
     let label = topology_label(path.as_ref());
     if foreground {

@@ -273,3 +273,33 @@ fn a_tso_superframe_is_mirrored_as_the_wire_packets_it_becomes() {
     assert_eq!(mirrored, data.len(), "every byte the client sent, in wire packets ({} copies)", payload_by_seq.len());
     assert!(payload_by_seq.len() >= data.len() / 8949, "at least as many packets as the MTU allows");
 }
+
+#[test]
+fn with_two_workers_each_copy_reaches_the_target_once() {
+    let lab = TestLab::up_with("mirrorwk", LAB, &["--workers", "2"]);
+    let ids = lab.ns("ids");
+    ip_n(
+        &ids,
+        &["link", "add", "vxlan0", "type", "vxlan", "id", "77", "dstport", "4789", "local", "10.0.2.50", "dev", "eth0"],
+    );
+    ip_n(&ids, &["link", "set", "vxlan0", "up"]);
+    let web = SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, 10), 7000);
+    let payload = [0x5a_u8; 300];
+    // Eight exchanges, each from a port of its own: their copies' VXLAN flows (outer source port
+    // hashed from the inner packet) are owned by both workers, whichever mirrored them.
+    const EXCHANGES: usize = 8;
+    let reader = frames_on(&ids, "vxlan0", 2 * EXCHANGES, 20);
+    let server = udp_echo_server(&lab.ns("web"), web, EXCHANGES);
+    for _ in 0..EXCHANGES {
+        udp_roundtrip(&lab.ns("client"), None, web, &payload).expect("the echo comes back");
+    }
+    server.join().unwrap();
+    let frames = reader.join().unwrap();
+    let ports: Vec<(u16, u16)> = frames.iter().filter_map(|f| udp_ports(f)).collect();
+    let requests = ports.iter().filter(|p| p.1 == 7000).count();
+    let replies = ports.iter().filter(|p| p.0 == 7000).count();
+    assert_eq!((requests, replies), (EXCHANGES, EXCHANGES), "each request and echo once: {ports:?}");
+    let s = session(&lab);
+    assert_eq!(s["mirrored"].as_u64(), Some(2 * EXCHANGES as u64), "both workers' counts summed: {s}");
+    assert_eq!(lab.drops("eni-ids", "worker_handoff_lost"), 0);
+}

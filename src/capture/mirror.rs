@@ -105,6 +105,18 @@ pub struct Chosen {
     at: usize,
 }
 
+impl Chosen {
+    /// The source port of the session.
+    pub fn port(self) -> usize {
+        self.port
+    }
+
+    /// The session's position among its source's sessions (by session number).
+    pub fn at(self) -> usize {
+        self.at
+    }
+}
+
 impl Mirrors {
     /// Compiles the model's sessions; counts of sessions that `previous` ran too (same id) go on.
     pub fn new(model: &Model, previous: Option<&Mirrors>) -> Mirrors {
@@ -169,6 +181,12 @@ impl Mirrors {
         }
         let at = sessions.iter().position(|s| s.filter.accepts(ingress, f.proto, f.src, f.dst, sport, dport))?;
         Some(Chosen { port, at })
+    }
+
+    /// Session `at` of source port `port` (as another worker chose it under the same
+    /// configuration), if there is one.
+    pub fn chosen(&self, port: usize, at: usize) -> Option<Chosen> {
+        self.by_port.get(port).filter(|s| at < s.len()).map(|_| Chosen { port, at })
     }
 
     /// The target ENI of a chosen session.

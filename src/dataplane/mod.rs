@@ -234,8 +234,7 @@ impl<P> Clone for Handle<P> {
 
 impl<P: Send + 'static> Handle<P> {
     /// Queues a command and wakes the loop (with several workers, those it concerns). Fails
-    /// when the loop has ended, or when several workers cannot do what it asks
-    /// ([`workers::Unsupported`]).
+    /// when the loop has ended, or for a capture with several workers (see `send_to`).
     pub fn send(&self, command: Command<P>) -> io::Result<()> {
         match self.links.as_slice() {
             [one] => one.send(command),
@@ -360,9 +359,6 @@ impl<P: Port> Dataplane<P> {
             let (dp, handle) = Dataplane::new(pipeline, taps, events)?;
             return Ok((vec![dp], handle));
         }
-        if !pipeline.model().traffic_mirror_sessions.is_empty() {
-            return Err(workers::Unsupported::TrafficMirroring.error());
-        }
         let owners = owner::Owners::new(pipeline.model(), n);
         let mut fanout = workers::Fanout::new(owners.clone());
         let pipelines = workers::shard(pipeline, n, &mut fanout);
@@ -453,10 +449,10 @@ impl<P: Port> Dataplane<P> {
     /// With several workers: judges up to a burst of the frames each other worker handed this
     /// one, then wakes the workers this turn handed frames to. True if a ring may hold more.
     fn take_handoffs(&mut self) -> bool {
-        let Some(mut crew) = self.crew.take() else { return false };
+        let Some(rings) = self.crew.as_ref().map(|c| c.incoming()) else { return false };
         let generation = self.pipeline.generation();
         let mut more = false;
-        for from in 0..crew.incoming() {
+        for from in 0..rings {
             let mut budget = BURST;
             loop {
                 if budget == 0 {
@@ -464,19 +460,41 @@ impl<P: Port> Dataplane<P> {
                     break;
                 }
                 budget -= 1;
+                // The crew stays in place: judging a frame may hand its mirror copy on.
+                let Some(crew) = self.crew.as_mut() else { return false };
                 match crew.take(from, generation, &mut self.buf) {
                     workers::Taken::Empty => break,
-                    workers::Taken::Frame { port, len } if port < self.ports.len() => self.handle_owned(port, len),
-                    workers::Taken::Frame { .. } | workers::Taken::Stale => {
+                    workers::Taken::Frame { what, len } => self.handle_handed(what, len),
+                    workers::Taken::Stale => {
                         let internet = self.ports.len() - 1;
                         self.counters[internet].count_drop(DropReason::HandoffLost);
                     }
                 }
             }
         }
-        crew.wake_peers();
-        self.crew = Some(crew);
+        if let Some(crew) = self.crew.as_mut() {
+            crew.wake_peers();
+        }
         more
+    }
+
+    /// Judges a record another worker handed this one (now in the buffer): a frame as read, or
+    /// a mirror copy; one whose port or session this configuration lacks is counted as lost.
+    fn handle_handed(&mut self, what: workers::Handed, len: usize) {
+        let chosen = match what {
+            workers::Handed::Frame { port } if port < self.ports.len() => return self.handle_owned(port, len),
+            workers::Handed::Frame { .. } => None,
+            workers::Handed::Mirror { port, at } => self.mirrors.chosen(port, at),
+        };
+        let Some(c) = chosen else {
+            let internet = self.ports.len() - 1;
+            return self.counters[internet].count_drop(DropReason::HandoffLost);
+        };
+        let mut copy = std::mem::take(&mut self.mirrors.buf);
+        copy.clear();
+        copy.extend_from_slice(&self.buf[..len]);
+        self.mirrors.buf = copy;
+        self.judge_copy(c, len);
     }
 
     /// Answers queued commands.
@@ -639,7 +657,8 @@ impl<P: Port> Dataplane<P> {
         if let Some(crew) = &mut self.crew {
             if n > VNET_HDR_LEN {
                 if let Some(owner) = crew.owner_elsewhere(&self.buf[VNET_HDR_LEN..n]) {
-                    if !crew.hand_off(owner, port, self.pipeline.generation(), &self.buf[..n]) {
+                    let what = workers::Handed::Frame { port };
+                    if !crew.hand_off(owner, what, self.pipeline.generation(), &self.buf[..n]) {
                         self.counters[port].count_drop(DropReason::HandoffLost);
                     }
                     return;
@@ -812,10 +831,27 @@ impl<P: Port> Dataplane<P> {
         self.segment = segment;
     }
 
-    /// Encapsulates `frame` for session `c`, has the pipeline route and judge the copy, and
-    /// writes it to the target or counts its refusal (on the target and the session).
+    /// Encapsulates `frame` for session `c` and has the copy judged: here, or by the worker
+    /// that owns the copy's own flow (with several workers), which writes and counts it.
     fn send_copy(&mut self, c: crate::capture::mirror::Chosen, frame: &[u8], csum_partial: bool) {
         let len = self.mirrors.encapsulate(c, frame, csum_partial, VNET_HDR_LEN);
+        if let Some(crew) = &mut self.crew {
+            if let Some(owner) = crew.owner_elsewhere(&self.mirrors.buf[VNET_HDR_LEN..len]) {
+                let what = workers::Handed::Mirror { port: c.port(), at: c.at() };
+                if !crew.hand_off(owner, what, self.pipeline.generation(), &self.mirrors.buf[..len]) {
+                    self.counters[self.mirrors.target(c).index()].count_drop(DropReason::HandoffLost);
+                    self.mirrors.count(c, Verdict::DropAt(DropReason::HandoffLost, self.mirrors.target(c)));
+                }
+                return;
+            }
+        }
+        self.judge_copy(c, len);
+    }
+
+    /// Has the pipeline route and judge session `c`'s copy (`len` bytes of
+    /// [`Mirrors::buf`](crate::capture::mirror::Mirrors::buf)), and writes it to the target or
+    /// counts its refusal (on the target and the session).
+    fn judge_copy(&mut self, c: crate::capture::mirror::Chosen, len: usize) {
         let (source, target) = (self.mirrors.source(c), self.mirrors.target(c));
         let now = self.start.elapsed();
         let copy = &mut self.mirrors.buf[VNET_HDR_LEN..len];

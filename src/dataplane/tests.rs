@@ -690,3 +690,95 @@ fn a_swap_reaches_both_workers_and_new_taps_give_each_its_queue() {
     let c = crew.wait_for("16 answers delivered to eni-n", |c| c[n].tx_packets == 16);
     assert_eq!(c[n].rx_packets, 16);
 }
+
+/// [`LAB`] with eni-a open to UDP from the VPC, and a's UDP to port 53 mirrored to eni-c, whose
+/// group (sg-dns) lets no VXLAN in: a copy passes only as the reply of a flow c started.
+fn mirror_lab() -> String {
+    let lab = LAB.replace(
+        "security_groups = [\"sg-dns\"]\nattachment = { instance = \"a\"",
+        "security_groups = [\"sg-udp\"]\nattachment = { instance = \"a\"",
+    );
+    lab + r#"
+[[security_group]]
+id = "sg-udp"
+vpc = "vpc-a"
+ingress = [{ protocol = "udp", ports = "1-65535", source = "10.0.0.0/16" }]
+
+[[traffic_mirror_target]]
+id = "tmt-c"
+network_interface = "eni-c"
+
+[[traffic_mirror_filter]]
+id = "tmf-dns"
+egress = [
+  { rule = 100, action = "accept", protocol = "udp", destination_ports = "53", source_cidr = "0.0.0.0/0", destination_cidr = "0.0.0.0/0" },
+]
+
+[[traffic_mirror_session]]
+id = "tms-a"
+source = "eni-a"
+target = "tmt-c"
+filter = "tmf-dns"
+session_number = 1
+virtual_network_id = 9
+"#
+}
+
+/// The VXLAN copy session tms-a makes of `frame` (as the data plane builds it, IP id aside).
+fn copy_of(crew: &Crew2, frame: &[u8]) -> Vec<u8> {
+    let (a, c) = (crew.eni("eni-a"), crew.eni("eni-c"));
+    let vpc = &crew.model.vpcs[crew.model.vpc_of(crew.model.eni_by_id("eni-a").unwrap()).index()];
+    let encap = crate::capture::mirror::Encap {
+        source_mac: a.mac,
+        router_mac: vpc.router_mac,
+        source_ip: a.private_ip,
+        target_ip: c.private_ip,
+        vni: 9,
+        packet_length: None,
+    };
+    let mut copy = Vec::new();
+    crate::capture::mirror::encapsulate(&mut copy, &encap, frame, false, 0);
+    copy
+}
+
+fn mirror_stats(crew: &Crew2) -> Vec<crate::capture::mirror::SessionStats> {
+    crew.handle.ask(PATIENCE, Command::MirrorStats).expect("the workers answer")
+}
+
+#[test]
+fn a_mirror_copy_is_judged_and_delivered_once_by_the_owner_of_its_own_flow() {
+    let crew = Crew2::start(&mirror_lab());
+    let owners = owner::Owners::new(&crew.model, 2);
+    let (b, c) = (crew.model.eni_by_id("eni-b").unwrap().index(), crew.model.eni_by_id("eni-c").unwrap().index());
+    // Queries from a that worker 0 owns (and reads, on queue 0) whose copies worker 1 owns.
+    let mut queries = (40000..).map(|p| crew.udp("eni-a", "eni-b", p, 53)).filter(|f| {
+        let copy = copy_of(&crew, f);
+        owners.of(f) == Some(0) && owners.of(&copy) == Some(1)
+    });
+    let (first, second) = (queries.next().unwrap(), queries.next().unwrap());
+    let copy = copy_of(&crew, &first);
+    let outer_sport = u16::from_be_bytes([copy[34], copy[35]]);
+    // c opens the VXLAN flow the first copy is the reply of (its own frame, owned by worker 1).
+    let (ce, ae) = (crew.eni("eni-c"), crew.eni("eni-a"));
+    let router = crew.model.vpcs[crew.model.vpc_of(crew.model.eni_by_id("eni-c").unwrap()).index()].router_mac;
+    let opener = build::udp(router, ce.mac, ce.private_ip, ae.private_ip, 4789, outer_sport, b"hello");
+    crew.send("eni-c", 1, &opener);
+    crew.recv("eni-a");
+
+    crew.send("eni-a", 0, &first);
+    assert_eq!(&crew.recv("eni-b")[VNET_HDR_LEN..], &first[..], "the query is delivered");
+    let got = crew.recv("eni-c");
+    let (got, want) = (&got[VNET_HDR_LEN..], &copy[..]);
+    // Routed to c (MACs rewritten); the IP identification (and so the header checksum) is the
+    // worker's own count.
+    assert_eq!(&got[..6], &ce.mac.0[..], "delivered to c");
+    assert_eq!((&got[12..18], &got[24..], got.len()), (&want[12..18], &want[24..], want.len()), "the copy as made");
+    // The second copy's flow was opened by nobody: worker 1 refuses it (a's group is not c's).
+    crew.send("eni-a", 0, &second);
+    crew.recv("eni-b");
+    let cnt = crew.wait_for("the second copy judged", |k| k[c].dropped(DropReason::SecurityGroupIngress) == 1);
+    assert_eq!((cnt[b].tx_packets, cnt[c].tx_packets), (2, 1), "each query once, one copy delivered once");
+    assert_eq!(cnt.iter().map(|k| k.dropped(DropReason::HandoffLost)).sum::<u64>(), 0);
+    let s = &mirror_stats(&crew)[0];
+    assert_eq!((s.mirrored, s.dropped.get("security_group_ingress")), (1, Some(&1)), "both workers' counts: {s:?}");
+}

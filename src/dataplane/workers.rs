@@ -13,8 +13,12 @@
 //! The control side's [`Handle`] fans commands out: a swap reaches every worker (each gets its
 //! own compiled pipeline and carries its own state over), `trace` goes to the traced flow's
 //! owner, counters, statistics and listings are gathered from every worker and summed; a
-//! capture gets one queue per worker. Traffic mirroring is refused with more than one worker
-//! (see [`Unsupported`]).
+//! capture gets one queue per worker, and traffic mirror sessions' counts are summed.
+//!
+//! A traffic mirror copy is a packet of its own (VXLAN from the source ENI to the target), judged
+//! by the target's groups and connection table: it is handed to the owner of its own flow like a
+//! frame, marked as a copy with the session that made it ([`Handed::Mirror`]), and that worker
+//! judges it (`Pipeline::process_mirror`), writes it and counts it for the session.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -29,15 +33,18 @@ use rtrb::{Consumer, Producer, RingBuffer};
 
 use super::owner::Owners;
 use super::{Command, Handle, Link, Swap, SwapDone};
+use crate::capture::mirror::SessionStats;
 use crate::pipeline::{EniCounters, Pipeline, PipelineStats};
 
 /// Bytes queued from one worker to another: some 60 superframes of 64 KiB, or thousands of
 /// small frames, before frames are dropped rather than waited for.
 pub const HANDOFF_BYTES: usize = 4 << 20;
 
-/// A handed-off frame's header in the ring: its length, its port index and the configuration
-/// generation that index belongs to (native endian: the ring never leaves the process).
-const RECORD_HEADER: usize = 16;
+/// A handed-off frame's header in the ring: its length, its port index, what it is (0 for a frame
+/// read from the port, 1 + the session's position among the port's sessions for a mirror copy)
+/// and the configuration generation these indices belong to (native endian: the ring never
+/// leaves the process).
+const RECORD_HEADER: usize = 20;
 
 /// How long a fanned-out question waits for each worker.
 const PATIENCE: Duration = Duration::from_secs(5);
@@ -57,13 +64,23 @@ pub(crate) struct Crew {
     to_wake: Vec<bool>,
 }
 
+/// What a handed-off record carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Handed {
+    /// A frame read from port `port`, to be judged as read.
+    Frame { port: usize },
+    /// A traffic mirror copy made by session `at` of source port `port` (see
+    /// `capture::mirror::Chosen`), to be judged as a copy.
+    Mirror { port: usize, at: usize },
+}
+
 /// A frame taken from a ring.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Taken {
     /// Nothing queued.
     Empty,
-    /// A frame of `len` bytes (virtio header included) read from port `port`, now in the buffer.
-    Frame { port: usize, len: usize },
+    /// A record of `len` bytes (virtio header included), now in the buffer.
+    Frame { what: Handed, len: usize },
     /// A frame read under another configuration generation (its port index means nothing
     /// here), from port `port` as that one numbered them: dropped.
     Stale,
@@ -112,15 +129,20 @@ impl Crew {
         self.owners = owners;
     }
 
-    /// Queues `frame` (virtio header included), read from `port` under `generation`, for
-    /// worker `to`; false when its ring has no room (the frame is lost).
-    pub(crate) fn hand_off(&mut self, to: usize, port: usize, generation: u64, frame: &[u8]) -> bool {
+    /// Queues `frame` (virtio header included), `what` under `generation`, for worker `to`;
+    /// false when its ring has no room (the frame is lost).
+    pub(crate) fn hand_off(&mut self, to: usize, what: Handed, generation: u64, frame: &[u8]) -> bool {
         let Some(ring) = self.outgoing[to].as_mut() else { return false };
         let Ok(mut chunk) = ring.write_chunk(RECORD_HEADER + frame.len()) else { return false };
         let mut header = [0u8; RECORD_HEADER];
         header[..4].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+        let (port, kind) = match what {
+            Handed::Frame { port } => (port, 0),
+            Handed::Mirror { port, at } => (port, at + 1),
+        };
         header[4..8].copy_from_slice(&(port as u32).to_ne_bytes());
-        header[8..].copy_from_slice(&generation.to_ne_bytes());
+        header[8..12].copy_from_slice(&(kind as u32).to_ne_bytes());
+        header[12..].copy_from_slice(&generation.to_ne_bytes());
         let (head, tail) = chunk.as_mut_slices();
         write_at(head, tail, 0, &header);
         write_at(head, tail, RECORD_HEADER, frame);
@@ -154,7 +176,8 @@ impl Crew {
         read_at(head, tail, 0, &mut header);
         let len = u32::from_ne_bytes([header[0], header[1], header[2], header[3]]) as usize;
         let port = u32::from_ne_bytes([header[4], header[5], header[6], header[7]]) as usize;
-        let made_under = u64::from_ne_bytes(header[8..].try_into().unwrap_or_default());
+        let kind = u32::from_ne_bytes([header[8], header[9], header[10], header[11]]) as usize;
+        let made_under = u64::from_ne_bytes(header[12..].try_into().unwrap_or_default());
         let Ok(chunk) = ring.read_chunk(RECORD_HEADER + len) else {
             // The writer commits whole records: a header is never without its frame.
             unreachable!("a handed-off frame is committed whole")
@@ -162,7 +185,11 @@ impl Crew {
         let taken = if made_under == generation && len <= buf.len() {
             let (head, tail) = chunk.as_slices();
             read_at(head, tail, RECORD_HEADER, &mut buf[..len]);
-            Taken::Frame { port, len }
+            let what = match kind {
+                0 => Handed::Frame { port },
+                _ => Handed::Mirror { port, at: kind - 1 },
+            };
+            Taken::Frame { what, len }
         } else {
             Taken::Stale
         };
@@ -188,27 +215,6 @@ fn read_at(head: &[u8], tail: &[u8], at: usize, out: &mut [u8]) {
     let at_tail = at.saturating_sub(head.len());
     let rest = out.len() - in_head;
     out[in_head..].copy_from_slice(&tail[at_tail..][..rest]);
-}
-
-/// Why a command cannot be carried out with several workers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Unsupported {
-    /// Traffic mirror sessions: a copy is judged by the target's connection table, on the
-    /// worker that happened to mirror it.
-    TrafficMirroring,
-}
-
-impl Unsupported {
-    /// The error a person reads.
-    pub fn error(self) -> io::Error {
-        let what = match self {
-            Unsupported::TrafficMirroring => "traffic mirroring",
-        };
-        io::Error::new(
-            io::ErrorKind::Unsupported,
-            format!("{what} is not supported with several workers: run the lab with --workers 1"),
-        )
-    }
 }
 
 /// The fan-out's own state, shared by clones of the handle.
@@ -259,7 +265,7 @@ impl<P: Send + 'static> Handle<P> {
                 self.gather(reply, move |tx| Command::Connections(eni, tx), |all| all.concat())
             }
             Command::FlowLogStats(reply) => self.gather(reply, Command::FlowLogStats, sum_flow_logs),
-            Command::MirrorStats(reply) => self.gather(reply, Command::MirrorStats, |mut all| all.swap_remove(0)),
+            Command::MirrorStats(reply) => self.gather(reply, Command::MirrorStats, sum_mirrors),
             Command::Trace { from, frame, reply } => {
                 let owner = lock(fanout).owners.of(&frame[..]).unwrap_or(0);
                 self.links[owner].send(Command::Trace { from, frame, reply })
@@ -318,9 +324,6 @@ impl<P: Send + 'static> Handle<P> {
     /// into one [`SwapDone`].
     fn fan_out_swap(&self, swap: Swap<P>, fanout: &Mutex<Fanout>) -> io::Result<()> {
         let Swap { pipeline, new_taps, watches, reply } = swap;
-        if !pipeline.model().traffic_mirror_sessions.is_empty() {
-            return Err(Unsupported::TrafficMirroring.error());
-        }
         let n = self.links.len();
         let pipelines = {
             let mut f = lock(fanout);
@@ -428,4 +431,20 @@ fn sum_flow_logs(all: Vec<Vec<crate::capture::flow_log::FlowLogStats>>) -> Vec<c
         }
     }
     order.into_iter().filter_map(|id| by_id.remove(&id)).collect()
+}
+
+/// Traffic mirror sessions' counts added up session by session (every worker runs the same
+/// sessions in the same order; each counts the copies it judged or lost).
+fn sum_mirrors(all: Vec<Vec<SessionStats>>) -> Vec<SessionStats> {
+    let mut it = all.into_iter();
+    let mut sum = it.next().unwrap_or_default();
+    for stats in it {
+        for (s, t) in sum.iter_mut().zip(stats) {
+            s.mirrored += t.mirrored;
+            for (reason, n) in t.dropped {
+                *s.dropped.entry(reason).or_default() += n;
+            }
+        }
+    }
+    sum
 }

@@ -1604,7 +1604,9 @@ impl Pipeline {
 
     /// [`commit`](Self::commit) with a shard: a new flow's slot is taken from the count every
     /// worker shares first (another worker may have taken the last one since `room` looked), and
-    /// the count is settled after (an insert that replaced an entry of the same key added none).
+    /// the count is settled after. An insert that replaces an entry of the same key (a SYN
+    /// reusing a closed connection's ports; an appliance routed to itself, whose egress and
+    /// ingress entries are one) adds none, so it takes no slot, as with one worker.
     /// Apart from `commit`, so that one worker's `commit` is compiled as it was.
     #[cold]
     #[inline(never)]
@@ -1616,7 +1618,8 @@ impl Pipeline {
         info: &Flow,
         hop: Option<Hop>,
     ) -> Step<()> {
-        if outcome == (SgOutcome::NewFlow { tracked: true }) && !self.reserve(now, eni.index()) {
+        let adds = outcome == (SgOutcome::NewFlow { tracked: true }) && !self.conntrack[eni.index()].holds(info);
+        if adds && !self.reserve(now, eni.index()) {
             return Err(Verdict::DropAt(DropReason::ConntrackFull, eni));
         }
         let done = self.commit(now, eni, outcome, info, hop);

@@ -589,6 +589,17 @@ impl<D> ConnTable<D> {
         Some((e, e.is_reply(p)))
     }
 
+    /// Whether an entry, live or not, is held under this packet's connection key: an
+    /// [`insert`](Self::insert) of it then replaces that entry instead of adding one.
+    pub fn holds(&self, p: &Flow) -> bool {
+        if self.len == 0 {
+            return false;
+        }
+        let key = ConnKey::of(p);
+        let (s, hash) = self.shard_of(&key);
+        self.shards[s].find(hash, |e| e.key == key).is_some()
+    }
+
     /// Whether a new connection would be refused now: the table holds `max_entries` entries
     /// after expired ones are reclaimed (bounded work, as in [`handle_timeout`](Self::handle_timeout)).
     /// Lets a caller refuse before committing anything elsewhere, and `trace` report the refusal.

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::change::{self, live::LiveLab};
 use crate::control;
-use crate::dataplane::{tap::Tap, Command, Dataplane};
+use crate::dataplane::{tap::Tap, Command, Dataplane, Handle};
 use crate::model::{Cidr, EniIdx, InstanceIdx, InstanceState, Model, INTERNET_GATEWAY_IP, INTERNET_MTU};
 use crate::netns::{self, LinkConfig, Netlink, RouteSpec};
 use crate::pipeline::Pipeline;
@@ -972,25 +972,7 @@ fn forward(
         std::process::id()
     );
     on_ready(&ready_model);
-    let mut dataplane = planes.remove(0);
-    let others: Vec<_> = planes
-        .into_iter()
-        .map(|mut dp| {
-            std::thread::spawn(move || {
-                if let Err(e) = dp.run() {
-                    crate::log!("a forwarding worker failed: {e}");
-                }
-                dp.take_ports()
-            })
-        })
-        .collect();
-    let result = dataplane.run();
-    // Worker 0 stopped: so do the others (they have had the shutdown already, unless worker 0 failed).
-    let _ = handle.send(Command::Shutdown);
-    // The TAPs stay open until their namespaces are gone (`close_after_teardown`).
-    let mut taps = vec![dataplane.take_ports()];
-    taps.extend(others.into_iter().filter_map(|t| t.join().ok()));
-    drop(dataplane);
+    let (result, mut taps) = run_workers(planes, &handle);
     // The data plane wrote its last intervals as it stopped: append them before going.
     flow_writer.finish();
     // A change in progress finishes first; then the namespaces the lab holds now go.
@@ -1007,6 +989,30 @@ fn forward(
         Err(e) => crate::log!("lab `{}` is down after the forwarding loop failed: {e}", ready_model.name),
     }
     result.context("the forwarding loop failed")
+}
+
+/// Runs worker 0 on this thread and the others on threads of their own until worker 0 stops,
+/// then stops the others and returns worker 0's result with every worker's ports, worker 0's
+/// first. The TAPs stay open until their namespaces are gone (`close_after_teardown`).
+fn run_workers(mut planes: Vec<Dataplane>, handle: &Handle) -> (std::io::Result<()>, Vec<Vec<Option<Tap>>>) {
+    let mut dataplane = planes.remove(0);
+    let others: Vec<_> = planes
+        .into_iter()
+        .map(|mut dp| {
+            std::thread::spawn(move || {
+                if let Err(e) = dp.run() {
+                    crate::log!("a forwarding worker failed: {e}");
+                }
+                dp.take_ports()
+            })
+        })
+        .collect();
+    let result = dataplane.run();
+    // Worker 0 stopped: so do the others (they have had the shutdown already, unless worker 0 failed).
+    let _ = handle.send(Command::Shutdown);
+    let mut taps = vec![dataplane.take_ports()];
+    taps.extend(others.into_iter().filter_map(|t| t.join().ok()));
+    (result, taps)
 }
 
 #[cfg(test)]

@@ -181,6 +181,24 @@ pub struct NatCounters {
     pub active_tcp_connections: u64,
 }
 
+impl NatCounters {
+    /// A packet of `len` bytes from an instance, translated and sent towards the internet.
+    pub fn count_translated_out(&mut self, len: u64) {
+        self.packets_in_from_source += 1;
+        self.bytes_in_from_source += len;
+        self.packets_out_to_destination += 1;
+        self.bytes_out_to_destination += len;
+    }
+
+    /// A packet of `len` bytes from the internet, translated back and delivered to an instance.
+    pub fn count_translated_in(&mut self, len: u64) {
+        self.packets_in_from_destination += 1;
+        self.bytes_in_from_destination += len;
+        self.packets_out_to_source += 1;
+        self.bytes_out_to_source += len;
+    }
+}
+
 /// Counters of several workers' shards of one NAT gateway, added up.
 impl std::ops::AddAssign for NatCounters {
     fn add_assign(&mut self, o: NatCounters) {

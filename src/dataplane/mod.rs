@@ -1,5 +1,6 @@
-//! The data plane: I/O only. One thread owns every TAP and a mio `Poll`; it reads frames in
-//! bursts, asks the [`Pipeline`] for a verdict, writes the frame where the verdict says and counts
+//! The data plane: I/O only. One thread owns every TAP (with `up --workers N`, each of N
+//! threads owns one queue of every multiqueue TAP: see [`workers`]) and a mio `Poll`; it reads
+//! frames in bursts, asks the [`Pipeline`] for a verdict, writes the frame where the verdict says and counts
 //! the outcome per ENI. Control requests arrive over a crossbeam channel with a mio `Waker`, so the
 //! packet path takes no lock.
 //!

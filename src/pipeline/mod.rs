@@ -14,10 +14,17 @@
 //! group ingress (with the receiver's connection table) -> deliver.
 //!
 //! Connection tracking is per ENI. A new flow's entries are created only when its packet is
-//! delivered. Each entry caches where the ENI's own packets of that flow go; later packets take
-//! that fast path, skipping route lookup, ACLs and rules, while the entry's generation is the
-//! pipeline's and the frame goes to the MAC the hop was cached for (ICMP, whose type and code
-//! ACLs match but the entry's key does not hold, always takes the full walk). The TTL is never touched: the VPC router is not a hop.
+//! delivered. Each entry caches a [`Hop`] per direction: where the ENI's own packets of that flow
+//! go (another ENI, out through the internet gateway or a NAT gateway), or that the gateways bring
+//! the flow's packets in to this ENI. Later packets take that fast path from either side
+//! (`fast_path` from an ENI, `fast_from_internet` from the internet), skipping route lookup, ACLs
+//! and rules, while the entry's generation is the pipeline's and the frame goes to the MAC the hop
+//! was cached for (ICMP, whose type and code ACLs match but the entry's key does not hold, always
+//! takes the full walk). The TTL is never touched: the VPC router is not a hop.
+//!
+//! With several forwarding workers each has a pipeline of its own holding its shard of the
+//! connection and NAT tables (see `dataplane::owner`); only the per-ENI connection counts are
+//! shared, taken before a new flow's entry is made (`commit_shared`).
 //!
 //! What the VPC would not carry is judged at the edge: a packet larger than the VPC's MTU (9001,
 //! [`VPC_MTU`]) is dropped as `mtu_exceeded`; headers that are odd but valid (IP options, fragments
@@ -1527,12 +1534,7 @@ impl Pipeline {
             },
         )?;
         obs.nat_gateway(n);
-        let c = self.nats[n.index()].counters_mut();
-        let len = frame.len() as u64;
-        c.packets_in_from_destination += 1;
-        c.bytes_in_from_destination += len;
-        c.packets_out_to_source += 1;
-        c.bytes_out_to_source += len;
+        self.nats[n.index()].counters_mut().count_translated_in(frame.len() as u64);
         rewrite::set_dst_port(frame, ip, inside.flow.l4.dst_port, off.csum());
         rewrite::set_dst_ip(frame, ip, inside.flow.dst, off.csum());
         Some(self.take_fast(Fast::Inbound(to), ip, frame, off, obs))
@@ -1564,12 +1566,7 @@ impl Pipeline {
             }
             Fast::Nat(n, public, port) => {
                 obs.nat_gateway(n);
-                let c = self.nats[n.index()].counters_mut();
-                let len = frame.len() as u64;
-                c.packets_in_from_source += 1;
-                c.bytes_in_from_source += len;
-                c.packets_out_to_destination += 1;
-                c.bytes_out_to_destination += len;
+                self.nats[n.index()].counters_mut().count_translated_out(frame.len() as u64);
                 rewrite::set_src_ip(frame, ip, public, off.csum());
                 rewrite::set_src_port(frame, ip, port, off.csum());
                 packet::set_macs(frame, self.inet_peer_mac, self.inet_own_mac);
@@ -1607,7 +1604,9 @@ impl Pipeline {
 
     /// [`commit`](Self::commit) with a shard: a new flow's slot is taken from the count every
     /// worker shares first (another worker may have taken the last one since `room` looked), and
-    /// the count is settled after (an insert that replaced an entry of the same key added none).
+    /// the count is settled after. An insert that replaces an entry of the same key (a SYN
+    /// reusing a closed connection's ports; an appliance routed to itself, whose egress and
+    /// ingress entries are one) adds none, so it takes no slot, as with one worker.
     /// Apart from `commit`, so that one worker's `commit` is compiled as it was.
     #[cold]
     #[inline(never)]
@@ -1619,7 +1618,8 @@ impl Pipeline {
         info: &Flow,
         hop: Option<Hop>,
     ) -> Step<()> {
-        if outcome == (SgOutcome::NewFlow { tracked: true }) && !self.reserve(now, eni.index()) {
+        let adds = outcome == (SgOutcome::NewFlow { tracked: true }) && !self.conntrack[eni.index()].holds(info);
+        if adds && !self.reserve(now, eni.index()) {
             return Err(Verdict::DropAt(DropReason::ConntrackFull, eni));
         }
         let done = self.commit(now, eni, outcome, info, hop);

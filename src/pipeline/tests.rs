@@ -1664,3 +1664,25 @@ fn a_changed_acl_or_an_expired_translation_stops_the_gateway_fast_path() {
     let (v, _, walked) = p.outbound_twice("eni-app", 40000, 80);
     assert!(walked && matches!(v, Verdict::ReplyWith(_)), "{v:?}");
 }
+
+#[test]
+fn with_a_shard_an_appliance_routed_to_itself_takes_one_slot_as_one_worker_does() {
+    // sub-a3 takes rtb-a1 too: eni-fw forwarding to 10.0.2.0/24 is routed back to itself, so
+    // its egress and ingress entries are one entry, and its one slot is enough.
+    let text = ROUTE_LAB.replacen("cidr = \"10.0.3.0/24\"\n", "cidr = \"10.0.3.0/24\"\nroute_table = \"rtb-a1\"\n", 1);
+    let mut model = crate::topology::parse(&text, "rt.toml").expect("the route lab is valid");
+    let fw = model.eni_by_id("eni-fw").expect("eni-fw");
+    model.enis[fw.index()].connection_tracking.max_connections = 1;
+    // 0: no shard, as one worker forwards.
+    for workers in [0, 2] {
+        let mut pipeline = Pipeline::new(&model);
+        if workers > 0 {
+            let counts = (0..model.enis.len()).map(|_| std::sync::Arc::default()).collect();
+            pipeline.set_shard(0, workers, counts);
+        }
+        let mut p = Policy { model: model.clone(), pipeline, now: Duration::ZERO };
+        let (one, two) = (p.ip("eni-one"), p.ip("eni-two"));
+        assert_eq!(p.tcp_from("eni-fw", one, two, 40000, 80, SYN), Verdict::Forward(fw), "{workers} worker(s)");
+        assert_eq!(p.tracked("eni-fw"), 1);
+    }
+}

@@ -160,8 +160,8 @@ enum Cmd {
         /// Serve metrics on http://ADDR/metrics.
         #[arg(long)]
         metrics: Option<std::net::SocketAddr>,
-        /// Forwarding threads.
-        #[arg(long, default_value_t = 1)]
+        /// Forwarding threads (bounded as `up`'s: each pair of workers has its own handoff rings).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
         workers: u16,
     },
     /// Re-adopt a lab whose forwarder died: its instances, processes and interfaces stay as they

@@ -213,14 +213,12 @@ struct NatEdge {
 /// What the fast path found for a packet: where it goes, with what its rewrite needs.
 #[derive(Clone, Copy, Debug)]
 enum Fast {
-    /// To an ENI, routed or at layer 2.
+    /// To an ENI, routed or at layer 2 (what the gateways bring in is routed).
     Eni(EniIdx, bool),
     /// Out through the internet gateway as this Elastic IP.
     Internet(Ipv4Addr),
     /// Out through a NAT gateway as its Elastic IP and this port.
     Nat(NatIdx, Ipv4Addr, u16),
-    /// In through the internet gateway or a NAT gateway to an ENI (after the rewrite).
-    Inbound(EniIdx),
 }
 
 /// What the pipeline knows about one ENI, compiled from the model.
@@ -1512,7 +1510,7 @@ impl Pipeline {
             let table = self.conntrack.get_mut(to.index())?;
             table.lookup_if(now, &inside.flow, |e, reply| is_cached(e, reply, Hop::FromInternet))?;
             rewrite::set_dst_ip(frame, ip, private, off.csum());
-            return Some(self.take_fast(Fast::Inbound(to), ip, frame, off, obs));
+            return Some(self.take_fast(Fast::Eni(to, true), ip, frame, off, obs));
         }
         let (n, _) = self.igw.nat_of(ip.flow.dst)?;
         let vpc = self.nat_edges.get(n.index())?.vpc;
@@ -1537,7 +1535,7 @@ impl Pipeline {
         self.nats[n.index()].counters_mut().count_translated_in(frame.len() as u64);
         rewrite::set_dst_port(frame, ip, inside.flow.l4.dst_port, off.csum());
         rewrite::set_dst_ip(frame, ip, inside.flow.dst, off.csum());
-        Some(self.take_fast(Fast::Inbound(to), ip, frame, off, obs))
+        Some(self.take_fast(Fast::Eni(to, true), ip, frame, off, obs))
     }
 
     /// Carries out what [`fast_path`](Self::fast_path) found: the rewrites the full walk made
@@ -1553,10 +1551,6 @@ impl Pipeline {
         match fast {
             Fast::Eni(to, routed) => {
                 self.deliver(to, routed, frame, &mut NoObserver);
-                Verdict::Forward(to)
-            }
-            Fast::Inbound(to) => {
-                self.deliver(to, true, frame, &mut NoObserver);
                 Verdict::Forward(to)
             }
             Fast::Internet(public) => {

@@ -992,26 +992,36 @@ fn forward(
 }
 
 /// Runs worker 0 on this thread and the others on threads of their own until worker 0 stops,
-/// then stops the others and returns worker 0's result with every worker's ports, worker 0's
-/// first. The TAPs stay open until their namespaces are gone (`close_after_teardown`).
+/// then stops the others and returns the first failure (worker 0's first) with every worker's
+/// ports, worker 0's first. Any worker that fails stops the lab: a worker gone would leave its
+/// queues unread. The TAPs stay open until their namespaces are gone (`close_after_teardown`).
 fn run_workers(mut planes: Vec<Dataplane>, handle: &Handle) -> (std::io::Result<()>, Vec<Vec<Option<Tap>>>) {
     let mut dataplane = planes.remove(0);
     let others: Vec<_> = planes
         .into_iter()
-        .map(|mut dp| {
+        .enumerate()
+        .map(|(i, mut dp)| {
+            let handle = handle.clone();
             std::thread::spawn(move || {
-                if let Err(e) = dp.run() {
-                    crate::log!("a forwarding worker failed: {e}");
+                let result = dp.run();
+                if let Err(e) = &result {
+                    crate::log!("forwarding worker {} failed: {e}; stopping the lab", i + 1);
+                    let _ = handle.send(Command::Shutdown);
                 }
-                dp.take_ports()
+                (result, dp.take_ports())
             })
         })
         .collect();
-    let result = dataplane.run();
+    let mut result = dataplane.run();
     // Worker 0 stopped: so do the others (they have had the shutdown already, unless worker 0 failed).
     let _ = handle.send(Command::Shutdown);
     let mut taps = vec![dataplane.take_ports()];
-    taps.extend(others.into_iter().filter_map(|t| t.join().ok()));
+    for (other, ports) in others.into_iter().filter_map(|t| t.join().ok()) {
+        if result.is_ok() {
+            result = other;
+        }
+        taps.push(ports);
+    }
     (result, taps)
 }
 

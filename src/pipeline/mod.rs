@@ -355,11 +355,41 @@ pub struct Pipeline {
     /// The internet side: the MAC the lab sends from, the MAC it sends to (the emulated
     /// internet's interface, or the uplink's gateway, learned by ARP), the uplink's gateway.
     inet_own_mac: Mac,
-    inet_peer_mac: Mac,
+    inet_peer_mac: PeerMac,
     uplink_gateway: Option<Ipv4Addr>,
     generation: u64,
     /// This pipeline's part when several workers forward the lab; `None` with one worker.
     shard: Option<Box<Shard>>,
+}
+
+/// The MAC the internet side sends to, shared by every worker's pipeline: only the worker that
+/// reads the uplink gateway's ARP relearns it, and every worker sends to it.
+#[derive(Clone)]
+struct PeerMac(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl fmt::Debug for PeerMac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.get())
+    }
+}
+
+impl PeerMac {
+    fn new(mac: Mac) -> PeerMac {
+        let p = PeerMac(Default::default());
+        p.set(mac);
+        p
+    }
+
+    fn get(&self) -> Mac {
+        let bytes = self.0.load(std::sync::atomic::Ordering::Relaxed).to_le_bytes();
+        Mac(bytes[..6].try_into().expect("six of eight bytes"))
+    }
+
+    fn set(&self, mac: Mac) {
+        let mut bytes = [0; 8];
+        bytes[..6].copy_from_slice(&mac.0);
+        self.0.store(u64::from_le_bytes(bytes), std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// A worker's part of a lab forwarded by several workers (`dataplane::owner` says which worker
@@ -413,14 +443,15 @@ impl Pipeline {
                 })
                 .collect(),
             inet_own_mac: model.internet_gateway_mac(),
-            inet_peer_mac: model.internet_host_mac(),
+            inet_peer_mac: PeerMac::new(model.internet_host_mac()),
             uplink_gateway: model.uplink.as_ref().map(|u| u.gateway),
             generation: 0,
             shard: None,
         };
         if model.uplink.is_some() {
             // Unknown until `set_uplink_gateway_mac`; broadcast meanwhile rather than nothing.
-            (p.inet_own_mac, p.inet_peer_mac) = (model.uplink_mac(), Mac([0xff; 6]));
+            p.inet_own_mac = model.uplink_mac();
+            p.inet_peer_mac = PeerMac::new(Mac([0xff; 6]));
         }
         p.compile(model);
         p
@@ -432,11 +463,11 @@ impl Pipeline {
         self.ports.iter().map(|p| p.id.clone()).chain(std::iter::once(INTERNET_PORT.to_string())).collect()
     }
 
-    /// A pipeline compiled from the same model, with empty tables and the uplink gateway's MAC
-    /// learnt so far: another worker's.
+    /// A pipeline compiled from the same model, with empty tables, sharing the uplink gateway's
+    /// MAC with this one: another worker's.
     pub fn replica(&self) -> Pipeline {
         let mut p = Pipeline::new(&self.model);
-        p.inet_peer_mac = self.inet_peer_mac;
+        p.inet_peer_mac = self.inet_peer_mac.clone();
         p
     }
 
@@ -618,7 +649,7 @@ impl Pipeline {
             self.nats[i].set_ports(nat.ports.from..=nat.ports.to);
         }
         if self.uplink_gateway.is_some() && self.uplink_gateway == old.uplink_gateway {
-            self.inet_peer_mac = old.inet_peer_mac;
+            self.inet_peer_mac = old.inet_peer_mac.clone();
         }
         // Past every carried entry's generation (all are <= old's), whatever either was.
         self.generation = self.generation.max(old.generation) + 1;
@@ -726,7 +757,7 @@ impl Pipeline {
 
     /// The uplink gateway's MAC, resolved before forwarding starts (and relearned from its ARP).
     pub fn set_uplink_gateway_mac(&mut self, mac: Mac) {
-        self.inet_peer_mac = mac;
+        self.inet_peer_mac.set(mac);
     }
 
     /// Reclaims expired connection entries (bounded work per table).
@@ -1046,7 +1077,7 @@ impl Pipeline {
             }
         }
         rewrite::set_src_ip(frame, ip, public, off.csum());
-        packet::set_macs(frame, self.inet_peer_mac, self.inet_own_mac);
+        packet::set_macs(frame, self.inet_peer_mac.get(), self.inet_own_mac);
         Ok(Verdict::ToInternet)
     }
 
@@ -1230,7 +1261,7 @@ impl Pipeline {
             IpProto::ICMP => rewrite::set_icmp_echo_id(frame, ip, outside),
             _ => rewrite::set_src_port(frame, ip, outside, off.csum()),
         }
-        packet::set_macs(frame, self.inet_peer_mac, self.inet_own_mac);
+        packet::set_macs(frame, self.inet_peer_mac.get(), self.inet_own_mac);
         Ok(Verdict::ToInternet)
     }
 
@@ -1250,14 +1281,14 @@ impl Pipeline {
             }
         };
         // The emulated internet has one interface; an uplink is a real network of many.
-        if self.uplink_gateway.is_none() && meta.src_mac != self.inet_peer_mac {
+        if self.uplink_gateway.is_none() && meta.src_mac != self.inet_peer_mac.get() {
             obs.record(Stage::PortSecurity, format_args!("drop: source MAC {} is not the internet's", meta.src_mac));
             return Err(Verdict::Drop(DropReason::SourceMacMismatch));
         }
         let ip = match meta.l3 {
             L3Meta::Arp(arp) => {
                 if commit && Some(arp.sender_ip) == self.uplink_gateway {
-                    self.inet_peer_mac = arp.sender_mac;
+                    self.inet_peer_mac.set(arp.sender_mac);
                 }
                 let ours = match self.uplink_gateway {
                     None => arp.target_ip == INTERNET_GATEWAY_IP,
@@ -1555,7 +1586,7 @@ impl Pipeline {
             }
             Fast::Internet(public) => {
                 rewrite::set_src_ip(frame, ip, public, off.csum());
-                packet::set_macs(frame, self.inet_peer_mac, self.inet_own_mac);
+                packet::set_macs(frame, self.inet_peer_mac.get(), self.inet_own_mac);
                 Verdict::ToInternet
             }
             Fast::Nat(n, public, port) => {
@@ -1563,7 +1594,7 @@ impl Pipeline {
                 self.nats[n.index()].counters_mut().count_translated_out(frame.len() as u64);
                 rewrite::set_src_ip(frame, ip, public, off.csum());
                 rewrite::set_src_port(frame, ip, port, off.csum());
-                packet::set_macs(frame, self.inet_peer_mac, self.inet_own_mac);
+                packet::set_macs(frame, self.inet_peer_mac.get(), self.inet_own_mac);
                 Verdict::ToInternet
             }
         }

@@ -1686,3 +1686,28 @@ fn with_a_shard_an_appliance_routed_to_itself_takes_one_slot_as_one_worker_does(
         assert_eq!(p.tracked("eni-fw"), 1);
     }
 }
+
+#[test]
+fn every_worker_sends_to_the_uplink_gateway_mac_any_worker_relearned() {
+    let hosts = "hosts = [\n  { id = \"example\", ip = \"198.51.100.7\" },\n]";
+    let uplink = "uplink = { interface = \"veth0\", gateway = \"192.0.2.1\" }";
+    let text = crate::topology::DEFAULT_TOPOLOGY.replacen(hosts, uplink, 1);
+    let model = crate::topology::parse(&text, "d.toml").unwrap();
+    let first = Pipeline::new(&model);
+    let mut p = Policy { pipeline: first.replica(), model, now: Duration::ZERO };
+    let mut first = first;
+    let (old, new) = (Mac([0x02, 0, 0, 0, 0, 1]), Mac([0x02, 0, 0, 0, 0, 2]));
+    first.set_uplink_gateway_mac(old);
+    assert_eq!(&p.outbound("eni-web", 40000, 80, SYN).1[0..6], &old.0);
+    // The gateway's ARP (here a request for an Elastic IP) reaches the first worker only.
+    let public = p.model.public_addresses().next().expect("an Elastic IP");
+    let mut arp = build::arp_request(new, Ipv4Addr::new(192, 0, 2, 1), public);
+    assert_eq!(first.process_internet(Duration::ZERO, &mut arp, Offload::default(), &mut NoObserver), Verdict::Reply);
+    assert_eq!(&p.outbound("eni-web", 40001, 80, SYN).1[0..6], &new.0, "the other worker sends to the new MAC");
+    // And a configuration swap keeps sharing it.
+    let mut swapped = Pipeline::new(&p.model);
+    swapped.take_state_from(&mut p.pipeline);
+    first.set_uplink_gateway_mac(old);
+    p.pipeline = swapped;
+    assert_eq!(&p.outbound("eni-web", 40002, 80, SYN).1[0..6], &old.0);
+}

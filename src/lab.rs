@@ -865,7 +865,7 @@ impl Drop for Claim {
 pub fn run_forwarder(
     model: Model,
     topology: &str,
-    metrics: Option<SocketAddr>,
+    endpoints: Endpoints,
     workers: usize,
     on_ready: impl FnOnce(&Model),
 ) -> anyhow::Result<()> {
@@ -878,34 +878,56 @@ pub fn run_forwarder(
     }
     let signals = signal_hook::iterator::Signals::new(STOP_SIGNALS).context("installing signal handlers")?;
     let claim = Claim::take(&model, topology)?;
-    let metrics = bind_metrics(metrics)?;
+    let listeners = endpoints.bind(&model)?;
     let lab = Lab::build(&model, workers, &|| stop.load(Ordering::Relaxed))?;
-    forward(model, lab, claim, topology, signals, metrics, workers, on_ready)
+    forward(model, lab, claim, topology, signals, listeners, workers, on_ready)
 }
 
 /// Re-adopts lab `lab` whose forwarder died: its namespaces, instances, processes and
 /// interfaces stay as they are (the TAPs are persistent); a new forwarder attaches to the TAPs
 /// and forwards again from the running lab's record (`running.toml`), with empty connection
 /// tables, then runs until told to stop, like [`run_forwarder`].
-pub fn resume_forwarder(lab: &str, metrics: Option<SocketAddr>, on_ready: impl FnOnce(&Model)) -> anyhow::Result<()> {
+pub fn resume_forwarder(lab: &str, endpoints: Endpoints, on_ready: impl FnOnce(&Model)) -> anyhow::Result<()> {
     const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
     let signals = signal_hook::iterator::Signals::new(STOP_SIGNALS).context("installing signal handlers")?;
     let mut claim = Claim::adopt(lab)?;
-    let metrics = bind_metrics(metrics)?;
     let running = lab_dir(lab).join("running.toml");
     let text = fs::read_to_string(&running).with_context(|| format!("reading {}", running.display()))?;
     let model = crate::topology::parse(&text, &running.display().to_string())?;
     let topology = read_record(lab).map_or_else(|| "running.toml".to_string(), |r| r.topology);
+    let listeners = endpoints.bind(&model)?;
     let adopted = Lab::adopt(&model)?;
     crate::log!("lab `{lab}` resumed by a new forwarder: instances untouched, connection tables empty");
     claim.remove_dir = true;
     // One worker: the TAPs are re-attached with one queue each.
-    forward(model, adopted, claim, &topology, signals, metrics, 1, on_ready)
+    forward(model, adopted, claim, &topology, signals, listeners, 1, on_ready)
 }
 
-/// The listener of `up --metrics ADDR`, if asked for.
-fn bind_metrics(addr: Option<SocketAddr>) -> anyhow::Result<Option<TcpListener>> {
-    addr.map(|a| TcpListener::bind(a).with_context(|| format!("--metrics {a}: cannot listen there"))).transpose()
+/// The HTTP endpoints a forwarder serves besides its control socket.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Endpoints {
+    /// `up --metrics ADDR`: Prometheus metrics.
+    pub metrics: Option<SocketAddr>,
+    /// `up --api ADDR`: the EC2 Query API (else the topology's `[api] listen`, if any).
+    pub api: Option<SocketAddr>,
+}
+
+/// Their listeners, bound before anything is built so that an address in use fails the start
+/// and leaves nothing behind.
+struct Listeners {
+    metrics: Option<TcpListener>,
+    api: Option<TcpListener>,
+}
+
+impl Endpoints {
+    fn bind(self, model: &Model) -> anyhow::Result<Listeners> {
+        let metrics = self
+            .metrics
+            .map(|a| TcpListener::bind(a).with_context(|| format!("--metrics {a}: cannot listen there")))
+            .transpose()?;
+        let api = self.api.or(model.api.listen).map(crate::api::bind).transpose()?;
+        Ok(Listeners { metrics, api })
+    }
 }
 
 /// Runs the forwarder over a built or adopted lab until told to stop, then tears it down.
@@ -916,7 +938,7 @@ fn forward(
     claim: Claim,
     topology: &str,
     mut signals: signal_hook::iterator::Signals,
-    metrics: Option<TcpListener>,
+    listeners: Listeners,
     workers: usize,
     on_ready: impl FnOnce(&Model),
 ) -> anyhow::Result<()> {
@@ -957,11 +979,23 @@ fn forward(
     });
     let server_live = Arc::clone(&live);
     std::thread::spawn(move || control::serve(listener, server_live));
-    if let Some(metrics) = metrics {
+    if let Some(metrics) = listeners.metrics {
         let addr = metrics.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string());
         crate::log!("metrics served on http://{addr}/metrics");
         let metrics_live = Arc::clone(&live);
         std::thread::spawn(move || crate::capture::metrics::serve_http(metrics, metrics_live));
+    }
+    if let Some(api) = listeners.api {
+        let addr = api.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string());
+        let credentials = ready_model
+            .api
+            .credentials
+            .clone()
+            .map(|(access_key_id, secret_access_key)| crate::api::Credentials { access_key_id, secret_access_key });
+        let signed = if credentials.is_some() { "SigV4 checked" } else { "any or no signature" };
+        crate::log!("EC2 API served on http://{addr}/ ({signed})");
+        let api_live = Arc::clone(&live);
+        std::thread::spawn(move || crate::api::serve(api, api_live, credentials));
     }
 
     crate::log!(

@@ -12,6 +12,7 @@ macro_rules! log {
     };
 }
 
+pub mod api;
 pub mod capture;
 pub mod change;
 pub mod conntrack;

@@ -43,6 +43,10 @@ enum Cmd {
         /// Serve every counter for Prometheus on http://ADDR/metrics (e.g. 127.0.0.1:9464).
         #[arg(long, value_name = "ADDR")]
         metrics: Option<std::net::SocketAddr>,
+        /// Serve the EC2 Query API on http://ADDR/ (e.g. 127.0.0.1:4566), for awscli and boto3
+        /// with `--endpoint-url`; overrides the topology's `[api] listen`.
+        #[arg(long, value_name = "ADDR")]
+        api: Option<std::net::SocketAddr>,
         /// Forwarding threads, each reading its own queue of every (multiqueue) TAP; a frame (or
         /// traffic mirror copy) is judged by the worker that owns its flow.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -160,6 +164,9 @@ enum Cmd {
         /// Serve metrics on http://ADDR/metrics.
         #[arg(long)]
         metrics: Option<std::net::SocketAddr>,
+        /// Serve the EC2 Query API on ADDR.
+        #[arg(long)]
+        api: Option<std::net::SocketAddr>,
         /// Forwarding threads (bounded as `up`'s: each pair of workers has its own handoff rings).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
         workers: u16,
@@ -172,6 +179,10 @@ enum Cmd {
         /// Serve every counter for Prometheus on http://ADDR/metrics.
         #[arg(long, value_name = "ADDR")]
         metrics: Option<std::net::SocketAddr>,
+        /// Serve the EC2 Query API on http://ADDR/ (e.g. 127.0.0.1:4566), for awscli and boto3
+        /// with `--endpoint-url`; overrides the topology's `[api] listen`.
+        #[arg(long, value_name = "ADDR")]
+        api: Option<std::net::SocketAddr>,
     },
 }
 
@@ -196,7 +207,9 @@ fn main() -> ExitCode {
 
 fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
     match cmd {
-        Cmd::Up { topology, foreground, name, metrics, workers } => up(topology, foreground, name, metrics, workers),
+        Cmd::Up { topology, foreground, name, metrics, api, workers } => {
+            up(topology, foreground, name, lab::Endpoints { metrics, api }, workers)
+        }
         Cmd::Down { lab } => down(lab.as_deref()),
         Cmd::Status { lab, json } => status(lab.as_deref(), json),
         Cmd::Exec { lab, instance, command } => exec(lab.as_deref(), &instance, &command),
@@ -226,8 +239,10 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Daemon { topology, name, resume, metrics, workers } => daemon(topology, name, resume, metrics, workers),
-        Cmd::Resume { lab, metrics } => resume(lab.as_deref(), metrics),
+        Cmd::Daemon { topology, name, resume, metrics, api, workers } => {
+            daemon(topology, name, resume, lab::Endpoints { metrics, api }, workers)
+        }
+        Cmd::Resume { lab, metrics, api } => resume(lab.as_deref(), lab::Endpoints { metrics, api }),
         Cmd::Change(verb) => verbs::run(verb),
     }
 }
@@ -263,14 +278,14 @@ fn up(
     path: Option<PathBuf>,
     foreground: bool,
     name: Option<String>,
-    metrics: Option<std::net::SocketAddr>,
+    endpoints: lab::Endpoints,
     workers: u16,
 ) -> anyhow::Result<ExitCode> {
     let model = load(path.as_ref(), name.as_deref())?;
     need_root()?;
     let label = topology_label(path.as_ref());
     if foreground {
-        lab::run_forwarder(model, &label, metrics, usize::from(workers), |m| {
+        lab::run_forwarder(model, &label, endpoints, usize::from(workers), |m| {
             print_lab(m, std::process::id());
             println!("forwarding in the foreground; Ctrl-C stops the lab and removes it");
         })?;
@@ -280,9 +295,7 @@ fn up(
         bail!("lab `{}` is already running; `vpclab down {}` stops it", model.name, model.name);
     }
     let mut args = vec!["daemon".into(), "--name".into(), model.name.clone().into()];
-    if let Some(a) = metrics {
-        args.extend(["--metrics".into(), a.to_string().into()]);
-    }
+    args.extend(endpoint_args(endpoints));
     args.extend(["--workers".into(), workers.to_string().into()]);
     if let Some(p) = &path {
         args.push(std::fs::canonicalize(p)?.into_os_string());
@@ -291,6 +304,17 @@ fn up(
         start_daemon(&model.name, &args).map_err(|e| e.context("the lab did not come up (nothing was left behind)"))?;
     print_lab(&model, pid);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The daemon's arguments for the endpoints asked for.
+fn endpoint_args(e: lab::Endpoints) -> Vec<std::ffi::OsString> {
+    let mut args = Vec::new();
+    for (flag, addr) in [("--metrics", e.metrics), ("--api", e.api)] {
+        if let Some(a) = addr {
+            args.extend([flag.into(), a.to_string().into()]);
+        }
+    }
+    args
 }
 
 /// Starts the forwarder daemon (`vpclab ARGS`) detached, its standard error appended to the
@@ -332,7 +356,7 @@ fn start_daemon(lab: &str, args: &[std::ffi::OsString]) -> anyhow::Result<u32> {
 }
 
 /// Re-adopts a lab whose forwarder died, its instances untouched.
-fn resume(named: Option<&str>, metrics: Option<std::net::SocketAddr>) -> anyhow::Result<ExitCode> {
+fn resume(named: Option<&str>, endpoints: lab::Endpoints) -> anyhow::Result<ExitCode> {
     need_root()?;
     let lab = lab::resolve_lab(named, true)?;
     if lab::lab_running(&lab) && !lab::wait_until_released(&lab, Duration::from_secs(5)) {
@@ -343,9 +367,7 @@ fn resume(named: Option<&str>, metrics: Option<std::net::SocketAddr>) -> anyhow:
     }
     let start = Instant::now();
     let mut args = vec!["daemon".into(), "--resume".into(), "--name".into(), lab.clone().into()];
-    if let Some(a) = metrics {
-        args.extend(["--metrics".into(), a.to_string().into()]);
-    }
+    args.extend(endpoint_args(endpoints));
     let pid = start_daemon(&lab, &args)
         .map_err(|e| e.context(format!("lab `{lab}` could not be resumed (left as it was)")))?;
     println!(
@@ -360,7 +382,7 @@ fn daemon(
     path: Option<PathBuf>,
     name: Option<String>,
     resume: bool,
-    metrics: Option<std::net::SocketAddr>,
+    endpoints: lab::Endpoints,
     workers: u16,
 ) -> anyhow::Result<ExitCode> {
     let mut stdout = std::io::stdout();
@@ -373,11 +395,11 @@ fn daemon(
         }
     };
     let result = match (resume, &name) {
-        (true, Some(lab)) => lab::resume_forwarder(lab, metrics, ready),
+        (true, Some(lab)) => lab::resume_forwarder(lab, endpoints, ready),
         (true, None) => Err(anyhow::anyhow!("--resume needs --name")),
         (false, _) => load(path.as_ref(), name.as_deref()).and_then(|model| {
             let label = topology_label(path.as_ref());
-            lab::run_forwarder(model, &label, metrics, usize::from(workers.max(1)), ready)
+            lab::run_forwarder(model, &label, endpoints, usize::from(workers.max(1)), ready)
         }),
     };
     if let Err(e) = &result {

@@ -661,6 +661,19 @@ pub struct Model {
     pub traffic_mirror_sessions: Vec<TrafficMirrorSession>,
     /// VPC Flow Logs.
     pub flow_logs: Vec<FlowLog>,
+    /// `[api]`: where the EC2 Query API listens and the credentials it checks.
+    pub api: ApiSettings,
+}
+
+/// The EC2 Query API's settings (`[api]`); the endpoint is off unless `listen` (or `up --api`)
+/// gives an address.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ApiSettings {
+    /// The address to serve on.
+    pub listen: Option<std::net::SocketAddr>,
+    /// The access key id and secret requests must be signed with (SigV4); `None`: any
+    /// signature, or none, is accepted.
+    pub credentials: Option<(String, String)>,
 }
 
 /// Accept or reject, for traffic mirror filter rules.

@@ -66,6 +66,11 @@ pub fn diff(old: &Model, new: &Model) -> Result<Plan, AwsError> {
             old.name, new.name
         )));
     }
+    if old.api != new.api {
+        return Err(AwsError::not_permitted(
+            "the [api] of a running lab cannot change: it is bound when the lab comes up",
+        ));
+    }
     if old.uplink != new.uplink {
         return Err(AwsError::not_permitted("the [internet] uplink of a running lab cannot change"));
     }

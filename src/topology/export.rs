@@ -51,6 +51,17 @@ pub fn export(m: &Model) -> String {
         }
         doc["internet"] = Item::Table(t);
     }
+    if m.api != crate::model::ApiSettings::default() {
+        let mut t = Table::new();
+        if let Some(l) = m.api.listen {
+            t["listen"] = value(l.to_string());
+        }
+        if let Some((key, secret)) = &m.api.credentials {
+            t["access_key_id"] = value(key);
+            t["secret_access_key"] = value(secret);
+        }
+        doc["api"] = Item::Table(t);
+    }
     doc.to_string()
 }
 

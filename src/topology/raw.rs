@@ -54,6 +54,16 @@ pub(crate) struct RawFile {
     pub(crate) traffic_mirror_session: Vec<RawMirrorSession>,
     #[serde(default)]
     pub(crate) flow_log: Vec<RawFlowLog>,
+    pub(crate) api: Option<RawApi>,
+}
+
+/// `[api]`: the EC2 Query API endpoint (`up --api ADDR` overrides `listen`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawApi {
+    pub(crate) listen: Option<Spanned<String>>,
+    pub(crate) access_key_id: Option<Spanned<String>>,
+    pub(crate) secret_access_key: Option<Spanned<String>>,
 }
 
 /// `[[flow_log]]`.

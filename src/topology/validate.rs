@@ -28,10 +28,10 @@ use super::raw::{
 };
 use super::{LineIndex, Problem};
 use crate::model::{
-    AclAction, AclIdx, AclRule, Attachment, Cidr, ConntrackConfig, EipIdx, ElasticIp, Eni, EniIdx, IgwIdx, Instance,
-    InstanceIdx, InstanceState, InternetGateway, InternetHost, Mac, Model, NatGateway, NatIdx, NetworkAcl, PcxIdx,
-    PortMatch, PortRange, Protocol, Route, RouteTable, RouteTarget, RtbIdx, SecurityGroup, SgIdx, SgPeer, SgRule,
-    Subnet, SubnetIdx, Uplink, Vpc, VpcIdx, VpcPeering,
+    AclAction, AclIdx, AclRule, ApiSettings, Attachment, Cidr, ConntrackConfig, EipIdx, ElasticIp, Eni, EniIdx, IgwIdx,
+    Instance, InstanceIdx, InstanceState, InternetGateway, InternetHost, Mac, Model, NatGateway, NatIdx, NetworkAcl,
+    PcxIdx, PortMatch, PortRange, Protocol, Route, RouteTable, RouteTarget, RtbIdx, SecurityGroup, SgIdx, SgPeer,
+    SgRule, Subnet, SubnetIdx, Uplink, Vpc, VpcIdx, VpcPeering,
 };
 use crate::packet::IpProto;
 
@@ -518,6 +518,7 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
     let uplink = uplink(&mut c, raw, &vpcs);
     let mirrors = mirror::traffic_mirroring(&mut c, raw);
     let flow_logs = flow_logs::flow_logs(&mut c, raw);
+    let api = api(&mut c, raw);
     if !c.problems.is_empty() {
         return Err(c.problems);
     }
@@ -542,6 +543,7 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
     // Every value was checked above, so a `None` here is a bug in this module.
     let model = sections.model(raw).and_then(|mut m| {
         m.flow_logs = flow_logs.into_iter().collect::<Option<Vec<_>>>()?;
+        m.api = api;
         Some(m)
     });
     model.ok_or_else(|| {
@@ -1937,6 +1939,31 @@ fn uplink(c: &mut Checker<'_>, raw: &RawFile, vpcs: &[CheckedVpc]) -> Option<Upl
     gateway.map(|gateway| Uplink { interface: name.clone(), gateway })
 }
 
+/// Checks `[api]`: an address to listen on, and both credentials or neither.
+fn api(c: &mut Checker<'_>, raw: &RawFile) -> ApiSettings {
+    let Some(a) = &raw.api else { return ApiSettings::default() };
+    let listen = a.listen.as_ref().and_then(|l| match l.get_ref().parse::<std::net::SocketAddr>() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            let msg = format!("`{}` is not an address and port (e.g. 127.0.0.1:4566)", l.get_ref());
+            c.err(l.span(), "api.listen".into(), msg);
+            None
+        }
+    });
+    let credentials = match (&a.access_key_id, &a.secret_access_key) {
+        (Some(k), Some(s)) if !k.get_ref().is_empty() && !s.get_ref().is_empty() => {
+            Some((k.get_ref().clone(), s.get_ref().clone()))
+        }
+        (Some(k), _) | (None, Some(k)) => {
+            let msg = "give both access_key_id and secret_access_key, neither empty, or neither".to_string();
+            c.err(k.span(), "api".into(), msg);
+            None
+        }
+        (None, None) => None,
+    };
+    ApiSettings { listen, credentials }
+}
+
 /// Everything the sections learnt, by section; assembled into the model when no problem was found.
 struct Sections {
     name: Option<String>,
@@ -1984,6 +2011,7 @@ impl Sections {
             traffic_mirror_filters: self.mirrors.filters(raw)?,
             traffic_mirror_sessions: self.mirrors.sessions(raw)?,
             flow_logs: Vec::new(),
+            api: ApiSettings::default(),
         })
     }
 

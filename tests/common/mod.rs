@@ -75,6 +75,87 @@ private_ip = "10.0.2.30"
 attachment = { instance = "multi", device_index = 1 }
 "#;
 
+/// Subnets A and B route to each other through `eni-appl1` (subnet C); `eni-appl2` is a second
+/// appliance with the source/destination check still on.
+pub const APPLIANCES: &str = r#"
+[[vpc]]
+id = "vpc-test"
+cidr = "10.0.0.0/16"
+
+[[subnet]]
+id = "subnet-a"
+vpc = "vpc-test"
+cidr = "10.0.1.0/24"
+route_table = "rtb-a"
+
+[[subnet]]
+id = "subnet-b"
+vpc = "vpc-test"
+cidr = "10.0.2.0/24"
+route_table = "rtb-b"
+
+[[subnet]]
+id = "subnet-c"
+vpc = "vpc-test"
+cidr = "10.0.3.0/24"
+
+[[route_table]]
+id = "rtb-a"
+vpc = "vpc-test"
+routes = [ { destination = "10.0.2.0/24", target = "eni-appl1" } ]
+
+[[route_table]]
+id = "rtb-b"
+vpc = "vpc-test"
+routes = [ { destination = "10.0.1.0/24", target = "eni-appl1" } ]
+
+[[security_group]]
+id = "sg-all"
+vpc = "vpc-test"
+ingress = [ { protocol = "all", source = "10.0.0.0/16" } ]
+
+[[instance]]
+id = "a1"
+
+[[instance]]
+id = "b1"
+
+[[instance]]
+id = "appl1"
+
+[[instance]]
+id = "appl2"
+
+[[network_interface]]
+id = "eni-a1"
+subnet = "subnet-a"
+private_ip = "10.0.1.10"
+security_groups = ["sg-all"]
+attachment = { instance = "a1", device_index = 0 }
+
+[[network_interface]]
+id = "eni-b1"
+subnet = "subnet-b"
+private_ip = "10.0.2.10"
+security_groups = ["sg-all"]
+attachment = { instance = "b1", device_index = 0 }
+
+[[network_interface]]
+id = "eni-appl1"
+subnet = "subnet-c"
+private_ip = "10.0.3.10"
+security_groups = ["sg-all"]
+source_dest_check = false
+attachment = { instance = "appl1", device_index = 0 }
+
+[[network_interface]]
+id = "eni-appl2"
+subnet = "subnet-c"
+private_ip = "10.0.3.20"
+security_groups = ["sg-all"]
+attachment = { instance = "appl2", device_index = 0 }
+"#;
+
 pub fn require_root() {
     assert!(
         nix::unistd::geteuid().is_root(),

@@ -2,7 +2,8 @@
 # Installs what vpclab's tests, demo and benchmark use inside instances (idempotent, needs root):
 # iproute2 (ip, to inspect), iputils-ping, iperf3, tcpdump, tshark (reads captures back), python3
 # (bench's JSON), gcc (ceiling.sh), and a Python virtual environment in .venv/ with the Python
-# clients the tests use (prometheus_client's OpenMetrics parser, flowlogs-reader).
+# clients the tests use (prometheus_client's OpenMetrics parser, flowlogs-reader, boto3 and awscli
+# for the EC2 API).
 set -euo pipefail
 want=()
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -24,8 +25,8 @@ fi
 
 # Python test clients, pinned by name only: the versions on PyPI today serve.
 venv="$(cd "$(dirname "$0")/.." && pwd)/.venv"
-pkgs=(prometheus_client flowlogs-reader)
-if ! "$venv/bin/python" -c 'import prometheus_client, flowlogs_reader' >/dev/null 2>&1; then
+pkgs=(prometheus_client flowlogs-reader boto3 awscli)
+if ! "$venv/bin/python" -c 'import prometheus_client, flowlogs_reader, boto3' >/dev/null 2>&1 || [ ! -x "$venv/bin/aws" ]; then
   echo "installing Python test clients into $venv: ${pkgs[*]}"
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check "${pkgs[@]}"

@@ -18,6 +18,7 @@ pub mod change;
 pub mod conntrack;
 pub mod control;
 pub mod dataplane;
+pub mod http;
 pub mod lab;
 pub mod model;
 pub mod nat;

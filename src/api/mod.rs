@@ -11,10 +11,10 @@ mod sigv4;
 mod wire;
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -24,7 +24,9 @@ use crate::change::live::LiveLab;
 use crate::change::AwsError;
 
 /// The largest request body read; EC2 itself refuses requests past a few hundred KiB.
-const MAX_BODY: u64 = 1 << 20;
+const MAX_BODY: usize = 1 << 20;
+/// How long a client has to send its whole request.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 /// The most parameters one request may carry.
 const MAX_PARAMS: usize = 4096;
 
@@ -78,48 +80,56 @@ pub fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).with_context(|| format!("--api {addr}: cannot listen there"))
 }
 
-/// Serves the API on `listener` until the process ends.
+/// Serves the API on `listener` until the process ends, one request at a time (changes are
+/// serialized anyway), each bounded as [`crate::http`] bounds it.
 pub fn serve(listener: TcpListener, live: Arc<Mutex<LiveLab>>, credentials: Option<Credentials>) {
-    let server = match tiny_http::Server::from_listener(listener, None) {
-        Ok(s) => s,
-        Err(e) => return crate::log!("the EC2 API stopped: {e}"),
-    };
-    for request in server.incoming_requests() {
-        respond(request, &live, credentials.as_ref());
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        respond(conn, &live, credentials.as_ref());
     }
 }
 
-fn respond(mut request: tiny_http::Request, live: &Mutex<LiveLab>, credentials: Option<&Credentials>) {
-    let request_id = request_id();
-    let (status, body) = match answer(&mut request, live, credentials, &request_id) {
-        Ok(xml) => (200, xml),
-        Err(e) => (e.status, error_xml(&e, &request_id)),
+fn respond(mut conn: TcpStream, live: &Mutex<LiveLab>, credentials: Option<&Credentials>) {
+    let request = match crate::http::read_request(&mut conn, MAX_BODY, REQUEST_DEADLINE) {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(status) = e.status() {
+                crate::http::respond(&mut conn, status, "", "", false);
+            }
+            return;
+        }
     };
-    let header = tiny_http::Header::from_bytes("Content-Type", "text/xml;charset=UTF-8").expect("a valid header");
-    let response = tiny_http::Response::from_string(body).with_status_code(status).with_header(header);
-    let _ = request.respond(response);
+    let request_id = request_id();
+    let (status, body) = match answer(&request, live, credentials, &request_id) {
+        Ok(xml) => ("200 OK".to_string(), xml),
+        Err(e) => (format!("{} {}", e.status, reason(e.status)), error_xml(&e, &request_id)),
+    };
+    crate::http::respond(&mut conn, &status, "text/xml;charset=UTF-8", &body, false);
+}
+
+/// The reason phrase of the statuses the API answers with.
+fn reason(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        412 => "Precondition Failed",
+        500 => "Internal Server Error",
+        _ => "Error",
+    }
 }
 
 fn answer(
-    request: &mut tiny_http::Request,
+    request: &crate::http::Request,
     live: &Mutex<LiveLab>,
     credentials: Option<&Credentials>,
     request_id: &str,
 ) -> Result<String, ApiError> {
-    let mut body = Vec::new();
-    request
-        .as_reader()
-        .take(MAX_BODY + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| ApiError::new(400, "InvalidRequest", format!("reading the request: {e}")))?;
-    if body.len() as u64 > MAX_BODY {
-        return Err(ApiError::new(413, "RequestEntityTooLarge", format!("the request body is over {MAX_BODY} bytes")));
-    }
     if let Some(c) = credentials {
-        sigv4::verify(c, request, &body)?;
+        sigv4::verify(c, request)?;
     }
-    let query = request.url().split_once('?').map_or("", |(_, q)| q);
-    let params = params(query.as_bytes(), &body)?;
+    let query = request.target.split_once('?').map_or("", |(_, q)| q);
+    let params = params(query.as_bytes(), &request.body)?;
     let action = params
         .get("Action")
         .ok_or_else(|| ApiError::new(400, "MissingAction", "The request must contain the parameter Action"))?;

@@ -46,15 +46,8 @@ fn parse_authorization(header: &str) -> Option<Authorization<'_>> {
 }
 
 /// Checks the request's signature with `credentials`.
-pub fn verify(credentials: &Credentials, request: &tiny_http::Request, body: &[u8]) -> Result<(), ApiError> {
-    let header = |name: &str| {
-        request
-            .headers()
-            .iter()
-            .filter(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
-            .map(|h| h.value.as_str())
-            .collect::<Vec<_>>()
-    };
+pub fn verify(credentials: &Credentials, request: &crate::http::Request) -> Result<(), ApiError> {
+    let header = |name: &str| request.header(name);
     let authorization = header("Authorization");
     let Some(auth) = authorization.first().and_then(|h| parse_authorization(h)) else {
         return Err(auth_failure("AWS was not able to validate the provided access credentials: the request is not signed with Signature Version 4"));
@@ -64,13 +57,13 @@ pub fn verify(credentials: &Credentials, request: &tiny_http::Request, body: &[u
     }
     let date = header("X-Amz-Date");
     let date = date.first().ok_or_else(|| auth_failure("the signed request has no X-Amz-Date"))?;
-    let (path, query) = request.url().split_once('?').unwrap_or((request.url(), ""));
+    let (path, query) = request.target.split_once('?').unwrap_or((&request.target, ""));
     let headers: Vec<(String, String)> = auth
         .signed_headers
         .iter()
         .map(|name| (name.to_string(), header(name).iter().map(|v| collapse(v)).collect::<Vec<_>>().join(",")))
         .collect();
-    let canonical = canonical_request(request.method().as_str(), path, query, &headers, body);
+    let canonical = canonical_request(&request.method, path, query, &headers, &request.body);
     let expected = signature(&credentials.secret_access_key, date, auth.scope, &canonical);
     if expected != auth.signature {
         return Err(ApiError::new(

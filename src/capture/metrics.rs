@@ -25,20 +25,21 @@
 //! quote or line feed. The tests check the output with Prometheus' own Python parser.
 //!
 //! The HTTP face ([`serve_http`]) is synchronous (no async runtime) and bounded: one connection
-//! at a time on its own thread, a request head of at most [`MAX_REQUEST_HEAD`] bytes read within
+//! at a time on its own thread, by [`crate::http`]: a request head of at most 8 KiB read within
 //! [`REQUEST_DEADLINE`], parsed by the `httparse` crate (hyper's request parser), one answer with
 //! a `Content-Length`, and the connection closed. (`tiny_http` was tried: it sets no bound on a
 //! request head's size or the time taken to send it, its issue #56.)
 
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::change::live::LiveLab;
 use crate::control::{self, LabStatus, KERNEL_INSTANCE_DROPPED, KERNEL_QUEUE_FULL};
 use crate::dataplane::{Command, Handle};
+use crate::http;
 use crate::model::Model;
 use crate::nat::NatCounters;
 use crate::pipeline::{DropReason, PipelineStats};
@@ -53,14 +54,8 @@ use prometheus_client::registry::Registry;
 /// The content type of OpenMetrics text, version 1.0.0.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// The largest request head read (request line and headers).
-pub const MAX_REQUEST_HEAD: usize = 8192;
-
-/// How long a client has to send its request head.
+/// How long a client has to send its request.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
-
-/// Most headers a request may carry.
-const MAX_HEADERS: usize = 32;
 
 /// How long the data plane has to answer a snapshot request.
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -363,93 +358,32 @@ pub fn serve_http(listener: TcpListener, live: Arc<Mutex<LiveLab>>) {
     }
 }
 
-/// Reads one request head (bounded in size and time), parses it with `httparse` and answers it:
-/// `GET` or `HEAD` of `/metrics` (a query string is ignored) with the snapshot `metrics` renders
-/// (503 with the reason when there is none), 405 for another method there, 404 elsewhere, 400 for
-/// what is not an HTTP/1.x request, 431 for a head over [`MAX_REQUEST_HEAD`]. The connection is
-/// closed after the answer.
+/// Reads one request (see [`crate::http`]; a metrics request has no body) and answers it: `GET`
+/// or `HEAD` of `/metrics` (a query string is ignored) with the snapshot `metrics` renders (503
+/// with the reason when there is none), 405 for another method there, 404 elsewhere, and the
+/// reader's answer (400, 413, 431) to what could not be read. The connection is closed after.
 pub fn answer_http(mut conn: TcpStream, metrics: impl FnOnce() -> Result<String, String>) {
-    let _ = conn.set_write_timeout(Some(REQUEST_DEADLINE));
-    let head = match read_head(&mut conn) {
-        Ok(head) => head,
-        Err(HeadError::TooLarge) => return respond(&mut conn, "431 Request Header Fields Too Large", "", "", false),
-        Err(HeadError::Io) => return,
-    };
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let (Ok(httparse::Status::Complete(_)), Some(method), Some(target)) = (req.parse(&head), req.method, req.path)
-    else {
-        return respond(&mut conn, "400 Bad Request", "", "", false);
-    };
-    let path = target.split('?').next().unwrap_or("");
-    let head_only = method == "HEAD";
-    let plain = "text/plain; charset=utf-8";
-    match (method, path) {
-        ("GET" | "HEAD", "/metrics") => match metrics() {
-            Ok(text) => respond(&mut conn, "200 OK", CONTENT_TYPE, &text, head_only),
-            Err(e) => respond(&mut conn, "503 Service Unavailable", plain, &e, head_only),
-        },
-        (_, "/metrics") => respond(&mut conn, "405 Method Not Allowed\r\nAllow: GET, HEAD", plain, "GET only\n", false),
-        _ => respond(&mut conn, "404 Not Found", plain, "not found: try /metrics\n", head_only),
-    }
-}
-
-enum HeadError {
-    TooLarge,
-    Io,
-}
-
-/// The request head through its blank line, at most [`MAX_REQUEST_HEAD`] bytes, all of it
-/// within [`REQUEST_DEADLINE`].
-fn read_head(conn: &mut TcpStream) -> Result<Vec<u8>, HeadError> {
-    let deadline = Instant::now() + REQUEST_DEADLINE;
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(HeadError::Io);
-        }
-        conn.set_read_timeout(Some(left)).map_err(|_| HeadError::Io)?;
-        let n = match conn.read(&mut chunk) {
-            Ok(0) | Err(_) => return Err(HeadError::Io),
-            Ok(n) => n,
-        };
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            if end + 4 > MAX_REQUEST_HEAD {
-                return Err(HeadError::TooLarge);
+    let req = match http::read_request(&mut conn, 0, REQUEST_DEADLINE) {
+        Ok(req) => req,
+        Err(e) => {
+            if let Some(status) = e.status() {
+                http::respond(&mut conn, status, "", "", false);
             }
-            buf.truncate(end + 4);
-            return Ok(buf);
+            return;
         }
-        if buf.len() >= MAX_REQUEST_HEAD {
-            return Err(HeadError::TooLarge);
+    };
+    let path = req.target.split('?').next().unwrap_or("");
+    let head_only = req.method == "HEAD";
+    let plain = "text/plain; charset=utf-8";
+    match (req.method.as_str(), path) {
+        ("GET" | "HEAD", "/metrics") => match metrics() {
+            Ok(text) => http::respond(&mut conn, "200 OK", CONTENT_TYPE, &text, head_only),
+            Err(e) => http::respond(&mut conn, "503 Service Unavailable", plain, &e, head_only),
+        },
+        (_, "/metrics") => {
+            http::respond(&mut conn, "405 Method Not Allowed\r\nAllow: GET, HEAD", plain, "GET only\n", false)
         }
-    }
-}
-
-/// Writes one answer and closes the connection. `status` may carry extra header lines.
-fn respond(conn: &mut TcpStream, status: &str, content_type: &str, body: &str, head_only: bool) {
-    let mut out = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
-    if !content_type.is_empty() {
-        out.push_str(&format!("Content-Type: {content_type}\r\n"));
-    }
-    out.push_str("\r\n");
-    if !head_only {
-        out.push_str(body);
-    }
-    let _ = conn.write_all(out.as_bytes());
-    let _ = conn.flush();
-    // A lingering close: what the client still sends (an over-long head) is read and dropped
-    // briefly, so closing does not reset the connection before it has read the answer.
-    let _ = conn.shutdown(std::net::Shutdown::Write);
-    let _ = conn.set_read_timeout(Some(Duration::from_millis(200)));
-    let mut sink = [0u8; 4096];
-    for _ in 0..16 {
-        if matches!(conn.read(&mut sink), Ok(0) | Err(_)) {
-            break;
-        }
+        _ => http::respond(&mut conn, "404 Not Found", plain, "not found: try /metrics\n", head_only),
     }
 }
 
@@ -622,7 +556,7 @@ mod tests {
     #[test]
     fn http_refuses_an_over_long_head_and_goes_on_serving() {
         let addr = server(|| Ok("# EOF\n".to_string()));
-        let long = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX_REQUEST_HEAD));
+        let long = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(crate::http::MAX_HEAD));
         let answer = exchange(addr, long.as_bytes());
         assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
         let ok = exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n");

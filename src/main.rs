@@ -303,6 +303,9 @@ fn up(
     let pid =
         start_daemon(&model.name, &args).map_err(|e| e.context("the lab did not come up (nothing was left behind)"))?;
     print_lab(&model, pid);
+    if let Some(a) = endpoints.api.or(model.api.listen) {
+        println!("EC2 API on http://{a}/: aws --endpoint-url http://{a} ec2 describe-instances");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -424,3 +424,12 @@ fn a_terminated_enis_flow_log_goes_with_it_and_the_others_keep_their_eni() {
     assert_eq!(covers(&gone, "fl-f").as_deref(), Some("eni-app-float"));
     assert!(diff(&with, &gone).unwrap().steps.contains(&"DeleteFlowLogs fl-s".to_string()));
 }
+
+#[test]
+fn the_api_endpoint_of_a_running_lab_cannot_change() {
+    let old = default_lab();
+    let mut new = old.clone();
+    new.api.listen = Some("127.0.0.1:4566".parse().unwrap());
+    let e = diff(&old, &new).unwrap_err();
+    assert!(e.message.contains("[api]"), "{e}");
+}

@@ -64,6 +64,10 @@ fn sg(m: &Model, id: &str) -> crate::model::SgIdx {
 #[test]
 fn the_default_lab_and_its_variants_round_trip() {
     assert_round_trip(DEFAULT_TOPOLOGY, DEFAULT_TOPOLOGY_FILE);
+    let api = format!(
+        "{DEFAULT_TOPOLOGY}\n[api]\nlisten = \"127.0.0.1:4566\"\naccess_key_id = \"AKID\"\nsecret_access_key = \"s\"\n"
+    );
+    assert!(assert_round_trip(&api, "api.toml").api.credentials.is_some());
     // The variants other tests parse: narrowed NAT ports, an uplink instead of the hosts.
     let ports = DEFAULT_TOPOLOGY.replacen(
         "elastic_ip = \"eipalloc-nat\"",

@@ -1110,3 +1110,17 @@ fn an_id_that_is_a_nat_gateway_s_interface_is_refused_wherever_it_stands() {
         "give a security group",
     );
 }
+
+#[test]
+fn the_api_setting_is_checked_and_names_its_field() {
+    let with = |api: &str| parse(&format!("{}\n[api]\n{api}\n", super::DEFAULT_TOPOLOGY), "d.toml");
+    let m = with("listen = \"127.0.0.1:4566\"\naccess_key_id = \"AKID\"\nsecret_access_key = \"s\"").unwrap();
+    assert_eq!(m.api.listen, Some("127.0.0.1:4566".parse().unwrap()));
+    assert_eq!(m.api.credentials, Some(("AKID".to_string(), "s".to_string())));
+    let ps = with("listen = \"localhost\"").expect_err("no port").problems;
+    assert_eq!(ps[0].field, "api.listen", "{ps:?}");
+    let ps = with("access_key_id = \"AKID\"").expect_err("half the credentials").problems;
+    assert!(ps[0].message.contains("both access_key_id and secret_access_key"), "{ps:?}");
+    assert!(with("colour = \"blue\"").is_err(), "unknown fields are refused");
+    assert_eq!(parse(super::DEFAULT_TOPOLOGY, "d.toml").unwrap().api, crate::model::ApiSettings::default());
+}

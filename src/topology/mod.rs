@@ -22,6 +22,7 @@ use std::path::Path;
 
 pub use edit::{edited, DocEdit, Field};
 pub use export::export;
+pub use validate::DEFAULT_GROUP_NAME;
 
 use crate::model::Model;
 

@@ -1566,7 +1566,7 @@ fn security_groups(c: &mut Checker<'_>, raw: &RawFile, vpc_of: &VpcOf, peerings:
 }
 
 /// The name of every VPC's default security group, which no other group may take.
-pub(crate) const DEFAULT_GROUP_NAME: &str = "default";
+pub const DEFAULT_GROUP_NAME: &str = "default";
 
 /// Checks each group's name (its id when not given): 1 to 255 characters, not `default`, and
 /// unique in its VPC, as AWS requires of `GroupName`.

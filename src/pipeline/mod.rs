@@ -1185,14 +1185,20 @@ impl Pipeline {
         let remote = (ip.flow.dst, remote_port);
         let hit = self.routes[nat_subnet.route_table.index()].lookup(ip.flow.dst);
         let route = route_table::describe(&model, nat_subnet.route_table, ip.flow.dst, hit);
-        let usable_igw =
-            matches!(hit, Some((_, t @ RouteTarget::InternetGateway(_))) if route_table::unusable(&model, t).is_none());
-        if !usable_igw {
-            obs.record(
-                Stage::RouteLookup,
-                format_args!("drop: {route} (a NAT gateway sends to the internet gateway only)"),
-            );
-            return Err(Verdict::Drop(DropReason::NoRoute));
+        match hit {
+            Some((_, t @ RouteTarget::InternetGateway(_))) => {
+                if let Some(why) = route_table::unusable(&model, t) {
+                    obs.record(Stage::RouteLookup, format_args!("drop: {route}: blackhole: {why}"));
+                    return Err(Verdict::Drop(DropReason::Blackhole));
+                }
+            }
+            _ => {
+                obs.record(
+                    Stage::RouteLookup,
+                    format_args!("drop: {route} (a NAT gateway sends to the internet gateway only)"),
+                );
+                return Err(Verdict::Drop(DropReason::NoRoute));
+            }
         }
         obs.record(Stage::RouteLookup, format_args!("{route}"));
         self.network_acl(nat_subnet.network_acl, Direction::Egress, info, None, obs)?;

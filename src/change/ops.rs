@@ -294,6 +294,7 @@ pub enum Operation {
         /// Its primary private IP (default the subnet's first free address).
         private_ip_address: Option<String>,
         /// Security groups (empty: the VPC's default group).
+        #[serde(default)]
         groups: Vec<String>,
         /// Free text.
         description: Option<String>,
@@ -407,6 +408,7 @@ pub enum Operation {
         /// The primary private IP (count 1 only; default the subnet's first free address).
         private_ip_address: Option<String>,
         /// The primary ENIs' groups (empty: the VPC's default group).
+        #[serde(default)]
         security_group_ids: Vec<String>,
         /// How many (AWS's min = max count), 1 to 32.
         count: u32,

@@ -789,6 +789,9 @@ fn run_instances_starts_each_instance_with_its_primary_eni() {
 fn create_operations_travel_as_tagged_json() {
     let op: Operation = serde_json::from_str(r#"{"action":"create-vpc","cidr_block":"10.9.0.0/16"}"#).unwrap();
     assert_eq!(op, create_vpc("10.9.0.0/16"));
+    let op: Operation =
+        serde_json::from_str(r#"{"action":"run-instances","subnet_id":"subnet-private","count":1}"#).unwrap();
+    assert!(matches!(op, Operation::RunInstances { ref security_group_ids, .. } if security_group_ids.is_empty()));
     let outcome: Outcome =
         serde_json::from_str(r#"{"plan":[],"applied":false,"generation":0,"millis":0,"swap_micros":0}"#).unwrap();
     assert!(outcome.created.is_empty(), "an outcome from before `created` still reads");

@@ -313,6 +313,11 @@ pub struct SgRule {
 pub struct SecurityGroup {
     /// Its id in the topology (`sg-web`), or `<vpc id>/default` for a VPC's default group.
     pub id: String,
+    /// Its name (AWS's `GroupName`), unique in its VPC: as given, else its id; `default` for a
+    /// VPC's default group.
+    pub name: String,
+    /// Free text (AWS's `Description`), if given.
+    pub description: Option<String>,
     /// Its VPC.
     pub vpc: VpcIdx,
     /// Inbound allow rules.
@@ -543,8 +548,9 @@ impl InstanceState {
 pub struct InternetGateway {
     /// Its id.
     pub id: String,
-    /// The VPC it is attached to.
-    pub vpc: VpcIdx,
+    /// The VPC it is attached to; `None` while detached (as AWS creates it): it carries nothing,
+    /// and a route to it is a blackhole.
+    pub vpc: Option<VpcIdx>,
 }
 
 /// An Elastic IP and its association.
@@ -602,6 +608,30 @@ pub struct VpcPeering {
     pub requester_vpc: VpcIdx,
     /// Accepter side.
     pub accepter_vpc: VpcIdx,
+    /// Active, or waiting for the accepter (as AWS creates it): a pending connection carries
+    /// nothing, and a route to it is a blackhole.
+    pub status: PeeringStatus,
+}
+
+/// A VPC peering connection's state, as EC2 names it (the transitional ones pass at once here).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PeeringStatus {
+    /// Accepted: traffic flows where routes send it.
+    #[default]
+    Active,
+    /// Requested, not yet accepted.
+    PendingAcceptance,
+}
+
+impl PeeringStatus {
+    /// EC2's name for the state: `active`, `pending-acceptance`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PeeringStatus::Active => "active",
+            PeeringStatus::PendingAcceptance => "pending-acceptance",
+        }
+    }
 }
 
 /// A host on the emulated internet.

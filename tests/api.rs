@@ -197,3 +197,35 @@ fn a_lab_with_credentials_checks_signatures() {
     assert_eq!(call("AKIDLAB", "wrong"), "SignatureDoesNotMatch");
     assert_eq!(call("AKIDOTHER", "lab-secret"), "AuthFailure");
 }
+
+#[test]
+fn boto3_builds_a_lab_from_nothing_and_traffic_flows_through_it() {
+    let (lab, endpoint) = api_lab("apinothing", "[internet]\nhosts = [{ id = \"example\", ip = \"198.51.100.7\" }]\n");
+    let got = client_json("build_from_nothing.py", &[&endpoint]);
+    let s = |k: &str| got[k].as_str().unwrap_or_else(|| panic!("{k}: {got:#}")).to_string();
+    assert_eq!(got["delete_vpc"], "DependencyViolation", "{got:#}");
+    let life = &got["lifecycle"];
+    assert_eq!(life["peering"], serde_json::json!(["pending-acceptance", "active"]), "{got:#}");
+    assert_eq!((life["nat_state"].as_str(), life["nat_gone"].as_u64()), (Some("available"), Some(0)), "{got:#}");
+    assert_eq!(life["groups"], serde_json::json!(["default", "lab"]), "{got:#}");
+    assert_eq!(life["addresses"], 1, "the NAT gateway's address was released: {got:#}");
+    assert_eq!(got["states"], serde_json::json!(["running", "running"]));
+    assert_eq!(got["back_enis"].as_array().unwrap().len(), 2, "the attached ENI is the back instance's: {got:#}");
+    let (front, back) = (s("front"), s("back"));
+    // Run-instances, then attach-network-interface, then traffic: to both of back's ENIs.
+    assert!(pings(&lab, &front, &s("back_ip")), "front -> back");
+    assert!(pings(&lab, &front, &s("extra_ip")), "front -> back's attached ENI");
+    // The group admits its own members on 7000.
+    let server = tcp_listen(&lab.ns(&back), addr(&s("back_ip"), 7000));
+    let served = tcp_echo_all(server, 1, 10);
+    let mut c = tcp_connect(&lab.ns(&front), addr(&s("back_ip"), 7000), 5).expect("front reaches back on 7000");
+    assert_eq!(echo_over(&mut c, b"built").unwrap(), b"built");
+    drop(c);
+    assert_eq!(served.join().unwrap(), 1);
+    // Out through the internet gateway with the allocated Elastic IP.
+    assert!(pings(&lab, &front, "198.51.100.7"), "front -> the internet");
+    let exported = export(&lab);
+    for id in [s("vpc"), s("igw"), s("rtb"), front.clone(), back.clone(), s("extra_eni")] {
+        assert!(exported.contains(&id), "{id} is not in the export:\n{exported}");
+    }
+}

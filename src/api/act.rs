@@ -19,16 +19,19 @@ pub fn act(action: &str, input: &Value, live: &Mutex<LiveLab>) -> Result<Value, 
     let mut live = live.lock().unwrap_or_else(|p| p.into_inner());
     let model = live.model();
     let dry_run = input.get("DryRun").and_then(Value::as_bool).unwrap_or(false);
-    let (ops, answer) = request(action, input, &model)?;
-    apply(&mut live, &model, &ops, dry_run)?;
-    Ok(answer(&live.model()))
+    let (ops, answer) = match lifecycle(action, input, &model)? {
+        Some(request) => request,
+        None => request(action, input, &model)?,
+    };
+    let outcome = apply(&mut live, &model, &ops, dry_run)?;
+    Ok(answer(&live.model(), &outcome))
 }
 
-/// How a request answers, from the model after it was applied.
-type Answer = Box<dyn FnOnce(&Model) -> Value>;
+/// How a request answers, from the model after it was applied and what the change did.
+type Answer = Box<dyn FnOnce(&Model, &Outcome) -> Value>;
 
 fn constant(v: Value) -> Answer {
-    Box::new(move |_| v)
+    Box::new(move |_, _| v)
 }
 
 /// The operations `action` asks for, and how it answers.
@@ -80,7 +83,7 @@ fn request(action: &str, input: &Value, m: &Model) -> Result<(Vec<Operation>, An
                     }
                 })
                 .collect();
-            (ops, Box::new(move |m: &Model| authorized(m, &group, egress, &specs)))
+            (ops, Box::new(move |m: &Model, _: &Outcome| authorized(m, &group, egress, &specs)))
         }
         "RevokeSecurityGroupIngress" | "RevokeSecurityGroupEgress" => {
             let (group_id, specs) = permissions(input, m)?;
@@ -257,12 +260,7 @@ fn modify_eni(input: &Value) -> Result<Vec<Operation>, ApiError> {
 fn permissions(input: &Value, m: &Model) -> Result<(String, Vec<RuleSpec>), ApiError> {
     let group = match (text(input, "GroupId"), text(input, "GroupName")) {
         (Some(id), _) => id.to_string(),
-        (None, Some(name)) => m
-            .security_groups
-            .iter()
-            .find(|g| g.id == name)
-            .map(|g| g.id.clone())
-            .ok_or_else(|| not_found("InvalidGroup.NotFound", "security group", name))?,
+        (None, Some(name)) => group_by_name(m, name)?,
         (None, None) => return Err(ApiError::missing("GroupId")),
     };
     let mut perms: Vec<Value> = input.get("IpPermissions").and_then(Value::as_array).cloned().unwrap_or_default();
@@ -430,7 +428,7 @@ fn instances(action: &str, input: &Value, m: &Model) -> Result<(Vec<Operation>, 
         "StartInstances" => "StartingInstances",
         _ => "TerminatingInstances",
     };
-    let answer = move |m: &Model| {
+    let answer = move |m: &Model, _: &Outcome| {
         let changes: Vec<Value> = before
             .iter()
             .map(|(id, was)| {
@@ -439,6 +437,229 @@ fn instances(action: &str, input: &Value, m: &Model) -> Result<(Vec<Operation>, 
             })
             .collect();
         json!({ list: changes })
+    };
+    Ok((vec![op], Box::new(answer)))
+}
+
+/// The create/delete actions: the operation, and the answer describing what was created (read
+/// back from the model after the change, by the ids the change reports).
+fn lifecycle(action: &str, input: &Value, m: &Model) -> Result<Option<(Vec<Operation>, Answer)>, ApiError> {
+    let s = |name: &str| required(input, name).map(str::to_string);
+    let o = |name: &str| text(input, name).map(str::to_string);
+    let empty = || constant(json!({}));
+    let ok = || constant(json!({"Return": true}));
+    Ok(Some(match action {
+        "CreateVpc" => (
+            vec![Operation::CreateVpc { cidr_block: s("CidrBlock")?, vpc_id: None }],
+            created("DescribeVpcs", "VpcIds", "Vpcs", "Vpc"),
+        ),
+        "DeleteVpc" => (vec![Operation::DeleteVpc { vpc_id: s("VpcId")? }], empty()),
+        "CreateSubnet" => {
+            let op = Operation::CreateSubnet {
+                vpc_id: s("VpcId")?,
+                cidr_block: s("CidrBlock")?,
+                availability_zone: o("AvailabilityZone"),
+                subnet_id: None,
+            };
+            (vec![op], created("DescribeSubnets", "SubnetIds", "Subnets", "Subnet"))
+        }
+        "DeleteSubnet" => (vec![Operation::DeleteSubnet { subnet_id: s("SubnetId")? }], empty()),
+        "CreateSecurityGroup" => {
+            let op = Operation::CreateSecurityGroup {
+                vpc_id: s("VpcId")?,
+                group_name: s("GroupName")?,
+                description: s("Description")?,
+                group_id: None,
+            };
+            (vec![op], Box::new(|_: &Model, out: &Outcome| json!({"GroupId": out.created.first()})))
+        }
+        "DeleteSecurityGroup" => {
+            let group_id = match (o("GroupId"), o("GroupName")) {
+                (Some(id), _) => id,
+                (None, Some(name)) => group_by_name(m, &name)?,
+                (None, None) => return Err(ApiError::missing("GroupId")),
+            };
+            (
+                vec![Operation::DeleteSecurityGroup { group_id: group_id.clone() }],
+                constant(json!({"Return": true, "GroupId": group_id})),
+            )
+        }
+        "CreateNetworkInterface" => {
+            let op = Operation::CreateNetworkInterface {
+                subnet_id: s("SubnetId")?,
+                private_ip_address: o("PrivateIpAddress"),
+                groups: strings(input, "Groups"),
+                description: o("Description"),
+                network_interface_id: None,
+            };
+            (
+                vec![op],
+                created("DescribeNetworkInterfaces", "NetworkInterfaceIds", "NetworkInterfaces", "NetworkInterface"),
+            )
+        }
+        "DeleteNetworkInterface" => {
+            (vec![Operation::DeleteNetworkInterface { network_interface_id: s("NetworkInterfaceId")? }], empty())
+        }
+        "CreateRouteTable" => (
+            vec![Operation::CreateRouteTable { vpc_id: s("VpcId")?, route_table_id: None }],
+            created("DescribeRouteTables", "RouteTableIds", "RouteTables", "RouteTable"),
+        ),
+        "DeleteRouteTable" => (vec![Operation::DeleteRouteTable { route_table_id: s("RouteTableId")? }], empty()),
+        "AssociateRouteTable" => {
+            let subnet_id = s("SubnetId")?;
+            let answer = json!({"AssociationId": derived_id("rtbassoc", &subnet_id), "AssociationState": {"State": "associated"}});
+            (vec![Operation::AssociateRouteTable { route_table_id: s("RouteTableId")?, subnet_id }], constant(answer))
+        }
+        "DisassociateRouteTable" => {
+            let subnet_id = subnet_of_association(m, &s("AssociationId")?)?;
+            (vec![Operation::DisassociateRouteTable { subnet_id }], empty())
+        }
+        "CreateInternetGateway" => (
+            vec![Operation::CreateInternetGateway { internet_gateway_id: None }],
+            created("DescribeInternetGateways", "InternetGatewayIds", "InternetGateways", "InternetGateway"),
+        ),
+        "AttachInternetGateway" => (
+            vec![Operation::AttachInternetGateway {
+                internet_gateway_id: s("InternetGatewayId")?,
+                vpc_id: s("VpcId")?,
+            }],
+            empty(),
+        ),
+        "DetachInternetGateway" => (
+            vec![Operation::DetachInternetGateway {
+                internet_gateway_id: s("InternetGatewayId")?,
+                vpc_id: s("VpcId")?,
+            }],
+            empty(),
+        ),
+        "DeleteInternetGateway" => {
+            (vec![Operation::DeleteInternetGateway { internet_gateway_id: s("InternetGatewayId")? }], empty())
+        }
+        "AllocateAddress" => {
+            let answer = |m: &Model, out: &Outcome| {
+                let item = read_back(m, "DescribeAddresses", "AllocationIds", out);
+                json!({"AllocationId": item["AllocationId"], "PublicIp": item["PublicIp"], "Domain": "vpc",
+                       "PublicIpv4Pool": "amazon", "NetworkBorderGroup": super::describe::REGION})
+            };
+            (vec![Operation::AllocateAddress { public_ip: o("Address") }], Box::new(answer))
+        }
+        "ReleaseAddress" => (vec![Operation::ReleaseAddress { allocation_id: s("AllocationId")? }], empty()),
+        "CreateNatGateway" => {
+            if o("ConnectivityType").is_some_and(|c| c != "public") {
+                return Err(ApiError::invalid_value(
+                    "vpclab's NAT gateways are public: ConnectivityType private is not implemented",
+                ));
+            }
+            let op = Operation::CreateNatGateway {
+                subnet_id: s("SubnetId")?,
+                allocation_id: o("AllocationId"),
+                nat_gateway_id: None,
+            };
+            (vec![op], created("DescribeNatGateways", "NatGatewayIds", "NatGateways", "NatGateway"))
+        }
+        "DeleteNatGateway" => {
+            let id = s("NatGatewayId")?;
+            (vec![Operation::DeleteNatGateway { nat_gateway_id: id.clone() }], constant(json!({"NatGatewayId": id})))
+        }
+        "CreateVpcPeeringConnection" => {
+            if o("PeerOwnerId").is_some() || o("PeerRegion").is_some_and(|r| r != super::describe::REGION) {
+                return Err(ApiError::invalid_value(
+                    "a lab has one account and one region: PeerOwnerId and another PeerRegion are not implemented",
+                ));
+            }
+            let op = Operation::CreateVpcPeeringConnection {
+                vpc_id: s("VpcId")?,
+                peer_vpc_id: s("PeerVpcId")?,
+                vpc_peering_connection_id: None,
+            };
+            (
+                vec![op],
+                created(
+                    "DescribeVpcPeeringConnections",
+                    "VpcPeeringConnectionIds",
+                    "VpcPeeringConnections",
+                    "VpcPeeringConnection",
+                ),
+            )
+        }
+        "AcceptVpcPeeringConnection" => {
+            let id = s("VpcPeeringConnectionId")?;
+            let answer = move |m: &Model, _: &Outcome| {
+                let v = super::describe::describe(
+                    "DescribeVpcPeeringConnections",
+                    &json!({"VpcPeeringConnectionIds": [id]}),
+                    m,
+                );
+                json!({"VpcPeeringConnection": v.map(|v| v["VpcPeeringConnections"][0].clone()).unwrap_or_default()})
+            };
+            (
+                vec![Operation::AcceptVpcPeeringConnection { vpc_peering_connection_id: s("VpcPeeringConnectionId")? }],
+                Box::new(answer),
+            )
+        }
+        "DeleteVpcPeeringConnection" => (
+            vec![Operation::DeleteVpcPeeringConnection { vpc_peering_connection_id: s("VpcPeeringConnectionId")? }],
+            ok(),
+        ),
+        "RunInstances" => run_instances(input)?,
+        _ => return Ok(None),
+    }))
+}
+
+/// The first created object as `describe` lists it.
+fn read_back(m: &Model, describe: &str, ids: &str, out: &Outcome) -> Value {
+    let Some(id) = out.created.first() else { return Value::Null };
+    let list = super::describe::describe(describe, &json!({ ids: [id] }), m);
+    list.ok()
+        .and_then(|v| v.as_object().and_then(|o| o.values().find(|x| x.is_array()).cloned()))
+        .map_or(Value::Null, |a| a[0].clone())
+}
+
+/// An answer `{member: the created object}`.
+fn created(describe: &'static str, ids: &'static str, _list: &'static str, member: &'static str) -> Answer {
+    Box::new(move |m: &Model, out: &Outcome| json!({ member: read_back(m, describe, ids, out) }))
+}
+
+fn group_by_name(m: &Model, name: &str) -> Result<String, ApiError> {
+    m.security_groups
+        .iter()
+        .find(|g| g.name == name)
+        .map(|g| g.id.clone())
+        .ok_or_else(|| not_found("InvalidGroup.NotFound", "security group", name))
+}
+
+/// `RunInstances`: `MinCount` instances (the lab always has the capacity), each with its primary
+/// ENI in the subnet given directly or as the first `NetworkInterfaces` entry.
+fn run_instances(input: &Value) -> Result<(Vec<Operation>, Answer), ApiError> {
+    let nic = input.pointer("/NetworkInterfaces/0").cloned().unwrap_or(Value::Null);
+    let subnet_id =
+        text(input, "SubnetId").or_else(|| text(&nic, "SubnetId")).ok_or_else(|| ApiError::missing("SubnetId"))?;
+    let mut groups = strings(input, "SecurityGroupIds");
+    groups.extend(strings(&nic, "Groups"));
+    let count = input.get("MinCount").and_then(Value::as_u64).ok_or_else(|| ApiError::missing("MinCount"))?;
+    let max = input.get("MaxCount").and_then(Value::as_u64).ok_or_else(|| ApiError::missing("MaxCount"))?;
+    if count == 0 || count > max || count > 64 {
+        return Err(ApiError::invalid_value(format!(
+            "MinCount {count} and MaxCount {max}: 1 <= MinCount <= MaxCount, at most 64 at once"
+        )));
+    }
+    let op = Operation::RunInstances {
+        subnet_id: subnet_id.to_string(),
+        instance_type: text(input, "InstanceType").map(str::to_string),
+        private_ip_address: text(input, "PrivateIpAddress")
+            .or_else(|| text(&nic, "PrivateIpAddress"))
+            .map(str::to_string),
+        security_group_ids: groups,
+        count: count as u32,
+        instance_id: None,
+    };
+    let answer = |m: &Model, out: &Outcome| {
+        let ids: Vec<&String> = out.created.iter().filter(|id| m.instance_by_id(id).is_some()).collect();
+        let v = super::describe::describe("DescribeInstances", &json!({"InstanceIds": ids}), m).unwrap_or_default();
+        let instances: Vec<Value> =
+            v["Reservations"].as_array().into_iter().flatten().map(|r| r["Instances"][0].clone()).collect();
+        let first = ids.first().map_or(String::new(), |i| i.to_string());
+        json!({"ReservationId": derived_id("r", &first), "OwnerId": super::describe::owner_id(m), "Groups": [], "Instances": instances})
     };
     Ok((vec![op], Box::new(answer)))
 }

@@ -364,16 +364,7 @@ fn group_refs(m: &Model, e: &Eni) -> Value {
 }
 
 fn group_ref(m: &Model, g: usize) -> Value {
-    json!({"GroupId": m.security_groups[g].id, "GroupName": group_name(&m.security_groups[g].id)})
-}
-
-/// A group's name: AWS calls a VPC's default group `default`; a lab group's id is its name.
-fn group_name(id: &str) -> &str {
-    if id.ends_with("/default") {
-        "default"
-    } else {
-        id
-    }
+    json!({"GroupId": m.security_groups[g].id, "GroupName": m.security_groups[g].name})
 }
 
 /// One ENI as `DescribeNetworkInterfaces` shows it.
@@ -629,14 +620,13 @@ fn security_groups(m: &Model) -> Vec<Value> {
     m.security_groups
         .iter()
         .map(|g| {
-            let name = group_name(&g.id);
-            let description = if name == "default" {
-                "default VPC security group".to_string()
-            } else {
-                format!("vpclab group {name}")
+            let description = match &g.description {
+                Some(d) => d.clone(),
+                None if g.name == crate::topology::DEFAULT_GROUP_NAME => "default VPC security group".to_string(),
+                None => String::new(),
             };
             json!({
-                "GroupId": g.id, "GroupName": name, "Description": description, "VpcId": m.vpcs[g.vpc.index()].id,
+                "GroupId": g.id, "GroupName": g.name, "Description": description, "VpcId": m.vpcs[g.vpc.index()].id,
                 "OwnerId": owner_id(m), "IpPermissions": permissions(m, &g.ingress),
                 "IpPermissionsEgress": permissions(m, &g.egress),
             })
@@ -950,7 +940,7 @@ fn internet_gateways(m: &Model) -> Vec<Value> {
         .map(|g| {
             json!({
                 "InternetGatewayId": g.id, "OwnerId": owner_id(m),
-                "Attachments": [{"VpcId": m.vpcs[g.vpc.index()].id, "State": "available"}],
+                "Attachments": g.vpc.map_or_else(Vec::new, |v| vec![json!({"VpcId": m.vpcs[v.index()].id, "State": "available"})]),
             })
         })
         .collect()
@@ -984,7 +974,10 @@ fn peerings(m: &Model) -> Vec<Value> {
             json!({
                 "VpcPeeringConnectionId": p.id, "RequesterVpcInfo": side(&m.vpcs[p.requester_vpc.index()]),
                 "AccepterVpcInfo": side(&m.vpcs[p.accepter_vpc.index()]),
-                "Status": {"Code": "active", "Message": "Active"},
+                "Status": {"Code": p.status.name(), "Message": match p.status {
+                    crate::model::PeeringStatus::Active => "Active",
+                    crate::model::PeeringStatus::PendingAcceptance => "Pending Acceptance by the accepter's owner",
+                }},
             })
         })
         .collect()

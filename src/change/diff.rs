@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use super::AwsError;
-use crate::model::{AclRule, Eni, Model, RouteTarget, SgPeer, SgRule};
+use crate::model::{AclRule, Eni, Model, PeeringStatus, RouteTarget, SgPeer, SgRule};
 use crate::policy::{describe_match, route_table::target_name};
 
 /// What a change will do, one line per step.
@@ -160,17 +160,21 @@ fn gateways(old: &Model, new: &Model, plan: &mut Plan) -> Result<(), AwsError> {
         &o,
         &n,
         |g| {
-            steps.borrow_mut().push(format!(
-                "CreateInternetGateway {} attached to {}",
-                g.id,
-                new.vpcs[g.vpc.index()].id
-            ))
+            steps.borrow_mut().push(format!("CreateInternetGateway {}", g.id));
+            if let Some(v) = igw_vpc(new, g) {
+                steps.borrow_mut().push(format!("AttachInternetGateway {} to {v}", g.id));
+            }
         },
         |g| steps.borrow_mut().push(format!("DeleteInternetGateway {}", g.id)),
         |a, b| {
-            if old.vpcs[a.vpc.index()].id != new.vpcs[b.vpc.index()].id {
-                steps.borrow_mut().push(format!("DetachInternetGateway {} from {}", a.id, old.vpcs[a.vpc.index()].id));
-                steps.borrow_mut().push(format!("AttachInternetGateway {} to {}", b.id, new.vpcs[b.vpc.index()].id));
+            let (was, is) = (igw_vpc(old, a), igw_vpc(new, b));
+            if was != is {
+                if let Some(v) = was {
+                    steps.borrow_mut().push(format!("DetachInternetGateway {} from {v}", a.id));
+                }
+                if let Some(v) = is {
+                    steps.borrow_mut().push(format!("AttachInternetGateway {} to {v}", b.id));
+                }
             }
             Ok(())
         },
@@ -222,11 +226,28 @@ fn gateways(old: &Model, new: &Model, plan: &mut Plan) -> Result<(), AwsError> {
             if ends(old, a) != ends(new, b) {
                 return Err(immutable(format!("the VPCs of peering connection {}", a.id)));
             }
+            if a.status != b.status {
+                let step = match b.status {
+                    PeeringStatus::Active => format!("AcceptVpcPeeringConnection {}", b.id),
+                    PeeringStatus::PendingAcceptance => {
+                        return Err(AwsError::new(
+                            "InvalidStateTransition",
+                            format!("peering connection {} is active: it cannot go back to pending-acceptance", a.id),
+                        ))
+                    }
+                };
+                steps.borrow_mut().push(step);
+            }
             Ok(())
         },
     )?;
     plan.steps.extend(steps.into_inner());
     Ok(())
+}
+
+/// The id of the VPC an internet gateway is attached to.
+fn igw_vpc<'m>(m: &'m Model, g: &crate::model::InternetGateway) -> Option<&'m str> {
+    g.vpc.map(|v| m.vpcs[v.index()].id.as_str())
 }
 
 fn route_tables(old: &Model, new: &Model, plan: &mut Plan) -> Result<(), AwsError> {

@@ -141,22 +141,28 @@ impl LiveLab {
     }
 
     fn change_inner(&mut self, change: &Change, dry_run: bool) -> Result<Outcome, AwsError> {
-        let (new, reboot) = match change {
+        let (new, reboot, created) = match change {
             Change::Operation { op } => {
                 let edit = ops::edit(&self.model, op)?;
-                (ops::validated(&edit.model)?, edit.reboot)
+                (ops::validated(&edit.model)?, edit.reboot, edit.created)
             }
             Change::File { text, file } => {
                 let new = crate::topology::parse(text, file).map_err(|e| AwsError::invalid(e.to_string()))?;
-                (new, Vec::new())
+                (new, Vec::new(), Vec::new())
             }
         };
         let mut plan = diff(&self.model, &new)?;
         for r in &reboot {
             plan.steps.push(format!("RebootInstances {r}"));
         }
-        let mut outcome =
-            Outcome { plan: plan.steps, applied: false, generation: self.generation, millis: 0, swap_micros: 0 };
+        let mut outcome = Outcome {
+            plan: plan.steps,
+            applied: false,
+            generation: self.generation,
+            millis: 0,
+            swap_micros: 0,
+            created,
+        };
         if dry_run || outcome.plan.is_empty() {
             return Ok(outcome);
         }

@@ -13,6 +13,7 @@
 //! Refusals carry AWS's error codes ([`AwsError`]), so a person who knows the EC2 API reads them
 //! as they would read AWS's.
 
+pub mod create;
 pub mod diff;
 pub mod events;
 pub mod live;
@@ -96,6 +97,10 @@ pub struct Outcome {
     pub millis: u64,
     /// How long the forwarding thread spent on the swap, in microseconds.
     pub swap_micros: u64,
+    /// The ids of the objects the change created (or would create), in creation order:
+    /// `run-instances` gives each instance's id, then its primary ENI's.
+    #[serde(default)]
+    pub created: Vec<String>,
 }
 
 /// Parses an IPv4 address given to a verb.

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{parse_ip, AwsError};
+use super::{create, parse_ip, AwsError};
 use crate::model::{
     AclAction, AclRule, Cidr, EniIdx, FlowLog, FlowLogResource, InstanceIdx, InstanceState, Model, PortMatch,
     PortRange, Protocol, Route, RouteTarget, SgIdx, SgPeer, SgRule, SubnetIdx, TrafficType, VpcIdx,
@@ -243,6 +243,178 @@ pub enum Operation {
         /// Flow logs.
         flow_log_ids: Vec<String>,
     },
+    /// `create-vpc`, with AWS's default group, default ACL and main route table.
+    CreateVpc {
+        /// /16 to /28.
+        cidr_block: String,
+        /// Its id (a lab extension; default a generated `vpc-<hex>`).
+        vpc_id: Option<String>,
+    },
+    /// `delete-vpc`: nothing may be left in it but its implicit objects.
+    DeleteVpc {
+        /// VPC.
+        vpc_id: String,
+    },
+    /// `create-subnet`.
+    CreateSubnet {
+        /// VPC.
+        vpc_id: String,
+        /// /16 to /28, inside the VPC's block, clear of its other subnets.
+        cidr_block: String,
+        /// Availability zone, if given.
+        availability_zone: Option<String>,
+        /// Its id (default a generated `subnet-<hex>`).
+        subnet_id: Option<String>,
+    },
+    /// `delete-subnet`: no network interfaces or NAT gateways may be left in it.
+    DeleteSubnet {
+        /// Subnet.
+        subnet_id: String,
+    },
+    /// `create-security-group`: no inbound rules, one outbound rule allowing everything.
+    CreateSecurityGroup {
+        /// VPC.
+        vpc_id: String,
+        /// AWS's `GroupName`, unique in the VPC.
+        group_name: String,
+        /// AWS's `Description`.
+        description: String,
+        /// Its id (default a generated `sg-<hex>`).
+        group_id: Option<String>,
+    },
+    /// `delete-security-group`: not a default group, not in use, not named by another's rule.
+    DeleteSecurityGroup {
+        /// Group.
+        group_id: String,
+    },
+    /// `create-network-interface`, detached.
+    CreateNetworkInterface {
+        /// Subnet.
+        subnet_id: String,
+        /// Its primary private IP (default the subnet's first free address).
+        private_ip_address: Option<String>,
+        /// Security groups (empty: the VPC's default group).
+        #[serde(default)]
+        groups: Vec<String>,
+        /// Free text.
+        description: Option<String>,
+        /// Its id (default a generated `eni-<hex>`).
+        network_interface_id: Option<String>,
+    },
+    /// `delete-network-interface`: only a detached one.
+    DeleteNetworkInterface {
+        /// ENI.
+        network_interface_id: String,
+    },
+    /// `create-route-table`, holding the local route.
+    CreateRouteTable {
+        /// VPC.
+        vpc_id: String,
+        /// Its id (default a generated `rtb-<hex>`).
+        route_table_id: Option<String>,
+    },
+    /// `delete-route-table`: not a main table, associated with no subnet.
+    DeleteRouteTable {
+        /// Route table.
+        route_table_id: String,
+    },
+    /// `associate-route-table`.
+    AssociateRouteTable {
+        /// Route table.
+        route_table_id: String,
+        /// A subnet still on its VPC's main table.
+        subnet_id: String,
+    },
+    /// `disassociate-route-table` (the subnet id stands for the association id): back to the
+    /// main table.
+    DisassociateRouteTable {
+        /// Subnet.
+        subnet_id: String,
+    },
+    /// `create-internet-gateway`, detached.
+    CreateInternetGateway {
+        /// Its id (default a generated `igw-<hex>`).
+        internet_gateway_id: Option<String>,
+    },
+    /// `attach-internet-gateway`.
+    AttachInternetGateway {
+        /// Internet gateway.
+        internet_gateway_id: String,
+        /// VPC.
+        vpc_id: String,
+    },
+    /// `detach-internet-gateway`.
+    DetachInternetGateway {
+        /// Internet gateway.
+        internet_gateway_id: String,
+        /// The VPC it is attached to.
+        vpc_id: String,
+    },
+    /// `delete-internet-gateway`: only a detached one.
+    DeleteInternetGateway {
+        /// Internet gateway.
+        internet_gateway_id: String,
+    },
+    /// `allocate-address`.
+    AllocateAddress {
+        /// The address (default the first free one of 203.0.113.0/24, then 198.51.100.0/24,
+        /// then 192.0.2.0/24).
+        public_ip: Option<String>,
+    },
+    /// `release-address`: only an address associated with nothing.
+    ReleaseAddress {
+        /// The Elastic IP's allocation id.
+        allocation_id: String,
+    },
+    /// `create-nat-gateway`.
+    CreateNatGateway {
+        /// Subnet.
+        subnet_id: String,
+        /// Its Elastic IP (none: a private NAT gateway).
+        allocation_id: Option<String>,
+        /// Its id (default a generated `nat-<hex>`).
+        nat_gateway_id: Option<String>,
+    },
+    /// `delete-nat-gateway`.
+    DeleteNatGateway {
+        /// NAT gateway.
+        nat_gateway_id: String,
+    },
+    /// `create-vpc-peering-connection`: pending acceptance.
+    CreateVpcPeeringConnection {
+        /// Requester VPC.
+        vpc_id: String,
+        /// Accepter VPC.
+        peer_vpc_id: String,
+        /// Its id (default a generated `pcx-<hex>`).
+        vpc_peering_connection_id: Option<String>,
+    },
+    /// `accept-vpc-peering-connection`.
+    AcceptVpcPeeringConnection {
+        /// Peering connection.
+        vpc_peering_connection_id: String,
+    },
+    /// `delete-vpc-peering-connection`.
+    DeleteVpcPeeringConnection {
+        /// Peering connection.
+        vpc_peering_connection_id: String,
+    },
+    /// `run-instances`: each instance with its primary ENI at device 0.
+    RunInstances {
+        /// The primary ENIs' subnet.
+        subnet_id: String,
+        /// Checked against the instance-type table.
+        instance_type: Option<String>,
+        /// The primary private IP (count 1 only; default the subnet's first free address).
+        private_ip_address: Option<String>,
+        /// The primary ENIs' groups (empty: the VPC's default group).
+        #[serde(default)]
+        security_group_ids: Vec<String>,
+        /// How many (AWS's min = max count), 1 to 32.
+        count: u32,
+        /// Its id (count 1 only; default a generated `i-<hex>`).
+        instance_id: Option<String>,
+    },
 }
 
 /// `create-flow-logs`' parameters, borrowed from the operation.
@@ -266,6 +438,8 @@ pub struct Edit {
     pub model: Model,
     /// Instances whose processes end and whose interfaces come back.
     pub reboot: Vec<String>,
+    /// The ids of the objects the operation created, in creation order.
+    pub created: Vec<String>,
 }
 
 /// Applies `op` to a copy of `model`.
@@ -409,18 +583,80 @@ pub fn edit(model: &Model, op: &Operation) -> Result<Edit, AwsError> {
             }
             m.flow_logs.retain(|f| !flow_log_ids.contains(&f.id));
         }
+        whole => return create_or_delete(model, whole),
     }
-    Ok(Edit { model: m, reboot })
+    Ok(Edit { model: m, reboot, created: Vec::new() })
+}
+
+/// The operations that create or delete whole objects ([`create`]).
+fn create_or_delete(m: &Model, op: &Operation) -> Result<Edit, AwsError> {
+    use Operation as O;
+    let d = Option::as_deref;
+    match op {
+        O::CreateVpc { cidr_block, vpc_id } => create::create_vpc(m, cidr_block, d(vpc_id)),
+        O::DeleteVpc { vpc_id } => create::delete_vpc(m, vpc_id),
+        O::CreateSubnet { vpc_id, cidr_block, availability_zone, subnet_id } => {
+            create::create_subnet(m, vpc_id, cidr_block, d(availability_zone), d(subnet_id))
+        }
+        O::DeleteSubnet { subnet_id } => create::delete_subnet(m, subnet_id),
+        O::CreateSecurityGroup { vpc_id, group_name, description, group_id } => {
+            create::create_security_group(m, vpc_id, group_name, description, d(group_id))
+        }
+        O::DeleteSecurityGroup { group_id } => create::delete_security_group(m, group_id),
+        O::CreateNetworkInterface { subnet_id, private_ip_address, groups, description, network_interface_id } => {
+            let (ip, desc, id) = (d(private_ip_address), d(description), d(network_interface_id));
+            create::create_network_interface(m, subnet_id, ip, groups, desc, id)
+        }
+        O::DeleteNetworkInterface { network_interface_id } => create::delete_network_interface(m, network_interface_id),
+        O::CreateRouteTable { vpc_id, route_table_id } => create::create_route_table(m, vpc_id, d(route_table_id)),
+        O::DeleteRouteTable { route_table_id } => create::delete_route_table(m, route_table_id),
+        O::AssociateRouteTable { route_table_id, subnet_id } => {
+            create::associate_route_table(m, route_table_id, subnet_id)
+        }
+        O::DisassociateRouteTable { subnet_id } => create::disassociate_route_table(m, subnet_id),
+        O::CreateInternetGateway { internet_gateway_id } => create::create_internet_gateway(m, d(internet_gateway_id)),
+        O::AttachInternetGateway { internet_gateway_id, vpc_id } => {
+            create::attach_internet_gateway(m, internet_gateway_id, vpc_id)
+        }
+        O::DetachInternetGateway { internet_gateway_id, vpc_id } => {
+            create::detach_internet_gateway(m, internet_gateway_id, vpc_id)
+        }
+        O::DeleteInternetGateway { internet_gateway_id } => create::delete_internet_gateway(m, internet_gateway_id),
+        O::AllocateAddress { public_ip } => create::allocate_address(m, d(public_ip)),
+        O::ReleaseAddress { allocation_id } => create::release_address(m, allocation_id),
+        O::CreateNatGateway { subnet_id, allocation_id, nat_gateway_id } => {
+            create::create_nat_gateway(m, subnet_id, d(allocation_id), d(nat_gateway_id))
+        }
+        O::DeleteNatGateway { nat_gateway_id } => create::delete_nat_gateway(m, nat_gateway_id),
+        O::CreateVpcPeeringConnection { vpc_id, peer_vpc_id, vpc_peering_connection_id } => {
+            create::create_vpc_peering_connection(m, vpc_id, peer_vpc_id, d(vpc_peering_connection_id))
+        }
+        O::AcceptVpcPeeringConnection { vpc_peering_connection_id } => {
+            create::accept_vpc_peering_connection(m, vpc_peering_connection_id)
+        }
+        O::DeleteVpcPeeringConnection { vpc_peering_connection_id } => {
+            create::delete_vpc_peering_connection(m, vpc_peering_connection_id)
+        }
+        O::RunInstances { subnet_id, instance_type, private_ip_address, security_group_ids, count, instance_id } => {
+            let spec = create::RunSpec {
+                subnet_id,
+                instance_type: d(instance_type),
+                private_ip_address: d(private_ip_address),
+                security_group_ids,
+                count: *count,
+                instance_id: d(instance_id),
+            };
+            create::run_instances(m, &spec)
+        }
+        other => Err(AwsError::internal(format!("{other:?} is not an operation that creates or deletes an object"))),
+    }
 }
 
 /// Checks an edited model with the topology validation: it is written as a topology file and
 /// parsed again, so a refused change is worded exactly as `vpclab check` would word the file.
 pub fn validated(model: &Model) -> Result<Model, AwsError> {
     let text = topology::export(model);
-    let checked = topology::parse(&text, "the changed lab").map_err(|e| {
-        let p = &e.problems[0];
-        AwsError::invalid(format!("{}: {}", p.field, p.message))
-    })?;
+    let checked = topology::parse(&text, "the changed lab").map_err(rejected)?;
     // What the file cannot say would be lost without a word: refuse it instead.
     if serde_json::to_value(model).ok() != serde_json::to_value(&checked).ok() {
         return Err(AwsError::new(
@@ -431,6 +667,14 @@ pub fn validated(model: &Model) -> Result<Model, AwsError> {
         ));
     }
     Ok(checked)
+}
+
+/// A change the topology validation refused, worded by its first problem.
+pub(super) fn rejected(e: topology::TopologyError) -> AwsError {
+    match e.problems.first() {
+        Some(p) => AwsError::invalid(format!("{}: {}", p.field, p.message)),
+        None => AwsError::invalid(e.to_string()),
+    }
 }
 
 fn eni(m: &Model, id: &str) -> Result<EniIdx, AwsError> {
@@ -913,7 +1157,7 @@ fn terminate(m: &mut Model, id: &str) {
 }
 
 /// Removes an ENI and every reference to it.
-fn remove_eni(m: &mut Model, e: EniIdx) {
+pub(super) fn remove_eni(m: &mut Model, e: EniIdx) {
     let shift = |x: EniIdx| if x.index() > e.index() { EniIdx(x.0 - 1) } else { x };
     for a in &mut m.elastic_ips {
         a.association = match a.association {
@@ -1042,17 +1286,7 @@ fn create_flow_log(m: &mut Model, spec: &FlowLogSpec<'_>) -> Result<(), AwsError
 fn generated_flow_log_id(m: &Model, resource_id: &str, destination: &str) -> String {
     let file = topology::export(m);
     let taken = |id: &str| file.contains(&format!("\"{id}\""));
-    (0u32..)
-        .map(|salt| {
-            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-            for b in resource_id.bytes().chain([0]).chain(destination.bytes()).chain(salt.to_le_bytes()) {
-                h ^= u64::from(b);
-                h = h.wrapping_mul(0x0000_0100_0000_01b3);
-            }
-            format!("fl-{:017x}", u128::from(h) << 4 | u128::from(salt & 0xf))
-        })
-        .find(|id| !taken(id))
-        .expect("an unused id")
+    super::create::aws_id("fl", &[resource_id.as_bytes(), destination.as_bytes()], taken)
 }
 
 /// The private IPs of an ENI, for messages.

@@ -3,7 +3,7 @@
 
 use super::ops::{edit, validated, AclEntrySpec, Operation, RuleSpec};
 use super::*;
-use crate::model::{InstanceState, Model};
+use crate::model::{InstanceState, Model, RouteTarget};
 use crate::topology;
 
 fn default_lab() -> Model {
@@ -432,4 +432,376 @@ fn the_api_endpoint_of_a_running_lab_cannot_change() {
     new.api.listen = Some("127.0.0.1:4566".parse().unwrap());
     let e = diff(&old, &new).unwrap_err();
     assert!(e.message.contains("[api]"), "{e}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Creating and deleting whole objects
+
+/// Applies `op` to `m` and validates: the new model and the ids created.
+fn made(m: &Model, op: Operation) -> (Model, Vec<String>) {
+    let e = edit(m, &op).unwrap_or_else(|e| panic!("{op:?} was refused: {e}"));
+    (validated(&e.model).unwrap(), e.created)
+}
+
+/// Asserts `op` is refused with `code` before anything changes, and returns the message.
+fn refused(m: &Model, op: Operation, code: &str) -> String {
+    let before = topology::export(m);
+    match edit(m, &op).and_then(|e| validated(&e.model)) {
+        Ok(_) => panic!("{op:?} was accepted"),
+        Err(e) => {
+            assert_eq!(e.code, code, "{op:?}: {e}");
+            assert_eq!(topology::export(m), before, "a refusal changes nothing");
+            e.message
+        }
+    }
+}
+
+/// `prefix-` and 17 hex digits, as AWS shapes ids.
+fn aws_shaped(id: &str, prefix: &str) -> bool {
+    id.strip_prefix(prefix)
+        .and_then(|r| r.strip_prefix('-'))
+        .is_some_and(|hex| hex.len() == 17 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+fn create_vpc(cidr: &str) -> Operation {
+    Operation::CreateVpc { cidr_block: cidr.into(), vpc_id: None }
+}
+
+fn create_subnet(vpc: &str, cidr: &str) -> Operation {
+    Operation::CreateSubnet { vpc_id: vpc.into(), cidr_block: cidr.into(), availability_zone: None, subnet_id: None }
+}
+
+fn create_group(vpc: &str, name: &str) -> Operation {
+    Operation::CreateSecurityGroup {
+        vpc_id: vpc.into(),
+        group_name: name.into(),
+        description: "made by a test".into(),
+        group_id: None,
+    }
+}
+
+fn create_eni(subnet: &str, ip: Option<&str>, groups: &[&str]) -> Operation {
+    Operation::CreateNetworkInterface {
+        subnet_id: subnet.into(),
+        private_ip_address: ip.map(Into::into),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        description: None,
+        network_interface_id: None,
+    }
+}
+
+fn run(subnet: &str, count: u32) -> Operation {
+    Operation::RunInstances {
+        subnet_id: subnet.into(),
+        instance_type: Some("t3.micro".into()),
+        private_ip_address: None,
+        security_group_ids: Vec::new(),
+        count,
+        instance_id: None,
+    }
+}
+
+#[test]
+fn create_vpc_makes_aws_s_implicit_objects_under_a_stable_aws_shaped_id() {
+    let old = default_lab();
+    let (m, ids) = made(&old, create_vpc("10.9.0.0/16"));
+    let [id] = ids.as_slice() else { panic!("{ids:?}") };
+    assert!(aws_shaped(id, "vpc"), "{id}");
+    assert_eq!(made(&old, create_vpc("10.9.0.0/16")).1, ids, "the same call on the same lab, the same id");
+    let v = &m.vpcs[m.vpcs.len() - 1];
+    assert_eq!((v.id.as_str(), v.cidr.to_string().as_str()), (id.as_str(), "10.9.0.0/16"));
+    assert_eq!(m.security_groups[v.default_security_group.index()].name, "default");
+    assert_eq!(m.route_tables[v.main_route_table.index()].id, format!("{id}/main"));
+    assert!(diff(&old, &m).unwrap().steps.contains(&format!("CreateVpc {id} 10.9.0.0/16")));
+    let given = Operation::CreateVpc { cidr_block: "10.9.0.0/16".into(), vpc_id: Some("vpc-lab".into()) };
+    assert_eq!(made(&old, given).1, ["vpc-lab"]);
+
+    refused(&old, create_vpc("10.0.0.0/8"), "InvalidVpc.Range");
+    refused(&old, create_vpc("10.0.0.0/29"), "InvalidVpc.Range");
+    refused(&old, create_vpc("10.0.0.5/16"), "InvalidParameterValue");
+    let taken = Operation::CreateVpc { cidr_block: "10.9.0.0/16".into(), vpc_id: Some("sg-web".into()) };
+    refused(&old, taken, "InvalidParameterValue");
+}
+
+#[test]
+fn delete_vpc_needs_an_empty_vpc_and_undoes_create_vpc() {
+    let old = default_lab();
+    let msg = refused(&old, Operation::DeleteVpc { vpc_id: "vpc-main".into() }, "DependencyViolation");
+    for left in ["subnet-public", "igw-main", "sg-web", "acl-public", "rtb-public"] {
+        assert!(msg.contains(left), "{msg}");
+    }
+    refused(&old, Operation::DeleteVpc { vpc_id: "vpc-nope".into() }, "InvalidVpcID.NotFound");
+    let (m, ids) = made(&old, create_vpc("10.9.0.0/16"));
+    let (back, _) = made(&m, Operation::DeleteVpc { vpc_id: ids[0].clone() });
+    assert_eq!(serde_json::to_value(&back).unwrap(), serde_json::to_value(&old).unwrap());
+    assert_eq!(diff(&m, &back).unwrap().steps.first(), Some(&format!("DeleteVpc {}", ids[0])));
+}
+
+#[test]
+fn subnets_are_created_inside_their_vpc_clear_of_the_others_and_deleted_when_empty() {
+    let old = default_lab();
+    let op = Operation::CreateSubnet {
+        vpc_id: "vpc-main".into(),
+        cidr_block: "10.0.3.0/24".into(),
+        availability_zone: Some("az-b".into()),
+        subnet_id: None,
+    };
+    let (m, ids) = made(&old, op);
+    assert!(aws_shaped(&ids[0], "subnet"), "{ids:?}");
+    let s = &m.subnets[m.subnets.len() - 1];
+    assert_eq!((s.availability_zone.as_deref(), s.route_table), (Some("az-b"), m.vpcs[0].main_route_table));
+    refused(&old, create_subnet("vpc-main", "10.0.1.128/25"), "InvalidSubnet.Conflict");
+    refused(&old, create_subnet("vpc-main", "10.1.0.0/24"), "InvalidSubnet.Range");
+    refused(&old, create_subnet("vpc-main", "10.0.3.0/29"), "InvalidSubnet.Range");
+    refused(&old, create_subnet("vpc-nope", "10.0.3.0/24"), "InvalidVpcID.NotFound");
+
+    let msg = refused(&old, Operation::DeleteSubnet { subnet_id: "subnet-public".into() }, "DependencyViolation");
+    assert!(msg.contains("eni-web") && msg.contains("nat-main"), "{msg}");
+    refused(&old, Operation::DeleteSubnet { subnet_id: "subnet-nope".into() }, "InvalidSubnetID.NotFound");
+    let (back, _) = made(&m, Operation::DeleteSubnet { subnet_id: ids[0].clone() });
+    assert_eq!(back.subnets.len(), old.subnets.len());
+}
+
+#[test]
+fn a_new_group_allows_all_out_and_nothing_in_and_goes_when_nothing_uses_it() {
+    let old = default_lab();
+    let (m, ids) = made(&old, create_group("vpc-main", "web-tier"));
+    let g = m.security_groups.iter().find(|g| g.id == ids[0]).unwrap();
+    assert!(aws_shaped(&g.id, "sg"), "{}", g.id);
+    assert_eq!((g.name.as_str(), g.description.as_deref()), ("web-tier", Some("made by a test")));
+    assert!(g.ingress.is_empty());
+    assert_eq!(g.egress.len(), 1, "AWS's one allow-all outbound rule");
+    assert!(topology::export(&m).contains("name = \"web-tier\""));
+    refused(&m, create_group("vpc-main", "web-tier"), "InvalidGroup.Duplicate");
+    refused(&old, create_group("vpc-main", "default"), "InvalidGroup.Reserved");
+    refused(&old, create_group("vpc-main", "sg-x"), "InvalidParameterValue");
+    refused(&old, create_group("vpc-nope", "x"), "InvalidVpcID.NotFound");
+
+    let delete = |id: &str| Operation::DeleteSecurityGroup { group_id: id.into() };
+    let msg = refused(&old, delete("sg-web"), "DependencyViolation");
+    assert!(msg.contains("eni-web") && msg.contains("sg-app"), "in use and named by sg-app's rule: {msg}");
+    refused(&old, delete("vpc-main/default"), "CannotDelete");
+    refused(&old, delete("sg-nope"), "InvalidGroup.NotFound");
+    let rule =
+        RuleSpec { protocol: "tcp".into(), port: Some("22".into()), cidr: None, source_group: Some(ids[0].clone()) };
+    let (named, _) = made(&m, Operation::AuthorizeSecurityGroupIngress { group_id: "sg-app".into(), rule });
+    let msg = refused(&named, delete(&ids[0]), "DependencyViolation");
+    assert!(msg.contains("sg-app"), "{msg}");
+    let (back, _) = made(&m, delete(&ids[0]));
+    assert_eq!(serde_json::to_value(&back).unwrap(), serde_json::to_value(&old).unwrap());
+}
+
+#[test]
+fn a_new_eni_takes_the_first_free_address_or_a_free_one_asked_for() {
+    let old = default_lab();
+    let (m, ids) = made(&old, create_eni("subnet-private", None, &[]));
+    let e = &m.enis[m.eni_by_id(&ids[0]).unwrap().index()];
+    assert!(aws_shaped(&e.id, "eni"), "{}", e.id);
+    assert_eq!(e.private_ip.to_string(), "10.0.2.4", "base + 4: the first address AWS does not reserve");
+    assert_eq!(e.security_groups, [m.vpcs[0].default_security_group], "no groups: the VPC's default");
+    assert!(e.attachment.is_none());
+    let (m2, ids2) = made(&m, create_eni("subnet-private", Some("10.0.2.77"), &["sg-app", "sg-web"]));
+    let e = &m2.enis[m2.eni_by_id(&ids2[0]).unwrap().index()];
+    assert_eq!((e.private_ip.to_string().as_str(), e.security_groups.len()), ("10.0.2.77", 2));
+    assert_ne!(ids, ids2);
+    refused(&old, create_eni("subnet-private", Some("10.0.2.10"), &[]), "InvalidIPAddress.InUse");
+    refused(&old, create_eni("subnet-private", Some("10.0.1.50"), &[]), "InvalidParameterValue");
+    refused(&old, create_eni("subnet-private", Some("10.0.2.1"), &[]), "InvalidParameterValue");
+    refused(&old, create_eni("subnet-private", None, &["sg-nope"]), "InvalidGroup.NotFound");
+    refused(&old, create_eni("subnet-nope", None, &[]), "InvalidSubnetID.NotFound");
+
+    let delete = |id: &str| Operation::DeleteNetworkInterface { network_interface_id: id.into() };
+    refused(&old, delete("eni-app-float"), "InvalidNetworkInterface.InUse");
+    refused(&old, delete("eni-nope"), "InvalidNetworkInterfaceID.NotFound");
+    let (back, _) = made(&m, delete(&ids[0]));
+    assert_eq!(serde_json::to_value(&back).unwrap(), serde_json::to_value(&old).unwrap());
+}
+
+#[test]
+fn route_tables_are_created_associated_disassociated_and_deleted() {
+    let old = default_lab();
+    let (m, subnet) = made(&old, create_subnet("vpc-main", "10.0.3.0/24"));
+    let (m, rtb) = made(&m, Operation::CreateRouteTable { vpc_id: "vpc-main".into(), route_table_id: None });
+    assert!(aws_shaped(&rtb[0], "rtb"), "{rtb:?}");
+    let assoc = |t: &str, s: &str| Operation::AssociateRouteTable { route_table_id: t.into(), subnet_id: s.into() };
+    let (with, _) = made(&m, assoc(&rtb[0], &subnet[0]));
+    assert_eq!(diff(&m, &with).unwrap().steps, [format!("ReplaceRouteTableAssociation {} -> {}", subnet[0], rtb[0])]);
+    refused(&with, assoc(&rtb[0], &subnet[0]), "Resource.AlreadyAssociated");
+    refused(&m, assoc("rtb-nope", &subnet[0]), "InvalidRouteTableID.NotFound");
+    refused(&m, assoc(&rtb[0], "subnet-nope"), "InvalidSubnetID.NotFound");
+    let delete = |t: &str| Operation::DeleteRouteTable { route_table_id: t.into() };
+    refused(&with, delete(&rtb[0]), "DependencyViolation");
+    refused(&old, delete("vpc-main/main"), "DependencyViolation");
+    refused(&old, delete("rtb-nope"), "InvalidRouteTableID.NotFound");
+
+    let disassociate = |s: &str| Operation::DisassociateRouteTable { subnet_id: s.into() };
+    let (without, _) = made(&with, disassociate(&subnet[0]));
+    assert_eq!(serde_json::to_value(&without).unwrap(), serde_json::to_value(&m).unwrap());
+    refused(&m, disassociate(&subnet[0]), "InvalidAssociationID.NotFound");
+    let (gone, _) = made(&without, delete(&rtb[0]));
+    assert_eq!(gone.route_tables.len(), old.route_tables.len());
+}
+
+#[test]
+fn internet_gateways_are_created_detached_then_attached_detached_and_deleted() {
+    let old = default_lab();
+    let (m, igw) = made(&old, Operation::CreateInternetGateway { internet_gateway_id: None });
+    assert!(aws_shaped(&igw[0], "igw"), "{igw:?}");
+    assert_eq!(m.internet_gateways[1].vpc, None, "AWS creates it detached");
+    let attach =
+        |g: &str, v: &str| Operation::AttachInternetGateway { internet_gateway_id: g.into(), vpc_id: v.into() };
+    let detach =
+        |g: &str, v: &str| Operation::DetachInternetGateway { internet_gateway_id: g.into(), vpc_id: v.into() };
+    refused(&m, attach(&igw[0], "vpc-main"), "Resource.AlreadyAssociated");
+    refused(&m, attach("igw-main", "vpc-main"), "Resource.AlreadyAssociated");
+    refused(&m, attach("igw-nope", "vpc-main"), "InvalidInternetGatewayID.NotFound");
+    let (m, vpc) = made(&m, create_vpc("10.9.0.0/16"));
+    let (on, _) = made(&m, attach(&igw[0], &vpc[0]));
+    assert_eq!(diff(&m, &on).unwrap().steps, [format!("AttachInternetGateway {} to {}", igw[0], vpc[0])]);
+    refused(&on, detach(&igw[0], "vpc-main"), "Gateway.NotAttached");
+    let msg = refused(&old, detach("igw-main", "vpc-main"), "DependencyViolation");
+    assert!(msg.contains("203.0.113.20") && msg.contains("203.0.113.10"), "mapped addresses: {msg}");
+    refused(&on, Operation::DeleteInternetGateway { internet_gateway_id: igw[0].clone() }, "DependencyViolation");
+    let (off, _) = made(&on, detach(&igw[0], &vpc[0]));
+    let (gone, _) = made(&off, Operation::DeleteInternetGateway { internet_gateway_id: igw[0].clone() });
+    assert_eq!(gone.internet_gateways.len(), 1);
+}
+
+#[test]
+fn a_route_to_a_deleted_gateway_is_a_blackhole() {
+    let old = default_lab();
+    let (m, _) = made(&old, Operation::DeleteNatGateway { nat_gateway_id: "nat-main".into() });
+    let private = &m.route_tables.iter().find(|t| t.id == "rtb-private").unwrap().routes;
+    assert!(private.iter().any(|r| r.destination.to_string() == "0.0.0.0/0" && r.target == RouteTarget::Blackhole));
+    assert!(m.elastic_ips.iter().any(|e| e.id == "eipalloc-nat"), "its Elastic IP stays allocated");
+    refused(&old, Operation::DeleteNatGateway { nat_gateway_id: "nat-nope".into() }, "NatGatewayNotFound");
+}
+
+#[test]
+fn addresses_are_allocated_from_the_documentation_ranges_and_released_when_unused() {
+    let old = default_lab();
+    let (m, ids) = made(&old, Operation::AllocateAddress { public_ip: None });
+    assert!(aws_shaped(&ids[0], "eipalloc"), "{ids:?}");
+    let e = m.elastic_ips.iter().find(|e| e.id == ids[0]).unwrap();
+    assert_eq!((e.public_ip.to_string().as_str(), e.association), ("203.0.113.1", None));
+    let asked = Operation::AllocateAddress { public_ip: Some("192.0.2.33".into()) };
+    assert_eq!(made(&old, asked).0.elastic_ips[2].public_ip.to_string(), "192.0.2.33");
+    refused(&old, Operation::AllocateAddress { public_ip: Some("203.0.113.20".into()) }, "InvalidAddress.InUse");
+    refused(&old, Operation::AllocateAddress { public_ip: Some("198.51.100.7".into()) }, "InvalidAddress.InUse");
+
+    let release = |a: &str| Operation::ReleaseAddress { allocation_id: a.into() };
+    refused(&old, release("eipalloc-web"), "InvalidIPAddress.InUse");
+    refused(&old, release("eipalloc-nat"), "InvalidIPAddress.InUse");
+    refused(&old, release("eipalloc-nope"), "InvalidAllocationID.NotFound");
+    let (back, _) = made(&m, release(&ids[0]));
+    assert_eq!(serde_json::to_value(&back).unwrap(), serde_json::to_value(&old).unwrap());
+}
+
+#[test]
+fn a_nat_gateway_is_created_with_a_free_elastic_ip_and_the_subnet_s_first_free_address() {
+    let old = default_lab();
+    let (m, eip) = made(&old, Operation::AllocateAddress { public_ip: None });
+    let nat = |a: &str| Operation::CreateNatGateway {
+        subnet_id: "subnet-public".into(),
+        allocation_id: Some(a.into()),
+        nat_gateway_id: None,
+    };
+    let (n, ids) = made(&m, nat(&eip[0]));
+    assert!(aws_shaped(&ids[0], "nat"), "{ids:?}");
+    assert_eq!(n.nat_gateways[1].private_ip.to_string(), "10.0.1.4");
+    assert!(diff(&m, &n).unwrap().steps[0].starts_with(&format!("CreateNatGateway {}", ids[0])));
+    refused(&m, nat("eipalloc-web"), "Resource.AlreadyAssociated");
+    refused(&m, nat("eipalloc-nat"), "Resource.AlreadyAssociated");
+    refused(&m, nat("eipalloc-nope"), "InvalidAllocationID.NotFound");
+    let (back, _) = made(&n, Operation::DeleteNatGateway { nat_gateway_id: ids[0].clone() });
+    assert_eq!(serde_json::to_value(&back).unwrap(), serde_json::to_value(&m).unwrap());
+}
+
+#[test]
+fn a_peering_waits_for_acceptance_and_its_routes_are_blackholes_until_then() {
+    let old = default_lab();
+    let (m, vpc) = made(&old, create_vpc("10.9.0.0/16"));
+    let peer = |a: &str, b: &str| Operation::CreateVpcPeeringConnection {
+        vpc_id: a.into(),
+        peer_vpc_id: b.into(),
+        vpc_peering_connection_id: None,
+    };
+    let (pending, pcx) = made(&m, peer("vpc-main", &vpc[0]));
+    assert!(aws_shaped(&pcx[0], "pcx"), "{pcx:?}");
+    assert_eq!(pending.peerings[0].status, crate::model::PeeringStatus::PendingAcceptance);
+    let route = Operation::CreateRoute {
+        route_table_id: "rtb-private".into(),
+        destination_cidr_block: "10.9.0.0/16".into(),
+        target: pcx[0].clone(),
+    };
+    let (routed, _) = made(&pending, route);
+    let target = crate::model::RouteTarget::Peering(crate::model::PcxIdx(0));
+    assert!(crate::policy::route_table::unusable(&routed, target).is_some(), "pending: a blackhole");
+    let accept = |p: &str| Operation::AcceptVpcPeeringConnection { vpc_peering_connection_id: p.into() };
+    let (active, _) = made(&routed, accept(&pcx[0]));
+    assert_eq!(diff(&routed, &active).unwrap().steps, [format!("AcceptVpcPeeringConnection {}", pcx[0])]);
+    assert!(crate::policy::route_table::unusable(&active, target).is_none());
+    refused(&active, accept(&pcx[0]), "InvalidStateTransition");
+    refused(&active, peer(&vpc[0], "vpc-main"), "VpcPeeringConnectionAlreadyExists");
+    refused(&m, peer("vpc-main", "vpc-main"), "InvalidParameterValue");
+    refused(&m, peer("vpc-main", "vpc-nope"), "InvalidVpcID.NotFound");
+    refused(&m, accept("pcx-nope"), "InvalidVpcPeeringConnectionID.NotFound");
+    let delete = Operation::DeleteVpcPeeringConnection { vpc_peering_connection_id: pcx[0].clone() };
+    let (gone, _) = made(&active, delete);
+    assert!(gone.peerings.is_empty());
+    let private = &gone.route_tables.iter().find(|t| t.id == "rtb-private").unwrap().routes;
+    assert!(private.iter().any(|r| r.destination.to_string() == "10.9.0.0/16" && r.target == RouteTarget::Blackhole));
+}
+
+#[test]
+fn run_instances_starts_each_instance_with_its_primary_eni() {
+    let old = default_lab();
+    let (m, ids) = made(&old, run("subnet-private", 2));
+    assert_eq!(ids.len(), 4, "{ids:?}");
+    for pair in ids.chunks(2) {
+        assert!(aws_shaped(&pair[0], "i") && aws_shaped(&pair[1], "eni"), "{pair:?}");
+        let i = m.instance_by_id(&pair[0]).unwrap();
+        assert_eq!(m.instances[i.index()].instance_type.as_deref(), Some("t3.micro"));
+        let [eni] = m.enis_of(i)[..] else { panic!("one ENI") };
+        let e = &m.enis[eni.index()];
+        assert_eq!(e.id, pair[1]);
+        let a = e.attachment.unwrap();
+        assert!(a.device_index == 0 && a.delete_on_termination, "{a:?}");
+    }
+    let ips: Vec<String> =
+        ids.chunks(2).map(|p| m.enis[m.eni_by_id(&p[1]).unwrap().index()].private_ip.to_string()).collect();
+    assert_eq!(ips, ["10.0.2.4", "10.0.2.5"]);
+    let steps = diff(&old, &m).unwrap().steps;
+    assert!(steps.iter().any(|s| s.starts_with(&format!("RunInstances {}", ids[0]))), "{steps:?}");
+
+    let mut bad_type = run("subnet-private", 1);
+    if let Operation::RunInstances { instance_type, .. } = &mut bad_type {
+        *instance_type = Some("t9.huge".into());
+    }
+    refused(&old, bad_type, "InvalidParameterValue");
+    refused(&old, run("subnet-private", 0), "InvalidParameterValue");
+    refused(&old, run("subnet-private", 33), "InvalidParameterValue");
+    let mut two_at_one_ip = run("subnet-private", 2);
+    if let Operation::RunInstances { private_ip_address, .. } = &mut two_at_one_ip {
+        *private_ip_address = Some("10.0.2.99".into());
+    }
+    refused(&old, two_at_one_ip, "InvalidParameterCombination");
+    refused(&old, run("subnet-nope", 1), "InvalidSubnetID.NotFound");
+    let mut in_use = run("subnet-private", 1);
+    if let Operation::RunInstances { private_ip_address, .. } = &mut in_use {
+        *private_ip_address = Some("10.0.2.10".into());
+    }
+    refused(&old, in_use, "InvalidIPAddress.InUse");
+}
+
+#[test]
+fn create_operations_travel_as_tagged_json() {
+    let op: Operation = serde_json::from_str(r#"{"action":"create-vpc","cidr_block":"10.9.0.0/16"}"#).unwrap();
+    assert_eq!(op, create_vpc("10.9.0.0/16"));
+    let op: Operation =
+        serde_json::from_str(r#"{"action":"run-instances","subnet_id":"subnet-private","count":1}"#).unwrap();
+    assert!(matches!(op, Operation::RunInstances { ref security_group_ids, .. } if security_group_ids.is_empty()));
+    let outcome: Outcome =
+        serde_json::from_str(r#"{"plan":[],"applied":false,"generation":0,"millis":0,"swap_micros":0}"#).unwrap();
+    assert!(outcome.created.is_empty(), "an outcome from before `created` still reads");
 }

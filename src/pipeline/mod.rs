@@ -1185,12 +1185,20 @@ impl Pipeline {
         let remote = (ip.flow.dst, remote_port);
         let hit = self.routes[nat_subnet.route_table.index()].lookup(ip.flow.dst);
         let route = route_table::describe(&model, nat_subnet.route_table, ip.flow.dst, hit);
-        if !matches!(hit, Some((_, RouteTarget::InternetGateway(_)))) {
-            obs.record(
-                Stage::RouteLookup,
-                format_args!("drop: {route} (a NAT gateway sends to the internet gateway only)"),
-            );
-            return Err(Verdict::Drop(DropReason::NoRoute));
+        match hit {
+            Some((_, t @ RouteTarget::InternetGateway(_))) => {
+                if let Some(why) = route_table::unusable(&model, t) {
+                    obs.record(Stage::RouteLookup, format_args!("drop: {route}: blackhole: {why}"));
+                    return Err(Verdict::Drop(DropReason::Blackhole));
+                }
+            }
+            _ => {
+                obs.record(
+                    Stage::RouteLookup,
+                    format_args!("drop: {route} (a NAT gateway sends to the internet gateway only)"),
+                );
+                return Err(Verdict::Drop(DropReason::NoRoute));
+            }
         }
         obs.record(Stage::RouteLookup, format_args!("{route}"));
         self.network_acl(nat_subnet.network_acl, Direction::Egress, info, None, obs)?;
@@ -1318,7 +1326,7 @@ impl Pipeline {
         let quoted = packet::icmp_quoted(frame, &ip);
         if let Some((eni, private)) = self.igw.private_of(ip.flow.dst) {
             let vpc = self.ports[eni.index()].vpc;
-            if !self.model.internet_gateways.iter().any(|g| g.vpc == vpc) {
+            if !self.model.internet_gateways.iter().any(|g| g.vpc == Some(vpc)) {
                 obs.record(
                     Stage::InternetGateway,
                     format_args!("drop: {}'s VPC has no internet gateway", self.ports[eni.index()].id),
@@ -1873,7 +1881,7 @@ impl Pipeline {
                 Some(to) => to,
                 None => return drop(obs, format_args!("no ENI owns {dst}"), DropReason::NoSuchAddress),
             },
-            Some((_, target @ (RouteTarget::Eni(_) | RouteTarget::InternetGateway(_))))
+            Some((_, target @ (RouteTarget::Eni(_) | RouteTarget::InternetGateway(_) | RouteTarget::Peering(_))))
                 if route_table::unusable(&self.model, target).is_some() =>
             {
                 let why = route_table::unusable(&self.model, target).unwrap_or_default();

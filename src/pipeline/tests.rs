@@ -916,6 +916,26 @@ fn peering_works_both_ways_and_is_not_transitive() {
     assert_eq!(&f[6..12], &p.model.vpcs[1].router_mac.0);
 }
 
+#[test]
+fn a_pending_peering_and_a_detached_internet_gateway_are_blackholes() {
+    let mut p = route_lab();
+    assert_eq!(p.model.peerings[0].id, "pcx-ab");
+    p.model.peerings[0].status = crate::model::PeeringStatus::PendingAcceptance;
+    p.pipeline = Pipeline::new(&p.model);
+    assert_eq!(p.tcp("eni-one", "eni-peer", 40000, 80, SYN), Verdict::Drop(DropReason::Blackhole));
+
+    let mut d = default_lab();
+    let web = d.ip("eni-web");
+    let example = Ipv4Addr::new(198, 51, 100, 7);
+    assert_eq!(d.tcp_from("eni-web", web, example, 40000, 80, SYN), Verdict::ToInternet);
+    d.model.internet_gateways[0].vpc = None;
+    d.pipeline = Pipeline::new(&d.model);
+    assert_eq!(d.tcp_from("eni-web", web, example, 40001, 80, SYN), Verdict::Drop(DropReason::Blackhole));
+    // The NAT gateway's own way out is the same route.
+    let app = d.ip("eni-app");
+    assert_eq!(d.tcp_from("eni-app", app, example, 40002, 80, SYN), Verdict::Drop(DropReason::Blackhole));
+}
+
 // ---------------------------------------------------------------------------------------------
 // The edges: internet gateway, NAT gateway, MTU
 

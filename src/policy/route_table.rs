@@ -95,6 +95,14 @@ pub fn unusable(model: &Model, target: RouteTarget) -> Option<String> {
             }
         }
         RouteTarget::InternetGateway(_) if !model.has_internet() => Some("the lab has no internet side".to_string()),
+        RouteTarget::InternetGateway(g) => {
+            let igw = model.internet_gateways.get(g.index())?;
+            igw.vpc.is_none().then(|| format!("{} is detached", igw.id))
+        }
+        RouteTarget::Peering(p) => {
+            let pcx = model.peerings.get(p.index())?;
+            (pcx.status != crate::model::PeeringStatus::Active).then(|| format!("{} is {}", pcx.id, pcx.status.name()))
+        }
         _ => None,
     }
 }
@@ -289,5 +297,17 @@ routes = [
             Some("the lab has no internet side")
         );
         assert_eq!(unusable(&m, RouteTarget::Local), None);
+    }
+
+    #[test]
+    fn a_detached_gateway_and_a_pending_peering_are_blackholes() {
+        let text = "name = \"u\"\n[[vpc]]\nid = \"v\"\ncidr = \"10.0.0.0/16\"\n[[vpc]]\nid = \"w\"\ncidr = \"10.1.0.0/16\"\n[[internet_gateway]]\nid = \"igw-on\"\nvpc = \"v\"\n[[internet_gateway]]\nid = \"igw-off\"\n[[vpc_peering]]\nid = \"pcx\"\nrequester_vpc = \"v\"\naccepter_vpc = \"w\"\nstatus = \"pending-acceptance\"\n[internet]\nhosts = [ { id = \"h\", ip = \"198.51.100.7\" } ]\n";
+        let mut m = crate::topology::parse(text, "u.toml").unwrap();
+        assert_eq!(unusable(&m, RouteTarget::InternetGateway(IgwIdx(0))), None);
+        assert_eq!(unusable(&m, RouteTarget::InternetGateway(IgwIdx(1))).as_deref(), Some("igw-off is detached"));
+        let pcx = RouteTarget::Peering(crate::model::PcxIdx(0));
+        assert_eq!(unusable(&m, pcx).as_deref(), Some("pcx is pending-acceptance"));
+        m.peerings[0].status = crate::model::PeeringStatus::Active;
+        assert_eq!(unusable(&m, pcx), None);
     }
 }

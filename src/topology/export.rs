@@ -16,6 +16,11 @@ use crate::policy::route_table::target_name;
 
 /// The model as a topology file that `parse` accepts and that yields the same model.
 pub fn export(m: &Model) -> String {
+    document(m).to_string()
+}
+
+/// The model as a topology document, for [`export`] and for edits ([`super::edit`]).
+pub(crate) fn document(m: &Model) -> DocumentMut {
     let mut doc = DocumentMut::new();
     doc["name"] = value(&m.name);
     let mut sections: Vec<(&str, ArrayOfTables)> = vec![
@@ -62,7 +67,7 @@ pub fn export(m: &Model) -> String {
         }
         doc["api"] = Item::Table(t);
     }
-    doc.to_string()
+    doc
 }
 
 fn flow_log(m: &Model, f: &crate::model::FlowLog) -> Table {
@@ -148,7 +153,9 @@ fn subnet(m: &Model, s: &crate::model::Subnet) -> Table {
 fn igw(m: &Model, g: &crate::model::InternetGateway) -> Table {
     let mut t = Table::new();
     t["id"] = value(&g.id);
-    t["vpc"] = value(&m.vpcs[g.vpc.index()].id);
+    if let Some(v) = g.vpc {
+        t["vpc"] = value(&m.vpcs[v.index()].id);
+    }
     t
 }
 
@@ -185,6 +192,9 @@ fn peering(m: &Model, p: &crate::model::VpcPeering) -> Table {
     t["id"] = value(&p.id);
     t["requester_vpc"] = value(&m.vpcs[p.requester_vpc.index()].id);
     t["accepter_vpc"] = value(&m.vpcs[p.accepter_vpc.index()].id);
+    if p.status != crate::model::PeeringStatus::Active {
+        t["status"] = value(p.status.name());
+    }
     t
 }
 
@@ -282,6 +292,12 @@ fn group(m: &Model, g: &crate::model::SecurityGroup) -> Table {
     let mut t = Table::new();
     t["id"] = value(&g.id);
     t["vpc"] = value(&m.vpcs[g.vpc.index()].id);
+    if g.name != g.id {
+        t["name"] = value(&g.name);
+    }
+    if let Some(d) = &g.description {
+        t["description"] = value(d);
+    }
     t["ingress"] = value(lines(g.ingress.iter().map(|r| sg_rule(m, r, true))));
     if !is_allow_all_egress(&g.egress) {
         t["egress"] = value(lines(g.egress.iter().map(|r| sg_rule(m, r, false))));

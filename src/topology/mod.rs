@@ -8,6 +8,7 @@
 //! (indices 0-based); the top-level name is `name`. A TOML error before any id is known uses the
 //! array position instead of the id (`subnet[1].cidr`).
 
+mod edit;
 mod export;
 pub mod instance_types;
 mod raw;
@@ -19,7 +20,9 @@ mod tests;
 use std::fmt;
 use std::path::Path;
 
+pub use edit::{edited, DocEdit, Field};
 pub use export::export;
+pub use validate::DEFAULT_GROUP_NAME;
 
 use crate::model::Model;
 

@@ -105,7 +105,8 @@ pub(crate) struct RawSubnet {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawInternetGateway {
     pub(crate) id: Spanned<String>,
-    pub(crate) vpc: Spanned<String>,
+    /// Left out: detached.
+    pub(crate) vpc: Option<Spanned<String>>,
 }
 
 /// `[[elastic_ip]]`.
@@ -136,6 +137,8 @@ pub(crate) struct RawPeering {
     pub(crate) id: Spanned<String>,
     pub(crate) requester_vpc: Spanned<String>,
     pub(crate) accepter_vpc: Spanned<String>,
+    /// `active` (default) or `pending-acceptance`.
+    pub(crate) status: Option<Spanned<String>>,
 }
 
 /// `[[route_table]]`.
@@ -185,6 +188,9 @@ pub(crate) struct RawAclRule {
 pub(crate) struct RawSecurityGroup {
     pub(crate) id: Spanned<String>,
     pub(crate) vpc: Spanned<String>,
+    /// AWS's `GroupName` (default: the id).
+    pub(crate) name: Option<Spanned<String>>,
+    pub(crate) description: Option<String>,
     pub(crate) ingress: Option<Spanned<Vec<RawSgRule>>>,
     /// `None` (left out) is AWS's allow-all default; `Some([])` allows nothing.
     pub(crate) egress: Option<Spanned<Vec<RawSgRule>>>,

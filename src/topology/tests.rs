@@ -1124,3 +1124,59 @@ fn the_api_setting_is_checked_and_names_its_field() {
     assert!(with("colour = \"blue\"").is_err(), "unknown fields are refused");
     assert_eq!(parse(super::DEFAULT_TOPOLOGY, "d.toml").unwrap().api, crate::model::ApiSettings::default());
 }
+
+// ---------------------------------------------------------------------------------------------
+// What AWS creates before it is complete: a detached internet gateway, a pending peering
+
+#[test]
+fn an_internet_gateway_without_vpc_is_detached_and_round_trips() {
+    let m = ok("\n[[internet_gateway]]\nid = \"igw-a\"\n");
+    assert_eq!(m.internet_gateways[0].vpc, None);
+    let m = ok("\n[[internet_gateway]]\nid = \"igw-a\"\nvpc = \"vpc-a\"\n[[internet_gateway]]\nid = \"igw-b\"\n");
+    assert_eq!(m.internet_gateways[0].vpc, Some(crate::model::VpcIdx(0)));
+    assert_eq!(m.internet_gateways[1].vpc, None, "a detached gateway is not the VPC's second one");
+}
+
+#[test]
+fn a_pending_peering_is_declared_by_its_status_and_joins_no_groups() {
+    let peer = "\n[[vpc_peering]]\nid = \"pcx-ab\"\nrequester_vpc = \"vpc-a\"\naccepter_vpc = \"vpc-b\"\n";
+    let pending = format!("{VPC_B}{peer}status = \"pending-acceptance\"\n");
+    let m = ok(&pending);
+    assert_eq!(m.peerings[0].status, crate::model::PeeringStatus::PendingAcceptance);
+    assert!(export(&m).contains("status = \"pending-acceptance\""));
+    assert_eq!(ok(&format!("{VPC_B}{peer}")).peerings[0].status, crate::model::PeeringStatus::Active);
+    rejects(
+        &format!("{VPC_B}{peer}status = \"accepted\"\n"),
+        "status = \"accepted\"",
+        "vpc_peering \"pcx-ab\".status",
+        "use active or pending-acceptance",
+    );
+    // Until it is accepted, a group across it cannot be named.
+    let other = "\n[[security_group]]\nid = \"sg-b\"\nvpc = \"vpc-b\"\n";
+    let body = "ingress = [ { protocol = \"tcp\", ports = \"443\", source = \"sg-b\" } ]\n";
+    rejects(
+        &format!("{pending}{other}{}", sg(body)),
+        "source = \"sg-b\"",
+        "security_group \"sg-a\".ingress[0].source",
+        "nor peered with it",
+    );
+}
+
+#[test]
+fn a_group_is_named_by_its_id_unless_named_and_names_are_unique_per_vpc() {
+    let m = ok(&sg("name = \"web\"\ndescription = \"web servers\"\n"));
+    assert_eq!(
+        (m.security_groups[0].name.as_str(), m.security_groups[0].description.as_deref()),
+        ("web", Some("web servers"))
+    );
+    assert_eq!(m.security_groups[1].name, "default", "the VPC's default group");
+    assert_eq!(ok(&sg("")).security_groups[0].name, "sg-a");
+    let second = "\n[[security_group]]\nid = \"sg-b\"\nvpc = \"vpc-a\"\nname = \"web\"\n";
+    rejects(
+        &format!("{}{second}", sg("name = \"web\"\n")),
+        "name = \"web\"",
+        "security_group \"sg-b\".name",
+        "already named `web`",
+    );
+    rejects(&sg("name = \"default\"\n"), "name = \"default\"", "security_group \"sg-a\".name", "reserved");
+}

@@ -30,8 +30,8 @@ use super::{LineIndex, Problem};
 use crate::model::{
     AclAction, AclIdx, AclRule, ApiSettings, Attachment, Cidr, ConntrackConfig, EipIdx, ElasticIp, Eni, EniIdx, IgwIdx,
     Instance, InstanceIdx, InstanceState, InternetGateway, InternetHost, Mac, Model, NatGateway, NatIdx, NetworkAcl,
-    PcxIdx, PortMatch, PortRange, Protocol, Route, RouteTable, RouteTarget, RtbIdx, SecurityGroup, SgIdx, SgPeer,
-    SgRule, Subnet, SubnetIdx, Uplink, Vpc, VpcIdx, VpcPeering,
+    PcxIdx, PeeringStatus, PortMatch, PortRange, Protocol, Route, RouteTable, RouteTarget, RtbIdx, SecurityGroup,
+    SgIdx, SgPeer, SgRule, Subnet, SubnetIdx, Uplink, Vpc, VpcIdx, VpcPeering,
 };
 use crate::packet::IpProto;
 
@@ -734,22 +734,42 @@ fn vpcs(c: &mut Checker<'_>, raw: &RawFile, implicit_main: Vec<Option<usize>>) -
 struct Peerings {
     /// The (requester, accepter) VPCs of each connection; `None` when it failed its check.
     pairs: Vec<Option<(usize, usize)>>,
+    /// Each connection's status; `None` when it failed its check.
+    statuses: Vec<Option<PeeringStatus>>,
     /// The connection joining each pair of VPCs, lower index first.
     by_vpcs: HashMap<(usize, usize), String>,
+    /// The pairs joined by an active connection, lower index first.
+    active: HashSet<(usize, usize)>,
 }
 
 impl Peerings {
-    /// Whether a connection joins VPCs `a` and `b`.
+    /// Whether an active connection joins VPCs `a` and `b` (a pending one carries nothing, so
+    /// a group across it cannot be named).
     fn peered(&self, a: usize, b: usize) -> bool {
-        self.by_vpcs.contains_key(&(a.min(b), a.max(b)))
+        self.active.contains(&(a.min(b), a.max(b)))
+    }
+}
+
+/// A peering connection's `status`: `active` unless it says `pending-acceptance`.
+fn peering_status(c: &mut Checker<'_>, p: &super::raw::RawPeering) -> Option<PeeringStatus> {
+    match p.status.as_ref().map(|s| (s, s.get_ref().trim())) {
+        None | Some((_, "active")) => Some(PeeringStatus::Active),
+        Some((_, "pending-acceptance")) => Some(PeeringStatus::PendingAcceptance),
+        Some((s, other)) => {
+            let msg = format!("`{other}` is not a peering status: use active or pending-acceptance");
+            c.err(s.span(), path(Kind::VpcPeering, p.id.get_ref(), "status"), msg);
+            None
+        }
     }
 }
 
 /// Checks each peering connection: two different VPCs, CIDR blocks apart, one connection per pair.
 fn peerings(c: &mut Checker<'_>, raw: &RawFile, vpcs: &[CheckedVpc]) -> Peerings {
-    let mut out = Peerings { pairs: Vec::new(), by_vpcs: HashMap::new() };
+    let mut out = Peerings { pairs: Vec::new(), statuses: Vec::new(), by_vpcs: HashMap::new(), active: HashSet::new() };
     for p in &raw.vpc_peering {
         let id = p.id.get_ref();
+        let status = peering_status(c, p);
+        out.statuses.push(status);
         let a = c.resolve(&p.requester_vpc, Kind::Vpc, path(Kind::VpcPeering, id, "requester_vpc"));
         let b = c.resolve(&p.accepter_vpc, Kind::Vpc, path(Kind::VpcPeering, id, "accepter_vpc"));
         let (Some(a), Some(b)) = (a, b) else {
@@ -782,6 +802,9 @@ fn peerings(c: &mut Checker<'_>, raw: &RawFile, vpcs: &[CheckedVpc]) -> Peerings
             c.err(p.accepter_vpc.span(), field, msg);
         } else {
             out.by_vpcs.insert(key, id.clone());
+            if status == Some(PeeringStatus::Active) {
+                out.active.insert(key);
+            }
         }
         out.pairs.push(Some((a, b)));
     }
@@ -1530,6 +1553,7 @@ struct GroupCtx<'r> {
 /// Checks each security group's rules. A group without `egress` gets AWS's default for a new
 /// group: one rule allowing all outbound traffic.
 fn security_groups(c: &mut Checker<'_>, raw: &RawFile, vpc_of: &VpcOf, peerings: &Peerings) -> Vec<Rules<SgRule>> {
+    group_names(c, raw, vpc_of);
     let mut out = Vec::new();
     for (gi, g) in raw.security_group.iter().enumerate() {
         let group = GroupCtx { raw, peerings, id: g.id.get_ref(), vpc: vpc_of.security_group[gi] };
@@ -1541,6 +1565,31 @@ fn security_groups(c: &mut Checker<'_>, raw: &RawFile, vpc_of: &VpcOf, peerings:
         out.push(ingress.zip(egress));
     }
     out
+}
+
+/// The name of every VPC's default security group, which no other group may take.
+pub const DEFAULT_GROUP_NAME: &str = "default";
+
+/// Checks each group's name (its id when not given): 1 to 255 characters, not `default`, and
+/// unique in its VPC, as AWS requires of `GroupName`.
+fn group_names(c: &mut Checker<'_>, raw: &RawFile, vpc_of: &VpcOf) {
+    let mut seen: HashMap<(usize, &str), &str> = HashMap::new();
+    for (g, vpc) in raw.security_group.iter().zip(&vpc_of.security_group) {
+        let named = g.name.as_ref().unwrap_or(&g.id);
+        let (id, name) = (g.id.get_ref(), named.get_ref().as_str());
+        let field = path(Kind::SecurityGroup, id, "name");
+        let problem = if name.is_empty() || name.len() > 255 {
+            Some(format!("`{name}` is not a group name: use 1 to 255 characters"))
+        } else if name == DEFAULT_GROUP_NAME {
+            Some("the name `default` is reserved for the VPC's default security group".to_string())
+        } else {
+            let other = vpc.and_then(|v| seen.insert((v, name), id));
+            other.map(|other| format!("group `{other}` in the same VPC is already named `{name}`"))
+        };
+        if let Some(msg) = problem {
+            c.err(named.span(), field, msg);
+        }
+    }
 }
 
 /// One direction of a group's rules: at most [`SG_RULES_PER_DIRECTION`], each checked.
@@ -1716,27 +1765,41 @@ fn acl_rule(
 
 /// Checks each internet gateway's VPC, then that no VPC has two: AWS attaches at most one.
 /// Returns each gateway's VPC.
-fn internet_gateways(c: &mut Checker<'_>, raw: &RawFile) -> Vec<Option<usize>> {
-    let vpcs: Vec<Option<usize>> = raw
+fn internet_gateways(c: &mut Checker<'_>, raw: &RawFile) -> Vec<CheckedIgw> {
+    let vpcs: Vec<CheckedIgw> = raw
         .internet_gateway
         .iter()
         .enumerate()
-        .map(|(k, g)| owning_vpc(c, Kind::InternetGateway, &g.id, k, &g.vpc))
+        .map(|(k, g)| match &g.vpc {
+            None => CheckedIgw::Detached,
+            Some(v) => owning_vpc(c, Kind::InternetGateway, &g.id, k, v).map_or(CheckedIgw::Failed, CheckedIgw::In),
+        })
         .collect();
     let mut igw_of_vpc: HashMap<usize, &str> = HashMap::new();
     for (g, vpc) in raw.internet_gateway.iter().zip(&vpcs) {
-        let Some(v) = *vpc else { continue };
+        let (CheckedIgw::In(v), Some(named)) = (*vpc, &g.vpc) else { continue };
         if let Some(other) = igw_of_vpc.get(&v) {
             let msg = format!(
                 "VPC `{}` already has internet gateway `{other}`: AWS attaches at most one per VPC",
                 vpc_id(raw, v)
             );
-            c.err(g.vpc.span(), path(Kind::InternetGateway, g.id.get_ref(), "vpc"), msg);
+            c.err(named.span(), path(Kind::InternetGateway, g.id.get_ref(), "vpc"), msg);
         } else {
             igw_of_vpc.insert(v, g.id.get_ref());
         }
     }
     vpcs
+}
+
+/// Where validation found an internet gateway.
+#[derive(Clone, Copy, Debug)]
+enum CheckedIgw {
+    /// Attached to this VPC.
+    In(usize),
+    /// Created without a VPC (no `vpc`).
+    Detached,
+    /// Its `vpc` failed its check.
+    Failed,
 }
 
 /// A route table being checked: what its routes are held against.
@@ -1976,7 +2039,7 @@ struct Sections {
     nats: Vec<CheckedNat>,
     sg_rules: Vec<Rules<SgRule>>,
     acl_rules: Vec<Rules<AclRule>>,
-    igw_vpc: Vec<Option<usize>>,
+    igw_vpc: Vec<CheckedIgw>,
     rtb_routes: Vec<Option<Vec<Route>>>,
     hosts: Vec<Option<Ipv4Addr>>,
     uplink: Option<Uplink>,
@@ -2090,12 +2153,21 @@ impl Sections {
         let mut out = Vec::new();
         for ((g, rules), vpc) in raw.security_group.iter().zip(&self.sg_rules).zip(&self.vpc_of.security_group) {
             let (ingress, egress) = rules.clone()?;
-            out.push(SecurityGroup { id: g.id.get_ref().clone(), vpc: VpcIdx(idx((*vpc)?)?), ingress, egress });
+            out.push(SecurityGroup {
+                id: g.id.get_ref().clone(),
+                name: g.name.as_ref().unwrap_or(&g.id).get_ref().clone(),
+                description: g.description.clone(),
+                vpc: VpcIdx(idx((*vpc)?)?),
+                ingress,
+                egress,
+            });
         }
         for (i, v) in raw.vpc.iter().enumerate() {
             let own = SgIdx(idx(raw.security_group.len() + i)?);
             out.push(SecurityGroup {
                 id: format!("{}/default", v.id.get_ref()),
+                name: DEFAULT_GROUP_NAME.to_string(),
+                description: None,
                 vpc: VpcIdx(idx(i)?),
                 ingress: vec![SgRule { protocol: Protocol::All, ports: PortMatch::Any, peer: SgPeer::Group(own) }],
                 egress: vec![allow_all_rule()],
@@ -2152,7 +2224,12 @@ impl Sections {
     fn model_internet_gateways(&self, raw: &RawFile) -> Option<Vec<InternetGateway>> {
         let mut out = Vec::new();
         for (g, vpc) in raw.internet_gateway.iter().zip(&self.igw_vpc) {
-            out.push(InternetGateway { id: g.id.get_ref().clone(), vpc: VpcIdx(idx((*vpc)?)?) });
+            let vpc = match *vpc {
+                CheckedIgw::In(v) => Some(VpcIdx(idx(v)?)),
+                CheckedIgw::Detached => None,
+                CheckedIgw::Failed => return None,
+            };
+            out.push(InternetGateway { id: g.id.get_ref().clone(), vpc });
         }
         Some(out)
     }
@@ -2192,12 +2269,13 @@ impl Sections {
     /// The peering connections.
     fn model_peerings(&self, raw: &RawFile) -> Option<Vec<VpcPeering>> {
         let mut out = Vec::new();
-        for (p, pair) in raw.vpc_peering.iter().zip(&self.peerings.pairs) {
+        for ((p, pair), status) in raw.vpc_peering.iter().zip(&self.peerings.pairs).zip(&self.peerings.statuses) {
             let (a, b) = (*pair)?;
             out.push(VpcPeering {
                 id: p.id.get_ref().clone(),
                 requester_vpc: VpcIdx(idx(a)?),
                 accepter_vpc: VpcIdx(idx(b)?),
+                status: (*status)?,
             });
         }
         Some(out)

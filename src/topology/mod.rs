@@ -9,6 +9,7 @@
 //! array position instead of the id (`subnet[1].cidr`).
 
 mod export;
+pub mod import;
 pub mod instance_types;
 mod raw;
 mod validate;
@@ -262,3 +263,5 @@ pub fn check_lab_name(name: &str) -> Result<(), String> {
 }
 #[cfg(test)]
 mod export_tests;
+#[cfg(test)]
+mod import_tests;

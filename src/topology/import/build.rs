@@ -183,11 +183,12 @@ impl<'a> Builder<'a> {
         for it in &input.subnets {
             let s = &it.v;
             let id = s.subnet_id.as_str();
+            // Values first: a bad one is an error whether or not its VPC is there.
+            let block = cidr(it, "CidrBlock", &s.cidr_block)?;
             let Some(&vi) = self.vpc.get(s.vpc_id.as_str()) else {
                 self.skip(format!("{id}: its VPC {} is not in the input", s.vpc_id));
                 continue;
             };
-            let block = cidr(it, "CidrBlock", &s.cidr_block)?;
             let vpc = &self.m.vpcs[vi.index()];
             if !vpc.cidr.contains_cidr(block) {
                 let msg = format!("{id}: {block} lies outside {}'s primary block {}", vpc.id, vpc.cidr);

@@ -455,11 +455,11 @@ impl<'a> Builder<'a> {
         let attachment = self.attachment(c)?;
         let ei = EniIdx(idx(self.m.enis.len()));
         declare(&mut self.eni, id, ei, it, "NetworkInterfaceId")?;
-        for p in &e.private_ip_addresses {
+        for (k, p) in e.private_ip_addresses.iter().enumerate() {
             let Some(a) = &p.association else { continue };
             if let Some(public) = &a.public_ip {
-                let private = ip(it, "PrivateIpAddresses.PrivateIpAddress", &p.private_ip_address)?;
-                let public = ip(it, "PrivateIpAddresses.Association.PublicIp", public)?;
+                let private = ip(it, &format!("PrivateIpAddresses[{k}].PrivateIpAddress"), &p.private_ip_address)?;
+                let public = ip(it, &format!("PrivateIpAddresses[{k}].Association.PublicIp"), public)?;
                 self.public_ips.push((ei, private, public, a.allocation_id.as_deref()));
             }
         }

@@ -23,6 +23,12 @@ pub const DEFAULT_LAB_NAME: &str = "imported";
 /// The largest JSON file read: `describe-*` output of a large account is a few MiB.
 pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 
+/// The most JSON one import reads, all files together.
+pub const MAX_TOTAL_BYTES: u64 = 256 * 1024 * 1024;
+
+/// The most files one import reads: a VPC needs eleven, a few accounts or regions a few dozen.
+pub const MAX_FILES: usize = 1024;
+
 /// The address that stands for the internet when a VPC has an internet gateway: AWS's JSON names
 /// no hosts there (TEST-NET-2, RFC 5737).
 pub const INTERNET_HOST: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 51, 100, 7);
@@ -86,15 +92,32 @@ pub struct SourceFile {
 /// Reads `paths` (files, or folders whose `*.json` files are read in name order) and imports
 /// them as lab `name`.
 pub fn import_paths(paths: &[PathBuf], name: &str) -> Result<Imported, ImportError> {
-    let mut files = Vec::new();
+    let mut found = Vec::new();
     for p in paths {
         if p.is_dir() {
-            for f in json_files_in(p)? {
-                files.push(SourceFile { name: f.display().to_string(), text: read_bounded(&f)?, from_folder: true });
-            }
+            found.extend(json_files_in(p)?.into_iter().map(|f| (f, true)));
         } else {
-            files.push(SourceFile { name: p.display().to_string(), text: read_bounded(p)?, from_folder: false });
+            found.push((p.clone(), false));
         }
+    }
+    let too_many = |message: String| ImportError::Input { file: paths[0].display().to_string(), message };
+    if found.len() > MAX_FILES {
+        return Err(too_many(format!("more than {MAX_FILES} JSON files to read")));
+    }
+    // Sizes first, so that too much is refused before any of it is read.
+    let sizes: u64 = found.iter().filter_map(|(f, _)| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
+    if sizes > MAX_TOTAL_BYTES {
+        return Err(too_many(format!("more than {} MiB of JSON in all", MAX_TOTAL_BYTES >> 20)));
+    }
+    let mut files = Vec::new();
+    let mut total = 0u64;
+    for (path, from_folder) in found {
+        let text = read_bounded(&path)?;
+        total += text.len() as u64;
+        if total > MAX_TOTAL_BYTES {
+            return Err(too_many(format!("more than {} MiB of JSON in all", MAX_TOTAL_BYTES >> 20)));
+        }
+        files.push(SourceFile { name: path.display().to_string(), text, from_folder });
     }
     let sources: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
     import(&files, name, &sources.join(" "))

@@ -3,7 +3,9 @@
 
 use serde_json::{json, Value};
 
-use super::import::{import, import_paths, ImportError, Imported, SourceFile, MAX_FILE_BYTES};
+use super::import::{
+    import, import_paths, ImportError, Imported, SourceFile, MAX_FILES, MAX_FILE_BYTES, MAX_TOTAL_BYTES,
+};
 use super::parse;
 use crate::model::{AclAction, Cidr, InstanceState, Model, PortMatch, PortRange, Protocol, RouteTarget, SgPeer};
 
@@ -148,7 +150,7 @@ fn group_rules_keep_protocols_ports_icmp_and_group_references() {
 
 #[test]
 fn route_tables_map_every_target_kind_and_their_associations() {
-    let (_, m) = imported_example();
+    let (out, m) = imported_example();
     let table = |id: &str| &m.route_tables[m.route_tables.iter().position(|t| t.id == id).unwrap()];
     let target = |id: &str, dest: &str| table(id).routes.iter().find(|r| r.destination == cidr(dest)).map(|r| r.target);
     let name = |t: RouteTarget| crate::policy::route_table::target_name(&m, t);
@@ -158,6 +160,8 @@ fn route_tables_map_every_target_kind_and_their_associations() {
     assert_eq!(name(target(private, "10.1.0.0/16").unwrap()), "pcx-0a1b2c3d4e5f6c001");
     assert_eq!(name(target(private, "172.16.0.0/12").unwrap()), "eni-0a1b2c3d4e5f64003");
     assert_eq!(target(private, "10.99.0.0/16"), Some(RouteTarget::Blackhole));
+    let said = "rtb-0a1b2c3d4e5f6a003: route 10.99.0.0/16 is a blackhole in AWS";
+    assert!(out.remarks.iter().any(|r| r.starts_with(said)), "{:#?}", out.remarks);
     assert_eq!(target(private, "192.168.0.0/16"), None, "the transit gateway route is not carried");
     assert_eq!(name(target("rtb-0a1b2c3d4e5f6a002", "0.0.0.0/0").unwrap()), "igw-0a1b2c3d4e5f62001");
     let subnet = |id: &str| &m.subnets[m.subnets.iter().position(|s| s.id == id).unwrap()];
@@ -432,6 +436,28 @@ fn a_file_over_the_bound_is_refused_naming_it() {
     let got = input_error(import_paths(std::slice::from_ref(&big), "t"));
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(got, format!("{}: larger than 64 MiB: not describe-* output", big.display()));
+}
+
+#[test]
+fn too_many_files_or_too_much_json_in_all_is_refused_before_reading() {
+    let dir = std::env::temp_dir().join(format!("vpclab-import-many-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..=MAX_FILES {
+        std::fs::write(dir.join(format!("{i:04}.json")), "").unwrap();
+    }
+    let many = input_error(import_paths(std::slice::from_ref(&dir), "t"));
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(many, format!("{}: more than {MAX_FILES} JSON files to read", dir.display()));
+
+    std::fs::create_dir_all(&dir).unwrap();
+    let per_file = MAX_FILE_BYTES - 1;
+    for i in 0..=(MAX_TOTAL_BYTES / per_file) {
+        let f = std::fs::File::create(dir.join(format!("{i}.json"))).unwrap();
+        f.set_len(per_file).unwrap(); // sparse: costs no disk, and is never read
+    }
+    let much = input_error(import_paths(std::slice::from_ref(&dir), "t"));
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(much, format!("{}: more than 256 MiB of JSON in all", dir.display()));
 }
 
 #[test]

@@ -686,6 +686,12 @@ impl<'a> Builder<'a> {
                 };
             match self.route_target(r, block, destination, primary_eni) {
                 Ok(None) => {}
+                Ok(Some(RouteTarget::Blackhole)) => {
+                    self.remark(format!(
+                        "{id}: route {destination} is a blackhole in AWS (its target is gone): carried as one"
+                    ));
+                    routes.push(Route { destination, target: RouteTarget::Blackhole });
+                }
                 Ok(Some(target)) => routes.push(Route { destination, target }),
                 Err(why) => self.skip(format!("{id}: route {destination} -> {why}")),
             }

@@ -286,9 +286,43 @@ fn items<T: DeserializeOwned>(file: &str, path: &str, list: &Value) -> Result<Ve
     let mut out = Vec::new();
     for (i, v) in array(file, path, list)?.iter().enumerate() {
         let path = format!("{path}[{i}]");
-        let v =
-            T::deserialize(v).map_err(|e| ImportError::Input { file: file.into(), message: format!("{path}: {e}") })?;
+        let v = T::deserialize(v).map_err(|e| ImportError::Input {
+            file: file.into(),
+            message: format!("{path}{}: {e}", field_of_error::<T>(v)),
+        })?;
         out.push(Item { file: file.into(), path, v });
     }
     Ok(out)
+}
+
+/// Where in `v` deserializing a `T` fails, as a path suffix (`.State.Name`, `.Groups[1].GroupId`),
+/// or "" when the failure is about `v` itself. serde reports no path for a `Value`, but parsing
+/// the pretty-printed text reports a line, and that text has one field per line, indented by
+/// depth: the path is read back from the lines up to it.
+fn field_of_error<T: DeserializeOwned>(v: &Value) -> String {
+    let Ok(pretty) = serde_json::to_string_pretty(v) else { return String::new() };
+    let Err(e) = serde_json::from_str::<T>(&pretty) else { return String::new() };
+    let mut path: Vec<String> = Vec::new(); // one segment per depth below the top
+    let mut next_index: Vec<usize> = Vec::new(); // per depth: the next array element's index
+    for (n, line) in pretty.lines().enumerate().take(e.line()).skip(1) {
+        let depth = (line.len() - line.trim_start().len()) / 2;
+        let t = line.trim_start();
+        if t.starts_with(['}', ']']) {
+            if n + 1 == e.line() {
+                path.truncate(depth); // a missing field: the path of the object that closes here
+            }
+            continue;
+        }
+        path.truncate(depth.saturating_sub(1));
+        next_index.resize(depth + 2, 0);
+        next_index[depth + 1] = 0; // a new key or element starts new arrays below it
+        match t.strip_prefix('"').and_then(|k| k.split_once("\": ")) {
+            Some((key, _)) => path.push(format!(".{key}")),
+            None => {
+                path.push(format!("[{}]", next_index[depth]));
+                next_index[depth] += 1;
+            }
+        }
+    }
+    path.concat()
 }

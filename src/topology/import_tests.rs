@@ -390,6 +390,26 @@ fn bad_rules_macs_and_addresses_are_refused_with_their_path() {
         ),
         (json!({"Subnets": {"SubnetId": "subnet-9"}}), "x.json: Subnets: not a list"),
         (
+            json!({"Vpcs": [{"VpcId": "vpc-2", "CidrBlock": 5}]}),
+            "x.json: Vpcs[0].CidrBlock: invalid type: integer `5`, expected a string",
+        ),
+        (
+            json!({"NetworkInterfaces": [{"NetworkInterfaceId": "eni-2", "SubnetId": "subnet-1", "PrivateIpAddress": "10.0.1.30",
+                "Groups": [{"GroupId": "sg-1"}, {"GroupId": ["sg-x"]}]}]}),
+            "x.json: NetworkInterfaces[0].Groups[1].GroupId: invalid type: sequence, expected a string",
+        ),
+        (
+            json!({"Reservations": [{"Instances": [{"InstanceId": "i-2", "State": {"Code": 16}}]}]}),
+            "x.json: Reservations[0].Instances[0].State: missing field `Name`",
+        ),
+        (
+            json!({"NetworkAcls": [{"NetworkAclId": "acl-1", "VpcId": "vpc-1", "Entries": [
+                {"RuleNumber": 100, "Protocol": "-1", "RuleAction": "allow", "Egress": false, "CidrBlock": "0.0.0.0/0"},
+                {"RuleNumber": 110, "Protocol": "6", "RuleAction": "allow", "Egress": false, "CidrBlock": "0.0.0.0/0",
+                 "PortRange": {"From": "80", "To": 80}}]}]}),
+            "x.json: NetworkAcls[0].Entries[1].PortRange.From: invalid type: string \"80\", expected i64",
+        ),
+        (
             json!({"Vpcs": [{"VpcId": "vpc-1", "CidrBlock": "10.0.0.0/16"}]}),
             "x.json: Vpcs[0].VpcId: `vpc-1` is given twice",
         ),

@@ -148,6 +148,20 @@ enum Cmd {
         /// The topology file.
         topology: PathBuf,
     },
+    /// Write a topology file from what `aws ec2 describe-*` printed about a real VPC (ids, CIDRs,
+    /// addresses, MACs, groups, routes, ACLs); what vpclab cannot carry is listed on standard
+    /// error and at the top of the file.
+    Import {
+        /// JSON files (one per describe call, known by their top-level key), or folders of them.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Write the topology here instead of to standard output.
+        #[arg(short = 'o', long = "output", value_name = "OUT.toml")]
+        output: Option<PathBuf>,
+        /// The lab's name.
+        #[arg(long, default_value = topology::import::DEFAULT_LAB_NAME)]
+        name: String,
+    },
     #[command(flatten)]
     Change(verbs::Verb),
     /// The forwarder process that `up` starts (internal).
@@ -239,12 +253,34 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Import { paths, output, name } => import(&paths, output.as_deref(), &name),
         Cmd::Daemon { topology, name, resume, metrics, api, workers } => {
             daemon(topology, name, resume, lab::Endpoints { metrics, api }, workers)
         }
         Cmd::Resume { lab, metrics, api } => resume(lab.as_deref(), lab::Endpoints { metrics, api }),
         Cmd::Change(verb) => verbs::run(verb),
     }
+}
+
+/// `vpclab import`: the topology to a file or standard output, what was not carried to standard error.
+fn import(paths: &[PathBuf], output: Option<&Path>, name: &str) -> anyhow::Result<ExitCode> {
+    topology::check_lab_name(name).map_err(anyhow::Error::msg)?;
+    let imported = topology::import::import_paths(paths, name)?;
+    for line in &imported.not_carried {
+        eprintln!("vpclab import: not carried: {line}");
+    }
+    match output {
+        Some(path) => {
+            std::fs::write(path, &imported.text).with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!(
+                "vpclab import: wrote lab `{name}` to {} ({} not carried, listed at its top)",
+                path.display(),
+                imported.not_carried.len()
+            );
+        }
+        None => print!("{}", imported.text),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Reads and validates a topology (`None`: the embedded default lab), optionally renamed.

@@ -10,6 +10,7 @@
 
 mod edit;
 mod export;
+pub mod import;
 pub mod instance_types;
 mod raw;
 mod validate;
@@ -265,3 +266,5 @@ pub fn check_lab_name(name: &str) -> Result<(), String> {
 }
 #[cfg(test)]
 mod export_tests;
+#[cfg(test)]
+mod import_tests;

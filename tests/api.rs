@@ -14,15 +14,6 @@ use serde_json::Value;
 const VENV: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin");
 const SCRIPTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ec2api");
 
-/// The embedded default lab without its `name` line (the harness names each lab).
-fn default_body() -> String {
-    include_str!("../netns-setup/default.toml")
-        .lines()
-        .filter(|l| !l.starts_with("name ="))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 /// A loopback port nobody listens on now.
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

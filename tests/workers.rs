@@ -9,16 +9,6 @@ use std::net::TcpStream;
 
 use common::*;
 
-/// The embedded default lab (web with an Elastic IP, app behind the NAT gateway, an internet
-/// host 198.51.100.7), without its name line: `TestLab` gives it a unique one.
-fn default_body() -> String {
-    include_str!("../netns-setup/default.toml")
-        .lines()
-        .filter(|l| !l.starts_with("name ="))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 const EXAMPLE: &str = "198.51.100.7";
 /// web's Elastic IP in the default lab.
 const WEB_EIP: &str = "203.0.113.20";

@@ -156,6 +156,16 @@ security_groups = ["sg-all"]
 attachment = { instance = "appl2", device_index = 0 }
 "#;
 
+/// The embedded default lab (web with an Elastic IP, app behind the NAT gateway, an internet
+/// host 198.51.100.7), without its name line: `TestLab` gives it a unique one.
+pub fn default_body() -> String {
+    include_str!("../../netns-setup/default.toml")
+        .lines()
+        .filter(|l| !l.starts_with("name ="))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 pub fn require_root() {
     assert!(
         nix::unistd::geteuid().is_root(),

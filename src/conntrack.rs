@@ -433,6 +433,13 @@ impl Expiry {
     }
 }
 
+/// Entries a shard's buckets hold at hashbrown's 7/8 load. Not `HashTable::capacity`: that is
+/// what fits before the next re-hash, and every entry removed from a crowded group leaves a
+/// tombstone that lowers it, so a shard emptied by the sweep could look full and keep its memory.
+fn allocated_room<T>(shard: &HashTable<T>) -> usize {
+    shard.num_buckets() / 8 * 7
+}
+
 /// One ENI's connection table. `D` is the caller's cached decision for a flow.
 #[derive(Debug)]
 pub struct ConnTable<D> {
@@ -734,7 +741,7 @@ impl<D> ConnTable<D> {
     fn maybe_shrink(&mut self, s: usize) {
         let (shard, hasher) = (&mut self.shards[s], &self.hasher);
         let keep = shard.len().saturating_mul(2).max(self.shard_presize);
-        if shard.capacity() > keep.saturating_mul(2) {
+        if allocated_room(shard) > keep.saturating_mul(2) {
             shard.shrink_to(keep, |e| hasher.hash_one(e.key));
         }
     }
@@ -1093,12 +1100,19 @@ mod tests {
         }
         let full = t.heap_bytes();
         assert!(full > 4 * empty, "{full} bytes for 200,000 entries, {empty} empty");
-        // Half of them stay busy: every shard is still more than a quarter full, nothing moves.
+        // Half of them stay busy: a shard still more than a quarter full keeps its buckets (with
+        // some hash seeds a shard that grew once more is less, and rightly shrinks).
+        let buckets: Vec<usize> = t.shards.iter().map(HashTable::num_buckets).collect();
         for i in 0..100_000 {
             t.lookup(secs(20), &pkt(i)).unwrap();
         }
         drain(&mut t, secs(30));
-        assert_eq!((t.len(), t.heap_bytes()), (100_000, full));
+        assert_eq!(t.len(), 100_000);
+        for (s, &before) in t.shards.iter().zip(&buckets) {
+            if 4 * s.len() >= before / 8 * 7 {
+                assert_eq!(s.num_buckets(), before, "a shard with {} entries moved", s.len());
+            }
+        }
         // A tenth stays busy: the shards shrink one by one around the 20,000 live entries.
         for i in 0..20_000 {
             t.lookup(secs(40), &pkt(i)).unwrap();
@@ -1106,6 +1120,14 @@ mod tests {
         drain(&mut t, secs(50));
         assert_eq!(t.len(), 20_000);
         assert!(t.heap_bytes() < full / 2, "{} bytes for 20,000 entries, {full} for 200,000", t.heap_bytes());
+        for s in t.shards.iter() {
+            assert!(
+                allocated_room(s) <= 4 * s.len().max(t.shard_presize),
+                "{} buckets for {} entries",
+                s.num_buckets(),
+                s.len()
+            );
+        }
         assert!((0..20_000).all(|i| t.peek(secs(50), &pkt(i)).is_some_and(|(e, _)| e.decision == i)));
         // All gone: back to about the pre-sized table's size.
         drain(&mut t, secs(70));
@@ -1114,6 +1136,34 @@ mod tests {
         // Still a working table.
         t.insert(secs(71), &pkt(7), 7, 0).unwrap();
         assert!(t.lookup(secs(72), &pkt(7)).is_some());
+    }
+
+    #[test]
+    fn a_shard_emptied_through_tombstones_still_shrinks() {
+        // One shard, filled to its last free slot with hashes that put entry i in bucket i: one
+        // unbroken run, so removing an entry from it leaves a tombstone, whatever the hash seed.
+        let mut t: ConnTable<u32> = ConnTable::new(ConntrackConfig::default(), 16);
+        t.set_max_entries(2048);
+        t.shards[0] = HashTable::with_capacity(1792);
+        assert_eq!(t.shards[0].num_buckets(), 2048);
+        let pkt = |i: u32| udp(A, B, i as u16, 53);
+        for i in 0..1792 {
+            // Every eighth flow stays busy (due at 50 s), the others are due at 30 s.
+            let last_seen = if i % 8 == 0 { 20_000 } else { 0 };
+            let key = ConnKey::of(&pkt(i));
+            let e =
+                Entry { key, state: ConnState::UdpSingle, flags: 0, last_seen, packets: 1, generation: 0, decision: i };
+            let hash = u64::from(i);
+            t.shards[0].insert_unique(hash, e, |_| unreachable!("no growth before the shard is full"));
+        }
+        assert_eq!(t.shards[0].capacity(), 1792);
+        (t.len, t.expiry.earliest) = (1792, 30_000);
+        let full = t.heap_bytes();
+        drain(&mut t, secs(30));
+        // 224 entries left in room for 1792: the shard shrinks although tombstones fill it.
+        assert_eq!(t.len(), 224);
+        assert!(t.heap_bytes() < full / 2, "{} bytes for 224 entries, {full} for 1792", t.heap_bytes());
+        assert!((0..1792).step_by(8).all(|i| t.peek(secs(30), &pkt(i)).is_some_and(|(e, _)| e.decision == i)));
     }
 
     #[test]

@@ -216,7 +216,7 @@ fn what_cannot_be_carried_is_listed_by_id_in_the_file_and_the_result() {
         "acl-0a1b2c3d4e5f69002: inbound rule 101 for ::/0",
         "eni-0a1b2c3d4e5f64098: a `vpc_endpoint` interface",
         "i-0a1b2c3d4e5f66004: state `terminated`",
-        "pcx-0a1b2c3d4e5f6c002: status `pending-acceptance`",
+        "pcx-0a1b2c3d4e5f6c002: its VPC vpc-0fedcba9876543210 (account 210987654321, region eu-west-1) is not in the input",
     ];
     for e in expected {
         assert!(out.not_carried.iter().any(|l| l.starts_with(e)), "`{e}` not listed: {:#?}", out.not_carried);
@@ -225,6 +225,22 @@ fn what_cannot_be_carried_is_listed_by_id_in_the_file_and_the_result() {
     assert_eq!(out.not_carried.len(), expected.len(), "{:#?}", out.not_carried);
     let header_end = out.text.find("name = ").unwrap();
     assert!(out.text[..header_end].lines().all(|l| l.is_empty() || l.starts_with('#')), "{}", out.text);
+}
+
+#[test]
+fn a_pending_peering_between_imported_vpcs_is_kept_pending() {
+    let extra = vec![
+        file("vpc2.json", json!({"Vpcs": [{"VpcId": "vpc-2", "CidrBlock": "10.1.0.0/16"}]})),
+        file(
+            "pending.json",
+            json!({"VpcPeeringConnections": [{"VpcPeeringConnectionId": "pcx-pending",
+                "Status": {"Code": "pending-acceptance"},
+                "RequesterVpcInfo": {"VpcId": "vpc-1"}, "AccepterVpcInfo": {"VpcId": "vpc-2"}}]}),
+        ),
+    ];
+    let (_, m) = small_with(extra).unwrap();
+    let p = m.peerings.iter().find(|p| p.id == "pcx-pending").expect("the pending peering is carried");
+    assert_eq!(p.status, crate::model::PeeringStatus::PendingAcceptance);
 }
 
 #[test]

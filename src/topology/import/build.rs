@@ -244,21 +244,21 @@ impl<'a> Builder<'a> {
             let p = &it.v;
             let id = p.vpc_peering_connection_id.as_str();
             let code = p.status.as_ref().map_or("active", |s| s.code.as_str());
-            if code != "active" {
-                self.skip(format!("{id}: status `{code}`: only an active peering connection carries traffic"));
-                continue;
-            }
+            let status = match code {
+                "active" => crate::model::PeeringStatus::Active,
+                // Requested, not yet accepted: carried as such (it carries no traffic until then).
+                "pending-acceptance" => crate::model::PeeringStatus::PendingAcceptance,
+                _ => {
+                    self.skip(format!("{id}: status `{code}`: only an active or pending peering connection is kept"));
+                    continue;
+                }
+            };
             let side = |v: &aws::PeerVpc| v.vpc_id.as_deref().and_then(|v| self.vpc.get(v).copied());
             match (side(&p.requester_vpc_info), side(&p.accepter_vpc_info)) {
                 (Some(requester_vpc), Some(accepter_vpc)) => {
                     let pi = PcxIdx(idx(self.m.peerings.len()));
                     if self.pcx.insert(id, pi).is_none() {
-                        self.m.peerings.push(VpcPeering {
-                            id: id.to_string(),
-                            requester_vpc,
-                            accepter_vpc,
-                            status: crate::model::PeeringStatus::Active,
-                        });
+                        self.m.peerings.push(VpcPeering { id: id.to_string(), requester_vpc, accepter_vpc, status });
                     }
                 }
                 (r, _) => {

@@ -37,7 +37,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 # Per target: extra libFuzzer options.
-targets=(pipeline topology control_request)
+targets=(pipeline topology control_request api_request)
 if [ $# -gt 0 ]; then
     for t in "$@"; do
         case " ${targets[*]} " in *" $t "*) ;; *) echo "fuzz: no target '$t' (${targets[*]})" >&2; exit 2 ;; esac
@@ -48,6 +48,7 @@ declare -A extra=(
     [pipeline]="-max_len=8192"
     [topology]="-max_len=16384"
     [control_request]="-max_len=8192"
+    [api_request]="-max_len=4096"
 )
 build=(-s none -a)
 

@@ -14,6 +14,7 @@ use vpclab::model::{EniIdx, Mac, Model};
 use vpclab::packet::{build, IpProto, TcpFlags};
 use vpclab::pipeline::{ConnectionView, NoObserver, Offload, Pipeline, Verdict};
 
+pub mod api;
 pub mod control;
 pub mod topology;
 

@@ -129,7 +129,14 @@ fn answer(
         sigv4::verify(c, request)?;
     }
     let query = request.target.split_once('?').map_or("", |(_, q)| q);
-    let params = params(query.as_bytes(), &request.body)?;
+    let (action, input) = parse(query.as_bytes(), &request.body)?;
+    let output = dispatch(&action, &input, live)?;
+    wire::write_output(&action, request_id, &output)
+}
+
+/// A request's action and its input under the API's member names.
+fn parse(query: &[u8], body: &[u8]) -> Result<(String, Value), ApiError> {
+    let params = params(query, body)?;
     let action = params
         .get("Action")
         .ok_or_else(|| ApiError::new(400, "MissingAction", "The request must contain the parameter Action"))?;
@@ -137,8 +144,20 @@ fn answer(
         return Err(ApiError::invalid_action(action));
     }
     let input = wire::parse_input(action, &params)?;
-    let output = dispatch(action, &input, live)?;
-    wire::write_output(action, request_id, &output)
+    Ok((action.clone(), input))
+}
+
+/// What the API answers to a request body about `model` without a running lab: `Describe*`
+/// answered, any other known action refused as needing one. The server's path up to the model,
+/// for the fuzz target (`fuzz/`), which checks it never panics and never writes a response its
+/// shape refuses.
+pub fn answer_offline(body: &[u8], model: &crate::model::Model) -> Result<String, ApiError> {
+    let (action, input) = parse(b"", body)?;
+    if !action.starts_with("Describe") {
+        return Err(ApiError::new(400, "UnsupportedOperation", format!("{action} needs a running lab")));
+    }
+    let output = describe::describe(&action, &input, model)?;
+    wire::write_output(&action, "offline", &output)
 }
 
 /// The query string's and the form body's parameters together.

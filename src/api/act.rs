@@ -444,14 +444,21 @@ fn instances(action: &str, input: &Value, m: &Model) -> Result<(Vec<Operation>, 
 /// The create/delete actions: the operation, and the answer describing what was created (read
 /// back from the model after the change, by the ids the change reports).
 fn lifecycle(action: &str, input: &Value, m: &Model) -> Result<Option<(Vec<Operation>, Answer)>, ApiError> {
+    match vpc_objects(action, input, m)? {
+        Some(request) => Ok(Some(request)),
+        None => edge_objects(action, input),
+    }
+}
+
+/// VPCs, subnets, groups, network interfaces and route tables.
+fn vpc_objects(action: &str, input: &Value, m: &Model) -> Result<Option<(Vec<Operation>, Answer)>, ApiError> {
     let s = |name: &str| required(input, name).map(str::to_string);
     let o = |name: &str| text(input, name).map(str::to_string);
     let empty = || constant(json!({}));
-    let ok = || constant(json!({"Return": true}));
     Ok(Some(match action {
         "CreateVpc" => (
             vec![Operation::CreateVpc { cidr_block: s("CidrBlock")?, vpc_id: None }],
-            created("DescribeVpcs", "VpcIds", "Vpcs", "Vpc"),
+            created("DescribeVpcs", "VpcIds", "Vpc"),
         ),
         "DeleteVpc" => (vec![Operation::DeleteVpc { vpc_id: s("VpcId")? }], empty()),
         "CreateSubnet" => {
@@ -461,7 +468,7 @@ fn lifecycle(action: &str, input: &Value, m: &Model) -> Result<Option<(Vec<Opera
                 availability_zone: o("AvailabilityZone"),
                 subnet_id: None,
             };
-            (vec![op], created("DescribeSubnets", "SubnetIds", "Subnets", "Subnet"))
+            (vec![op], created("DescribeSubnets", "SubnetIds", "Subnet"))
         }
         "DeleteSubnet" => (vec![Operation::DeleteSubnet { subnet_id: s("SubnetId")? }], empty()),
         "CreateSecurityGroup" => {
@@ -492,17 +499,14 @@ fn lifecycle(action: &str, input: &Value, m: &Model) -> Result<Option<(Vec<Opera
                 description: o("Description"),
                 network_interface_id: None,
             };
-            (
-                vec![op],
-                created("DescribeNetworkInterfaces", "NetworkInterfaceIds", "NetworkInterfaces", "NetworkInterface"),
-            )
+            (vec![op], created("DescribeNetworkInterfaces", "NetworkInterfaceIds", "NetworkInterface"))
         }
         "DeleteNetworkInterface" => {
             (vec![Operation::DeleteNetworkInterface { network_interface_id: s("NetworkInterfaceId")? }], empty())
         }
         "CreateRouteTable" => (
             vec![Operation::CreateRouteTable { vpc_id: s("VpcId")?, route_table_id: None }],
-            created("DescribeRouteTables", "RouteTableIds", "RouteTables", "RouteTable"),
+            created("DescribeRouteTables", "RouteTableIds", "RouteTable"),
         ),
         "DeleteRouteTable" => (vec![Operation::DeleteRouteTable { route_table_id: s("RouteTableId")? }], empty()),
         "AssociateRouteTable" => {
@@ -514,9 +518,20 @@ fn lifecycle(action: &str, input: &Value, m: &Model) -> Result<Option<(Vec<Opera
             let subnet_id = subnet_of_association(m, &s("AssociationId")?)?;
             (vec![Operation::DisassociateRouteTable { subnet_id }], empty())
         }
+        _ => return Ok(None),
+    }))
+}
+
+/// Internet and NAT gateways, addresses, peerings and instances.
+fn edge_objects(action: &str, input: &Value) -> Result<Option<(Vec<Operation>, Answer)>, ApiError> {
+    let s = |name: &str| required(input, name).map(str::to_string);
+    let o = |name: &str| text(input, name).map(str::to_string);
+    let empty = || constant(json!({}));
+    let ok = || constant(json!({"Return": true}));
+    Ok(Some(match action {
         "CreateInternetGateway" => (
             vec![Operation::CreateInternetGateway { internet_gateway_id: None }],
-            created("DescribeInternetGateways", "InternetGatewayIds", "InternetGateways", "InternetGateway"),
+            created("DescribeInternetGateways", "InternetGatewayIds", "InternetGateway"),
         ),
         "AttachInternetGateway" => (
             vec![Operation::AttachInternetGateway {
@@ -555,7 +570,7 @@ fn lifecycle(action: &str, input: &Value, m: &Model) -> Result<Option<(Vec<Opera
                 allocation_id: o("AllocationId"),
                 nat_gateway_id: None,
             };
-            (vec![op], created("DescribeNatGateways", "NatGatewayIds", "NatGateways", "NatGateway"))
+            (vec![op], created("DescribeNatGateways", "NatGatewayIds", "NatGateway"))
         }
         "DeleteNatGateway" => {
             let id = s("NatGatewayId")?;
@@ -572,15 +587,7 @@ fn lifecycle(action: &str, input: &Value, m: &Model) -> Result<Option<(Vec<Opera
                 peer_vpc_id: s("PeerVpcId")?,
                 vpc_peering_connection_id: None,
             };
-            (
-                vec![op],
-                created(
-                    "DescribeVpcPeeringConnections",
-                    "VpcPeeringConnectionIds",
-                    "VpcPeeringConnections",
-                    "VpcPeeringConnection",
-                ),
-            )
+            (vec![op], created("DescribeVpcPeeringConnections", "VpcPeeringConnectionIds", "VpcPeeringConnection"))
         }
         "AcceptVpcPeeringConnection" => {
             let id = s("VpcPeeringConnectionId")?;
@@ -616,7 +623,7 @@ fn read_back(m: &Model, describe: &str, ids: &str, out: &Outcome) -> Value {
 }
 
 /// An answer `{member: the created object}`.
-fn created(describe: &'static str, ids: &'static str, _list: &'static str, member: &'static str) -> Answer {
+fn created(describe: &'static str, ids: &'static str, member: &'static str) -> Answer {
     Box::new(move |m: &Model, out: &Outcome| json!({ member: read_back(m, describe, ids, out) }))
 }
 

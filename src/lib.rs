@@ -26,4 +26,5 @@ pub mod netns;
 pub mod packet;
 pub mod pipeline;
 pub mod policy;
+pub mod services;
 pub mod topology;

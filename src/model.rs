@@ -693,6 +693,49 @@ pub struct Model {
     pub flow_logs: Vec<FlowLog>,
     /// `[api]`: where the EC2 Query API listens and the credentials it checks.
     pub api: ApiSettings,
+    /// The lab's AWS region as written (`region`); `None` is us-east-1, see [`Model::region`].
+    pub region: Option<String>,
+    /// DHCP options sets (`[[dhcp_options]]`), each with the VPCs that use it.
+    pub dhcp_options: Vec<DhcpOptionsSet>,
+}
+
+/// The region a lab without a `region` setting is in.
+pub const DEFAULT_REGION: &str = "us-east-1";
+
+/// A name server entry of a DHCP options set: the VPC's own resolver (base + 2) or an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum NameServer {
+    /// `AmazonProvidedDNS`: the VPC's base + 2.
+    AmazonProvidedDns,
+    /// A given address.
+    Address(Ipv4Addr),
+}
+
+/// A DHCP options set (AWS's `DhcpOptions`), as written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DhcpOptionsSet {
+    /// Its id (`dopt-...`).
+    pub id: String,
+    /// The domain name handed out; `None`: AWS's default for the region.
+    pub domain_name: Option<String>,
+    /// Name servers; empty: `AmazonProvidedDNS`.
+    pub domain_name_servers: Vec<NameServer>,
+    /// NTP servers (option 42); empty: none handed out.
+    pub ntp_servers: Vec<Ipv4Addr>,
+    /// The VPCs associated with it.
+    pub vpcs: Vec<VpcIdx>,
+}
+
+/// What the fabric's DHCP server hands out in one VPC, resolved from its options set (or AWS's
+/// defaults when it has none).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DhcpSettings {
+    /// Option 15.
+    pub domain_name: String,
+    /// Option 6.
+    pub dns_servers: Vec<Ipv4Addr>,
+    /// Option 42 (omitted when empty).
+    pub ntp_servers: Vec<Ipv4Addr>,
 }
 
 /// The EC2 Query API's settings (`[api]`); the endpoint is off unless `listen` (or `up --api`)
@@ -875,6 +918,39 @@ impl FlowLog {
 }
 
 impl Model {
+    /// The lab's region: its `region` setting, else us-east-1.
+    pub fn region(&self) -> &str {
+        self.region.as_deref().unwrap_or(DEFAULT_REGION)
+    }
+
+    /// What the DHCP server hands out in `vpc`: its options set's values, AWS's defaults where
+    /// absent (`AmazonProvidedDNS` at base + 2; `ec2.internal` in us-east-1, else
+    /// `<region>.compute.internal`).
+    pub fn dhcp_settings(&self, vpc: VpcIdx) -> DhcpSettings {
+        let set = self.dhcp_options.iter().find(|d| d.vpcs.contains(&vpc));
+        let amazon_dns = self.vpcs[vpc.index()].cidr.nth(2);
+        let region = self.region();
+        let default_domain =
+            if region == DEFAULT_REGION { "ec2.internal".to_string() } else { format!("{region}.compute.internal") };
+        let servers = set.map(|d| d.domain_name_servers.as_slice()).unwrap_or_default();
+        let dns_servers = if servers.is_empty() {
+            vec![amazon_dns]
+        } else {
+            servers
+                .iter()
+                .map(|s| match s {
+                    NameServer::AmazonProvidedDns => amazon_dns,
+                    NameServer::Address(a) => *a,
+                })
+                .collect()
+        };
+        DhcpSettings {
+            domain_name: set.and_then(|d| d.domain_name.clone()).unwrap_or(default_domain),
+            dns_servers,
+            ntp_servers: set.map(|d| d.ntp_servers.clone()).unwrap_or_default(),
+        }
+    }
+
     /// The ENIs a flow log covers, in model order.
     pub fn flow_log_enis(&self, resource: FlowLogResource) -> Vec<EniIdx> {
         (0..self.enis.len() as u32)

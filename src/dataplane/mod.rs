@@ -691,11 +691,18 @@ impl<P: Port> Dataplane<P> {
         let off = tap::offload(&self.buf[..VNET_HDR_LEN]);
         let internet = self.ports.len() - 1;
         let frame = &mut self.buf[VNET_HDR_LEN..n];
-        if port == internet {
+        let verdict = if port == internet {
             self.pipeline.process_internet(now, frame, off, obs)
         } else {
             self.pipeline.process_offloaded(now, EniIdx(port as u32), frame, off, obs)
+        };
+        if let Verdict::ReplyWith(len) = verdict {
+            // A fabric answer longer than its request (a DHCP reply) is kept by the pipeline.
+            if len > n - VNET_HDR_LEN {
+                self.buf[VNET_HDR_LEN..VNET_HDR_LEN + len].copy_from_slice(self.pipeline.answer());
+            }
         }
+        verdict
     }
 
     /// [`handle_frame`](Self::handle_frame) while captures run, the lab mirrors traffic or logs

@@ -55,8 +55,8 @@ pub use verdict::{DropReason, EniCounters, Verdict};
 
 use crate::conntrack::{ConnTable, ConntrackFull};
 use crate::model::{
-    AclIdx, Cidr, EniIdx, InstanceState, Mac, Model, NatIdx, RouteTarget, SubnetIdx, VpcIdx, INTERNET_GATEWAY_IP,
-    INTERNET_MTU,
+    AclIdx, Cidr, DhcpSettings, EniIdx, InstanceState, Mac, Model, NatIdx, RouteTarget, SubnetIdx, VpcIdx,
+    INTERNET_GATEWAY_IP, INTERNET_MTU,
 };
 use crate::nat::{IgwMap, NatError, NatTable};
 use crate::packet::rewrite::{self, L4Csum};
@@ -64,6 +64,7 @@ use crate::packet::{self, build, ArpMeta, Flow, IpProto, Ipv4Meta, L3Meta, TcpFl
 use crate::policy::network_acl::{self, CompiledAcl};
 use crate::policy::route_table::{self, CompiledRoutes};
 use crate::policy::{security_group::SecurityGroups, Direction};
+use crate::services::dhcp::{self, DhcpDrop};
 
 /// The MTU inside a VPC, as on AWS.
 pub const VPC_MTU: u16 = 9001;
@@ -78,6 +79,8 @@ pub enum Stage {
     PortSecurity,
     /// The fabric answers ARP for the router and for ENIs of the same subnet.
     ArpReply,
+    /// The fabric answers DHCP (before source check, groups, ACLs and flow logs, as AWS does).
+    DhcpReply,
     /// With the check on, the source IP must be one of the sender's private IPs.
     SourceCheck,
     /// The sender's security groups and connection table.
@@ -109,6 +112,7 @@ impl Stage {
             Stage::Parse => "parse",
             Stage::PortSecurity => "port-security",
             Stage::ArpReply => "arp-reply",
+            Stage::DhcpReply => "dhcp-reply",
             Stage::SourceCheck => "source-check",
             Stage::SgEgress => "sg-egress",
             Stage::Layer2 => "layer2",
@@ -358,6 +362,10 @@ pub struct Pipeline {
     inet_peer_mac: PeerMac,
     uplink_gateway: Option<Ipv4Addr>,
     generation: u64,
+    /// By VPC index: what its DHCP server hands out.
+    dhcp: Vec<DhcpSettings>,
+    /// The last fabric answer too long to be written over its request (see [`Verdict::ReplyWith`]).
+    answer: Vec<u8>,
     /// This pipeline's part when several workers forward the lab; `None` with one worker.
     shard: Option<Box<Shard>>,
 }
@@ -446,6 +454,8 @@ impl Pipeline {
             inet_peer_mac: PeerMac::new(model.internet_host_mac()),
             uplink_gateway: model.uplink.as_ref().map(|u| u.gateway),
             generation: 0,
+            dhcp: Vec::new(),
+            answer: Vec::new(),
             shard: None,
         };
         if model.uplink.is_some() {
@@ -658,6 +668,7 @@ impl Pipeline {
     fn compile(&mut self, model: &Model) {
         let mut owner_by_ip = HashMap::new();
         let mut owner_by_mac = HashMap::new();
+        self.dhcp = (0..model.vpcs.len()).map(|v| model.dhcp_settings(VpcIdx(v as u32))).collect();
         self.ports = model
             .enis
             .iter()
@@ -886,6 +897,9 @@ impl Pipeline {
                 return Err(Verdict::Drop(DropReason::UnsupportedEthertype));
             }
         };
+        if dhcp::is_request(&ip, self.ports[from.index()].subnet_cidr) {
+            return self.dhcp_reply(from, &ip, meta.src_mac, frame, obs);
+        }
         within_vpc_mtu(&ip, frame, off, obs)?;
         let info = ip.flow;
         if commit {
@@ -1765,6 +1779,53 @@ impl Pipeline {
             Some(eni) => Verdict::DropAt(reason, eni),
             None => Verdict::Drop(reason),
         })
+    }
+
+    /// The fabric answers DHCP on every ENI. The reply is written over the request when it fits,
+    /// else kept in [`answer`](Self::answer) for the caller to copy (see [`Verdict::ReplyWith`]).
+    fn dhcp_reply<O: Observer>(
+        &mut self,
+        from: EniIdx,
+        ip: &Ipv4Meta,
+        src_mac: Mac,
+        frame: &mut [u8],
+        obs: &mut O,
+    ) -> Step<Verdict> {
+        let port = &self.ports[from.index()];
+        let Some(&primary_ip) = port.ips.first() else {
+            obs.record(Stage::DhcpReply, format_args!("drop: {} has no private IP", port.id));
+            return Err(Verdict::Drop(DropReason::DhcpUnanswered));
+        };
+        let facts = dhcp::EniFacts {
+            mac: port.mac,
+            primary_ip,
+            subnet: port.subnet_cidr,
+            router_mac: port.router_mac,
+            settings: &self.dhcp[port.vpc.index()],
+        };
+        let reply = match dhcp::answer(frame, ip, src_mac, &facts) {
+            Ok(r) => r,
+            Err(why) => {
+                obs.record(Stage::DhcpReply, format_args!("drop: {why:?}"));
+                return Err(Verdict::Drop(match why {
+                    DhcpDrop::Malformed => DropReason::DhcpMalformed,
+                    DhcpDrop::Spoofed => DropReason::DhcpSpoof,
+                    DhcpDrop::Unanswered => DropReason::DhcpUnanswered,
+                }));
+            }
+        };
+        obs.record(Stage::DhcpReply, format_args!("answered {} for {}", primary_ip, port.id));
+        if let Some(head) = frame.get_mut(..reply.len()) {
+            head.copy_from_slice(&reply);
+        }
+        let len = reply.len();
+        self.answer = reply;
+        Err(Verdict::ReplyWith(len))
+    }
+
+    /// A fabric answer longer than the frame it answers (see [`Verdict::ReplyWith`]).
+    pub fn answer(&self) -> &[u8] {
+        &self.answer
     }
 
     /// The fabric answers ARP: the router's MAC for the subnet router, the owner's MAC for an

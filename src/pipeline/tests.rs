@@ -1731,3 +1731,102 @@ fn every_worker_sends_to_the_uplink_gateway_mac_any_worker_relearned() {
     p.pipeline = swapped;
     assert_eq!(&p.outbound("eni-web", 40002, 80, SYN).1[0..6], &old.0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// DHCP: answered by the fabric before groups and ACLs
+
+const DHCP_LAB: &str = r#"
+name = "dhcp"
+region = "eu-west-1"
+
+[[vpc]]
+id = "vpc-a"
+cidr = "10.0.0.0/16"
+
+[[subnet]]
+id = "sub-1"
+vpc = "vpc-a"
+cidr = "10.0.1.0/24"
+network_acl = "acl-deny"
+
+[[network_acl]]
+id = "acl-deny"
+vpc = "vpc-a"
+ingress = []
+egress = []
+
+[[security_group]]
+id = "sg-closed"
+vpc = "vpc-a"
+egress = []
+
+[[instance]]
+id = "one"
+
+[[network_interface]]
+id = "eni-one"
+subnet = "sub-1"
+private_ip = "10.0.1.10"
+security_groups = ["sg-closed"]
+attachment = { instance = "one", device_index = 0 }
+"#;
+
+/// The reply of a `ReplyWith(len)` verdict: over the request, or kept by the pipeline when longer.
+fn fabric_reply(p: &Pipeline, frame: &[u8], len: usize) -> Vec<u8> {
+    if len <= frame.len() {
+        frame[..len].to_vec()
+    } else {
+        p.answer()[..len].to_vec()
+    }
+}
+
+#[test]
+fn dhcp_is_answered_whatever_the_groups_and_acls_say() {
+    use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode};
+    use dhcproto::{Decodable, Decoder};
+    let model = crate::topology::parse(DHCP_LAB, "dhcp.toml").expect("the DHCP lab is valid");
+    let mut p = Pipeline::new(&model);
+    let eni = model.eni_by_id("eni-one").unwrap();
+    let mac = model.enis[eni.index()].mac;
+    let mut f = dhcp::client_frame(mac, MessageType::Discover, Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, &[]);
+    let mut rec = Recorder::default();
+    let Verdict::ReplyWith(len) = p.process(Duration::ZERO, eni, &mut f, &mut rec) else { panic!("not answered") };
+    assert_eq!(rec.lines.iter().map(|l| l.0).collect::<Vec<_>>(), [Stage::PortSecurity, Stage::DhcpReply]);
+    let reply = fabric_reply(&p, &f, len);
+    let start = ETH_HEADER_LEN + 20 + 8;
+    let m = Message::decode(&mut Decoder::new(&reply[start..])).expect("the reply decodes");
+    assert_eq!((m.opts().msg_type(), m.yiaddr()), (Some(MessageType::Offer), Ipv4Addr::new(10, 0, 1, 10)));
+    let domain = DhcpOption::DomainName("eu-west-1.compute.internal".into());
+    assert_eq!(m.opts().get(OptionCode::DomainName), Some(&domain));
+    // Other UDP from the same ENI is still refused by its group.
+    let mut other =
+        build::udp(model.vpcs[0].router_mac, mac, [10, 0, 1, 10].into(), [10, 0, 1, 1].into(), 40000, 53, b"x");
+    assert_eq!(
+        p.process(Duration::ZERO, eni, &mut other, &mut NoObserver),
+        Verdict::Drop(DropReason::SecurityGroupEgress)
+    );
+}
+
+#[test]
+fn dhcp_spoofed_and_malformed_requests_are_counted_drops() {
+    use dhcproto::v4::MessageType;
+    let mut lab = Lab::new();
+    let other = lab.mac("eni-two");
+    let mut spoof = dhcp::client_frame(other, MessageType::Discover, Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, &[]);
+    spoof[6..12].copy_from_slice(&lab.mac("eni-one").0);
+    assert_eq!(lab.run("eni-one", &mut spoof), Verdict::Drop(DropReason::DhcpSpoof));
+    let mut junk =
+        build::udp(Mac([0xff; 6]), lab.mac("eni-one"), Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, 68, 67, &[0; 64]);
+    assert_eq!(lab.run("eni-one", &mut junk), Verdict::Drop(DropReason::DhcpMalformed));
+    let mut request = dhcp::client_frame(
+        lab.mac("eni-one"),
+        MessageType::Request,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::BROADCAST,
+        &[dhcproto::v4::DhcpOption::RequestedIpAddress(Ipv4Addr::new(10, 0, 1, 11))],
+    );
+    // The secondary IP is the ENI's, but DHCP hands out only the primary: NAK.
+    let Verdict::ReplyWith(len) = lab.run("eni-one", &mut request) else { panic!("not answered") };
+    let reply = fabric_reply(&lab.pipeline, &request, len);
+    assert_eq!(parse(&reply).unwrap().dst_mac, Mac([0xff; 6]));
+}

@@ -12,7 +12,9 @@ pub enum Verdict {
     /// with an empty virtio-net header.
     Reply,
     /// The frame was rewritten into an answer of this length (ICMP fragmentation needed, a
-    /// TCP RST): write it back to the ingress port, with an empty virtio-net header.
+    /// TCP RST, a DHCP reply): write it back to the ingress port, with an empty virtio-net
+    /// header. An answer longer than the frame it answers (a DHCP reply can be) is in
+    /// `Pipeline::answer` instead; the caller copies it into its buffer.
     ReplyWith(usize),
     /// Write the rewritten frame to the emulated internet's TAP.
     ToInternet,
@@ -122,6 +124,12 @@ drop_reasons! {
     NatNoMapping = "nat_no_translation", "NAT_UNSOLICITED_INBOUND",
     /// The ENI's connection table is full (AWS's `conntrack_allowance_exceeded`).
     ConntrackFull = "conntrack_allowance_exceeded", "CONNTRACK_ALLOWANCE_EXCEEDED",
+    /// A DHCP request the fabric could not read (truncated, not a BOOTREQUEST, no message type).
+    DhcpMalformed = "dhcp_malformed", "DHCP_MALFORMED",
+    /// A DHCP request whose chaddr (or source MAC) is not the sending ENI's MAC.
+    DhcpSpoof = "dhcp_spoof", "ENI_DHCP_SPOOF",
+    /// A DHCP message the server does not answer (RELEASE, DECLINE, a REQUEST for another server).
+    DhcpUnanswered = "dhcp_unanswered", "DHCP_NO_REPLY",
     /// With several workers: a frame read by one worker could not be handed to its owner (the
     /// ring between them was full, or a configuration swap came in between).
     HandoffLost = "worker_handoff_lost", "WORKER_HANDOFF_LOST",

@@ -10,7 +10,7 @@ use toml_edit::{value, Array, ArrayOfTables, DocumentMut, InlineTable, Item, Tab
 
 use crate::model::{
     AclAction, AclRule, ConntrackConfig, Eni, Mac, Model, NatGateway, PortMatch, PortRange, Protocol, RouteTarget,
-    SgPeer, SgRule,
+    SgPeer, SgRule, VpcIdx,
 };
 use crate::policy::route_table::target_name;
 
@@ -23,8 +23,12 @@ pub fn export(m: &Model) -> String {
 pub(crate) fn document(m: &Model) -> DocumentMut {
     let mut doc = DocumentMut::new();
     doc["name"] = value(&m.name);
+    if let Some(r) = &m.region {
+        doc["region"] = value(r);
+    }
     let mut sections: Vec<(&str, ArrayOfTables)> = vec![
-        ("vpc", m.vpcs.iter().map(|v| vpc(m, v)).collect()),
+        ("dhcp_options", m.dhcp_options.iter().map(dhcp_options).collect()),
+        ("vpc", m.vpcs.iter().enumerate().map(|(i, v)| vpc(m, VpcIdx(i as u32), v)).collect()),
         ("subnet", m.subnets.iter().map(|s| subnet(m, s)).collect()),
         ("internet_gateway", m.internet_gateways.iter().map(|g| igw(m, g)).collect()),
         ("elastic_ip", m.elastic_ips.iter().map(|e| eip(m, e)).collect()),
@@ -121,13 +125,35 @@ fn lines(items: impl Iterator<Item = InlineTable>) -> Array {
     a
 }
 
-fn vpc(m: &Model, v: &crate::model::Vpc) -> Table {
+fn vpc(m: &Model, idx: VpcIdx, v: &crate::model::Vpc) -> Table {
     let mut t = Table::new();
     t["id"] = value(&v.id);
     t["cidr"] = value(v.cidr.to_string());
     let main = &m.route_tables[v.main_route_table.index()].id;
     if !is_implicit(main) {
         t["main_route_table"] = value(main);
+    }
+    if let Some(set) = m.dhcp_options.iter().find(|d| d.vpcs.contains(&idx)) {
+        t["dhcp_options"] = value(&set.id);
+    }
+    t
+}
+
+fn dhcp_options(d: &crate::model::DhcpOptionsSet) -> Table {
+    let mut t = Table::new();
+    t["id"] = value(&d.id);
+    if let Some(n) = &d.domain_name {
+        t["domain_name"] = value(n);
+    }
+    if !d.domain_name_servers.is_empty() {
+        let names = d.domain_name_servers.iter().map(|s| match s {
+            crate::model::NameServer::AmazonProvidedDns => Value::from("AmazonProvidedDNS"),
+            crate::model::NameServer::Address(a) => ip(*a),
+        });
+        t["domain_name_servers"] = value(names.collect::<Array>());
+    }
+    if !d.ntp_servers.is_empty() {
+        t["ntp_servers"] = value(d.ntp_servers.iter().map(|a| ip(*a)).collect::<Array>());
     }
     t
 }

@@ -570,3 +570,34 @@ fn an_invalid_edit_is_reported_by_the_parse_with_its_field() {
     let problems = parse(&export(&m), "edit").expect_err("device 0 of app is taken").problems;
     assert_eq!(problems[0].field, "network_interface \"eni-app-float\".attachment.device_index");
 }
+
+#[test]
+fn dhcp_options_and_the_region_round_trip() {
+    let text = r#"name = "d"
+region = "ap-southeast-2"
+
+[[dhcp_options]]
+id = "dopt-corp"
+domain_name = "corp.example"
+domain_name_servers = ["AmazonProvidedDNS", "192.0.2.53"]
+ntp_servers = ["169.254.169.123"]
+
+[[dhcp_options]]
+id = "dopt-bare"
+
+[[vpc]]
+id = "vpc-a"
+cidr = "10.0.0.0/16"
+dhcp_options = "dopt-corp"
+
+[[vpc]]
+id = "vpc-b"
+cidr = "10.1.0.0/16"
+dhcp_options = "dopt-bare"
+"#;
+    let m = assert_round_trip(text, "dhcp.toml");
+    assert_eq!(m.region(), "ap-southeast-2");
+    let exported = export(&m);
+    assert!(exported.contains("dhcp_options = \"dopt-corp\""), "{exported}");
+    assert!(exported.contains("region = \"ap-southeast-2\""), "{exported}");
+}

@@ -55,6 +55,22 @@ pub(crate) struct RawFile {
     #[serde(default)]
     pub(crate) flow_log: Vec<RawFlowLog>,
     pub(crate) api: Option<RawApi>,
+    /// The lab's AWS region (default us-east-1): names DHCP's default domain.
+    pub(crate) region: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) dhcp_options: Vec<RawDhcpOptions>,
+}
+
+/// `[[dhcp_options]]`: a DHCP options set, used by the VPCs that name it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDhcpOptions {
+    pub(crate) id: Spanned<String>,
+    pub(crate) domain_name: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) domain_name_servers: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) ntp_servers: Vec<Spanned<String>>,
 }
 
 /// `[api]`: the EC2 Query API endpoint (`up --api ADDR` overrides `listen`).
@@ -86,6 +102,7 @@ pub(crate) struct RawVpc {
     pub(crate) id: Spanned<String>,
     pub(crate) cidr: Spanned<String>,
     pub(crate) main_route_table: Option<Spanned<String>>,
+    pub(crate) dhcp_options: Option<Spanned<String>>,
 }
 
 /// `[[subnet]]`.

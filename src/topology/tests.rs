@@ -1180,3 +1180,55 @@ fn a_group_is_named_by_its_id_unless_named_and_names_are_unique_per_vpc() {
     );
     rejects(&sg("name = \"default\"\n"), "name = \"default\"", "security_group \"sg-a\".name", "reserved");
 }
+
+// ---------------------------------------------------------------------------------------------
+// DHCP options sets and the region
+
+const DHCP_VPC: &str = r#"
+[[dhcp_options]]
+id = "dopt-corp"
+domain_name = "corp.example"
+domain_name_servers = ["AmazonProvidedDNS", "192.0.2.53"]
+ntp_servers = ["169.254.169.123"]
+
+[[vpc]]
+id = "vpc-d"
+cidr = "10.9.0.0/16"
+dhcp_options = "dopt-corp"
+"#;
+
+#[test]
+fn dhcp_options_resolve_with_aws_defaults_where_absent() {
+    let m = ok(DHCP_VPC);
+    let (a, d) = (crate::model::VpcIdx(0), crate::model::VpcIdx(1));
+    let plain = m.dhcp_settings(a);
+    assert_eq!(plain.domain_name, "ec2.internal");
+    assert_eq!(plain.dns_servers, [Ipv4Addr::new(10, 0, 0, 2)]);
+    assert!(plain.ntp_servers.is_empty());
+    let corp = m.dhcp_settings(d);
+    assert_eq!(corp.domain_name, "corp.example");
+    assert_eq!(corp.dns_servers, [Ipv4Addr::new(10, 9, 0, 2), Ipv4Addr::new(192, 0, 2, 53)]);
+    assert_eq!(corp.ntp_servers, [Ipv4Addr::new(169, 254, 169, 123)]);
+    let elsewhere = parse(&format!("region = \"eu-west-3\"\n{}", &lab("")), "t.toml").unwrap();
+    assert_eq!(elsewhere.dhcp_settings(a).domain_name, "eu-west-3.compute.internal");
+}
+
+#[test]
+fn dhcp_options_mistakes_are_named_at_their_field() {
+    let bad_dns = DHCP_VPC.replace("\"192.0.2.53\"", "\"dns.example\"");
+    rejects(&bad_dns, "dns.example", "dhcp_options \"dopt-corp\".domain_name_servers", "not an IPv4 address");
+    let amazon_ntp = DHCP_VPC.replace("\"169.254.169.123\"", "\"AmazonProvidedDNS\"");
+    rejects(&amazon_ntp, "ntp_servers", "dhcp_options \"dopt-corp\".ntp_servers", "not an IPv4 address");
+    let bad_domain = DHCP_VPC.replace("corp.example", "corp..example");
+    rejects(&bad_domain, "corp..example", "dhcp_options \"dopt-corp\".domain_name", "not a domain name");
+    let unknown = DHCP_VPC.replace("dhcp_options = \"dopt-corp\"", "dhcp_options = \"dopt-none\"");
+    rejects(&unknown, "dopt-none", "vpc \"vpc-d\".dhcp_options", "not the id of a [[dhcp_options]]");
+    let five = DHCP_VPC.replace("\"192.0.2.53\"]", "\"192.0.2.1\", \"192.0.2.2\", \"192.0.2.3\", \"192.0.2.4\"]");
+    rejects(&five, "192.0.2.4", "dhcp_options \"dopt-corp\".domain_name_servers", "at most 4");
+    let twice = format!("{DHCP_VPC}\n[[dhcp_options]]\nid = \"dopt-corp\"\n");
+    let ps = problems(&twice);
+    assert_eq!(ps.len(), 1, "{ps:?}");
+    assert!(ps[0].message.contains("duplicate DHCP options id"), "{}", ps[0]);
+    let region = parse(&format!("region = \"mars\"\n{}", lab("")), "t.toml").unwrap_err().problems;
+    assert_eq!((region.len(), region[0].field.as_str(), region[0].line), (1, "region", 1), "{region:?}");
+}

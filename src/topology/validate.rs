@@ -35,6 +35,7 @@ use crate::model::{
 };
 use crate::packet::IpProto;
 
+mod dhcp;
 mod flow_logs;
 mod mirror;
 
@@ -519,6 +520,8 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
     let mirrors = mirror::traffic_mirroring(&mut c, raw);
     let flow_logs = flow_logs::flow_logs(&mut c, raw);
     let api = api(&mut c, raw);
+    let region = dhcp::region(&mut c, raw);
+    let dhcp_options = dhcp::dhcp_options(&mut c, raw);
     if !c.problems.is_empty() {
         return Err(c.problems);
     }
@@ -544,6 +547,8 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
     let model = sections.model(raw).and_then(|mut m| {
         m.flow_logs = flow_logs.into_iter().collect::<Option<Vec<_>>>()?;
         m.api = api;
+        m.region = region;
+        m.dhcp_options = dhcp_options;
         Some(m)
     });
     model.ok_or_else(|| {
@@ -2075,6 +2080,8 @@ impl Sections {
             traffic_mirror_sessions: self.mirrors.sessions(raw)?,
             flow_logs: Vec::new(),
             api: ApiSettings::default(),
+            region: None,
+            dhcp_options: Vec::new(),
         })
     }
 

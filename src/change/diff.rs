@@ -79,8 +79,16 @@ pub fn diff(old: &Model, new: &Model) -> Result<Plan, AwsError> {
             "the emulated internet cannot be added to or removed from a running lab (hosts can be)",
         ));
     }
+    if old.region() != new.region() {
+        return Err(AwsError::not_permitted(format!(
+            "the region of a running lab cannot change (`{}` to `{}`): AWS does not move a VPC between regions",
+            old.region(),
+            new.region()
+        )));
+    }
     let mut plan = Plan::default();
     vpcs(old, new, &mut plan)?;
+    dhcp_options(old, new, &mut plan)?;
     subnets(old, new, &mut plan)?;
     gateways(old, new, &mut plan)?;
     route_tables(old, new, &mut plan)?;
@@ -118,6 +126,42 @@ fn vpcs(old: &Model, new: &Model, plan: &mut Plan) -> Result<(), AwsError> {
         },
     )?;
     plan.steps.extend(steps.into_inner());
+    Ok(())
+}
+
+/// DHCP options sets are immutable on AWS (there is no `ModifyDhcpOptions`): they are created,
+/// deleted, and associated with VPCs. Instances see a new set at their next lease renewal.
+fn dhcp_options(old: &Model, new: &Model, plan: &mut Plan) -> Result<(), AwsError> {
+    let line = |d: &crate::model::DhcpOptionsSet| {
+        format!("{} domain {:?} dns {:?} ntp {:?}", d.id, d.domain_name, d.domain_name_servers, d.ntp_servers)
+    };
+    let (o, n) = (by_id(&old.dhcp_options, |d| &d.id), by_id(&new.dhcp_options, |d| &d.id));
+    let steps = RefCell::new(Vec::new());
+    each(
+        &o,
+        &n,
+        |d| steps.borrow_mut().push(format!("CreateDhcpOptions {}", line(d))),
+        |d| steps.borrow_mut().push(format!("DeleteDhcpOptions {}", d.id)),
+        |a, b| {
+            if line(a) != line(b) {
+                return Err(immutable(format!("DHCP options set {}", a.id)));
+            }
+            Ok(())
+        },
+    )?;
+    plan.steps.extend(steps.into_inner());
+    let set_of = |m: &Model, vpc: &str| {
+        let idx = m.vpcs.iter().position(|v| v.id == vpc)?;
+        let set = m.dhcp_options.iter().find(|d| d.vpcs.iter().any(|v| v.index() == idx))?;
+        Some(set.id.clone())
+    };
+    for vpc in new.vpcs.iter().filter(|v| old.vpcs.iter().any(|o| o.id == v.id)) {
+        let (before, after) = (set_of(old, &vpc.id), set_of(new, &vpc.id));
+        if before != after {
+            let set = after.unwrap_or_else(|| "default".to_string());
+            plan.push(format!("AssociateDhcpOptions {set} -> {}", vpc.id));
+        }
+    }
     Ok(())
 }
 

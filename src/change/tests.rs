@@ -434,6 +434,37 @@ fn the_api_endpoint_of_a_running_lab_cannot_change() {
     assert!(e.message.contains("[api]"), "{e}");
 }
 
+#[test]
+fn dhcp_options_sets_are_created_associated_and_deleted_never_modified() {
+    use crate::model::{DhcpOptionsSet, NameServer, VpcIdx};
+    let old = default_lab();
+    let mut with = old.clone();
+    with.dhcp_options.push(DhcpOptionsSet {
+        id: "dopt-corp".into(),
+        domain_name: Some("corp.example".into()),
+        domain_name_servers: vec![NameServer::Address("10.0.0.53".parse().unwrap())],
+        ntp_servers: Vec::new(),
+        vpcs: vec![VpcIdx(0)],
+    });
+    let vpc = &old.vpcs[0].id;
+    let steps = diff(&old, &with).unwrap().steps;
+    assert!(steps[0].starts_with("CreateDhcpOptions dopt-corp domain Some(\"corp.example\")"), "{steps:?}");
+    assert_eq!(steps[1], format!("AssociateDhcpOptions dopt-corp -> {vpc}"));
+    assert_eq!(
+        diff(&with, &old).unwrap().steps,
+        ["DeleteDhcpOptions dopt-corp".to_string(), format!("AssociateDhcpOptions default -> {vpc}")]
+    );
+    let mut changed = with.clone();
+    changed.dhcp_options[0].domain_name = Some("other.example".into());
+    assert_eq!(diff(&with, &changed).unwrap_err().code, "OperationNotPermitted");
+    let mut moved = old.clone();
+    moved.region = Some("eu-west-1".into());
+    assert!(diff(&old, &moved).unwrap_err().message.contains("region"));
+    let mut explicit = old.clone();
+    explicit.region = Some("us-east-1".into());
+    assert!(diff(&old, &explicit).unwrap().is_empty(), "writing the default region is no change");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Creating and deleting whole objects
 

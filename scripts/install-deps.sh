@@ -16,6 +16,8 @@ have gcc || want+=(gcc)
 have iptables || want+=(iptables)
 # busybox udhcpc: the DHCP client the DHCP tests (and `instance_network = "dhcp"`) run.
 have busybox || want+=(busybox)
+# dhclient (isc-dhcp-client): the client `instance_network = "dhcp"` runs on every interface.
+have dhclient || want+=(isc-dhcp-client)
 have tshark || want+=(tshark)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || want+=(python3-venv)
 if [ ${#want[@]} -gt 0 ]; then

@@ -32,9 +32,13 @@ use serde::{Deserialize, Serialize};
 use crate::change::{self, live::LiveLab};
 use crate::control;
 use crate::dataplane::{tap::Tap, Command, Dataplane, Handle};
-use crate::model::{Cidr, EniIdx, InstanceIdx, InstanceState, Model, INTERNET_GATEWAY_IP, INTERNET_MTU};
+use crate::model::{
+    Cidr, EniIdx, InstanceIdx, InstanceNetwork, InstanceState, Model, INTERNET_GATEWAY_IP, INTERNET_MTU,
+};
 use crate::netns::{self, LinkConfig, Netlink, RouteSpec};
 use crate::pipeline::Pipeline;
+
+pub mod guest;
 
 /// Where running labs keep their locks, records, sockets and logs, unless `VPCLAB_RUN_DIR` says
 /// otherwise (tests use that to see only their own labs).
@@ -640,23 +644,33 @@ pub(crate) fn transfer_eni(
         }
     }
     let (a, b) = (format!("eth{}", was.device_index), format!("eth{}", will.device_index));
+    guest::stop_dhcp_client(&old.name, from_ns, &a);
     from.move_link(&a, to_ns, &b).with_context(|| format!("moving {} from {from_ns} to {to_ns} as {b}", eni.id))?;
     Ok(())
 }
 
 /// Configures an ENI's interface, already in its instance as `eth<device_index>`, the way EC2 and
 /// ec2-net-utils do (see [`place_eni`]).
+/// With `instance_network = "dhcp"` only the link is set (MAC, up) and a DHCP client started:
+/// the address, MTU and routes come from the fabric's DHCP server.
 pub(crate) fn configure_eni(model: &Model, idx: EniIdx, ns: &str, nl: &mut Netlink) -> anyhow::Result<()> {
     let eni = &model.enis[idx.index()];
     let attachment = eni.attachment.expect("only attached ENIs are configured");
     let ifname = format!("eth{}", attachment.device_index);
+    let dhcp = model.instance_network == InstanceNetwork::Dhcp;
     let cfg = LinkConfig {
         mac: Some(eni.mac),
-        mtu: Some(u32::from(crate::pipeline::VPC_MTU)),
+        mtu: (!dhcp).then_some(u32::from(crate::pipeline::VPC_MTU)),
         txqueuelen: Some(TAP_TXQUEUELEN),
         up: true,
     };
     nl.set_link(&ifname, &cfg).with_context(|| format!("configuring {ifname} in {ns}"))?;
+    if attachment.device_index == 0 {
+        guest::prepare_resolv_conf(model, attachment.instance)?;
+    }
+    if dhcp {
+        return guest::start_dhcp_client(model, idx, ns);
+    }
     let subnet = model.subnet_of(idx).cidr;
     for ip in eni.private_ips() {
         add_eni_address(nl, subnet.prefix, attachment.device_index, &ifname, ip)
@@ -740,6 +754,7 @@ pub(crate) fn lift_eni(
             nl.del_rule(ip, table, table).with_context(|| format!("removing the rule of {ip} in {ns}"))?;
         }
     }
+    guest::stop_dhcp_client(&model.name, ns, &ifname);
     let temp = tap_temp_name(&model.name, &eni.id);
     nl.move_link_to(&ifname, host_ns, &temp).with_context(|| format!("moving {} out of {ns}", eni.id))?;
     Ok(())

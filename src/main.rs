@@ -164,6 +164,22 @@ enum Cmd {
     },
     #[command(flatten)]
     Change(verbs::Verb),
+    /// Runs a command as a process of an instance (internal: the lab's DHCP clients).
+    #[command(hide = true)]
+    GuestRun {
+        /// The instance's network namespace.
+        #[arg(long)]
+        netns: String,
+        /// Its hostname.
+        #[arg(long)]
+        hostname: String,
+        /// Its resolver file, bound over /etc/resolv.conf.
+        #[arg(long)]
+        resolv_conf: Option<PathBuf>,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// The forwarder process that `up` starts (internal).
     #[command(hide = true)]
     Daemon {
@@ -227,6 +243,9 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Down { lab } => down(lab.as_deref()),
         Cmd::Status { lab, json } => status(lab.as_deref(), json),
         Cmd::Exec { lab, instance, command } => exec(lab.as_deref(), &instance, &command),
+        Cmd::GuestRun { netns, hostname, resolv_conf, command } => {
+            run_as_instance(&netns, &hostname, resolv_conf.as_deref(), &command)
+        }
         Cmd::Trace { lab, from, to, proto, sport, dport, json } => {
             trace(lab.as_deref(), from, to, proto.as_deref(), sport, dport, json)
         }
@@ -782,15 +801,31 @@ fn exec(named: Option<&str>, instance: &str, command: &[String]) -> anyhow::Resu
             );
         }
     }
-    netns::enter_netns(&ns)?;
     // EC2's private DNS name of the instance's primary address is its hostname.
     let hostname = model
         .as_ref()
-        .and_then(|m| {
-            m.instance_by_id(instance).and_then(|i| m.enis_of(i).first().map(|e| m.enis[e.index()].private_ip))
-        })
-        .map_or_else(|| instance.to_string(), |ip| format!("ip-{}", ip.to_string().replace('.', "-")));
-    netns::isolate_as_instance(&hostname)?;
+        .and_then(|m| m.instance_by_id(instance).map(|i| m.instance_hostname(i)))
+        .unwrap_or_else(|| instance.to_string());
+    let resolv = lab::guest::resolv_conf(&lab, instance);
+    run_as_instance(&ns, &hostname, resolv.exists().then_some(resolv.as_path()), command)
+}
+
+/// Becomes a process of the instance (its network, mount and UTS namespaces, hostname and
+/// resolver file) and runs `command` there.
+fn run_as_instance(
+    ns: &str,
+    hostname: &str,
+    resolv_conf: Option<&std::path::Path>,
+    command: &[String],
+) -> anyhow::Result<ExitCode> {
+    netns::enter_netns(ns)?;
+    netns::isolate_as_instance(hostname)?;
+    if let Some(file) = resolv_conf {
+        // A host without /etc/resolv.conf has nothing to bind over; the command still runs.
+        if let Err(e) = netns::bind_resolv_conf(file) {
+            eprintln!("vpclab: the instance keeps the host's resolver: {e}");
+        }
+    }
     let err = std::process::Command::new(&command[0]).args(&command[1..]).exec();
     bail!("cannot run `{}` in {ns}: {err}", command[0])
 }

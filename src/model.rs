@@ -697,6 +697,18 @@ pub struct Model {
     pub region: Option<String>,
     /// DHCP options sets (`[[dhcp_options]]`), each with the VPCs that use it.
     pub dhcp_options: Vec<DhcpOptionsSet>,
+    /// Who gives instances their addresses (`instance_network`).
+    pub instance_network: InstanceNetwork,
+}
+
+/// Who configures an instance's interfaces when it starts or an ENI is attached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub enum InstanceNetwork {
+    /// vpclab sets addresses, MTU and routes itself, as ec2-net-utils would (the default).
+    #[default]
+    Static,
+    /// A DHCP client (Debian's `dhclient`) runs on each interface and asks the fabric.
+    Dhcp,
 }
 
 /// The region a lab without a `region` setting is in.
@@ -1047,6 +1059,15 @@ impl Model {
     /// The network namespace name of an instance: `<lab>-<instance id>`.
     pub fn netns_name(&self, instance: InstanceIdx) -> String {
         format!("{}-{}", self.name, self.instances[instance.index()].id)
+    }
+
+    /// The instance's hostname as EC2 sets it: the private DNS name's first label of its primary
+    /// address (`ip-10-0-1-10`); the instance id while it has no ENI.
+    pub fn instance_hostname(&self, instance: InstanceIdx) -> String {
+        match self.enis_of(instance).first() {
+            Some(e) => format!("ip-{}", self.enis[e.index()].private_ip.to_string().replace('.', "-")),
+            None => self.instances[instance.index()].id.clone(),
+        }
     }
 
     /// Finds an instance by id.

@@ -79,6 +79,11 @@ pub fn diff(old: &Model, new: &Model) -> Result<Plan, AwsError> {
             "the emulated internet cannot be added to or removed from a running lab (hosts can be)",
         ));
     }
+    if old.instance_network != new.instance_network {
+        return Err(AwsError::not_permitted(
+            "the instance_network of a running lab cannot change: it decides how instances start",
+        ));
+    }
     if old.region() != new.region() {
         return Err(AwsError::not_permitted(format!(
             "the region of a running lab cannot change (`{}` to `{}`): AWS does not move a VPC between regions",

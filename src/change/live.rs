@@ -290,8 +290,10 @@ impl LiveLab {
             });
             transferred.push(n);
         }
-        // ENIs that stay put get their address changes.
-        for (n, eni) in new.enis.iter().enumerate() {
+        // ENIs that stay put get their address changes, unless the instances configure their own
+        // (`instance_network = "dhcp"`: secondary addresses are the instance's business, as on EC2).
+        let dhcp = new.instance_network == crate::model::InstanceNetwork::Dhcp;
+        for (n, eni) in new.enis.iter().enumerate().filter(|_| !dhcp) {
             let n = EniIdx(n as u32);
             let Some(o) = old.eni_by_id(&eni.id) else { continue };
             let (Some((inst, dev)), Some((old_inst, old_dev))) = (placement(new, n), placement(&old, o)) else {

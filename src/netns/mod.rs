@@ -24,7 +24,7 @@ mod netlink;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use nix::errno::Errno;
@@ -297,6 +297,13 @@ pub fn isolate_as_instance(hostname: &str) -> Result<(), NetnsError> {
         return Err(sys(format!("set the hostname {hostname}"))(Errno::last()));
     }
     Ok(())
+}
+
+/// Binds `file` over `/etc/resolv.conf` in a private mount namespace (after
+/// [`isolate_as_instance`]), so the instance's programs use the instance's resolver, not the host's.
+pub fn bind_resolv_conf(file: &Path) -> Result<(), NetnsError> {
+    mount(Some(file), "/etc/resolv.conf", None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .map_err(sys(format!("bind {} over /etc/resolv.conf", file.display())))
 }
 
 /// Runs `f` on a scoped thread that has entered the named namespace, and returns its result.

@@ -26,6 +26,9 @@ pub(crate) fn document(m: &Model) -> DocumentMut {
     if let Some(r) = &m.region {
         doc["region"] = value(r);
     }
+    if m.instance_network == crate::model::InstanceNetwork::Dhcp {
+        doc["instance_network"] = value("dhcp");
+    }
     let mut sections: Vec<(&str, ArrayOfTables)> = vec![
         ("dhcp_options", m.dhcp_options.iter().map(dhcp_options).collect()),
         ("vpc", m.vpcs.iter().enumerate().map(|(i, v)| vpc(m, VpcIdx(i as u32), v)).collect()),

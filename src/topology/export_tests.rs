@@ -575,6 +575,7 @@ fn an_invalid_edit_is_reported_by_the_parse_with_its_field() {
 fn dhcp_options_and_the_region_round_trip() {
     let text = r#"name = "d"
 region = "ap-southeast-2"
+instance_network = "dhcp"
 
 [[dhcp_options]]
 id = "dopt-corp"
@@ -600,4 +601,5 @@ dhcp_options = "dopt-bare"
     let exported = export(&m);
     assert!(exported.contains("dhcp_options = \"dopt-corp\""), "{exported}");
     assert!(exported.contains("region = \"ap-southeast-2\""), "{exported}");
+    assert!(exported.contains("instance_network = \"dhcp\""), "{exported}");
 }

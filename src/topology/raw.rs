@@ -57,6 +57,8 @@ pub(crate) struct RawFile {
     pub(crate) api: Option<RawApi>,
     /// The lab's AWS region (default us-east-1): names DHCP's default domain.
     pub(crate) region: Option<Spanned<String>>,
+    /// Who configures instance addresses: `static` (vpclab, the default) or `dhcp` (a client).
+    pub(crate) instance_network: Option<Spanned<String>>,
     #[serde(default)]
     pub(crate) dhcp_options: Vec<RawDhcpOptions>,
 }

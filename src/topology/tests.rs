@@ -1231,4 +1231,10 @@ fn dhcp_options_mistakes_are_named_at_their_field() {
     assert!(ps[0].message.contains("duplicate DHCP options id"), "{}", ps[0]);
     let region = parse(&format!("region = \"mars\"\n{}", lab("")), "t.toml").unwrap_err().problems;
     assert_eq!((region.len(), region[0].field.as_str(), region[0].line), (1, "region", 1), "{region:?}");
+    let network = parse(&format!("instance_network = \"dhcpv6\"\n{}", lab("")), "t.toml").unwrap_err().problems;
+    assert_eq!((network.len(), network[0].field.as_str(), network[0].line), (1, "instance_network", 1));
+    assert!(network[0].message.contains("`static`"), "{}", network[0]);
+    let dhcp = parse(&format!("instance_network = \"dhcp\"\n{}", lab("")), "t.toml").unwrap();
+    assert_eq!(dhcp.instance_network, crate::model::InstanceNetwork::Dhcp);
+    assert_eq!(parse(&lab(""), "t.toml").unwrap().instance_network, crate::model::InstanceNetwork::Static);
 }

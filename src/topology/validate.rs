@@ -522,6 +522,7 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
     let api = api(&mut c, raw);
     let region = dhcp::region(&mut c, raw);
     let dhcp_options = dhcp::dhcp_options(&mut c, raw);
+    let instance_network = dhcp::instance_network(&mut c, raw);
     if !c.problems.is_empty() {
         return Err(c.problems);
     }
@@ -549,6 +550,7 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
         m.api = api;
         m.region = region;
         m.dhcp_options = dhcp_options;
+        m.instance_network = instance_network;
         Some(m)
     });
     model.ok_or_else(|| {
@@ -2082,6 +2084,7 @@ impl Sections {
             api: ApiSettings::default(),
             region: None,
             dhcp_options: Vec::new(),
+            instance_network: Default::default(),
         })
     }
 

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 use super::Checker;
-use crate::model::{DhcpOptionsSet, NameServer, VpcIdx};
+use crate::model::{DhcpOptionsSet, InstanceNetwork, NameServer, VpcIdx};
 use crate::topology::raw::{RawDhcpOptions, RawFile};
 
 /// AWS allows four name servers and four NTP servers per options set.
@@ -26,6 +26,20 @@ pub(super) fn region(c: &mut Checker<'_>, raw: &RawFile) -> Option<String> {
         return None;
     }
     Some(name.clone())
+}
+
+/// The `instance_network` setting: `static` (the default) or `dhcp`.
+pub(super) fn instance_network(c: &mut Checker<'_>, raw: &RawFile) -> InstanceNetwork {
+    let Some(s) = raw.instance_network.as_ref() else { return InstanceNetwork::Static };
+    match s.get_ref().as_str() {
+        "static" => InstanceNetwork::Static,
+        "dhcp" => InstanceNetwork::Dhcp,
+        other => {
+            let msg = format!("`{other}` is not an instance network: `static` (vpclab sets addresses) or `dhcp`");
+            c.err(s.span(), "instance_network".into(), msg);
+            InstanceNetwork::Static
+        }
+    }
 }
 
 /// Every DHCP options set, with the VPCs whose `dhcp_options` names it; a VPC naming an unknown

@@ -81,6 +81,9 @@ pub struct IgwMap {
     to_public: HashMap<(VpcIdx, Ipv4Addr), Ipv4Addr>,
     to_eni: HashMap<Ipv4Addr, (EniIdx, Ipv4Addr)>,
     to_nat: HashMap<Ipv4Addr, (NatIdx, Ipv4Addr)>,
+    /// Every public address in use (the keys of both maps), sorted: asked of every packet leaving
+    /// through the gateway, which a binary search answers cheaper than two hashed lookups.
+    in_use: Vec<u32>,
 }
 
 impl IgwMap {
@@ -101,7 +104,19 @@ impl IgwMap {
             m.to_public.insert((subnet.vpc, nat.private_ip), eip.public_ip);
             m.to_nat.insert(eip.public_ip, (NatIdx(i as u32), nat.private_ip));
         }
+        m.in_use = m.to_eni.keys().chain(m.to_nat.keys()).map(|&ip| u32::from(ip)).collect();
+        m.in_use.sort_unstable();
         m
+    }
+
+    /// Whether `public` is an Elastic IP in use here (an ENI's or a NAT gateway's).
+    pub fn in_use(&self, public: Ipv4Addr) -> bool {
+        let ip = u32::from(public);
+        // Public addresses of a lab sit together; most destinations fall outside their span.
+        match (self.in_use.first(), self.in_use.last()) {
+            (Some(&lo), Some(&hi)) if (lo..=hi).contains(&ip) => self.in_use.binary_search(&ip).is_ok(),
+            _ => false,
+        }
     }
 
     /// Outbound: the public address of `private` in `vpc` (an ENI's associated Elastic IP, or a

@@ -126,6 +126,11 @@ fn an_uplink_carries_the_lab_to_a_network_outside_it_both_ways() {
     let back = tcp_echo_client(&outside.ns, "203.0.113.20:5001".parse().unwrap(), b"inbound".to_vec()).unwrap();
     assert_eq!(back, b"inbound");
     srv.join().unwrap();
+    // The lab's own Elastic IP comes back in through the internet gateway, never via the uplink.
+    let srv = tcp_echo_server(&lab.ns("web"), "10.0.1.10:5001".parse().unwrap());
+    let back = tcp_echo_client(&lab.ns("web"), "203.0.113.20:5001".parse().unwrap(), b"hairpin".to_vec()).unwrap();
+    assert_eq!(back, b"hairpin");
+    srv.join().unwrap();
     // No public address, no way out.
     assert!(!lab.exec("private", &["ping", "-c", "1", "-W", "1", "192.0.2.1"]).status.success());
     assert!(lab.drops("eni-private", "no_public_address") >= 1);

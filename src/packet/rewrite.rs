@@ -252,6 +252,27 @@ pub fn set_icmp_echo_id(frame: &mut [u8], ip: &Ipv4Meta, new: u16) {
     adjust(frame, l4 + 2, d, Field::Full);
 }
 
+/// Turns an ICMP echo request into its reply in place: type 0, the addresses swapped (the IPv4
+/// checksum does not change with their order), TTL 64, from `src_mac` back to the requester.
+/// Returns false, changing nothing, for anything but a whole echo request.
+pub fn echo_reply_in_place(frame: &mut [u8], ip: &Ipv4Meta, src_mac: crate::model::Mac) -> bool {
+    if ip.flow.proto != IpProto::ICMP || ip.fragment || ip.flow.l4.icmp_type != 8 {
+        return false;
+    }
+    let Some((icmp, _)) = l4_bounds(frame, ip, 8) else { return false };
+    let requester = crate::model::Mac(frame[6..12].try_into().expect("an Ethernet header"));
+    crate::packet::set_macs(frame, requester, src_mac);
+    let d = write_u16(frame, icmp, 0);
+    adjust(frame, icmp + 2, d, Field::Full);
+    let ttl_at = ETH_HEADER_LEN + 8;
+    let d = write_u16(frame, ttl_at, u16::from_be_bytes([64, frame[ttl_at + 1]]));
+    adjust(frame, ETH_HEADER_LEN + 10, d, Field::Full);
+    let (src, dst) = (ip.flow.src.octets(), ip.flow.dst.octets());
+    frame[ETH_HEADER_LEN + 12..ETH_HEADER_LEN + 16].copy_from_slice(&dst);
+    frame[ETH_HEADER_LEN + 16..ETH_HEADER_LEN + 20].copy_from_slice(&src);
+    true
+}
+
 /// Rewrites the source (`addr_at` 12, `port_at` 0) or destination (16, 2) of the packet quoted in
 /// an ICMP error.
 fn set_quoted(frame: &mut [u8], ip: &Ipv4Meta, addr_at: usize, port_at: usize, new_ip: Ipv4Addr, port: Option<u16>) {

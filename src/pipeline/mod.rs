@@ -81,6 +81,8 @@ pub enum Stage {
     ArpReply,
     /// The fabric answers DHCP (before source check, groups, ACLs and flow logs, as AWS does).
     DhcpReply,
+    /// Traffic to the VPC router's own address: ping answered, the rest dropped.
+    Router,
     /// With the check on, the source IP must be one of the sender's private IPs.
     SourceCheck,
     /// The sender's security groups and connection table.
@@ -113,6 +115,7 @@ impl Stage {
             Stage::PortSecurity => "port-security",
             Stage::ArpReply => "arp-reply",
             Stage::DhcpReply => "dhcp-reply",
+            Stage::Router => "router",
             Stage::SourceCheck => "source-check",
             Stage::SgEgress => "sg-egress",
             Stage::Layer2 => "layer2",
@@ -729,7 +732,7 @@ impl Pipeline {
         off: Offload,
         obs: &mut O,
     ) -> Verdict {
-        match self.walk(now, from, frame, off, obs, true) {
+        match self.walk_out(now, from, frame, off, obs, true) {
             Ok(v) | Err(v) => v,
         }
     }
@@ -760,7 +763,7 @@ impl Pipeline {
     /// without changing anything: no connection entry is created or refreshed.
     pub fn trace(&mut self, now: Duration, from: EniIdx, frame: &mut [u8]) -> (Verdict, Recorder) {
         let mut rec = Recorder::default();
-        let v = match self.walk(now, from, frame, Offload::default(), &mut rec, false) {
+        let v = match self.walk_out(now, from, frame, Offload::default(), &mut rec, false) {
             Ok(v) | Err(v) => v,
         };
         (v, rec)
@@ -853,6 +856,38 @@ impl Pipeline {
         out
     }
 
+    /// [`walk`](Self::walk), and for a packet that left through the internet gateway towards one
+    /// of the lab's own public addresses (an Elastic IP, a NAT gateway's), its way back in through
+    /// the gateway, as on AWS: the receiver sees the public source, and its subnet's ACL and its
+    /// groups judge that. The packet never reaches the internet side, so this holds in the
+    /// emulated internet and with an uplink alike.
+    fn walk_out<O: Observer>(
+        &mut self,
+        now: Duration,
+        from: EniIdx,
+        frame: &mut [u8],
+        off: Offload,
+        obs: &mut O,
+        commit: bool,
+    ) -> Step<Verdict> {
+        let verdict = self.walk(now, from, frame, off, obs, commit)?;
+        if verdict != Verdict::ToInternet {
+            return Ok(verdict);
+        }
+        let Some(dst) = packet::ipv4_dst(frame) else { return Ok(verdict) };
+        if !self.igw.in_use(dst) {
+            return Ok(verdict);
+        }
+        obs.record(
+            Stage::InternetGateway,
+            format_args!("hairpin: {dst} is this lab's own public address: back in through the internet gateway"),
+        );
+        let Ok(packet::PacketMeta { l3: L3Meta::Ipv4(ip), .. }) = packet::parse(frame) else {
+            return Err(Verdict::Drop(DropReason::Malformed));
+        };
+        self.walk_internet_ipv4(now, &ip, frame, off, obs, commit)
+    }
+
     fn walk<O: Observer>(
         &mut self,
         now: Duration,
@@ -899,6 +934,9 @@ impl Pipeline {
         };
         if dhcp::is_request(&ip, self.ports[from.index()].subnet_cidr) {
             return self.dhcp_reply(from, &ip, meta.src_mac, frame, obs);
+        }
+        if ip.flow.dst == self.ports[from.index()].subnet_cidr.router() {
+            return self.to_router(from, &ip, frame, obs);
         }
         within_vpc_mtu(&ip, frame, off, obs)?;
         let info = ip.flow;
@@ -1331,6 +1369,20 @@ impl Pipeline {
             L3Meta::Ipv4(ip) => ip,
             L3Meta::Other(_) => return Err(Verdict::Drop(DropReason::UnsupportedEthertype)),
         };
+        self.walk_internet_ipv4(now, &ip, frame, off, obs, commit)
+    }
+
+    /// An IPv4 packet in from the internet side, to an Elastic IP or a NAT gateway's.
+    fn walk_internet_ipv4<O: Observer>(
+        &mut self,
+        now: Duration,
+        ip: &Ipv4Meta,
+        frame: &mut [u8],
+        off: Offload,
+        obs: &mut O,
+        commit: bool,
+    ) -> Step<Verdict> {
+        let ip = *ip;
         within_vpc_mtu(&ip, frame, off, obs)?;
         if commit {
             if let Some(v) = self.fast_from_internet(now, &ip, frame, off, obs) {
@@ -1823,6 +1875,26 @@ impl Pipeline {
         Err(Verdict::ReplyWith(len))
     }
 
+    /// Traffic to the subnet router's own address, which groups and ACLs do not filter (as on
+    /// AWS): an echo request from the ENI's own address is answered, anything else dropped.
+    fn to_router<O: Observer>(&self, from: EniIdx, ip: &Ipv4Meta, frame: &mut [u8], obs: &mut O) -> Step<Verdict> {
+        let port = &self.ports[from.index()];
+        if port.owns(ip.flow.src) && rewrite::echo_reply_in_place(frame, ip, port.router_mac) {
+            obs.record(Stage::Router, format_args!("echo reply from the VPC router {}", ip.flow.dst));
+            return Err(Verdict::Reply);
+        }
+        obs.record(
+            Stage::Router,
+            format_args!("drop: {} is the VPC router's own address: it answers ping and nothing else", ip.flow.dst),
+        );
+        Err(Verdict::Drop(DropReason::RouterAddress))
+    }
+
+    /// Whether `ip` is base + 1 of a subnet of `vpc` (only asked on the way to a drop).
+    fn is_subnet_router(&self, vpc: VpcIdx, ip: Ipv4Addr) -> bool {
+        self.model.subnets.iter().any(|s| s.vpc == vpc && s.cidr.router() == ip)
+    }
+
     /// A fabric answer longer than the frame it answers (see [`Verdict::ReplyWith`]).
     pub fn answer(&self) -> &[u8] {
         &self.answer
@@ -1940,6 +2012,10 @@ impl Pipeline {
             Some((_, RouteTarget::Blackhole)) => return drop(obs, format_args!("blackhole"), DropReason::Blackhole),
             Some((_, RouteTarget::Local)) => match owner(port.vpc) {
                 Some(to) => to,
+                None if self.is_subnet_router(port.vpc, dst) => {
+                    let why = format_args!("{dst} is another subnet's router address: the router answers only its own");
+                    return drop(obs, why, DropReason::RouterAddress);
+                }
                 None => return drop(obs, format_args!("no ENI owns {dst}"), DropReason::NoSuchAddress),
             },
             Some((_, target @ (RouteTarget::Eni(_) | RouteTarget::InternetGateway(_) | RouteTarget::Peering(_))))

@@ -111,6 +111,29 @@ fn arp_for_the_router_gets_the_router_mac() {
 }
 
 #[test]
+fn the_router_answers_ping_to_its_own_address_and_drops_the_rest() {
+    let mut lab = Lab::new();
+    let (one, router) = (Ipv4Addr::new(10, 0, 1, 10), Ipv4Addr::new(10, 0, 1, 1));
+    let mut f = build::icmp_echo(lab.router_mac(), lab.mac("eni-one"), one, router, 77);
+    assert_eq!(lab.run("eni-one", &mut f), Verdict::Reply);
+    let ip = match parse(&f).expect("the reply parses").l3 {
+        L3Meta::Ipv4(ip) => ip,
+        other => panic!("not IPv4: {other:?}"),
+    };
+    assert_eq!((ip.flow.src, ip.flow.dst, ip.flow.l4.icmp_type, ip.flow.l4.icmp_id), (router, one, 0, 77));
+    assert_eq!((&f[0..6], &f[6..12]), (&lab.mac("eni-one").0[..], &lab.router_mac().0[..]));
+    assert!(crate::packet::rewrite::verify(&f), "checksums of the reply");
+    // Anything but ping to it, and another subnet's router address, are dropped as such.
+    let mut tcp = build::tcp(lab.router_mac(), lab.mac("eni-one"), one, router, 40000, 22, TcpFlags::SYN, b"");
+    assert_eq!(lab.run("eni-one", &mut tcp), Verdict::Drop(DropReason::RouterAddress));
+    let mut far = build::icmp_echo(lab.router_mac(), lab.mac("eni-one"), one, Ipv4Addr::new(10, 0, 2, 1), 78);
+    assert_eq!(lab.run("eni-one", &mut far), Verdict::Drop(DropReason::RouterAddress));
+    // A spoofed source gets no answer from the router.
+    let mut spoof = build::icmp_echo(lab.router_mac(), lab.mac("eni-one"), Ipv4Addr::new(10, 0, 1, 99), router, 79);
+    assert_eq!(lab.run("eni-one", &mut spoof), Verdict::Drop(DropReason::RouterAddress));
+}
+
+#[test]
 fn arp_for_a_neighbour_gets_its_mac_secondary_ips_included() {
     let mut lab = Lab::new();
     let mut f = build::arp_request(lab.mac("eni-two"), Ipv4Addr::new(10, 0, 1, 20), Ipv4Addr::new(10, 0, 1, 11));
@@ -987,6 +1010,69 @@ fn the_internet_gateway_maps_an_elastic_ip_one_to_one_both_ways() {
     assert!(crate::packet::rewrite::verify(&back));
 }
 
+impl Policy {
+    /// A TCP segment from `from`'s primary IP to `dst`, through the router; the verdict and the frame.
+    fn via_router(&mut self, from: &str, dst: Ipv4Addr, sport: u16, dport: u16, flags: TcpFlags) -> (Verdict, Vec<u8>) {
+        let eni = &self.model.enis[self.eni(from).index()];
+        let router = self.model.vpcs[0].router_mac;
+        let mut f = build::tcp(router, eni.mac, eni.private_ip, dst, sport, dport, flags, b"");
+        let v = self.pipeline.process(self.now, self.eni(from), &mut f, &mut NoObserver);
+        (v, f)
+    }
+}
+
+#[test]
+fn the_lab_s_own_public_addresses_come_back_in_through_the_internet_gateway() {
+    let mut p = default_lab();
+    let (web_eip, nat_eip) = (Ipv4Addr::new(203, 0, 113, 20), Ipv4Addr::new(203, 0, 113, 10));
+    // app (private, behind the NAT gateway) to web's Elastic IP: web sees the NAT's public address.
+    let (v, f) = p.via_router("eni-app", web_eip, 40000, 80, SYN);
+    assert_eq!(v, Verdict::Forward(p.eni("eni-web")));
+    let ip = ipv4(&f);
+    assert_eq!((ip.flow.src, ip.flow.dst, ip.flow.l4.dst_port), (nat_eip, p.ip("eni-web"), 80));
+    assert!(crate::packet::rewrite::verify(&f), "checksums after both translations");
+    let nat_port = ip.flow.l4.src_port;
+    // web answers the NAT's address: out through the gateway as its Elastic IP, back in through the NAT.
+    let (v, f) = p.via_router("eni-web", nat_eip, 80, nat_port, SYN_ACK);
+    assert_eq!(v, Verdict::Forward(p.eni("eni-app")));
+    let ip = ipv4(&f);
+    assert_eq!((ip.flow.src, ip.flow.dst, ip.flow.l4.dst_port), (web_eip, p.ip("eni-app"), 40000));
+    assert!(crate::packet::rewrite::verify(&f));
+    // web to its own Elastic IP works the same way.
+    let (v, f) = p.via_router("eni-web", web_eip, 41000, 80, SYN);
+    assert_eq!(v, Verdict::Forward(p.eni("eni-web")));
+    assert_eq!(ipv4(&f).flow.src, web_eip);
+    // sg-web admits echo from 10.0.0.0/16 only: the public source of a hairpin is not that.
+    let eni = &p.model.enis[p.eni("eni-app").index()];
+    let mut f = build::icmp_echo(p.model.vpcs[0].router_mac, eni.mac, eni.private_ip, web_eip, 7);
+    let v = p.pipeline.process(p.now, p.eni("eni-app"), &mut f, &mut NoObserver);
+    assert_eq!(v.drop_reason(), Some(DropReason::SecurityGroupIngress), "{v:?}");
+}
+
+#[test]
+fn trace_shows_both_internet_gateway_crossings_of_a_hairpin() {
+    let mut p = default_lab();
+    let eni = &p.model.enis[p.eni("eni-web").index()];
+    let mut f = build::tcp(
+        p.model.vpcs[0].router_mac,
+        eni.mac,
+        eni.private_ip,
+        Ipv4Addr::new(203, 0, 113, 20),
+        41000,
+        80,
+        SYN,
+        b"",
+    );
+    let (v, rec) = p.pipeline.trace(p.now, p.eni("eni-web"), &mut f);
+    assert_eq!(v, Verdict::Forward(p.eni("eni-web")));
+    let gateway: Vec<&str> =
+        rec.lines.iter().filter(|(s, _)| *s == Stage::InternetGateway).map(|(_, l)| l.as_str()).collect();
+    assert_eq!(gateway.len(), 3, "{gateway:?}");
+    assert!(gateway[0].starts_with("source 10.0.1.10 -> 203.0.113.20"), "{gateway:?}");
+    assert!(gateway[1].starts_with("hairpin: 203.0.113.20"), "{gateway:?}");
+    assert!(gateway[2].starts_with("destination 203.0.113.20 -> 10.0.1.10"), "{gateway:?}");
+}
+
 #[test]
 fn without_a_public_address_there_is_no_way_out() {
     let mut p = default_lab();
@@ -1800,7 +1886,7 @@ fn dhcp_is_answered_whatever_the_groups_and_acls_say() {
     assert_eq!(m.opts().get(OptionCode::DomainName), Some(&domain));
     // Other UDP from the same ENI is still refused by its group.
     let mut other =
-        build::udp(model.vpcs[0].router_mac, mac, [10, 0, 1, 10].into(), [10, 0, 1, 1].into(), 40000, 53, b"x");
+        build::udp(model.vpcs[0].router_mac, mac, [10, 0, 1, 10].into(), [10, 0, 1, 20].into(), 40000, 53, b"x");
     assert_eq!(
         p.process(Duration::ZERO, eni, &mut other, &mut NoObserver),
         Verdict::Drop(DropReason::SecurityGroupEgress)

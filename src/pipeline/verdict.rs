@@ -86,6 +86,9 @@ drop_reasons! {
     NoRoute = "no_route", "NO_ROUTE_TO_DESTINATION",
     /// The destination is inside the VPC but no ENI owns it.
     NoSuchAddress = "no_such_address", "NO_ENI_FOR_DESTINATION",
+    /// To the VPC router's own address (base + 1 of a subnet): it answers ping from its own
+    /// subnet and nothing else.
+    RouterAddress = "router_address", "VPC_ROUTER_ADDRESS",
     /// The ENI owning the destination is not attached to an instance.
     DestinationNotAttached = "destination_not_attached", "ENI_NOT_ATTACHED",
     /// The sending or receiving ENI's instance is stopped: its ENIs stay attached but carry

@@ -294,7 +294,7 @@ impl Pipeline {
     /// Delivers a service host's reply `back` found: through an interface its source becomes
     /// the interface's address again; then the ACLs and groups of the way in, as for any packet.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn from_endpoint_service<O: Observer>(
+    pub(super) fn back_from_service<O: Observer>(
         &mut self,
         now: Duration,
         back: Back,

@@ -1392,7 +1392,7 @@ impl Pipeline {
             return self.back_through_nat(now, n, nat_ip, &ip, quoted, frame, off, obs, commit);
         }
         if let Some(back) = self.endpoint_reply(&ip, now) {
-            return self.from_endpoint_service(now, back, &ip, frame, off, obs, commit);
+            return self.back_from_service(now, back, &ip, frame, off, obs, commit);
         }
         obs.record(Stage::InternetGateway, format_args!("drop: {} is not an Elastic IP of this lab", ip.flow.dst));
         Err(Verdict::Drop(DropReason::NoSuchAddress))

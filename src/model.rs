@@ -53,7 +53,12 @@ index_type!(
     TmtIdx,
     /// Index into [`Model::traffic_mirror_filters`].
     TmfIdx,
+    /// Index into [`Model::vpc_endpoints`].
+    VpceIdx,
 );
+
+mod endpoint;
+pub use endpoint::{EndpointInterface, EndpointKind, PrefixList, VpcEndpoint, GATEWAY_SERVICES};
 
 /// An IPv4 prefix, always stored with its host bits cleared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -376,6 +381,9 @@ pub enum RouteTarget {
     Eni(EniIdx),
     /// A VPC peering connection.
     Peering(PcxIdx),
+    /// A gateway VPC endpoint: only in compiled route tables, for the CIDRs of its service's
+    /// prefix list (the model's routes never hold one; the endpoint names its tables).
+    GatewayEndpoint(VpceIdx),
     /// Dropped.
     Blackhole,
 }
@@ -641,6 +649,8 @@ pub struct InternetHost {
     pub id: String,
     /// Its public address.
     pub ip: Ipv4Addr,
+    /// The AWS service it plays (`s3`, `dynamodb`, ...), which VPC endpoints reach it as.
+    pub service: Option<String>,
 }
 
 /// The internet side on a host interface instead of the emulated internet.
@@ -697,6 +707,8 @@ pub struct Model {
     pub region: Option<String>,
     /// DHCP options sets (`[[dhcp_options]]`), each with the VPCs that use it.
     pub dhcp_options: Vec<DhcpOptionsSet>,
+    /// VPC endpoints (`[[vpc_endpoint]]`), gateway and interface.
+    pub vpc_endpoints: Vec<VpcEndpoint>,
     /// Who gives instances their addresses (`instance_network`).
     pub instance_network: InstanceNetwork,
 }

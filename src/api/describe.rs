@@ -713,6 +713,7 @@ fn route(m: &Model, destination: Cidr, target: RouteTarget) -> Value {
         RouteTarget::InternetGateway(g) => r["GatewayId"] = m.internet_gateways[g.index()].id.clone().into(),
         RouteTarget::NatGateway(n) => r["NatGatewayId"] = m.nat_gateways[n.index()].id.clone().into(),
         RouteTarget::Peering(p) => r["VpcPeeringConnectionId"] = m.peerings[p.index()].id.clone().into(),
+        RouteTarget::GatewayEndpoint(e) => r["GatewayId"] = m.vpc_endpoints[e.index()].id.clone().into(),
         RouteTarget::Eni(e) => {
             let eni = &m.enis[e.index()];
             r["NetworkInterfaceId"] = eni.id.clone().into();

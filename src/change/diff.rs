@@ -103,6 +103,7 @@ pub fn diff(old: &Model, new: &Model) -> Result<Plan, AwsError> {
     enis(old, new, &mut plan)?;
     elastic_ips(old, new, &mut plan)?;
     internet_hosts(old, new, &mut plan);
+    vpc_endpoints(old, new, &mut plan)?;
     traffic_mirroring(old, new, &mut plan);
     flow_logs(old, new, &mut plan)?;
     Ok(plan)
@@ -623,6 +624,62 @@ fn internet_hosts(old: &Model, new: &Model, plan: &mut Plan) {
     for h in before.iter().filter(|h| !after.contains(h)) {
         plan.push(format!("RemoveInternetHost {h}"));
     }
+    // A host that stays but plays another service changes prefix lists and endpoints at once.
+    for n in &new.internet_hosts {
+        let Some(o) = old.internet_hosts.iter().find(|o| o.id == n.id && o.ip == n.ip) else { continue };
+        if o.service != n.service {
+            let service = n.service.as_deref().unwrap_or("none");
+            plan.push(format!("ModifyInternetHost {} service {service}", n.id));
+        }
+    }
+}
+
+/// One line per VPC endpoint: its type, service and what it names, by id.
+fn endpoint_line(m: &Model, e: &crate::model::VpcEndpoint) -> String {
+    use crate::model::EndpointKind;
+    let names = |v: Vec<String>| v.join(",");
+    match &e.kind {
+        EndpointKind::Gateway { route_tables } => {
+            let tables = names(route_tables.iter().map(|t| m.route_tables[t.index()].id.clone()).collect());
+            format!("{} Gateway {} route-tables {tables}", e.id, e.service)
+        }
+        EndpointKind::Interface { interfaces, security_groups, private_dns_enabled } => {
+            let subnets = names(
+                interfaces.iter().map(|i| format!("{}={}", m.subnets[i.subnet.index()].id, i.private_ip)).collect(),
+            );
+            let groups = names(security_groups.iter().map(|g| m.security_groups[g.index()].id.clone()).collect());
+            format!(
+                "{} Interface {} subnets {subnets} groups {groups} private-dns {private_dns_enabled}",
+                e.id, e.service
+            )
+        }
+    }
+}
+
+/// VPC endpoints: created, deleted, or modified in place (route tables, subnets, groups and
+/// private DNS, as `ModifyVpcEndpoint` allows). Its VPC, type and service cannot change on AWS.
+fn vpc_endpoints(old: &Model, new: &Model, plan: &mut Plan) -> Result<(), AwsError> {
+    let (o, n) = (by_id(&old.vpc_endpoints, |e| &e.id), by_id(&new.vpc_endpoints, |e| &e.id));
+    let steps = RefCell::new(Vec::new());
+    each(
+        &o,
+        &n,
+        |e| steps.borrow_mut().push(format!("CreateVpcEndpoint {}", endpoint_line(new, e))),
+        |e| steps.borrow_mut().push(format!("DeleteVpcEndpoint {}", e.id)),
+        |a, b| {
+            let (va, vb) = (&old.vpcs[a.vpc.index()].id, &new.vpcs[b.vpc.index()].id);
+            if va != vb || a.service != b.service || a.is_gateway() != b.is_gateway() {
+                return Err(immutable(format!("the VPC, type or service of endpoint {}", a.id)));
+            }
+            let (la, lb) = (endpoint_line(old, a), endpoint_line(new, b));
+            if la != lb {
+                steps.borrow_mut().push(format!("ModifyVpcEndpoint {lb}"));
+            }
+            Ok(())
+        },
+    )?;
+    plan.steps.extend(steps.into_inner());
+    Ok(())
 }
 
 /// Traffic mirror targets, filters and sessions, each described by ids (never indexes): a

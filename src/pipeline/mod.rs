@@ -43,6 +43,7 @@
 //! for them is dropped on them (both [`DropReason::InstanceStopped`]), and the fabric does not
 //! answer ARP for their addresses.
 
+mod endpoint;
 mod verdict;
 
 use std::fmt;
@@ -103,6 +104,8 @@ pub enum Stage {
     DestinationCheck,
     /// The receiver's security groups and connection table.
     SgIngress,
+    /// A VPC endpoint carries the packet to or from its service's host.
+    VpcEndpoint,
     /// Handing the frame to the destination ENI.
     Deliver,
 }
@@ -126,6 +129,7 @@ impl Stage {
             Stage::NaclIngress => "nacl-ingress",
             Stage::DestinationCheck => "destination-check",
             Stage::SgIngress => "sg-ingress",
+            Stage::VpcEndpoint => "vpc-endpoint",
             Stage::Deliver => "deliver",
         }
     }
@@ -204,6 +208,8 @@ pub enum Hop {
     FromInternet,
     /// In from the internet through a NAT gateway's translation, to this ENI.
     FromNat(NatIdx),
+    /// Out through a gateway VPC endpoint to its service's host, untranslated.
+    GatewayEndpoint,
 }
 
 type Hops = [Option<Hop>; 2];
@@ -226,6 +232,8 @@ enum Fast {
     Internet(Ipv4Addr),
     /// Out through a NAT gateway as its Elastic IP and this port.
     Nat(NatIdx, Ipv4Addr, u16),
+    /// Out through a gateway VPC endpoint, untranslated.
+    GatewayEndpoint,
 }
 
 /// What the pipeline knows about one ENI, compiled from the model.
@@ -314,6 +322,9 @@ enum Source {
     /// A traffic mirror copy made for this source ENI: sent from its address, not judged by its
     /// groups, and tracking nothing on its side.
     Mirror(EniIdx),
+    /// A VPC endpoint's service host answering: through an interface endpoint's interface in
+    /// this subnet, or (`None`) through a gateway endpoint.
+    Endpoint(Option<SubnetIdx>),
 }
 
 /// Where the route lookup sends a packet.
@@ -322,6 +333,10 @@ enum Next {
     Eni(EniIdx),
     InternetGateway,
     NatGateway(NatIdx),
+    /// A gateway VPC endpoint (its prefix list's route).
+    GatewayEndpoint(crate::model::VpceIdx),
+    /// The address of an interface endpoint's interface.
+    InterfaceEndpoint(Ipv4Addr),
 }
 
 /// A snapshot of the pipeline's own state for metrics ([`Pipeline::stats`]).
@@ -371,6 +386,8 @@ pub struct Pipeline {
     answer: Vec<u8>,
     /// This pipeline's part when several workers forward the lab; `None` with one worker.
     shard: Option<Box<Shard>>,
+    /// The VPC endpoints' tables (empty in a lab without endpoints).
+    endpoints: endpoint::Endpoints,
 }
 
 /// The MAC the internet side sends to, shared by every worker's pipeline: only the worker that
@@ -460,6 +477,7 @@ impl Pipeline {
             dhcp: Vec::new(),
             answer: Vec::new(),
             shard: None,
+            endpoints: endpoint::Endpoints::default(),
         };
         if model.uplink.is_some() {
             // Unknown until `set_uplink_gateway_mac`; broadcast meanwhile rather than nothing.
@@ -714,6 +732,7 @@ impl Pipeline {
                 NatEdge { vpc, public: self.igw.public_of(vpc, n.private_ip) }
             })
             .collect();
+        self.endpoints = endpoint::Endpoints::new(model);
         self.model = std::sync::Arc::new(model.clone());
     }
 
@@ -962,6 +981,8 @@ impl Pipeline {
         let routed = meta.dst_mac == port.router_mac;
         let (next, rewrite_macs) = if routed {
             (self.route_lookup(from, ip.flow.dst, obs)?, true)
+        } else if let Some(addr) = self.endpoints.interface_of_mac(meta.dst_mac) {
+            (self.interface_in_subnet(from, meta.dst_mac, addr, obs)?, true)
         } else {
             let (to, by_address) = self.layer2(from, meta.dst_mac, ip.flow.dst, obs)?;
             (Next::Eni(to), by_address)
@@ -972,6 +993,12 @@ impl Pipeline {
             }
             Next::InternetGateway => self.towards_internet(now, from, egress, &ip, &info, frame, off, obs, commit),
             Next::NatGateway(n) => self.via_nat(now, from, egress, n, &ip, &info, frame, off, obs, commit),
+            Next::GatewayEndpoint(e) => {
+                self.via_gateway_endpoint(now, from, egress, e, &ip, &info, frame, off, obs, commit)
+            }
+            Next::InterfaceEndpoint(addr) => {
+                self.via_interface_endpoint(now, from, egress, addr, &ip, &info, frame, off, obs, commit)
+            }
         }
     }
 
@@ -1013,6 +1040,7 @@ impl Pipeline {
             Source::Nat(s, _) => Some(s),
             Source::Mirror(e) => Some(self.ports[e.index()].subnet),
             Source::Internet => None,
+            Source::Endpoint(s) => s,
         };
         if src_subnet != Some(dst_subnet) {
             if let Some(s) = src_subnet {
@@ -1055,7 +1083,7 @@ impl Pipeline {
             let inbound = match source {
                 Source::Internet => Some(Hop::FromInternet),
                 Source::Nat(_, n) => Some(Hop::FromNat(n)),
-                Source::Eni(..) | Source::Mirror(_) => None,
+                Source::Eni(..) | Source::Mirror(_) | Source::Endpoint(_) => None,
             };
             self.commit_either(now, to, ingress, info, inbound)?;
         }
@@ -1415,6 +1443,9 @@ impl Pipeline {
         if let Some((n, nat_ip)) = self.igw.nat_of(ip.flow.dst) {
             return self.back_through_nat(now, n, nat_ip, &ip, quoted, frame, off, obs, commit);
         }
+        if let Some(back) = self.endpoint_reply(&ip, now) {
+            return self.back_from_service(now, back, &ip, frame, off, obs, commit);
+        }
         obs.record(Stage::InternetGateway, format_args!("drop: {} is not an Elastic IP of this lab", ip.flow.dst));
         Err(Verdict::Drop(DropReason::NoSuchAddress))
     }
@@ -1579,6 +1610,7 @@ impl Pipeline {
                     let port = nats.get_mut(n.index())?.refresh_outbound(now, info.proto, inside, remote)?;
                     Some(Fast::Nat(n, public, port))
                 }
+                Hop::GatewayEndpoint => fits_internet().then_some(Fast::GatewayEndpoint),
                 Hop::Nat(_) | Hop::FromInternet | Hop::FromNat(_) => None,
             }
         })?;
@@ -1668,6 +1700,10 @@ impl Pipeline {
                 self.nats[n.index()].counters_mut().count_translated_out(frame.len() as u64);
                 rewrite::set_src_ip(frame, ip, public, off.csum());
                 rewrite::set_src_port(frame, ip, port, off.csum());
+                packet::set_macs(frame, self.inet_peer_mac.get(), self.inet_own_mac);
+                Verdict::ToInternet
+            }
+            Fast::GatewayEndpoint => {
                 packet::set_macs(frame, self.inet_peer_mac.get(), self.inet_own_mac);
                 Verdict::ToInternet
             }
@@ -1932,7 +1968,7 @@ impl Pipeline {
                 );
                 return Err(Verdict::Drop(DropReason::ArpUnanswered));
             }
-            owner.map(|(_, p)| p.mac)
+            owner.map(|(_, p)| p.mac).or_else(|| self.endpoints.mac_in_subnet(port.vpc, port.subnet, target))
         };
         match answer {
             Some(mac) => {
@@ -2012,6 +2048,13 @@ impl Pipeline {
             Some((_, RouteTarget::Blackhole)) => return drop(obs, format_args!("blackhole"), DropReason::Blackhole),
             Some((_, RouteTarget::Local)) => match owner(port.vpc) {
                 Some(to) => to,
+                None if self.endpoints.is_interface(port.vpc, dst) => {
+                    obs.record(
+                        Stage::RouteLookup,
+                        format_args!("{route}: {}", self.endpoint_interface_id(port.vpc, dst)),
+                    );
+                    return Ok(Next::InterfaceEndpoint(dst));
+                }
                 None if self.is_subnet_router(port.vpc, dst) => {
                     let why = format_args!("{dst} is another subnet's router address: the router answers only its own");
                     return drop(obs, why, DropReason::RouterAddress);
@@ -2046,6 +2089,10 @@ impl Pipeline {
             Some((_, RouteTarget::NatGateway(n))) => {
                 obs.record(Stage::RouteLookup, format_args!("{route}"));
                 return Ok(Next::NatGateway(n));
+            }
+            Some((_, RouteTarget::GatewayEndpoint(e))) => {
+                obs.record(Stage::RouteLookup, format_args!("{route}"));
+                return Ok(Next::GatewayEndpoint(e));
             }
         };
         obs.record(Stage::RouteLookup, format_args!("{route}: {}", self.ports[to.index()].id));

@@ -6,6 +6,13 @@
 //! hash map per prefix length present (at most 33), probed from the longest length down, so a
 //! lookup is at most 33 hash probes whether the table holds 2 routes or 1000.
 //!
+//! A gateway endpoint's route (destination: its service's prefix list) is compiled as one entry
+//! per CIDR of the list, so it takes part in the same longest-prefix match; where a static route
+//! has the very same destination, the static route wins, as AWS's route priority says
+//! (<https://docs.aws.amazon.com/vpc/latest/userguide/route-tables-priority.html>: longest
+//! prefix first, then static routes, then prefix-list routes). A table without endpoint routes
+//! compiles exactly as before.
+//!
 //! Invariants. Each prefix length's map is keyed by the network address (host bits clear, as
 //! [`Cidr`] guarantees). Validation rejects duplicate destinations; should a table built by hand
 //! hold one anyway, the first route in table order (the local route comes first) is kept.
@@ -14,7 +21,7 @@ use std::net::Ipv4Addr;
 
 use hashbrown::HashMap;
 
-use crate::model::{Cidr, Model, RouteTable, RouteTarget, RtbIdx};
+use crate::model::{Cidr, EndpointKind, Model, RouteTable, RouteTarget, RtbIdx, VpceIdx};
 
 /// One route table ready for lookups; built once per model [`RouteTable`].
 #[derive(Clone, Debug)]
@@ -26,12 +33,19 @@ pub struct CompiledRoutes {
 impl CompiledRoutes {
     /// Compiles `table`'s routes.
     pub fn new(table: &RouteTable) -> CompiledRoutes {
+        CompiledRoutes::with_prefix_lists(table, &[])
+    }
+
+    /// Compiles `table`'s routes, then `extra` (each CIDR of a prefix-list route, with its
+    /// target), which a static route of the same destination overrides.
+    pub fn with_prefix_lists(table: &RouteTable, extra: &[(Cidr, RouteTarget)]) -> CompiledRoutes {
         let mut by_len: [Option<HashMap<u32, RouteTarget>>; 33] = std::array::from_fn(|_| None);
-        for r in &table.routes {
+        let statics = table.routes.iter().map(|r| (r.destination, r.target));
+        for (destination, target) in statics.chain(extra.iter().copied()) {
             // `Cidr` never holds a prefix above 32; `min` keeps a hand-built one from panicking.
-            let len = usize::from(r.destination.prefix.min(32));
-            let key = u32::from(r.destination.addr) & r.destination.mask();
-            by_len[len].get_or_insert_with(HashMap::new).entry(key).or_insert(r.target);
+            let len = usize::from(destination.prefix.min(32));
+            let key = u32::from(destination.addr) & destination.mask();
+            by_len[len].get_or_insert_with(HashMap::new).entry(key).or_insert(target);
         }
         let levels = by_len.into_iter().enumerate().rev().filter_map(|(len, m)| m.map(|m| (len as u8, m))).collect();
         CompiledRoutes { levels }
@@ -58,9 +72,21 @@ impl CompiledRoutes {
     }
 }
 
-/// Compiles every route table of `model`; the result is indexed like `model.route_tables`.
+/// Compiles every route table of `model`, with the prefix-list routes of the gateway endpoints
+/// that name it; the result is indexed like `model.route_tables`.
 pub fn compile_all(model: &Model) -> Vec<CompiledRoutes> {
-    model.route_tables.iter().map(CompiledRoutes::new).collect()
+    let mut extra: Vec<Vec<(Cidr, RouteTarget)>> = vec![Vec::new(); model.route_tables.len()];
+    for (i, e) in model.vpc_endpoints.iter().enumerate() {
+        let EndpointKind::Gateway { route_tables } = &e.kind else { continue };
+        let Some(list) = model.prefix_list(&e.service) else { continue };
+        let target = RouteTarget::GatewayEndpoint(VpceIdx(i as u32));
+        for t in route_tables {
+            if let Some(x) = extra.get_mut(t.index()) {
+                x.extend(list.cidrs.iter().map(|&c| (c, target)));
+            }
+        }
+    }
+    model.route_tables.iter().zip(&extra).map(|(t, x)| CompiledRoutes::with_prefix_lists(t, x)).collect()
 }
 
 /// How `trace` names a route target: `local`, `blackhole`, or the target's id.
@@ -75,6 +101,7 @@ pub fn target_name(model: &Model, target: RouteTarget) -> String {
         RouteTarget::NatGateway(i) => id(&model.nat_gateways, i.index(), |x| &x.id),
         RouteTarget::Eni(i) => id(&model.enis, i.index(), |x| &x.id),
         RouteTarget::Peering(i) => id(&model.peerings, i.index(), |x| &x.id),
+        RouteTarget::GatewayEndpoint(i) => id(&model.vpc_endpoints, i.index(), |x| &x.id),
     }
 }
 
@@ -119,6 +146,12 @@ pub fn describe(
     std::fmt::from_fn(move |f| {
         let table = model.route_tables.get(rtb.index()).map_or("<unknown route table>", |t| t.id.as_str());
         match hit {
+            Some((cidr, target @ RouteTarget::GatewayEndpoint(e))) => {
+                // AWS shows the route's destination as the prefix list: name it, and the entry hit.
+                let service = model.vpc_endpoints.get(e.index()).map_or("", |x| x.service.as_str());
+                let list = crate::model::PrefixList::id_of(model.region(), service);
+                write!(f, "{table}: {list} ({cidr}) -> {}", target_name(model, target))
+            }
             Some((cidr, target)) => write!(f, "{table}: {cidr} -> {}", target_name(model, target)),
             None => write!(f, "{table}: no route to {dst}"),
         }

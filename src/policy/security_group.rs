@@ -114,7 +114,22 @@ impl SecurityGroups {
             });
             enis.push(at);
         }
+        // Then one slot per VPC endpoint ([`endpoint_slot`]): an interface endpoint's
+        // interfaces are judged by its groups as an ENI is; a gateway endpoint has none.
+        for e in &model.vpc_endpoints {
+            let list = match &e.kind {
+                crate::model::EndpointKind::Interface { security_groups, .. } => security_groups.clone(),
+                crate::model::EndpointKind::Gateway { .. } => Vec::new(),
+            };
+            compiled.push(EniRules::new(model, &list));
+            enis.push(compiled.len() - 1);
+        }
         SecurityGroups { groups, groups_of, enis, compiled }
+    }
+
+    /// Where [`allows`](Self::allows) finds the groups of VPC endpoint `e`: past every ENI.
+    pub fn endpoint_slot(model: &Model, e: crate::model::VpceIdx) -> EniIdx {
+        EniIdx((model.enis.len() + e.index()) as u32)
     }
 
     fn rules(&self, eni: EniIdx, dir: Direction) -> Option<&DirRules> {

@@ -46,6 +46,7 @@ pub(crate) fn document(m: &Model) -> DocumentMut {
         ("traffic_mirror_filter", m.traffic_mirror_filters.iter().map(mirror_filter).collect()),
         ("traffic_mirror_session", m.traffic_mirror_sessions.iter().map(|s| mirror_session(m, s)).collect()),
         ("flow_log", m.flow_logs.iter().map(|f| flow_log(m, f)).collect()),
+        ("vpc_endpoint", m.vpc_endpoints.iter().map(|e| vpc_endpoint(m, e)).collect()),
     ];
     for (name, tables) in sections.drain(..) {
         if !tables.is_empty() {
@@ -55,7 +56,13 @@ pub(crate) fn document(m: &Model) -> DocumentMut {
     if m.has_emulated_internet() || m.uplink.is_some() {
         let mut t = Table::new();
         if m.has_emulated_internet() {
-            let hosts = m.internet_hosts.iter().map(|h| inline(&[("id", h.id.as_str().into()), ("ip", ip(h.ip))]));
+            let hosts = m.internet_hosts.iter().map(|h| {
+                let mut t = inline(&[("id", h.id.as_str().into()), ("ip", ip(h.ip))]);
+                if let Some(s) = &h.service {
+                    t.insert("service", s.as_str().into());
+                }
+                t
+            });
             t["hosts"] = value(lines(hosts));
         }
         if let Some(u) = &m.uplink {
@@ -97,6 +104,37 @@ fn flow_log(m: &Model, f: &crate::model::FlowLog) -> Table {
 
 /// Objects vpclab creates itself: `<vpc>/default`, `<vpc>/default-acl`, `<vpc>/main`. File ids
 /// cannot hold `/`.
+/// A VPC endpoint; an interface endpoint's addresses are written as resolved, its groups only
+/// when they are not the VPC's default group alone, `private_dns_enabled` only when off.
+fn vpc_endpoint(m: &Model, e: &crate::model::VpcEndpoint) -> Table {
+    use crate::model::EndpointKind;
+    let ids = |ids: Vec<&str>| value(ids.into_iter().map(Value::from).collect::<Array>());
+    let mut t = Table::new();
+    t["id"] = value(&e.id);
+    t["vpc"] = value(&m.vpcs[e.vpc.index()].id);
+    match &e.kind {
+        EndpointKind::Gateway { route_tables } => {
+            t["type"] = value("Gateway");
+            t["service"] = value(&e.service);
+            t["route_tables"] = ids(route_tables.iter().map(|r| m.route_tables[r.index()].id.as_str()).collect());
+        }
+        EndpointKind::Interface { interfaces, security_groups, private_dns_enabled } => {
+            t["type"] = value("Interface");
+            t["service"] = value(&e.service);
+            t["subnets"] = ids(interfaces.iter().map(|i| m.subnets[i.subnet.index()].id.as_str()).collect());
+            t["private_ips"] = value(interfaces.iter().map(|i| ip(i.private_ip)).collect::<Array>());
+            if security_groups[..] != [m.vpcs[e.vpc.index()].default_security_group] {
+                t["security_groups"] =
+                    ids(security_groups.iter().map(|g| m.security_groups[g.index()].id.as_str()).collect());
+            }
+            if !private_dns_enabled {
+                t["private_dns_enabled"] = value(false);
+            }
+        }
+    }
+    t
+}
+
 fn is_implicit(id: &str) -> bool {
     id.contains('/')
 }

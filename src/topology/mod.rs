@@ -265,6 +265,8 @@ pub fn check_lab_name(name: &str) -> Result<(), String> {
     }
 }
 #[cfg(test)]
+mod endpoint_tests;
+#[cfg(test)]
 mod export_tests;
 #[cfg(test)]
 mod import_tests;

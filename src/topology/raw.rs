@@ -61,6 +61,28 @@ pub(crate) struct RawFile {
     pub(crate) instance_network: Option<Spanned<String>>,
     #[serde(default)]
     pub(crate) dhcp_options: Vec<RawDhcpOptions>,
+    #[serde(default)]
+    pub(crate) vpc_endpoint: Vec<RawVpcEndpoint>,
+}
+
+/// `[[vpc_endpoint]]`: a gateway endpoint (`route_tables`) or an interface endpoint (`subnets`,
+/// `private_ips`, `security_groups`, `private_dns_enabled`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawVpcEndpoint {
+    pub(crate) id: Spanned<String>,
+    pub(crate) vpc: Spanned<String>,
+    /// `Gateway` or `Interface`, as AWS's `VpcEndpointType`.
+    #[serde(rename = "type")]
+    pub(crate) kind: Spanned<String>,
+    pub(crate) service: Spanned<String>,
+    pub(crate) route_tables: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(crate) subnets: Option<Spanned<Vec<Spanned<String>>>>,
+    /// One per subnet, in the same order; left out: each interface gets its subnet's first free
+    /// address.
+    pub(crate) private_ips: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(crate) security_groups: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(crate) private_dns_enabled: Option<Spanned<bool>>,
 }
 
 /// `[[dhcp_options]]`: a DHCP options set, used by the VPCs that name it.
@@ -297,6 +319,8 @@ pub(crate) struct RawUplink {
 pub(crate) struct RawHost {
     pub(crate) id: Spanned<String>,
     pub(crate) ip: Spanned<String>,
+    /// The AWS service the host plays (`s3`), for VPC endpoints.
+    pub(crate) service: Option<Spanned<String>>,
 }
 
 /// `[[traffic_mirror_target]]`.

@@ -36,6 +36,7 @@ use crate::model::{
 use crate::packet::IpProto;
 
 mod dhcp;
+mod endpoints;
 mod flow_logs;
 mod mirror;
 
@@ -71,6 +72,7 @@ enum Kind {
     TrafficMirrorFilter,
     TrafficMirrorSession,
     FlowLog,
+    VpcEndpoint,
 }
 
 impl Kind {
@@ -94,6 +96,7 @@ impl Kind {
             Kind::TrafficMirrorFilter => "a traffic mirror filter",
             Kind::TrafficMirrorSession => "a traffic mirror session",
             Kind::FlowLog => "a flow log",
+            Kind::VpcEndpoint => "a VPC endpoint",
         }
     }
 
@@ -116,6 +119,7 @@ impl Kind {
             Kind::TrafficMirrorFilter => "traffic_mirror_filter",
             Kind::TrafficMirrorSession => "traffic_mirror_session",
             Kind::FlowLog => "flow_log",
+            Kind::VpcEndpoint => "vpc_endpoint",
         }
     }
 }
@@ -460,6 +464,7 @@ fn declared_ids(raw: &RawFile) -> Vec<(&Spanned<String>, Kind, usize)> {
     all.extend(raw.traffic_mirror_filter.iter().enumerate().map(|(i, x)| (&x.id, Kind::TrafficMirrorFilter, i)));
     all.extend(raw.traffic_mirror_session.iter().enumerate().map(|(i, x)| (&x.id, Kind::TrafficMirrorSession, i)));
     all.extend(raw.flow_log.iter().enumerate().map(|(i, x)| (&x.id, Kind::FlowLog, i)));
+    all.extend(raw.vpc_endpoint.iter().enumerate().map(|(i, x)| (&x.id, Kind::VpcEndpoint, i)));
     if let Some(internet) = &raw.internet {
         all.extend(internet.hosts.iter().enumerate().map(|(i, x)| (&x.id, Kind::InternetHost, i)));
     }
@@ -523,6 +528,7 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
     let region = dhcp::region(&mut c, raw);
     let dhcp_options = dhcp::dhcp_options(&mut c, raw);
     let instance_network = dhcp::instance_network(&mut c, raw);
+    let vpc_endpoints = endpoints::vpc_endpoints(&mut c, raw, &subnets, &mut addresses);
     if !c.problems.is_empty() {
         return Err(c.problems);
     }
@@ -551,6 +557,7 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
         m.region = region;
         m.dhcp_options = dhcp_options;
         m.instance_network = instance_network;
+        m.vpc_endpoints = vpc_endpoints.into_iter().collect::<Option<Vec<_>>>()?;
         Some(m)
     });
     model.ok_or_else(|| {
@@ -1620,7 +1627,7 @@ fn sg_rules(
     for (k, r) in list.get_ref().iter().enumerate() {
         let base = path(Kind::SecurityGroup, g.id, &format!("{dname}[{k}]"));
         match sg_rule(c, g, &base, r, ingress) {
-            Some(rule) => out.push(rule),
+            Some(rules) => out.extend(rules),
             None => ok = false,
         }
     }
@@ -1628,8 +1635,9 @@ fn sg_rules(
 }
 
 /// One security group rule: protocol, ports, and the peer of its direction (`source` for
-/// ingress, `destination` for egress; the other one is a mistake).
-fn sg_rule(c: &mut Checker<'_>, g: &GroupCtx<'_>, base: &str, r: &RawSgRule, ingress: bool) -> Option<SgRule> {
+/// ingress, `destination` for egress; the other one is a mistake). A rule naming a prefix list
+/// becomes one rule per CIDR of the list.
+fn sg_rule(c: &mut Checker<'_>, g: &GroupCtx<'_>, base: &str, r: &RawSgRule, ingress: bool) -> Option<Vec<SgRule>> {
     let dname = if ingress { "ingress" } else { "egress" };
     let protocol = c.protocol(&r.protocol, &format!("{base}.protocol"));
     let ports =
@@ -1654,15 +1662,21 @@ fn sg_rule(c: &mut Checker<'_>, g: &GroupCtx<'_>, base: &str, r: &RawSgRule, ing
         Some(p) => sg_peer(c, g, p, format!("{base}.{want}")),
     };
     match (protocol, ports, peer, stray) {
-        (Some(protocol), Some(ports), Some(peer), None) => Some(SgRule { protocol, ports, peer }),
+        (Some(protocol), Some(ports), Some(peers), None) => {
+            Some(peers.into_iter().map(|peer| SgRule { protocol, ports, peer }).collect())
+        }
         _ => None,
     }
 }
 
-/// A rule's peer: a CIDR block, or a security group in the group's own VPC or a peered one.
-fn sg_peer(c: &mut Checker<'_>, g: &GroupCtx<'_>, p: &Spanned<String>, field: String) -> Option<SgPeer> {
+/// A rule's peers: a CIDR block, a security group in the group's own VPC or a peered one, or
+/// an AWS-managed prefix list (`pl-...`), which stands for each of its CIDRs.
+fn sg_peer(c: &mut Checker<'_>, g: &GroupCtx<'_>, p: &Spanned<String>, field: String) -> Option<Vec<SgPeer>> {
     if p.get_ref().trim().starts_with(|ch: char| ch.is_ascii_digit()) {
-        return c.cidr(p, &field, None).map(SgPeer::Cidr);
+        return c.cidr(p, &field, None).map(|cidr| vec![SgPeer::Cidr(cidr)]);
+    }
+    if p.get_ref().starts_with("pl-") {
+        return endpoints::prefix_list_peers(c, g.raw, p, field);
     }
     let misplaced = |ov, v| {
         (!g.peerings.peered(ov, v)).then(|| {
@@ -1674,7 +1688,7 @@ fn sg_peer(c: &mut Checker<'_>, g: &GroupCtx<'_>, p: &Spanned<String>, field: St
             )
         })
     };
-    c.resolve_in(p, Kind::SecurityGroup, field, g.vpc, misplaced).map(|other| SgPeer::Group(SgIdx(other as u32)))
+    c.resolve_in(p, Kind::SecurityGroup, field, g.vpc, misplaced).map(|other| vec![SgPeer::Group(SgIdx(other as u32))])
 }
 
 /// One outbound (or inbound) rule allowing everything to/from 0.0.0.0/0.
@@ -2085,6 +2099,7 @@ impl Sections {
             region: None,
             dhcp_options: Vec::new(),
             instance_network: Default::default(),
+            vpc_endpoints: Vec::new(),
         })
     }
 
@@ -2296,7 +2311,8 @@ impl Sections {
         let hosts = raw.internet.as_ref().map_or(&[][..], |i| &i.hosts[..]);
         let mut out = Vec::new();
         for (h, ip) in hosts.iter().zip(&self.hosts) {
-            out.push(InternetHost { id: h.id.get_ref().clone(), ip: (*ip)? });
+            let service = h.service.as_ref().map(|s| s.get_ref().clone());
+            out.push(InternetHost { id: h.id.get_ref().clone(), ip: (*ip)?, service });
         }
         Some(out)
     }

@@ -827,7 +827,7 @@ impl<'a> Builder<'a> {
         if self.m.internet_gateways.is_empty() {
             return;
         }
-        self.m.internet_hosts.push(InternetHost { id: "internet-host".into(), ip: INTERNET_HOST });
+        self.m.internet_hosts.push(InternetHost { id: "internet-host".into(), ip: INTERNET_HOST, service: None });
         self.remark(format!(
             "the internet: AWS's JSON names no hosts there; `internet-host` ({INTERNET_HOST}, a documentation address) stands in"
         ));

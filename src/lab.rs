@@ -47,8 +47,9 @@ pub const RUN_DIR: &str = "/run/vpclab";
 /// Queue length of each TAP towards the forwarder, raised so a burst is not dropped in the kernel.
 const TAP_TXQUEUELEN: u32 = 10_000;
 
-/// Routing table of the ENI at device index N > 0 is `ENI_TABLE_BASE + N`, as ec2-net-utils
-/// does (it uses 10000 + device number), with its rules at the same priority.
+/// Routing table of the ENI at device index N is `ENI_TABLE_BASE + N`, as amazon-ec2-net-utils
+/// 2.x (Amazon Linux 2023) does for every interface, device 0 included (10000 + device
+/// number), with its rules at the same priority.
 const ENI_TABLE_BASE: u32 = 10_000;
 
 /// The main routing table.
@@ -605,8 +606,9 @@ fn dress_instance(
 
 /// Moves one ENI's TAP from the host namespace (where it waits under its temporary name) into
 /// its instance and configures it the way EC2 and ec2-net-utils do: MAC, MTU 9001, addresses with
-/// the subnet's prefix; device 0 gets the default route via the subnet router, others their own
-/// table and a rule per address, so that replies leave by the ENI they came in on.
+/// the subnet's prefix; device 0 also gets the main table's default route via the subnet router,
+/// and every device its own table and a rule per address, so that replies leave by the ENI they
+/// came in on (amazon-ec2-net-utils 2.x; the 1.x of Amazon Linux 2 gave device 0 no rule).
 pub(crate) fn place_eni(
     model: &Model,
     idx: EniIdx,
@@ -637,11 +639,9 @@ pub(crate) fn transfer_eni(
     let eni = &old.enis[old_idx.index()];
     let was = eni.attachment.expect("only attached ENIs are transferred");
     let will = new.enis[new_idx.index()].attachment.expect("only to an attachment");
-    if was.device_index > 0 {
-        let table = ENI_TABLE_BASE + was.device_index;
-        for ip in eni.private_ips() {
-            from.del_rule(ip, table, table).with_context(|| format!("removing the rule of {ip} in {from_ns}"))?;
-        }
+    let table = ENI_TABLE_BASE + was.device_index;
+    for ip in eni.private_ips() {
+        from.del_rule(ip, table, table).with_context(|| format!("removing the rule of {ip} in {from_ns}"))?;
     }
     let (a, b) = (format!("eth{}", was.device_index), format!("eth{}", will.device_index));
     guest::stop_dhcp_client(&old.name, from_ns, &a);
@@ -688,23 +688,22 @@ pub(crate) fn configure_eni(model: &Model, idx: EniIdx, ns: &str, nl: &mut Netli
     let ctx = || format!("adding routes for {ifname} in {ns}");
     if attachment.device_index == 0 {
         nl.add_route(&via_router(MAIN_TABLE)).with_context(ctx)?;
-    } else {
-        let table = ENI_TABLE_BASE + attachment.device_index;
-        let connected = RouteSpec {
-            table,
-            destination: subnet,
-            gateway: None,
-            ifname: ifname.clone(),
-            scope_link: true,
-            source: Some(eni.private_ip),
-        };
-        nl.add_route(&connected).with_context(ctx)?;
-        nl.add_route(&via_router(table)).with_context(ctx)?;
     }
+    let table = ENI_TABLE_BASE + attachment.device_index;
+    let connected = RouteSpec {
+        table,
+        destination: subnet,
+        gateway: None,
+        ifname: ifname.clone(),
+        scope_link: true,
+        source: Some(eni.private_ip),
+    };
+    nl.add_route(&connected).with_context(ctx)?;
+    nl.add_route(&via_router(table)).with_context(ctx)?;
     Ok(())
 }
 
-/// Adds one private IP to an ENI's interface, with the ec2-net-utils rule of a secondary ENI.
+/// Adds one private IP to an ENI's interface, with its ec2-net-utils rule.
 pub(crate) fn add_eni_address(
     nl: &mut Netlink,
     prefix: u8,
@@ -713,11 +712,8 @@ pub(crate) fn add_eni_address(
     ip: Ipv4Addr,
 ) -> Result<(), netns::NetnsError> {
     nl.add_address(ifname, ip, prefix)?;
-    if device_index > 0 {
-        let table = ENI_TABLE_BASE + device_index;
-        nl.add_rule(ip, table, table)?;
-    }
-    Ok(())
+    let table = ENI_TABLE_BASE + device_index;
+    nl.add_rule(ip, table, table)
 }
 
 /// Removes one private IP from an ENI's interface, and its rule.
@@ -728,10 +724,8 @@ pub(crate) fn del_eni_address(
     ifname: &str,
     ip: Ipv4Addr,
 ) -> Result<(), netns::NetnsError> {
-    if device_index > 0 {
-        let table = ENI_TABLE_BASE + device_index;
-        nl.del_rule(ip, table, table)?;
-    }
+    let table = ENI_TABLE_BASE + device_index;
+    nl.del_rule(ip, table, table)?;
     nl.del_address(ifname, ip, prefix)
 }
 
@@ -748,11 +742,9 @@ pub(crate) fn lift_eni(
     let eni = &model.enis[idx.index()];
     let attachment = eni.attachment.expect("only attached ENIs are lifted");
     let ifname = format!("eth{}", attachment.device_index);
-    if attachment.device_index > 0 {
-        let table = ENI_TABLE_BASE + attachment.device_index;
-        for ip in eni.private_ips() {
-            nl.del_rule(ip, table, table).with_context(|| format!("removing the rule of {ip} in {ns}"))?;
-        }
+    let table = ENI_TABLE_BASE + attachment.device_index;
+    for ip in eni.private_ips() {
+        nl.del_rule(ip, table, table).with_context(|| format!("removing the rule of {ip} in {ns}"))?;
     }
     guest::stop_dhcp_client(&model.name, ns, &ifname);
     let temp = tap_temp_name(&model.name, &eni.id);

@@ -52,7 +52,13 @@ pub(crate) fn document(m: &Model) -> DocumentMut {
     if m.has_emulated_internet() || m.uplink.is_some() {
         let mut t = Table::new();
         if m.has_emulated_internet() {
-            let hosts = m.internet_hosts.iter().map(|h| inline(&[("id", h.id.as_str().into()), ("ip", ip(h.ip))]));
+            let hosts = m.internet_hosts.iter().map(|h| {
+                let mut fields = vec![("id", h.id.as_str().into()), ("ip", ip(h.ip))];
+                if let Some(name) = &h.name {
+                    fields.push(("name", name.as_str().into()));
+                }
+                inline(&fields)
+            });
             t["hosts"] = value(lines(hosts));
         }
         if let Some(u) = &m.uplink {
@@ -135,6 +141,13 @@ fn vpc(m: &Model, idx: VpcIdx, v: &crate::model::Vpc) -> Table {
     }
     if let Some(set) = m.dhcp_options.iter().find(|d| d.vpcs.contains(&idx)) {
         t["dhcp_options"] = value(&set.id);
+    }
+    // AWS's defaults are left out: enable_dns_support true, enable_dns_hostnames false.
+    if !v.enable_dns_support {
+        t["enable_dns_support"] = value(false);
+    }
+    if v.enable_dns_hostnames {
+        t["enable_dns_hostnames"] = value(true);
     }
     t
 }

@@ -36,6 +36,7 @@ use crate::model::{
 use crate::packet::IpProto;
 
 mod dhcp;
+mod dns;
 mod flow_logs;
 mod mirror;
 
@@ -522,6 +523,8 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
     let api = api(&mut c, raw);
     let region = dhcp::region(&mut c, raw);
     let dhcp_options = dhcp::dhcp_options(&mut c, raw);
+    dns::vpc_attributes(&mut c, raw);
+    dns::host_names(&mut c, raw);
     if !c.problems.is_empty() {
         return Err(c.problems);
     }
@@ -2096,6 +2099,8 @@ impl Sections {
                 main_route_table: RtbIdx(idx(checked.main_route_table?)?),
                 default_network_acl: AclIdx(idx(raw.network_acl.len() + i)?),
                 default_security_group: SgIdx(idx(raw.security_group.len() + i)?),
+                enable_dns_support: v.enable_dns_support.as_ref().is_none_or(|b| *b.get_ref()),
+                enable_dns_hostnames: v.enable_dns_hostnames.as_ref().is_some_and(|b| *b.get_ref()),
             });
         }
         Some(out)
@@ -2293,7 +2298,8 @@ impl Sections {
         let hosts = raw.internet.as_ref().map_or(&[][..], |i| &i.hosts[..]);
         let mut out = Vec::new();
         for (h, ip) in hosts.iter().zip(&self.hosts) {
-            out.push(InternetHost { id: h.id.get_ref().clone(), ip: (*ip)? });
+            let name = h.name.as_ref().map(|n| n.get_ref().clone());
+            out.push(InternetHost { id: h.id.get_ref().clone(), ip: (*ip)?, name });
         }
         Some(out)
     }

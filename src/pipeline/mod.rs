@@ -1843,6 +1843,9 @@ impl Pipeline {
 
     /// The Amazon DNS server answers a packet sent to it, unless DNS support is off in the
     /// ENI's VPC or the ENI spent its allowance (1024 packets a second; a trace takes none).
+    /// Cold and out of line: inlined, it made `walk` heavier for every packet of the slow path.
+    #[cold]
+    #[inline(never)]
     fn dns_reply<O: Observer>(
         &mut self,
         now: Duration,

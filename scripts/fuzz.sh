@@ -37,7 +37,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 # Per target: extra libFuzzer options.
-targets=(pipeline topology control_request api_request)
+targets=(pipeline topology control_request api_request dns_query)
 if [ $# -gt 0 ]; then
     for t in "$@"; do
         case " ${targets[*]} " in *" $t "*) ;; *) echo "fuzz: no target '$t' (${targets[*]})" >&2; exit 2 ;; esac
@@ -49,6 +49,7 @@ declare -A extra=(
     [topology]="-max_len=16384"
     [control_request]="-max_len=8192"
     [api_request]="-max_len=4096"
+    [dns_query]="-max_len=1300"
 )
 build=(-s none -a)
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what vpclab's tests, demo and benchmark use inside instances (idempotent, needs root):
 # iproute2 (ip, to inspect), iputils-ping, iperf3, tcpdump, tshark (reads captures back), busybox
-# (its udhcpc is the DHCP client), python3 (bench's JSON), gcc (ceiling.sh), and a Python virtual
+# (its udhcpc is the DHCP client), dnsutils (dig asks the Amazon DNS server), python3 (bench's JSON), gcc (ceiling.sh), and a Python virtual
 # environment in .venv/ with the Python clients the tests use (prometheus_client's OpenMetrics
 # parser, flowlogs-reader, boto3 and awscli for the EC2 API).
 set -euo pipefail
@@ -18,6 +18,8 @@ have iptables || want+=(iptables)
 have busybox || want+=(busybox)
 # dhclient (isc-dhcp-client): the client `instance_network = "dhcp"` runs on every interface.
 have dhclient || want+=(isc-dhcp-client)
+# dig: the DNS tests ask the fabric's Amazon DNS server with it.
+have dig || want+=(dnsutils)
 have tshark || want+=(tshark)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || want+=(python3-venv)
 if [ ${#want[@]} -gt 0 ]; then

@@ -424,6 +424,11 @@ pub struct Vpc {
     pub default_network_acl: AclIdx,
     /// The default security group (inbound from its own members, outbound all).
     pub default_security_group: SgIdx,
+    /// `enable_dns_support`: the Amazon DNS server answers in this VPC (AWS's default: true).
+    pub enable_dns_support: bool,
+    /// `enable_dns_hostnames`: ENIs with an Elastic IP get a public DNS name (AWS's default for
+    /// a VPC that is not the account's default VPC: false).
+    pub enable_dns_hostnames: bool,
 }
 
 /// A subnet.
@@ -651,6 +656,15 @@ pub struct InternetHost {
     pub ip: Ipv4Addr,
     /// The AWS service it plays (`s3`, `dynamodb`, ...), which VPC endpoints reach it as.
     pub service: Option<String>,
+    /// Its DNS name (`name`), if given; see [`InternetHost::dns_name`].
+    pub name: Option<String>,
+}
+
+impl InternetHost {
+    /// The name the Amazon DNS server answers for it: its `name`, else its id.
+    pub fn dns_name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.id)
+    }
 }
 
 /// The internet side on a host interface instead of the emulated internet.
@@ -947,15 +961,38 @@ impl Model {
         self.region.as_deref().unwrap_or(DEFAULT_REGION)
     }
 
+    /// The region's domain for private DNS names, and the DHCP default: `ec2.internal` in
+    /// us-east-1, else `<region>.compute.internal`.
+    pub fn private_domain(&self) -> String {
+        match self.region() {
+            DEFAULT_REGION => "ec2.internal".to_string(),
+            region => format!("{region}.compute.internal"),
+        }
+    }
+
+    /// An address's private DNS name: `ip-10-0-1-10.ec2.internal`. Always under the region's
+    /// domain, whatever domain the VPC's DHCP options set hands out (as on AWS).
+    pub fn private_dns_name(&self, ip: Ipv4Addr) -> String {
+        let o = ip.octets();
+        format!("ip-{}-{}-{}-{}.{}", o[0], o[1], o[2], o[3], self.private_domain())
+    }
+
+    /// A public address's DNS name: `ec2-203-0-113-20.compute-1.amazonaws.com` in us-east-1,
+    /// else `ec2-...<region>.compute.amazonaws.com`.
+    pub fn public_dns_name(&self, ip: Ipv4Addr) -> String {
+        let o = ip.octets();
+        match self.region() {
+            DEFAULT_REGION => format!("ec2-{}-{}-{}-{}.compute-1.amazonaws.com", o[0], o[1], o[2], o[3]),
+            region => format!("ec2-{}-{}-{}-{}.{region}.compute.amazonaws.com", o[0], o[1], o[2], o[3]),
+        }
+    }
+
     /// What the DHCP server hands out in `vpc`: its options set's values, AWS's defaults where
-    /// absent (`AmazonProvidedDNS` at base + 2; `ec2.internal` in us-east-1, else
-    /// `<region>.compute.internal`).
+    /// absent (`AmazonProvidedDNS` at base + 2; [`Model::private_domain`]).
     pub fn dhcp_settings(&self, vpc: VpcIdx) -> DhcpSettings {
         let set = self.dhcp_options.iter().find(|d| d.vpcs.contains(&vpc));
         let amazon_dns = self.vpcs[vpc.index()].cidr.nth(2);
-        let region = self.region();
-        let default_domain =
-            if region == DEFAULT_REGION { "ec2.internal".to_string() } else { format!("{region}.compute.internal") };
+        let default_domain = self.private_domain();
         let servers = set.map(|d| d.domain_name_servers.as_slice()).unwrap_or_default();
         let dns_servers = if servers.is_empty() {
             vec![amazon_dns]

@@ -16,6 +16,7 @@ use vpclab::pipeline::{ConnectionView, NoObserver, Offload, Pipeline, Verdict};
 
 pub mod api;
 pub mod control;
+pub mod dns;
 pub mod topology;
 
 /// The lab every `pipeline` input runs against.
@@ -489,13 +490,14 @@ pub fn run_pipeline(data: &[u8]) -> Tally {
                 None => p.trace_internet(now, &mut copy),
             };
             assert_eq!(conns, connections(&p, now), "trace changed the connection tables");
-            (v, copy)
+            (v, written(&p, v, copy))
         });
         let input = frame.clone();
         let v = match from {
             Some(e) => p.process_offloaded(now, e, &mut frame, off, &mut NoObserver),
             None => p.process_internet(now, &mut frame, off, &mut NoObserver),
         };
+        let frame = written(&p, v, frame);
         tally.frames += 1;
         tally.count(v);
         check_verdict(m, v, &input, &frame, off, before);
@@ -507,6 +509,15 @@ pub fn run_pipeline(data: &[u8]) -> Tally {
     }
     assert_eq!(tally.frames, tally.verdicts(), "verdict counts add up to the frames sent: {tally:?}");
     tally
+}
+
+/// The frame as the data plane writes it: a fabric answer longer than its request (DHCP, DNS)
+/// is in `Pipeline::answer`, as `dataplane` copies it.
+fn written(p: &Pipeline, v: Verdict, frame: Vec<u8>) -> Vec<u8> {
+    match v {
+        Verdict::ReplyWith(n) if n > frame.len() => p.answer()[..n].to_vec(),
+        _ => frame,
+    }
 }
 
 /// Every connection, without the idle time left (which moves with `now` only).

@@ -206,11 +206,6 @@ fn zone(az: Option<&String>) -> &str {
     az.map_or(DEFAULT_ZONE, String::as_str)
 }
 
-fn private_dns(ip: Ipv4Addr) -> String {
-    let o = ip.octets();
-    format!("ip-{}-{}-{}-{}.ec2.internal", o[0], o[1], o[2], o[3])
-}
-
 fn protocol_name(p: Protocol) -> String {
     match p {
         Protocol::All => "-1".into(),
@@ -348,15 +343,20 @@ fn ip_association(m: &Model, e: EniIdx, ip: Ipv4Addr) -> Value {
         Some(x) => json!({
             "PublicIp": x.public_ip.to_string(), "IpOwnerId": owner_id(m), "AllocationId": x.id,
             "AssociationId": derived_id("eipassoc", &x.id),
-            "PublicDnsName": public_dns(x.public_ip),
+            "PublicDnsName": public_dns(m, e, x.public_ip),
         }),
         None => Value::Null,
     }
 }
 
-fn public_dns(ip: Ipv4Addr) -> String {
-    let o = ip.octets();
-    format!("ec2-{}-{}-{}-{}.compute-1.amazonaws.com", o[0], o[1], o[2], o[3])
+/// The public DNS name of ENI `e`'s public address `ip`: empty unless its VPC has DNS hostnames
+/// on, as EC2 shows it.
+fn public_dns(m: &Model, e: EniIdx, ip: Ipv4Addr) -> String {
+    if m.vpcs[m.vpc_of(e).index()].enable_dns_hostnames {
+        m.public_dns_name(ip)
+    } else {
+        String::new()
+    }
 }
 
 fn group_refs(m: &Model, e: &Eni) -> Value {
@@ -377,7 +377,7 @@ fn network_interface(m: &Model, i: usize) -> Value {
         .map(|ip| {
             json!({
                 "Primary": ip == e.private_ip, "PrivateIpAddress": ip.to_string(),
-                "PrivateDnsName": private_dns(ip), "Association": ip_association(m, idx, ip),
+                "PrivateDnsName": m.private_dns_name(ip), "Association": ip_association(m, idx, ip),
             })
         })
         .collect();
@@ -392,7 +392,7 @@ fn network_interface(m: &Model, i: usize) -> Value {
         "NetworkInterfaceId": e.id, "SubnetId": subnet.id, "VpcId": m.vpcs[subnet.vpc.index()].id,
         "AvailabilityZone": zone(subnet.availability_zone.as_ref()), "Description": e.description.clone().unwrap_or_default(),
         "Groups": group_refs(m, e), "InterfaceType": "interface", "MacAddress": e.mac.to_string(), "OwnerId": owner_id(m),
-        "PrivateIpAddress": e.private_ip.to_string(), "PrivateDnsName": private_dns(e.private_ip),
+        "PrivateIpAddress": e.private_ip.to_string(), "PrivateDnsName": m.private_dns_name(e.private_ip),
         "PrivateIpAddresses": addresses, "Association": ip_association(m, idx, e.private_ip),
         "SourceDestCheck": e.source_dest_check, "Status": if e.attachment.is_some() { "in-use" } else { "available" },
         "Attachment": attachment, "RequesterManaged": false,
@@ -414,9 +414,9 @@ fn nat_interface(m: &Model, n: &crate::model::NatGateway) -> Value {
         "AvailabilityZone": zone(subnet.availability_zone.as_ref()),
         "Description": format!("Interface for NAT Gateway {}", n.id), "Groups": [],
         "InterfaceType": "nat_gateway", "MacAddress": crate::model::Mac::generated("nat", &n.id).to_string(),
-        "OwnerId": owner_id(m), "PrivateIpAddress": n.private_ip.to_string(), "PrivateDnsName": private_dns(n.private_ip),
+        "OwnerId": owner_id(m), "PrivateIpAddress": n.private_ip.to_string(), "PrivateDnsName": m.private_dns_name(n.private_ip),
         "PrivateIpAddresses": [{
-            "Primary": true, "PrivateIpAddress": n.private_ip.to_string(), "PrivateDnsName": private_dns(n.private_ip),
+            "Primary": true, "PrivateIpAddress": n.private_ip.to_string(), "PrivateDnsName": m.private_dns_name(n.private_ip),
             "Association": association.clone(),
         }],
         "Association": association, "SourceDestCheck": false, "Status": "in-use", "RequesterManaged": true,
@@ -485,12 +485,12 @@ fn instance(m: &Model, i: usize) -> Value {
         out["VpcId"] = m.vpcs[subnet.vpc.index()].id.clone().into();
         out["Placement"] = json!({"AvailabilityZone": zone(subnet.availability_zone.as_ref()), "Tenancy": "default"});
         out["PrivateIpAddress"] = primary.private_ip.to_string().into();
-        out["PrivateDnsName"] = private_dns(primary.private_ip).into();
+        out["PrivateDnsName"] = m.private_dns_name(primary.private_ip).into();
         out["SourceDestCheck"] = primary.source_dest_check.into();
         let eni = EniIdx(enis[0].0);
         if let Some(x) = m.elastic_ips.iter().find(|x| x.association == Some((eni, primary.private_ip))) {
             out["PublicIpAddress"] = x.public_ip.to_string().into();
-            out["PublicDnsName"] = public_dns(x.public_ip).into();
+            out["PublicDnsName"] = public_dns(m, eni, x.public_ip).into();
         }
     }
     out

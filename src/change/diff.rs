@@ -121,6 +121,18 @@ fn vpcs(old: &Model, new: &Model, plan: &mut Plan) -> Result<(), AwsError> {
             if a.cidr != b.cidr {
                 return Err(immutable(format!("the CIDR of {} ({} to {})", a.id, a.cidr, b.cidr)));
             }
+            // AWS changes one attribute per ModifyVpcAttribute call; the forwarder compiles the
+            // DNS server's settings from the model at the swap, so they apply at once.
+            if a.enable_dns_support != b.enable_dns_support {
+                steps
+                    .borrow_mut()
+                    .push(format!("ModifyVpcAttribute {} enable_dns_support {}", b.id, b.enable_dns_support));
+            }
+            if a.enable_dns_hostnames != b.enable_dns_hostnames {
+                steps
+                    .borrow_mut()
+                    .push(format!("ModifyVpcAttribute {} enable_dns_hostnames {}", b.id, b.enable_dns_hostnames));
+            }
             if old.route_tables[a.main_route_table.index()].id != new.route_tables[b.main_route_table.index()].id {
                 steps.borrow_mut().push(format!(
                     "ReplaceRouteTableAssociation {} main -> {}",
@@ -615,7 +627,7 @@ fn elastic_ips(old: &Model, new: &Model, plan: &mut Plan) -> Result<(), AwsError
 }
 
 fn internet_hosts(old: &Model, new: &Model, plan: &mut Plan) {
-    let key = |h: &crate::model::InternetHost| format!("{} {}", h.id, h.ip);
+    let key = |h: &crate::model::InternetHost| format!("{} {} name {}", h.id, h.ip, h.dns_name());
     let before: Vec<String> = old.internet_hosts.iter().map(key).collect();
     let after: Vec<String> = new.internet_hosts.iter().map(key).collect();
     for h in after.iter().filter(|h| !before.contains(h)) {

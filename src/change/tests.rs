@@ -465,6 +465,26 @@ fn dhcp_options_sets_are_created_associated_and_deleted_never_modified() {
     assert!(diff(&old, &explicit).unwrap().is_empty(), "writing the default region is no change");
 }
 
+#[test]
+fn dns_attributes_plan_as_one_modify_vpc_attribute_each() {
+    let old = default_lab();
+    let vpc = old.vpcs[0].id.clone();
+    let mut new = old.clone();
+    new.vpcs[0].enable_dns_hostnames = true;
+    assert_eq!(diff(&old, &new).unwrap().steps, [format!("ModifyVpcAttribute {vpc} enable_dns_hostnames true")]);
+    let mut off = old.clone();
+    off.vpcs[0].enable_dns_support = false;
+    assert_eq!(diff(&new, &off).unwrap().steps.len(), 2);
+    // Through a file: the exported lab with the attribute written is the same one-step plan.
+    let text = topology::export(&old).replacen(
+        &format!("id = \"{vpc}\"\n"),
+        &format!("id = \"{vpc}\"\nenable_dns_hostnames = true\n"),
+        1,
+    );
+    let parsed = topology::parse(&text, "t.toml").unwrap();
+    assert_eq!(diff(&old, &parsed).unwrap().steps, [format!("ModifyVpcAttribute {vpc} enable_dns_hostnames true")]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Creating and deleting whole objects
 

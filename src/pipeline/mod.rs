@@ -66,6 +66,7 @@ use crate::policy::network_acl::{self, CompiledAcl};
 use crate::policy::route_table::{self, CompiledRoutes};
 use crate::policy::{security_group::SecurityGroups, Direction};
 use crate::services::dhcp::{self, DhcpDrop};
+use crate::services::dns::{self, DnsDrop};
 
 /// The MTU inside a VPC, as on AWS.
 pub const VPC_MTU: u16 = 9001;
@@ -84,6 +85,9 @@ pub enum Stage {
     DhcpReply,
     /// Traffic to the VPC router's own address: ping answered, the rest dropped.
     Router,
+    /// The Amazon DNS server answers queries to base + 2 and 169.254.169.253 (before source
+    /// check, groups, ACLs and flow logs, as AWS does).
+    DnsReply,
     /// With the check on, the source IP must be one of the sender's private IPs.
     SourceCheck,
     /// The sender's security groups and connection table.
@@ -119,6 +123,7 @@ impl Stage {
             Stage::ArpReply => "arp-reply",
             Stage::DhcpReply => "dhcp-reply",
             Stage::Router => "router",
+            Stage::DnsReply => "dns-reply",
             Stage::SourceCheck => "source-check",
             Stage::SgEgress => "sg-egress",
             Stage::Layer2 => "layer2",
@@ -248,6 +253,8 @@ struct Port {
     acl: AclIdx,
     vpc: VpcIdx,
     router_mac: Mac,
+    /// Its VPC's DNS server: base + 2.
+    resolver: Ipv4Addr,
     attached: bool,
     /// Attached to a stopped instance: carries nothing either way.
     stopped: bool,
@@ -382,6 +389,11 @@ pub struct Pipeline {
     generation: u64,
     /// By VPC index: what its DHCP server hands out.
     dhcp: Vec<DhcpSettings>,
+    /// What the Amazon DNS server answers, and by VPC index whether it answers there at all.
+    dns_names: dns::Names,
+    dns_support: Vec<bool>,
+    /// By ENI index: its allowance of packets to the DNS server.
+    dns_limits: Vec<dns::RateLimit>,
     /// The last fabric answer too long to be written over its request (see [`Verdict::ReplyWith`]).
     answer: Vec<u8>,
     /// This pipeline's part when several workers forward the lab; `None` with one worker.
@@ -475,6 +487,9 @@ impl Pipeline {
             uplink_gateway: model.uplink.as_ref().map(|u| u.gateway),
             generation: 0,
             dhcp: Vec::new(),
+            dns_names: dns::Names::default(),
+            dns_support: Vec::new(),
+            dns_limits: vec![dns::RateLimit::default(); model.enis.len()],
             answer: Vec::new(),
             shard: None,
             endpoints: endpoint::Endpoints::default(),
@@ -656,6 +671,7 @@ impl Pipeline {
         for i in 0..self.ports.len() {
             let Some(&j) = old_enis.get(self.ports[i].id.as_str()) else { continue };
             std::mem::swap(&mut self.conntrack[i], &mut old.conntrack[j]);
+            self.dns_limits[i] = old.dns_limits[j];
             let config = self.model.enis[i].connection_tracking;
             let table = &mut self.conntrack[i];
             table.set_timeouts(config);
@@ -690,6 +706,8 @@ impl Pipeline {
         let mut owner_by_ip = HashMap::new();
         let mut owner_by_mac = HashMap::new();
         self.dhcp = (0..model.vpcs.len()).map(|v| model.dhcp_settings(VpcIdx(v as u32))).collect();
+        self.dns_names = dns::Names::new(model);
+        self.dns_support = model.vpcs.iter().map(|v| v.enable_dns_support).collect();
         self.ports = model
             .enis
             .iter()
@@ -711,6 +729,7 @@ impl Pipeline {
                     acl: subnet.network_acl,
                     vpc: subnet.vpc,
                     router_mac: model.vpcs[subnet.vpc.index()].router_mac,
+                    resolver: model.vpcs[subnet.vpc.index()].cidr.nth(2),
                     attached: eni.attachment.is_some(),
                     stopped: eni
                         .attachment
@@ -951,10 +970,14 @@ impl Pipeline {
                 return Err(Verdict::Drop(DropReason::UnsupportedEthertype));
             }
         };
-        if dhcp::is_request(&ip, self.ports[from.index()].subnet_cidr) {
+        let port = &self.ports[from.index()];
+        if dhcp::is_request(&ip, port.subnet_cidr) {
             return self.dhcp_reply(from, &ip, meta.src_mac, frame, obs);
         }
-        if ip.flow.dst == self.ports[from.index()].subnet_cidr.router() {
+        if dns::is_for_resolver(ip.flow.dst, port.resolver) {
+            return self.dns_reply(now, from, &ip, frame, obs, commit);
+        }
+        if ip.flow.dst == port.subnet_cidr.router() {
             return self.to_router(from, &ip, frame, obs);
         }
         within_vpc_mtu(&ip, frame, off, obs)?;
@@ -1903,6 +1926,58 @@ impl Pipeline {
             }
         };
         obs.record(Stage::DhcpReply, format_args!("answered {} for {}", primary_ip, port.id));
+        self.reply_with(reply, frame)
+    }
+
+    /// The Amazon DNS server answers a packet sent to it, unless DNS support is off in the
+    /// ENI's VPC or the ENI spent its allowance (1024 packets a second; a trace takes none).
+    /// Cold and out of line: inlined, it made `walk` heavier for every packet of the slow path.
+    #[cold]
+    #[inline(never)]
+    fn dns_reply<O: Observer>(
+        &mut self,
+        now: Duration,
+        from: EniIdx,
+        ip: &Ipv4Meta,
+        frame: &mut [u8],
+        obs: &mut O,
+        commit: bool,
+    ) -> Step<Verdict> {
+        let port = &self.ports[from.index()];
+        if !self.dns_support[port.vpc.index()] {
+            let vpc = &self.model.vpcs[port.vpc.index()].id;
+            obs.record(Stage::DnsReply, format_args!("drop: DNS resolution is off in {vpc} (enable_dns_support)"));
+            return Err(Verdict::Drop(DropReason::DnsDisabled));
+        }
+        let mut bucket = self.dns_limits[from.index()];
+        let allowed = bucket.allow(now);
+        if commit {
+            self.dns_limits[from.index()] = bucket;
+        }
+        if !allowed {
+            obs.record(
+                Stage::DnsReply,
+                format_args!("drop: {} sent over {} packets this second", port.id, dns::PACKETS_PER_SECOND),
+            );
+            return Err(Verdict::Drop(DropReason::DnsRateExceeded));
+        }
+        let reply = match dns::answer(frame, ip, port.mac, port.router_mac, port.vpc, &self.dns_names) {
+            Ok(r) => r,
+            Err(why) => {
+                obs.record(Stage::DnsReply, format_args!("drop: {why:?}"));
+                return Err(Verdict::Drop(match why {
+                    DnsDrop::Malformed => DropReason::DnsMalformed,
+                    DnsDrop::Unanswered => DropReason::DnsUnanswered,
+                }));
+            }
+        };
+        obs.record(Stage::DnsReply, format_args!("answered {} from {}", ip.flow.src, ip.flow.dst));
+        self.reply_with(reply, frame)
+    }
+
+    /// A fabric answer: written over the request when it fits, else kept in
+    /// [`answer`](Self::answer) for the caller to copy.
+    fn reply_with(&mut self, reply: Vec<u8>, frame: &mut [u8]) -> Step<Verdict> {
         if let Some(head) = frame.get_mut(..reply.len()) {
             head.copy_from_slice(&reply);
         }

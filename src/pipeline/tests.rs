@@ -1916,3 +1916,252 @@ fn dhcp_spoofed_and_malformed_requests_are_counted_drops() {
     let reply = fabric_reply(&lab.pipeline, &request, len);
     assert_eq!(parse(&reply).unwrap().dst_mac, Mac([0xff; 6]));
 }
+
+// ---------------------------------------------------------------------------------------------
+// The Amazon DNS server: answered by the fabric before groups and ACLs, per the ENI's VPC
+
+/// Two VPCs with the same CIDR (not peered): the DNS server must tell them apart by the ENI a
+/// query came in on. vpc-a's ENIs are behind a group and an ACL that let nothing through.
+const DNS_LAB: &str = r#"
+name = "dns"
+
+[[vpc]]
+id = "vpc-a"
+cidr = "10.0.0.0/16"
+enable_dns_hostnames = true
+
+[[vpc]]
+id = "vpc-b"
+cidr = "10.0.0.0/16"
+
+[[vpc]]
+id = "vpc-off"
+cidr = "10.2.0.0/16"
+enable_dns_support = false
+
+[[subnet]]
+id = "sub-a"
+vpc = "vpc-a"
+cidr = "10.0.1.0/24"
+network_acl = "acl-deny"
+
+[[subnet]]
+id = "sub-b"
+vpc = "vpc-b"
+cidr = "10.0.1.0/24"
+
+[[subnet]]
+id = "sub-off"
+vpc = "vpc-off"
+cidr = "10.2.1.0/24"
+
+[[network_acl]]
+id = "acl-deny"
+vpc = "vpc-a"
+ingress = []
+egress = []
+
+[[security_group]]
+id = "sg-closed"
+vpc = "vpc-a"
+egress = []
+
+[[internet_gateway]]
+id = "igw-a"
+vpc = "vpc-a"
+
+[[elastic_ip]]
+id = "eipalloc-a"
+public_ip = "203.0.113.20"
+network_interface = "eni-a"
+
+[[instance]]
+id = "a"
+
+[[instance]]
+id = "b"
+
+[[instance]]
+id = "off"
+
+[[network_interface]]
+id = "eni-a"
+subnet = "sub-a"
+private_ip = "10.0.1.10"
+secondary_private_ips = ["10.0.1.20"]
+security_groups = ["sg-closed"]
+attachment = { instance = "a", device_index = 0 }
+
+[[network_interface]]
+id = "eni-b"
+subnet = "sub-b"
+private_ip = "10.0.1.10"
+attachment = { instance = "b", device_index = 0 }
+
+[[network_interface]]
+id = "eni-off"
+subnet = "sub-off"
+private_ip = "10.2.1.10"
+attachment = { instance = "off", device_index = 0 }
+
+[internet]
+hosts = [{ id = "example", ip = "198.51.100.7", name = "www.example.com" }]
+"#;
+
+struct DnsLab {
+    model: Model,
+    pipeline: Pipeline,
+}
+
+impl DnsLab {
+    fn new() -> DnsLab {
+        let model = crate::topology::parse(DNS_LAB, "dns.toml").expect("the DNS lab is valid");
+        let pipeline = Pipeline::new(&model);
+        DnsLab { model, pipeline }
+    }
+
+    fn query(&self, eni: &str, server: [u8; 4], name: &str, qtype: hickory_proto::rr::RecordType) -> Vec<u8> {
+        let e = &self.model.enis[self.model.eni_by_id(eni).unwrap().index()];
+        dns::query_frame(e.mac, e.private_ip, server.into(), name, qtype)
+    }
+
+    /// Sends `frame` from `eni` at `now`; the reply frame, or the verdict that was not one.
+    fn ask(&mut self, eni: &str, now: Duration, frame: &mut [u8]) -> Result<Vec<u8>, Verdict> {
+        let e = self.model.eni_by_id(eni).unwrap();
+        match self.pipeline.process(now, e, frame, &mut NoObserver) {
+            Verdict::ReplyWith(len) => Ok(fabric_reply(&self.pipeline, frame, len)),
+            other => Err(other),
+        }
+    }
+
+    /// The DNS message in a reply frame.
+    fn message(reply: &[u8]) -> hickory_proto::op::Message {
+        let L3Meta::Ipv4(ip) = parse(reply).expect("the reply parses").l3 else { panic!("not IPv4") };
+        let start = ETH_HEADER_LEN + usize::from(ip.header_len) + 8;
+        hickory_proto::op::Message::from_vec(&reply[start..]).expect("the reply decodes")
+    }
+}
+
+fn a_records(m: &hickory_proto::op::Message) -> Vec<Ipv4Addr> {
+    m.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            hickory_proto::rr::RData::A(a) => Some(a.0),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn dns_is_answered_from_both_addresses_whatever_the_groups_and_acls_say() {
+    use hickory_proto::op::ResponseCode;
+    use hickory_proto::rr::RecordType;
+    let mut lab = DnsLab::new();
+    for server in [[10, 0, 0, 2], [169, 254, 169, 253]] {
+        let mut q = lab.query("eni-a", server, "ip-10-0-1-20.ec2.internal.", RecordType::A);
+        let mut rec = Recorder::default();
+        let e = lab.model.eni_by_id("eni-a").unwrap();
+        let Verdict::ReplyWith(len) = lab.pipeline.process(Duration::ZERO, e, &mut q, &mut rec) else {
+            panic!("not answered")
+        };
+        assert_eq!(rec.lines.iter().map(|l| l.0).collect::<Vec<_>>(), [Stage::PortSecurity, Stage::DnsReply]);
+        let reply = fabric_reply(&lab.pipeline, &q, len);
+        let meta = parse(&reply).unwrap();
+        let L3Meta::Ipv4(ip) = meta.l3 else { panic!("not IPv4") };
+        // From the address asked, port 53, to the client, from the router's MAC.
+        assert_eq!((meta.src_mac, meta.dst_mac), (lab.model.vpcs[0].router_mac, lab.model.enis[0].mac));
+        assert_eq!((ip.flow.src, ip.flow.dst), (Ipv4Addr::from(server), Ipv4Addr::new(10, 0, 1, 10)));
+        assert_eq!((ip.flow.l4.src_port, ip.flow.l4.dst_port), (53, 40000));
+        let m = DnsLab::message(&reply);
+        assert_eq!(
+            (m.metadata.response_code, a_records(&m)),
+            (ResponseCode::NoError, vec![Ipv4Addr::new(10, 0, 1, 20)])
+        );
+    }
+}
+
+#[test]
+fn dns_answers_for_the_vpc_of_the_eni_asking_even_when_vpcs_overlap() {
+    use hickory_proto::op::ResponseCode;
+    use hickory_proto::rr::{RData, RecordType};
+    let mut lab = DnsLab::new();
+    // 10.0.1.20 is vpc-a's only: eni-b (same address as eni-a, other VPC) gets NXDOMAIN.
+    let name = "ip-10-0-1-20.ec2.internal.";
+    let mut q = lab.query("eni-b", [10, 0, 0, 2], name, RecordType::A);
+    let m = DnsLab::message(&lab.ask("eni-b", Duration::ZERO, &mut q).unwrap());
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    // Reverse, in each VPC: its own owner's name.
+    for eni in ["eni-a", "eni-b"] {
+        let mut q = lab.query(eni, [169, 254, 169, 253], "10.1.0.10.in-addr.arpa.", RecordType::PTR);
+        let m = DnsLab::message(&lab.ask(eni, Duration::ZERO, &mut q).unwrap());
+        let RData::PTR(ptr) = &m.answers[0].data else { panic!("not a PTR") };
+        assert_eq!(ptr.0.to_ascii(), "ip-10-0-1-10.ec2.internal.", "{eni}");
+    }
+    let mut q = lab.query("eni-b", [10, 0, 0, 2], "20.1.0.10.in-addr.arpa.", RecordType::PTR);
+    let m = DnsLab::message(&lab.ask("eni-b", Duration::ZERO, &mut q).unwrap());
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    // The Elastic IP's public name: its private IP inside vpc-a, its public one elsewhere.
+    let public = "ec2-203-0-113-20.compute-1.amazonaws.com.";
+    for (eni, expected) in [("eni-a", [10, 0, 1, 10]), ("eni-b", [203, 0, 113, 20])] {
+        let mut q = lab.query(eni, [10, 0, 0, 2], public, RecordType::A);
+        let m = DnsLab::message(&lab.ask(eni, Duration::ZERO, &mut q).unwrap());
+        assert_eq!(a_records(&m), [Ipv4Addr::from(expected)], "{eni}");
+    }
+    // The internet's hosts from anywhere; nothing else.
+    let mut q = lab.query("eni-b", [10, 0, 0, 2], "www.example.com.", RecordType::A);
+    assert_eq!(
+        a_records(&DnsLab::message(&lab.ask("eni-b", Duration::ZERO, &mut q).unwrap())),
+        [Ipv4Addr::new(198, 51, 100, 7)]
+    );
+    let mut q = lab.query("eni-a", [10, 0, 0, 2], "example.org.", RecordType::A);
+    let m = DnsLab::message(&lab.ask("eni-a", Duration::ZERO, &mut q).unwrap());
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+}
+
+#[test]
+fn dns_support_off_tcp_and_junk_are_counted_drops() {
+    use hickory_proto::rr::RecordType;
+    let mut lab = DnsLab::new();
+    let mut q = lab.query("eni-off", [10, 2, 0, 2], "ip-10-2-1-10.ec2.internal.", RecordType::A);
+    assert_eq!(lab.ask("eni-off", Duration::ZERO, &mut q), Err(Verdict::Drop(DropReason::DnsDisabled)));
+    let mut q = lab.query("eni-off", [169, 254, 169, 253], "ip-10-2-1-10.ec2.internal.", RecordType::A);
+    assert_eq!(lab.ask("eni-off", Duration::ZERO, &mut q), Err(Verdict::Drop(DropReason::DnsDisabled)));
+    let (mac, router) = (lab.model.enis[0].mac, lab.model.vpcs[0].router_mac);
+    let (me, server) = (Ipv4Addr::new(10, 0, 1, 10), Ipv4Addr::new(10, 0, 0, 2));
+    let mut tcp = build::tcp(router, mac, me, server, 40000, 53, TcpFlags::SYN, b"");
+    assert_eq!(lab.ask("eni-a", Duration::ZERO, &mut tcp), Err(Verdict::Drop(DropReason::DnsUnanswered)));
+    let mut short = build::udp(router, mac, me, server, 40000, 53, &[0; 5]);
+    assert_eq!(lab.ask("eni-a", Duration::ZERO, &mut short), Err(Verdict::Drop(DropReason::DnsMalformed)));
+    // Another server's address is not intercepted: it takes the normal walk (closed group).
+    let mut elsewhere = build::udp(router, mac, me, Ipv4Addr::new(10, 0, 1, 53), 40000, 53, &[0; 20]);
+    assert_eq!(lab.ask("eni-a", Duration::ZERO, &mut elsewhere), Err(Verdict::Drop(DropReason::SecurityGroupEgress)));
+}
+
+#[test]
+fn dns_allows_1024_packets_a_second_per_eni() {
+    use hickory_proto::rr::RecordType;
+    let mut lab = DnsLab::new();
+    let t = Duration::from_secs(10);
+    let q = lab.query("eni-a", [10, 0, 0, 2], "www.example.com.", RecordType::A);
+    for i in 0..1024 {
+        assert!(lab.ask("eni-a", t, &mut q.clone()).is_ok(), "query {i}");
+    }
+    // A trace explains the drop without spending anything.
+    let e = lab.model.eni_by_id("eni-a").unwrap();
+    let (v, _) = lab.pipeline.trace(t, e, &mut q.clone());
+    assert_eq!(v, Verdict::Drop(DropReason::DnsRateExceeded));
+    assert_eq!(lab.ask("eni-a", t, &mut q.clone()), Err(Verdict::Drop(DropReason::DnsRateExceeded)));
+    // Another ENI has its own allowance; a second later eni-a has its allowance back.
+    let qb = lab.query("eni-b", [10, 0, 0, 2], "www.example.com.", RecordType::A);
+    assert!(lab.ask("eni-b", t, &mut qb.clone()).is_ok());
+    assert!(lab.ask("eni-a", t + Duration::from_secs(1), &mut q.clone()).is_ok());
+    // The allowance survives a swap to a recompiled pipeline (by ENI id).
+    let later = t + Duration::from_secs(1);
+    for _ in 0..1023 {
+        let _ = lab.ask("eni-a", later, &mut q.clone());
+    }
+    let mut next = Pipeline::new(&lab.model);
+    next.take_state_from(&mut lab.pipeline);
+    lab.pipeline = next;
+    assert_eq!(lab.ask("eni-a", later, &mut q.clone()), Err(Verdict::Drop(DropReason::DnsRateExceeded)));
+}

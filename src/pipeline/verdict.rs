@@ -133,6 +133,16 @@ drop_reasons! {
     DhcpSpoof = "dhcp_spoof", "ENI_DHCP_SPOOF",
     /// A DHCP message the server does not answer (RELEASE, DECLINE, a REQUEST for another server).
     DhcpUnanswered = "dhcp_unanswered", "DHCP_NO_REPLY",
+    /// A packet to the Amazon DNS server of a VPC whose `enable_dns_support` is off.
+    DnsDisabled = "dns_disabled", "DNS_RESOLUTION_DISABLED",
+    /// Over the ENI's 1024 packets a second to the Amazon DNS server (AWS counts these in the
+    /// ENA driver's `linklocal_allowance_exceeded`).
+    DnsRateExceeded = "linklocal_allowance_exceeded", "LINKLOCAL_ALLOWANCE_EXCEEDED",
+    /// A packet to the DNS server too long or too short to hold a DNS header.
+    DnsMalformed = "dns_malformed", "DNS_MALFORMED",
+    /// A packet to the DNS server that is not a UDP query to port 53 (TCP, other ports,
+    /// fragments, DNS responses): unanswered.
+    DnsUnanswered = "dns_unanswered", "DNS_NO_REPLY",
     /// With several workers: a frame read by one worker could not be handed to its owner (the
     /// ring between them was full, or a configuration swap came in between).
     HandoffLost = "worker_handoff_lost", "WORKER_HANDOFF_LOST",

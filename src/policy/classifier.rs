@@ -197,9 +197,28 @@ impl PeerIndex {
     }
 
     fn first_match(&self, key: u16, peer: u32, peer_groups: &[SgIdx]) -> Option<u32> {
-        let by_prefix = self.prefixes.iter().filter_map(|(mask, m)| m.get(&(peer & mask)));
-        let by_group = peer_groups.iter().filter_map(|g| self.groups.get(g));
-        self.anywhere.iter().chain(by_prefix).chain(by_group).filter_map(|t| t.first_match(key)).min()
+        // Plain loops, not a chain of iterator adapters: the chain's fold was not always inlined
+        // (unrelated code moving the release build's codegen units cost the full walk 13-16 %).
+        let mut best: Option<u32> = None;
+        let mut consider = |t: &KeyTree| {
+            if let Some(i) = t.first_match(key) {
+                best = Some(best.map_or(i, |b| b.min(i)));
+            }
+        };
+        if let Some(t) = &self.anywhere {
+            consider(t);
+        }
+        for (mask, m) in &self.prefixes {
+            if let Some(t) = m.get(&(peer & mask)) {
+                consider(t);
+            }
+        }
+        for g in peer_groups {
+            if let Some(t) = self.groups.get(g) {
+                consider(t);
+            }
+        }
+        best
     }
 
     fn nodes(&self) -> usize {

@@ -57,11 +57,14 @@ pub(crate) fn document(m: &Model) -> DocumentMut {
         let mut t = Table::new();
         if m.has_emulated_internet() {
             let hosts = m.internet_hosts.iter().map(|h| {
-                let mut t = inline(&[("id", h.id.as_str().into()), ("ip", ip(h.ip))]);
+                let mut fields = vec![("id", h.id.as_str().into()), ("ip", ip(h.ip))];
                 if let Some(s) = &h.service {
-                    t.insert("service", s.as_str().into());
+                    fields.push(("service", s.as_str().into()));
                 }
-                t
+                if let Some(name) = &h.name {
+                    fields.push(("name", name.as_str().into()));
+                }
+                inline(&fields)
             });
             t["hosts"] = value(lines(hosts));
         }
@@ -176,6 +179,13 @@ fn vpc(m: &Model, idx: VpcIdx, v: &crate::model::Vpc) -> Table {
     }
     if let Some(set) = m.dhcp_options.iter().find(|d| d.vpcs.contains(&idx)) {
         t["dhcp_options"] = value(&set.id);
+    }
+    // AWS's defaults are left out: enable_dns_support true, enable_dns_hostnames false.
+    if !v.enable_dns_support {
+        t["enable_dns_support"] = value(false);
+    }
+    if v.enable_dns_hostnames {
+        t["enable_dns_hostnames"] = value(true);
     }
     t
 }

@@ -603,3 +603,30 @@ dhcp_options = "dopt-bare"
     assert!(exported.contains("region = \"ap-southeast-2\""), "{exported}");
     assert!(exported.contains("instance_network = \"dhcp\""), "{exported}");
 }
+
+#[test]
+fn dns_attributes_and_host_names_round_trip() {
+    let text = r#"name = "d"
+
+[[vpc]]
+id = "vpc-a"
+cidr = "10.0.0.0/16"
+enable_dns_hostnames = true
+
+[[vpc]]
+id = "vpc-b"
+cidr = "10.1.0.0/16"
+enable_dns_support = false
+
+[internet]
+hosts = [
+  { id = "web", ip = "198.51.100.7", name = "www.example.com" },
+  { id = "bare", ip = "198.51.100.8" },
+]
+"#;
+    let m = assert_round_trip(text, "dns.toml");
+    assert!(m.vpcs[0].enable_dns_hostnames && !m.vpcs[1].enable_dns_support);
+    let exported = export(&m);
+    assert!(exported.contains("enable_dns_hostnames = true"), "{exported}");
+    assert!(!exported.contains("enable_dns_support = true"), "AWS's default is left out:\n{exported}");
+}

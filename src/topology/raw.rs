@@ -127,6 +127,10 @@ pub(crate) struct RawVpc {
     pub(crate) cidr: Spanned<String>,
     pub(crate) main_route_table: Option<Spanned<String>>,
     pub(crate) dhcp_options: Option<Spanned<String>>,
+    /// Default true: the Amazon DNS server answers in the VPC.
+    pub(crate) enable_dns_support: Option<Spanned<bool>>,
+    /// Default false (AWS's default outside the default VPC): no public DNS names.
+    pub(crate) enable_dns_hostnames: Option<Spanned<bool>>,
 }
 
 /// `[[subnet]]`.
@@ -321,6 +325,8 @@ pub(crate) struct RawHost {
     pub(crate) ip: Spanned<String>,
     /// The AWS service the host plays (`s3`), for VPC endpoints.
     pub(crate) service: Option<Spanned<String>>,
+    /// Its DNS name for the Amazon DNS server (default: its id).
+    pub(crate) name: Option<Spanned<String>>,
 }
 
 /// `[[traffic_mirror_target]]`.

@@ -1238,3 +1238,49 @@ fn dhcp_options_mistakes_are_named_at_their_field() {
     assert_eq!(dhcp.instance_network, crate::model::InstanceNetwork::Dhcp);
     assert_eq!(parse(&lab(""), "t.toml").unwrap().instance_network, crate::model::InstanceNetwork::Static);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The Amazon DNS server's settings
+
+#[test]
+fn dns_attributes_default_as_aws_and_hostnames_need_support() {
+    let m = ok("");
+    assert!(m.vpcs[0].enable_dns_support && !m.vpcs[0].enable_dns_hostnames, "AWS's defaults");
+    let set = VPC_B.replace("cidr = \"10.1.0.0/16\"", "cidr = \"10.1.0.0/16\"\nenable_dns_hostnames = true");
+    assert!(ok(&set).vpcs[1].enable_dns_hostnames);
+    let off = VPC_B.replace("cidr = \"10.1.0.0/16\"", "cidr = \"10.1.0.0/16\"\nenable_dns_support = false");
+    assert!(!ok(&off).vpcs[1].enable_dns_support);
+    let both = off.replace("enable_dns_support = false", "enable_dns_support = false\nenable_dns_hostnames = true");
+    rejects(&both, "enable_dns_hostnames", "vpc \"vpc-b\".enable_dns_hostnames", "need DNS support");
+    let typo = VPC_B.replace("cidr = \"10.1.0.0/16\"", "cidr = \"10.1.0.0/16\"\nenable_dns_support = \"yes\"");
+    assert_eq!(problems(&typo).len(), 1);
+}
+
+#[test]
+fn internet_hosts_answer_to_their_name_or_their_id() {
+    let hosts = "\n[internet]\nhosts = [\n  { id = \"web\", ip = \"198.51.100.7\", name = \"www.example.com\" },\n  { id = \"bare\", ip = \"198.51.100.8\" },\n]\n";
+    let m = ok(hosts);
+    assert_eq!((m.internet_hosts[0].dns_name(), m.internet_hosts[1].dns_name()), ("www.example.com", "bare"));
+    let bad = hosts.replace("www.example.com", "www..example.com");
+    rejects(&bad, "www..example.com", "internet.hosts \"web\".name", "not a DNS name");
+    let dotted = hosts.replace("www.example.com", "www.example.com.");
+    rejects(&dotted, "www.example.com.", "internet.hosts \"web\".name", "not a DNS name");
+}
+
+#[test]
+fn private_and_public_dns_names_follow_the_region() {
+    let ip = Ipv4Addr::new(10, 0, 1, 10);
+    let public = Ipv4Addr::new(203, 0, 113, 20);
+    let m = ok("");
+    assert_eq!(m.private_dns_name(ip), "ip-10-0-1-10.ec2.internal");
+    assert_eq!(m.public_dns_name(public), "ec2-203-0-113-20.compute-1.amazonaws.com");
+    let elsewhere = parse(&format!("region = \"eu-west-3\"\n{}", lab("")), "t.toml").unwrap();
+    assert_eq!(elsewhere.private_dns_name(ip), "ip-10-0-1-10.eu-west-3.compute.internal");
+    assert_eq!(elsewhere.public_dns_name(public), "ec2-203-0-113-20.eu-west-3.compute.amazonaws.com");
+    // A DHCP options set's domain changes what DHCP hands out, not the private names.
+    let custom = "\n[[dhcp_options]]\nid = \"dopt-c\"\ndomain_name = \"corp.example\"\n";
+    let mut m = ok(custom);
+    m.dhcp_options[0].vpcs.push(crate::model::VpcIdx(0));
+    assert_eq!(m.dhcp_settings(crate::model::VpcIdx(0)).domain_name, "corp.example");
+    assert_eq!(m.private_dns_name(ip), "ip-10-0-1-10.ec2.internal");
+}

@@ -36,6 +36,7 @@ use crate::model::{
 use crate::packet::IpProto;
 
 mod dhcp;
+mod dns;
 mod endpoints;
 mod flow_logs;
 mod mirror;
@@ -529,6 +530,8 @@ pub(crate) fn validate(raw: &RawFile, file: &str, lines: &LineIndex) -> Result<M
     let dhcp_options = dhcp::dhcp_options(&mut c, raw);
     let instance_network = dhcp::instance_network(&mut c, raw);
     let vpc_endpoints = endpoints::vpc_endpoints(&mut c, raw, &subnets, &mut addresses);
+    dns::vpc_attributes(&mut c, raw);
+    dns::host_names(&mut c, raw);
     if !c.problems.is_empty() {
         return Err(c.problems);
     }
@@ -2114,6 +2117,8 @@ impl Sections {
                 main_route_table: RtbIdx(idx(checked.main_route_table?)?),
                 default_network_acl: AclIdx(idx(raw.network_acl.len() + i)?),
                 default_security_group: SgIdx(idx(raw.security_group.len() + i)?),
+                enable_dns_support: v.enable_dns_support.as_ref().is_none_or(|b| *b.get_ref()),
+                enable_dns_hostnames: v.enable_dns_hostnames.as_ref().is_some_and(|b| *b.get_ref()),
             });
         }
         Some(out)
@@ -2312,7 +2317,8 @@ impl Sections {
         let mut out = Vec::new();
         for (h, ip) in hosts.iter().zip(&self.hosts) {
             let service = h.service.as_ref().map(|s| s.get_ref().clone());
-            out.push(InternetHost { id: h.id.get_ref().clone(), ip: (*ip)?, service });
+            let name = h.name.as_ref().map(|n| n.get_ref().clone());
+            out.push(InternetHost { id: h.id.get_ref().clone(), ip: (*ip)?, service, name });
         }
         Some(out)
     }

@@ -178,6 +178,10 @@ impl<'a> Builder<'a> {
             main_route_table: rtb,
             default_network_acl: acl,
             default_security_group: sg,
+            // describe-vpcs does not carry the DNS attributes (describe-vpc-attribute does):
+            // AWS's defaults for a VPC that is not the default VPC.
+            enable_dns_support: true,
+            enable_dns_hostnames: false,
         }
     }
 
@@ -827,7 +831,12 @@ impl<'a> Builder<'a> {
         if self.m.internet_gateways.is_empty() {
             return;
         }
-        self.m.internet_hosts.push(InternetHost { id: "internet-host".into(), ip: INTERNET_HOST, service: None });
+        self.m.internet_hosts.push(InternetHost {
+            id: "internet-host".into(),
+            ip: INTERNET_HOST,
+            service: None,
+            name: None,
+        });
         self.remark(format!(
             "the internet: AWS's JSON names no hosts there; `internet-host` ({INTERNET_HOST}, a documentation address) stands in"
         ));

@@ -74,6 +74,15 @@ pub(super) fn dhcp_options(c: &mut Checker<'_>, raw: &RawFile) -> Vec<DhcpOption
     sets
 }
 
+/// A DNS name of letters, digits and hyphens in dot-separated labels (RFC 1035's limits).
+pub(super) fn is_domain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_DOMAIN
+        && name
+            .split('.')
+            .all(|l| !l.is_empty() && l.len() <= 63 && l.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-'))
+}
+
 fn field(id: &str, rest: &str) -> String {
     format!("dhcp_options \"{id}\".{rest}")
 }
@@ -82,11 +91,7 @@ fn options_set(c: &mut Checker<'_>, d: &RawDhcpOptions) -> DhcpOptionsSet {
     let id = d.id.get_ref();
     let domain_name = d.domain_name.as_ref().and_then(|n| {
         let name = n.get_ref();
-        let valid = !name.is_empty()
-            && name.len() <= MAX_DOMAIN
-            && name
-                .split('.')
-                .all(|l| !l.is_empty() && l.len() <= 63 && l.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-'));
+        let valid = is_domain_name(name);
         if !valid {
             c.err(n.span(), field(id, "domain_name"), format!("`{name}` is not a domain name"));
         }

@@ -2,3 +2,4 @@
 //! metadata are still to come). Each service is pure: request bytes and facts in, reply bytes out.
 
 pub mod dhcp;
+pub mod imds;

@@ -43,6 +43,7 @@
 //! for them is dropped on them (both [`DropReason::InstanceStopped`]), and the fabric does not
 //! answer ARP for their addresses.
 
+mod metadata;
 mod verdict;
 
 use std::fmt;
@@ -81,6 +82,9 @@ pub enum Stage {
     ArpReply,
     /// The fabric answers DHCP (before source check, groups, ACLs and flow logs, as AWS does).
     DhcpReply,
+    /// To the instance metadata service and back (before source check, groups, ACLs and flow
+    /// logs, as AWS serves it).
+    Metadata,
     /// With the check on, the source IP must be one of the sender's private IPs.
     SourceCheck,
     /// The sender's security groups and connection table.
@@ -113,6 +117,7 @@ impl Stage {
             Stage::PortSecurity => "port-security",
             Stage::ArpReply => "arp-reply",
             Stage::DhcpReply => "dhcp-reply",
+            Stage::Metadata => "metadata",
             Stage::SourceCheck => "source-check",
             Stage::SgEgress => "sg-egress",
             Stage::Layer2 => "layer2",
@@ -364,6 +369,8 @@ pub struct Pipeline {
     generation: u64,
     /// By VPC index: what its DHCP server hands out.
     dhcp: Vec<DhcpSettings>,
+    /// The link to the service namespace (instance metadata).
+    service: metadata::ServiceLink,
     /// The last fabric answer too long to be written over its request (see [`Verdict::ReplyWith`]).
     answer: Vec<u8>,
     /// This pipeline's part when several workers forward the lab; `None` with one worker.
@@ -455,6 +462,7 @@ impl Pipeline {
             uplink_gateway: model.uplink.as_ref().map(|u| u.gateway),
             generation: 0,
             dhcp: Vec::new(),
+            service: metadata::ServiceLink::new(model),
             answer: Vec::new(),
             shard: None,
         };
@@ -899,6 +907,9 @@ impl Pipeline {
         };
         if dhcp::is_request(&ip, self.ports[from.index()].subnet_cidr) {
             return self.dhcp_reply(from, &ip, meta.src_mac, frame, obs);
+        }
+        if metadata::is_metadata(ip.flow.dst) {
+            return self.to_metadata(from, &ip, frame, off, obs);
         }
         within_vpc_mtu(&ip, frame, off, obs)?;
         let info = ip.flow;
@@ -1845,7 +1856,7 @@ impl Pipeline {
             return Err(Verdict::Drop(DropReason::ArpNotRequest));
         }
         let target = arp.target_ip;
-        let answer = if target == port.subnet_cidr.router() {
+        let answer = if target == port.subnet_cidr.router() || target == crate::model::METADATA_IP {
             Some(port.router_mac)
         } else {
             let owner = self

@@ -17,6 +17,8 @@ use hashbrown::HashMap;
 
 use crate::model::{EniIdx, InstanceIdx, Model};
 
+pub mod server;
+
 /// The pool the per-ENI client addresses come from (RFC 6598's shared space, seen only inside
 /// the service namespace): 16 bits of port index, 6 bits of private-IP slot.
 pub const POOL: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 0);

@@ -74,7 +74,7 @@ impl Pipeline {
         };
         match meta.l3 {
             L3Meta::Arp(arp) => self.service_arp(&arp, frame, obs),
-            L3Meta::Ipv4(ip) => match self.from_metadata(&ip, frame, off, obs) {
+            L3Meta::Ipv4(ip) => match self.metadata_answer(&ip, frame, off, obs) {
                 Ok(v) | Err(v) => v,
             },
             L3Meta::Other(_) => Verdict::Drop(DropReason::UnsupportedEthertype),
@@ -91,7 +91,7 @@ impl Pipeline {
         Verdict::Reply
     }
 
-    fn from_metadata<O: Observer>(&self, ip: &Ipv4Meta, frame: &mut [u8], off: Offload, obs: &mut O) -> Step<Verdict> {
+    fn metadata_answer<O: Observer>(&self, ip: &Ipv4Meta, frame: &mut [u8], off: Offload, obs: &mut O) -> Step<Verdict> {
         let (src, dst) = (ip.flow.src, ip.flow.dst);
         let to = imds::client_of(dst)
             .filter(|_| src == METADATA_IP)

@@ -191,3 +191,173 @@ fn v1_and_v2_answer_each_instance_from_its_own_eni() {
     assert_eq!(lab.drops("eni-web", "security_group_egress"), 0);
     assert_eq!(lab.drops("eni-web", "network_acl_egress"), 0);
 }
+
+/// `vpclab VERB --lab LAB ARGS...`, which must succeed.
+fn change(lab: &TestLab, verb: &str, args: &[&str]) {
+    let mut all = vec![verb, "--lab", &lab.name];
+    all.extend_from_slice(args);
+    let out = vpclab(&all);
+    assert!(out.status.success(), "vpclab {verb} {args:?} failed:\n{}", text(&out));
+}
+
+#[test]
+fn a_hot_attached_eni_and_a_reassigned_address_show_at_once() {
+    let lab = TestLab::up("imdslive", LAB);
+    let t = token(&lab, "locked");
+    let (_, locked_mac) = get_v2(&lab, "locked", &t, "mac");
+    let locked_ips = format!("network/interfaces/macs/{locked_mac}/local-ipv4s");
+    assert_eq!(get_v2(&lab, "locked", &t, &locked_ips), (200, "10.0.1.20\n10.0.1.21".into()));
+
+    change(
+        &lab,
+        "attach-network-interface",
+        &["--network-interface-id", "eni-spare", "--instance-id", "web", "--device-index", "1"],
+    );
+    let (_, web_mac) = get(&lab, "web", "mac");
+    assert_eq!(get(&lab, "web", "network/interfaces/macs/"), (200, format!("02:00:00:00:1d:30/\n{web_mac}/")));
+    let spare = "network/interfaces/macs/02:00:00:00:1d:30";
+    assert_eq!(get(&lab, "web", &format!("{spare}/device-number")), (200, "1".into()));
+    assert_eq!(get(&lab, "web", &format!("{spare}/interface-id")), (200, "eni-spare".into()));
+    assert_eq!(get(&lab, "web", &format!("{spare}/local-ipv4s")), (200, "10.0.1.30".into()));
+
+    change(
+        &lab,
+        "assign-private-ip-addresses",
+        &["--network-interface-id", "eni-web", "--private-ip-addresses", "10.0.1.21", "--allow-reassignment"],
+    );
+    let web_ips = format!("network/interfaces/macs/{web_mac}/local-ipv4s");
+    assert_eq!(get(&lab, "web", &web_ips), (200, "10.0.1.10\n10.0.1.21".into()));
+    assert_eq!(get_v2(&lab, "locked", &t, &locked_ips), (200, "10.0.1.20".into()));
+    // The address is web's now: asking from it is asking as web.
+    let from_moved = curl(&lab, "web", &["--interface", "10.0.1.21", &format!("{MD}/meta-data/instance-id")]);
+    assert_eq!(from_moved, (200, "web".into()));
+}
+
+/// Open groups and ACLs; `gw` routes a namespace behind it that holds gw's secondary address.
+const ROUTED: &str = r#"
+[[vpc]]
+id = "vpc-r"
+cidr = "10.5.0.0/16"
+
+[[subnet]]
+id = "subnet-r"
+vpc = "vpc-r"
+cidr = "10.5.1.0/24"
+
+[[instance]]
+id = "gw"
+
+[[instance]]
+id = "peer"
+
+[[network_interface]]
+id = "eni-gw"
+subnet = "subnet-r"
+private_ip = "10.5.1.40"
+secondary_private_ips = ["10.5.1.41"]
+attachment = { instance = "gw", device_index = 0 }
+
+[[network_interface]]
+id = "eni-peer"
+subnet = "subnet-r"
+private_ip = "10.5.1.50"
+attachment = { instance = "peer", device_index = 0 }
+
+[[network_interface]]
+id = "eni-extra"
+subnet = "subnet-r"
+private_ip = "10.5.1.60"
+"#;
+
+/// A namespace of the test's own, deleted when dropped.
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn sh(cmd: &str) {
+    let out = std::process::Command::new("sh").args(["-c", cmd]).output().unwrap();
+    assert!(out.status.success(), "{cmd}: {}", text(&out));
+}
+
+#[test]
+fn the_token_reaches_one_routed_hop_further_only_with_hop_limit_two() {
+    let lab = TestLab::up("imdshop", ROUTED);
+    let (gw, behind) = (lab.ns("gw"), Netns(format!("{}-behind", lab.name)));
+    let b = &behind.0;
+    // gw gives its secondary address to the namespace behind it and routes for it.
+    sh(&format!("ip netns add {b}"));
+    sh(&format!("ip -n {gw} addr del 10.5.1.41/24 dev eth0"));
+    sh(&format!("ip -n {gw} link add vg type veth peer name vb netns {b}"));
+    sh(&format!("ip -n {gw} addr add 192.168.77.1/32 dev vg && ip -n {gw} link set vg up"));
+    sh(&format!("ip -n {gw} route add 10.5.1.41/32 dev vg"));
+    sh(&format!("ip netns exec {gw} sysctl -qw net.ipv4.ip_forward=1"));
+    sh(&format!("ip -n {b} link set lo up && ip -n {b} addr add 10.5.1.41/32 dev vb && ip -n {b} link set vb up"));
+    sh(&format!("ip -n {b} route add 192.168.77.1/32 dev vb && ip -n {b} route add default via 192.168.77.1"));
+    let put = |ns: &str| {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", ns, "curl", "-s", "--max-time", "3", "-w", "\n%{http_code}", "-X", "PUT"])
+            .args(["-H", "X-aws-ec2-metadata-token-ttl-seconds: 60", &format!("{MD}/api/token")])
+            .output()
+            .unwrap();
+        status_and_body(&out).0
+    };
+    // From gw itself: answered. From behind it: the answer leaves with TTL 1 and dies at gw.
+    assert_eq!(put(&gw), 200);
+    assert_eq!(put(b), 0, "a token reached one hop further with hop limit 1");
+    // A GET is not limited: behind gw, v1 still answers.
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", b, "curl", "-s", "--max-time", "3", &format!("{MD}/meta-data/instance-id")])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "gw");
+
+    let file = std::env::temp_dir().join(format!("{}-hop2.toml", lab.name));
+    let hop2 = ROUTED.replace("id = \"gw\"\n", "id = \"gw\"\nmetadata_options = { http_put_response_hop_limit = 2 }\n");
+    std::fs::write(&file, format!("name = \"{}\"\n{hop2}", lab.name)).unwrap();
+    let out = vpclab(&["apply", file.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&file);
+    assert!(out.status.success(), "apply: {}", text(&out));
+    assert!(text(&out).contains("ModifyInstanceMetadataOptions gw"), "{}", text(&out));
+    assert_eq!(put(b), 200, "hop limit 2 reaches one routed hop further");
+}
+
+#[test]
+fn an_ec2_net_utils_style_script_configures_a_hot_attached_eni_from_metadata_alone() {
+    let lab = TestLab::up("imdsifup", ROUTED);
+    change(
+        &lab,
+        "attach-network-interface",
+        &["--network-interface-id", "eni-extra", "--instance-id", "peer", "--device-index", "1"],
+    );
+    let peer = lab.ns("peer");
+    // Forget what the lab configured on eth1: the script must find it all in metadata.
+    sh(&format!("ip -n {peer} addr flush dev eth1"));
+    sh(&format!("ip -n {peer} rule del from 10.5.1.60 lookup 10001 || true"));
+    sh(&format!("ip -n {peer} route flush table 10001 || true"));
+    let addrs = |ns: &str| {
+        text(
+            &std::process::Command::new("ip")
+                .args(["-n", ns, "-4", "-o", "addr", "show", "dev", "eth1"])
+                .output()
+                .unwrap(),
+        )
+    };
+    assert!(!addrs(&peer).contains("10.5.1.60"));
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scripts/ec2-ifup-from-metadata.sh");
+    let out = lab.exec("peer", &["sh", script, "eth1"]);
+    assert!(out.status.success(), "the script failed: {}", text(&out));
+    assert!(addrs(&peer).contains("10.5.1.60/24"), "{}", addrs(&peer));
+    let rules = text(&std::process::Command::new("ip").args(["-n", &peer, "rule"]).output().unwrap());
+    assert!(rules.contains("from 10.5.1.60 lookup 10001"), "{rules}");
+
+    // Traffic from the new address leaves over eth1, on eni-extra, and is answered.
+    let before = lab.counter("eni-extra", "rx_packets");
+    let out = lab.exec("peer", &["ping", "-c", "2", "-i", "0.2", "-W", "2", "-I", "10.5.1.60", "10.5.1.40"]);
+    assert!(out.status.success(), "ping over eth1 failed: {}", text(&out));
+    assert!(lab.counter("eni-extra", "rx_packets") >= before + 2, "{}", lab.eni("eni-extra"));
+}

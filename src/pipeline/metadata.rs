@@ -33,7 +33,10 @@ impl ServiceLink {
 
 impl Pipeline {
     /// A frame from ENI `from` to 169.254.169.254: on to the service as the port's pool
-    /// address, or dropped when the service cannot be asked that way.
+    /// address, or dropped when the service cannot be asked that way. Cold and out of line: it
+    /// must not swell `walk`, which every other packet takes.
+    #[cold]
+    #[inline(never)]
     pub(super) fn to_metadata<O: Observer>(
         &self,
         from: EniIdx,

@@ -201,7 +201,7 @@ impl PeerIndex {
         // out of line (+300 instructions per new flow) when unrelated code of the crate moved.
         let mut best = u32::MAX;
         let mut consider = |t: &KeyTree| best = best.min(t.first_match(key).unwrap_or(u32::MAX));
-        for t in &self.anywhere {
+        if let Some(t) = &self.anywhere {
             consider(t);
         }
         for (mask, m) in &self.prefixes {

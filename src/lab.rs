@@ -295,12 +295,14 @@ pub fn tap_temp_name(lab: &str, eni_id: &str) -> String {
     format!("{prefix}-{h:08x}")
 }
 
-/// Every namespace a lab creates: `<lab>-<instance>` per instance, and `<lab>-internet`.
+/// Every namespace a lab creates: `<lab>-<instance>` per instance, `<lab>-internet`, and
+/// `<lab>-svc` (the fabric's services).
 pub fn planned_namespaces(model: &Model) -> Vec<String> {
     let mut v: Vec<String> = (0..model.instances.len()).map(|i| model.netns_name(InstanceIdx(i as u32))).collect();
     if model.has_emulated_internet() {
         v.push(model.internet_netns());
     }
+    v.push(model.service_netns());
     v
 }
 
@@ -357,6 +359,9 @@ pub struct Lab {
     queues: Vec<Vec<Tap>>,
     /// The uplink gateway's MAC, when the internet side is an uplink.
     pub uplink_gateway_mac: Option<crate::model::Mac>,
+    /// The service namespace's TAP, a queue per worker, and the metadata service's listening
+    /// socket made inside it.
+    service: Option<(Vec<Tap>, std::net::TcpListener)>,
 }
 
 impl Lab {
@@ -372,6 +377,7 @@ impl Lab {
             taps: (0..=model.enis.len()).map(|_| None).collect(),
             queues: (0..=model.enis.len()).map(|_| Vec::new()).collect(),
             uplink_gateway_mac: None,
+            service: None,
         };
         if let Err(e) = lab.fill(model, workers, interrupted) {
             // Dropping the lab deletes its namespaces, and the TAPs inside go with them.
@@ -418,7 +424,18 @@ impl Lab {
             self.namespaces.push(ns);
             self.set_queues(model.enis.len(), plumbed?);
         }
+        let ns = model.service_netns();
+        let plumbed = netns::create_netns_with(&ns, || plumb_service(model, &ns, workers))
+            .with_context(|| format!("creating namespace {ns}"))?;
+        self.namespaces.push(ns);
+        self.service = Some(plumbed?);
         Ok(())
+    }
+
+    /// Hands over the service namespace's TAP queues (one per worker, or fewer) and the metadata
+    /// service's listening socket.
+    pub fn take_service(&mut self) -> Option<(Vec<Tap>, std::net::TcpListener)> {
+        self.service.take()
     }
 
     /// Port `port`'s TAP: its first queue, and the others.
@@ -456,11 +473,16 @@ impl Lab {
             let ns = model.internet_netns();
             taps[model.enis.len()] = Some(attach_tap(Some(&ns), "eth0").context("re-attaching the internet's TAP")?);
         }
-        for tap in taps.iter_mut().flatten() {
+        let ns = model.service_netns();
+        let mut service_tap = attach_tap(Some(&ns), "eth0").context("re-attaching the service namespace's TAP")?;
+        let listener = netns::run_in_netns(&ns, listen_for_metadata)?
+            .with_context(|| format!("listening for metadata requests in {ns}"))?;
+        for tap in taps.iter_mut().flatten().chain(std::iter::once(&mut service_tap)) {
             tap.adopt();
         }
         let queues = taps.iter().map(|_| Vec::new()).collect();
-        Ok(Lab { namespaces, taps, queues, uplink_gateway_mac })
+        let service = Some((vec![service_tap], listener));
+        Ok(Lab { namespaces, taps, queues, uplink_gateway_mac, service })
     }
 
     /// Hands the TAPs to the data plane: indexed like the model's ENIs, then the internet's.
@@ -793,6 +815,44 @@ fn plumb_internet(model: &Model, ns: &str, workers: usize) -> anyhow::Result<Vec
     Ok(queues)
 }
 
+/// The fabric's service namespace: one TAP, `eth0` in `<lab>-svc`, holding 169.254.169.254 and
+/// reaching the metadata clients' pool through a next hop the forwarder answers ARP for, and
+/// the metadata service's listening socket. Runs inside `ns`, so both are born there.
+fn plumb_service(model: &Model, ns: &str, workers: usize) -> anyhow::Result<(Vec<Tap>, std::net::TcpListener)> {
+    use crate::services::imds;
+    disable_ipv6_here(ns)?;
+    let queues = Tap::create_queues("eth0", workers).context("creating the service namespace's TAP")?;
+    let mut nl =
+        Netlink::open_labelled(format!("namespace `{ns}`")).with_context(|| format!("opening netlink in {ns}"))?;
+    let cfg = LinkConfig {
+        mac: Some(model.service_host_mac()),
+        mtu: Some(u32::from(crate::pipeline::VPC_MTU)),
+        txqueuelen: Some(TAP_TXQUEUELEN),
+        up: true,
+    };
+    nl.set_link("eth0", &cfg).with_context(|| format!("configuring eth0 in {ns}"))?;
+    nl.add_address("eth0", crate::model::METADATA_IP, 32).with_context(|| format!("addressing eth0 in {ns}"))?;
+    let route = |destination, gateway| RouteSpec {
+        table: MAIN_TABLE,
+        destination,
+        gateway,
+        ifname: "eth0".into(),
+        scope_link: gateway.is_none(),
+        source: None,
+    };
+    let ctx = || format!("adding routes in {ns}");
+    nl.add_route(&route(Cidr::new(imds::SERVICE_GATEWAY_IP, 32), None)).with_context(ctx)?;
+    let pool = Cidr::new(imds::POOL, imds::POOL_PREFIX);
+    nl.add_route(&route(pool, Some(imds::SERVICE_GATEWAY_IP))).with_context(ctx)?;
+    Ok((queues, listen_for_metadata()?))
+}
+
+/// The metadata service's listening socket, in the namespace of the calling thread.
+fn listen_for_metadata() -> anyhow::Result<std::net::TcpListener> {
+    let addr = (crate::model::METADATA_IP, crate::services::imds::HTTP_PORT);
+    std::net::TcpListener::bind(addr).context("listening on 169.254.169.254:80")
+}
+
 /// Writes `<run dir>/<lab>/record.json` atomically (a temporary file renamed over it).
 pub fn write_record(record: &LabRecord) -> anyhow::Result<()> {
     let dir = lab_dir(&record.lab);
@@ -955,7 +1015,17 @@ fn forward(
         pipeline.set_uplink_gateway_mac(mac);
     }
     let (fired_tx, fired) = crossbeam_channel::unbounded::<crate::dataplane::FiredWatch>();
+    let service = lab.take_service();
     let (mut planes, handle) = Dataplane::workers(pipeline, lab.take_queues(workers)?, fired_tx)?;
+    let metadata_listener = match service {
+        Some((queues, listener)) => {
+            for (dataplane, queue) in planes.iter_mut().zip(queues) {
+                dataplane.set_service_port(queue).context("polling the service namespace's TAP")?;
+            }
+            Some(listener)
+        }
+        None => None,
+    };
     // VPC Flow Logs: records are appended to their files by a writer thread of their own.
     let flow_writer = crate::capture::flow_log::writer::Writer::spawn().context("starting the flow log writer")?;
     for dataplane in &mut planes {
@@ -986,6 +1056,11 @@ fn forward(
     });
     let server_live = Arc::clone(&live);
     std::thread::spawn(move || control::serve(listener, server_live));
+    if let Some(listener) = metadata_listener {
+        let metadata_live = Arc::clone(&live);
+        let current = move || metadata_live.lock().unwrap_or_else(|p| p.into_inner()).model();
+        std::thread::spawn(move || crate::services::imds::server::serve(listener, current));
+    }
     if let Some(metrics) = listeners.metrics {
         let addr = metrics.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string());
         crate::log!("metrics served on http://{addr}/metrics");

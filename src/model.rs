@@ -533,7 +533,30 @@ pub struct Instance {
     pub instance_type: Option<String>,
     /// Running or stopped (a terminated instance leaves the model).
     pub state: InstanceState,
+    /// How its instance metadata service answers (`metadata_options`).
+    pub metadata: MetadataOptions,
 }
+
+/// An instance's `metadata_options`, as EC2's `InstanceMetadataOptions`. The defaults are
+/// RunInstances' without an AMI that asks otherwise: tokens optional, hop limit 1, enabled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct MetadataOptions {
+    /// `http_tokens = "required"`: IMDSv2 only; `"optional"`: IMDSv1 too.
+    pub tokens_required: bool,
+    /// `http_put_response_hop_limit` (1-64): the IP TTL of the token's reply.
+    pub hop_limit: u8,
+    /// `http_endpoint = "enabled"`: the instance reaches 169.254.169.254 at all.
+    pub endpoint_enabled: bool,
+}
+
+impl Default for MetadataOptions {
+    fn default() -> Self {
+        MetadataOptions { tokens_required: false, hop_limit: 1, endpoint_enabled: true }
+    }
+}
+
+/// The instance metadata service's address, as on EC2.
+pub const METADATA_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 
 /// An instance's state, as EC2 reports it (the transitional states pass at once here).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
@@ -1078,6 +1101,21 @@ impl Model {
     /// The emulated internet's namespace: `<lab>-internet` (`internet` is no instance id).
     pub fn internet_netns(&self) -> String {
         format!("{}-internet", self.name)
+    }
+
+    /// The namespace of the fabric's own services (instance metadata): `<lab>-svc`.
+    pub fn service_netns(&self) -> String {
+        format!("{}-svc", self.name)
+    }
+
+    /// The MAC of the service namespace's interface.
+    pub fn service_host_mac(&self) -> Mac {
+        Mac::generated("service-host", &self.name)
+    }
+
+    /// The MAC the fabric sends to the service namespace from (and answers its ARP with).
+    pub fn service_gateway_mac(&self) -> Mac {
+        Mac::generated("service-gateway", &self.name)
     }
 
     /// The MAC of the internet namespace's interface.

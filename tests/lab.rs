@@ -98,7 +98,9 @@ fn arp_is_answered_for_the_router_and_neighbours_only() {
 fn down_removes_everything_and_is_idempotent() {
     require_root();
     let lab = TestLab::up("down", TWO_SUBNETS);
-    assert_eq!(namespaces_of(&lab.name).len(), 4, "{:?}", namespaces_of(&lab.name));
+    // Four instances and the fabric's service namespace (instance metadata).
+    assert_eq!(namespaces_of(&lab.name).len(), 5, "{:?}", namespaces_of(&lab.name));
+    assert!(namespaces_of(&lab.name).contains(&format!("{}-svc", lab.name)));
     // A process left running in an instance must not outlive the lab (nor keep it alive).
     let mut sleeper =
         std::process::Command::new(BIN).args(["exec", "--lab", &lab.name, "b1", "--", "sleep", "600"]).spawn().unwrap();

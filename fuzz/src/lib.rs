@@ -432,6 +432,7 @@ pub struct Tally {
     pub reply: u64,
     pub reply_with: u64,
     pub to_internet: u64,
+    pub to_service: u64,
     pub drop: u64,
     pub drop_at: u64,
 }
@@ -443,13 +444,14 @@ impl Tally {
             Verdict::Reply => self.reply += 1,
             Verdict::ReplyWith(_) => self.reply_with += 1,
             Verdict::ToInternet => self.to_internet += 1,
+            Verdict::ToService => self.to_service += 1,
             Verdict::Drop(_) => self.drop += 1,
             Verdict::DropAt(..) => self.drop_at += 1,
         }
     }
 
     fn verdicts(&self) -> u64 {
-        self.forward + self.reply + self.reply_with + self.to_internet + self.drop + self.drop_at
+        self.forward + self.reply + self.reply_with + self.to_internet + self.to_service + self.drop + self.drop_at
     }
 }
 
@@ -530,7 +532,7 @@ fn connections(p: &Pipeline, now: Duration) -> Vec<ConnectionView> {
 fn check_trace(v: Verdict, frame: &[u8], tv: Verdict, tframe: &[u8]) {
     assert_eq!(tv, v, "trace and forwarding disagree");
     match v {
-        Verdict::Forward(_) | Verdict::ToInternet | Verdict::Reply => {
+        Verdict::Forward(_) | Verdict::ToInternet | Verdict::ToService | Verdict::Reply => {
             assert!(tframe == frame, "trace and forwarding rewrote the frame differently")
         }
         Verdict::ReplyWith(n) => assert!(tframe[..n] == frame[..n], "trace and forwarding answered differently"),
@@ -573,6 +575,11 @@ fn check_verdict(m: &Model, v: Verdict, input: &[u8], out: &[u8], off: Offload, 
             let i = integrity(reply, fresh).expect("a ReplyWith frame parses as IPv4");
             assert!(i.ip && i.l4 == Some(true), "a ReplyWith frame has a wrong checksum: {i:?}");
             assert_eq!(reply[..6], input[6..12], "a ReplyWith frame goes back to the sender");
+        }
+        Verdict::ToService => {
+            let l = layout(out).expect("a frame for the metadata service parses as IPv4");
+            assert_eq!(l.dst, vpclab::model::METADATA_IP, "a frame for the metadata service to {}", l.dst);
+            same_integrity(before, integrity(out, off));
         }
         Verdict::Drop(_) => {}
         Verdict::DropAt(_, at) => assert!(at.index() < n, "a drop counted on a port that is no ENI: {at:?}"),

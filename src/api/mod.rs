@@ -6,7 +6,7 @@
 //! are served one at a time on a thread of their own, never on a forwarding thread.
 
 mod act;
-mod describe;
+pub(crate) mod describe;
 mod sigv4;
 mod wire;
 

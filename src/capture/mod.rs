@@ -308,7 +308,7 @@ impl Captures {
             Verdict::Forward(e) | Verdict::DropAt(_, e) => Some(e.index()),
             Verdict::ToInternet => Some(internet),
             Verdict::Reply | Verdict::ReplyWith(_) => Some(seen.from),
-            Verdict::Drop(_) => None,
+            Verdict::Drop(_) | Verdict::ToService => None,
         };
         let Captures { active, names, observer, comment } = self;
         let text = Explained::new(names, observer, seen);

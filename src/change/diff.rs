@@ -469,6 +469,13 @@ fn instances(old: &Model, new: &Model, plan: &mut Plan) -> Result<(), AwsError> 
                 let ty = b.instance_type.as_deref().unwrap_or("(none)");
                 steps.borrow_mut().push(format!("ModifyInstanceAttribute {} instance-type {ty}", b.id));
             }
+            if a.metadata != b.metadata {
+                let m = b.metadata;
+                let tokens = if m.tokens_required { "required" } else { "optional" };
+                let endpoint = if m.endpoint_enabled { "enabled" } else { "disabled" };
+                let what = format!("http-tokens {tokens} hop-limit {} http-endpoint {endpoint}", m.hop_limit);
+                steps.borrow_mut().push(format!("ModifyInstanceMetadataOptions {} {what}", b.id));
+            }
             match (a.state, b.state) {
                 (InstanceState::Running, InstanceState::Stopped) => {
                     steps.borrow_mut().push(format!("StopInstances {}", b.id))

@@ -710,6 +710,7 @@ fn trace(
             }
         }
         Verdict::ToInternet => report.delivered_to = Some("the internet".into()),
+        Verdict::ToService => report.delivered_to = Some("the instance metadata service".into()),
         Verdict::Reply | Verdict::ReplyWith(_) => report.verdict = "answered by the fabric".into(),
         Verdict::Drop(r) | Verdict::DropAt(r, _) => {
             report.verdict = "dropped".into();

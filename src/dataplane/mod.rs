@@ -29,6 +29,7 @@
 
 pub mod owner;
 pub mod port;
+mod service;
 pub mod tap;
 pub mod uplink;
 pub mod workers;
@@ -74,6 +75,8 @@ fn port_token(index: usize) -> Token {
 enum Source {
     /// Commands are waiting.
     Waker,
+    /// The service namespace's port has frames.
+    Service,
     /// The port at this index has frames.
     Port(usize),
 }
@@ -82,6 +85,8 @@ impl Source {
     fn of(token: Token) -> Source {
         if token == WAKER {
             Source::Waker
+        } else if token == service::SERVICE {
+            Source::Service
         } else {
             Source::Port(token.0)
         }
@@ -296,6 +301,8 @@ pub struct Dataplane<P = Tap> {
     /// With several workers: the other workers and the rings to them; `None` (one branch per
     /// frame) with one.
     crew: Option<Box<workers::Crew>>,
+    /// The port to the service namespace (instance metadata), if the lab has one.
+    service: service::ServicePort<P>,
 }
 
 impl<P: Port> Dataplane<P> {
@@ -341,6 +348,7 @@ impl<P: Port> Dataplane<P> {
             mirrors,
             flow_logs: FlowLogs::default(),
             crew: None,
+            service: service::ServicePort::default(),
         };
         Ok((dp, Handle { links: vec![Link { commands: tx, waker }], fanout: None }))
     }
@@ -396,7 +404,7 @@ impl<P: Port> Dataplane<P> {
                 }
                 next_housekeeping = now + HOUSEKEEPING;
             }
-            let idle = ready.is_empty() && !handed;
+            let idle = ready.is_empty() && !handed && !self.service.ready;
             let timeout = if idle { next_housekeeping.saturating_sub(now) } else { Duration::ZERO };
             let timeout = Some(timeout);
             match self.poll.poll(&mut events, timeout) {
@@ -412,6 +420,7 @@ impl<P: Port> Dataplane<P> {
                         AfterCommands::Swapped => swapped = true,
                         AfterCommands::Stop => return Ok(()),
                     },
+                    Source::Service => self.service.ready = true,
                     // The rest of this batch may name ports by their index before the swap;
                     // every port is drained below anyway.
                     Source::Port(_) if swapped => {}
@@ -441,6 +450,9 @@ impl<P: Port> Dataplane<P> {
             }
             ready.clear();
             std::mem::swap(&mut ready, &mut still_ready);
+            if self.service.ready {
+                self.service.ready = self.drain_service();
+            }
             if self.crew.is_some() {
                 handed = self.take_handoffs();
             }
@@ -895,6 +907,7 @@ impl<P: Port> Dataplane<P> {
         match verdict {
             Verdict::Forward(to) => self.transmit(to.index(), n),
             Verdict::ToInternet => self.transmit(internet, n),
+            Verdict::ToService => self.transmit_service(n),
             Verdict::Reply => {
                 self.buf[..VNET_HDR_LEN].fill(0);
                 self.transmit(port, n);

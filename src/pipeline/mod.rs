@@ -44,6 +44,7 @@
 //! answer ARP for their addresses.
 
 mod endpoint;
+mod metadata;
 mod verdict;
 
 use std::fmt;
@@ -88,6 +89,9 @@ pub enum Stage {
     /// The Amazon DNS server answers queries to base + 2 and 169.254.169.253 (before source
     /// check, groups, ACLs and flow logs, as AWS does).
     DnsReply,
+    /// To the instance metadata service and back (before source check, groups, ACLs and flow
+    /// logs, as AWS serves it).
+    Metadata,
     /// With the check on, the source IP must be one of the sender's private IPs.
     SourceCheck,
     /// The sender's security groups and connection table.
@@ -124,6 +128,7 @@ impl Stage {
             Stage::DhcpReply => "dhcp-reply",
             Stage::Router => "router",
             Stage::DnsReply => "dns-reply",
+            Stage::Metadata => "metadata",
             Stage::SourceCheck => "source-check",
             Stage::SgEgress => "sg-egress",
             Stage::Layer2 => "layer2",
@@ -394,6 +399,8 @@ pub struct Pipeline {
     dns_support: Vec<bool>,
     /// By ENI index: its allowance of packets to the DNS server.
     dns_limits: Vec<dns::RateLimit>,
+    /// The link to the service namespace (instance metadata).
+    service: metadata::ServiceLink,
     /// The last fabric answer too long to be written over its request (see [`Verdict::ReplyWith`]).
     answer: Vec<u8>,
     /// This pipeline's part when several workers forward the lab; `None` with one worker.
@@ -490,6 +497,7 @@ impl Pipeline {
             dns_names: dns::Names::default(),
             dns_support: Vec::new(),
             dns_limits: vec![dns::RateLimit::default(); model.enis.len()],
+            service: metadata::ServiceLink::new(model),
             answer: Vec::new(),
             shard: None,
             endpoints: endpoint::Endpoints::default(),
@@ -979,6 +987,9 @@ impl Pipeline {
         }
         if ip.flow.dst == port.subnet_cidr.router() {
             return self.to_router(from, &ip, frame, obs);
+        }
+        if metadata::is_metadata(ip.flow.dst) {
+            return self.to_metadata(from, &ip, frame, off, obs);
         }
         within_vpc_mtu(&ip, frame, off, obs)?;
         let info = ip.flow;
@@ -2028,7 +2039,7 @@ impl Pipeline {
             return Err(Verdict::Drop(DropReason::ArpNotRequest));
         }
         let target = arp.target_ip;
-        let answer = if target == port.subnet_cidr.router() {
+        let answer = if target == port.subnet_cidr.router() || target == crate::model::METADATA_IP {
             Some(port.router_mac)
         } else {
             let owner = self

@@ -18,6 +18,8 @@ pub enum Verdict {
     ReplyWith(usize),
     /// Write the rewritten frame to the emulated internet's TAP.
     ToInternet,
+    /// Write the rewritten frame to the service namespace's TAP (instance metadata).
+    ToService,
     /// Drop it, for this reason, counted on the sending ENI.
     Drop(DropReason),
     /// Drop it, counted on the ENI that refused it (the receiver's ACL, check or groups).
@@ -143,6 +145,14 @@ drop_reasons! {
     /// A packet to the DNS server that is not a UDP query to port 53 (TCP, other ports,
     /// fragments, DNS responses): unanswered.
     DnsUnanswered = "dns_unanswered", "DNS_NO_REPLY",
+    /// To 169.254.169.254 but not TCP port 80, the only service there.
+    MetadataUnsupported = "metadata_unsupported", "METADATA_UNSUPPORTED",
+    /// To the metadata service from an address that is not a private IP of the sending ENI, or
+    /// from an ENI or address slot beyond what the service's address pool can name.
+    MetadataUnknownSource = "metadata_unknown_source", "METADATA_UNKNOWN_SOURCE",
+    /// From the metadata service to no ENI that can take it (gone, detached or stopped since
+    /// it asked; counted on the service port).
+    MetadataUnknownClient = "metadata_unknown_client", "METADATA_UNKNOWN_CLIENT",
     /// With several workers: a frame read by one worker could not be handed to its owner (the
     /// ring between them was full, or a configuration swap came in between).
     HandoffLost = "worker_handoff_lost", "WORKER_HANDOFF_LOST",

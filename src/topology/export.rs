@@ -391,6 +391,16 @@ fn instance(i: &crate::model::Instance) -> Table {
     if i.state != crate::model::InstanceState::Running {
         t["state"] = value(i.state.name());
     }
+    let m = i.metadata;
+    if m != crate::model::MetadataOptions::default() {
+        let tokens = if m.tokens_required { "required" } else { "optional" };
+        let endpoint = if m.endpoint_enabled { "enabled" } else { "disabled" };
+        t["metadata_options"] = value(inline(&[
+            ("http_tokens", tokens.into()),
+            ("http_put_response_hop_limit", i64::from(m.hop_limit).into()),
+            ("http_endpoint", endpoint.into()),
+        ]));
+    }
     t
 }
 

@@ -261,6 +261,16 @@ pub(crate) struct RawInstance {
     pub(crate) instance_type: Option<Spanned<String>>,
     /// `running` (default) or `stopped`.
     pub(crate) state: Option<Spanned<String>>,
+    pub(crate) metadata_options: Option<RawMetadataOptions>,
+}
+
+/// An instance's `metadata_options` table, named as EC2's `InstanceMetadataOptions`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMetadataOptions {
+    pub(crate) http_tokens: Option<Spanned<String>>,
+    pub(crate) http_put_response_hop_limit: Option<Spanned<i64>>,
+    pub(crate) http_endpoint: Option<Spanned<String>>,
 }
 
 /// `[[network_interface]]`.

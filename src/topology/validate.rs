@@ -27,6 +27,7 @@ use super::raw::{
     RawSubnet, StrOrInt,
 };
 use super::{LineIndex, Problem};
+use crate::model::MetadataOptions;
 use crate::model::{
     AclAction, AclIdx, AclRule, ApiSettings, Attachment, Cidr, ConntrackConfig, EipIdx, ElasticIp, Eni, EniIdx, IgwIdx,
     Instance, InstanceIdx, InstanceState, InternetGateway, InternetHost, Mac, Model, NatGateway, NatIdx, NetworkAcl,
@@ -937,9 +938,26 @@ fn instances(c: &mut Checker<'_>, raw: &RawFile) -> Vec<Option<InstanceLimits>> 
                 c.err(st.span(), path(Kind::Instance, inst.id.get_ref(), "state"), msg);
             }
         }
+        if let Some(m) = &inst.metadata_options {
+            metadata_options(c, inst.id.get_ref(), m);
+        }
         out.push(limits);
     }
     out
+}
+
+/// An instance's `metadata_options`: EC2's values and range.
+fn metadata_options(c: &mut Checker<'_>, iid: &str, m: &super::raw::RawMetadataOptions) {
+    let field = |f: &str| path(Kind::Instance, iid, &format!("metadata_options.{f}"));
+    if let Some(t) = m.http_tokens.as_ref().filter(|t| !matches!(t.get_ref().as_str(), "optional" | "required")) {
+        c.err(t.span(), field("http_tokens"), format!("`{}`: use optional or required", t.get_ref()));
+    }
+    if let Some(h) = m.http_put_response_hop_limit.as_ref().filter(|h| !(1..=64).contains(h.get_ref())) {
+        c.err(h.span(), field("http_put_response_hop_limit"), format!("{} is outside 1-64, EC2's range", h.get_ref()));
+    }
+    if let Some(e) = m.http_endpoint.as_ref().filter(|e| !matches!(e.get_ref().as_str(), "enabled" | "disabled")) {
+        c.err(e.span(), field("http_endpoint"), format!("`{}`: use enabled or disabled", e.get_ref()));
+    }
 }
 
 /// Who holds each address so far, described for messages: private IPs are unique per VPC,
@@ -1232,6 +1250,10 @@ fn instance_enis(c: &mut Checker<'_>, raw: &RawFile, limits: &[Option<InstanceLi
         let attached = enis.attached_to(ii);
         if iid == "internet" {
             let msg = "`internet` is reserved: the emulated internet lives in namespace `<lab>-internet`".to_string();
+            c.err(inst.id.span(), path(Kind::Instance, iid, "id"), msg);
+        }
+        if iid == "svc" {
+            let msg = "`svc` is reserved: the fabric's services live in namespace `<lab>-svc`".to_string();
             c.err(inst.id.span(), path(Kind::Instance, iid, "id"), msg);
         }
         let primary = attached.iter().find(|(d, _)| *d == 0).map(|&(_, ei)| ei);
@@ -2333,5 +2355,13 @@ fn model_instance(inst: &RawInstance) -> Instance {
             Some("stopped") => InstanceState::Stopped,
             _ => InstanceState::Running,
         },
+        metadata: inst.metadata_options.as_ref().map_or_else(MetadataOptions::default, |m| {
+            let d = MetadataOptions::default();
+            MetadataOptions {
+                tokens_required: m.http_tokens.as_ref().map_or(d.tokens_required, |t| t.get_ref() == "required"),
+                hop_limit: m.http_put_response_hop_limit.as_ref().map_or(d.hop_limit, |h| *h.get_ref() as u8),
+                endpoint_enabled: m.http_endpoint.as_ref().map_or(d.endpoint_enabled, |e| e.get_ref() != "disabled"),
+            }
+        }),
     }
 }

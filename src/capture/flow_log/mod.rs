@@ -362,7 +362,7 @@ fn at_nat(verdict: Verdict, from: usize, outbound: bool) -> (Option<Action>, Opt
         Verdict::ToInternet | Verdict::Forward(_) | Verdict::DropAt(..) => {
             (Some(Action::Accept), Some((Action::Accept, left_path)))
         }
-        Verdict::Drop(_) | Verdict::Reply | Verdict::ReplyWith(_) => (Some(Action::Accept), None),
+        Verdict::Drop(_) | Verdict::Reply | Verdict::ReplyWith(_) | Verdict::ToService => (Some(Action::Accept), None),
     }
 }
 
@@ -556,7 +556,8 @@ impl FlowLogs {
                 // Let out by the sender, refused at the NAT gateway's interface (its subnet's ACL).
                 Verdict::Drop(_) if seen.nat.is_some() => Some(Action::Accept),
                 Verdict::Drop(r) => refused(r).then_some(Action::Reject),
-                Verdict::Reply | Verdict::ReplyWith(_) => None,
+                // Fabric answers and instance metadata are never logged, as on AWS.
+                Verdict::Reply | Verdict::ReplyWith(_) | Verdict::ToService => None,
             };
             let path = match seen.verdict {
                 Verdict::ToInternet => {

@@ -449,7 +449,7 @@ impl<'a> Builder<'a> {
             if self.instance.insert(id, ii).is_some() {
                 continue; // listed twice (two files): one is enough
             }
-            self.m.instances.push(Instance { id: id.to_string(), instance_type, state });
+            self.m.instances.push(Instance { id: id.to_string(), instance_type, state, metadata: Default::default() });
         }
     }
 

@@ -50,6 +50,10 @@ fn an_interface_endpoint_address_is_answered_by_the_service_host() {
     let lab = TestLab::up("vpce_if", &body());
     let inet = lab.ns("internet");
     let srv = tcp_peer_server(&inet, addr(SQS, 8080), 15);
+    // The service's own name resolves to the endpoint inside the VPC (private DNS), through the
+    // instance's resolver (the VPC's Amazon DNS server, from its DHCP options).
+    let out = lab.exec("other", &["dig", "+short", "+time=2", "+tries=3", "sqs.us-east-1.amazonaws.com"]);
+    assert_eq!(text(&out).trim(), "10.0.4.4", "dig: {}", text(&out));
     let mut s = tcp_connect(&lab.ns("other"), addr("10.0.4.4", 8080), 5).expect("the endpoint's address answers");
     assert_eq!(s.peer_addr().unwrap().ip().to_string(), "10.0.4.4");
     assert_eq!(echo_over(&mut s, b"SendMessage").unwrap(), b"SendMessage");

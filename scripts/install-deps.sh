@@ -14,12 +14,14 @@ have tcpdump || want+=(tcpdump)
 have python3 || want+=(python3)
 have gcc || want+=(gcc)
 have iptables || want+=(iptables)
-# busybox udhcpc: the DHCP client the DHCP tests (and `instance_network = "dhcp"`) run.
+# busybox udhcpc: the one-shot DHCP client tests/dhcp.rs runs to read a lease.
 have busybox || want+=(busybox)
 # dhclient (isc-dhcp-client): the client `instance_network = "dhcp"` runs on every interface.
 have dhclient || want+=(isc-dhcp-client)
 # dig: the DNS tests ask the fabric's Amazon DNS server with it.
 have dig || want+=(dnsutils)
+# curl: the instance metadata tests ask 169.254.169.254 with it.
+have curl || want+=(curl)
 have tshark || want+=(tshark)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || want+=(python3-venv)
 if [ ${#want[@]} -gt 0 ]; then

@@ -614,6 +614,10 @@ pub struct NatGateway {
     /// Source ports it allocates: AWS's 1024-65535 unless the file narrows it (`ports`, a
     /// vpclab extension for rehearsing port exhaustion).
     pub ports: PortRange,
+    /// `source_ports = "preserve"` (a vpclab option): keep a client's source port when it is
+    /// free, as a NAT instance does; by default ports are spread over the whole range, as AWS
+    /// documents its NAT gateway's use of 1024-65535 (see the README).
+    pub preserve_ports: bool,
 }
 
 impl NatGateway {

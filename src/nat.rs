@@ -336,6 +336,11 @@ pub struct NatTable {
     /// `(class, of)`: new translations get only ports `p` with `p % of == class`, the share of
     /// one of `of` forwarding workers (`(0, 1)`: every port); see [`NatTable::set_share`].
     share: (u16, u16),
+    /// Whether a new translation keeps the inside port when it is free (a NAT instance's
+    /// iptables MASQUERADE does); else it starts at a keyed-hash port (RFC 6056's algorithm 3).
+    preserve_ports: bool,
+    /// The key of that hash: per table, so the ports are not predictable from outside.
+    port_key: std::collections::hash_map::RandomState,
 }
 
 impl NatTable {
@@ -366,7 +371,16 @@ impl NatTable {
             tomb_order: VecDeque::new(),
             counters: NatCounters::default(),
             share: (0, 1),
+            preserve_ports: true,
+            port_key: std::collections::hash_map::RandomState::new(),
         }
+    }
+
+    /// Whether new translations keep the inside port when it is free (`true`, the default of a
+    /// bare table) or start at a port chosen by a keyed hash of the flow over the whole range
+    /// (`false`: what AWS's NAT gateway is configured to do in a lab, see the README).
+    pub fn set_preserve_ports(&mut self, preserve: bool) {
+        self.preserve_ports = preserve;
     }
 
     /// Makes this table worker `class`'s of `of` forwarding workers (`dataplane::owner`): new
@@ -474,10 +488,16 @@ impl NatTable {
             Some(holder) => self.map.get(holder).is_none_or(|slot| !self.live(now, &slot.m)),
         };
         let ours = |port: u16| (self.first..=self.last).contains(&port) && port % of == class;
-        if ours(inside.1) && usable(inside.1) {
+        if self.preserve_ports && ours(inside.1) && usable(inside.1) {
             return Ok(NatPlan { key, port: inside.1, new: Some(None) });
         }
-        let mut port = self.dests.get(&dest).map_or(self.first, |d| d.cursor);
+        let mut port = if self.preserve_ports {
+            self.dests.get(&dest).map_or(self.first, |d| d.cursor)
+        } else {
+            // The same flow asks for the same start, so a trace and the forwarding agree.
+            let hash = std::hash::BuildHasher::hash_one(&self.port_key, key);
+            self.first.wrapping_add((hash % self.range_len.max(1) as u64) as u16)
+        };
         for _ in 0..self.range_len {
             if !(self.first..=self.last).contains(&port) {
                 port = self.first;
@@ -868,6 +888,29 @@ mod tests {
 
     fn aws() -> NatTable {
         NatTable::new(NAT, AWS_PORTS, AWS_MAX_PER_DESTINATION, AWS_IDLE_TIMEOUT)
+    }
+
+    #[test]
+    fn without_port_preservation_ports_spread_over_the_whole_range_and_stay_per_flow() {
+        let mut t = aws();
+        t.set_preserve_ports(false);
+        let ports: Vec<u16> =
+            (0..200).map(|i| t.outbound(secs(0), TCP, (A, 40000 + i), (D1, 443)).expect("a free port")).collect();
+        assert!(ports.iter().all(|p| AWS_PORTS.contains(p)), "{ports:?}");
+        let kept = ports.iter().zip(40000..).filter(|(p, i)| **p == *i).count();
+        assert!(kept < 5, "{kept} of 200 kept their inside port");
+        // A Linux client's ephemeral range (32768-60999) is no guide to what comes back.
+        let outside_linux = ports.iter().filter(|p| !(32768..=60999).contains(*p)).count();
+        assert!(outside_linux > 40, "{outside_linux} of 200 outside 32768-60999");
+        let mut unique = ports.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), 200, "one port per flow to one destination");
+        // The same flow keeps its translation.
+        assert_eq!(t.outbound(secs(1), TCP, (A, 40000), (D1, 443)), Ok(ports[0]));
+        // With preservation (the option), a free inside port is kept.
+        let mut kept = aws();
+        assert_eq!(kept.outbound(secs(0), TCP, (A, 40000), (D1, 443)), Ok(40000));
     }
 
     #[test]

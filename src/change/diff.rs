@@ -262,8 +262,10 @@ fn gateways(old: &Model, new: &Model, plan: &mut Plan) -> Result<(), AwsError> {
             {
                 return Err(immutable(format!("the subnet, private IP and Elastic IP of NAT gateway {}", a.id)));
             }
-            if a.ports != b.ports {
-                steps.borrow_mut().push(format!("ModifyNatGateway {} ports {}-{}", b.id, b.ports.from, b.ports.to));
+            if a.ports != b.ports || a.preserve_ports != b.preserve_ports {
+                let policy = if b.preserve_ports { "preserve" } else { "random" };
+                let (from, to) = (b.ports.from, b.ports.to);
+                steps.borrow_mut().push(format!("ModifyNatGateway {} ports {from}-{to} source_ports {policy}", b.id));
             }
             Ok(())
         },

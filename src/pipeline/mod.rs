@@ -481,12 +481,14 @@ impl Pipeline {
                 .nat_gateways
                 .iter()
                 .map(|n| {
-                    NatTable::new(
+                    let mut table = NatTable::new(
                         n.private_ip,
                         n.ports.from..=n.ports.to,
                         crate::nat::AWS_MAX_PER_DESTINATION,
                         crate::nat::AWS_IDLE_TIMEOUT,
-                    )
+                    );
+                    table.set_preserve_ports(n.preserve_ports);
+                    table
                 })
                 .collect(),
             inet_own_mac: model.internet_gateway_mac(),
@@ -702,6 +704,7 @@ impl Pipeline {
             }
             std::mem::swap(&mut self.nats[i], &mut old.nats[j]);
             self.nats[i].set_ports(nat.ports.from..=nat.ports.to);
+            self.nats[i].set_preserve_ports(nat.preserve_ports);
         }
         if self.uplink_gateway.is_some() && self.uplink_gateway == old.uplink_gateway {
             self.inet_peer_mac = old.inet_peer_mac.clone();

@@ -1419,7 +1419,8 @@ fn nat_translations_follow_their_nat_id_and_new_flows_use_the_new_port_range() {
     let mut p = default_lab();
     let (v, out) = p.outbound("eni-app", 40000, 80, SYN);
     assert_eq!(v, Verdict::ToInternet);
-    assert_eq!(ipv4(&out).flow.l4.src_port, 40000, "the inside port, free, is kept");
+    let outside = ipv4(&out).flow.l4.src_port;
+    assert!(outside >= 1024, "{outside}");
     // A private NAT gateway is added before nat-main (which moves to index 1), and nat-main's
     // ports are narrowed.
     let text = crate::topology::DEFAULT_TOPOLOGY
@@ -1434,16 +1435,17 @@ fn nat_translations_follow_their_nat_id_and_new_flows_use_the_new_port_range() {
     assert_eq!(changed.nat_gateways[1].id, "nat-main");
     p.swap_to(changed);
     // The translation survived (as did eni-app's connection): the reply comes back in.
-    let (v, back) = p.inbound(Ipv4Addr::new(203, 0, 113, 10), 80, 40000, SYN_ACK);
+    let (v, back) = p.inbound(Ipv4Addr::new(203, 0, 113, 10), 80, outside, SYN_ACK);
     assert_eq!(v, Verdict::Forward(p.eni("eni-app")));
     assert_eq!(ipv4(&back).flow.l4.dst_port, 40000);
     let (v, out) = p.outbound("eni-app", 40000, 80, ACK);
-    assert_eq!((v, ipv4(&out).flow.l4.src_port), (Verdict::ToInternet, 40000));
+    assert_eq!((v, ipv4(&out).flow.l4.src_port), (Verdict::ToInternet, outside));
     let views = p.pipeline.connections(p.now, None);
-    assert!(views.iter().any(|c| c.eni == "nat-main" && c.translated.is_some_and(|t| t.1 == 40000)), "{views:?}");
+    assert!(views.iter().any(|c| c.eni == "nat-main" && c.translated.is_some_and(|t| t.1 == outside)), "{views:?}");
     // A new flow gets a port of the new range.
     let (v, out) = p.outbound("eni-app", 40001, 80, SYN);
-    assert_eq!((v, ipv4(&out).flow.l4.src_port), (Verdict::ToInternet, 2000));
+    assert_eq!(v, Verdict::ToInternet);
+    assert!((2000..=2001).contains(&ipv4(&out).flow.l4.src_port), "{:?}", ipv4(&out));
 }
 
 #[test]

@@ -261,6 +261,9 @@ fn nat(m: &Model, n: &NatGateway) -> Table {
     if n.ports != NatGateway::AWS_PORTS {
         t["ports"] = value(ports(n.ports));
     }
+    if n.preserve_ports {
+        t["source_ports"] = value("preserve");
+    }
     t
 }
 

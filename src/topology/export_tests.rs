@@ -198,6 +198,7 @@ id = "nat-a"
 subnet = "sub-pub"
 elastic_ip = "eip-nat"
 ports = "1024-1123"
+source_ports = "preserve"
 
 [[nat_gateway]]
 id = "nat-private"

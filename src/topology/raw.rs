@@ -173,6 +173,8 @@ pub(crate) struct RawNatGateway {
     pub(crate) private_ip: Option<Spanned<String>>,
     pub(crate) elastic_ip: Option<Spanned<String>>,
     pub(crate) ports: Option<Spanned<StrOrInt>>,
+    /// `random` (default) or `preserve`.
+    pub(crate) source_ports: Option<Spanned<String>>,
 }
 
 /// `[[vpc_peering]]`.

@@ -974,6 +974,19 @@ fn internet_is_a_reserved_instance_id_and_nat_ports_are_checked() {
     assert!(ps[0].field.ends_with(".ports") && ps[0].message.contains("below 1024"), "{ps:?}");
     let m = parse(super::DEFAULT_TOPOLOGY, "d.toml").unwrap();
     assert_eq!(m.nat_gateways[0].ports, crate::model::NatGateway::AWS_PORTS);
+    assert!(!m.nat_gateways[0].preserve_ports, "AWS's NAT gateway spreads ports by default");
+    let policy = |value: &str| {
+        let text = super::DEFAULT_TOPOLOGY.replacen(
+            "elastic_ip = \"eipalloc-nat\"",
+            &format!("elastic_ip = \"eipalloc-nat\"\nsource_ports = \"{value}\""),
+            1,
+        );
+        parse(&text, "d.toml")
+    };
+    assert!(policy("preserve").unwrap().nat_gateways[0].preserve_ports);
+    assert!(!policy("random").unwrap().nat_gateways[0].preserve_ports);
+    let ps = policy("sequential").expect_err("an unknown policy").problems;
+    assert!(ps[0].field.ends_with(".source_ports") && ps[0].message.contains("`preserve`"), "{ps:?}");
 }
 
 #[test]

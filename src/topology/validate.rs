@@ -1461,6 +1461,7 @@ struct CheckedNat {
     /// `Some(None)`: no Elastic IP.
     elastic_ip: Option<Option<usize>>,
     ports: Option<PortRange>,
+    preserve_ports: Option<bool>,
 }
 
 /// Checks each NAT gateway: its source ports, subnet, private IP and Elastic IP. Given addresses
@@ -1491,7 +1492,8 @@ fn nat_gateways(
             }
         };
         let elastic_ip = nat_elastic_ip(c, raw, n, &mut eip_used);
-        out.push(CheckedNat { subnet, private_ip, elastic_ip, ports });
+        let preserve_ports = nat_source_ports(c, n);
+        out.push(CheckedNat { subnet, private_ip, elastic_ip, ports, preserve_ports });
     }
     nat_free_addresses(c, raw, subnets, &mut out, addresses);
     out
@@ -1510,6 +1512,22 @@ fn nat_ports(c: &mut Checker<'_>, n: &RawNatGateway) -> Option<PortRange> {
             None
         }
         None => None,
+    }
+}
+
+/// A NAT gateway's `source_ports`: `random` (the default, see [`NatGateway::preserve_ports`]) or
+/// `preserve`.
+fn nat_source_ports(c: &mut Checker<'_>, n: &RawNatGateway) -> Option<bool> {
+    let Some(s) = &n.source_ports else { return Some(false) };
+    match s.get_ref().as_str() {
+        "random" => Some(false),
+        "preserve" => Some(true),
+        other => {
+            let field = path(Kind::NatGateway, n.id.get_ref(), "source_ports");
+            let msg = format!("`{other}` is not a source port policy: `random` (AWS's NAT gateway) or `preserve`");
+            c.err(s.span(), field, msg);
+            None
+        }
     }
 }
 
@@ -2300,6 +2318,7 @@ impl Sections {
                 private_ip: checked.private_ip?,
                 elastic_ip,
                 ports: checked.ports?,
+                preserve_ports: checked.preserve_ports?,
             });
         }
         Some(out)

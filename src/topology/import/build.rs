@@ -592,6 +592,7 @@ impl<'a> Builder<'a> {
                 private_ip,
                 elastic_ip,
                 ports: NatGateway::AWS_PORTS,
+                preserve_ports: false,
             });
         }
         Ok(())

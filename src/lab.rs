@@ -47,9 +47,8 @@ pub const RUN_DIR: &str = "/run/vpclab";
 /// Queue length of each TAP towards the forwarder, raised so a burst is not dropped in the kernel.
 const TAP_TXQUEUELEN: u32 = 10_000;
 
-/// Routing table of the ENI at device index N is `ENI_TABLE_BASE + N`, as amazon-ec2-net-utils
-/// 2.x (Amazon Linux 2023) does for every interface, device 0 included (10000 + device
-/// number), with its rules at the same priority.
+/// Routing table of the ENI at device index N > 0 is `ENI_TABLE_BASE + N`, as ec2-net-utils
+/// does (it uses 10000 + device number), with its rules at the same priority.
 const ENI_TABLE_BASE: u32 = 10_000;
 
 /// The main routing table.
@@ -628,9 +627,8 @@ fn dress_instance(
 
 /// Moves one ENI's TAP from the host namespace (where it waits under its temporary name) into
 /// its instance and configures it the way EC2 and ec2-net-utils do: MAC, MTU 9001, addresses with
-/// the subnet's prefix; device 0 also gets the main table's default route via the subnet router,
-/// and every device its own table and a rule per address, so that replies leave by the ENI they
-/// came in on (amazon-ec2-net-utils 2.x; the 1.x of Amazon Linux 2 gave device 0 no rule).
+/// the subnet's prefix; device 0 gets the default route via the subnet router, others their own
+/// table and a rule per address, so that replies leave by the ENI they came in on.
 pub(crate) fn place_eni(
     model: &Model,
     idx: EniIdx,
@@ -661,9 +659,11 @@ pub(crate) fn transfer_eni(
     let eni = &old.enis[old_idx.index()];
     let was = eni.attachment.expect("only attached ENIs are transferred");
     let will = new.enis[new_idx.index()].attachment.expect("only to an attachment");
-    let table = ENI_TABLE_BASE + was.device_index;
-    for ip in eni.private_ips() {
-        from.del_rule(ip, table, table).with_context(|| format!("removing the rule of {ip} in {from_ns}"))?;
+    if was.device_index > 0 {
+        let table = ENI_TABLE_BASE + was.device_index;
+        for ip in eni.private_ips() {
+            from.del_rule(ip, table, table).with_context(|| format!("removing the rule of {ip} in {from_ns}"))?;
+        }
     }
     let (a, b) = (format!("eth{}", was.device_index), format!("eth{}", will.device_index));
     guest::stop_dhcp_client(&old.name, from_ns, &a);
@@ -710,22 +710,23 @@ pub(crate) fn configure_eni(model: &Model, idx: EniIdx, ns: &str, nl: &mut Netli
     let ctx = || format!("adding routes for {ifname} in {ns}");
     if attachment.device_index == 0 {
         nl.add_route(&via_router(MAIN_TABLE)).with_context(ctx)?;
+    } else {
+        let table = ENI_TABLE_BASE + attachment.device_index;
+        let connected = RouteSpec {
+            table,
+            destination: subnet,
+            gateway: None,
+            ifname: ifname.clone(),
+            scope_link: true,
+            source: Some(eni.private_ip),
+        };
+        nl.add_route(&connected).with_context(ctx)?;
+        nl.add_route(&via_router(table)).with_context(ctx)?;
     }
-    let table = ENI_TABLE_BASE + attachment.device_index;
-    let connected = RouteSpec {
-        table,
-        destination: subnet,
-        gateway: None,
-        ifname: ifname.clone(),
-        scope_link: true,
-        source: Some(eni.private_ip),
-    };
-    nl.add_route(&connected).with_context(ctx)?;
-    nl.add_route(&via_router(table)).with_context(ctx)?;
     Ok(())
 }
 
-/// Adds one private IP to an ENI's interface, with its ec2-net-utils rule.
+/// Adds one private IP to an ENI's interface, with the ec2-net-utils rule of a secondary ENI.
 pub(crate) fn add_eni_address(
     nl: &mut Netlink,
     prefix: u8,
@@ -734,8 +735,11 @@ pub(crate) fn add_eni_address(
     ip: Ipv4Addr,
 ) -> Result<(), netns::NetnsError> {
     nl.add_address(ifname, ip, prefix)?;
-    let table = ENI_TABLE_BASE + device_index;
-    nl.add_rule(ip, table, table)
+    if device_index > 0 {
+        let table = ENI_TABLE_BASE + device_index;
+        nl.add_rule(ip, table, table)?;
+    }
+    Ok(())
 }
 
 /// Removes one private IP from an ENI's interface, and its rule.
@@ -746,8 +750,10 @@ pub(crate) fn del_eni_address(
     ifname: &str,
     ip: Ipv4Addr,
 ) -> Result<(), netns::NetnsError> {
-    let table = ENI_TABLE_BASE + device_index;
-    nl.del_rule(ip, table, table)?;
+    if device_index > 0 {
+        let table = ENI_TABLE_BASE + device_index;
+        nl.del_rule(ip, table, table)?;
+    }
     nl.del_address(ifname, ip, prefix)
 }
 
@@ -764,9 +770,11 @@ pub(crate) fn lift_eni(
     let eni = &model.enis[idx.index()];
     let attachment = eni.attachment.expect("only attached ENIs are lifted");
     let ifname = format!("eth{}", attachment.device_index);
-    let table = ENI_TABLE_BASE + attachment.device_index;
-    for ip in eni.private_ips() {
-        nl.del_rule(ip, table, table).with_context(|| format!("removing the rule of {ip} in {ns}"))?;
+    if attachment.device_index > 0 {
+        let table = ENI_TABLE_BASE + attachment.device_index;
+        for ip in eni.private_ips() {
+            nl.del_rule(ip, table, table).with_context(|| format!("removing the rule of {ip} in {ns}"))?;
+        }
     }
     guest::stop_dhcp_client(&model.name, ns, &ifname);
     let temp = tap_temp_name(&model.name, &eni.id);

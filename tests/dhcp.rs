@@ -190,7 +190,7 @@ fn with_instance_network_dhcp_a_real_dhclient_configures_every_interface() {
     assert!(attach.status.success(), "{}", text(&attach));
     assert!(leased("b", "eth1", "10.30.2.60"), "eth1 never got its lease: {}", addresses(&lab, "b", "eth1"));
     let routes = || text(&lab.exec("b", &["ip", "-4", "route"]));
-    let eth1_route = "default via 10.30.2.1 dev eth1 metric 513";
+    let eth1_route = "default via 10.30.2.1 dev eth1 metric 522";
     assert!(eventually(10, || routes().contains(eth1_route)), "{}", routes());
     let pidfile = format!("/run/vpclab/{}/dhclient/{}.eth1.pid", lab.name, lab.ns("b"));
     let pid = std::fs::read_to_string(&pidfile).expect("eth1's client writes its pid");

@@ -13,8 +13,10 @@ use super::lab_dir;
 use crate::model::{EniIdx, InstanceIdx, Model};
 
 /// Route metric of the default route through device N, as amazon-ec2-net-utils 2.x gives it
-/// (512 + device number), so device 0 is preferred and each interface still has its own.
+/// (512 + 10 x device number, `create_if_overrides` in its lib.sh), so device 0 is preferred and
+/// each interface still has its own.
 const METRIC_BASE: u32 = 512;
+const METRIC_STEP: u32 = 10;
 
 /// The instance's `/etc/resolv.conf`, kept in the lab's directory.
 pub fn resolv_conf(lab: &str, instance: &str) -> PathBuf {
@@ -86,7 +88,7 @@ pub fn start_dhcp_client(model: &Model, idx: EniIdx, ns: &str) -> anyhow::Result
         .arg(client_file(&model.name, ns, &ifname, "pid"))
         .arg("-lf")
         .arg(client_file(&model.name, ns, &ifname, "leases"))
-        .args(["-e", &format!("IF_METRIC={}", METRIC_BASE + attachment.device_index), &ifname])
+        .args(["-e", &format!("IF_METRIC={}", METRIC_BASE + METRIC_STEP * attachment.device_index), &ifname])
         .stdin(std::process::Stdio::null())
         .status()
         .with_context(|| format!("starting dhclient on {ifname} in {ns}"))?;

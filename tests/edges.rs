@@ -733,3 +733,27 @@ fn trace_agrees_with_nat_port_exhaustion() {
     drop((c1, c2));
     assert_eq!(srv.join().unwrap(), 2);
 }
+
+/// Three connections from `app` through the NAT gateway: how many kept their source port.
+fn nat_kept_ports(lab: &TestLab) -> usize {
+    let inet = lab.ns("internet");
+    let mut kept = 0;
+    for i in 0..3u16 {
+        let srv = tcp_peer_server(&inet, addr(EXAMPLE, 8100 + i), 10);
+        let s = tcp_connect(&lab.ns("app"), addr(EXAMPLE, 8100 + i), 5).expect("through the NAT gateway");
+        let local = s.local_addr().unwrap().port();
+        drop(s);
+        let peer = srv.join().unwrap().expect("the host accepted");
+        assert_eq!(peer.ip().to_string(), NAT_EIP);
+        kept += usize::from(peer.port() == local);
+    }
+    kept
+}
+
+#[test]
+fn the_nat_gateway_spreads_source_ports_unless_told_to_preserve_them() {
+    let lab = TestLab::up("natsport", &edge_topology(""));
+    assert!(nat_kept_ports(&lab) < 3, "every connection kept its client port");
+    let kept = TestLab::up("natkeep", &edge_topology(r#"source_ports = "preserve""#));
+    assert_eq!(nat_kept_ports(&kept), 3, "source_ports = \"preserve\" did not keep the client ports");
+}

@@ -167,6 +167,11 @@ fn elastic_ips_of_the_lab_are_reached_back_in_through_the_internet_gateway() {
     // An instance to its own Elastic IP.
     let seen = seen_by_server(&lab, "web", "web", "10.0.1.10", WEB_EIP, 8081);
     assert_eq!(seen.as_deref(), Some(WEB_EIP));
+    // The VPC router answers ping to its own address (groups and ACLs do not filter it), and
+    // drops anything else sent to it under its own reason.
+    assert!(pings(&lab, "app", "10.0.2.1"), "{}", text(&lab.ping("app", "10.0.2.1")));
+    let _ = tcp_connect(&lab.ns("app"), addr("10.0.2.1", 22), 1);
+    assert!(lab.drops("eni-app", "router_address") >= 1, "{}", lab.eni("eni-app"));
     // Ping over the hairpin works both ways through the NAT gateway.
     assert!(pings(&lab, "app", WEB_EIP), "{}", text(&lab.ping("app", WEB_EIP)));
 }
